@@ -1,0 +1,181 @@
+//! Tollgate control plane: xDS (ADS + ECDS) for Envoy, the admin API, the data plane's
+//! credential endpoint, and the built-in demo model.
+
+mod admin;
+mod clock;
+mod config_file;
+mod demo;
+mod model;
+mod publisher;
+mod service;
+mod store;
+mod upstream;
+mod xds;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config_file::ConfigFile;
+use crate::publisher::Publisher;
+use crate::service::Service;
+use crate::store::Store;
+use crate::xds::snapshot::XdsEnv;
+
+#[derive(Parser)]
+#[command(name = "tollgate", about = "Tollgate AI gateway control plane")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Models, deployments and credential references (YAML).
+    #[arg(long, env = "TOLLGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Folder for the SQLite database (when --database-url is not given).
+    #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = ".tollgate")]
+    data_dir: PathBuf,
+    /// sqlite://... or postgres://...
+    #[arg(long, env = "TOLLGATE_DATABASE_URL")]
+    database_url: Option<String>,
+    #[arg(long, env = "TOLLGATE_XDS_ADDR", default_value = "127.0.0.1:18000")]
+    xds_addr: SocketAddr,
+    #[arg(long, env = "TOLLGATE_HTTP_ADDR", default_value = "127.0.0.1:8081")]
+    http_addr: SocketAddr,
+    /// Address Envoy's client listener binds to.
+    #[arg(long, env = "TOLLGATE_GATEWAY_ADDR", default_value = "0.0.0.0")]
+    gateway_addr: String,
+    #[arg(long, env = "TOLLGATE_GATEWAY_PORT", default_value_t = 8080)]
+    gateway_port: u16,
+    /// Folder with tollgate_gateway_filter.wasm and tollgate_provider_filter.wasm, as Envoy sees it.
+    #[arg(long, env = "TOLLGATE_WASM_DIR", default_value = "target/wasm32-wasip1/release")]
+    wasm_dir: PathBuf,
+    /// CA bundle Envoy uses to verify providers.
+    #[arg(long, env = "TOLLGATE_UPSTREAM_CA_FILE", default_value = "/etc/ssl/certs/ca-certificates.crt")]
+    upstream_ca_file: String,
+    /// Base URL at which Envoy reaches the demo model (default: this control plane's HTTP address).
+    #[arg(long, env = "TOLLGATE_DEMO_BASE_URL")]
+    demo_base_url: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+    }
+}
+
+fn absolute(p: &std::path::Path) -> anyhow::Result<String> {
+    let abs = if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir()?.join(p) };
+    Ok(abs.to_string_lossy().into_owned())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let token = std::env::var(tollgate_types::contract::DATA_PLANE_TOKEN_ENV)
+        .ok()
+        .filter(|t| t.len() >= 16)
+        .with_context(|| {
+            format!(
+                "{} must be set (16+ characters): Envoy presents it to fetch provider credentials",
+                tollgate_types::contract::DATA_PLANE_TOKEN_ENV
+            )
+        })?;
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let database_url = match &args.database_url {
+        Some(u) => u.clone(),
+        None => format!("sqlite://{}?mode=rwc", absolute(&args.data_dir.join("tollgate.db"))?),
+    };
+    let store = Store::connect(&database_url).await?;
+    if let Some(path) = &args.config {
+        let cfg = ConfigFile::load(path)?;
+        store.replace_config(&cfg.settings, &cfg.credentials, &cfg.models, clock::unix_now()).await?;
+        tracing::info!(path = %path.display(), models = cfg.models.len(), "configuration file loaded");
+    }
+
+    let xds_listener = TcpListener::bind(args.xds_addr).await.with_context(|| format!("binding xDS on {}", args.xds_addr))?;
+    let http_listener = TcpListener::bind(args.http_addr).await.with_context(|| format!("binding HTTP on {}", args.http_addr))?;
+    let xds_local = xds_listener.local_addr()?;
+    let http_local = http_listener.local_addr()?;
+    let demo_host = if http_local.ip().is_unspecified() { "127.0.0.1".to_owned() } else { http_local.ip().to_string() };
+    let env = XdsEnv {
+        gateway_addr: args.gateway_addr.clone(),
+        gateway_port: args.gateway_port,
+        gateway_filter_wasm: absolute(&args.wasm_dir.join("tollgate_gateway_filter.wasm"))?,
+        provider_filter_wasm: absolute(&args.wasm_dir.join("tollgate_provider_filter.wasm"))?,
+        demo_base_url: args.demo_base_url.clone().unwrap_or_else(|| format!("http://{demo_host}:{}/demo/v1", http_local.port())),
+        upstream_ca_file: args.upstream_ca_file.clone(),
+    };
+    let (publisher, snapshots) = Publisher::new(store.clone(), env);
+    let service = Service { store: store.clone(), publisher: publisher.clone() };
+    if let Some(secret) = service.ensure_admin_key(std::env::var("TOLLGATE_ADMIN_KEY").ok().filter(|s| !s.is_empty())).await? {
+        // Shown once, on first start; only its digest is stored.
+        println!("ADMIN_KEY {secret}");
+    }
+    publisher.refresh().await?;
+
+    let poller = publisher.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            if let Err(e) = poller.refresh().await {
+                tracing::warn!(error = %format!("{e:#}"), "snapshot refresh failed; keeping the last one");
+            }
+        }
+    });
+
+    let ads = AggregatedDiscoveryServiceServer::new(xds::server::AdsServer::new(snapshots));
+    let xds_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(ads)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(xds_listener), shutdown_signal()),
+    );
+    let app = admin::router(admin::AppState { service, data_plane_token: Arc::new(token) });
+    let http_task = tokio::spawn(async move { axum::serve(http_listener, app).with_graceful_shutdown(shutdown_signal()).await });
+    println!("READY xds={xds_local} http={http_local}");
+    tracing::info!(xds = %xds_local, http = %http_local, "control plane ready");
+    let (x, h) = tokio::join!(xds_task, http_task);
+    x??;
+    h??;
+    store.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

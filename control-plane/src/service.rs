@@ -1,0 +1,209 @@
+//! The service layer: every admin operation, used by the REST API (and the gRPC API to come).
+//! It validates, writes the store, records the audit trail, and republishes the snapshot.
+
+use std::sync::Arc;
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tollgate_types::keys::{digest_hex, Role, KEY_PREFIX};
+
+use crate::clock::unix_now;
+use crate::model::{CredentialRef, KeyRecord, ModelSpec};
+use crate::publisher::{env_lookup, Publisher};
+use crate::store::{AuditEntry, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+#[derive(Clone)]
+pub struct Service {
+    pub store: Store,
+    pub publisher: Arc<Publisher>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    pub name: String,
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    #[serde(default)]
+    pub role: Option<Role>,
+}
+
+/// A key as shown by the API: never the secret or its digest.
+#[derive(Debug, Serialize)]
+pub struct KeyView {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub models: Option<Vec<String>>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+impl From<KeyRecord> for KeyView {
+    fn from(k: KeyRecord) -> Self {
+        Self {
+            id: k.id,
+            name: k.name,
+            role: k.role,
+            models: k.models,
+            created_at: k.created_at,
+            expires_at: k.expires_at,
+            revoked_at: k.revoked_at,
+        }
+    }
+}
+
+/// The answer to a key creation: the only time the secret is shown.
+#[derive(Debug, Serialize)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    pub view: KeyView,
+    pub key: String,
+}
+
+/// Who is calling the admin API (by public key id).
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub key_id: String,
+}
+
+pub fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{KEY_PREFIX}{}", hex::encode(bytes))
+}
+
+fn new_key_id() -> String {
+    let mut bytes = [0u8; 8];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("key_{}", hex::encode(bytes))
+}
+
+impl Service {
+    /// The admin key presented on the admin API, if it is an active admin key.
+    pub async fn authenticate_admin(&self, secret: &str) -> Result<Option<Actor>, ServiceError> {
+        let Some(k) = self.store.key_by_digest(&digest_hex(secret)).await? else { return Ok(None) };
+        let now = unix_now();
+        let active = k.revoked_at.is_none() && k.expires_at.is_none_or(|t| now < t);
+        Ok((active && k.role == Role::Admin).then_some(Actor { key_id: k.id }))
+    }
+
+    /// Creates the first admin key if there is none. Returns the secret when it was generated
+    /// here (the caller shows it once); `seed` is used instead when given.
+    pub async fn ensure_admin_key(&self, seed: Option<String>) -> Result<Option<String>, ServiceError> {
+        if self.store.count_admin_keys().await? > 0 {
+            return Ok(None);
+        }
+        let generated = seed.is_none();
+        let secret = seed.unwrap_or_else(new_secret);
+        let rec = KeyRecord {
+            id: new_key_id(),
+            name: "admin (created on first start)".into(),
+            digest: digest_hex(&secret),
+            role: Role::Admin,
+            models: None,
+            created_at: unix_now(),
+            expires_at: None,
+            revoked_at: None,
+        };
+        self.store.insert_key(&rec).await?;
+        self.store.audit(rec.created_at, "system", "key.create", &rec.id).await?;
+        self.publisher.refresh().await?;
+        Ok(generated.then_some(secret))
+    }
+
+    pub async fn create_key(&self, actor: &Actor, req: NewKey) -> Result<CreatedKey, ServiceError> {
+        let name = req.name.trim();
+        if name.is_empty() || name.len() > 200 {
+            return Err(ServiceError::Invalid("'name' must be 1 to 200 characters.".into()));
+        }
+        let now = unix_now();
+        if let Some(t) = req.expires_at {
+            if t <= 0 {
+                return Err(ServiceError::Invalid("'expires_at' must be a unix time in seconds.".into()));
+            }
+        }
+        if let Some(models) = &req.models {
+            if models.iter().any(|m| m.is_empty()) {
+                return Err(ServiceError::Invalid("'models' must not contain empty names.".into()));
+            }
+        }
+        let secret = new_secret();
+        let rec = KeyRecord {
+            id: new_key_id(),
+            name: name.to_owned(),
+            digest: digest_hex(&secret),
+            role: req.role.unwrap_or_default(),
+            models: req.models,
+            created_at: now,
+            expires_at: req.expires_at,
+            revoked_at: None,
+        };
+        self.store.insert_key(&rec).await?;
+        self.store.audit(now, &actor.key_id, "key.create", &rec.id).await?;
+        self.publisher.refresh().await?;
+        Ok(CreatedKey { view: rec.into(), key: secret })
+    }
+
+    pub async fn list_keys(&self) -> Result<Vec<KeyView>, ServiceError> {
+        Ok(self.store.keys(true).await?.into_iter().map(KeyView::from).collect())
+    }
+
+    pub async fn revoke_key(&self, actor: &Actor, id: &str) -> Result<KeyView, ServiceError> {
+        let now = unix_now();
+        if !self.store.revoke_key(id, now).await? {
+            return Err(ServiceError::NotFound(format!("No active key with id '{id}'.")));
+        }
+        self.store.audit(now, &actor.key_id, "key.revoke", id).await?;
+        self.publisher.refresh().await?;
+        let key = self.store.keys(true).await?.into_iter().find(|k| k.id == id);
+        key.map(KeyView::from).ok_or_else(|| ServiceError::NotFound(format!("No key with id '{id}'.")))
+    }
+
+    pub async fn list_models(&self) -> Result<Vec<ModelSpec>, ServiceError> {
+        Ok(self.store.model_specs().await?)
+    }
+
+    pub async fn audit_log(&self) -> Result<Vec<AuditEntry>, ServiceError> {
+        Ok(self.store.audit_log(200).await?)
+    }
+
+    /// The credential document for the data plane, resolved from the environment now.
+    pub async fn credentials_document(&self) -> Result<Vec<u8>, ServiceError> {
+        let model = self.store.load_model(&env_lookup).await?;
+        Ok(credentials_document(&model.credentials, &env_lookup))
+    }
+}
+
+/// Builds the JSON credential document; its version is a hash of its content.
+pub fn credentials_document(
+    refs: &std::collections::BTreeMap<String, CredentialRef>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Vec<u8> {
+    let mut h = Sha256::new();
+    let mut creds = serde_json::Map::new();
+    for (name, r) in refs {
+        let key = env(&r.api_key_env).filter(|v| !v.is_empty());
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(key.as_deref().unwrap_or("").as_bytes());
+        h.update([0]);
+        creds.insert(name.clone(), serde_json::json!({ "api_key": key }));
+    }
+    let version = hex::encode(&h.finalize()[..8]);
+    serde_json::to_vec(&serde_json::json!({ "version": version, "credentials": creds })).unwrap_or_default()
+}

@@ -1,0 +1,247 @@
+//! Storage through sqlx's `Any` driver: SQLite by default (embedded, zero set-up), PostgreSQL
+//! when several control-plane replicas share state. SQL is kept to the common subset and uses
+//! `$n` placeholders, which both accept.
+
+mod migrations;
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use crate::model::{CredentialRef, KeyRecord, Model, ModelSpec, ServedModel, Settings};
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+/// One admin-action record.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditEntry {
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+}
+
+impl Store {
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let is_sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            // SQLite allows one writer; a single connection avoids "database is locked".
+            .max_connections(if is_sqlite { 1 } else { 8 })
+            .connect(url)
+            .await
+            .with_context(|| format!("connecting to the database ({})", redact_url(url)))?;
+        let store = Self { pool };
+        migrations::run(&store.pool).await?;
+        Ok(store)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Makes the store hold exactly the configuration file's settings, credentials and models.
+    pub async fn replace_config(
+        &self,
+        settings: &Settings,
+        credentials: &BTreeMap<String, CredentialRef>,
+        models: &[ModelSpec],
+        now: i64,
+    ) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM settings").execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO settings (id, spec) VALUES (1, $1)")
+            .bind(serde_json::to_string(settings)?)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM credentials").execute(&mut *tx).await?;
+        for (name, c) in credentials {
+            sqlx::query("INSERT INTO credentials (name, spec) VALUES ($1, $2)")
+                .bind(name)
+                .bind(serde_json::to_string(c)?)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Keep creation times of models that stay.
+        let existing: BTreeMap<String, i64> = sqlx::query("SELECT name, created_at FROM models")
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+        sqlx::query("DELETE FROM models").execute(&mut *tx).await?;
+        for (pos, m) in models.iter().enumerate() {
+            sqlx::query("INSERT INTO models (name, position, spec, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(&m.name)
+                .bind(pos as i64)
+                .bind(serde_json::to_string(m)?)
+                .bind(existing.get(&m.name).copied().unwrap_or(now))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Loads the domain model; `env` resolves credential references (deployments whose
+    /// credential is not set in the environment are left out).
+    pub async fn load_model(&self, env: &(dyn Fn(&str) -> Option<String> + Sync)) -> anyhow::Result<Model> {
+        let settings = match sqlx::query("SELECT spec FROM settings WHERE id = 1").fetch_optional(&self.pool).await? {
+            Some(row) => serde_json::from_str(&row.try_get::<String, _>(0)?)?,
+            None => Settings::default(),
+        };
+        let mut credentials = BTreeMap::new();
+        for row in sqlx::query("SELECT name, spec FROM credentials").fetch_all(&self.pool).await? {
+            let c: CredentialRef = serde_json::from_str(&row.try_get::<String, _>(1)?)?;
+            credentials.insert(row.try_get::<String, _>(0)?, c);
+        }
+        let mut models = Vec::new();
+        for row in sqlx::query("SELECT spec, created_at FROM models ORDER BY position").fetch_all(&self.pool).await? {
+            let spec: ModelSpec = serde_json::from_str(&row.try_get::<String, _>(0)?)?;
+            let deployments: Vec<_> = spec
+                .deployments
+                .into_iter()
+                .filter(|d| match &d.credential {
+                    None => true,
+                    Some(c) => credentials
+                        .get(c)
+                        .is_some_and(|r: &CredentialRef| env(&r.api_key_env).is_some_and(|v| !v.is_empty())),
+                })
+                .collect();
+            if deployments.is_empty() {
+                tracing::info!(model = %spec.name, "model not served: no deployment has its credential set");
+                continue;
+            }
+            models.push(ServedModel { name: spec.name, created: row.try_get(1)?, deployments });
+        }
+        let keys = self.keys(false).await?;
+        Ok(Model { settings, credentials, models, keys })
+    }
+
+    pub async fn model_specs(&self) -> anyhow::Result<Vec<ModelSpec>> {
+        let rows = sqlx::query("SELECT spec FROM models ORDER BY position").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok(serde_json::from_str(&r.try_get::<String, _>(0)?)?)).collect()
+    }
+
+    pub async fn insert_key(&self, k: &KeyRecord) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, digest, role, models, created_at, expires_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&k.id)
+        .bind(&k.name)
+        .bind(&k.digest)
+        .bind(role_str(k.role))
+        .bind(k.models.as_ref().map(serde_json::to_string).transpose()?)
+        .bind(k.created_at)
+        .bind(k.expires_at)
+        .bind(k.revoked_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Keys, oldest first; revoked ones only if asked.
+    pub async fn keys(&self, include_revoked: bool) -> anyhow::Result<Vec<KeyRecord>> {
+        let sql = if include_revoked {
+            "SELECT id, name, digest, role, models, created_at, expires_at, revoked_at FROM api_keys ORDER BY created_at, id"
+        } else {
+            "SELECT id, name, digest, role, models, created_at, expires_at, revoked_at FROM api_keys \
+             WHERE revoked_at IS NULL ORDER BY created_at, id"
+        };
+        let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    pub async fn key_by_digest(&self, digest: &str) -> anyhow::Result<Option<KeyRecord>> {
+        let row = sqlx::query(
+            "SELECT id, name, digest, role, models, created_at, expires_at, revoked_at FROM api_keys WHERE digest = $1",
+        )
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    /// Marks a key revoked; false if there is no such active key.
+    pub async fn revoke_key(&self, id: &str, now: i64) -> anyhow::Result<bool> {
+        let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn count_admin_keys(&self) -> anyhow::Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)?)
+    }
+
+    pub async fn audit(&self, at: i64, actor: &str, action: &str, target: &str) -> anyhow::Result<()> {
+        sqlx::query("INSERT INTO audit_log (at, actor, action, target) VALUES ($1, $2, $3, $4)")
+            .bind(at)
+            .bind(actor)
+            .bind(action)
+            .bind(target)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn audit_log(&self, limit: i64) -> anyhow::Result<Vec<AuditEntry>> {
+        let rows = sqlx::query("SELECT at, actor, action, target FROM audit_log ORDER BY id DESC LIMIT $1")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry { at: r.try_get(0)?, actor: r.try_get(1)?, action: r.try_get(2)?, target: r.try_get(3)? })
+            })
+            .collect()
+    }
+}
+
+fn role_str(r: tollgate_types::keys::Role) -> &'static str {
+    match r {
+        tollgate_types::keys::Role::User => "user",
+        tollgate_types::keys::Role::Admin => "admin",
+    }
+}
+
+fn key_from_row(r: &AnyRow) -> anyhow::Result<KeyRecord> {
+    let role = match r.try_get::<String, _>(3)?.as_str() {
+        "admin" => tollgate_types::keys::Role::Admin,
+        _ => tollgate_types::keys::Role::User,
+    };
+    let models: Option<String> = r.try_get(4)?;
+    Ok(KeyRecord {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        digest: r.try_get(2)?,
+        role,
+        models: models.map(|m| serde_json::from_str(&m)).transpose()?,
+        created_at: r.try_get(5)?,
+        expires_at: r.try_get(6)?,
+        revoked_at: r.try_get(7)?,
+    })
+}
+
+/// Hides a password in a database URL for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://<credentials>@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

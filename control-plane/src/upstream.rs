@@ -1,0 +1,71 @@
+//! Parsing of provider base URLs into what Envoy needs: scheme, host, port, path prefix.
+
+use anyhow::{bail, Context};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    pub base_path: String,
+}
+
+impl UpstreamUrl {
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else {
+            bail!("`{url}` must start with http:// or https://");
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if authority.is_empty() || authority.contains('@') {
+            bail!("`{url}` has no valid host");
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+                (h.to_owned(), p.parse::<u16>().with_context(|| format!("bad port in `{url}`"))?)
+            }
+            _ => (authority.to_owned(), if tls { 443 } else { 80 }),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        if host.is_empty() {
+            bail!("`{url}` has no host");
+        }
+        Ok(Self { tls, host, port, base_path: path.trim_end_matches('/').to_owned() })
+    }
+
+    /// `host[:port]` as sent in `:authority` (port omitted when it is the scheme's default).
+    pub fn authority(&self) -> String {
+        let default = if self.tls { 443 } else { 80 };
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let u = UpstreamUrl::parse("https://api.openai.com/v1/").unwrap();
+        assert_eq!((u.tls, u.host.as_str(), u.port, u.base_path.as_str()), (true, "api.openai.com", 443, "/v1"));
+        assert_eq!(u.authority(), "api.openai.com");
+        let u = UpstreamUrl::parse("http://127.0.0.1:8081/demo/v1").unwrap();
+        assert_eq!((u.tls, u.port, u.base_path.as_str()), (false, 8081, "/demo/v1"));
+        assert_eq!(u.authority(), "127.0.0.1:8081");
+        assert!(UpstreamUrl::parse("ftp://x").is_err());
+        assert!(UpstreamUrl::parse("http://").is_err());
+        assert!(UpstreamUrl::parse("http://h:notaport/").is_err());
+        assert!(UpstreamUrl::parse("http://user:pw@h/").is_err());
+    }
+}

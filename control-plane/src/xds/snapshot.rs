@@ -1,0 +1,402 @@
+//! The pure snapshot builder: `build(&Model, &XdsEnv) -> Snapshot`. Every resource is derived
+//! from the model; each type is versioned by the hash of its encoded resources, so an update
+//! that does not change a type does not touch it in Envoy (keys change only ECDS).
+
+use std::collections::BTreeMap;
+
+use envoy_types::pb::envoy::config::cluster::v3 as cluster;
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::config::endpoint::v3 as endpoint;
+use envoy_types::pb::envoy::config::listener::v3 as listener;
+use envoy_types::pb::envoy::config::route::v3 as route;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::http::upstream_codec::v3::UpstreamCodec;
+use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
+use envoy_types::pb::envoy::extensions::wasm::v3 as wasm;
+use envoy_types::pb::google::protobuf::{Any, StringValue};
+use prost::Name;
+use sha2::{Digest, Sha256};
+use tollgate_types::config::{DeploymentMeta, GatewayConfigDoc, KeyDoc, ModelDoc, ProviderKind, SCHEMA_VERSION};
+use tollgate_types::contract;
+
+use super::local_reply::local_reply_config;
+use super::resources::*;
+use crate::model::{DeploymentSpec, Model, Provider, ServedModel};
+use crate::upstream::UpstreamUrl;
+
+pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const ECDS_TYPE: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
+
+pub const LISTENER_NAME: &str = "tollgate_gateway";
+pub const ROUTE_NAME: &str = "tollgate_routes";
+const WASM_RUNTIME: &str = "envoy.wasm.runtime.v8";
+const TLS_MATCH_KEY: &str = "tls_host";
+
+/// Facts about the environment the snapshot is built for (not part of the stored model).
+#[derive(Debug, Clone)]
+pub struct XdsEnv {
+    pub gateway_addr: String,
+    pub gateway_port: u16,
+    pub gateway_filter_wasm: String,
+    pub provider_filter_wasm: String,
+    /// Base URL of the built-in demo model (served by the control plane).
+    pub demo_base_url: String,
+    /// CA bundle used to verify providers' TLS certificates.
+    pub upstream_ca_file: String,
+}
+
+/// The resources of one type, with their version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resources {
+    pub version: String,
+    /// Resource name → encoded resource.
+    pub items: BTreeMap<String, Any>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Snapshot {
+    pub by_type: BTreeMap<&'static str, Resources>,
+}
+
+impl Snapshot {
+    pub fn get(&self, type_url: &str) -> Option<&Resources> {
+        self.by_type.get(type_url)
+    }
+}
+
+pub fn build(model: &Model, env: &XdsEnv) -> anyhow::Result<Snapshot> {
+    let mut clusters = BTreeMap::new();
+    let mut model_docs = Vec::new();
+    for m in &model.models {
+        let name = cluster_name(&m.name);
+        clusters.insert(name.clone(), any(&model_cluster(&name, m, model, env)?));
+        model_docs.push(ModelDoc { name: m.name.clone(), cluster: name, owned_by: "tollgate".into(), created: m.created.max(0) as u64 });
+    }
+    let gateway_doc = GatewayConfigDoc {
+        schema: SCHEMA_VERSION,
+        max_body_bytes: model.settings.max_body_bytes,
+        keys: model
+            .keys
+            .iter()
+            .map(|k| KeyDoc {
+                id: k.id.clone(),
+                digest: k.digest.clone(),
+                role: k.role,
+                models: k.models.clone(),
+                expires_at: k.expires_at.map(|t| t.max(0) as u64),
+            })
+            .collect(),
+        models: model_docs,
+    };
+    let ecds = any(&gateway_filter_config(&serde_json::to_string(&gateway_doc)?, env));
+    let mut snapshot = Snapshot::default();
+    snapshot.by_type.insert(LISTENER_TYPE, versioned([(LISTENER_NAME.to_owned(), any(&gateway_listener(model, env)))]));
+    snapshot.by_type.insert(ROUTE_TYPE, versioned([(ROUTE_NAME.to_owned(), any(&route_config(model)))]));
+    snapshot.by_type.insert(CLUSTER_TYPE, versioned(clusters));
+    snapshot.by_type.insert(ECDS_TYPE, versioned([(contract::ECDS_GATEWAY_FILTER.to_owned(), ecds)]));
+    Ok(snapshot)
+}
+
+fn versioned(items: impl IntoIterator<Item = (String, Any)>) -> Resources {
+    let items: BTreeMap<String, Any> = items.into_iter().collect();
+    let mut h = Sha256::new();
+    for (name, any) in &items {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(any.type_url.as_bytes());
+        h.update(&any.value);
+    }
+    Resources { version: hex::encode(&h.finalize()[..8]), items }
+}
+
+/// A stable, Envoy-safe cluster name for a model name.
+pub fn cluster_name(model: &str) -> String {
+    format!("tg_model_{}", hex::encode(&Sha256::digest(model.as_bytes())[..8]))
+}
+
+fn gateway_filter_config(config_json: &str, env: &XdsEnv) -> core::TypedExtensionConfig {
+    let filter = Wasm {
+        config: Some(wasm::PluginConfig {
+            name: contract::ECDS_GATEWAY_FILTER.to_owned(),
+            configuration: Some(any(&StringValue { value: config_json.to_owned() })),
+            allow_on_headers_stop_iteration: Some(boolv(true)),
+            vm: Some(wasm::plugin_config::Vm::VmConfig(wasm::VmConfig {
+                vm_id: contract::VM_GATEWAY.to_owned(),
+                runtime: WASM_RUNTIME.to_owned(),
+                code: Some(local_file(&env.gateway_filter_wasm)),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }),
+    };
+    core::TypedExtensionConfig { name: contract::ECDS_GATEWAY_FILTER.to_owned(), typed_config: Some(any(&filter)) }
+}
+
+fn gateway_listener(model: &Model, env: &XdsEnv) -> listener::Listener {
+    let manager = hcm::HttpConnectionManager {
+        stat_prefix: "tollgate".to_owned(),
+        codec_type: hcm::http_connection_manager::CodecType::Auto as i32,
+        route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::Rds(hcm::Rds {
+            config_source: Some(ads_source()),
+            route_config_name: ROUTE_NAME.to_owned(),
+        })),
+        http_filters: vec![
+            hcm::HttpFilter {
+                name: contract::ECDS_GATEWAY_FILTER.to_owned(),
+                config_type: Some(hcm::http_filter::ConfigType::ConfigDiscovery(core::ExtensionConfigSource {
+                    config_source: Some(ads_source()),
+                    type_urls: vec![Wasm::type_url()],
+                    ..Default::default()
+                })),
+                ..Default::default()
+            },
+            hcm::HttpFilter {
+                name: "envoy.filters.http.router".to_owned(),
+                config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(&Router::default()))),
+                ..Default::default()
+            },
+        ],
+        // Long generations stream for minutes; idle streams are cut after 5 minutes.
+        stream_idle_timeout: Some(duration_ms(300_000)),
+        local_reply_config: Some(local_reply_config()),
+        ..Default::default()
+    };
+    listener::Listener {
+        name: LISTENER_NAME.to_owned(),
+        address: Some(socket_address(&env.gateway_addr, env.gateway_port)),
+        // The gateway filter enforces max_body_bytes itself; Envoy's own limit sits above it.
+        per_connection_buffer_limit_bytes: Some(u32v(buffer_limit(model))),
+        filter_chains: vec![listener::FilterChain {
+            filters: vec![listener::Filter {
+                name: "envoy.filters.network.http_connection_manager".to_owned(),
+                config_type: Some(listener::filter::ConfigType::TypedConfig(any(&manager))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn buffer_limit(model: &Model) -> u32 {
+    u32::try_from(model.settings.max_body_bytes.saturating_mul(2).saturating_add(65_536)).unwrap_or(u32::MAX)
+}
+
+fn route_config(model: &Model) -> route::RouteConfiguration {
+    let retry = route::RetryPolicy {
+        retry_on: "connect-failure,refused-stream,reset,retriable-status-codes".to_owned(),
+        retriable_status_codes: vec![429, 500, 502, 503, 504],
+        num_retries: Some(u32v(model.settings.num_retries)),
+        retry_priority: Some(route::retry_policy::RetryPriority {
+            name: "envoy.retry_priorities.previous_priorities".to_owned(),
+            config_type: Some(route::retry_policy::retry_priority::ConfigType::TypedConfig(any(
+                &envoy_types::pb::envoy::extensions::retry::priority::previous_priorities::v3::PreviousPrioritiesConfig {
+                    update_frequency: 1,
+                },
+            ))),
+        }),
+        retry_host_predicate: vec![route::retry_policy::RetryHostPredicate {
+            name: "envoy.retry_host_predicates.previous_hosts".to_owned(),
+            config_type: Some(route::retry_policy::retry_host_predicate::ConfigType::TypedConfig(any(
+                &envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate::default(),
+            ))),
+        }],
+        host_selection_retry_max_attempts: 3,
+        retry_back_off: Some(route::retry_policy::RetryBackOff {
+            base_interval: Some(duration_ms(100)),
+            max_interval: Some(duration_ms(2_000)),
+        }),
+        ..Default::default()
+    };
+    let action = route::RouteAction {
+        cluster_specifier: Some(route::route_action::ClusterSpecifier::ClusterHeader(contract::HEADER_CLUSTER.to_owned())),
+        timeout: Some(duration_ms(model.settings.request_timeout_seconds.saturating_mul(1000))),
+        retry_policy: Some(retry),
+        ..Default::default()
+    };
+    route::RouteConfiguration {
+        name: ROUTE_NAME.to_owned(),
+        virtual_hosts: vec![route::VirtualHost {
+            name: "tollgate".to_owned(),
+            domains: vec!["*".to_owned()],
+            routes: vec![route::Route {
+                name: "models".to_owned(),
+                r#match: Some(route::RouteMatch {
+                    path_specifier: Some(route::route_match::PathSpecifier::Prefix("/".to_owned())),
+                    ..Default::default()
+                }),
+                request_body_buffer_limit: Some(envoy_types::pb::google::protobuf::UInt64Value { value: u64::from(buffer_limit(model)) }),
+                action: Some(route::route::Action::Route(action)),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        // Routes never depend on a cluster existing at load time (models come and go).
+        validate_clusters: Some(boolv(false)),
+        ..Default::default()
+    }
+}
+
+/// Resolved upstream of one deployment.
+fn deployment_upstream(d: &DeploymentSpec, env: &XdsEnv) -> anyhow::Result<(UpstreamUrl, ProviderKind)> {
+    match d.provider {
+        Provider::Demo => Ok((UpstreamUrl::parse(&env.demo_base_url)?, ProviderKind::Openai)),
+        Provider::Openai => {
+            let url = d.base_url.as_deref().ok_or_else(|| anyhow::anyhow!("openai deployment without base_url"))?;
+            Ok((UpstreamUrl::parse(url)?, ProviderKind::Openai))
+        }
+    }
+}
+
+fn model_cluster(name: &str, served: &ServedModel, model: &Model, env: &XdsEnv) -> anyhow::Result<cluster::Cluster> {
+    let mut by_priority: BTreeMap<u32, Vec<endpoint::LbEndpoint>> = BTreeMap::new();
+    let mut tls_hosts = std::collections::BTreeSet::new();
+    for (i, d) in served.deployments.iter().enumerate() {
+        let (url, provider) = deployment_upstream(d, env)?;
+        let meta = DeploymentMeta {
+            id: format!("{name}/{i}"),
+            provider,
+            model: d.model.clone().unwrap_or_else(|| default_model(d, served)),
+            authority: url.authority(),
+            base_path: url.base_path.clone(),
+            credential: d.credential.clone(),
+        };
+        let mut ns = vec![(contract::METADATA_NAMESPACE, strukt(vec![(contract::METADATA_DEPLOYMENT_KEY, string_value(&serde_json::to_string(&meta)?))]))];
+        if url.tls {
+            tls_hosts.insert(url.host.clone());
+            ns.push(("envoy.transport_socket_match", strukt(vec![(TLS_MATCH_KEY, string_value(&url.host))])));
+        }
+        by_priority.entry(d.priority).or_default().push(endpoint::LbEndpoint {
+            metadata: Some(metadata(ns)),
+            load_balancing_weight: Some(u32v(d.weight.max(1))),
+            host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(endpoint::Endpoint {
+                address: Some(socket_address(&url.host, url.port)),
+                hostname: url.host.clone(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        });
+    }
+    // Envoy wants priorities to be contiguous from 0: renumber in order.
+    let endpoints = by_priority
+        .into_values()
+        .enumerate()
+        .map(|(p, lb_endpoints)| endpoint::LocalityLbEndpoints { priority: p as u32, lb_endpoints, ..Default::default() })
+        .collect();
+    let provider_filter = Wasm {
+        config: Some(wasm::PluginConfig {
+            name: "tollgate.provider".to_owned(),
+            configuration: Some(any(&StringValue { value: "{}".to_owned() })),
+            allow_on_headers_stop_iteration: Some(boolv(true)),
+            vm: Some(wasm::plugin_config::Vm::VmConfig(wasm::VmConfig {
+                vm_id: contract::VM_PROVIDER.to_owned(),
+                runtime: WASM_RUNTIME.to_owned(),
+                code: Some(local_file(&env.provider_filter_wasm)),
+                environment_variables: Some(wasm::EnvironmentVariables {
+                    host_env_keys: vec![contract::DATA_PLANE_TOKEN_ENV.to_owned()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }),
+    };
+    let protocol = upstream_http::HttpProtocolOptions {
+        upstream_protocol_options: Some(upstream_http::http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+            upstream_http::http_protocol_options::ExplicitHttpConfig {
+                protocol_config: Some(
+                    upstream_http::http_protocol_options::explicit_http_config::ProtocolConfig::HttpProtocolOptions(
+                        core::Http1ProtocolOptions::default(),
+                    ),
+                ),
+            },
+        )),
+        http_filters: vec![
+            hcm::HttpFilter {
+                name: "tollgate.provider".to_owned(),
+                config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(&provider_filter))),
+                ..Default::default()
+            },
+            hcm::HttpFilter {
+                name: "envoy.filters.http.upstream_codec".to_owned(),
+                config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(&UpstreamCodec::default()))),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    let transport_socket_matches = tls_hosts
+        .into_iter()
+        .map(|host| cluster::cluster::TransportSocketMatch {
+            name: format!("tls:{host}"),
+            r#match: Some(strukt(vec![(TLS_MATCH_KEY, string_value(&host))])),
+            transport_socket: Some(core::TransportSocket {
+                name: "envoy.transport_sockets.tls".to_owned(),
+                config_type: Some(core::transport_socket::ConfigType::TypedConfig(any(&tls::UpstreamTlsContext {
+                    sni: host.clone(),
+                    common_tls_context: Some(tls::CommonTlsContext {
+                        validation_context_type: Some(tls::common_tls_context::ValidationContextType::ValidationContext(
+                            tls::CertificateValidationContext {
+                                trusted_ca: Some(core::DataSource {
+                                    specifier: Some(core::data_source::Specifier::Filename(env.upstream_ca_file.clone())),
+                                    ..Default::default()
+                                }),
+                                ..Default::default()
+                            },
+                        )),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }))),
+            }),
+        })
+        .collect();
+    let unlimited = cluster::circuit_breakers::Thresholds {
+        max_connections: Some(u32v(100_000)),
+        max_pending_requests: Some(u32v(100_000)),
+        max_requests: Some(u32v(100_000)),
+        max_retries: Some(u32v(1_000)),
+        ..Default::default()
+    };
+    Ok(cluster::Cluster {
+        name: name.to_owned(),
+        connect_timeout: Some(duration_ms(5_000)),
+        cluster_discovery_type: Some(cluster::cluster::ClusterDiscoveryType::Type(cluster::cluster::DiscoveryType::StrictDns as i32)),
+        dns_lookup_family: cluster::cluster::DnsLookupFamily::V4Preferred as i32,
+        lb_policy: cluster::cluster::LbPolicy::RoundRobin as i32,
+        load_assignment: Some(endpoint::ClusterLoadAssignment { cluster_name: name.to_owned(), endpoints, ..Default::default() }),
+        typed_extension_protocol_options: [(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_owned(),
+            any(&protocol),
+        )]
+        .into_iter()
+        .collect(),
+        transport_socket_matches,
+        circuit_breakers: Some(cluster::CircuitBreakers { thresholds: vec![unlimited], ..Default::default() }),
+        outlier_detection: Some(cluster::OutlierDetection {
+            consecutive_5xx: Some(u32v(5)),
+            base_ejection_time: Some(duration_ms(30_000)),
+            max_ejection_percent: Some(u32v(100)),
+            ..Default::default()
+        }),
+        per_connection_buffer_limit_bytes: Some(u32v(buffer_limit(model))),
+        ..Default::default()
+    })
+}
+
+/// The provider model id when the deployment does not name one: the demo's own id, or the
+/// client-facing model name.
+fn default_model(d: &DeploymentSpec, served: &ServedModel) -> String {
+    match d.provider {
+        Provider::Demo => crate::demo::DEMO_MODEL_ID.to_owned(),
+        Provider::Openai => served.name.clone(),
+    }
+}
+
+#[cfg(test)]
+#[path = "snapshot_tests.rs"]
+mod tests;

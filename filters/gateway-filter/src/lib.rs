@@ -1,0 +1,173 @@
+//! The downstream (per-listener) filter: key auth, request validation, model resolution and
+//! routing. It collects inputs from the host, calls the pure functions of
+//! `tollgate_types::request`, and applies what they decide.
+
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+use log::{error, info, warn};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+use tollgate_types::config::GatewayConfig;
+use tollgate_types::contract;
+use tollgate_types::keys::KeyEntry;
+use tollgate_types::request::{self, Operation};
+use tollgate_types::{ErrorKind, GatewayError};
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(GatewayRoot { config: None }) });
+}}
+
+struct GatewayRoot {
+    config: Option<Rc<GatewayConfig>>,
+}
+
+impl Context for GatewayRoot {}
+
+impl RootContext for GatewayRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let Some(bytes) = self.get_plugin_configuration() else {
+            error!("gateway filter: no configuration; rejecting");
+            return false;
+        };
+        match GatewayConfig::parse(&bytes) {
+            Ok(cfg) => {
+                info!("gateway filter: configuration loaded: {} keys, {} models", cfg.keys.len(), cfg.models.len());
+                self.config = Some(Rc::new(cfg));
+                true
+            }
+            Err(e) => {
+                error!("gateway filter: configuration rejected, keeping the previous one: {e}");
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(GatewayHttp { config: self.config.clone(), pending: None }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// A request waiting for its body.
+struct Pending {
+    op: Operation,
+    key: KeyEntry,
+}
+
+struct GatewayHttp {
+    config: Option<Rc<GatewayConfig>>,
+    pending: Option<Pending>,
+}
+
+impl Context for GatewayHttp {}
+
+impl GatewayHttp {
+    fn reply_error(&self, err: &GatewayError) -> Action {
+        self.send_http_response(
+            u32::from(err.status()),
+            vec![("content-type", "application/json")],
+            Some(&err.to_openai_json()),
+        );
+        Action::Pause
+    }
+
+    fn reply_json(&self, body: &[u8]) -> Action {
+        self.send_http_response(200, vec![("content-type", "application/json")], Some(body));
+        Action::Pause
+    }
+
+    fn now_secs(&self) -> u64 {
+        self.get_current_time().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    }
+
+    /// Removes every internal and Envoy control header the client sent.
+    fn strip_client_internal_headers(&self) {
+        for (name, _) in self.get_http_request_headers_bytes() {
+            let lower = name.to_ascii_lowercase();
+            if lower.starts_with(contract::INTERNAL_HEADER_PREFIX) || lower.starts_with(contract::ENVOY_HEADER_PREFIX) {
+                self.remove_http_request_header(&name);
+            }
+        }
+    }
+
+    fn on_headers(&mut self, end_of_stream: bool) -> Result<Action, GatewayError> {
+        let Some(cfg) = self.config.clone() else {
+            return Err(GatewayError::new(ErrorKind::Unavailable, "The gateway is starting; retry in a moment.")
+                .code("not_ready"));
+        };
+        self.strip_client_internal_headers();
+        let method = self.get_http_request_header(":method").unwrap_or_default();
+        let path = self.get_http_request_header(":path").unwrap_or_default();
+        let op = request::classify(&method, &path)?;
+        let auth = self.get_http_request_header("authorization");
+        let x_api_key = self.get_http_request_header("x-api-key");
+        let key = request::authenticate(&cfg, auth.as_deref(), x_api_key.as_deref(), self.now_secs())?;
+        match &op {
+            Operation::ListModels => return Ok(self.reply_json(&request::list_models(&cfg, key))),
+            Operation::RetrieveModel(name) => return Ok(self.reply_json(&request::retrieve_model(&cfg, key, name)?)),
+            Operation::ChatCompletions | Operation::Embeddings => {}
+        }
+        if end_of_stream {
+            return Err(GatewayError::new(ErrorKind::InvalidRequest, "The request has no body; send a JSON object.")
+                .code("invalid_json"));
+        }
+        self.pending = Some(Pending { op, key: key.clone() });
+        Ok(Action::Pause)
+    }
+
+    fn on_body(&mut self, body_size: usize, end_of_stream: bool) -> Result<Action, GatewayError> {
+        let (Some(cfg), Some(pending)) = (self.config.clone(), self.pending.as_ref()) else {
+            return Ok(Action::Continue);
+        };
+        if body_size as u64 > cfg.max_body_bytes {
+            return Err(GatewayError::new(
+                ErrorKind::TooLarge,
+                format!("The request body is larger than the gateway's limit of {} bytes.", cfg.max_body_bytes),
+            )
+            .code("request_too_large"));
+        }
+        if !end_of_stream {
+            return Ok(Action::Pause);
+        }
+        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        let route = request::route(&cfg, &pending.key, &pending.op, &body)?;
+        self.set_http_request_header(contract::HEADER_CLUSTER, Some(route.cluster));
+        self.set_property(vec![contract::STATE_OPERATION], Some(pending.op.as_str().as_bytes()));
+        self.set_property(vec![contract::STATE_KEY_ID], Some(pending.key.id.as_bytes()));
+        self.set_property(vec![contract::STATE_MODEL], Some(route.model.as_bytes()));
+        self.pending = None;
+        Ok(Action::Continue)
+    }
+}
+
+impl HttpContext for GatewayHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        match self.on_headers(end_of_stream) {
+            Ok(action) => action,
+            Err(e) => {
+                if e.kind == ErrorKind::Internal {
+                    warn!("gateway filter: {e}");
+                }
+                self.reply_error(&e)
+            }
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        match self.on_body(body_size, end_of_stream) {
+            Ok(action) => action,
+            Err(e) => {
+                self.pending = None;
+                if e.kind == ErrorKind::Internal {
+                    warn!("gateway filter: {e}");
+                }
+                self.reply_error(&e)
+            }
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The configuration the control plane sends the filters, used on both sides.
+//! `*Doc` types are the JSON wire form; `parse` compiles them ("parse, don't validate") so a bad
+//! configuration is rejected in `on_configure` (Envoy NACKs it and keeps the last good one).
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{parse_digest_hex, AllowedModels, KeyEntry, KeyTable, Role};
+
+pub const SCHEMA_VERSION: u32 = 1;
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("configuration is not valid JSON: {0}")]
+    Json(String),
+    #[error("unsupported configuration schema {actual}, this filter supports {supported}")]
+    Schema { actual: u32, supported: u32 },
+    #[error("key {id}: digest is not 64 hex characters")]
+    BadDigest { id: String },
+    #[error("model {name}: declared twice")]
+    DuplicateModel { name: String },
+}
+
+/// Configuration of the downstream gateway filter (delivered by ECDS).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GatewayConfigDoc {
+    pub schema: u32,
+    pub max_body_bytes: u64,
+    pub keys: Vec<KeyDoc>,
+    pub models: Vec<ModelDoc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyDoc {
+    /// Public id, safe to log.
+    pub id: String,
+    /// Hex SHA-256 of the secret.
+    pub digest: String,
+    #[serde(default)]
+    pub role: Role,
+    /// `None`: every model.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ModelDoc {
+    pub name: String,
+    /// Envoy cluster serving this model.
+    pub cluster: String,
+    pub owned_by: String,
+    pub created: u64,
+}
+
+/// The compiled gateway configuration.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub max_body_bytes: u64,
+    pub keys: KeyTable,
+    /// Model name → index into `models`.
+    pub model_index: HashMap<String, usize>,
+    /// In declaration order (the order `/v1/models` lists them).
+    pub models: Vec<ModelDoc>,
+}
+
+impl GatewayConfig {
+    pub fn parse(json: &[u8]) -> Result<Self, ConfigError> {
+        let doc: GatewayConfigDoc =
+            serde_json::from_slice(json).map_err(|e| ConfigError::Json(e.to_string()))?;
+        Self::compile(doc)
+    }
+
+    pub fn compile(doc: GatewayConfigDoc) -> Result<Self, ConfigError> {
+        if doc.schema != SCHEMA_VERSION {
+            return Err(ConfigError::Schema { actual: doc.schema, supported: SCHEMA_VERSION });
+        }
+        let mut keys = KeyTable::default();
+        for k in doc.keys {
+            let digest =
+                parse_digest_hex(&k.digest).ok_or_else(|| ConfigError::BadDigest { id: k.id.clone() })?;
+            keys.insert(
+                digest,
+                KeyEntry {
+                    id: k.id,
+                    role: k.role,
+                    models: AllowedModels::from_list(k.models),
+                    expires_at: k.expires_at,
+                },
+            );
+        }
+        let mut model_index = HashMap::with_capacity(doc.models.len());
+        for (i, m) in doc.models.iter().enumerate() {
+            if model_index.insert(m.name.clone(), i).is_some() {
+                return Err(ConfigError::DuplicateModel { name: m.name.clone() });
+            }
+        }
+        Ok(Self { max_body_bytes: doc.max_body_bytes, keys, model_index, models: doc.models })
+    }
+
+    pub fn model(&self, name: &str) -> Option<&ModelDoc> {
+        self.model_index.get(name).and_then(|&i| self.models.get(i))
+    }
+}
+
+/// Provider API spoken by a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// OpenAI or any OpenAI-compatible API (including the built-in demo model).
+    Openai,
+    #[serde(other)]
+    Unknown,
+}
+
+/// One deployment as the provider filter sees it, carried in the endpoint metadata of the
+/// model's cluster (no secrets: credentials are referenced by name).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeploymentMeta {
+    pub id: String,
+    pub provider: ProviderKind,
+    /// The provider's model id, written into the request.
+    pub model: String,
+    /// `host[:port]` sent as `:authority`.
+    pub authority: String,
+    /// Path prefix of the API, e.g. `/v1`.
+    pub base_path: String,
+    /// Name of the credential to inject, if any.
+    #[serde(default)]
+    pub credential: Option<String>,
+}
+
+/// The credential document the provider filter fetches from the control plane.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct CredentialsDoc {
+    pub version: String,
+    pub credentials: HashMap<String, Credential>,
+}
+
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Credential {
+    #[serde(default)]
+    pub api_key: Option<String>,
+}
+
+impl fmt::Debug for CredentialsDoc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&String> = self.credentials.keys().collect();
+        names.sort();
+        f.debug_struct("CredentialsDoc")
+            .field("version", &self.version)
+            .field("credentials", &names)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Credential(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::digest_hex;
+
+    fn doc() -> GatewayConfigDoc {
+        GatewayConfigDoc {
+            schema: SCHEMA_VERSION,
+            max_body_bytes: 1024,
+            keys: vec![KeyDoc {
+                id: "k1".into(),
+                digest: digest_hex("tg-x"),
+                role: Role::User,
+                models: None,
+                expires_at: None,
+            }],
+            models: vec![ModelDoc { name: "m".into(), cluster: "c".into(), owned_by: "o".into(), created: 1 }],
+        }
+    }
+
+    #[test]
+    fn parses_roundtrip() {
+        let json = serde_json::to_vec(&doc()).unwrap();
+        let cfg = GatewayConfig::parse(&json).unwrap();
+        assert_eq!(cfg.keys.len(), 1);
+        assert_eq!(cfg.model("m").unwrap().cluster, "c");
+        assert!(cfg.model("n").is_none());
+    }
+
+    #[test]
+    fn rejects_bad_digest_schema_and_duplicates() {
+        let mut d = doc();
+        d.keys[0].digest = "nothex".into();
+        assert_eq!(GatewayConfig::compile(d).unwrap_err(), ConfigError::BadDigest { id: "k1".into() });
+        let mut d = doc();
+        d.schema = 99;
+        assert!(matches!(GatewayConfig::compile(d), Err(ConfigError::Schema { .. })));
+        let mut d = doc();
+        d.models.push(d.models[0].clone());
+        assert!(matches!(GatewayConfig::compile(d), Err(ConfigError::DuplicateModel { .. })));
+        assert!(matches!(GatewayConfig::parse(b"{"), Err(ConfigError::Json(_))));
+    }
+
+    #[test]
+    fn unknown_provider_kind_parses() {
+        let m: DeploymentMeta = serde_json::from_str(
+            r#"{"id":"d","provider":"martian","model":"x","authority":"h","base_path":"/v1"}"#,
+        )
+        .unwrap();
+        assert_eq!(m.provider, ProviderKind::Unknown);
+    }
+
+    #[test]
+    fn credentials_debug_redacts() {
+        let mut c = CredentialsDoc::default();
+        c.credentials.insert("openai".into(), Credential { api_key: Some("sk-secret".into()) });
+        let s = format!("{c:?}");
+        assert!(s.contains("openai"));
+        assert!(!s.contains("sk-secret"));
+    }
+}

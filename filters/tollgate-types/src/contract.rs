@@ -1,0 +1,46 @@
+//! The cross-component contract: header names, filter-state keys, metadata namespaces and
+//! cluster names shared by the control plane (which writes Envoy config) and the filters.
+//! Documented once, here.
+
+/// Request header the gateway filter sets to choose the Envoy cluster of the resolved model
+/// (the route uses `cluster_header`). Clients cannot set it: every `x-tollgate-` header a client
+/// sends is removed first.
+pub const HEADER_CLUSTER: &str = "x-tollgate-cluster";
+/// Prefix of every internal header; stripped from client requests.
+pub const INTERNAL_HEADER_PREFIX: &str = "x-tollgate-";
+/// Prefix of Envoy's control headers; stripped from client requests.
+pub const ENVOY_HEADER_PREFIX: &str = "x-envoy-";
+
+/// Filter-state keys (written with `set_property([KEY])`, visible as `wasm.KEY`).
+/// The client operation, saved by the gateway filter because the upstream filter rewrites
+/// `:path` and the header map is shared by every retry attempt.
+pub const STATE_OPERATION: &str = "tollgate_op";
+/// Public id of the virtual key that authenticated the request.
+pub const STATE_KEY_ID: &str = "tollgate_key_id";
+/// The model name the client asked for.
+pub const STATE_MODEL: &str = "tollgate_model";
+
+/// Endpoint metadata namespace and key holding a deployment's [`crate::config::DeploymentMeta`]
+/// as a JSON string, read by the provider filter on every attempt through
+/// `["xds", "upstream_host_metadata", "filter_metadata", NS, KEY]`.
+pub const METADATA_NAMESPACE: &str = "tollgate";
+pub const METADATA_DEPLOYMENT_KEY: &str = "deployment";
+
+/// Cluster (in the Envoy bootstrap) through which the provider filter reaches the control
+/// plane's HTTP port to fetch provider credentials.
+pub const CONTROL_PLANE_HTTP_CLUSTER: &str = "tollgate_control_plane_http";
+/// Path of the credential document on the control plane.
+pub const CREDENTIALS_PATH: &str = "/internal/v1/credentials";
+/// Environment variable holding the token the data plane presents to fetch credentials.
+/// Envoy passes it into the wasm VM with `vm_config.environment_variables.host_env_keys`, so
+/// only its name appears in Envoy's configuration.
+pub const DATA_PLANE_TOKEN_ENV: &str = "TOLLGATE_DATA_PLANE_TOKEN";
+/// Shared-data key where the fetched credential document is kept (survives root-context
+/// re-creation on config updates).
+pub const SHARED_CREDENTIALS_KEY: &str = "tollgate.credentials.v1";
+
+/// ECDS resource names of the filter configurations.
+pub const ECDS_GATEWAY_FILTER: &str = "tollgate.gateway";
+/// VM ids.
+pub const VM_GATEWAY: &str = "tollgate_gateway";
+pub const VM_PROVIDER: &str = "tollgate_provider";

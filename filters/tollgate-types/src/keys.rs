@@ -1,0 +1,177 @@
+//! Virtual keys: only their SHA-256 digests travel and are stored. Keys are 256-bit random
+//! values, so an unsalted digest is safe; the lookup compares full digests in constant time.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Prefix of every virtual key (`tg-` + 43 base64url characters).
+pub const KEY_PREFIX: &str = "tg-";
+
+pub type KeyDigest = [u8; 32];
+
+pub fn digest(secret: &str) -> KeyDigest {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+pub fn digest_hex(secret: &str) -> String {
+    hex::encode(digest(secret))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// May call models (subject to its model list).
+    #[default]
+    User,
+    /// May also use the admin API.
+    Admin,
+}
+
+/// Which models a key may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedModels {
+    All,
+    Only(Vec<String>),
+}
+
+impl AllowedModels {
+    pub fn from_list(list: Option<Vec<String>>) -> Self {
+        match list {
+            None => Self::All,
+            Some(l) if l.iter().any(|m| m == "*") => Self::All,
+            Some(l) => Self::Only(l),
+        }
+    }
+
+    pub fn permits(&self, model: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(list) => list.iter().any(|m| m == model),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyEntry {
+    pub id: String,
+    pub role: Role,
+    pub models: AllowedModels,
+    /// Unix seconds after which the key is refused.
+    pub expires_at: Option<u64>,
+}
+
+/// Why a presented key was refused; all map to the same 401 for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRejection {
+    Unknown,
+    Expired,
+}
+
+/// The key set, compiled once per configuration.
+#[derive(Debug, Default, Clone)]
+pub struct KeyTable {
+    /// Buckets by the first 8 digest bytes; the full digest is compared in constant time.
+    buckets: HashMap<[u8; 8], Vec<(KeyDigest, KeyEntry)>>,
+    len: usize,
+}
+
+impl KeyTable {
+    pub fn insert(&mut self, digest: KeyDigest, entry: KeyEntry) {
+        let mut prefix = [0u8; 8];
+        prefix.copy_from_slice(&digest[..8]);
+        self.buckets.entry(prefix).or_default().push((digest, entry));
+        self.len += 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Looks a presented secret up; `now` is unix seconds.
+    pub fn authenticate(&self, secret: &str, now: u64) -> Result<&KeyEntry, KeyRejection> {
+        let d = digest(secret);
+        let mut prefix = [0u8; 8];
+        prefix.copy_from_slice(&d[..8]);
+        let bucket = self.buckets.get(&prefix).ok_or(KeyRejection::Unknown)?;
+        let entry = bucket
+            .iter()
+            .find(|(stored, _)| bool::from(stored.ct_eq(&d)))
+            .map(|(_, e)| e)
+            .ok_or(KeyRejection::Unknown)?;
+        match entry.expires_at {
+            Some(t) if now >= t => Err(KeyRejection::Expired),
+            _ => Ok(entry),
+        }
+    }
+}
+
+/// Parses a hex digest as sent in the filter configuration.
+pub fn parse_digest_hex(s: &str) -> Option<KeyDigest> {
+    let bytes = hex::decode(s).ok()?;
+    bytes.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> KeyTable {
+        let mut t = KeyTable::default();
+        t.insert(
+            digest("tg-alpha"),
+            KeyEntry { id: "k1".into(), role: Role::User, models: AllowedModels::All, expires_at: None },
+        );
+        t.insert(
+            digest("tg-beta"),
+            KeyEntry {
+                id: "k2".into(),
+                role: Role::User,
+                models: AllowedModels::Only(vec!["m".into()]),
+                expires_at: Some(100),
+            },
+        );
+        t
+    }
+
+    #[test]
+    fn finds_known_key() {
+        assert_eq!(table().authenticate("tg-alpha", 0).unwrap().id, "k1");
+    }
+
+    #[test]
+    fn rejects_unknown_key() {
+        assert_eq!(table().authenticate("tg-gamma", 0), Err(KeyRejection::Unknown));
+        assert_eq!(table().authenticate("", 0), Err(KeyRejection::Unknown));
+    }
+
+    #[test]
+    fn expiry_is_exclusive_at_the_instant() {
+        let t = table();
+        assert_eq!(t.authenticate("tg-beta", 99).unwrap().id, "k2");
+        assert_eq!(t.authenticate("tg-beta", 100), Err(KeyRejection::Expired));
+    }
+
+    #[test]
+    fn allowed_models() {
+        assert!(AllowedModels::from_list(None).permits("x"));
+        assert!(AllowedModels::from_list(Some(vec!["*".into()])).permits("x"));
+        let only = AllowedModels::from_list(Some(vec!["a".into()]));
+        assert!(only.permits("a"));
+        assert!(!only.permits("b"));
+    }
+
+    #[test]
+    fn digest_hex_roundtrip() {
+        let h = digest_hex("tg-alpha");
+        assert_eq!(parse_digest_hex(&h), Some(digest("tg-alpha")));
+        assert_eq!(parse_digest_hex("zz"), None);
+        assert_eq!(parse_digest_hex("abcd"), None);
+    }
+}

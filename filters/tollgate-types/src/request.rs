@@ -1,0 +1,266 @@
+//! The gateway filter's decisions, as pure functions: classify the client operation,
+//! authenticate the key, validate the body and resolve the model to a cluster.
+
+use crate::config::GatewayConfig;
+use crate::error::{ErrorKind, GatewayError};
+use crate::keys::{KeyEntry, KeyRejection};
+use crate::openai::{ChatCompletionRequest, EmbeddingsRequest, MessageRole, Model, ModelList};
+
+/// What the client asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    ChatCompletions,
+    Embeddings,
+    ListModels,
+    RetrieveModel(String),
+}
+
+impl Operation {
+    /// Does the operation carry a body to validate and route on?
+    pub fn has_body(&self) -> bool {
+        matches!(self, Self::ChatCompletions | Self::Embeddings)
+    }
+
+    /// Short name stored in filter state for the provider filter.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "chat_completions",
+            Self::Embeddings => "embeddings",
+            Self::ListModels => "list_models",
+            Self::RetrieveModel(_) => "retrieve_model",
+        }
+    }
+
+    pub fn from_state(s: &str) -> Option<Self> {
+        match s {
+            "chat_completions" => Some(Self::ChatCompletions),
+            "embeddings" => Some(Self::Embeddings),
+            _ => None,
+        }
+    }
+}
+
+/// Maps `(method, path)` to an operation. The query string is ignored.
+pub fn classify(method: &str, path: &str) -> Result<Operation, GatewayError> {
+    let path = path.split('?').next().unwrap_or(path);
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let (expected, op) = match path {
+        "/v1/chat/completions" | "/chat/completions" => ("POST", Operation::ChatCompletions),
+        "/v1/embeddings" | "/embeddings" => ("POST", Operation::Embeddings),
+        "/v1/models" | "/models" => ("GET", Operation::ListModels),
+        p => match p.strip_prefix("/v1/models/").filter(|m| !m.is_empty()) {
+            Some(model) => ("GET", Operation::RetrieveModel(percent_decode(model))),
+            None => {
+                return Err(GatewayError::new(
+                    ErrorKind::NotFound,
+                    format!("Unknown request URL: {method} {}. Please check the URL and method.", truncate(path, 200)),
+                )
+                .code("unknown_url"))
+            }
+        },
+    };
+    if method != expected {
+        return Err(GatewayError::new(
+            ErrorKind::MethodNotAllowed,
+            format!("Method {method} is not allowed for {}; use {expected}.", truncate(path, 200)),
+        )
+        .code("method_not_allowed"));
+    }
+    Ok(op)
+}
+
+/// Extracts the presented key: `Authorization: Bearer <key>` or `x-api-key: <key>`.
+pub fn presented_key<'a>(authorization: Option<&'a str>, x_api_key: Option<&'a str>) -> Option<&'a str> {
+    if let Some(auth) = authorization {
+        let auth = auth.trim();
+        let (scheme, rest) = auth.split_once(' ')?;
+        if scheme.eq_ignore_ascii_case("bearer") {
+            let key = rest.trim();
+            return (!key.is_empty()).then_some(key);
+        }
+        return None;
+    }
+    x_api_key.map(str::trim).filter(|k| !k.is_empty())
+}
+
+pub fn authenticate<'c>(
+    cfg: &'c GatewayConfig,
+    authorization: Option<&str>,
+    x_api_key: Option<&str>,
+    now: u64,
+) -> Result<&'c KeyEntry, GatewayError> {
+    let Some(secret) = presented_key(authorization, x_api_key) else {
+        return Err(GatewayError::new(
+            ErrorKind::Authentication,
+            "You didn't provide an API key. Send your Tollgate key in an Authorization header (Authorization: Bearer YOUR_KEY).",
+        )
+        .code("missing_api_key"));
+    };
+    cfg.keys.authenticate(secret, now).map_err(|r| match r {
+        KeyRejection::Unknown => GatewayError::new(
+            ErrorKind::Authentication,
+            "Incorrect API key provided. Check the key, or ask your administrator for a new one.",
+        )
+        .code("invalid_api_key"),
+        KeyRejection::Expired => GatewayError::new(
+            ErrorKind::Authentication,
+            "This API key has expired. Ask your administrator for a new one.",
+        )
+        .code("expired_api_key"),
+    })
+}
+
+/// Where a routable request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route<'c> {
+    pub model: String,
+    pub cluster: &'c str,
+}
+
+/// Validates the body of a routable operation and resolves its model for this key.
+pub fn route<'c>(
+    cfg: &'c GatewayConfig,
+    key: &KeyEntry,
+    op: &Operation,
+    body: &[u8],
+) -> Result<Route<'c>, GatewayError> {
+    let model = match op {
+        Operation::ChatCompletions => validate_chat(body)?,
+        Operation::Embeddings => validate_embeddings(body)?,
+        Operation::ListModels | Operation::RetrieveModel(_) => {
+            return Err(GatewayError::new(ErrorKind::Internal, "operation has no body to route"))
+        }
+    };
+    let cluster = resolve_model(cfg, key, &model)?;
+    Ok(Route { model, cluster })
+}
+
+fn resolve_model<'c>(cfg: &'c GatewayConfig, key: &KeyEntry, model: &str) -> Result<&'c str, GatewayError> {
+    let Some(m) = cfg.model(model) else {
+        return Err(GatewayError::new(
+            ErrorKind::NotFound,
+            format!("The model `{}` does not exist. List available models with GET /v1/models.", truncate(model, 200)),
+        )
+        .param("model")
+        .code("model_not_found"));
+    };
+    if !key.models.permits(model) {
+        return Err(GatewayError::new(
+            ErrorKind::Permission,
+            format!("This API key is not allowed to use the model `{}`. Ask your administrator for access.", truncate(model, 200)),
+        )
+        .param("model")
+        .code("model_not_allowed"));
+    }
+    Ok(&m.cluster)
+}
+
+fn invalid_json(e: &serde_json::Error) -> GatewayError {
+    let what = if e.is_syntax() || e.is_eof() {
+        "We could not parse the JSON body of your request. The body must be a valid JSON object."
+            .to_string()
+    } else {
+        format!("Invalid request body: {e}.")
+    };
+    GatewayError::new(ErrorKind::InvalidRequest, what).code("invalid_json")
+}
+
+fn missing(param: &str) -> GatewayError {
+    GatewayError::new(ErrorKind::InvalidRequest, format!("Missing required parameter: '{param}'."))
+        .param(param)
+        .code("missing_required_parameter")
+}
+
+fn non_empty_model(model: Option<String>) -> Result<String, GatewayError> {
+    match model {
+        Some(m) if !m.is_empty() => Ok(m),
+        _ => Err(missing("model")),
+    }
+}
+
+fn validate_chat(body: &[u8]) -> Result<String, GatewayError> {
+    let req: ChatCompletionRequest = serde_json::from_slice(body).map_err(|e| invalid_json(&e))?;
+    let model = non_empty_model(req.model)?;
+    let messages = req.messages.ok_or_else(|| missing("messages"))?;
+    if messages.is_empty() {
+        return Err(GatewayError::new(ErrorKind::InvalidRequest, "'messages' must contain at least one message.")
+            .param("messages")
+            .code("invalid_value"));
+    }
+    for (i, m) in messages.iter().enumerate() {
+        match m.role {
+            None => return Err(missing(&format!("messages[{i}].role"))),
+            Some(MessageRole::Unknown) => {
+                return Err(GatewayError::new(
+                    ErrorKind::InvalidRequest,
+                    format!("Invalid value for 'messages[{i}].role': expected one of system, developer, user, assistant, tool."),
+                )
+                .param(format!("messages[{i}].role"))
+                .code("invalid_value"))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(model)
+}
+
+fn validate_embeddings(body: &[u8]) -> Result<String, GatewayError> {
+    let req: EmbeddingsRequest = serde_json::from_slice(body).map_err(|e| invalid_json(&e))?;
+    let model = non_empty_model(req.model)?;
+    if req.input.is_none() {
+        return Err(missing("input"));
+    }
+    Ok(model)
+}
+
+/// Body of `GET /v1/models`: the models this key may use.
+pub fn list_models(cfg: &GatewayConfig, key: &KeyEntry) -> Vec<u8> {
+    let data = cfg
+        .models
+        .iter()
+        .filter(|m| key.models.permits(&m.name))
+        .map(|m| Model { id: &m.name, object: "model", created: m.created, owned_by: &m.owned_by })
+        .collect();
+    serde_json::to_vec(&ModelList { object: "list", data }).unwrap_or_default()
+}
+
+/// Body of `GET /v1/models/{model}`.
+pub fn retrieve_model(cfg: &GatewayConfig, key: &KeyEntry, name: &str) -> Result<Vec<u8>, GatewayError> {
+    resolve_model(cfg, key, name)?;
+    let m = cfg.model(name).ok_or_else(|| GatewayError::new(ErrorKind::Internal, "model vanished"))?;
+    let model = Model { id: &m.name, object: "model", created: m.created, owned_by: &m.owned_by };
+    serde_json::to_vec(&model).map_err(|_| GatewayError::new(ErrorKind::Internal, "could not encode model"))
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+#[path = "request_tests.rs"]
+mod tests;

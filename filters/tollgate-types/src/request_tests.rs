@@ -1,0 +1,108 @@
+use super::*;
+use crate::config::{GatewayConfigDoc, KeyDoc, ModelDoc, SCHEMA_VERSION};
+use crate::keys::{digest_hex, Role};
+
+fn cfg() -> GatewayConfig {
+    GatewayConfig::compile(GatewayConfigDoc {
+        schema: SCHEMA_VERSION,
+        max_body_bytes: 1024,
+        keys: vec![
+            KeyDoc { id: "all".into(), digest: digest_hex("tg-all"), role: Role::User, models: None, expires_at: None },
+            KeyDoc {
+                id: "only-a".into(),
+                digest: digest_hex("tg-only-a"),
+                role: Role::User,
+                models: Some(vec!["a".into()]),
+                expires_at: None,
+            },
+            KeyDoc { id: "old".into(), digest: digest_hex("tg-old"), role: Role::User, models: None, expires_at: Some(10) },
+        ],
+        models: vec![
+            ModelDoc { name: "a".into(), cluster: "ca".into(), owned_by: "tollgate".into(), created: 1 },
+            ModelDoc { name: "b".into(), cluster: "cb".into(), owned_by: "tollgate".into(), created: 1 },
+        ],
+    })
+    .unwrap()
+}
+
+#[test]
+fn classify_paths() {
+    assert_eq!(classify("POST", "/v1/chat/completions").unwrap(), Operation::ChatCompletions);
+    assert_eq!(classify("POST", "/v1/chat/completions?x=1").unwrap(), Operation::ChatCompletions);
+    assert_eq!(classify("POST", "/v1/embeddings/").unwrap(), Operation::Embeddings);
+    assert_eq!(classify("GET", "/v1/models").unwrap(), Operation::ListModels);
+    assert_eq!(classify("GET", "/v1/models/a%2Fb").unwrap(), Operation::RetrieveModel("a/b".into()));
+    assert_eq!(classify("GET", "/v1/nope").unwrap_err().status(), 404);
+    assert_eq!(classify("GET", "/v1/chat/completions").unwrap_err().status(), 405);
+    assert_eq!(classify("GET", "/v1/models/").unwrap().as_str(), "list_models");
+}
+
+#[test]
+fn key_extraction() {
+    assert_eq!(presented_key(Some("Bearer tg-x"), None), Some("tg-x"));
+    assert_eq!(presented_key(Some("bearer   tg-x "), None), Some("tg-x"));
+    assert_eq!(presented_key(Some("Basic abc"), None), None);
+    assert_eq!(presented_key(Some("Bearer "), None), None);
+    assert_eq!(presented_key(None, Some("tg-y")), Some("tg-y"));
+    assert_eq!(presented_key(None, None), None);
+}
+
+#[test]
+fn authentication_errors() {
+    let c = cfg();
+    assert_eq!(authenticate(&c, None, None, 0).unwrap_err().code, Some("missing_api_key"));
+    assert_eq!(authenticate(&c, Some("Bearer tg-nope"), None, 0).unwrap_err().code, Some("invalid_api_key"));
+    assert_eq!(authenticate(&c, Some("Bearer tg-old"), None, 11).unwrap_err().code, Some("expired_api_key"));
+    assert_eq!(authenticate(&c, Some("Bearer tg-old"), None, 9).unwrap().id, "old");
+}
+
+#[test]
+fn routes_chat() {
+    let c = cfg();
+    let key = authenticate(&c, Some("Bearer tg-all"), None, 0).unwrap();
+    let r = route(&c, key, &Operation::ChatCompletions, br#"{"model":"b","messages":[{"role":"user","content":"hi"}]}"#)
+        .unwrap();
+    assert_eq!(r, Route { model: "b".into(), cluster: "cb" });
+}
+
+#[test]
+fn chat_validation_errors() {
+    let c = cfg();
+    let key = authenticate(&c, Some("Bearer tg-all"), None, 0).unwrap();
+    let op = Operation::ChatCompletions;
+    let err = |body: &[u8]| route(&c, key, &op, body).unwrap_err();
+    assert_eq!(err(b"{not json").code, Some("invalid_json"));
+    assert_eq!(err(b"").code, Some("invalid_json"));
+    assert_eq!(err(b"[]").status(), 400);
+    assert_eq!(err(br#"{"messages":[{"role":"user"}]}"#).param.as_deref(), Some("model"));
+    assert_eq!(err(br#"{"model":"a"}"#).param.as_deref(), Some("messages"));
+    assert_eq!(err(br#"{"model":"a","messages":[]}"#).param.as_deref(), Some("messages"));
+    assert_eq!(err(br#"{"model":"a","messages":[{"content":"x"}]}"#).param.as_deref(), Some("messages[0].role"));
+    assert_eq!(err(br#"{"model":"a","messages":[{"role":"robot"}]}"#).param.as_deref(), Some("messages[0].role"));
+    assert_eq!(err(br#"{"model":7,"messages":[{"role":"user"}]}"#).status(), 400);
+    assert_eq!(err(br#"{"model":"zzz","messages":[{"role":"user"}]}"#).status(), 404);
+}
+
+#[test]
+fn model_permission() {
+    let c = cfg();
+    let key = authenticate(&c, Some("Bearer tg-only-a"), None, 0).unwrap();
+    let body = br#"{"model":"b","messages":[{"role":"user","content":"hi"}]}"#;
+    let e = route(&c, key, &Operation::ChatCompletions, body).unwrap_err();
+    assert_eq!(e.status(), 403);
+    assert_eq!(e.code, Some("model_not_allowed"));
+    let list: serde_json::Value = serde_json::from_slice(&list_models(&c, key)).unwrap();
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert_eq!(list["data"][0]["id"], "a");
+    assert_eq!(retrieve_model(&c, key, "b").unwrap_err().status(), 403);
+    assert!(retrieve_model(&c, key, "a").is_ok());
+}
+
+#[test]
+fn embeddings_validation() {
+    let c = cfg();
+    let key = authenticate(&c, Some("Bearer tg-all"), None, 0).unwrap();
+    let op = Operation::Embeddings;
+    assert_eq!(route(&c, key, &op, br#"{"model":"a","input":["x"]}"#).unwrap().cluster, "ca");
+    assert_eq!(route(&c, key, &op, br#"{"model":"a"}"#).unwrap_err().param.as_deref(), Some("input"));
+}

@@ -1,0 +1,144 @@
+"""Errors the gateway answers itself, and provider errors, in OpenAI format."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from e2e_util import (PROVIDER_KEY_ENV, WRONG_KEY_ENV, assert_openai_error,
+                      assert_openai_error_parts, bearer, mock_requests_with, post_chat,
+                      raw_post_large, unique, user_message)
+from harness import http, random_secret, wait_until
+
+
+@pytest.mark.parametrize("authorization", [
+    None, "Bearer ", "Bearer tg-not-a-real-key-0123456789", "Basic dXNlcjpwYXNz"])
+def test_401_bad_or_missing_key(gw, mock, authorization):
+    token = unique()
+    headers = {"Authorization": authorization} if authorization is not None else {}
+    resp = post_chat(gw, None, {"model": "gpt-mock", "messages": user_message(token)},
+                     headers=headers)
+    assert_openai_error(resp, 401)
+    assert mock_requests_with(mock, token) == []
+
+
+def test_401_wrong_key_with_sdk(gw):
+    client = gw.client(random_secret("tg-"))
+    with pytest.raises(openai.AuthenticationError) as exc:
+        client.chat.completions.create(model="gpt-mock", messages=user_message("x"))
+    assert exc.value.status_code == 401
+    with pytest.raises(openai.AuthenticationError):
+        client.models.list()
+
+
+def test_403_model_not_allowed(gw, mock, restricted_key):
+    token = unique()
+    with pytest.raises(openai.PermissionDeniedError) as exc:
+        gw.client(restricted_key[1]).chat.completions.create(
+            model="other-model", messages=user_message(token))
+    assert exc.value.status_code == 403
+    resp = post_chat(gw, restricted_key[1], {"model": "other-model",
+                                             "messages": user_message(token)})
+    assert_openai_error(resp, 403)
+    assert mock_requests_with(mock, token) == []
+
+
+def test_404_unknown_model(gw, mock, client, user_key):
+    token = unique()
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="no-such-model", messages=user_message(token))
+    resp = post_chat(gw, user_key[1], {"model": "no-such-model", "messages": user_message(token)})
+    assert_openai_error(resp, 404)
+    assert mock_requests_with(mock, token) == []
+
+
+@pytest.mark.parametrize("case", ["malformed-json", "missing-messages", "missing-model",
+                                  "not-an-object"])
+def test_400_bad_request_body(gw, mock, user_key, case):
+    token = unique()
+    body = {
+        "malformed-json": f'{{"model": "gpt-mock", "messages": [{{"role": "user", "content": "{token}',
+        "missing-messages": {"model": "gpt-mock", "user": token},
+        "missing-model": {"messages": user_message(token)},
+        "not-an-object": f'["{token}"]',
+    }[case]
+    resp = post_chat(gw, user_key[1], body)
+    assert_openai_error(resp, 400)
+    assert mock_requests_with(mock, token) == []
+
+
+def test_400_with_sdk(client):
+    with pytest.raises(openai.BadRequestError):
+        client.post("/chat/completions", body={"model": "gpt-mock"}, cast_to=object)
+
+
+def test_413_body_too_large(gw, mock, user_key):
+    before = len(mock.requests)
+    status, headers, body = raw_post_large(
+        "127.0.0.1", gw.gateway_port, "/v1/chat/completions", bearer(user_key[1]),
+        12 * 1024 * 1024)
+    assert_openai_error_parts(status, headers, body, 413)
+    assert not [r for r in mock.requests[before:] if len(r["body"]) > 8 * 1024 * 1024]
+
+
+@pytest.mark.parametrize("method,path", [("GET", "/v1/nope"), ("POST", "/v1/chat/nope"),
+                                         ("GET", "/v1/chat/completions/extra")])
+def test_404_unknown_path(gw, user_key, method, path):
+    resp = http(method, f"{gw.gateway_url}{path}", headers=bearer(user_key[1]), json={})
+    assert_openai_error(resp, 404)
+
+
+def test_provider_503_becomes_openai_5xx(gw, mock, client, user_key):
+    mock.set_faults(status=503)  # every request until reset
+    token = unique()
+    with pytest.raises(openai.APIStatusError) as exc:
+        client.chat.completions.create(model="gpt-mock", messages=user_message(token))
+    assert exc.value.status_code >= 500
+    assert len(mock_requests_with(mock, token)) >= 1  # the provider was really tried
+
+    resp = post_chat(gw, user_key[1], {"model": "gpt-mock", "messages": user_message(token)})
+    assert resp.status_code >= 500
+    assert_openai_error(resp)
+
+    # A stream that fails before its first byte is an HTTP error, not a 200 stream.
+    with pytest.raises(openai.APIStatusError) as exc:
+        list(client.chat.completions.create(model="gpt-mock", messages=user_message(token),
+                                            stream=True))
+    assert exc.value.status_code >= 500
+
+    mock.reset_faults()
+    wait_until(lambda: post_chat(gw, user_key[1], {"model": "gpt-mock",
+                                                   "messages": user_message(token)}
+                                 ).status_code == 200,
+               10.0, "the gateway to recover after the provider does")
+
+
+def test_provider_single_503_retry_or_fail(mock, client):
+    mock.set_faults(status=503, count=1)
+    token = unique()
+    try:
+        resp = client.chat.completions.create(model="gpt-mock", messages=user_message(token))
+    except openai.APIStatusError as err:
+        # No retry: the one failure is reported.
+        assert err.status_code >= 500
+        assert len(mock_requests_with(mock, token)) == 1
+    else:
+        # Retried by the gateway: the second attempt answered.
+        assert resp.choices[0].message.content == f"echo: {token}"
+        assert len(mock_requests_with(mock, token)) == 2
+
+
+def test_provider_401_does_not_leak_provider_key(gw, mock, client, user_key):
+    token = unique()
+    wrong_key = gw.provider_env[WRONG_KEY_ENV]
+    with pytest.raises(openai.APIStatusError):
+        client.chat.completions.create(model="wrong-key", messages=user_message(token))
+    resp = post_chat(gw, user_key[1], {"model": "wrong-key", "messages": user_message(token)})
+    assert_openai_error(resp)
+    assert wrong_key not in resp.text
+    assert gw.provider_env[PROVIDER_KEY_ENV] not in resp.text
+    assert all(wrong_key not in v for v in resp.headers.values())
+    # The mock really refused the (wrong) provider key the gateway injected.
+    records = mock_requests_with(mock, token)
+    assert records and all(r["headers"].get("authorization") == f"Bearer {wrong_key}"
+                           for r in records)

@@ -1,0 +1,97 @@
+"""Fixtures for the filter tests: hosts running the compiled filters.
+
+Tests skip when the .wasm files are missing (build them with
+`cargo build --target wasm32-wasip1 --release -p tollgate-gateway-filter -p tollgate-provider-filter`)
+unless TOLLGATE_REQUIRE_E2E is set, in which case they fail.
+
+Every host a test creates is checked at teardown: the filter called no host function the harness
+does not implement, and no secret appears in anything the module wrote (logs, stdout, stderr)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from proxy_wasm_host import Host  # noqa: E402
+from wasm_fixtures import (  # noqa: E402
+    DATA_PLANE_TOKEN,
+    GATEWAY_WASM,
+    NOW,
+    PROVIDER_WASM,
+    SECRETS,
+    config_bytes,
+    gateway_config,
+)
+
+
+def _wasm(path: Path) -> Path:
+    if not path.is_file():
+        msg = f"{path} is not built (cargo build --target wasm32-wasip1 --release ...)"
+        if os.environ.get("TOLLGATE_REQUIRE_E2E"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+@pytest.fixture(scope="session")
+def gateway_wasm() -> Path:
+    return _wasm(GATEWAY_WASM)
+
+
+@pytest.fixture(scope="session")
+def provider_wasm() -> Path:
+    return _wasm(PROVIDER_WASM)
+
+
+@pytest.fixture
+def hosts():
+    created: list[Host] = []
+    yield created
+    for host in created:
+        assert host.unsupported_calls == [], f"filter called unimplemented host functions: {host.unsupported_calls}"
+        if host.crashed is None:  # a trap already failed (or xfailed) the test
+            output = host.all_output()
+            for secret in SECRETS:
+                assert secret not in output, "a secret reached the filter's logs"
+
+
+@pytest.fixture
+def make_gateway(gateway_wasm, hosts):
+    def make(config=None, **kw) -> Host:
+        cfg = config if isinstance(config, (bytes, str)) else config_bytes(config or gateway_config())
+        kw.setdefault("now", NOW)
+        host = Host(gateway_wasm, cfg, **kw)
+        hosts.append(host)
+        return host
+
+    return make
+
+
+@pytest.fixture
+def gateway(make_gateway) -> Host:
+    host = make_gateway()
+    assert host.configured
+    return host
+
+
+@pytest.fixture
+def make_provider(provider_wasm, hosts):
+    def make(env=None, **kw) -> Host:
+        kw.setdefault("now", NOW)
+        host = Host(provider_wasm, b"", env={"TOLLGATE_DATA_PLANE_TOKEN": DATA_PLANE_TOKEN} if env is None else env, **kw)
+        hosts.append(host)
+        return host
+
+    return make
+
+
+@pytest.fixture
+def provider(make_provider) -> Host:
+    host = make_provider()
+    assert host.configured
+    return host

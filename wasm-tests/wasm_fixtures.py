@@ -1,0 +1,184 @@
+"""Test data and helpers shared by the filter tests: keys, configurations, requests, and the
+OpenAI error-shape assertion."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+from proxy_wasm_host import Host, HttpContext, LocalResponse
+
+REPO = Path(__file__).resolve().parent.parent
+WASM_DIR = Path(os.environ.get("TOLLGATE_WASM_DIR", REPO / "target" / "wasm32-wasip1" / "release"))
+GATEWAY_WASM = WASM_DIR / "tollgate_gateway_filter.wasm"
+PROVIDER_WASM = WASM_DIR / "tollgate_provider_filter.wasm"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+NOW = 1_700_000_000
+
+# Virtual keys (secrets) and their public ids.
+K1_SECRET = "tg-k1-5Hq0rVb2yXc8Lm4NzT7wAe1Pd9Gs3Jk6Uf0Io2Ry"  # every model
+K2_SECRET = "tg-k2-Wm7Ct3Ob8Zx1Qa5Nv9Ee2Lr6Hy4Pj0Ks3Gd8Tf1"  # only gpt-a
+K3_SECRET = "tg-k3-Bn2Xs6Mq9Ja4Vt8Lc1Rz5Ko7Fe3Wy0Hu2Pg6Di9"  # expires at NOW + 10
+UNKNOWN_SECRET = "tg-zz-Unknown0Unknown1Unknown2Unknown3Unkno"
+EXPIRES_AT = NOW + 10
+
+# Provider filter secrets.
+DATA_PLANE_TOKEN = "dp-token-Qe3Xv9Lm2Nb7Zr5"
+API_KEY = "sk-test-123"
+API_KEY_2 = "sk-rotated-456"
+
+SECRETS = (K1_SECRET, K2_SECRET, K3_SECRET, UNKNOWN_SECRET, DATA_PLANE_TOKEN, API_KEY, API_KEY_2)
+
+DEPLOYMENT_PATH = ("xds", "upstream_host_metadata", "filter_metadata", "tollgate", "deployment")
+CREDENTIALS_CLUSTER = "tollgate_control_plane_http"
+CREDENTIALS_PATH = "/internal/v1/credentials"
+SHARED_CREDENTIALS_KEY = "tollgate.credentials.v1"
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def gateway_config(**overrides) -> dict:
+    cfg = {
+        "schema": 1,
+        "max_body_bytes": 1024,
+        "keys": [
+            {"id": "k1", "digest": digest(K1_SECRET), "role": "user", "models": None, "expires_at": None},
+            {"id": "k2", "digest": digest(K2_SECRET), "role": "user", "models": ["gpt-a"], "expires_at": None},
+            {"id": "k3", "digest": digest(K3_SECRET), "role": "user", "models": None, "expires_at": EXPIRES_AT},
+        ],
+        "models": [
+            {"name": "gpt-a", "cluster": "tg_a", "owned_by": "tollgate", "created": 1},
+            {"name": "gpt-b", "cluster": "tg_b", "owned_by": "tollgate", "created": 2},
+        ],
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+def config_bytes(cfg: dict) -> bytes:
+    return json.dumps(cfg).encode()
+
+
+def chat_body(model: str = "gpt-a", **extra) -> bytes:
+    body = {"model": model, "messages": [{"role": "user", "content": "Hello"}]}
+    body.update(extra)
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def embeddings_body(model: str = "gpt-b") -> bytes:
+    return json.dumps({"model": model, "input": ["a", "b"]}).encode()
+
+
+def request_headers(
+    method: str,
+    path: str,
+    key: Optional[str] = K1_SECRET,
+    via: str = "bearer",
+    extra: Iterable[tuple[str, str]] = (),
+) -> list[tuple[str, object]]:
+    headers: list[tuple[str, object]] = [
+        (":method", method),
+        (":path", path),
+        (":authority", "gateway.local"),
+        (":scheme", "https"),
+        ("user-agent", "OpenAI/Python 1.0"),
+    ]
+    if key is not None:
+        if via == "bearer":
+            headers.append(("authorization", f"Bearer {key}"))
+        elif via == "x-api-key":
+            headers.append(("x-api-key", key))
+        else:
+            raise ValueError(via)
+    headers.extend(extra)
+    return headers
+
+
+def send(
+    host: Host,
+    method: str,
+    path: str,
+    body: Optional[bytes] = None,
+    *,
+    key: Optional[str] = K1_SECRET,
+    via: str = "bearer",
+    extra: Iterable[tuple[str, str]] = (),
+    chunks: Optional[Sequence[int]] = None,
+    properties=None,
+) -> HttpContext:
+    """One client request through the filter: headers (end_of_stream when there is no body),
+    then the body in `chunks`, stopping when the filter answers locally."""
+    ctx = host.new_http_context(properties)
+    ctx.request_headers(request_headers(method, path, key, via, extra), end_of_stream=body is None)
+    if body is not None and not ctx.local_responses:
+        ctx.send_request_body(body, chunks)
+    return ctx
+
+
+def assert_openai_error(
+    resp: Optional[LocalResponse],
+    status: int,
+    code: Optional[str],
+    type_: str,
+    param: Optional[str] = None,
+) -> dict:
+    """The local reply is an OpenAI-format error: exact status, JSON content type and the shape
+    `{"error": {"message", "type", "param", "code"}}` with nothing else."""
+    assert resp is not None, "expected a local response"
+    assert resp.status == status, (resp.status, resp.body)
+    assert resp.header("content-type") == "application/json"
+    doc = resp.json()
+    assert set(doc) == {"error"}, doc
+    err = doc["error"]
+    assert set(err) == {"message", "type", "param", "code"}, err
+    assert isinstance(err["message"], str) and err["message"], err
+    assert err["type"] == type_, err
+    assert err["code"] == code, err
+    assert err["param"] == param, err
+    return err
+
+
+def random_chunk_sizes(total: int, rng: random.Random) -> list[int]:
+    """Random split points, including empty chunks now and then."""
+    sizes, left = [], total
+    while left > 0:
+        n = rng.choice([0, 1, 1, 2, 3, 5, 8, 13, 64, rng.randint(1, max(1, left))])
+        n = min(n, left)
+        sizes.append(n)
+        left -= n
+    return sizes
+
+
+def deployment(**overrides) -> str:
+    dep = {
+        "id": "d1",
+        "provider": "openai",
+        "model": "real-model",
+        "authority": "api.example.com",
+        "base_path": "/v1",
+        "credential": "cred1",
+    }
+    dep.update(overrides)
+    return json.dumps(dep)
+
+
+def provider_properties(dep: Optional[str] = None, op: Optional[str] = "chat_completions") -> dict:
+    props: dict = {}
+    if dep is not None:
+        props[DEPLOYMENT_PATH] = dep
+    if op is not None:
+        props["tollgate_op"] = op
+    return props
+
+
+def credentials_doc(version: str = "v1", api_key: str = API_KEY, **more) -> bytes:
+    creds = {"cred1": {"api_key": api_key}}
+    creds.update(more)
+    return json.dumps({"version": version, "credentials": creds}).encode()
