@@ -211,7 +211,7 @@ class ManagedProcess:
         with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd,
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                         start_new_session=True)
+                                         )
         _live.add(self)
 
     @property
@@ -518,6 +518,9 @@ class GatewayStack:
         return resp.text
 
 
+Gateway = GatewayStack  # the name the test plan uses
+
+
 def main() -> int:
     """Start a stack with a mock provider and wait for Ctrl-C (manual testing, benchmarks)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -544,6 +547,11 @@ def main() -> int:
           f"envoy     {stack.envoy_admin_url}\nmock      {mock.base_url}\n"
           f"admin key {stack.admin_key}\nkey       {stack.bootstrap_key[1]}\nlogs      {work}",
           flush=True)
+    def _exit(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _exit)
+    signal.signal(signal.SIGINT, _exit)
     try:
         signal.pause()
     except KeyboardInterrupt:

@@ -96,7 +96,7 @@ impl Default for Settings {
 
 /// One model with the deployments that can serve it now (a deployment whose credential's
 /// environment variable is unset is left out).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServedModel {
     pub name: String,
     pub created: i64,

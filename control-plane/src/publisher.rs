@@ -31,7 +31,7 @@ impl Publisher {
         let _guard = self.lock.lock().await;
         let model = self.store.load_model(&env_lookup).await?;
         let snap = snapshot::build(&model, &self.env)?;
-        let changed = **self.tx.borrow() != snap;
+        let changed = !self.tx.borrow().same_versions(&snap);
         if changed {
             let versions: Vec<String> = snap.by_type.values().map(|r| r.version.clone()).collect();
             tracing::info!(versions = ?versions, models = model.models.len(), keys = model.keys.len(), "snapshot published");

@@ -213,3 +213,30 @@ def test_large_body_under_limit_is_accepted(gw, mock, user_key):
     [record] = mock_requests_with(mock, token)
     assert len(record["body"]) > 7 * 1024 * 1024
 
+
+
+def test_tool_calls_pass_through(mock, client):
+    tools = [{"type": "function", "function": {
+        "name": "get_weather", "description": "Current weather",
+        "parameters": {"type": "object", "properties": {"location": {"type": "string"}},
+                       "required": ["location"]}}}]
+    token = unique()
+    resp = client.chat.completions.create(
+        model="gpt-mock", tools=tools, messages=user_message(f"weather in Oslo {token}"))
+    choice = resp.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    [call] = choice.message.tool_calls
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments)["location"].startswith("Oslo")
+    [record] = mock_requests_with(mock, token)
+    assert record["json"]["tools"] == tools
+
+    chunks = list(client.chat.completions.create(
+        model="gpt-mock", tools=tools, stream=True,
+        messages=user_message(f"weather in Oslo {token}")))
+    calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert calls[0].id.startswith("call_") and calls[0].function.name == "get_weather"
+    args = "".join(tc.function.arguments or "" for tc in calls)
+    assert json.loads(args)["location"].startswith("Oslo")
+    assert [c.choices[0].finish_reason for c in chunks
+            if c.choices and c.choices[0].finish_reason] == ["tool_calls"]

@@ -38,7 +38,7 @@ const WASM_RUNTIME: &str = "envoy.wasm.runtime.v8";
 const TLS_MATCH_KEY: &str = "tls_host";
 
 /// Facts about the environment the snapshot is built for (not part of the stored model).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct XdsEnv {
     pub gateway_addr: String,
     pub gateway_port: u16,
@@ -51,14 +51,14 @@ pub struct XdsEnv {
 }
 
 /// The resources of one type, with their version.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Resources {
     pub version: String,
     /// Resource name → encoded resource.
     pub items: BTreeMap<String, Any>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub by_type: BTreeMap<&'static str, Resources>,
 }
@@ -66,6 +66,12 @@ pub struct Snapshot {
 impl Snapshot {
     pub fn get(&self, type_url: &str) -> Option<&Resources> {
         self.by_type.get(type_url)
+    }
+
+    /// Two snapshots are the same configuration when every type has the same version.
+    pub fn same_versions(&self, other: &Snapshot) -> bool {
+        self.by_type.len() == other.by_type.len()
+            && self.by_type.iter().all(|(t, r)| other.by_type.get(t).is_some_and(|o| o.version == r.version))
     }
 }
 
@@ -93,25 +99,28 @@ pub fn build(model: &Model, env: &XdsEnv) -> anyhow::Result<Snapshot> {
             .collect(),
         models: model_docs,
     };
-    let ecds = any(&gateway_filter_config(&serde_json::to_string(&gateway_doc)?, env));
+    let gateway_json = serde_json::to_string(&gateway_doc)?;
+    let ecds = any(&gateway_filter_config(&gateway_json, env));
+    let s = &model.settings;
     let mut snapshot = Snapshot::default();
-    snapshot.by_type.insert(LISTENER_TYPE, versioned([(LISTENER_NAME.to_owned(), any(&gateway_listener(model, env)))]));
-    snapshot.by_type.insert(ROUTE_TYPE, versioned([(ROUTE_NAME.to_owned(), any(&route_config(model)))]));
-    snapshot.by_type.insert(CLUSTER_TYPE, versioned(clusters));
-    snapshot.by_type.insert(ECDS_TYPE, versioned([(contract::ECDS_GATEWAY_FILTER.to_owned(), ecds)]));
+    snapshot.by_type.insert(
+        LISTENER_TYPE,
+        versioned([(LISTENER_NAME.to_owned(), any(&gateway_listener(model, env)))], &(s, env))?,
+    );
+    snapshot.by_type.insert(ROUTE_TYPE, versioned([(ROUTE_NAME.to_owned(), any(&route_config(model)))], s)?);
+    snapshot.by_type.insert(CLUSTER_TYPE, versioned(clusters, &(s, env, &model.models))?);
+    snapshot.by_type.insert(
+        ECDS_TYPE,
+        versioned([(contract::ECDS_GATEWAY_FILTER.to_owned(), ecds)], &(env, &gateway_json))?,
+    );
     Ok(snapshot)
 }
 
-fn versioned(items: impl IntoIterator<Item = (String, Any)>) -> Resources {
-    let items: BTreeMap<String, Any> = items.into_iter().collect();
-    let mut h = Sha256::new();
-    for (name, any) in &items {
-        h.update(name.as_bytes());
-        h.update([0]);
-        h.update(any.type_url.as_bytes());
-        h.update(&any.value);
-    }
-    Resources { version: hex::encode(&h.finalize()[..8]), items }
+/// Versions hash the inputs a type is built from, not the encoded protos: prost encodes proto
+/// maps in `HashMap` order, so the same config can encode to different bytes.
+fn versioned(items: impl IntoIterator<Item = (String, Any)>, inputs: &impl serde::Serialize) -> anyhow::Result<Resources> {
+    let digest = Sha256::digest(serde_json::to_vec(inputs)?);
+    Ok(Resources { version: hex::encode(&digest[..8]), items: items.into_iter().collect() })
 }
 
 /// A stable, Envoy-safe cluster name for a model name.

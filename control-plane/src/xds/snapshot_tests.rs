@@ -1,1 +1,147 @@
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
+use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
+use envoy_types::pb::envoy::extensions::wasm::v3::plugin_config::Vm;
+use envoy_types::pb::google::protobuf::StringValue;
+use prost::Message;
+use tollgate_types::config::{DeploymentMeta, GatewayConfig};
+use tollgate_types::keys::Role;
 
+use super::*;
+use crate::model::{KeyRecord, Settings};
+
+fn env() -> XdsEnv {
+    XdsEnv {
+        gateway_addr: "0.0.0.0".into(),
+        gateway_port: 8080,
+        gateway_filter_wasm: "/w/g.wasm".into(),
+        provider_filter_wasm: "/w/p.wasm".into(),
+        demo_base_url: "http://127.0.0.1:8081/demo/v1".into(),
+        upstream_ca_file: "/etc/ssl/ca.pem".into(),
+    }
+}
+
+fn dep(provider: Provider, url: Option<&str>, priority: u32) -> DeploymentSpec {
+    DeploymentSpec {
+        provider,
+        base_url: url.map(str::to_owned),
+        model: None,
+        credential: Some("c".into()),
+        weight: 1,
+        priority,
+    }
+}
+
+fn model() -> Model {
+    Model {
+        settings: Settings::default(),
+        credentials: Default::default(),
+        models: vec![
+            ServedModel { name: "demo".into(), created: 5, deployments: vec![dep(Provider::Demo, None, 0)] },
+            ServedModel {
+                name: "gpt".into(),
+                created: 6,
+                deployments: vec![
+                    dep(Provider::Openai, Some("https://api.example.com/v1"), 10),
+                    dep(Provider::Openai, Some("http://10.0.0.1:9000/v1"), 20),
+                ],
+            },
+        ],
+        keys: vec![KeyRecord {
+            id: "key_1".into(),
+            name: "n".into(),
+            digest: tollgate_types::keys::digest_hex("tg-secret-value"),
+            role: Role::User,
+            models: Some(vec!["gpt".into()]),
+            created_at: 1,
+            expires_at: Some(99),
+            revoked_at: None,
+        }],
+    }
+}
+
+fn gateway_config(s: &Snapshot) -> (String, Wasm) {
+    let any = &s.get(ECDS_TYPE).unwrap().items[contract::ECDS_GATEWAY_FILTER];
+    let tec = TypedExtensionConfig::decode(any.value.as_slice()).unwrap();
+    let wasm = Wasm::decode(tec.typed_config.unwrap().value.as_slice()).unwrap();
+    let cfg = wasm.config.as_ref().unwrap().configuration.as_ref().unwrap();
+    (StringValue::decode(cfg.value.as_slice()).unwrap().value, wasm)
+}
+
+#[test]
+fn has_every_type() {
+    let s = build(&model(), &env()).unwrap();
+    assert_eq!(s.get(LISTENER_TYPE).unwrap().items.len(), 1);
+    assert_eq!(s.get(ROUTE_TYPE).unwrap().items.len(), 1);
+    assert_eq!(s.get(CLUSTER_TYPE).unwrap().items.len(), 2);
+    assert_eq!(s.get(ECDS_TYPE).unwrap().items.len(), 1);
+}
+
+#[test]
+fn gateway_filter_config_parses_in_the_filter_and_holds_no_secret() {
+    let s = build(&model(), &env()).unwrap();
+    let (json, wasm) = gateway_config(&s);
+    assert!(!json.contains("tg-secret-value"));
+    let cfg = GatewayConfig::parse(json.as_bytes()).unwrap();
+    assert_eq!(cfg.keys.len(), 1);
+    assert_eq!(cfg.keys.authenticate("tg-secret-value", 0).unwrap().expires_at, Some(99));
+    assert_eq!(cfg.model("gpt").unwrap().cluster, cluster_name("gpt"));
+    assert_eq!(cfg.models[0].name, "demo");
+    let pc = wasm.config.unwrap();
+    assert_eq!(pc.allow_on_headers_stop_iteration.map(|b| b.value), Some(true));
+    assert!(matches!(pc.vm, Some(Vm::VmConfig(v)) if v.vm_id == contract::VM_GATEWAY));
+}
+
+#[test]
+fn key_change_touches_only_ecds() {
+    let m1 = model();
+    let mut m2 = model();
+    m2.keys.clear();
+    let (a, b) = (build(&m1, &env()).unwrap(), build(&m2, &env()).unwrap());
+    for t in [LISTENER_TYPE, ROUTE_TYPE, CLUSTER_TYPE] {
+        assert_eq!(a.get(t).unwrap().version, b.get(t).unwrap().version, "{t}");
+    }
+    assert_ne!(a.get(ECDS_TYPE).unwrap().version, b.get(ECDS_TYPE).unwrap().version);
+    // and building twice is deterministic
+    assert!(build(&m1, &env()).unwrap().same_versions(&a));
+}
+
+#[test]
+fn cluster_endpoints_carry_deployments_by_priority() {
+    let s = build(&model(), &env()).unwrap();
+    let c = Cluster::decode(s.get(CLUSTER_TYPE).unwrap().items[&cluster_name("gpt")].value.as_slice()).unwrap();
+    let la = c.load_assignment.unwrap();
+    // priorities 10 and 20 are renumbered 0 and 1
+    assert_eq!(la.endpoints.iter().map(|e| e.priority).collect::<Vec<_>>(), vec![0, 1]);
+    let ep = &la.endpoints[0].lb_endpoints[0];
+    let md = &ep.metadata.as_ref().unwrap().filter_metadata;
+    let raw = match &md[contract::METADATA_NAMESPACE].fields[contract::METADATA_DEPLOYMENT_KEY].kind {
+        Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(s)) => s.clone(),
+        other => panic!("unexpected {other:?}"),
+    };
+    let meta: DeploymentMeta = serde_json::from_str(&raw).unwrap();
+    assert_eq!(meta.authority, "api.example.com");
+    assert_eq!(meta.base_path, "/v1");
+    assert_eq!(meta.model, "gpt");
+    assert_eq!(meta.credential.as_deref(), Some("c"));
+    // the https deployment gets TLS with SNI, the http one does not
+    assert!(md.contains_key("envoy.transport_socket_match"));
+    assert_eq!(c.transport_socket_matches.len(), 1);
+    let plain = &la.endpoints[1].lb_endpoints[0];
+    assert!(!plain.metadata.as_ref().unwrap().filter_metadata.contains_key("envoy.transport_socket_match"));
+    match &plain.host_identifier {
+        Some(HostIdentifier::Endpoint(e)) => assert_eq!(e.hostname, "10.0.0.1"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn demo_points_at_the_control_plane() {
+    let s = build(&model(), &env()).unwrap();
+    let c = Cluster::decode(s.get(CLUSTER_TYPE).unwrap().items[&cluster_name("demo")].value.as_slice()).unwrap();
+    let la = c.load_assignment.unwrap();
+    let md = la.endpoints[0].lb_endpoints[0].metadata.as_ref().unwrap();
+    let raw = format!("{:?}", md.filter_metadata[contract::METADATA_NAMESPACE]);
+    assert!(raw.contains("127.0.0.1:8081") && raw.contains("/demo/v1") && raw.contains(crate::demo::DEMO_MODEL_ID), "{raw}");
+}

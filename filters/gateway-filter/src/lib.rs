@@ -45,7 +45,7 @@ impl RootContext for GatewayRoot {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(GatewayHttp { config: self.config.clone(), pending: None }))
+        Some(Box::new(GatewayHttp { config: self.config.clone(), pending: None, body_size: 0 }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -62,6 +62,8 @@ struct Pending {
 struct GatewayHttp {
     config: Option<Rc<GatewayConfig>>,
     pending: Option<Pending>,
+    /// Bytes of body buffered so far.
+    body_size: usize,
 }
 
 impl Context for GatewayHttp {}
@@ -79,6 +81,12 @@ impl GatewayHttp {
     fn reply_json(&self, body: &[u8]) -> Action {
         self.send_http_response(200, vec![("content-type", "application/json")], Some(body));
         Action::Pause
+    }
+
+    /// A request header as text; invalid UTF-8 is replaced (so a malformed key never matches)
+    /// rather than trapping the VM.
+    fn header(&self, name: &str) -> Option<String> {
+        self.get_http_request_header_bytes(name).map(|v| String::from_utf8_lossy(&v).into_owned())
     }
 
     fn now_secs(&self) -> u64 {
@@ -101,11 +109,11 @@ impl GatewayHttp {
                 .code("not_ready"));
         };
         self.strip_client_internal_headers();
-        let method = self.get_http_request_header(":method").unwrap_or_default();
-        let path = self.get_http_request_header(":path").unwrap_or_default();
+        let method = self.header(":method").unwrap_or_default();
+        let path = self.header(":path").unwrap_or_default();
         let op = request::classify(&method, &path)?;
-        let auth = self.get_http_request_header("authorization");
-        let x_api_key = self.get_http_request_header("x-api-key");
+        let auth = self.header("authorization");
+        let x_api_key = self.header("x-api-key");
         let key = request::authenticate(&cfg, auth.as_deref(), x_api_key.as_deref(), self.now_secs())?;
         match &op {
             Operation::ListModels => return Ok(self.reply_json(&request::list_models(&cfg, key))),
@@ -121,9 +129,11 @@ impl GatewayHttp {
     }
 
     fn on_body(&mut self, body_size: usize, end_of_stream: bool) -> Result<Action, GatewayError> {
-        let (Some(cfg), Some(pending)) = (self.config.clone(), self.pending.as_ref()) else {
+        self.body_size = body_size;
+        let Some(cfg) = self.config.clone() else { return Ok(Action::Continue) };
+        if self.pending.is_none() {
             return Ok(Action::Continue);
-        };
+        }
         if body_size as u64 > cfg.max_body_bytes {
             return Err(GatewayError::new(
                 ErrorKind::TooLarge,
@@ -134,8 +144,14 @@ impl GatewayHttp {
         if !end_of_stream {
             return Ok(Action::Pause);
         }
-        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
-        let route = request::route(&cfg, &pending.key, &pending.op, &body)?;
+        self.finish(&cfg)
+    }
+
+    /// The whole body is here (end of stream, or trailers): validate, route, continue.
+    fn finish(&mut self, cfg: &GatewayConfig) -> Result<Action, GatewayError> {
+        let Some(pending) = self.pending.as_ref() else { return Ok(Action::Continue) };
+        let body = self.get_http_request_body(0, self.body_size).unwrap_or_default();
+        let route = request::route(cfg, &pending.key, &pending.op, &body)?;
         self.set_http_request_header(contract::HEADER_CLUSTER, Some(route.cluster));
         self.set_property(vec![contract::STATE_OPERATION], Some(pending.op.as_str().as_bytes()));
         self.set_property(vec![contract::STATE_KEY_ID], Some(pending.key.id.as_bytes()));
@@ -159,7 +175,22 @@ impl HttpContext for GatewayHttp {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        match self.on_body(body_size, end_of_stream) {
+        let result = self.on_body(body_size, end_of_stream);
+        self.settle(result)
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        let result = match self.config.clone() {
+            Some(cfg) => self.finish(&cfg),
+            None => Ok(Action::Continue),
+        };
+        self.settle(result)
+    }
+}
+
+impl GatewayHttp {
+    fn settle(&mut self, result: Result<Action, GatewayError>) -> Action {
+        match result {
             Ok(action) => action,
             Err(e) => {
                 self.pending = None;

@@ -29,6 +29,8 @@ pub(crate) type SharedCredentials = Rc<RefCell<Option<Rc<CredentialsDoc>>>>;
 struct ProviderHttp {
     credentials: SharedCredentials,
     attempt: Option<Attempt>,
+    /// Bytes of body buffered so far.
+    body_size: usize,
 }
 
 /// What one attempt needs once the body is complete.
@@ -80,9 +82,16 @@ impl ProviderHttp {
     }
 
     fn on_body(&mut self, body_size: usize, end_of_stream: bool) -> Result<Action, GatewayError> {
+        self.body_size = body_size;
         if !end_of_stream {
             return Ok(Action::Pause);
         }
+        self.finish()
+    }
+
+    /// The whole body is here (end of stream, or trailers): rewrite it for this attempt.
+    fn finish(&mut self) -> Result<Action, GatewayError> {
+        let body_size = self.body_size;
         let Some(attempt) = self.attempt.take() else {
             return Ok(Action::Continue);
         };
@@ -130,7 +139,19 @@ impl HttpContext for ProviderHttp {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        match self.on_body(body_size, end_of_stream) {
+        let result = self.on_body(body_size, end_of_stream);
+        self.settle(result)
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        let result = self.finish();
+        self.settle(result)
+    }
+}
+
+impl ProviderHttp {
+    fn settle(&mut self, result: Result<Action, GatewayError>) -> Action {
+        match result {
             Ok(a) => a,
             Err(e) => {
                 if e.kind != ErrorKind::InvalidRequest {

@@ -71,16 +71,15 @@ pub fn classify(method: &str, path: &str) -> Result<Operation, GatewayError> {
 
 /// Extracts the presented key: `Authorization: Bearer <key>` or `x-api-key: <key>`.
 pub fn presented_key<'a>(authorization: Option<&'a str>, x_api_key: Option<&'a str>) -> Option<&'a str> {
-    if let Some(auth) = authorization {
-        let auth = auth.trim();
-        let (scheme, rest) = auth.split_once(' ')?;
-        if scheme.eq_ignore_ascii_case("bearer") {
-            let key = rest.trim();
-            return (!key.is_empty()).then_some(key);
-        }
-        return None;
+    let bearer = authorization.and_then(|auth| {
+        let (scheme, rest) = auth.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+    });
+    match bearer {
+        Some(key) => (!key.is_empty()).then_some(key),
+        // Not a bearer credential (e.g. Basic): the key may still come in x-api-key.
+        None => x_api_key.map(str::trim).filter(|k| !k.is_empty()),
     }
-    x_api_key.map(str::trim).filter(|k| !k.is_empty())
 }
 
 pub fn authenticate<'c>(
@@ -178,8 +177,21 @@ fn non_empty_model(model: Option<String>) -> Result<String, GatewayError> {
     }
 }
 
+/// Parses a request body that must be a JSON object. serde would also fill a struct from a JSON
+/// array, and does not check UTF-8 inside strings it skips, so both are checked first.
+fn parse_object<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, GatewayError> {
+    let text = std::str::from_utf8(body).map_err(|_| {
+        GatewayError::new(ErrorKind::InvalidRequest, "The request body is not valid UTF-8 JSON.").code("invalid_json")
+    })?;
+    if !text.trim_start().starts_with('{') {
+        return Err(GatewayError::new(ErrorKind::InvalidRequest, "The request body must be a JSON object.")
+            .code("invalid_json"));
+    }
+    serde_json::from_str(text).map_err(|e| invalid_json(&e))
+}
+
 fn validate_chat(body: &[u8]) -> Result<String, GatewayError> {
-    let req: ChatCompletionRequest = serde_json::from_slice(body).map_err(|e| invalid_json(&e))?;
+    let req: ChatCompletionRequest = parse_object(body)?;
     let model = non_empty_model(req.model)?;
     let messages = req.messages.ok_or_else(|| missing("messages"))?;
     if messages.is_empty() {
@@ -205,7 +217,7 @@ fn validate_chat(body: &[u8]) -> Result<String, GatewayError> {
 }
 
 fn validate_embeddings(body: &[u8]) -> Result<String, GatewayError> {
-    let req: EmbeddingsRequest = serde_json::from_slice(body).map_err(|e| invalid_json(&e))?;
+    let req: EmbeddingsRequest = parse_object(body)?;
     let model = non_empty_model(req.model)?;
     if req.input.is_none() {
         return Err(missing("input"));

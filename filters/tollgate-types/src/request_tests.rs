@@ -42,6 +42,7 @@ fn key_extraction() {
     assert_eq!(presented_key(Some("Bearer tg-x"), None), Some("tg-x"));
     assert_eq!(presented_key(Some("bearer   tg-x "), None), Some("tg-x"));
     assert_eq!(presented_key(Some("Basic abc"), None), None);
+    assert_eq!(presented_key(Some("Basic abc"), Some("tg-z")), Some("tg-z"));
     assert_eq!(presented_key(Some("Bearer "), None), None);
     assert_eq!(presented_key(None, Some("tg-y")), Some("tg-y"));
     assert_eq!(presented_key(None, None), None);
@@ -74,6 +75,8 @@ fn chat_validation_errors() {
     assert_eq!(err(b"{not json").code, Some("invalid_json"));
     assert_eq!(err(b"").code, Some("invalid_json"));
     assert_eq!(err(b"[]").status(), 400);
+    assert_eq!(err(br#"["a",[{"role":"user"}]]"#).code, Some("invalid_json"));
+    assert_eq!(err(b"{\"model\":\"a\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\"}]}").code, Some("invalid_json"));
     assert_eq!(err(br#"{"messages":[{"role":"user"}]}"#).param.as_deref(), Some("model"));
     assert_eq!(err(br#"{"model":"a"}"#).param.as_deref(), Some("messages"));
     assert_eq!(err(br#"{"model":"a","messages":[]}"#).param.as_deref(), Some("messages"));

