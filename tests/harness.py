@@ -210,8 +210,7 @@ class ManagedProcess:
         self._stdout_offset = self.stdout_path.stat().st_size if self.stdout_path.exists() else 0
         with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd,
-                                         stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                         )
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         _live.add(self)
 
     @property
@@ -502,6 +501,18 @@ class GatewayStack:
         start = time.monotonic()
         wait_until(lambda: self.key_works(secret), timeout,
                    "the gateway to accept a new virtual key", on_timeout=self.log_tails)
+        return time.monotonic() - start
+
+    def wait_chat_ready(self, model: str, timeout: float = 15.0) -> float:
+        """Poll until a chat on `model` succeeds (the data plane may still be loading provider
+        credentials just after Envoy reports ready); returns the seconds it took."""
+        assert self.bootstrap_key is not None
+        body = {"model": model, "messages": [{"role": "user", "content": "warm up"}]}
+        start = time.monotonic()
+        wait_until(lambda: http("POST", f"{self.base_url}/chat/completions", json=body,
+                                headers={"Authorization": f"Bearer {self.bootstrap_key[1]}"},
+                                timeout=5).status_code == 200,
+                   timeout, f"a first chat on {model} to succeed", on_timeout=self.log_tails)
         return time.monotonic() - start
 
     def client(self, secret: str, **kwargs: Any) -> Any:

@@ -19,9 +19,10 @@ def _require_e2e() -> bool:
     return os.environ.get("TOLLGATE_REQUIRE_E2E", "") not in ("", "0", "false", "no")
 
 
-def stack_config() -> dict:
-    def openai_deployment(model: str, credential: str) -> dict:
-        return {"provider": "openai", "base_url": "{{MOCK_BASE_URL}}", "model": model,
+def stack_config(dead_port: int = 9) -> dict:
+    """The e2e config; `dead_port` is a loopback port where nothing listens."""
+    def openai_deployment(model: str, credential: str, base_url: str = "{{MOCK_BASE_URL}}"):
+        return {"provider": "openai", "base_url": base_url, "model": model,
                 "credential": credential}
 
     return {
@@ -33,6 +34,9 @@ def stack_config() -> dict:
             {"name": "demo", "deployments": [{"provider": "demo"}]},
             # A deployment whose provider key is wrong: the mock answers it with a 401.
             {"name": "wrong-key", "deployments": [openai_deployment("mock-model-1", "wrong")]},
+            # A provider that cannot be reached (connection refused).
+            {"name": "unreachable", "deployments": [openai_deployment(
+                "mock-model-1", "mock", f"http://127.0.0.1:{dead_port}/v1")]},
         ],
     }
 
@@ -49,19 +53,13 @@ def gw(tmp_path_factory):
     provider_key = harness.random_secret("sk-mock-")
     wrong_key = harness.random_secret("sk-wrong-")
     mock = MockOpenAI(api_key=provider_key)
-    stack = harness.GatewayStack(tmp_path_factory.mktemp("tollgate-e2e"), stack_config(),
+    stack = harness.GatewayStack(tmp_path_factory.mktemp("tollgate-e2e"),
+                                 stack_config(dead_port=harness.free_port()),
                                  {PROVIDER_KEY_ENV: provider_key, WRONG_KEY_ENV: wrong_key},
                                  mock=mock)
     try:
         stack.start()
-        # Ready for these tests once a chat through the mock provider works (the data plane
-        # may still be loading provider credentials just after Envoy reports ready).
-        probe = {"model": "gpt-mock", "messages": [{"role": "user", "content": "warm up"}]}
-        harness.wait_until(
-            lambda: harness.http("POST", f"{stack.base_url}/chat/completions", json=probe,
-                                 headers={"Authorization": f"Bearer {stack.bootstrap_key[1]}"},
-                                 timeout=5).status_code == 200,
-            15.0, "a first chat through the gateway to succeed", on_timeout=stack.log_tails)
+        stack.wait_chat_ready("gpt-mock")
     except (harness.StartupError, TimeoutError) as err:
         stack.stop()
         pytest.fail(f"could not start the e2e stack:\n{err}", pytrace=False)

@@ -17,7 +17,7 @@ def assert_clean_provider_request(gw, record, client_secret):
     leaked = [name for name in headers if name.startswith("x-tollgate-")]
     assert not leaked, f"internal headers reached the provider: {leaked}"
     for name, value in headers.items():
-        assert client_secret not in value, f"the client's gateway key reached the provider in {name}"
+        assert client_secret not in value, f"the client's gateway key reached the mock in {name}"
     assert client_secret not in record["body"], "the client's gateway key reached the provider body"
 
 

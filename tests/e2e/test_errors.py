@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import openai
 import pytest
 
@@ -57,7 +59,8 @@ def test_404_unknown_model(gw, mock, client, user_key):
 def test_400_bad_request_body(gw, mock, user_key, case):
     token = unique()
     body = {
-        "malformed-json": f'{{"model": "gpt-mock", "messages": [{{"role": "user", "content": "{token}',
+        "malformed-json": '{"model": "gpt-mock", "messages": [{"role": "user", "content": "'
+                          + token,
         "missing-messages": {"model": "gpt-mock", "user": token},
         "missing-model": {"messages": user_message(token)},
         "not-an-object": f'["{token}"]',
@@ -142,3 +145,25 @@ def test_provider_401_does_not_leak_provider_key(gw, mock, client, user_key):
     records = mock_requests_with(mock, token)
     assert records and all(r["headers"].get("authorization") == f"Bearer {wrong_key}"
                            for r in records)
+
+
+def test_unreachable_provider_is_openai_5xx(gw, client, user_key):
+    start = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as exc:
+        client.chat.completions.create(model="unreachable", messages=user_message("x"))
+    assert exc.value.status_code in (502, 503)
+    resp = post_chat(gw, user_key[1], {"model": "unreachable", "messages": user_message("x")})
+    assert resp.status_code in (502, 503)
+    assert_openai_error(resp)
+    assert time.monotonic() - start < 10
+
+
+@pytest.mark.xfail(strict=True, reason="Rust side: a provider error that is not JSON (an HTML "
+                   "or text page from a proxy) is passed to the client as is, not in OpenAI "
+                   "format")
+@pytest.mark.parametrize("status", [500, 502])
+def test_provider_non_json_error_becomes_openai_error(gw, mock, user_key, status):
+    mock.set_faults(status=status, body="<html><body>Bad Gateway</body></html>")
+    resp = post_chat(gw, user_key[1], {"model": "gpt-mock", "messages": user_message("x")})
+    assert resp.status_code >= 500
+    assert_openai_error(resp)

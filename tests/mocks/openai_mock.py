@@ -45,6 +45,7 @@ import json
 import math
 import re
 import signal
+import socket
 import struct
 import sys
 import threading
@@ -83,21 +84,21 @@ def mask_key(key: str) -> str:
     return key[:3] + "*" * (len(key) - 7) + key[-4:]
 
 
+_FAULT_ERRORS = {  # status: (message, type, code), as OpenAI words them
+    403: ("You are not allowed to sample from this model (mock fault).", "permission_error", None),
+    404: ("The model does not exist (mock fault).", "invalid_request_error", "model_not_found"),
+    429: ("Rate limit reached for requests (mock fault).", "requests", "rate_limit_exceeded"),
+}
+
+
 def default_fault_body(status: int, presented_key: str | None) -> dict[str, Any]:
     if status == 401:
-        shown = mask_key(presented_key or "")
-        return error_body(f"Incorrect API key provided: {shown}. You can find your API key at "
-                          "https://platform.openai.com/account/api-keys.",
+        return error_body(f"Incorrect API key provided: {mask_key(presented_key or '')}. You can "
+                          "find your API key at https://platform.openai.com/account/api-keys.",
                           "invalid_request_error", None, "invalid_api_key")
-    if status == 429:
-        return error_body("Rate limit reached for requests (mock fault).", "requests", None,
-                          "rate_limit_exceeded")
-    if status == 403:
-        return error_body("You are not allowed to sample from this model (mock fault).",
-                          "permission_error")
-    if status == 404:
-        return error_body("The model does not exist (mock fault).", "invalid_request_error",
-                          None, "model_not_found")
+    if status in _FAULT_ERRORS:
+        message, type_, code = _FAULT_ERRORS[status]
+        return error_body(message, type_, None, code)
     if status >= 500:
         return error_body("The server had an error while processing your request. "
                           "Sorry about that! (mock fault)", "server_error")
@@ -210,6 +211,32 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     mock: "MockOpenAI"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Drop every open (keep-alive) connection, as a provider going away would."""
+        with self._connections_lock:
+            connections = list(self._connections)
+            self._connections.clear()
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -317,7 +344,8 @@ class _Handler(BaseHTTPRequestHandler):
             data += self.rfile.read(size)
             self.rfile.readline(1024)  # CRLF after the chunk
 
-    def _send_json(self, status: int, obj: Any, extra_headers: dict[str, str] | None = None) -> None:
+    def _send_json(self, status: int, obj: Any,
+                   extra_headers: dict[str, str] | None = None) -> None:
         payload = json.dumps(obj).encode()
         self._send_raw(status, payload, "application/json", extra_headers)
 
@@ -671,11 +699,13 @@ class MockOpenAI:
         return self
 
     def stop(self) -> None:
+        """Stop listening and drop open connections (clients see the provider go away)."""
         if self._server is not None:
             if self._thread is not None:
                 self._server.shutdown()
                 self._thread.join(timeout=5)
             self._server.server_close()
+            self._server.close_connections()
         self._server = None
         self._thread = None
 

@@ -327,3 +327,14 @@ def test_runs_as_subprocess():
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+def test_stop_drops_keep_alive_connections():
+    mock = MockOpenAI(api_key=KEY).start()
+    session = requests.Session()
+    session.trust_env = False
+    url = mock.url + "/v1/models"
+    assert session.get(url, headers={"Authorization": f"Bearer {KEY}"}, timeout=5).ok
+    mock.stop()
+    with pytest.raises(requests.ConnectionError):
+        session.get(url, headers={"Authorization": f"Bearer {KEY}"}, timeout=5)

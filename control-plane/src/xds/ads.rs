@@ -82,7 +82,7 @@ impl AdsState {
         let must_send = state.sent_version.is_none() || subscription_changed || state.sent_version.as_deref() != current;
         // After a NACK of the current version, wait for a new snapshot (unless the subscription changed).
         let nacked_current = req.error_detail.is_some() && state.sent_version.as_deref() == current;
-        if must_send && !(nacked_current && !subscription_changed) {
+        if must_send && (subscription_changed || !nacked_current) {
             if let Some(resp) = self.respond(&type_url, snap) {
                 out.responses.push(resp);
             }
