@@ -158,9 +158,6 @@ def test_unreachable_provider_is_openai_5xx(gw, client, user_key):
     assert time.monotonic() - start < 10
 
 
-@pytest.mark.xfail(strict=True, reason="Rust side: a provider error that is not JSON (an HTML "
-                   "or text page from a proxy) is passed to the client as is, not in OpenAI "
-                   "format")
 @pytest.mark.parametrize("status", [500, 502])
 def test_provider_non_json_error_becomes_openai_error(gw, mock, user_key, status):
     mock.set_faults(status=status, body="<html><body>Bad Gateway</body></html>")

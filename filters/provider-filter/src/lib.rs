@@ -31,6 +31,8 @@ struct ProviderHttp {
     attempt: Option<Attempt>,
     /// Bytes of body buffered so far.
     body_size: usize,
+    /// Status of a provider error response being buffered for rewriting.
+    error_status: Option<u16>,
 }
 
 /// What one attempt needs once the body is complete.
@@ -42,6 +44,19 @@ struct Attempt {
 impl Context for ProviderHttp {}
 
 impl ProviderHttp {
+    /// Sets the error status and headers for a provider error; returns the new body.
+    fn rewrite_error(&self, status: u16, body: &[u8]) -> Vec<u8> {
+        let err = provider::provider_error(status, body);
+        if err.kind == ErrorKind::BadGateway {
+            warn!("provider filter: provider answered {status}; reported to the client as {}", err.status());
+        }
+        let out = err.to_openai_json();
+        self.set_http_response_header(":status", Some(&err.status().to_string()));
+        self.set_http_response_header("content-type", Some("application/json"));
+        self.set_http_response_header("content-length", Some(&out.len().to_string()));
+        out
+    }
+
     fn reply_error(&self, err: &GatewayError) -> Action {
         self.send_http_response(
             u32::from(err.status()),
@@ -128,6 +143,34 @@ impl ProviderHttp {
 }
 
 impl HttpContext for ProviderHttp {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let status = self
+            .get_http_response_header_bytes(":status")
+            .and_then(|s| std::str::from_utf8(&s).ok().and_then(|s| s.parse::<u16>().ok()))
+            .unwrap_or(0);
+        if status < 400 {
+            return Action::Continue;
+        }
+        if end_of_stream {
+            self.rewrite_error(status, &[]);
+            return Action::Continue;
+        }
+        // Errors are small: buffer the body and rewrite it into the client's format.
+        self.error_status = Some(status);
+        Action::Pause
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(status) = self.error_status else { return Action::Continue };
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = self.get_http_response_body(0, body_size).unwrap_or_default();
+        let err = self.rewrite_error(status, &body);
+        self.set_http_response_body(0, body_size, &err);
+        Action::Continue
+    }
+
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         match self.on_headers(end_of_stream) {
             Ok(a) => a,

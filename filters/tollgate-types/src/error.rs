@@ -25,6 +25,8 @@ pub enum ErrorKind {
     Unavailable,
     /// 500: our fault.
     Internal,
+    /// A provider's server-side failure, reported with the provider's 5xx status.
+    Upstream(u16),
 }
 
 impl ErrorKind {
@@ -40,6 +42,7 @@ impl ErrorKind {
             Self::BadGateway => 502,
             Self::Unavailable => 503,
             Self::Internal => 500,
+            Self::Upstream(status) => status,
         }
     }
 
@@ -51,7 +54,7 @@ impl ErrorKind {
             Self::Permission => "permission_error",
             Self::NotFound => "not_found_error",
             Self::RateLimited => "rate_limit_error",
-            Self::BadGateway | Self::Unavailable | Self::Internal => "api_error",
+            Self::BadGateway | Self::Unavailable | Self::Internal | Self::Upstream(_) => "api_error",
         }
     }
 }

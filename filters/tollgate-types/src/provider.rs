@@ -67,6 +67,67 @@ fn openai_request(
     })
 }
 
+/// The longest provider message passed on to the client.
+const MAX_PROVIDER_MESSAGE: usize = 1000;
+
+/// Maps a provider's error answer (status >= 400) to the error the client sees, always in
+/// OpenAI format. Authentication failures at the provider are the gateway's configuration
+/// problem, not the client's: they become 502 without the provider's message (which may quote
+/// part of the provider key).
+pub fn provider_error(status: u16, body: &[u8]) -> GatewayError {
+    let message = provider_message(body);
+    let with_message = |kind: ErrorKind, fallback: &str| {
+        GatewayError::new(kind, message.clone().unwrap_or_else(|| fallback.to_owned()))
+    };
+    match status {
+        401 | 403 => GatewayError::new(
+            ErrorKind::BadGateway,
+            "The provider rejected the gateway's credentials for this model. Ask your administrator to check the provider key.",
+        )
+        .code("provider_auth_error"),
+        404 => GatewayError::new(
+            ErrorKind::BadGateway,
+            "The provider does not know this deployment's model or URL. Ask your administrator to check the model's configuration.",
+        )
+        .code("provider_not_found"),
+        429 => with_message(ErrorKind::RateLimited, "The provider is rate limiting this model; retry with back-off.")
+            .code("provider_rate_limited"),
+        400..=499 => with_message(ErrorKind::InvalidRequest, "The provider rejected the request.").code("provider_invalid_request"),
+        500..=599 => with_message(ErrorKind::Upstream(status), "The provider failed to answer; retry later.").code("provider_error"),
+        _ => GatewayError::new(ErrorKind::BadGateway, "The provider answered with an unexpected status.").code("provider_error"),
+    }
+}
+
+/// The human message of a provider's JSON error body, if there is one
+/// (`{"error": {"message"}}`, `{"error": "..."}`, `{"message"}`).
+fn provider_message(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum ErrorField {
+        Object { message: Option<String> },
+        Text(String),
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        error: Option<ErrorField>,
+        message: Option<String>,
+    }
+    let parsed: ErrorBody = serde_json::from_slice(body).ok()?;
+    let msg = match parsed.error {
+        Some(ErrorField::Object { message: Some(m) }) | Some(ErrorField::Text(m)) => m,
+        _ => parsed.message?,
+    };
+    let msg = msg.trim();
+    if msg.is_empty() {
+        return None;
+    }
+    let mut end = msg.len().min(MAX_PROVIDER_MESSAGE);
+    while !msg.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(msg[..end].to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +169,24 @@ mod tests {
     fn rejects_non_object() {
         let err = request(&meta(), &Operation::ChatCompletions, None, b"[1]").unwrap_err();
         assert_eq!(err.status(), 400);
+    }
+
+    #[test]
+    fn provider_errors_become_openai_errors() {
+        let e = provider_error(500, b"<html>oops</html>");
+        assert_eq!((e.status(), e.kind.openai_type()), (500, "api_error"));
+        let e = provider_error(503, br#"{"error":{"message":"overloaded","type":"server_error"}}"#);
+        assert_eq!((e.status(), e.message.as_str()), (503, "overloaded"));
+        let e = provider_error(401, br#"{"error":{"message":"Incorrect API key provided: sk-abc***wxyz"}}"#);
+        assert_eq!(e.status(), 502);
+        assert!(!e.message.contains("sk-"));
+        let e = provider_error(400, br#"{"error":{"message":"context too long"}}"#);
+        assert_eq!((e.status(), e.message.as_str()), (400, "context too long"));
+        assert_eq!(provider_error(429, br#"{"message":"slow down"}"#).message, "slow down");
+        assert_eq!(provider_error(422, br#"{"error":"bad field"}"#).message, "bad field");
+        assert_eq!(provider_error(404, b"").status(), 502);
+        let long = format!(r#"{{"error":{{"message":"{}"}}}}"#, "é".repeat(2000));
+        assert!(provider_error(400, long.as_bytes()).message.len() <= MAX_PROVIDER_MESSAGE);
     }
 
     #[test]
