@@ -48,8 +48,15 @@ impl ConfigFile {
             }
         }
         for (name, c) in &self.credentials {
-            if c.api_key_env.is_empty() {
-                bail!("credential `{name}`: api_key_env is empty");
+            if c.required_env().iter().any(|v| v.is_empty()) {
+                bail!("credential `{name}`: an environment variable name is empty");
+            }
+            let aws_pair = c.aws_access_key_id_env.is_some() == c.aws_secret_access_key_env.is_some();
+            if !aws_pair {
+                bail!("credential `{name}`: aws_access_key_id_env and aws_secret_access_key_env go together");
+            }
+            if c.api_key_env.is_none() && c.aws_access_key_id_env.is_none() {
+                bail!("credential `{name}`: set api_key_env, or aws_access_key_id_env and aws_secret_access_key_env");
             }
         }
         if self.settings.max_body_bytes == 0 {
@@ -69,16 +76,17 @@ fn validate_deployment(
             bail!("model `{model}`: deployment names credential `{c}`, which is not declared under `credentials`");
         }
     }
-    match d.provider {
-        Provider::Demo => Ok(()),
-        Provider::Openai => {
-            let Some(url) = &d.base_url else {
-                bail!("model `{model}`: an openai deployment needs base_url (e.g. https://api.openai.com/v1)");
-            };
-            crate::upstream::UpstreamUrl::parse(url).with_context(|| format!("model `{model}`: base_url"))?;
-            Ok(())
-        }
+    if d.provider == Provider::Bedrock && d.region.is_none() {
+        bail!("model `{model}`: a bedrock deployment needs region (e.g. us-east-1)");
     }
+    if d.provider == Provider::Demo {
+        return Ok(());
+    }
+    let Some(url) = d.effective_base_url() else {
+        bail!("model `{model}`: an openai deployment needs base_url (e.g. https://api.openai.com/v1)");
+    };
+    crate::upstream::UpstreamUrl::parse(&url).with_context(|| format!("model `{model}`: base_url"))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -118,5 +126,17 @@ models:
         assert!(ConfigFile::parse("bogus: 1").is_err());
         // inline secrets are not a thing: unknown fields are rejected
         assert!(ConfigFile::parse("credentials: {x: {api_key: sk-1}}").is_err());
+        assert!(ConfigFile::parse("credentials: {x: {aws_access_key_id_env: A}}").is_err());
+        assert!(ConfigFile::parse("credentials: {x: {}}").is_err());
+        assert!(ConfigFile::parse("models: [{name: a, deployments: [{provider: bedrock, model: m}]}]").is_err());
+        let ok = ConfigFile::parse(
+            "credentials: {aws: {aws_access_key_id_env: A, aws_secret_access_key_env: B}}\n\
+             models: [{name: a, deployments: [{provider: bedrock, region: us-east-1, model: m, credential: aws}]}]",
+        )
+        .unwrap();
+        assert_eq!(
+            ok.models[0].deployments[0].effective_base_url().as_deref(),
+            Some("https://bedrock-runtime.us-east-1.amazonaws.com")
+        );
     }
 }

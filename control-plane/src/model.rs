@@ -7,12 +7,49 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use tollgate_types::keys::Role;
 
-/// Where a credential's secret comes from. Only the reference is stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a credential's secrets come from: names of the control plane's environment variables.
+/// Only these references are stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialRef {
-    /// Environment variable of the control plane holding the API key.
-    pub api_key_env: String,
+    /// An API key (OpenAI, Anthropic, or a Bedrock API key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// AWS static credentials for SigV4 (Bedrock, SageMaker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_access_key_id_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_secret_access_key_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_session_token_env: Option<String>,
+}
+
+impl CredentialRef {
+    /// The environment variables that must be set for this credential to be usable.
+    pub fn required_env(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.api_key_env.iter().map(String::as_str).collect();
+        v.extend(self.aws_access_key_id_env.as_deref());
+        v.extend(self.aws_secret_access_key_env.as_deref());
+        v
+    }
+
+    /// Resolves the secrets from `env`; `None` when a required variable is unset or empty.
+    pub fn resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<tollgate_types::config::Credential> {
+        let get = |name: &str| env(name).filter(|v| !v.is_empty());
+        let api_key = match &self.api_key_env {
+            Some(n) => Some(get(n)?),
+            None => None,
+        };
+        let aws = match (&self.aws_access_key_id_env, &self.aws_secret_access_key_env) {
+            (Some(id), Some(secret)) => Some(tollgate_types::config::AwsCredential {
+                access_key_id: get(id)?,
+                secret_access_key: get(secret)?,
+                session_token: self.aws_session_token_env.as_deref().and_then(get),
+            }),
+            _ => None,
+        };
+        Some(tollgate_types::config::Credential { api_key, aws })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +57,10 @@ pub struct CredentialRef {
 pub enum Provider {
     /// OpenAI or any OpenAI-compatible endpoint.
     Openai,
+    /// Amazon Bedrock Runtime (Converse API); needs `region`.
+    Bedrock,
+    /// Anthropic Messages API.
+    Anthropic,
     /// The built-in demo model served by the control plane itself.
     Demo,
 }
@@ -42,6 +83,23 @@ pub struct DeploymentSpec {
     /// Lower is tried first; higher priorities are failover targets.
     #[serde(default)]
     pub priority: u32,
+    /// AWS region (Bedrock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+impl DeploymentSpec {
+    /// The base URL, with the provider's default when none is configured.
+    pub fn effective_base_url(&self) -> Option<String> {
+        if let Some(u) = &self.base_url {
+            return Some(u.clone());
+        }
+        match self.provider {
+            Provider::Anthropic => Some("https://api.anthropic.com/v1".to_owned()),
+            Provider::Bedrock => self.region.as_ref().map(|r| format!("https://bedrock-runtime.{r}.amazonaws.com")),
+            Provider::Openai | Provider::Demo => None,
+        }
+    }
 }
 
 fn one() -> u32 {

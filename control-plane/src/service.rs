@@ -192,18 +192,11 @@ impl Service {
 /// Builds the JSON credential document; its version is a hash of its content.
 pub fn credentials_document(
     refs: &std::collections::BTreeMap<String, CredentialRef>,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
 ) -> Vec<u8> {
-    let mut h = Sha256::new();
-    let mut creds = serde_json::Map::new();
-    for (name, r) in refs {
-        let key = env(&r.api_key_env).filter(|v| !v.is_empty());
-        h.update(name.as_bytes());
-        h.update([0]);
-        h.update(key.as_deref().unwrap_or("").as_bytes());
-        h.update([0]);
-        creds.insert(name.clone(), serde_json::json!({ "api_key": key }));
-    }
-    let version = hex::encode(&h.finalize()[..8]);
-    serde_json::to_vec(&serde_json::json!({ "version": version, "credentials": creds })).unwrap_or_default()
+    let credentials: std::collections::BTreeMap<&String, tollgate_types::config::Credential> =
+        refs.iter().filter_map(|(name, r)| Some((name, r.resolve(env)?))).collect();
+    let body = serde_json::to_vec(&credentials).unwrap_or_default();
+    let version = hex::encode(&Sha256::digest(&body)[..8]);
+    serde_json::to_vec(&serde_json::json!({ "version": version, "credentials": credentials })).unwrap_or_default()
 }

@@ -108,9 +108,7 @@ impl Store {
                 .into_iter()
                 .filter(|d| match &d.credential {
                     None => true,
-                    Some(c) => credentials
-                        .get(c)
-                        .is_some_and(|r: &CredentialRef| env(&r.api_key_env).is_some_and(|v| !v.is_empty())),
+                    Some(c) => credentials.get(c).is_some_and(|r: &CredentialRef| r.resolve(env).is_some()),
                 })
                 .collect();
             if deployments.is_empty() {

@@ -21,8 +21,8 @@ fn key(id: &str, role: Role) -> KeyRecord {
 
 async fn exercise(store: &Store) {
     let mut creds = BTreeMap::new();
-    creds.insert("c1".to_owned(), CredentialRef { api_key_env: "TG_TEST_SET".into() });
-    creds.insert("c2".to_owned(), CredentialRef { api_key_env: "TG_TEST_UNSET".into() });
+    creds.insert("c1".to_owned(), CredentialRef { api_key_env: Some("TG_TEST_SET".into()), ..Default::default() });
+    creds.insert("c2".to_owned(), CredentialRef { api_key_env: Some("TG_TEST_UNSET".into()), ..Default::default() });
     let dep = |c: Option<&str>| DeploymentSpec {
         provider: Provider::Openai,
         base_url: Some("http://x/v1".into()),
@@ -30,6 +30,7 @@ async fn exercise(store: &Store) {
         credential: c.map(str::to_owned),
         weight: 1,
         priority: 0,
+        region: None,
     };
     let models = vec![
         ModelSpec { name: "zeta".into(), deployments: vec![dep(Some("c1"))] },

@@ -252,13 +252,14 @@ fn route_config(model: &Model) -> route::RouteConfiguration {
 
 /// Resolved upstream of one deployment.
 fn deployment_upstream(d: &DeploymentSpec, env: &XdsEnv) -> anyhow::Result<(UpstreamUrl, ProviderKind)> {
-    match d.provider {
-        Provider::Demo => Ok((UpstreamUrl::parse(&env.demo_base_url)?, ProviderKind::Openai)),
-        Provider::Openai => {
-            let url = d.base_url.as_deref().ok_or_else(|| anyhow::anyhow!("openai deployment without base_url"))?;
-            Ok((UpstreamUrl::parse(url)?, ProviderKind::Openai))
-        }
-    }
+    let kind = match d.provider {
+        Provider::Demo => return Ok((UpstreamUrl::parse(&env.demo_base_url)?, ProviderKind::Openai)),
+        Provider::Openai => ProviderKind::Openai,
+        Provider::Bedrock => ProviderKind::Bedrock,
+        Provider::Anthropic => ProviderKind::Anthropic,
+    };
+    let url = d.effective_base_url().ok_or_else(|| anyhow::anyhow!("deployment without base_url"))?;
+    Ok((UpstreamUrl::parse(&url)?, kind))
 }
 
 fn model_cluster(name: &str, served: &ServedModel, model: &Model, env: &XdsEnv) -> anyhow::Result<cluster::Cluster> {
@@ -273,6 +274,7 @@ fn model_cluster(name: &str, served: &ServedModel, model: &Model, env: &XdsEnv) 
             authority: url.authority(),
             base_path: url.base_path.clone(),
             credential: d.credential.clone(),
+            region: d.region.clone(),
         };
         let mut ns = vec![(contract::METADATA_NAMESPACE, strukt(vec![(contract::METADATA_DEPLOYMENT_KEY, string_value(&serde_json::to_string(&meta)?))]))];
         if url.tls {
@@ -402,7 +404,7 @@ fn model_cluster(name: &str, served: &ServedModel, model: &Model, env: &XdsEnv) 
 fn default_model(d: &DeploymentSpec, served: &ServedModel) -> String {
     match d.provider {
         Provider::Demo => crate::demo::DEMO_MODEL_ID.to_owned(),
-        Provider::Openai => served.name.clone(),
+        Provider::Openai | Provider::Bedrock | Provider::Anthropic => served.name.clone(),
     }
 }
 

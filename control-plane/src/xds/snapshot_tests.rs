@@ -30,6 +30,7 @@ fn dep(provider: Provider, url: Option<&str>, priority: u32) -> DeploymentSpec {
         credential: Some("c".into()),
         weight: 1,
         priority,
+        region: None,
     }
 }
 

@@ -113,6 +113,10 @@ impl GatewayConfig {
 pub enum ProviderKind {
     /// OpenAI or any OpenAI-compatible API (including the built-in demo model).
     Openai,
+    /// Amazon Bedrock Runtime (Converse / ConverseStream), SigV4 or a Bedrock API key.
+    Bedrock,
+    /// Anthropic Messages API.
+    Anthropic,
     #[serde(other)]
     Unknown,
 }
@@ -132,6 +136,9 @@ pub struct DeploymentMeta {
     /// Name of the credential to inject, if any.
     #[serde(default)]
     pub credential: Option<String>,
+    /// AWS region (Bedrock, SageMaker): the SigV4 signing region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 /// The credential document the provider filter fetches from the control plane.
@@ -141,10 +148,22 @@ pub struct CredentialsDoc {
     pub credentials: HashMap<String, Credential>,
 }
 
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct Credential {
-    #[serde(default)]
+    /// A bearer API key (OpenAI, Anthropic `x-api-key`, Bedrock API key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<String>,
+    /// AWS credentials for SigV4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsCredential>,
+}
+
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AwsCredential {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<String>,
 }
 
 impl fmt::Debug for CredentialsDoc {
@@ -219,7 +238,7 @@ mod tests {
     #[test]
     fn credentials_debug_redacts() {
         let mut c = CredentialsDoc::default();
-        c.credentials.insert("openai".into(), Credential { api_key: Some("sk-secret".into()) });
+        c.credentials.insert("openai".into(), Credential { api_key: Some("sk-secret".into()), aws: None });
         let s = format!("{c:?}");
         assert!(s.contains("openai"));
         assert!(!s.contains("sk-secret"));

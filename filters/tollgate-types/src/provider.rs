@@ -28,7 +28,7 @@ pub fn request(
 ) -> Result<RequestEdit, GatewayError> {
     match meta.provider {
         ProviderKind::Openai => openai_request(meta, op, api_key, body),
-        ProviderKind::Unknown => Err(GatewayError::new(
+        ProviderKind::Bedrock | ProviderKind::Anthropic | ProviderKind::Unknown => Err(GatewayError::new(
             ErrorKind::Internal,
             "This deployment uses a provider this gateway version does not support.",
         )),
@@ -140,6 +140,7 @@ mod tests {
             authority: "api.example.com".into(),
             base_path: "/v1/".into(),
             credential: Some("c".into()),
+            region: None,
         }
     }
 
