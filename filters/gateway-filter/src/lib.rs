@@ -12,7 +12,7 @@ use tollgate_types::config::GatewayConfig;
 use tollgate_types::contract;
 use tollgate_types::keys::KeyEntry;
 use tollgate_types::request::{self, Operation};
-use tollgate_types::{ErrorKind, GatewayError};
+use tollgate_types::{ClientApi, ErrorKind, GatewayError};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -45,7 +45,7 @@ impl RootContext for GatewayRoot {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(GatewayHttp { config: self.config.clone(), pending: None, body_size: 0 }))
+        Some(Box::new(GatewayHttp { config: self.config.clone(), pending: None, body_size: 0, api: ClientApi::OpenAi }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -64,6 +64,8 @@ struct GatewayHttp {
     pending: Option<Pending>,
     /// Bytes of body buffered so far.
     body_size: usize,
+    /// The client's API, once known: errors are answered in its format.
+    api: ClientApi,
 }
 
 impl Context for GatewayHttp {}
@@ -73,7 +75,7 @@ impl GatewayHttp {
         self.send_http_response(
             u32::from(err.status()),
             vec![("content-type", "application/json")],
-            Some(&err.to_openai_json()),
+            Some(&err.to_json(self.api)),
         );
         Action::Pause
     }
@@ -112,13 +114,14 @@ impl GatewayHttp {
         let method = self.header(":method").unwrap_or_default();
         let path = self.header(":path").unwrap_or_default();
         let op = request::classify(&method, &path)?;
+        self.api = op.client_api();
         let auth = self.header("authorization");
         let x_api_key = self.header("x-api-key");
         let key = request::authenticate(&cfg, auth.as_deref(), x_api_key.as_deref(), self.now_secs())?;
         match &op {
             Operation::ListModels => return Ok(self.reply_json(&request::list_models(&cfg, key))),
             Operation::RetrieveModel(name) => return Ok(self.reply_json(&request::retrieve_model(&cfg, key, name)?)),
-            Operation::ChatCompletions | Operation::Embeddings => {}
+            Operation::ChatCompletions | Operation::Embeddings | Operation::AnthropicMessages => {}
         }
         if end_of_stream {
             return Err(GatewayError::new(ErrorKind::InvalidRequest, "The request has no body; send a JSON object.")

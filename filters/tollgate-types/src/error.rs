@@ -59,6 +59,13 @@ impl ErrorKind {
     }
 }
 
+/// The API a client speaks: errors are answered in its format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientApi {
+    OpenAi,
+    Anthropic,
+}
+
 /// An error answered to the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -86,6 +93,30 @@ impl GatewayError {
 
     pub fn status(&self) -> u16 {
         self.kind.status()
+    }
+
+    /// The error body in the client's API format.
+    pub fn to_json(&self, api: ClientApi) -> Vec<u8> {
+        match api {
+            ClientApi::OpenAi => self.to_openai_json(),
+            ClientApi::Anthropic => self.to_anthropic_json(),
+        }
+    }
+
+    /// `{"type": "error", "error": {"type", "message"}}`
+    pub fn to_anthropic_json(&self) -> Vec<u8> {
+        let kind = match self.kind {
+            ErrorKind::InvalidRequest | ErrorKind::MethodNotAllowed => "invalid_request_error",
+            ErrorKind::Authentication => "authentication_error",
+            ErrorKind::Permission => "permission_error",
+            ErrorKind::NotFound => "not_found_error",
+            ErrorKind::TooLarge => "request_too_large",
+            ErrorKind::RateLimited => "rate_limit_error",
+            ErrorKind::Unavailable => "overloaded_error",
+            ErrorKind::BadGateway | ErrorKind::Internal | ErrorKind::Upstream(_) => "api_error",
+        };
+        serde_json::to_vec(&serde_json::json!({"type": "error", "error": {"type": kind, "message": self.message}}))
+            .unwrap_or_default()
     }
 
     /// `{"error": {"message", "type", "param", "code"}}`
@@ -133,6 +164,15 @@ mod tests {
         assert_eq!(v["error"]["code"], "model_not_found");
         assert_eq!(v["error"]["message"], "The model `x` does not exist");
         assert_eq!(e.status(), 404);
+    }
+
+    #[test]
+    fn anthropic_shape() {
+        let e = GatewayError::new(ErrorKind::Authentication, "bad key");
+        let v: serde_json::Value = serde_json::from_slice(&e.to_json(ClientApi::Anthropic)).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "authentication_error");
+        assert_eq!(v["error"]["message"], "bad key");
     }
 
     #[test]

@@ -11,4 +11,4 @@ pub mod openai;
 pub mod provider;
 pub mod request;
 
-pub use error::{ErrorKind, GatewayError};
+pub use error::{ClientApi, ErrorKind, GatewayError};

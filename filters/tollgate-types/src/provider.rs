@@ -44,8 +44,8 @@ fn openai_request(
     let suffix = match op {
         Operation::ChatCompletions => "/chat/completions",
         Operation::Embeddings => "/embeddings",
-        Operation::ListModels | Operation::RetrieveModel(_) => {
-            return Err(GatewayError::new(ErrorKind::Internal, "operation is not sent to providers"))
+        Operation::ListModels | Operation::RetrieveModel(_) | Operation::AnthropicMessages => {
+            return Err(GatewayError::new(ErrorKind::Internal, "operation is not sent to OpenAI providers as is"))
         }
     };
     let mut fields: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(body).map_err(|_| {

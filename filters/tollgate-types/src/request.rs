@@ -2,7 +2,7 @@
 //! authenticate the key, validate the body and resolve the model to a cluster.
 
 use crate::config::GatewayConfig;
-use crate::error::{ErrorKind, GatewayError};
+use crate::error::{ClientApi, ErrorKind, GatewayError};
 use crate::keys::{KeyEntry, KeyRejection};
 use crate::openai::{ChatCompletionRequest, EmbeddingsRequest, MessageRole, Model, ModelList};
 
@@ -13,12 +13,14 @@ pub enum Operation {
     Embeddings,
     ListModels,
     RetrieveModel(String),
+    /// Anthropic Messages API (`POST /v1/messages`).
+    AnthropicMessages,
 }
 
 impl Operation {
     /// Does the operation carry a body to validate and route on?
     pub fn has_body(&self) -> bool {
-        matches!(self, Self::ChatCompletions | Self::Embeddings)
+        matches!(self, Self::ChatCompletions | Self::Embeddings | Self::AnthropicMessages)
     }
 
     /// Short name stored in filter state for the provider filter.
@@ -28,6 +30,7 @@ impl Operation {
             Self::Embeddings => "embeddings",
             Self::ListModels => "list_models",
             Self::RetrieveModel(_) => "retrieve_model",
+            Self::AnthropicMessages => "anthropic_messages",
         }
     }
 
@@ -35,7 +38,16 @@ impl Operation {
         match s {
             "chat_completions" => Some(Self::ChatCompletions),
             "embeddings" => Some(Self::Embeddings),
+            "anthropic_messages" => Some(Self::AnthropicMessages),
             _ => None,
+        }
+    }
+
+    /// The API the client speaks, which decides the error format.
+    pub fn client_api(&self) -> ClientApi {
+        match self {
+            Self::AnthropicMessages => ClientApi::Anthropic,
+            _ => ClientApi::OpenAi,
         }
     }
 }
@@ -48,6 +60,7 @@ pub fn classify(method: &str, path: &str) -> Result<Operation, GatewayError> {
         "/v1/chat/completions" | "/chat/completions" => ("POST", Operation::ChatCompletions),
         "/v1/embeddings" | "/embeddings" => ("POST", Operation::Embeddings),
         "/v1/models" | "/models" => ("GET", Operation::ListModels),
+        "/v1/messages" => ("POST", Operation::AnthropicMessages),
         p => match p.strip_prefix("/v1/models/").filter(|m| !m.is_empty()) {
             Some(model) => ("GET", Operation::RetrieveModel(percent_decode(model))),
             None => {
@@ -126,6 +139,7 @@ pub fn route<'c>(
     let model = match op {
         Operation::ChatCompletions => validate_chat(body)?,
         Operation::Embeddings => validate_embeddings(body)?,
+        Operation::AnthropicMessages => validate_anthropic(body)?,
         Operation::ListModels | Operation::RetrieveModel(_) => {
             return Err(GatewayError::new(ErrorKind::Internal, "operation has no body to route"))
         }
@@ -212,6 +226,34 @@ fn validate_chat(body: &[u8]) -> Result<String, GatewayError> {
             }
             Some(_) => {}
         }
+    }
+    Ok(model)
+}
+
+/// The fields of an Anthropic Messages request the gateway validates and routes on.
+#[derive(serde::Deserialize)]
+struct AnthropicRequest {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    messages: Option<Vec<serde::de::IgnoredAny>>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+}
+
+fn validate_anthropic(body: &[u8]) -> Result<String, GatewayError> {
+    let req: AnthropicRequest = parse_object(body)?;
+    let model = non_empty_model(req.model)?;
+    match req.messages {
+        None => return Err(missing("messages")),
+        Some(m) if m.is_empty() => {
+            return Err(GatewayError::new(ErrorKind::InvalidRequest, "messages: at least one message is required")
+                .param("messages"))
+        }
+        Some(_) => {}
+    }
+    if req.max_tokens.is_none() {
+        return Err(missing("max_tokens"));
     }
     Ok(model)
 }

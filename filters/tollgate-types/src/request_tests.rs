@@ -1,4 +1,5 @@
 use super::*;
+use crate::error::ClientApi;
 use crate::config::{GatewayConfigDoc, KeyDoc, ModelDoc, SCHEMA_VERSION};
 use crate::keys::{digest_hex, Role};
 
@@ -108,4 +109,18 @@ fn embeddings_validation() {
     let op = Operation::Embeddings;
     assert_eq!(route(&c, key, &op, br#"{"model":"a","input":["x"]}"#).unwrap().cluster, "ca");
     assert_eq!(route(&c, key, &op, br#"{"model":"a"}"#).unwrap_err().param.as_deref(), Some("input"));
+}
+
+#[test]
+fn anthropic_messages_validation() {
+    let c = cfg();
+    let key = authenticate(&c, None, Some("tg-all"), 0).unwrap();
+    let op = classify("POST", "/v1/messages").unwrap();
+    assert_eq!(op.client_api(), ClientApi::Anthropic);
+    let ok = br#"{"model":"a","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+    assert_eq!(route(&c, key, &op, ok).unwrap().cluster, "ca");
+    let no_max = br#"{"model":"a","messages":[{"role":"user","content":"hi"}]}"#;
+    assert_eq!(route(&c, key, &op, no_max).unwrap_err().param.as_deref(), Some("max_tokens"));
+    assert_eq!(route(&c, key, &op, br#"{"model":"a","max_tokens":1,"messages":[]}"#).unwrap_err().status(), 400);
+    assert_eq!(Operation::from_state(op.as_str()), Some(op));
 }
