@@ -18,6 +18,11 @@ pub struct RequestEdit {
     /// `Authorization` value to send; `None` removes the header.
     pub authorization: Option<String>,
     pub body: Vec<u8>,
+    /// The client asked for a stream.
+    pub stream: bool,
+    /// The client asked for the final usage chunk of its stream (the gateway always asks the
+    /// provider for it, and drops it on the way back when the client did not).
+    pub client_wants_usage: bool,
 }
 
 pub fn request(
@@ -48,15 +53,18 @@ fn openai_request(
             return Err(GatewayError::new(ErrorKind::Internal, "operation is not sent to OpenAI providers as is"))
         }
     };
-    let mut fields: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(body).map_err(|_| {
-        GatewayError::new(ErrorKind::InvalidRequest, "The request body must be a JSON object.")
-            .code("invalid_json")
-    })?;
-    let model = serde_json::to_string(&meta.model)
-        .ok()
-        .and_then(|s| RawValue::from_string(s).ok())
-        .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "could not encode the provider model id"))?;
-    fields.insert("model".to_owned(), model);
+    let mut fields = object_fields(body)?;
+    set_raw(&mut fields, "model", &meta.model)?;
+    let stream = fields.get("stream").is_some_and(|v| v.get().trim() == "true");
+    let mut options: serde_json::Map<String, serde_json::Value> = match fields.get("stream_options") {
+        Some(raw) => serde_json::from_str(raw.get()).unwrap_or_default(),
+        None => serde_json::Map::new(),
+    };
+    let client_wants_usage = options.get("include_usage").and_then(serde_json::Value::as_bool) == Some(true);
+    if stream && !client_wants_usage && *op == Operation::ChatCompletions {
+        options.insert("include_usage".to_owned(), serde_json::Value::Bool(true));
+        set_raw(&mut fields, "stream_options", &options)?;
+    }
     let body = serde_json::to_vec(&fields)
         .map_err(|_| GatewayError::new(ErrorKind::Internal, "could not encode the provider request"))?;
     Ok(RequestEdit {
@@ -64,7 +72,34 @@ fn openai_request(
         authority: meta.authority.clone(),
         authorization: api_key.map(|k| format!("Bearer {k}")),
         body,
+        stream,
+        client_wants_usage,
     })
+}
+
+type Fields = BTreeMap<String, Box<RawValue>>;
+
+/// The top-level fields of a JSON object body, values kept as raw text.
+fn object_fields(body: &[u8]) -> Result<Fields, GatewayError> {
+    serde_json::from_slice(body).map_err(|_| {
+        GatewayError::new(ErrorKind::InvalidRequest, "The request body must be a JSON object.").code("invalid_json")
+    })
+}
+
+fn set_raw(fields: &mut Fields, name: &str, value: &impl serde::Serialize) -> Result<(), GatewayError> {
+    let raw = serde_json::to_string(value)
+        .ok()
+        .and_then(|s| RawValue::from_string(s).ok())
+        .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "could not encode a request field"))?;
+    fields.insert(name.to_owned(), raw);
+    Ok(())
+}
+
+/// Replaces the top-level `model` of a JSON object body; every other field travels byte for byte.
+pub fn rewrite_model(body: &[u8], model: &str) -> Result<Vec<u8>, GatewayError> {
+    let mut fields = object_fields(body)?;
+    set_raw(&mut fields, "model", &model)?;
+    serde_json::to_vec(&fields).map_err(|_| GatewayError::new(ErrorKind::Internal, "could not encode the provider request"))
 }
 
 /// The longest provider message passed on to the client.
@@ -157,6 +192,21 @@ mod tests {
         assert!(s.contains(r#""temperature":0.10000000000000001"#), "{s}");
         assert!(s.contains(r#""x_custom":{"a":[1,2]}"#), "{s}");
         assert!(s.contains(r#""messages":[{"role":"user","content":"hi"}]"#), "{s}");
+    }
+
+    #[test]
+    fn streams_always_ask_the_provider_for_usage() {
+        let body = br#"{"model":"a","stream":true,"messages":[]}"#;
+        let edit = request(&meta(), &Operation::ChatCompletions, None, body).unwrap();
+        assert!(edit.stream && !edit.client_wants_usage);
+        let v: serde_json::Value = serde_json::from_slice(&edit.body).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        let body = br#"{"model":"a","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#;
+        let edit = request(&meta(), &Operation::ChatCompletions, None, body).unwrap();
+        assert!(edit.stream && edit.client_wants_usage);
+        let edit = request(&meta(), &Operation::ChatCompletions, None, br#"{"model":"a","messages":[]}"#).unwrap();
+        assert!(!edit.stream);
+        assert!(!String::from_utf8(edit.body).unwrap().contains("stream_options"));
     }
 
     #[test]
