@@ -325,11 +325,10 @@ def test_rotation_installs_the_new_key(provider):
     assert "v2" in call.header("if-none-match")
 
 
-def test_credential_without_api_key_sends_no_authorization(provider):
+def test_credential_without_api_key_is_refused_not_sent_unauthenticated(provider):
     load_credentials(provider, json.dumps({"version": "v1", "credentials": {"cred1": {}}}).encode())
     ctx = attempt(provider, body=chat_body())
-    assert ctx.local_response is None
-    assert "authorization" not in ctx.request_headers_map
+    assert_openai_error(ctx.local_response, 500, "credential_missing", "api_error")
 
 
 @pytest.mark.parametrize("env", [{}, {"TOLLGATE_DATA_PLANE_TOKEN": ""}], ids=["unset", "empty"])

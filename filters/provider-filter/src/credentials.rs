@@ -110,7 +110,7 @@ impl RootContext for CredentialStore {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(ProviderHttp { credentials: self.credentials.clone(), attempt: None, body_size: 0, error_status: None }))
+        Some(Box::new(ProviderHttp::new(self.credentials.clone())))
     }
 
     fn get_type(&self) -> Option<ContextType> {

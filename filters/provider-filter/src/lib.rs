@@ -1,9 +1,13 @@
 //! The upstream (per-cluster) filter: the provider adapter. It runs once per attempt, reads the
 //! attempt's deployment from the endpoint metadata, and rewrites path, authority, credential and
-//! body for that provider. Provider credentials are fetched from the control plane over the
-//! filter's own channel (never in Envoy config) and kept in shared data.
+//! body for that provider (translating and signing when the provider speaks another API), then
+//! translates the response back, chunk by chunk when streaming. Provider credentials are fetched
+//! from the control plane over the filter's own channel (never in Envoy config) and kept in
+//! shared data.
 
 mod credentials;
+mod plan;
+mod sigv4;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -11,13 +15,15 @@ use std::rc::Rc;
 use log::warn;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, LogLevel};
+use tollgate_llm::Usage;
 use tollgate_types::config::{CredentialsDoc, DeploymentMeta};
 use tollgate_types::contract;
 use tollgate_types::provider;
 use tollgate_types::request::Operation;
-use tollgate_types::{ErrorKind, GatewayError};
+use tollgate_types::{ClientApi, ErrorKind, GatewayError};
 
 use credentials::CredentialStore;
+use plan::{Attempt, ResponsePlan};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -26,17 +32,35 @@ proxy_wasm::main! {{
 
 pub(crate) type SharedCredentials = Rc<RefCell<Option<Rc<CredentialsDoc>>>>;
 
-struct ProviderHttp {
+pub(crate) struct ProviderHttp {
     credentials: SharedCredentials,
-    attempt: Option<Attempt>,
-    /// Bytes of body buffered so far.
+    attempt: Option<PendingAttempt>,
+    /// Bytes of request body buffered so far.
     body_size: usize,
+    response: ResponsePlan,
     /// Status of a provider error response being buffered for rewriting.
     error_status: Option<u16>,
+    usage: Option<Usage>,
+    /// The client's API: errors are answered in its format.
+    api: ClientApi,
+}
+
+impl ProviderHttp {
+    pub(crate) fn new(credentials: SharedCredentials) -> Self {
+        Self {
+            credentials,
+            attempt: None,
+            body_size: 0,
+            response: ResponsePlan::Passthrough,
+            error_status: None,
+            usage: None,
+            api: ClientApi::OpenAi,
+        }
+    }
 }
 
 /// What one attempt needs once the body is complete.
-struct Attempt {
+struct PendingAttempt {
     meta: DeploymentMeta,
     op: Operation,
 }
@@ -44,24 +68,11 @@ struct Attempt {
 impl Context for ProviderHttp {}
 
 impl ProviderHttp {
-    /// Sets the error status and headers for a provider error; returns the new body.
-    fn rewrite_error(&self, status: u16, body: &[u8]) -> Vec<u8> {
-        let err = provider::provider_error(status, body);
-        if err.kind == ErrorKind::BadGateway {
-            warn!("provider filter: provider answered {status}; reported to the client as {}", err.status());
-        }
-        let out = err.to_openai_json();
-        self.set_http_response_header(":status", Some(&err.status().to_string()));
-        self.set_http_response_header("content-type", Some("application/json"));
-        self.set_http_response_header("content-length", Some(&out.len().to_string()));
-        out
-    }
-
     fn reply_error(&self, err: &GatewayError) -> Action {
         self.send_http_response(
             u32::from(err.status()),
             vec![("content-type", "application/json")],
-            Some(&err.to_openai_json()),
+            Some(&err.to_json(self.api)),
         );
         Action::Pause
     }
@@ -89,10 +100,11 @@ impl ProviderHttp {
     fn on_headers(&mut self, end_of_stream: bool) -> Result<Action, GatewayError> {
         let meta = self.deployment()?;
         let op = self.operation()?;
+        self.api = op.client_api();
         if end_of_stream {
             return Err(GatewayError::new(ErrorKind::InvalidRequest, "The request has no body."));
         }
-        self.attempt = Some(Attempt { meta, op });
+        self.attempt = Some(PendingAttempt { meta, op });
         Ok(Action::Pause)
     }
 
@@ -104,14 +116,13 @@ impl ProviderHttp {
         self.finish()
     }
 
-    /// The whole body is here (end of stream, or trailers): rewrite it for this attempt.
+    /// The whole body is here (end of stream, or trailers): plan, sign and apply this attempt.
     fn finish(&mut self) -> Result<Action, GatewayError> {
-        let body_size = self.body_size;
         let Some(attempt) = self.attempt.take() else {
             return Ok(Action::Continue);
         };
         let creds = self.credentials.borrow().clone();
-        let api_key = match &attempt.meta.credential {
+        let credential = match &attempt.meta.credential {
             None => None,
             Some(name) => {
                 let Some(doc) = creds.as_ref() else {
@@ -125,60 +136,116 @@ impl ProviderHttp {
                     warn!("provider filter: deployment {} names unknown credential {name}", attempt.meta.id);
                     GatewayError::new(ErrorKind::Internal, "The deployment's provider credential is not configured.")
                 })?;
-                cred.api_key.as_deref()
+                Some(cred)
             }
         };
-        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
-        let edit = provider::request(&attempt.meta, &attempt.op, api_key, &body)?;
+        let body = self.get_http_request_body(0, self.body_size).unwrap_or_default();
+        let request_id = self
+            .get_http_request_header_bytes("x-request-id")
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_default();
+        let plan = plan::plan(&Attempt {
+            meta: &attempt.meta,
+            op: &attempt.op,
+            credential,
+            body: &body,
+            request_id: &request_id,
+            now: self.get_current_time(),
+        })?;
         // The header map is shared by every attempt: set or remove every provider header.
-        self.set_http_request_header(":path", Some(&edit.path));
-        self.set_http_request_header(":authority", Some(&edit.authority));
-        self.set_http_request_header("authorization", edit.authorization.as_deref());
-        self.set_http_request_header("x-api-key", None);
+        self.set_http_request_header(":path", Some(&plan.path));
+        self.set_http_request_header(":authority", Some(&plan.authority));
+        for (name, value) in &plan.headers {
+            self.set_http_request_header(name, value.as_deref());
+        }
         self.set_http_request_header(contract::HEADER_CLUSTER, None);
-        self.set_http_request_header("content-length", Some(&edit.body.len().to_string()));
-        self.set_http_request_body(0, body_size, &edit.body);
+        self.set_http_request_header("content-length", Some(&plan.body.len().to_string()));
+        self.set_http_request_body(0, self.body_size, &plan.body);
+        self.response = plan.response;
         Ok(Action::Continue)
+    }
+
+    /// Sets the error status and headers for a provider error; returns the new body.
+    fn rewrite_error(&self, status: u16, body: &[u8]) -> Vec<u8> {
+        let err = provider::provider_error(status, body);
+        if err.kind == ErrorKind::BadGateway {
+            warn!("provider filter: provider answered {status}; reported to the client as {}", err.status());
+        }
+        let out = err.to_json(self.api);
+        self.set_http_response_header(":status", Some(&err.status().to_string()));
+        self.set_http_response_header("content-type", Some("application/json"));
+        self.set_http_response_header("content-length", Some(&out.len().to_string()));
+        out
+    }
+
+    /// Translates a successful provider response into the client's API.
+    fn translate_response(&mut self, response: &mut ResponsePlan, body_size: usize, end_of_stream: bool) -> Action {
+        match response {
+            ResponsePlan::Passthrough => Action::Continue,
+            ResponsePlan::Json(json) => {
+                if !end_of_stream {
+                    return Action::Pause;
+                }
+                let body = self.get_http_response_body(0, body_size).unwrap_or_default();
+                let out = match json.translate(&body) {
+                    Ok((out, usage)) => {
+                        self.usage = Some(usage);
+                        out
+                    }
+                    Err(e) => {
+                        warn!("provider filter: {e}");
+                        self.set_http_response_header(":status", Some("502"));
+                        plan::translate_error(e).to_json(self.api)
+                    }
+                };
+                self.set_http_response_body(0, body_size, &out);
+                Action::Continue
+            }
+            ResponsePlan::Stream(translator) => {
+                let chunk = self.get_http_response_body(0, body_size).unwrap_or_default();
+                let mut out = Vec::new();
+                let mut usage = None;
+                let mut step = |r: Result<tollgate_llm::StreamOutput, tollgate_llm::TranslateError>| match r {
+                    Ok(o) => {
+                        out.extend(o.bytes);
+                        usage = o.usage.or(usage);
+                    }
+                    Err(e) => warn!("provider filter: stream translation: {e}"),
+                };
+                step(translator.feed(&chunk));
+                if end_of_stream {
+                    step(translator.finish());
+                }
+                self.record_usage(usage);
+                self.set_http_response_body(0, body_size, &out);
+                Action::Continue
+            }
+        }
+    }
+
+    fn record_usage(&mut self, usage: Option<Usage>) {
+        if let Some(u) = usage {
+            self.usage = Some(u);
+        }
+    }
+
+    fn settle(&mut self, result: Result<Action, GatewayError>) -> Action {
+        match result {
+            Ok(a) => a,
+            Err(e) => {
+                if e.kind != ErrorKind::InvalidRequest {
+                    warn!("provider filter: {e}");
+                }
+                self.reply_error(&e)
+            }
+        }
     }
 }
 
 impl HttpContext for ProviderHttp {
-    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let status = self
-            .get_http_response_header_bytes(":status")
-            .and_then(|s| std::str::from_utf8(&s).ok().and_then(|s| s.parse::<u16>().ok()))
-            .unwrap_or(0);
-        if status < 400 {
-            return Action::Continue;
-        }
-        if end_of_stream {
-            self.rewrite_error(status, &[]);
-            return Action::Continue;
-        }
-        // Errors are small: buffer the body and rewrite it into the client's format.
-        self.error_status = Some(status);
-        Action::Pause
-    }
-
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let Some(status) = self.error_status else { return Action::Continue };
-        if !end_of_stream {
-            return Action::Pause;
-        }
-        let body = self.get_http_response_body(0, body_size).unwrap_or_default();
-        let err = self.rewrite_error(status, &body);
-        self.set_http_response_body(0, body_size, &err);
-        Action::Continue
-    }
-
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        match self.on_headers(end_of_stream) {
-            Ok(a) => a,
-            Err(e) => {
-                warn!("provider filter: {e}");
-                self.reply_error(&e)
-            }
-        }
+        let result = self.on_headers(end_of_stream);
+        self.settle(result)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
@@ -190,18 +257,49 @@ impl HttpContext for ProviderHttp {
         let result = self.finish();
         self.settle(result)
     }
-}
 
-impl ProviderHttp {
-    fn settle(&mut self, result: Result<Action, GatewayError>) -> Action {
-        match result {
-            Ok(a) => a,
-            Err(e) => {
-                if e.kind != ErrorKind::InvalidRequest {
-                    warn!("provider filter: {e}");
-                }
-                self.reply_error(&e)
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let status = self
+            .get_http_response_header_bytes(":status")
+            .and_then(|s| std::str::from_utf8(&s).ok().and_then(|s| s.parse::<u16>().ok()))
+            .unwrap_or(0);
+        if status >= 400 {
+            if end_of_stream {
+                self.rewrite_error(status, &[]);
+                return Action::Continue;
+            }
+            // Errors are small: buffer the body and rewrite it into the client's format.
+            self.error_status = Some(status);
+            return Action::Pause;
+        }
+        match &self.response {
+            ResponsePlan::Passthrough => Action::Continue,
+            ResponsePlan::Json(_) => {
+                self.set_http_response_header("content-length", None);
+                self.set_http_response_header("content-type", Some("application/json"));
+                Action::Pause
+            }
+            ResponsePlan::Stream(_) => {
+                self.set_http_response_header("content-length", None);
+                self.set_http_response_header("content-type", Some("text/event-stream"));
+                Action::Continue
             }
         }
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let Some(status) = self.error_status {
+            if !end_of_stream {
+                return Action::Pause;
+            }
+            let body = self.get_http_response_body(0, body_size).unwrap_or_default();
+            let err = self.rewrite_error(status, &body);
+            self.set_http_response_body(0, body_size, &err);
+            return Action::Continue;
+        }
+        let mut response = std::mem::replace(&mut self.response, ResponsePlan::Passthrough);
+        let action = self.translate_response(&mut response, body_size, end_of_stream);
+        self.response = response;
+        action
     }
 }

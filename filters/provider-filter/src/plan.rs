@@ -1,0 +1,318 @@
+//! Planning one attempt, as a pure function: from the deployment, the client operation, the
+//! credential and the client body, decide the provider path, every provider header (set or
+//! removed: the header map is shared by all attempts), the body to send, and how to translate
+//! the response. Signing happens here, last, over exactly the bytes sent.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tollgate_llm::openai::ChatRequest;
+use tollgate_llm::{anthropic_to_openai, openai_stream, openai_to_anthropic, openai_to_bedrock, StreamOutput, StreamTranslator, TranslateError, Usage};
+use tollgate_types::config::{Credential, DeploymentMeta, ProviderKind};
+use tollgate_types::provider;
+use tollgate_types::request::Operation;
+use tollgate_types::{ClientApi, ErrorKind, GatewayError};
+
+use crate::sigv4::{sign_request, ToSign};
+
+/// Every header some provider uses for auth or negotiation. Each attempt sets or removes all.
+pub const PROVIDER_HEADERS: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "anthropic-version",
+    "x-amz-date",
+    "x-amz-security-token",
+    "x-amz-content-sha256",
+    "accept",
+];
+
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+pub struct Attempt<'a> {
+    pub meta: &'a DeploymentMeta,
+    pub op: &'a Operation,
+    pub credential: Option<&'a Credential>,
+    pub body: &'a [u8],
+    /// Used to build response ids (`chatcmpl-<request id>`).
+    pub request_id: &'a str,
+    pub now: SystemTime,
+}
+
+/// How the provider's (successful) response reaches the client.
+pub enum ResponsePlan {
+    /// Same API: bytes pass untouched, streaming included.
+    Passthrough,
+    /// Buffer the whole JSON body and translate it.
+    Json(JsonResponse),
+    /// Translate the stream chunk by chunk.
+    Stream(Box<dyn StreamTranslator>),
+}
+
+/// A whole-body response translation: provider format → OpenAI pivot → client format.
+pub struct JsonResponse {
+    /// The provider's API (`Openai` when it already speaks the pivot).
+    pub provider: ProviderKind,
+    pub client: ClientApi,
+    pub model: String,
+    pub id: String,
+    pub created: u64,
+}
+
+impl JsonResponse {
+    pub fn translate(&self, body: &[u8]) -> Result<(Vec<u8>, Usage), TranslateError> {
+        let (pivot, usage) = match self.provider {
+            ProviderKind::Bedrock => openai_to_bedrock::response(body, &self.model, &self.id, self.created)?,
+            ProviderKind::Anthropic => openai_to_anthropic::response(body, &self.model, &self.id, self.created)?,
+            ProviderKind::Openai | ProviderKind::Unknown => (body.to_vec(), Usage::default()),
+        };
+        match self.client {
+            ClientApi::OpenAi => Ok((pivot, usage)),
+            ClientApi::Anthropic => {
+                let (out, client_usage) = anthropic_to_openai::response(&pivot, &self.model)?;
+                Ok((out, if self.provider == ProviderKind::Openai { client_usage } else { usage }))
+            }
+        }
+    }
+}
+
+/// Two stream translators in series (provider → pivot → client).
+struct Chain {
+    first: Box<dyn StreamTranslator>,
+    second: Box<dyn StreamTranslator>,
+}
+
+impl StreamTranslator for Chain {
+    fn feed(&mut self, chunk: &[u8]) -> Result<StreamOutput, TranslateError> {
+        let a = self.first.feed(chunk)?;
+        let b = self.second.feed(&a.bytes)?;
+        Ok(StreamOutput { bytes: b.bytes, usage: a.usage.or(b.usage) })
+    }
+
+    fn finish(&mut self) -> Result<StreamOutput, TranslateError> {
+        let a = self.first.finish()?;
+        let mut b = self.second.feed(&a.bytes)?;
+        let end = self.second.finish()?;
+        b.bytes.extend(end.bytes);
+        Ok(StreamOutput { bytes: b.bytes, usage: a.usage.or(b.usage).or(end.usage) })
+    }
+}
+
+pub struct Plan {
+    pub path: String,
+    pub authority: String,
+    /// Every header in [`PROVIDER_HEADERS`] plus `content-type`: `Some` sets, `None` removes.
+    pub headers: Vec<(&'static str, Option<String>)>,
+    pub body: Vec<u8>,
+    pub response: ResponsePlan,
+}
+
+impl Plan {
+    fn new(path: String, authority: String, body: Vec<u8>, response: ResponsePlan) -> Self {
+        let mut headers: Vec<(&'static str, Option<String>)> = PROVIDER_HEADERS.iter().map(|h| (*h, None)).collect();
+        headers.push(("content-type", Some("application/json".to_owned())));
+        Self { path, authority, headers, body, response }
+    }
+
+    fn set(&mut self, name: &'static str, value: impl Into<String>) {
+        if let Some(h) = self.headers.iter_mut().find(|(n, _)| *n == name) {
+            h.1 = Some(value.into());
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| *n == name).and_then(|(_, v)| v.as_deref())
+    }
+}
+
+pub fn translate_error(e: TranslateError) -> GatewayError {
+    if e.is_client_fault() {
+        let mut err = GatewayError::new(ErrorKind::InvalidRequest, e.to_string()).code("unsupported_for_provider");
+        if let Some(p) = e.param() {
+            err = err.param(p);
+        }
+        err
+    } else {
+        GatewayError::new(ErrorKind::BadGateway, format!("The provider's answer could not be translated: {e}"))
+            .code("provider_translation_error")
+    }
+}
+
+fn credential_missing() -> GatewayError {
+    GatewayError::new(
+        ErrorKind::Internal,
+        "The deployment's provider credential is not configured; ask your administrator.",
+    )
+    .code("credential_missing")
+}
+
+pub fn plan(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
+    let client = a.op.client_api();
+    match (client, a.meta.provider) {
+        (_, ProviderKind::Unknown) => Err(GatewayError::new(
+            ErrorKind::Internal,
+            "This deployment uses a provider this gateway version does not support.",
+        )),
+        (ClientApi::OpenAi, ProviderKind::Openai) => openai_passthrough(a),
+        (ClientApi::Anthropic, ProviderKind::Anthropic) => anthropic_passthrough(a),
+        _ => translated(a, client),
+    }
+}
+
+fn openai_passthrough(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
+    let api_key = a.credential.and_then(|c| c.api_key.as_deref());
+    if a.meta.credential.is_some() && api_key.is_none() {
+        return Err(credential_missing());
+    }
+    let edit = provider::request(a.meta, a.op, api_key, a.body)?;
+    let response = if edit.stream {
+        ResponsePlan::Stream(Box::new(openai_stream::UsageTap::new(edit.client_wants_usage)))
+    } else {
+        ResponsePlan::Passthrough
+    };
+    let mut plan = Plan::new(edit.path, edit.authority, edit.body, response);
+    if let Some(auth) = edit.authorization {
+        plan.set("authorization", auth);
+    }
+    Ok(plan)
+}
+
+fn anthropic_passthrough(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
+    let body = provider::rewrite_model(a.body, &a.meta.model)?;
+    let path = format!("{}{}", a.meta.base_path.trim_end_matches('/'), openai_to_anthropic::MESSAGES_SUFFIX);
+    let mut plan = Plan::new(path, a.meta.authority.clone(), body, ResponsePlan::Passthrough);
+    anthropic_auth(&mut plan, a)?;
+    Ok(plan)
+}
+
+fn anthropic_auth(plan: &mut Plan, a: &Attempt<'_>) -> Result<(), GatewayError> {
+    let key = a.credential.and_then(|c| c.api_key.as_deref()).ok_or_else(credential_missing)?;
+    plan.set("x-api-key", key);
+    plan.set("anthropic-version", ANTHROPIC_VERSION);
+    Ok(())
+}
+
+/// The client's request as the OpenAI pivot.
+fn pivot_request(a: &Attempt<'_>, client: ClientApi) -> Result<ChatRequest, GatewayError> {
+    match client {
+        ClientApi::OpenAi => serde_json::from_slice(a.body).map_err(|e| {
+            GatewayError::new(ErrorKind::InvalidRequest, format!("Invalid chat completion request: {e}."))
+                .code("invalid_request")
+        }),
+        ClientApi::Anthropic => anthropic_to_openai::request(a.body).map_err(translate_error),
+    }
+}
+
+fn translated(a: &Attempt<'_>, client: ClientApi) -> Result<Plan, GatewayError> {
+    if !matches!(a.op, Operation::ChatCompletions | Operation::AnthropicMessages) {
+        return Err(GatewayError::new(
+            ErrorKind::InvalidRequest,
+            format!("The {:?} deployments of this model serve chat only.", a.meta.provider),
+        )
+        .code("unsupported_for_provider"));
+    }
+    let mut req = pivot_request(a, client)?;
+    let stream = req.is_stream();
+    // Anthropic clients always get usage at the end of a stream (message_delta).
+    let provider_stream_usage = req.wants_stream_usage() || client == ClientApi::Anthropic;
+    let created = a.now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let id = format!("chatcmpl-{}", a.request_id);
+    let base = a.meta.base_path.trim_end_matches('/');
+    let model = a.meta.model.clone();
+    let response = if stream {
+        let to_pivot: Option<Box<dyn StreamTranslator>> = match a.meta.provider {
+            ProviderKind::Bedrock => {
+                Some(Box::new(openai_to_bedrock::StreamToOpenAi::new(&model, &id, created, provider_stream_usage)))
+            }
+            ProviderKind::Anthropic => {
+                Some(Box::new(openai_to_anthropic::StreamToOpenAi::new(&model, &id, created, provider_stream_usage)))
+            }
+            ProviderKind::Openai | ProviderKind::Unknown => None,
+        };
+        let to_client: Option<Box<dyn StreamTranslator>> = match client {
+            ClientApi::OpenAi => None,
+            ClientApi::Anthropic => Some(Box::new(anthropic_to_openai::StreamFromOpenAi::new(&model))),
+        };
+        match (to_pivot, to_client) {
+            (Some(first), Some(second)) => ResponsePlan::Stream(Box::new(Chain { first, second })),
+            (Some(t), None) | (None, Some(t)) => ResponsePlan::Stream(t),
+            (None, None) => ResponsePlan::Passthrough,
+        }
+    } else {
+        ResponsePlan::Json(JsonResponse { provider: a.meta.provider, client, model: model.clone(), id: id.clone(), created })
+    };
+    match a.meta.provider {
+        ProviderKind::Openai => {
+            req.model = model;
+            let body = serde_json::to_vec(&req)
+                .map_err(|_| GatewayError::new(ErrorKind::Internal, "could not encode the provider request"))?;
+            let mut plan = Plan::new(format!("{base}/chat/completions"), a.meta.authority.clone(), body, response);
+            match a.credential.and_then(|c| c.api_key.as_deref()) {
+                Some(key) => plan.set("authorization", format!("Bearer {key}")),
+                None if a.meta.credential.is_some() => return Err(credential_missing()),
+                None => {}
+            }
+            Ok(plan)
+        }
+        ProviderKind::Bedrock => {
+            let body = openai_to_bedrock::request(&req).map_err(translate_error)?;
+            let path = format!("{base}{}", openai_to_bedrock::converse_path(&a.meta.model, stream));
+            let mut plan = Plan::new(path, a.meta.authority.clone(), body, response);
+            plan.set("accept", if stream { "application/vnd.amazon.eventstream" } else { "application/json" });
+            bedrock_auth(&mut plan, a)?;
+            Ok(plan)
+        }
+        ProviderKind::Anthropic => {
+            let body = openai_to_anthropic::request(&req, &a.meta.model).map_err(translate_error)?;
+            let path = format!("{base}{}", openai_to_anthropic::MESSAGES_SUFFIX);
+            let mut plan = Plan::new(path, a.meta.authority.clone(), body, response);
+            anthropic_auth(&mut plan, a)?;
+            plan.set("accept", if stream { "text/event-stream" } else { "application/json" });
+            Ok(plan)
+        }
+        ProviderKind::Unknown => Err(GatewayError::new(ErrorKind::Internal, "not a translated provider")),
+    }
+}
+
+/// Bedrock: a Bedrock API key as a bearer token, or SigV4 over the final request.
+fn bedrock_auth(plan: &mut Plan, a: &Attempt<'_>) -> Result<(), GatewayError> {
+    let cred = a.credential.ok_or_else(credential_missing)?;
+    if let Some(key) = &cred.api_key {
+        plan.set("authorization", format!("Bearer {key}"));
+        return Ok(());
+    }
+    let aws = cred.aws.as_ref().ok_or_else(credential_missing)?;
+    let region = a.meta.region.as_deref().ok_or_else(|| {
+        GatewayError::new(ErrorKind::Internal, "The Bedrock deployment has no region.").code("config_error")
+    })?;
+    let accept = plan.header("accept").unwrap_or_default().to_owned();
+    let signed = sign_request(
+        &ToSign {
+            method: "POST",
+            authority: &plan.authority,
+            path: &plan.path,
+            headers: &[("accept", &accept), ("content-type", "application/json")],
+            body: &plan.body,
+            region,
+            service: "bedrock",
+        },
+        aws,
+        a.now,
+    )
+    .map_err(|e| GatewayError::new(ErrorKind::Internal, format!("SigV4 signing failed: {e}")))?;
+    for (k, v) in signed {
+        if let Some(name) = PROVIDER_HEADERS.iter().find(|h| **h == k) {
+            plan.set(name, v);
+        }
+    }
+    Ok(())
+}
+
+impl From<Box<dyn StreamTranslator>> for ResponsePlan {
+    fn from(t: Box<dyn StreamTranslator>) -> Self {
+        Self::Stream(t)
+    }
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

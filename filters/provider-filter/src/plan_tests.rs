@@ -1,0 +1,112 @@
+use std::time::{Duration, UNIX_EPOCH};
+
+use tollgate_types::config::AwsCredential;
+
+use super::*;
+
+fn meta(provider: ProviderKind, authority: &str, base: &str, model: &str) -> DeploymentMeta {
+    DeploymentMeta {
+        id: "d".into(),
+        provider,
+        model: model.into(),
+        authority: authority.into(),
+        base_path: base.into(),
+        credential: Some("c".into()),
+        region: Some("us-east-1".into()),
+    }
+}
+
+const CHAT: &[u8] = br#"{"model":"alias","messages":[{"role":"user","content":"hi"}]}"#;
+const STREAM: &[u8] = br#"{"model":"alias","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+
+fn attempt<'a>(meta: &'a DeploymentMeta, cred: &'a Credential, body: &'a [u8]) -> Attempt<'a> {
+    Attempt {
+        meta,
+        op: &Operation::ChatCompletions,
+        credential: Some(cred),
+        body,
+        request_id: "req-1",
+        now: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+    }
+}
+
+fn plan_err(a: &Attempt<'_>) -> GatewayError {
+    match plan(a) {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e,
+    }
+}
+
+fn key(k: &str) -> Credential {
+    Credential { api_key: Some(k.into()), aws: None }
+}
+
+#[test]
+fn openai_passthrough_sets_bearer_and_clears_other_provider_headers() {
+    let m = meta(ProviderKind::Openai, "api.openai.com", "/v1", "gpt-x");
+    let cred = key("sk-test");
+    let p = plan(&attempt(&m, &cred, CHAT)).unwrap();
+    assert_eq!(p.path, "/v1/chat/completions");
+    assert_eq!(p.header("authorization"), Some("Bearer sk-test"));
+    for h in ["x-api-key", "anthropic-version", "x-amz-date", "x-amz-security-token"] {
+        assert_eq!(p.header(h), None, "{h}");
+        assert!(p.headers.iter().any(|(n, _)| *n == h), "{h} must be explicitly removed");
+    }
+    assert!(matches!(p.response, ResponsePlan::Passthrough));
+}
+
+#[test]
+fn bedrock_is_signed_with_sigv4() {
+    let m = meta(ProviderKind::Bedrock, "bedrock-runtime.us-east-1.amazonaws.com", "", "us.anthropic.claude-3-5-sonnet-20240620-v1:0");
+    let cred = Credential {
+        api_key: None,
+        aws: Some(AwsCredential { access_key_id: "AKIDEXAMPLE".into(), secret_access_key: "s".into(), session_token: Some("t".into()) }),
+    };
+    let p = plan(&attempt(&m, &cred, CHAT)).unwrap();
+    assert_eq!(p.path, "/model/us.anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse");
+    let auth = p.header("authorization").unwrap();
+    assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20231114/us-east-1/bedrock/aws4_request"), "{auth}");
+    assert_eq!(p.header("x-amz-security-token"), Some("t"));
+    assert!(p.header("x-amz-date").is_some());
+    assert!(matches!(p.response, ResponsePlan::Json(_)));
+    let body: serde_json::Value = serde_json::from_slice(&p.body).unwrap();
+    assert!(body.get("messages").is_some(), "{body}");
+    let sp = plan(&attempt(&m, &cred, STREAM)).unwrap();
+    assert!(sp.path.ends_with("/converse-stream"));
+    assert_eq!(sp.header("accept"), Some("application/vnd.amazon.eventstream"));
+    assert!(matches!(sp.response, ResponsePlan::Stream(_)));
+}
+
+#[test]
+fn bedrock_api_key_is_a_bearer_token() {
+    let m = meta(ProviderKind::Bedrock, "bedrock-runtime.us-east-1.amazonaws.com", "", "m");
+    let p = plan(&attempt(&m, &key("bedrock-api-key"), CHAT)).unwrap();
+    assert_eq!(p.header("authorization"), Some("Bearer bedrock-api-key"));
+    assert_eq!(p.header("x-amz-date"), None);
+}
+
+#[test]
+fn anthropic_uses_x_api_key_and_version() {
+    let m = meta(ProviderKind::Anthropic, "api.anthropic.com", "/v1", "claude-x");
+    let p = plan(&attempt(&m, &key("ak-test"), CHAT)).unwrap();
+    assert_eq!(p.path, "/v1/messages");
+    assert_eq!(p.header("x-api-key"), Some("ak-test"));
+    assert_eq!(p.header("anthropic-version"), Some(ANTHROPIC_VERSION));
+    assert_eq!(p.header("authorization"), None);
+    let body: serde_json::Value = serde_json::from_slice(&p.body).unwrap();
+    assert_eq!(body["model"], "claude-x");
+}
+
+#[test]
+fn missing_credential_and_embeddings_on_translated_providers() {
+    let m = meta(ProviderKind::Anthropic, "api.anthropic.com", "/v1", "claude-x");
+    let k = key("k");
+    let mut a = attempt(&m, &k, CHAT);
+    a.credential = None;
+    assert_eq!(plan_err(&a).code, Some("credential_missing"));
+    let mut a = attempt(&m, &k, br#"{"model":"a","input":"x"}"#);
+    a.op = &Operation::Embeddings;
+    assert_eq!(plan_err(&a).status(), 400);
+    let a = attempt(&m, &k, b"{not json");
+    assert_eq!(plan_err(&a).status(), 400);
+}

@@ -1,0 +1,76 @@
+//! OpenAI `chat.completion` → Anthropic Messages response.
+
+use serde_json::{Map, Value};
+
+use crate::anthropic::{AnthropicUsage, ContentBlock, MessagesResponse, StopReason};
+use crate::error::TranslateError;
+use crate::openai::ChatCompletion;
+use crate::usage::Usage;
+
+/// Translates an OpenAI completion body into a Messages response for `model`.
+pub fn response(openai_body: &[u8], model: &str) -> Result<(Vec<u8>, Usage), TranslateError> {
+    response_with_usage(openai_body, model, None)
+}
+
+/// As [`response`], but reports `exact` usage instead of the body's when given: OpenAI usage
+/// has no cache-write count, so a caller that knows the provider's own numbers (e.g. the
+/// Anthropic or Bedrock response this body was made from) passes them to keep them exact.
+pub fn response_with_usage(
+    openai_body: &[u8],
+    model: &str,
+    exact: Option<&Usage>,
+) -> Result<(Vec<u8>, Usage), TranslateError> {
+    let completion: ChatCompletion = serde_json::from_slice(openai_body)
+        .map_err(|e| TranslateError::ResponseParse(e.to_string()))?;
+    let choice = completion
+        .choices
+        .first()
+        .ok_or_else(|| TranslateError::ResponseParse("the completion has no choices".to_owned()))?;
+
+    let mut content = Vec::new();
+    if let Some(text) = choice.message.content.as_ref().filter(|t| !t.is_empty()) {
+        content.push(ContentBlock::Text {
+            text: text.clone(),
+            cache_control: None,
+        });
+    }
+    for call in choice.message.tool_calls.iter().flatten() {
+        let args = call.function.arguments.trim();
+        let input = if args.is_empty() {
+            Value::Object(Map::new())
+        } else {
+            serde_json::from_str(args).map_err(|e| {
+                TranslateError::ResponseParse(format!(
+                    "tool call arguments are not valid JSON: {e}"
+                ))
+            })?
+        };
+        content.push(ContentBlock::ToolUse {
+            id: call.id.clone(),
+            name: call.function.name.clone(),
+            input,
+            cache_control: None,
+        });
+    }
+
+    let usage = match (exact, &completion.usage) {
+        (Some(u), _) => *u,
+        (None, Some(u)) => Usage::from(u),
+        (None, None) => Usage::default(),
+    };
+    let stop_reason =
+        StopReason::from_openai_finish_reason(choice.finish_reason.as_deref().unwrap_or("stop"));
+    let message = MessagesResponse {
+        id: super::message_id(&completion.id),
+        kind: "message".to_owned(),
+        role: "assistant".to_owned(),
+        content,
+        model: model.to_owned(),
+        stop_reason: Some(stop_reason),
+        stop_sequence: None,
+        usage: AnthropicUsage::from(&usage),
+    };
+    let bytes =
+        serde_json::to_vec(&message).map_err(|e| TranslateError::ResponseParse(e.to_string()))?;
+    Ok((bytes, usage))
+}

@@ -1,0 +1,47 @@
+//! Pure LLM wire types, push-based stream decoders and translators between provider APIs.
+//!
+//! The OpenAI Chat Completions format is the pivot: a client request in any API is turned into
+//! an OpenAI [`openai::ChatRequest`], then into the provider's request; a provider response or
+//! stream is turned into OpenAI form, then into the client's API. Each translator is a value
+//! owned by one request attempt; it never calls the host and never reads the clock.
+//!
+//! Module map (by pair, each split into request / response / stream):
+//! - [`openai`]: OpenAI wire types (the pivot).
+//! - [`bedrock`]: Bedrock Converse wire types; [`openai_to_bedrock`]: requests to Converse,
+//!   Converse responses and ConverseStream events back to OpenAI.
+//! - [`anthropic`]: Anthropic Messages wire types; [`openai_to_anthropic`]: requests to
+//!   Messages, responses and stream events back to OpenAI.
+//! - [`sse`], [`eventstream`]: push-based decoders with bounded buffers.
+//! - [`usage`]: the one usage type and the table mapping each provider's fields into it.
+
+pub mod anthropic;
+pub mod anthropic_to_openai;
+pub mod bedrock;
+pub mod error;
+pub mod eventstream;
+pub mod openai;
+pub mod openai_stream;
+pub mod openai_to_anthropic;
+pub mod openai_to_bedrock;
+pub mod sse;
+pub mod usage;
+
+pub use error::TranslateError;
+pub use usage::Usage;
+
+/// Output of a streaming translator for one input chunk: bytes to send to the client now
+/// (possibly empty) and the usage known so far (cumulative, `None` if not reported yet).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StreamOutput {
+    pub bytes: Vec<u8>,
+    pub usage: Option<Usage>,
+}
+
+/// A streaming response translator: provider stream bytes in, client stream bytes out.
+/// `feed` may be called with any split of the input (one byte at a time included) and must
+/// produce the same concatenated output. `finish` is called once at end of stream; a stream
+/// that ended early (no final event) yields a terminal error event, never a silent short answer.
+pub trait StreamTranslator {
+    fn feed(&mut self, chunk: &[u8]) -> Result<StreamOutput, TranslateError>;
+    fn finish(&mut self) -> Result<StreamOutput, TranslateError>;
+}

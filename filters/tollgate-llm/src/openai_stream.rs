@@ -1,0 +1,135 @@
+//! OpenAI-compatible provider stream → the same stream for an OpenAI client. The gateway always
+//! asks the provider for the final usage chunk (`stream_options.include_usage`), reads usage on
+//! the way, and passes the usage chunk on only if the client asked for it. Events are re-framed
+//! (`data: ...\n\n`), their JSON untouched unless usage must be removed from a chunk that also
+//! carries choices (some compatible providers do that).
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::openai::OpenAiUsage;
+use crate::{sse, StreamOutput, StreamTranslator, TranslateError, Usage};
+
+pub struct UsageTap {
+    decoder: sse::Decoder,
+    client_wants_usage: bool,
+    usage: Option<Usage>,
+}
+
+impl UsageTap {
+    pub fn new(client_wants_usage: bool) -> Self {
+        Self { decoder: sse::Decoder::new(), client_wants_usage, usage: None }
+    }
+
+    fn translate(&mut self, events: Vec<sse::Event>) -> StreamOutput {
+        let mut out = Vec::new();
+        for ev in events {
+            if let Some(kept) = self.event(&ev.data) {
+                if let Some(name) = &ev.event {
+                    out.extend_from_slice(b"event: ");
+                    out.extend_from_slice(name.as_bytes());
+                    out.push(b'\n');
+                }
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(kept.as_bytes());
+                out.extend_from_slice(b"\n\n");
+            }
+        }
+        StreamOutput { bytes: out, usage: self.usage }
+    }
+
+    /// The data to send for one event, or `None` to drop it.
+    fn event(&mut self, data: &str) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Probe {
+            #[serde(default)]
+            usage: Option<OpenAiUsage>,
+            #[serde(default)]
+            choices: Option<Vec<serde::de::IgnoredAny>>,
+        }
+        if data.trim() == "[DONE]" {
+            return Some(data.to_owned());
+        }
+        let Ok(probe) = serde_json::from_str::<Probe>(data) else { return Some(data.to_owned()) };
+        let Some(u) = probe.usage else { return Some(data.to_owned()) };
+        self.usage = Some(Usage::from(&u));
+        if self.client_wants_usage {
+            return Some(data.to_owned());
+        }
+        if probe.choices.is_none_or(|c| c.is_empty()) {
+            return None;
+        }
+        let mut v: Value = serde_json::from_str(data).ok()?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.remove("usage");
+        }
+        serde_json::to_string(&v).ok()
+    }
+}
+
+impl StreamTranslator for UsageTap {
+    fn feed(&mut self, chunk: &[u8]) -> Result<StreamOutput, TranslateError> {
+        let events = self.decoder.feed(chunk)?;
+        Ok(self.translate(events))
+    }
+
+    fn finish(&mut self) -> Result<StreamOutput, TranslateError> {
+        let events = self.decoder.finish()?;
+        Ok(self.translate(events))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STREAM: &str = concat!(
+        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n",
+        ": keep-alive comment\n\n",
+        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":2,\"total_tokens\":9,\"prompt_tokens_details\":{\"cached_tokens\":3}}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    fn run(t: &mut UsageTap, input: &[u8], split: usize) -> StreamOutput {
+        let mut out = StreamOutput::default();
+        for piece in input.chunks(split.max(1)) {
+            let o = t.feed(piece).unwrap();
+            out.bytes.extend(o.bytes);
+            out.usage = o.usage.or(out.usage);
+        }
+        let o = t.finish().unwrap();
+        out.bytes.extend(o.bytes);
+        out.usage = o.usage.or(out.usage);
+        out
+    }
+
+    #[test]
+    fn drops_the_usage_chunk_the_client_did_not_ask_for() {
+        for split in [1, 3, 17, STREAM.len()] {
+            let out = run(&mut UsageTap::new(false), STREAM.as_bytes(), split);
+            let text = String::from_utf8(out.bytes).unwrap();
+            assert!(!text.contains("usage"), "{text}");
+            assert!(text.contains("\"Hi\""));
+            assert!(text.ends_with("data: [DONE]\n\n"));
+            let u = out.usage.unwrap();
+            assert_eq!((u.input, u.cache_read, u.output), (Some(4), Some(3), Some(2)));
+        }
+    }
+
+    #[test]
+    fn keeps_it_when_asked() {
+        let out = run(&mut UsageTap::new(true), STREAM.as_bytes(), 5);
+        let text = String::from_utf8(out.bytes).unwrap();
+        assert!(text.contains("\"usage\""));
+        assert_eq!(out.usage.unwrap().prompt_tokens(), 7);
+    }
+
+    #[test]
+    fn strips_usage_from_a_chunk_with_choices() {
+        let s = "data: {\"choices\":[{\"index\":0,\"delta\":{}}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,\"total_tokens\":2}}\n\n";
+        let out = run(&mut UsageTap::new(false), s.as_bytes(), 4);
+        let text = String::from_utf8(out.bytes).unwrap();
+        assert!(text.contains("choices") && !text.contains("usage"), "{text}");
+        assert_eq!(out.usage.unwrap().output, Some(1));
+    }
+}
