@@ -20,6 +20,18 @@ fi
 export TOLLGATE_DATA_PLANE_TOKEN
 TOLLGATE_DATA_PLANE_TOKEN=$(cat "$DATA/data-plane-token")
 
+# TLS on the client listener (the same port also serves plain HTTP). A self-signed pair for
+# local use; put your own with TOLLGATE_TLS_CERT_FILE / TOLLGATE_TLS_KEY_FILE.
+TLS_CERT=${TOLLGATE_TLS_CERT_FILE:-$DATA/tls/cert.pem}
+TLS_KEY=${TOLLGATE_TLS_KEY_FILE:-$DATA/tls/key.pem}
+if [ ! -s "$TLS_CERT" ]; then
+  echo "==> generating a self-signed TLS certificate for localhost ($TLS_CERT)"
+  mkdir -p "$(dirname "$TLS_CERT")"
+  (umask 077; openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj "/CN=localhost" \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$TLS_KEY" -out "$TLS_CERT" 2>/dev/null)
+fi
+
 # First start: mint the admin key here, hand it to the control plane (which stores only its
 # hash), and show it once.
 ADMIN_KEY=""
@@ -41,6 +53,7 @@ TOLLGATE_ADMIN_KEY="$ADMIN_KEY" target/release/tollgate serve \
   --config "$CONFIG" --data-dir "$DATA" \
   --xds-addr "127.0.0.1:$XDS_PORT" --http-addr "127.0.0.1:$HTTP_PORT" \
   --gateway-port "$GATEWAY_PORT" --wasm-dir target/wasm32-wasip1/release \
+  --tls-cert-file "$TLS_CERT" --tls-key-file "$TLS_KEY" \
   >"$DATA/control-plane.out" 2>"$DATA/control-plane.log" &
 pids+=($!)
 
@@ -72,7 +85,9 @@ KEY_SHOWN=${ADMIN_KEY:-<your admin key>}
 cat <<MSG
 
 Tollgate is up.
-  Gateway (OpenAI-compatible):  http://127.0.0.1:$GATEWAY_PORT/v1
+  Gateway (OpenAI-compatible):  http://127.0.0.1:$GATEWAY_PORT/v1   (also https:// on the same port)
+  Anthropic-compatible:         http://127.0.0.1:$GATEWAY_PORT/v1/messages
+  Bedrock-runtime-compatible:   https://localhost:$GATEWAY_PORT/bedrock   (boto3 endpoint_url)
   Admin API:                    http://127.0.0.1:$HTTP_PORT/admin/v1
   Envoy admin (loopback only):  http://127.0.0.1:$ENVOY_ADMIN_PORT
 MSG
@@ -92,6 +107,11 @@ Try it:
   curl http://127.0.0.1:$GATEWAY_PORT/v1/chat/completions \\
     -H "Authorization: Bearer $KEY_SHOWN" -H "Content-Type: application/json" \\
     -d '{"model": "tollgate-demo", "messages": [{"role": "user", "content": "Hello"}]}'
+
+boto3 (bedrock-runtime) through the gateway, trusting the local certificate:
+  AWS_BEARER_TOKEN_BEDROCK=$KEY_SHOWN AWS_CA_BUNDLE=$TLS_CERT python3 -c "import boto3; \\
+    c = boto3.client('bedrock-runtime', region_name='us-east-1', endpoint_url='https://localhost:$GATEWAY_PORT/bedrock'); \\
+    print(c.converse(modelId='tollgate-demo', messages=[{'role': 'user', 'content': [{'text': 'Hello'}]}])['output'])"
 
 Create a key for a user:
   curl -X POST http://127.0.0.1:$HTTP_PORT/admin/v1/keys -H "Authorization: Bearer $KEY_SHOWN" \\

@@ -71,6 +71,13 @@ struct ServeArgs {
     /// Base URL at which Envoy reaches the demo model (default: this control plane's HTTP address).
     #[arg(long, env = "TOLLGATE_DEMO_BASE_URL")]
     demo_base_url: Option<String>,
+    /// Certificate chain (PEM) for TLS on the client listener, as a path Envoy can read. With
+    /// --tls-key-file, the listener accepts TLS and plain HTTP on the same port.
+    #[arg(long, env = "TOLLGATE_TLS_CERT_FILE", requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) for --tls-cert-file. Only its path travels to Envoy.
+    #[arg(long, env = "TOLLGATE_TLS_KEY_FILE", requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -127,6 +134,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         provider_filter_wasm: absolute(&args.wasm_dir.join("tollgate_provider_filter.wasm"))?,
         demo_base_url: args.demo_base_url.clone().unwrap_or_else(|| format!("http://{demo_host}:{}/demo/v1", http_local.port())),
         upstream_ca_file: args.upstream_ca_file.clone(),
+        tls: match (&args.tls_cert_file, &args.tls_key_file) {
+            (Some(c), Some(k)) => Some(xds::snapshot::ListenerTls { cert_file: absolute(c)?, key_file: absolute(k)? }),
+            _ => None,
+        },
     };
     let (publisher, snapshots) = Publisher::new(store.clone(), env);
     let service = Service { store: store.clone(), publisher: publisher.clone() };

@@ -48,6 +48,15 @@ pub struct XdsEnv {
     pub demo_base_url: String,
     /// CA bundle used to verify providers' TLS certificates.
     pub upstream_ca_file: String,
+    /// Certificate chain and private key files (paths as Envoy sees them) for TLS on the client
+    /// listener. The listener then accepts TLS and plain HTTP on the same port.
+    pub tls: Option<ListenerTls>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ListenerTls {
+    pub cert_file: String,
+    pub key_file: String,
 }
 
 /// The resources of one type, with their version.
@@ -175,20 +184,61 @@ fn gateway_listener(model: &Model, env: &XdsEnv) -> listener::Listener {
         local_reply_config: Some(local_reply_config()),
         ..Default::default()
     };
+    let hcm_filter = listener::Filter {
+        name: "envoy.filters.network.http_connection_manager".to_owned(),
+        config_type: Some(listener::filter::ConfigType::TypedConfig(any(&manager))),
+    };
+    let plain = listener::FilterChain { name: "plain".to_owned(), filters: vec![hcm_filter.clone()], ..Default::default() };
+    let (filter_chains, listener_filters) = match &env.tls {
+        None => (vec![plain], vec![]),
+        Some(t) => {
+            let tls_chain = listener::FilterChain {
+                name: "tls".to_owned(),
+                filter_chain_match: Some(listener::FilterChainMatch {
+                    transport_protocol: "tls".to_owned(),
+                    ..Default::default()
+                }),
+                filters: vec![hcm_filter],
+                transport_socket: Some(core::TransportSocket {
+                    name: "envoy.transport_sockets.tls".to_owned(),
+                    config_type: Some(core::transport_socket::ConfigType::TypedConfig(any(&tls::DownstreamTlsContext {
+                        common_tls_context: Some(tls::CommonTlsContext {
+                            tls_certificates: vec![tls::TlsCertificate {
+                                certificate_chain: Some(file_source(&t.cert_file)),
+                                private_key: Some(file_source(&t.key_file)),
+                                ..Default::default()
+                            }],
+                            alpn_protocols: vec!["h2".to_owned(), "http/1.1".to_owned()],
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }))),
+                }),
+                ..Default::default()
+            };
+            let inspector = listener::ListenerFilter {
+                name: "envoy.filters.listener.tls_inspector".to_owned(),
+                config_type: Some(listener::listener_filter::ConfigType::TypedConfig(any(
+                    &envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector::default(),
+                ))),
+                ..Default::default()
+            };
+            (vec![tls_chain, plain], vec![inspector])
+        }
+    };
     listener::Listener {
         name: LISTENER_NAME.to_owned(),
         address: Some(socket_address(&env.gateway_addr, env.gateway_port)),
         // The gateway filter enforces max_body_bytes itself; Envoy's own limit sits above it.
         per_connection_buffer_limit_bytes: Some(u32v(buffer_limit(model))),
-        filter_chains: vec![listener::FilterChain {
-            filters: vec![listener::Filter {
-                name: "envoy.filters.network.http_connection_manager".to_owned(),
-                config_type: Some(listener::filter::ConfigType::TypedConfig(any(&manager))),
-            }],
-            ..Default::default()
-        }],
+        filter_chains,
+        listener_filters,
         ..Default::default()
     }
+}
+
+fn file_source(path: &str) -> core::DataSource {
+    core::DataSource { specifier: Some(core::data_source::Specifier::Filename(path.to_owned())), ..Default::default() }
 }
 
 fn buffer_limit(model: &Model) -> u32 {

@@ -19,6 +19,7 @@ fn env() -> XdsEnv {
         provider_filter_wasm: "/w/p.wasm".into(),
         demo_base_url: "http://127.0.0.1:8081/demo/v1".into(),
         upstream_ca_file: "/etc/ssl/ca.pem".into(),
+        tls: None,
     }
 }
 
@@ -145,4 +146,18 @@ fn demo_points_at_the_control_plane() {
     let md = la.endpoints[0].lb_endpoints[0].metadata.as_ref().unwrap();
     let raw = format!("{:?}", md.filter_metadata[contract::METADATA_NAMESPACE]);
     assert!(raw.contains("127.0.0.1:8081") && raw.contains("/demo/v1") && raw.contains(crate::demo::DEMO_MODEL_ID), "{raw}");
+}
+
+#[test]
+fn tls_listener_serves_tls_and_plain_on_one_port() {
+    use envoy_types::pb::envoy::config::listener::v3::Listener;
+    let mut e = env();
+    e.tls = Some(ListenerTls { cert_file: "/t/cert.pem".into(), key_file: "/t/key.pem".into() });
+    let s = build(&model(), &e).unwrap();
+    let l = Listener::decode(s.get(LISTENER_TYPE).unwrap().items[LISTENER_NAME].value.as_slice()).unwrap();
+    assert_eq!(l.filter_chains.len(), 2);
+    assert_eq!(l.filter_chains[0].filter_chain_match.as_ref().unwrap().transport_protocol, "tls");
+    assert_eq!(l.listener_filters[0].name, "envoy.filters.listener.tls_inspector");
+    let plain = build(&model(), &env()).unwrap();
+    assert_ne!(plain.get(LISTENER_TYPE).unwrap().version, s.get(LISTENER_TYPE).unwrap().version);
 }

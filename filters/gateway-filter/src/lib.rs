@@ -72,11 +72,11 @@ impl Context for GatewayHttp {}
 
 impl GatewayHttp {
     fn reply_error(&self, err: &GatewayError) -> Action {
-        self.send_http_response(
-            u32::from(err.status()),
-            vec![("content-type", "application/json")],
-            Some(&err.to_json(self.api)),
-        );
+        let mut headers = vec![("content-type", "application/json")];
+        if self.api == ClientApi::Bedrock {
+            headers.push(("x-amzn-errortype", err.aws_error_type()));
+        }
+        self.send_http_response(u32::from(err.status()), headers, Some(&err.to_json(self.api)));
         Action::Pause
     }
 
@@ -121,7 +121,10 @@ impl GatewayHttp {
         match &op {
             Operation::ListModels => return Ok(self.reply_json(&request::list_models(&cfg, key))),
             Operation::RetrieveModel(name) => return Ok(self.reply_json(&request::retrieve_model(&cfg, key, name)?)),
-            Operation::ChatCompletions | Operation::Embeddings | Operation::AnthropicMessages => {}
+            Operation::ChatCompletions
+            | Operation::Embeddings
+            | Operation::AnthropicMessages
+            | Operation::BedrockConverse { .. } => {}
         }
         if end_of_stream {
             return Err(GatewayError::new(ErrorKind::InvalidRequest, "The request has no body; send a JSON object.")

@@ -64,6 +64,8 @@ impl ErrorKind {
 pub enum ClientApi {
     OpenAi,
     Anthropic,
+    /// Bedrock Runtime (boto3 `bedrock-runtime`, the AWS SDKs).
+    Bedrock,
 }
 
 /// An error answered to the client.
@@ -100,6 +102,22 @@ impl GatewayError {
         match api {
             ClientApi::OpenAi => self.to_openai_json(),
             ClientApi::Anthropic => self.to_anthropic_json(),
+            ClientApi::Bedrock => {
+                serde_json::to_vec(&serde_json::json!({ "message": self.message })).unwrap_or_default()
+            }
+        }
+    }
+
+    /// The `x-amzn-errortype` an AWS SDK reads to pick the exception class.
+    pub fn aws_error_type(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::InvalidRequest | ErrorKind::MethodNotAllowed | ErrorKind::TooLarge => "ValidationException",
+            ErrorKind::Authentication | ErrorKind::Permission => "AccessDeniedException",
+            ErrorKind::NotFound => "ResourceNotFoundException",
+            ErrorKind::RateLimited => "ThrottlingException",
+            ErrorKind::Unavailable => "ServiceUnavailableException",
+            ErrorKind::Upstream(504) => "ModelTimeoutException",
+            ErrorKind::BadGateway | ErrorKind::Internal | ErrorKind::Upstream(_) => "InternalServerException",
         }
     }
 

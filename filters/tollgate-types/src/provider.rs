@@ -49,7 +49,7 @@ fn openai_request(
     let suffix = match op {
         Operation::ChatCompletions => "/chat/completions",
         Operation::Embeddings => "/embeddings",
-        Operation::ListModels | Operation::RetrieveModel(_) | Operation::AnthropicMessages => {
+        Operation::ListModels | Operation::RetrieveModel(_) | Operation::AnthropicMessages | Operation::BedrockConverse { .. } => {
             return Err(GatewayError::new(ErrorKind::Internal, "operation is not sent to OpenAI providers as is"))
         }
     };

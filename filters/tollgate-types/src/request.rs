@@ -15,12 +15,18 @@ pub enum Operation {
     RetrieveModel(String),
     /// Anthropic Messages API (`POST /v1/messages`).
     AnthropicMessages,
+    /// Bedrock Runtime Converse (`POST [/bedrock]/model/{modelId}/converse[-stream]`); the model
+    /// is in the path.
+    BedrockConverse { model: String, stream: bool },
 }
 
 impl Operation {
     /// Does the operation carry a body to validate and route on?
     pub fn has_body(&self) -> bool {
-        matches!(self, Self::ChatCompletions | Self::Embeddings | Self::AnthropicMessages)
+        matches!(
+            self,
+            Self::ChatCompletions | Self::Embeddings | Self::AnthropicMessages | Self::BedrockConverse { .. }
+        )
     }
 
     /// Short name stored in filter state for the provider filter.
@@ -31,6 +37,8 @@ impl Operation {
             Self::ListModels => "list_models",
             Self::RetrieveModel(_) => "retrieve_model",
             Self::AnthropicMessages => "anthropic_messages",
+            Self::BedrockConverse { stream: false, .. } => "bedrock_converse",
+            Self::BedrockConverse { stream: true, .. } => "bedrock_converse_stream",
         }
     }
 
@@ -43,10 +51,21 @@ impl Operation {
         }
     }
 
+    /// Like [`Operation::from_state`], with the model the gateway filter resolved (Bedrock
+    /// clients name it in the path, not the body).
+    pub fn from_state_with_model(s: &str, model: &str) -> Option<Self> {
+        match s {
+            "bedrock_converse" => Some(Self::BedrockConverse { model: model.to_owned(), stream: false }),
+            "bedrock_converse_stream" => Some(Self::BedrockConverse { model: model.to_owned(), stream: true }),
+            other => Self::from_state(other),
+        }
+    }
+
     /// The API the client speaks, which decides the error format.
     pub fn client_api(&self) -> ClientApi {
         match self {
             Self::AnthropicMessages => ClientApi::Anthropic,
+            Self::BedrockConverse { .. } => ClientApi::Bedrock,
             _ => ClientApi::OpenAi,
         }
     }
@@ -61,9 +80,10 @@ pub fn classify(method: &str, path: &str) -> Result<Operation, GatewayError> {
         "/v1/embeddings" | "/embeddings" => ("POST", Operation::Embeddings),
         "/v1/models" | "/models" => ("GET", Operation::ListModels),
         "/v1/messages" => ("POST", Operation::AnthropicMessages),
-        p => match p.strip_prefix("/v1/models/").filter(|m| !m.is_empty()) {
-            Some(model) => ("GET", Operation::RetrieveModel(percent_decode(model))),
-            None => {
+        p => match (p.strip_prefix("/v1/models/").filter(|m| !m.is_empty()), bedrock_path(p)) {
+            (Some(model), _) => ("GET", Operation::RetrieveModel(percent_decode(model))),
+            (None, Some(op)) => ("POST", op),
+            (None, None) => {
                 return Err(GatewayError::new(
                     ErrorKind::NotFound,
                     format!("Unknown request URL: {method} {}. Please check the URL and method.", truncate(path, 200)),
@@ -80,6 +100,20 @@ pub fn classify(method: &str, path: &str) -> Result<Operation, GatewayError> {
         .code("method_not_allowed"));
     }
     Ok(op)
+}
+
+/// `[/bedrock]/model/{modelId}/converse[-stream]`, the model id percent-decoded.
+fn bedrock_path(path: &str) -> Option<Operation> {
+    let rest = path.strip_prefix("/bedrock").unwrap_or(path).strip_prefix("/model/")?;
+    let (model, action) = rest.rsplit_once('/')?;
+    let stream = match action {
+        "converse" => false,
+        "converse-stream" => true,
+        _ => return None,
+    };
+    let model = percent_decode(model);
+    (!model.is_empty() && !model.contains('/') || model.starts_with("arn:"))
+        .then_some(Operation::BedrockConverse { model, stream })
 }
 
 /// Extracts the presented key: `Authorization: Bearer <key>` or `x-api-key: <key>`.
@@ -140,6 +174,7 @@ pub fn route<'c>(
         Operation::ChatCompletions => validate_chat(body)?,
         Operation::Embeddings => validate_embeddings(body)?,
         Operation::AnthropicMessages => validate_anthropic(body)?,
+        Operation::BedrockConverse { model, .. } => validate_converse(body, model)?,
         Operation::ListModels | Operation::RetrieveModel(_) => {
             return Err(GatewayError::new(ErrorKind::Internal, "operation has no body to route"))
         }
@@ -256,6 +291,21 @@ fn validate_anthropic(body: &[u8]) -> Result<String, GatewayError> {
         return Err(missing("max_tokens"));
     }
     Ok(model)
+}
+
+#[derive(serde::Deserialize)]
+struct ConverseRequest {
+    #[serde(default)]
+    messages: Option<Vec<serde::de::IgnoredAny>>,
+}
+
+fn validate_converse(body: &[u8], model: &str) -> Result<String, GatewayError> {
+    let req: ConverseRequest = parse_object(body)?;
+    if req.messages.is_none_or(|m| m.is_empty()) {
+        return Err(GatewayError::new(ErrorKind::InvalidRequest, "1 validation error detected: messages must not be empty")
+            .param("messages"));
+    }
+    Ok(model.to_owned())
 }
 
 fn validate_embeddings(body: &[u8]) -> Result<String, GatewayError> {

@@ -124,3 +124,25 @@ fn anthropic_messages_validation() {
     assert_eq!(route(&c, key, &op, br#"{"model":"a","max_tokens":1,"messages":[]}"#).unwrap_err().status(), 400);
     assert_eq!(Operation::from_state(op.as_str()), Some(op));
 }
+
+#[test]
+fn bedrock_converse_paths() {
+    let op = classify("POST", "/bedrock/model/us.anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse").unwrap();
+    assert_eq!(op, Operation::BedrockConverse { model: "us.anthropic.claude-3-5-sonnet-20240620-v1:0".into(), stream: false });
+    assert_eq!(op.client_api(), ClientApi::Bedrock);
+    let op = classify("POST", "/model/a/converse-stream").unwrap();
+    assert_eq!(op, Operation::BedrockConverse { model: "a".into(), stream: true });
+    let arn = "arn%3Aaws%3Abedrock%3Aus-east-1%3A123%3Aapplication-inference-profile%2Fabc";
+    let op = classify("POST", &format!("/bedrock/model/{arn}/converse")).unwrap();
+    assert!(matches!(op, Operation::BedrockConverse { ref model, .. } if model.ends_with("profile/abc")));
+    assert_eq!(classify("POST", "/bedrock/model/a/invoke").unwrap_err().status(), 404);
+    assert_eq!(classify("GET", "/bedrock/model/a/converse").unwrap_err().status(), 405);
+    let c = cfg();
+    let key = authenticate(&c, Some("Bearer tg-all"), None, 0).unwrap();
+    let op = Operation::BedrockConverse { model: "a".into(), stream: true };
+    assert_eq!(route(&c, key, &op, br#"{"messages":[{"role":"user","content":[{"text":"hi"}]}]}"#).unwrap().model, "a");
+    assert_eq!(route(&c, key, &op, br#"{"messages":[]}"#).unwrap_err().status(), 400);
+    let op = Operation::BedrockConverse { model: "zz".into(), stream: false };
+    assert_eq!(route(&c, key, &op, br#"{"messages":[{"role":"user"}]}"#).unwrap_err().status(), 404);
+    assert_eq!(Operation::from_state_with_model("bedrock_converse_stream", "a"), Some(Operation::BedrockConverse { model: "a".into(), stream: true }));
+}
