@@ -76,14 +76,17 @@ fn validate_deployment(
             bail!("model `{model}`: deployment names credential `{c}`, which is not declared under `credentials`");
         }
     }
-    if d.provider == Provider::Bedrock && d.region.is_none() {
-        bail!("model `{model}`: a bedrock deployment needs region (e.g. us-east-1)");
+    if matches!(d.provider, Provider::Bedrock | Provider::Sagemaker) && d.region.is_none() {
+        bail!("model `{model}`: a bedrock or sagemaker deployment needs region (e.g. us-east-1)");
+    }
+    if d.provider == Provider::Sagemaker && d.model.is_none() {
+        bail!("model `{model}`: a sagemaker deployment needs model (the endpoint name)");
     }
     if d.provider == Provider::Demo {
         return Ok(());
     }
     let Some(url) = d.effective_base_url() else {
-        bail!("model `{model}`: an openai deployment needs base_url (e.g. https://api.openai.com/v1)");
+        bail!("model `{model}`: this deployment needs base_url (e.g. https://api.openai.com/v1, or an Azure deployment URL)");
     };
     crate::upstream::UpstreamUrl::parse(&url).with_context(|| format!("model `{model}`: base_url"))?;
     Ok(())

@@ -61,6 +61,10 @@ pub enum Provider {
     Bedrock,
     /// Anthropic Messages API.
     Anthropic,
+    /// Azure OpenAI (`base_url` = the deployment URL, `api_version`).
+    Azure,
+    /// Amazon SageMaker endpoint with an OpenAI-style chat container (`model` = endpoint name).
+    Sagemaker,
     /// The built-in demo model served by the control plane itself.
     Demo,
 }
@@ -83,9 +87,12 @@ pub struct DeploymentSpec {
     /// Lower is tried first; higher priorities are failover targets.
     #[serde(default)]
     pub priority: u32,
-    /// AWS region (Bedrock).
+    /// AWS region (Bedrock, SageMaker).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// Azure OpenAI `api-version` (default 2024-10-21).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
 }
 
 impl DeploymentSpec {
@@ -97,7 +104,8 @@ impl DeploymentSpec {
         match self.provider {
             Provider::Anthropic => Some("https://api.anthropic.com/v1".to_owned()),
             Provider::Bedrock => self.region.as_ref().map(|r| format!("https://bedrock-runtime.{r}.amazonaws.com")),
-            Provider::Openai | Provider::Demo => None,
+            Provider::Sagemaker => self.region.as_ref().map(|r| format!("https://runtime.sagemaker.{r}.amazonaws.com")),
+            Provider::Openai | Provider::Azure | Provider::Demo => None,
         }
     }
 }

@@ -31,6 +31,7 @@ async fn exercise(store: &Store) {
         weight: 1,
         priority: 0,
         region: None,
+        api_version: None,
     };
     let models = vec![
         ModelSpec { name: "zeta".into(), deployments: vec![dep(Some("c1"))] },

@@ -307,6 +307,8 @@ fn deployment_upstream(d: &DeploymentSpec, env: &XdsEnv) -> anyhow::Result<(Upst
         Provider::Openai => ProviderKind::Openai,
         Provider::Bedrock => ProviderKind::Bedrock,
         Provider::Anthropic => ProviderKind::Anthropic,
+        Provider::Azure => ProviderKind::Azure,
+        Provider::Sagemaker => ProviderKind::Sagemaker,
     };
     let url = d.effective_base_url().ok_or_else(|| anyhow::anyhow!("deployment without base_url"))?;
     Ok((UpstreamUrl::parse(&url)?, kind))
@@ -325,6 +327,10 @@ fn model_cluster(name: &str, served: &ServedModel, model: &Model, env: &XdsEnv) 
             base_path: url.base_path.clone(),
             credential: d.credential.clone(),
             region: d.region.clone(),
+            api_version: match d.provider {
+                Provider::Azure => Some(d.api_version.clone().unwrap_or_else(|| "2024-10-21".to_owned())),
+                _ => None,
+            },
         };
         let mut ns = vec![(contract::METADATA_NAMESPACE, strukt(vec![(contract::METADATA_DEPLOYMENT_KEY, string_value(&serde_json::to_string(&meta)?))]))];
         if url.tls {
@@ -454,7 +460,9 @@ fn model_cluster(name: &str, served: &ServedModel, model: &Model, env: &XdsEnv) 
 fn default_model(d: &DeploymentSpec, served: &ServedModel) -> String {
     match d.provider {
         Provider::Demo => crate::demo::DEMO_MODEL_ID.to_owned(),
-        Provider::Openai | Provider::Bedrock | Provider::Anthropic => served.name.clone(),
+        Provider::Openai | Provider::Bedrock | Provider::Anthropic | Provider::Azure | Provider::Sagemaker => {
+            served.name.clone()
+        }
     }
 }
 

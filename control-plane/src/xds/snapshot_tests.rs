@@ -32,6 +32,7 @@ fn dep(provider: Provider, url: Option<&str>, priority: u32) -> DeploymentSpec {
         weight: 1,
         priority,
         region: None,
+        api_version: None,
     }
 }
 

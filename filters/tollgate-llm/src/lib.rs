@@ -23,6 +23,7 @@ pub mod openai;
 pub mod openai_stream;
 pub mod openai_to_anthropic;
 pub mod openai_to_bedrock;
+pub mod sagemaker;
 pub mod sse;
 pub mod usage;
 

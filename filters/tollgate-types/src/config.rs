@@ -117,6 +117,10 @@ pub enum ProviderKind {
     Bedrock,
     /// Anthropic Messages API.
     Anthropic,
+    /// Azure OpenAI: deployment URL, `api-version` query, `api-key` header.
+    Azure,
+    /// Amazon SageMaker endpoint serving an OpenAI-style chat container (SigV4).
+    Sagemaker,
     #[serde(other)]
     Unknown,
 }
@@ -139,6 +143,9 @@ pub struct DeploymentMeta {
     /// AWS region (Bedrock, SageMaker): the SigV4 signing region.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// Azure OpenAI `api-version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
 }
 
 /// The credential document the provider filter fetches from the control plane.

@@ -32,7 +32,7 @@ pub fn request(
     body: &[u8],
 ) -> Result<RequestEdit, GatewayError> {
     match meta.provider {
-        ProviderKind::Openai => openai_request(meta, op, api_key, body),
+        ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Sagemaker => openai_request(meta, op, api_key, body),
         ProviderKind::Bedrock | ProviderKind::Anthropic | ProviderKind::Unknown => Err(GatewayError::new(
             ErrorKind::Internal,
             "This deployment uses a provider this gateway version does not support.",
@@ -176,6 +176,7 @@ mod tests {
             base_path: "/v1/".into(),
             credential: Some("c".into()),
             region: None,
+            api_version: None,
         }
     }
 
