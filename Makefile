@@ -53,7 +53,9 @@ test: setup wasm build-debug lint unit wasm-tests e2e
 	@echo "==> all tests passed"
 
 bench: build
-	$(PY) bench/run.py
+	@echo "==> building the benchmark tools (release)"
+	cargo build --release -p tollgate-bench
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	cargo clean
