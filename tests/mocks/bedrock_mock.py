@@ -184,8 +184,9 @@ def exception_frame(exception_type: str, message: str) -> bytes:
 class _Verifier(SigV4Auth):
     """botocore's SigV4 with the header set fixed to what the client says it signed."""
 
-    def __init__(self, credentials: Credentials, region: str, signed: HTTPHeaders) -> None:
-        super().__init__(credentials, "bedrock", region)
+    def __init__(self, credentials: Credentials, region: str, signed: HTTPHeaders,
+                 service: str = "bedrock") -> None:
+        super().__init__(credentials, service, region)
         self._signed = signed
 
     def headers_to_sign(self, request: AWSRequest) -> HTTPHeaders:
@@ -194,7 +195,8 @@ class _Verifier(SigV4Auth):
 
 def verify_sigv4(method: str, raw_path: str, headers: list[tuple[str, str]], body: bytes, *,
                  access_key: str, secret_key: str, session_token: str | None, region: str,
-                 now: float | None = None, max_skew_s: float | None = MAX_CLOCK_SKEW_S) -> None:
+                 now: float | None = None, max_skew_s: float | None = MAX_CLOCK_SKEW_S,
+                 service_name: str = "bedrock") -> None:
     """Raises BedrockError(403, ...) unless the request carries a valid SigV4 signature."""
     header_map: dict[str, list[str]] = {}
     for name, value in headers:
@@ -218,9 +220,9 @@ def verify_sigv4(method: str, raw_path: str, headers: list[tuple[str, str]], bod
         raise BedrockError(403, "IncompleteSignatureException",
                            "Authorization header requires existence of either a 'X-Amz-Date' or "
                            "a 'Date' header.")
-    if date != amz_date[:8] or terminator != "aws4_request" or service != "bedrock":
+    if date != amz_date[:8] or terminator != "aws4_request" or service != service_name:
         raise BedrockError(403, "InvalidSignatureException",
-                           f"Credential should be scoped to correct service: 'bedrock'. "
+                           f"Credential should be scoped to correct service: '{service_name}'. "
                            f"(scope {date}/{scope_region}/{service}/{terminator})")
     if scope_region != region:
         raise BedrockError(403, "InvalidSignatureException",
@@ -255,7 +257,8 @@ def verify_sigv4(method: str, raw_path: str, headers: list[tuple[str, str]], bod
     request = AWSRequest(method=method, url=f"http://{host}{raw_path}", data=body)
     request.headers = HTTPHeaders()  # the payload line is hashed from `body` itself
     request.context["timestamp"] = amz_date
-    verifier = _Verifier(Credentials(access_key, secret_key, session_token), region, signed)
+    verifier = _Verifier(Credentials(access_key, secret_key, session_token), region, signed,
+                         service_name)
     canonical = verifier.canonical_request(request)
     expected = verifier.signature(verifier.string_to_sign(request, canonical), request)
     if not hmac.compare_digest(expected, signature):

@@ -53,6 +53,15 @@ impl RootContext for GatewayRoot {
     }
 }
 
+/// The request headers the gateway reads.
+#[derive(Default)]
+struct RequestHeaders {
+    method: Option<String>,
+    path: Option<String>,
+    authorization: Option<String>,
+    x_api_key: Option<String>,
+}
+
 /// A request waiting for its body.
 struct Pending {
     op: Operation,
@@ -85,24 +94,34 @@ impl GatewayHttp {
         Action::Pause
     }
 
-    /// A request header as text; invalid UTF-8 is replaced (so a malformed key never matches)
-    /// rather than trapping the VM.
-    fn header(&self, name: &str) -> Option<String> {
-        self.get_http_request_header_bytes(name).map(|v| String::from_utf8_lossy(&v).into_owned())
-    }
-
     fn now_secs(&self) -> u64 {
         self.get_current_time().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
     }
 
-    /// Removes every internal and Envoy control header the client sent.
-    fn strip_client_internal_headers(&self) {
-        for (name, _) in self.get_http_request_headers_bytes() {
-            let lower = name.to_ascii_lowercase();
-            if lower.starts_with(contract::INTERNAL_HEADER_PREFIX) || lower.starts_with(contract::ENVOY_HEADER_PREFIX) {
-                self.remove_http_request_header(&name);
+    /// Reads the headers the gateway needs in one host call, and removes every internal and
+    /// Envoy control header the client sent. Invalid UTF-8 is replaced (so a malformed key
+    /// never matches) rather than trapping the VM.
+    fn read_headers(&self) -> RequestHeaders {
+        let mut out = RequestHeaders::default();
+        for (name, value) in self.get_http_request_headers_bytes() {
+            let slot = match name.as_str() {
+                ":method" => &mut out.method,
+                ":path" => &mut out.path,
+                "authorization" => &mut out.authorization,
+                "x-api-key" => &mut out.x_api_key,
+                n => {
+                    let lower = n.to_ascii_lowercase();
+                    if lower.starts_with(contract::INTERNAL_HEADER_PREFIX) || lower.starts_with(contract::ENVOY_HEADER_PREFIX) {
+                        self.remove_http_request_header(&name);
+                    }
+                    continue;
+                }
+            };
+            if slot.is_none() {
+                *slot = Some(String::from_utf8_lossy(&value).into_owned());
             }
         }
+        out
     }
 
     fn on_headers(&mut self, end_of_stream: bool) -> Result<Action, GatewayError> {
@@ -110,14 +129,10 @@ impl GatewayHttp {
             return Err(GatewayError::new(ErrorKind::Unavailable, "The gateway is starting; retry in a moment.")
                 .code("not_ready"));
         };
-        self.strip_client_internal_headers();
-        let method = self.header(":method").unwrap_or_default();
-        let path = self.header(":path").unwrap_or_default();
-        let op = request::classify(&method, &path)?;
+        let h = self.read_headers();
+        let op = request::classify(h.method.as_deref().unwrap_or_default(), h.path.as_deref().unwrap_or_default())?;
         self.api = op.client_api();
-        let auth = self.header("authorization");
-        let x_api_key = self.header("x-api-key");
-        let key = request::authenticate(&cfg, auth.as_deref(), x_api_key.as_deref(), self.now_secs())?;
+        let key = request::authenticate(&cfg, h.authorization.as_deref(), h.x_api_key.as_deref(), self.now_secs())?;
         match &op {
             Operation::ListModels => return Ok(self.reply_json(&request::list_models(&cfg, key))),
             Operation::RetrieveModel(name) => return Ok(self.reply_json(&request::retrieve_model(&cfg, key, name)?)),

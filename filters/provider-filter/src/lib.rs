@@ -69,11 +69,11 @@ impl Context for ProviderHttp {}
 
 impl ProviderHttp {
     fn reply_error(&self, err: &GatewayError) -> Action {
-        self.send_http_response(
-            u32::from(err.status()),
-            vec![("content-type", "application/json")],
-            Some(&err.to_json(self.api)),
-        );
+        let mut headers = vec![("content-type", "application/json")];
+        if self.api == ClientApi::Bedrock {
+            headers.push(("x-amzn-errortype", err.aws_error_type()));
+        }
+        self.send_http_response(u32::from(err.status()), headers, Some(&err.to_json(self.api)));
         Action::Pause
     }
 
@@ -92,8 +92,11 @@ impl ProviderHttp {
     }
 
     fn operation(&self) -> Result<Operation, GatewayError> {
+        let model = self.get_property(vec![contract::STATE_MODEL]).unwrap_or_default();
         self.get_property(vec![contract::STATE_OPERATION])
-            .and_then(|raw| Operation::from_state(&String::from_utf8_lossy(&raw)))
+            .and_then(|raw| {
+                Operation::from_state_with_model(&String::from_utf8_lossy(&raw), &String::from_utf8_lossy(&model))
+            })
             .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "The request reached a provider without an operation."))
     }
 
@@ -140,9 +143,13 @@ impl ProviderHttp {
             }
         };
         let body = self.get_http_request_body(0, self.body_size).unwrap_or_default();
-        let request_id = self
-            .get_http_request_header_bytes("x-request-id")
-            .map(|v| String::from_utf8_lossy(&v).into_owned())
+        // One host call for every header: find the request id and which provider headers are
+        // present (only those need removing).
+        let headers = self.get_http_request_headers_bytes();
+        let request_id = headers
+            .iter()
+            .find(|(n, _)| n == "x-request-id")
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
             .unwrap_or_default();
         let plan = plan::plan(&Attempt {
             meta: &attempt.meta,
@@ -156,9 +163,13 @@ impl ProviderHttp {
         self.set_http_request_header(":path", Some(&plan.path));
         self.set_http_request_header(":authority", Some(&plan.authority));
         for (name, value) in &plan.headers {
-            self.set_http_request_header(name, value.as_deref());
+            if value.is_some() || headers.iter().any(|(n, _)| n == name) {
+                self.set_http_request_header(name, value.as_deref());
+            }
         }
-        self.set_http_request_header(contract::HEADER_CLUSTER, None);
+        if headers.iter().any(|(n, _)| n == contract::HEADER_CLUSTER) {
+            self.set_http_request_header(contract::HEADER_CLUSTER, None);
+        }
         self.set_http_request_header("content-length", Some(&plan.body.len().to_string()));
         self.set_http_request_body(0, self.body_size, &plan.body);
         self.response = plan.response;
@@ -175,6 +186,9 @@ impl ProviderHttp {
         self.set_http_response_header(":status", Some(&err.status().to_string()));
         self.set_http_response_header("content-type", Some("application/json"));
         self.set_http_response_header("content-length", Some(&out.len().to_string()));
+        if self.api == ClientApi::Bedrock {
+            self.set_http_response_header("x-amzn-errortype", Some(err.aws_error_type()));
+        }
         out
     }
 
@@ -281,7 +295,11 @@ impl HttpContext for ProviderHttp {
             }
             ResponsePlan::Stream(_) => {
                 self.set_http_response_header("content-length", None);
-                self.set_http_response_header("content-type", Some("text/event-stream"));
+                let content_type = match self.api {
+                    ClientApi::Bedrock => "application/vnd.amazon.eventstream",
+                    ClientApi::OpenAi | ClientApi::Anthropic => "text/event-stream",
+                };
+                self.set_http_response_header("content-type", Some(content_type));
                 Action::Continue
             }
         }

@@ -6,7 +6,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tollgate_llm::openai::ChatRequest;
-use tollgate_llm::{anthropic_to_openai, openai_stream, openai_to_anthropic, openai_to_bedrock, StreamOutput, StreamTranslator, TranslateError, Usage};
+use tollgate_llm::{anthropic_to_openai, bedrock_to_openai, openai_stream, openai_to_anthropic, openai_to_bedrock, sagemaker, StreamOutput, StreamTranslator, TranslateError, Usage};
 use tollgate_types::config::{Credential, DeploymentMeta, ProviderKind};
 use tollgate_types::provider;
 use tollgate_types::request::Operation;
@@ -63,16 +63,30 @@ impl JsonResponse {
         let (pivot, usage) = match self.provider {
             ProviderKind::Bedrock => openai_to_bedrock::response(body, &self.model, &self.id, self.created)?,
             ProviderKind::Anthropic => openai_to_anthropic::response(body, &self.model, &self.id, self.created)?,
-            ProviderKind::Openai | ProviderKind::Unknown => (body.to_vec(), Usage::default()),
+            ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Sagemaker | ProviderKind::Unknown => {
+                (body.to_vec(), Usage::default())
+            }
         };
+        let pivot_native = speaks_openai(self.provider);
         match self.client {
             ClientApi::OpenAi => Ok((pivot, usage)),
             ClientApi::Anthropic => {
-                let (out, client_usage) = anthropic_to_openai::response(&pivot, &self.model)?;
-                Ok((out, if self.provider == ProviderKind::Openai { client_usage } else { usage }))
+                let exact = (!pivot_native).then_some(&usage);
+                let (out, client_usage) = anthropic_to_openai::response_with_usage(&pivot, &self.model, exact)?;
+                Ok((out, if pivot_native { client_usage } else { usage }))
+            }
+            ClientApi::Bedrock => {
+                let exact = (!pivot_native).then_some(&usage);
+                let (out, client_usage) = bedrock_to_openai::response_with_usage(&pivot, exact)?;
+                Ok((out, if pivot_native { client_usage } else { usage }))
             }
         }
     }
+}
+
+/// Providers whose chat API is OpenAI's (the pivot) itself.
+fn speaks_openai(p: ProviderKind) -> bool {
+    matches!(p, ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Sagemaker)
 }
 
 /// Two stream translators in series (provider → pivot → client).
@@ -152,28 +166,66 @@ pub fn plan(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
             ErrorKind::Internal,
             "This deployment uses a provider this gateway version does not support.",
         )),
-        (ClientApi::OpenAi, ProviderKind::Openai) => openai_passthrough(a),
+        (ClientApi::OpenAi, ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Sagemaker) => {
+            openai_passthrough(a)
+        }
         (ClientApi::Anthropic, ProviderKind::Anthropic) => anthropic_passthrough(a),
+        (ClientApi::Bedrock, ProviderKind::Bedrock) => bedrock_passthrough(a),
         _ => translated(a, client),
     }
 }
 
 fn openai_passthrough(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
-    let api_key = a.credential.and_then(|c| c.api_key.as_deref());
-    if a.meta.credential.is_some() && api_key.is_none() {
-        return Err(credential_missing());
-    }
-    let edit = provider::request(a.meta, a.op, api_key, a.body)?;
+    let edit = provider::request(a.meta, a.op, None, a.body)?;
     let response = if edit.stream {
-        ResponsePlan::Stream(Box::new(openai_stream::UsageTap::new(edit.client_wants_usage)))
+        let tap: Box<dyn StreamTranslator> = Box::new(openai_stream::UsageTap::new(edit.client_wants_usage));
+        ResponsePlan::Stream(unwrap_transport(a.meta.provider, tap))
     } else {
         ResponsePlan::Passthrough
     };
     let mut plan = Plan::new(edit.path, edit.authority, edit.body, response);
-    if let Some(auth) = edit.authorization {
-        plan.set("authorization", auth);
-    }
+    openai_compatible_transport(&mut plan, a, edit.stream)?;
     Ok(plan)
+}
+
+/// Path and auth for the OpenAI-compatible providers, whose `plan.path` starts as
+/// `base_path + /chat/completions` (or `/embeddings`).
+fn openai_compatible_transport(plan: &mut Plan, a: &Attempt<'_>, stream: bool) -> Result<(), GatewayError> {
+    let api_key = a.credential.and_then(|c| c.api_key.as_deref());
+    match a.meta.provider {
+        ProviderKind::Azure => {
+            let version = a.meta.api_version.as_deref().unwrap_or("2024-10-21");
+            plan.path = format!("{}?api-version={version}", plan.path);
+            plan.set("api-key", api_key.ok_or_else(credential_missing)?);
+        }
+        ProviderKind::Sagemaker => {
+            if !matches!(a.op, Operation::ChatCompletions | Operation::AnthropicMessages | Operation::BedrockConverse { .. }) {
+                return Err(GatewayError::new(ErrorKind::InvalidRequest, "SageMaker deployments serve chat only.")
+                    .code("unsupported_for_provider"));
+            }
+            plan.path = format!(
+                "{}{}",
+                a.meta.base_path.trim_end_matches('/'),
+                sagemaker::invocations_path(&a.meta.model, stream)
+            );
+            plan.set("accept", if stream { "application/vnd.amazon.eventstream" } else { "application/json" });
+            sigv4_auth(plan, a, "sagemaker")?;
+        }
+        _ => match api_key {
+            Some(key) => plan.set("authorization", format!("Bearer {key}")),
+            None if a.meta.credential.is_some() => return Err(credential_missing()),
+            None => {}
+        },
+    }
+    Ok(())
+}
+
+/// SageMaker streams wrap the container's bytes in event-stream frames: unwrap them first.
+fn unwrap_transport(provider: ProviderKind, next: Box<dyn StreamTranslator>) -> Box<dyn StreamTranslator> {
+    match provider {
+        ProviderKind::Sagemaker => Box::new(Chain { first: Box::new(sagemaker::PayloadStream::new()), second: next }),
+        _ => next,
+    }
 }
 
 fn anthropic_passthrough(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
@@ -181,6 +233,17 @@ fn anthropic_passthrough(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
     let path = format!("{}{}", a.meta.base_path.trim_end_matches('/'), openai_to_anthropic::MESSAGES_SUFFIX);
     let mut plan = Plan::new(path, a.meta.authority.clone(), body, ResponsePlan::Passthrough);
     anthropic_auth(&mut plan, a)?;
+    Ok(plan)
+}
+
+fn bedrock_passthrough(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
+    let Operation::BedrockConverse { stream, .. } = a.op else {
+        return Err(GatewayError::new(ErrorKind::Internal, "not a Converse request"));
+    };
+    let path = format!("{}{}", a.meta.base_path.trim_end_matches('/'), openai_to_bedrock::converse_path(&a.meta.model, *stream));
+    let mut plan = Plan::new(path, a.meta.authority.clone(), a.body.to_vec(), ResponsePlan::Passthrough);
+    plan.set("accept", if *stream { "application/vnd.amazon.eventstream" } else { "application/json" });
+    bedrock_auth(&mut plan, a)?;
     Ok(plan)
 }
 
@@ -199,11 +262,17 @@ fn pivot_request(a: &Attempt<'_>, client: ClientApi) -> Result<ChatRequest, Gate
                 .code("invalid_request")
         }),
         ClientApi::Anthropic => anthropic_to_openai::request(a.body).map_err(translate_error),
+        ClientApi::Bedrock => match a.op {
+            Operation::BedrockConverse { model, stream } => {
+                bedrock_to_openai::request(a.body, model, *stream).map_err(translate_error)
+            }
+            _ => Err(GatewayError::new(ErrorKind::Internal, "not a Converse request")),
+        },
     }
 }
 
 fn translated(a: &Attempt<'_>, client: ClientApi) -> Result<Plan, GatewayError> {
-    if !matches!(a.op, Operation::ChatCompletions | Operation::AnthropicMessages) {
+    if !matches!(a.op, Operation::ChatCompletions | Operation::AnthropicMessages | Operation::BedrockConverse { .. }) {
         return Err(GatewayError::new(
             ErrorKind::InvalidRequest,
             format!("The {:?} deployments of this model serve chat only.", a.meta.provider),
@@ -212,8 +281,8 @@ fn translated(a: &Attempt<'_>, client: ClientApi) -> Result<Plan, GatewayError> 
     }
     let mut req = pivot_request(a, client)?;
     let stream = req.is_stream();
-    // Anthropic clients always get usage at the end of a stream (message_delta).
-    let provider_stream_usage = req.wants_stream_usage() || client == ClientApi::Anthropic;
+    // Anthropic and Bedrock clients always get usage at the end of a stream.
+    let provider_stream_usage = req.wants_stream_usage() || client != ClientApi::OpenAi;
     let created = a.now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let id = format!("chatcmpl-{}", a.request_id);
     let base = a.meta.base_path.trim_end_matches('/');
@@ -226,31 +295,29 @@ fn translated(a: &Attempt<'_>, client: ClientApi) -> Result<Plan, GatewayError> 
             ProviderKind::Anthropic => {
                 Some(Box::new(openai_to_anthropic::StreamToOpenAi::new(&model, &id, created, provider_stream_usage)))
             }
-            ProviderKind::Openai | ProviderKind::Unknown => None,
+            ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Sagemaker | ProviderKind::Unknown => None,
         };
         let to_client: Option<Box<dyn StreamTranslator>> = match client {
             ClientApi::OpenAi => None,
             ClientApi::Anthropic => Some(Box::new(anthropic_to_openai::StreamFromOpenAi::new(&model))),
+            ClientApi::Bedrock => Some(Box::new(bedrock_to_openai::StreamFromOpenAi::new())),
         };
         match (to_pivot, to_client) {
             (Some(first), Some(second)) => ResponsePlan::Stream(Box::new(Chain { first, second })),
-            (Some(t), None) | (None, Some(t)) => ResponsePlan::Stream(t),
+            (Some(t), None) => ResponsePlan::Stream(t),
+            (None, Some(t)) => ResponsePlan::Stream(unwrap_transport(a.meta.provider, t)),
             (None, None) => ResponsePlan::Passthrough,
         }
     } else {
         ResponsePlan::Json(JsonResponse { provider: a.meta.provider, client, model: model.clone(), id: id.clone(), created })
     };
     match a.meta.provider {
-        ProviderKind::Openai => {
+        ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Sagemaker => {
             req.model = model;
             let body = serde_json::to_vec(&req)
                 .map_err(|_| GatewayError::new(ErrorKind::Internal, "could not encode the provider request"))?;
             let mut plan = Plan::new(format!("{base}/chat/completions"), a.meta.authority.clone(), body, response);
-            match a.credential.and_then(|c| c.api_key.as_deref()) {
-                Some(key) => plan.set("authorization", format!("Bearer {key}")),
-                None if a.meta.credential.is_some() => return Err(credential_missing()),
-                None => {}
-            }
+            openai_compatible_transport(&mut plan, a, stream)?;
             Ok(plan)
         }
         ProviderKind::Bedrock => {
@@ -280,9 +347,14 @@ fn bedrock_auth(plan: &mut Plan, a: &Attempt<'_>) -> Result<(), GatewayError> {
         plan.set("authorization", format!("Bearer {key}"));
         return Ok(());
     }
-    let aws = cred.aws.as_ref().ok_or_else(credential_missing)?;
+    sigv4_auth(plan, a, "bedrock")
+}
+
+/// SigV4 over the final request (path, headers and body as sent).
+fn sigv4_auth(plan: &mut Plan, a: &Attempt<'_>, service: &str) -> Result<(), GatewayError> {
+    let aws = a.credential.and_then(|c| c.aws.as_ref()).ok_or_else(credential_missing)?;
     let region = a.meta.region.as_deref().ok_or_else(|| {
-        GatewayError::new(ErrorKind::Internal, "The Bedrock deployment has no region.").code("config_error")
+        GatewayError::new(ErrorKind::Internal, "The AWS deployment has no region.").code("config_error")
     })?;
     let accept = plan.header("accept").unwrap_or_default().to_owned();
     let signed = sign_request(
@@ -293,7 +365,7 @@ fn bedrock_auth(plan: &mut Plan, a: &Attempt<'_>) -> Result<(), GatewayError> {
             headers: &[("accept", &accept), ("content-type", "application/json")],
             body: &plan.body,
             region,
-            service: "bedrock",
+            service,
         },
         aws,
         a.now,

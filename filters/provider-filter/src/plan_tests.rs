@@ -13,6 +13,7 @@ fn meta(provider: ProviderKind, authority: &str, base: &str, model: &str) -> Dep
         base_path: base.into(),
         credential: Some("c".into()),
         region: Some("us-east-1".into()),
+        api_version: None,
     }
 }
 
@@ -109,4 +110,32 @@ fn missing_credential_and_embeddings_on_translated_providers() {
     assert_eq!(plan_err(&a).status(), 400);
     let a = attempt(&m, &k, b"{not json");
     assert_eq!(plan_err(&a).status(), 400);
+}
+
+#[test]
+fn azure_uses_api_key_header_and_api_version() {
+    let mut m = meta(ProviderKind::Azure, "res.openai.azure.com", "/openai/deployments/gpt4o", "gpt-4o");
+    m.api_version = Some("2024-10-21".into());
+    let p = plan(&attempt(&m, &key("az-key"), CHAT)).unwrap();
+    assert_eq!(p.path, "/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21");
+    assert_eq!(p.header("api-key"), Some("az-key"));
+    assert_eq!(p.header("authorization"), None);
+}
+
+#[test]
+fn sagemaker_is_signed_for_the_sagemaker_service() {
+    let m = meta(ProviderKind::Sagemaker, "runtime.sagemaker.us-east-1.amazonaws.com", "", "my-llm-endpoint");
+    let cred = Credential {
+        api_key: None,
+        aws: Some(AwsCredential { access_key_id: "AKIDEXAMPLE".into(), secret_access_key: "s".into(), session_token: None }),
+    };
+    let p = plan(&attempt(&m, &cred, CHAT)).unwrap();
+    assert_eq!(p.path, "/endpoints/my-llm-endpoint/invocations");
+    assert!(p.header("authorization").unwrap().contains("/us-east-1/sagemaker/aws4_request"));
+    assert!(matches!(p.response, ResponsePlan::Passthrough));
+    let sp = plan(&attempt(&m, &cred, STREAM)).unwrap();
+    assert_eq!(sp.path, "/endpoints/my-llm-endpoint/invocations-response-stream");
+    assert!(matches!(sp.response, ResponsePlan::Stream(_)));
+    let body: serde_json::Value = serde_json::from_slice(&sp.body).unwrap();
+    assert_eq!(body["stream_options"]["include_usage"], true);
 }
