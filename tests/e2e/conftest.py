@@ -107,7 +107,10 @@ def pytest_collection_modifyitems(config, items):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    stack = getattr(item, "funcargs", {}).get("gw")
+    funcargs = getattr(item, "funcargs", {})
+    stack = funcargs.get("gw")
+    if not isinstance(stack, harness.GatewayStack):  # e.g. test_providers.py's `providers`
+        stack = getattr(funcargs.get("providers"), "stack", None)
     if report.failed and isinstance(stack, harness.GatewayStack):
         report.sections.append(("tollgate logs (tails)",
                                 f"work dir: {stack.work_dir}\n{stack.log_tails(30)}"))

@@ -248,7 +248,9 @@ fn buffer_limit(model: &Model) -> u32 {
 fn route_config(model: &Model) -> route::RouteConfiguration {
     let retry = route::RetryPolicy {
         retry_on: "connect-failure,refused-stream,reset,retriable-status-codes".to_owned(),
-        retriable_status_codes: vec![429, 500, 502, 503, 504],
+        // Not 502: the provider filter reports a provider's 401/403 as 502, and retrying a
+        // credential the provider refused only repeats the refusal.
+        retriable_status_codes: vec![429, 500, 503, 504],
         num_retries: Some(u32v(model.settings.num_retries)),
         retry_priority: Some(route::retry_policy::RetryPriority {
             name: "envoy.retry_priorities.previous_priorities".to_owned(),
