@@ -2,7 +2,7 @@
 """Tollgate benchmark: the same load against the mock alone, bare Envoy, Tollgate, LiteLLM and
 Portkey, each started, measured and stopped here, all in front of the same `bench-mock`.
 
-    .venv/bin/python bench/run.py [--quick] [--targets floor envoy tollgate litellm portkey]
+    .venv/bin/python bench/run.py [--quick] [--targets floor envoy tollgate tollgate-bedrock litellm portkey]
                                   [--duration S] [--warmup S] [--rate RPS]
 
 Targets run pinned to CPU 0 (Envoy with one worker); the load generator and the mock to CPU 1.
@@ -44,7 +44,7 @@ MODEL = "gpt-4o-mini"  # what every target is asked for; each maps it to the moc
 CHAT_BODY = BENCH / "requests" / "chat-2k.json"
 STREAM_BODY = BENCH / "requests" / "chat-2k-stream.json"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-ALL_TARGETS = ("floor", "envoy", "tollgate", "litellm", "portkey")
+ALL_TARGETS = ("floor", "envoy", "tollgate", "tollgate-bedrock", "litellm", "portkey")
 
 
 def log(msg: str) -> None:
@@ -347,14 +347,24 @@ class Tollgate(Target):
             raise TargetError("missing: " + "; ".join(missing) + " (run `make build`)")
         self.version = envoy_version()
 
+    bedrock = False  # True: the model's deployment is Bedrock (OpenAI -> Converse + SigV4)
+
+    def deployment(self, mock: Mock) -> dict[str, Any]:
+        if self.bedrock:
+            return {"provider": "bedrock", "region": "us-east-1",
+                    "base_url": f"http://127.0.0.1:{mock.port}",
+                    "model": "us.anthropic.claude-3-5-haiku-20241022-v1:0", "credential": "aws"}
+        return {"provider": "openai", "base_url": mock.base_url, "model": "mock-model-1",
+                "credential": "mock"}
+
     def start(self, work: Path, mock: Mock) -> None:
         config = {
             "settings": {"max_body_bytes": 8388608, "request_timeout_seconds": 600,
                          "num_retries": 2},
-            "credentials": {"mock": {"api_key_env": "BENCH_MOCK_KEY"}},
-            "models": [{"name": MODEL, "deployments": [
-                {"provider": "openai", "base_url": mock.base_url, "model": "mock-model-1",
-                 "credential": "mock"}]}],
+            "credentials": {"mock": {"api_key_env": "BENCH_MOCK_KEY"},
+                            "aws": {"aws_access_key_id_env": "BENCH_AWS_ID",
+                                    "aws_secret_access_key_env": "BENCH_AWS_SECRET"}},
+            "models": [{"name": MODEL, "deployments": [self.deployment(mock)]}],
         }
         config_path = work / "tollgate.yaml"
         config_path.write_text(json.dumps(config, indent=1))  # JSON is YAML
@@ -362,7 +372,8 @@ class Tollgate(Target):
         admin_key = harness.random_secret("tg-admin-")
         self.port = harness.free_port()
         cp = harness.ControlPlane(work, config_path, self.port, token, admin_key,
-                                  {"BENCH_MOCK_KEY": mock.api_key})
+                                  {"BENCH_MOCK_KEY": mock.api_key, "BENCH_AWS_ID": "AKIDBENCH",
+                                   "BENCH_AWS_SECRET": secrets.token_hex(20)})
         cp.argv = pinned(TARGET_CPU, cp.argv)
         cp.start()
         self.procs.append(cp)
@@ -385,6 +396,13 @@ class Tollgate(Target):
 
     def side_pids(self) -> dict[str, list[int]]:
         return {"control_plane": process_tree(self._cp.pid) if self._cp.pid else []}
+
+
+class TollgateBedrock(Tollgate):
+    """Tollgate with the model on Bedrock: each request translated to Converse and SigV4-signed,
+    the response translated back (non-streaming scenarios; the fast mock has no ConverseStream)."""
+
+    bedrock = True
 
 
 class LiteLLM(Target):
@@ -489,6 +507,10 @@ def make_targets() -> dict[str, Target]:
                                        "request validation (body parse)", "model routing",
                                        "provider rewrite + provider key injection",
                                        "retries/failover policy", "Envoy --concurrency 1"]),
+        "tollgate-bedrock": TollgateBedrock(
+            "tollgate-bedrock", "Tollgate, OpenAI client -> Bedrock",
+            features=["as Tollgate", "OpenAI -> Converse translation", "SigV4 signing",
+                      "Converse -> OpenAI response translation"]),
         "litellm": LiteLLM("litellm", "LiteLLM proxy",
                            features=["master key", "1 uvicorn worker", "no database",
                                      "telemetry off, local cost map"]),

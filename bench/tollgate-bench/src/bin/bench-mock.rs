@@ -56,6 +56,7 @@ const ANSWER_WORDS: &[&str] = &[
 /// Every answer, serialised once at start.
 struct Canned {
     chat: Bytes,
+    converse: Bytes,
     stream: Arc<[Bytes]>,
     embeddings: Bytes,
     unauthorized: Bytes,
@@ -132,8 +133,15 @@ impl Canned {
             "model": "mock-embedding-1",
             "usage": {"prompt_tokens": 8, "total_tokens": 8}
         });
+        let converse = json!({
+            "output": {"message": {"role": "assistant", "content": [{"text": content}]}},
+            "stopReason": "end_turn",
+            "usage": {"inputTokens": 412, "outputTokens": 24, "totalTokens": 436},
+            "metrics": {"latencyMs": 120}
+        });
         Canned {
             chat: Bytes::from(chat.to_string()),
+            converse: Bytes::from(converse.to_string()),
             stream: stream.into(),
             embeddings: Bytes::from(embeddings.to_string()),
             unauthorized: error("Incorrect API key provided.", "invalid_request_error"),
@@ -235,19 +243,26 @@ fn json_response(status: StatusCode, body: &Bytes) -> Response<MockBody> {
 }
 
 async fn handle(req: Request<Incoming>, canned: Arc<Canned>) -> Result<Response<MockBody>, Infallible> {
-    if let Some(expected) = &canned.expected_auth {
-        let ok = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .is_some_and(|v| v.as_bytes() == expected.as_ref());
-        if !ok {
-            return Ok(json_response(StatusCode::UNAUTHORIZED, &canned.unauthorized));
-        }
+    let converse = req.uri().path().ends_with("/converse");
+    let auth = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes().to_vec()).unwrap_or_default();
+    // Bedrock Converse must be SigV4-signed (checked for shape only: the mock must stay cheap);
+    // the OpenAI paths must carry the configured provider key.
+    let authorized = if converse {
+        auth.starts_with(b"AWS4-HMAC-SHA256 Credential=")
+    } else {
+        canned.expected_auth.as_ref().is_none_or(|expected| auth == expected.as_ref())
+    };
+    if !authorized {
+        return Ok(json_response(StatusCode::UNAUTHORIZED, &canned.unauthorized));
     }
     let is_post = req.method() == Method::POST;
     let path = req.uri().path();
     let chat = path.ends_with("/chat/completions");
     let embeddings = path.ends_with("/embeddings");
+    if is_post && converse {
+        let _ = req.into_body().collect().await;
+        return Ok(json_response(StatusCode::OK, &canned.converse));
+    }
     if !is_post || !(chat || embeddings) {
         return Ok(json_response(StatusCode::NOT_FOUND, &canned.not_found));
     }
