@@ -30,6 +30,19 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(CredentialStore::new()) });
 }}
 
+/// Plans one attempt outside Envoy (for the micro-benchmarks); returns the body size sent.
+#[doc(hidden)]
+pub fn bench_plan(
+    meta: &DeploymentMeta,
+    op: &Operation,
+    credential: &tollgate_types::config::Credential,
+    body: &[u8],
+    now: std::time::SystemTime,
+) -> Result<usize, GatewayError> {
+    let p = plan::plan(&Attempt { meta, op, credential: Some(credential), body, request_id: "bench", now })?;
+    Ok(p.body.len())
+}
+
 pub(crate) type SharedCredentials = Rc<RefCell<Option<Rc<CredentialsDoc>>>>;
 
 pub(crate) struct ProviderHttp {

@@ -1,0 +1,102 @@
+//! The hot pure functions of one request, measured natively (the wasm VM adds its own factor):
+//! key lookup, request validation and routing, the OpenAI passthrough rewrite, OpenAI→Bedrock
+//! translation plus SigV4 planning, and streamed chunk translation.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::hint::black_box;
+use std::time::{Duration, UNIX_EPOCH};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use tollgate_llm::openai::ChatRequest;
+use tollgate_llm::{eventstream, openai_to_bedrock, StreamTranslator};
+use tollgate_types::config::{DeploymentMeta, GatewayConfig, GatewayConfigDoc, KeyDoc, ModelDoc, ProviderKind, SCHEMA_VERSION};
+use tollgate_types::keys::{digest_hex, Role};
+use tollgate_types::provider;
+use tollgate_types::request::{self, Operation};
+
+const BODY: &[u8] = include_bytes!("../../requests/chat-2k.json");
+
+fn config(keys: usize) -> GatewayConfig {
+    let keys = (0..keys)
+        .map(|i| KeyDoc { id: format!("k{i}"), digest: digest_hex(&format!("tg-key-{i}")), role: Role::User, models: None, expires_at: None })
+        .collect();
+    GatewayConfig::compile(GatewayConfigDoc {
+        schema: SCHEMA_VERSION,
+        max_body_bytes: 8 << 20,
+        keys,
+        models: vec![ModelDoc { name: "bench-model".into(), cluster: "c".into(), owned_by: "t".into(), created: 0 }],
+    })
+    .unwrap()
+}
+
+fn meta(provider: ProviderKind) -> DeploymentMeta {
+    DeploymentMeta {
+        id: "d".into(),
+        provider,
+        model: "us.anthropic.claude-3-5-haiku-20241022-v1:0".into(),
+        authority: "bedrock-runtime.us-east-1.amazonaws.com".into(),
+        base_path: String::new(),
+        credential: None,
+        region: Some("us-east-1".into()),
+        api_version: None,
+    }
+}
+
+fn body_for_bench_model() -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_slice(BODY).unwrap();
+    v["model"] = "bench-model".into();
+    serde_json::to_vec(&v).unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let cfg = config(10_000);
+    c.bench_function("key lookup (10k keys)", |b| {
+        b.iter(|| request::authenticate(&cfg, Some(black_box("Bearer tg-key-4242")), None, 0).unwrap())
+    });
+    let body = body_for_bench_model();
+    let key = request::authenticate(&cfg, Some("Bearer tg-key-1"), None, 0).unwrap();
+    c.bench_function("validate + route 2 KB chat", |b| {
+        b.iter(|| request::route(&cfg, key, &Operation::ChatCompletions, black_box(&body)).unwrap())
+    });
+    let m = meta(ProviderKind::Openai);
+    c.bench_function("OpenAI passthrough rewrite 2 KB", |b| {
+        b.iter(|| provider::request(&m, &Operation::ChatCompletions, Some("sk"), black_box(&body)).unwrap())
+    });
+    c.bench_function("OpenAI -> Bedrock request 2 KB", |b| {
+        b.iter(|| {
+            let req: ChatRequest = serde_json::from_slice(black_box(&body)).unwrap();
+            openai_to_bedrock::request(&req).unwrap()
+        })
+    });
+    let bm = meta(ProviderKind::Bedrock);
+    let cred = tollgate_types::config::Credential {
+        api_key: None,
+        aws: Some(tollgate_types::config::AwsCredential {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "secret".into(),
+            session_token: None,
+        }),
+    };
+    let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    c.bench_function("plan OpenAI -> Bedrock attempt (translate + SigV4) 2 KB", |b| {
+        b.iter(|| {
+            tollgate_provider_filter::bench_plan(&bm, &Operation::ChatCompletions, &cred, black_box(&body), now).unwrap()
+        })
+    });
+    let frame = eventstream::encode(
+        &[(":event-type", "contentBlockDelta"), (":content-type", "application/json"), (":message-type", "event")],
+        br#"{"contentBlockIndex":0,"delta":{"text":"Hello there, general"},"p":"abcdefghijkl"}"#,
+    );
+    let start = eventstream::encode(
+        &[(":event-type", "messageStart"), (":content-type", "application/json"), (":message-type", "event")],
+        br#"{"role":"assistant"}"#,
+    );
+    c.bench_function("ConverseStream chunk -> OpenAI SSE", |b| {
+        let mut t = openai_to_bedrock::StreamToOpenAi::new("m", "chatcmpl-1", 1, false);
+        t.feed(&start).unwrap();
+        b.iter(|| t.feed(black_box(&frame)).unwrap())
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
