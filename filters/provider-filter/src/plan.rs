@@ -6,7 +6,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tollgate_llm::openai::ChatRequest;
-use tollgate_llm::{anthropic_to_openai, bedrock_to_openai, openai_stream, openai_to_anthropic, openai_to_bedrock, sagemaker, StreamOutput, StreamTranslator, TranslateError, Usage};
+use tollgate_llm::{anthropic_to_openai, bedrock_embeddings, bedrock_to_openai, openai_stream, openai_to_anthropic, openai_to_bedrock, sagemaker, StreamOutput, StreamTranslator, TranslateError, Usage};
 use tollgate_types::config::{Credential, DeploymentMeta, ProviderKind};
 use tollgate_types::provider;
 use tollgate_types::request::Operation;
@@ -52,6 +52,8 @@ pub enum ResponsePlan {
 pub struct JsonResponse {
     /// The provider's API (`Openai` when it already speaks the pivot).
     pub provider: ProviderKind,
+    /// Set for Bedrock embeddings (InvokeModel), answered as an OpenAI embeddings list.
+    pub embeddings: Option<(bedrock_embeddings::Family, bedrock_embeddings::Encoding)>,
     pub client: ClientApi,
     pub model: String,
     pub id: String,
@@ -60,6 +62,9 @@ pub struct JsonResponse {
 
 impl JsonResponse {
     pub fn translate(&self, body: &[u8]) -> Result<(Vec<u8>, Usage), TranslateError> {
+        if let Some((family, encoding)) = self.embeddings {
+            return bedrock_embeddings::response(body, family, encoding, &self.model);
+        }
         let (pivot, usage) = match self.provider {
             ProviderKind::Bedrock => openai_to_bedrock::response(body, &self.model, &self.id, self.created)?,
             ProviderKind::Anthropic => openai_to_anthropic::response(body, &self.model, &self.id, self.created)?,
@@ -271,7 +276,36 @@ fn pivot_request(a: &Attempt<'_>, client: ClientApi) -> Result<ChatRequest, Gate
     }
 }
 
+/// OpenAI embeddings on Bedrock (InvokeModel, Titan or Cohere).
+fn bedrock_embeddings_plan(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
+    let family = bedrock_embeddings::Family::of(&a.meta.model).ok_or_else(|| {
+        GatewayError::new(
+            ErrorKind::InvalidRequest,
+            "This model's Bedrock deployment is not an embedding model (Titan or Cohere Embed).",
+        )
+        .code("unsupported_for_provider")
+    })?;
+    let (body, encoding) = bedrock_embeddings::request(a.body, family).map_err(translate_error)?;
+    let path = format!("{}{}", a.meta.base_path.trim_end_matches('/'), bedrock_embeddings::invoke_path(&a.meta.model));
+    let created = a.now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let response = ResponsePlan::Json(JsonResponse {
+        provider: ProviderKind::Bedrock,
+        embeddings: Some((family, encoding)),
+        client: ClientApi::OpenAi,
+        model: a.meta.model.clone(),
+        id: String::new(),
+        created,
+    });
+    let mut plan = Plan::new(path, a.meta.authority.clone(), body, response);
+    plan.set("accept", "application/json");
+    bedrock_auth(&mut plan, a)?;
+    Ok(plan)
+}
+
 fn translated(a: &Attempt<'_>, client: ClientApi) -> Result<Plan, GatewayError> {
+    if *a.op == Operation::Embeddings && a.meta.provider == ProviderKind::Bedrock {
+        return bedrock_embeddings_plan(a);
+    }
     if !matches!(a.op, Operation::ChatCompletions | Operation::AnthropicMessages | Operation::BedrockConverse { .. }) {
         return Err(GatewayError::new(
             ErrorKind::InvalidRequest,
@@ -309,7 +343,14 @@ fn translated(a: &Attempt<'_>, client: ClientApi) -> Result<Plan, GatewayError> 
             (None, None) => ResponsePlan::Passthrough,
         }
     } else {
-        ResponsePlan::Json(JsonResponse { provider: a.meta.provider, client, model: model.clone(), id: id.clone(), created })
+        ResponsePlan::Json(JsonResponse {
+            provider: a.meta.provider,
+            embeddings: None,
+            client,
+            model: model.clone(),
+            id: id.clone(),
+            created,
+        })
     };
     match a.meta.provider {
         ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Sagemaker => {

@@ -108,6 +108,17 @@ fn missing_credential_and_embeddings_on_translated_providers() {
     let mut a = attempt(&m, &k, br#"{"model":"a","input":"x"}"#);
     a.op = &Operation::Embeddings;
     assert_eq!(plan_err(&a).status(), 400);
+    // Bedrock serves embeddings through InvokeModel for Titan and Cohere models only
+    let chat_model = meta(ProviderKind::Bedrock, "bedrock-runtime.us-east-1.amazonaws.com", "", "anthropic.claude-x");
+    let mut a = attempt(&chat_model, &k, br#"{"model":"a","input":"x"}"#);
+    a.op = &Operation::Embeddings;
+    assert_eq!(plan_err(&a).code, Some("unsupported_for_provider"));
+    let titan = meta(ProviderKind::Bedrock, "bedrock-runtime.us-east-1.amazonaws.com", "", "amazon.titan-embed-text-v2:0");
+    let mut a = attempt(&titan, &k, br#"{"model":"a","input":"x"}"#);
+    a.op = &Operation::Embeddings;
+    let p = plan(&a).unwrap();
+    assert_eq!(p.path, "/model/amazon.titan-embed-text-v2%3A0/invoke");
+    assert_eq!(p.header("authorization"), Some("Bearer k"));
     let a = attempt(&m, &k, b"{not json");
     assert_eq!(plan_err(&a).status(), 400);
 }

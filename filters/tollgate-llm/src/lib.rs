@@ -17,6 +17,7 @@
 pub mod anthropic;
 pub mod anthropic_to_openai;
 pub mod bedrock;
+pub mod bedrock_embeddings;
 pub mod bedrock_to_openai;
 pub mod error;
 pub mod eventstream;
