@@ -347,3 +347,53 @@ pub fn sse_event(json: &impl Serialize) -> Vec<u8> {
 }
 
 pub const SSE_DONE: &[u8] = b"data: [DONE]\n\n";
+
+/// OpenAI stream chunks read leniently (compatible providers omit fields), for the translators
+/// that turn an OpenAI stream into another client API.
+pub(crate) mod lenient {
+    use serde::Deserialize;
+    use serde_json::Value;
+
+    use super::{OpenAiUsage, ToolCallDelta};
+
+    /// An OpenAI stream chunk, read leniently (compatible providers omit fields).
+    #[derive(Deserialize)]
+    pub(crate) struct Chunk {
+        #[serde(default)]
+        pub(crate) id: String,
+        #[serde(default)]
+        pub(crate) choices: Vec<ChunkChoice>,
+        #[serde(default)]
+        pub(crate) usage: Option<OpenAiUsage>,
+        #[serde(default)]
+        pub(crate) error: Option<OpenAiError>,
+    }
+
+    #[derive(Deserialize)]
+    pub(crate) struct ChunkChoice {
+        #[serde(default)]
+        pub(crate) index: u32,
+        #[serde(default)]
+        pub(crate) delta: Option<ChunkDelta>,
+        #[serde(default)]
+        pub(crate) finish_reason: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    pub(crate) struct ChunkDelta {
+        #[serde(default)]
+        pub(crate) content: Option<String>,
+        #[serde(default)]
+        pub(crate) tool_calls: Option<Vec<ToolCallDelta>>,
+    }
+
+    #[derive(Deserialize)]
+    pub(crate) struct OpenAiError {
+        #[serde(default)]
+        pub(crate) message: Option<String>,
+        #[serde(rename = "type", default)]
+        pub(crate) kind: Option<String>,
+        #[serde(default)]
+        pub(crate) code: Option<Value>,
+    }
+}

@@ -17,7 +17,6 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::anthropic::{
@@ -25,51 +24,12 @@ use crate::anthropic::{
     MessagesResponse, StopReason, StreamEvent,
 };
 use crate::error::TranslateError;
-use crate::openai::{OpenAiUsage, ToolCallDelta};
+use crate::openai::ToolCallDelta;
 use crate::sse::{Decoder, Event};
 use crate::usage::Usage;
 use crate::{StreamOutput, StreamTranslator};
+use crate::openai::lenient::Chunk;
 
-/// An OpenAI stream chunk, read leniently (compatible providers omit fields).
-#[derive(Deserialize)]
-struct Chunk {
-    #[serde(default)]
-    id: String,
-    #[serde(default)]
-    choices: Vec<ChunkChoice>,
-    #[serde(default)]
-    usage: Option<OpenAiUsage>,
-    #[serde(default)]
-    error: Option<OpenAiError>,
-}
-
-#[derive(Deserialize)]
-struct ChunkChoice {
-    #[serde(default)]
-    index: u32,
-    #[serde(default)]
-    delta: Option<ChunkDelta>,
-    #[serde(default)]
-    finish_reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ChunkDelta {
-    #[serde(default)]
-    content: Option<String>,
-    #[serde(default)]
-    tool_calls: Option<Vec<ToolCallDelta>>,
-}
-
-#[derive(Deserialize)]
-struct OpenAiError {
-    #[serde(default)]
-    message: Option<String>,
-    #[serde(rename = "type", default)]
-    kind: Option<String>,
-    #[serde(default)]
-    code: Option<Value>,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Open {

@@ -28,7 +28,7 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::bedrock::{
@@ -39,49 +39,13 @@ use crate::bedrock::{
 };
 use crate::error::TranslateError;
 use crate::eventstream;
-use crate::openai::{OpenAiUsage, ToolCallDelta};
+use crate::openai::ToolCallDelta;
 use crate::sse::{Decoder, Event};
 use crate::usage::Usage;
 use crate::{StreamOutput, StreamTranslator};
+use crate::openai::lenient::Chunk;
 
-/// An OpenAI stream chunk, read leniently (compatible providers omit fields).
-#[derive(Deserialize)]
-struct Chunk {
-    #[serde(default)]
-    choices: Vec<ChunkChoice>,
-    #[serde(default)]
-    usage: Option<OpenAiUsage>,
-    #[serde(default)]
-    error: Option<OpenAiError>,
-}
 
-#[derive(Deserialize)]
-struct ChunkChoice {
-    #[serde(default)]
-    index: u32,
-    #[serde(default)]
-    delta: Option<ChunkDelta>,
-    #[serde(default)]
-    finish_reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ChunkDelta {
-    #[serde(default)]
-    content: Option<String>,
-    #[serde(default)]
-    tool_calls: Option<Vec<ToolCallDelta>>,
-}
-
-#[derive(Deserialize)]
-struct OpenAiError {
-    #[serde(default)]
-    message: Option<String>,
-    #[serde(rename = "type", default)]
-    kind: Option<String>,
-    #[serde(default)]
-    code: Option<Value>,
-}
 
 /// The exception type Bedrock would send for a failure of this kind.
 const THROTTLING: &str = "throttlingException";
