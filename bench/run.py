@@ -366,6 +366,8 @@ class Tollgate(Target):
                                     "aws_secret_access_key_env": "BENCH_AWS_SECRET"}},
             "models": [{"name": MODEL, "deployments": [self.deployment(mock)]}],
         }
+        work = work / self.name
+        work.mkdir(parents=True, exist_ok=True)
         config_path = work / "tollgate.yaml"
         config_path.write_text(json.dumps(config, indent=1))  # JSON is YAML
         token = harness.random_secret("tg-dp-")
