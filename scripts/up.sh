@@ -109,7 +109,7 @@ Try it:
     -d '{"model": "tollgate-demo", "messages": [{"role": "user", "content": "Hello"}]}'
 
 boto3 (bedrock-runtime) through the gateway, trusting the local certificate:
-  AWS_BEARER_TOKEN_BEDROCK=$KEY_SHOWN AWS_CA_BUNDLE=$TLS_CERT python3 -c "import boto3; \\
+  AWS_BEARER_TOKEN_BEDROCK=$KEY_SHOWN AWS_CA_BUNDLE=$TLS_CERT .venv/bin/python -c "import boto3; \\
     c = boto3.client('bedrock-runtime', region_name='us-east-1', endpoint_url='https://localhost:$GATEWAY_PORT/bedrock'); \\
     print(c.converse(modelId='tollgate-demo', messages=[{'role': 'user', 'content': [{'text': 'Hello'}]}])['output'])"
 
