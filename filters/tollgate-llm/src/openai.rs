@@ -109,6 +109,26 @@ pub enum Content {
 }
 
 impl Content {
+    /// An assistant message's content from its parts: `None` when empty, one string when all
+    /// parts are plain text (as OpenAI assistants speak), the parts otherwise.
+    pub fn from_assistant_parts(parts: Vec<ContentPart>) -> Option<Self> {
+        if parts.is_empty() {
+            return None;
+        }
+        if parts.iter().all(|p| matches!(p, ContentPart::Text { cache_control: None, .. })) {
+            return Some(Self::Text(
+                parts
+                    .iter()
+                    .map(|p| match p {
+                        ContentPart::Text { text, .. } => text.as_str(),
+                        _ => "",
+                    })
+                    .collect(),
+            ));
+        }
+        Some(Self::Parts(parts))
+    }
+
     /// The text parts joined (images and unknown parts skipped).
     pub fn text(&self) -> String {
         match self {

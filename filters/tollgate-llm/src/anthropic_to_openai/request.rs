@@ -326,30 +326,7 @@ fn assistant(content: &MessageContent, at: &str) -> Result<openai::Message, Tran
             }
         }
     }
-    let content = if parts.is_empty() {
-        None
-    } else if parts.iter().all(|p| {
-        matches!(
-            p,
-            ContentPart::Text {
-                cache_control: None,
-                ..
-            }
-        )
-    }) {
-        // Several text blocks: one string, as OpenAI assistants speak.
-        Some(Content::Text(
-            parts
-                .iter()
-                .map(|p| match p {
-                    ContentPart::Text { text, .. } => text.as_str(),
-                    _ => "",
-                })
-                .collect(),
-        ))
-    } else {
-        Some(Content::Parts(parts))
-    };
+    let content = Content::from_assistant_parts(parts);
     let mut msg = message(Role::Assistant, content);
     msg.tool_calls = (!calls.is_empty()).then_some(calls);
     Ok(msg)
