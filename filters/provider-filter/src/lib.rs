@@ -105,10 +105,16 @@ impl ProviderHttp {
     }
 
     fn operation(&self) -> Result<Operation, GatewayError> {
-        let model = self.get_property(vec![contract::STATE_MODEL]).unwrap_or_default();
         self.get_property(vec![contract::STATE_OPERATION])
             .and_then(|raw| {
-                Operation::from_state_with_model(&String::from_utf8_lossy(&raw), &String::from_utf8_lossy(&model))
+                let op = String::from_utf8_lossy(&raw);
+                // Only Bedrock clients name the model outside the body (in the path).
+                if op.starts_with("bedrock_converse") {
+                    let model = self.get_property(vec![contract::STATE_MODEL]).unwrap_or_default();
+                    Operation::from_state_with_model(&op, &String::from_utf8_lossy(&model))
+                } else {
+                    Operation::from_state(&op)
+                }
             })
             .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "The request reached a provider without an operation."))
     }
