@@ -1,0 +1,373 @@
+"""The targets: what is measured (the mock alone, bare Envoy, Tollgate, Tollgate to Bedrock,
+LiteLLM, Portkey), each installed, started and stopped here; and the shared mock provider."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common import (BENCH, LITELLM_VERSION, LOAD_CPU, MODEL, PORTKEY_VERSION, TARGET_CPU,
+                    bench_bin, get_status, harness, log, pinned)
+from procstat import process_tree
+
+
+class TargetError(RuntimeError):
+    pass
+
+
+@dataclass
+class Target:
+    """Something to measure. `start` leaves it serving `url(path)`; `stop` ends it."""
+
+    name: str
+    label: str
+    features: list[str] = field(default_factory=list)
+    version: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    procs: list[harness.ManagedProcess] = field(default_factory=list)
+    port: int = 0
+
+    def install(self, work: Path) -> None:
+        """Install what is missing (raises TargetError when it cannot)."""
+
+    def start(self, work: Path, mock: "Mock") -> None:
+        raise NotImplementedError
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def measured_pids(self) -> list[int]:
+        """The processes whose CPU and memory are the target's."""
+        return [p for proc in self.procs[:1] if proc.pid for p in process_tree(proc.pid)]
+
+    def side_pids(self) -> dict[str, list[int]]:
+        """Other processes of the target, reported separately (Tollgate's control plane)."""
+        return {}
+
+    def stop(self) -> None:
+        for proc in self.procs:  # Tollgate: Envoy first, then the control plane
+            proc.stop()
+        self.procs.clear()
+
+    def logs(self) -> str:
+        return "\n".join(p.log_tails(30) for p in self.procs)
+
+    def run(self, name: str, argv: list[Any], work: Path, env: dict[str, str] | None = None,
+            cwd: Path | None = None) -> harness.ManagedProcess:
+        proc = harness.ManagedProcess(name, pinned(TARGET_CPU, argv), env or dict(os.environ),
+                                      work, cwd=cwd)
+        proc.start()
+        self.procs.append(proc)
+        return proc
+
+    def wait_http(self, url: str, timeout: float, ok=(200,)) -> None:
+        def probe() -> bool:
+            for proc in self.procs:
+                if not proc.alive:
+                    raise harness.StartupError(f"{proc.name} exited with code {proc.returncode}\n"
+                                               f"{proc.log_tails(30)}")
+            return get_status(url) in ok
+        harness.wait_until(probe, timeout, f"{url} to answer", interval=0.1,
+                           on_timeout=self.logs)
+
+
+class Mock:
+    """The shared `bench-mock`, pinned beside the load generator."""
+
+    def __init__(self, work: Path, chunks: int, chunk_delay_us: int) -> None:
+        self.api_key = "sk-mock-" + secrets.token_hex(16)
+        self.proc = harness.ManagedProcess(
+            "bench-mock", pinned(LOAD_CPU, [bench_bin("bench-mock"), "--api-key", self.api_key,
+                                            "--chunks", chunks, "--chunk-delay-us",
+                                            chunk_delay_us]),
+            dict(os.environ), work)
+        self.port = 0
+
+    def start(self) -> "Mock":
+        self.proc.start()
+        match = self.proc.wait_for_stdout(re.compile(r"^READY port=(\d+)$", re.M), 10)
+        self.port = int(match[1])
+        return self
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+class Floor(Target):
+    def start(self, work: Path, mock: Mock) -> None:
+        self.port = mock.port
+        self.headers = {"Authorization": f"Bearer {mock.api_key}"}
+        self._mock = mock
+
+    def measured_pids(self) -> list[int]:
+        return [self._mock.proc.pid] if self._mock.proc.pid else []
+
+    def stop(self) -> None:
+        pass
+
+
+BARE_ENVOY = """\
+# Bare Envoy: one listener, one route, one cluster (the mock); no filter but the router.
+static_resources:
+  listeners:
+  - name: ingress
+    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
+    per_connection_buffer_limit_bytes: 8388608
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          codec_type: AUTO
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/"}
+                route: {cluster: mock, timeout: 600s}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+  clusters:
+  - name: mock
+    connect_timeout: 5s
+    type: STATIC
+    per_connection_buffer_limit_bytes: 8388608
+    circuit_breakers:
+      thresholds: [{max_connections: 100000, max_pending_requests: 100000, max_requests: 100000}]
+    load_assignment:
+      cluster_name: mock
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(mock_port)d}}}
+admin:
+  address: {socket_address: {address: 127.0.0.1, port_value: %(admin_port)d}}
+"""
+
+
+def envoy_version() -> str:
+    envoy = harness.envoy_bin()
+    if envoy is None:
+        return ""
+    try:
+        out = subprocess.run([str(envoy), "--version"], capture_output=True, text=True,
+                             timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    match = re.search(r"version: [0-9a-f]+/([^/]+)/", out)
+    return match[1] if match else out.strip()[:80]
+
+
+class BareEnvoy(Target):
+    def install(self, work: Path) -> None:
+        if harness.envoy_bin() is None:
+            raise TargetError("no Envoy binary (run `make setup`)")
+        self.version = envoy_version()
+
+    def start(self, work: Path, mock: Mock) -> None:
+        self.port = harness.free_port()
+        admin = harness.free_port()
+        bootstrap = work / "bare-envoy.yaml"
+        bootstrap.write_text(BARE_ENVOY % {"port": self.port, "mock_port": mock.port,
+                                           "admin_port": admin})
+        self.run("bare-envoy", [harness.envoy_bin(), "-c", bootstrap, "--concurrency", "1",
+                                "--use-dynamic-base-id", "--log-level", "warn"], work)
+        self.wait_http(f"http://127.0.0.1:{admin}/ready", 30)
+        self.headers = {"Authorization": f"Bearer {mock.api_key}"}
+
+
+class Tollgate(Target):
+    """Control plane + Envoy (one worker) with the gateway and provider filters."""
+
+    def install(self, work: Path) -> None:
+        missing = harness.missing_artifacts()
+        if missing:
+            raise TargetError("missing: " + "; ".join(missing) + " (run `make build`)")
+        self.version = envoy_version()
+
+    bedrock = False  # True: the model's deployment is Bedrock (OpenAI -> Converse + SigV4)
+
+    def deployment(self, mock: Mock) -> dict[str, Any]:
+        if self.bedrock:
+            return {"provider": "bedrock", "region": "us-east-1",
+                    "base_url": f"http://127.0.0.1:{mock.port}",
+                    "model": "us.anthropic.claude-3-5-haiku-20241022-v1:0", "credential": "aws"}
+        return {"provider": "openai", "base_url": mock.base_url, "model": "mock-model-1",
+                "credential": "mock"}
+
+    def start(self, work: Path, mock: Mock) -> None:
+        config = {
+            "settings": {"max_body_bytes": 8388608, "request_timeout_seconds": 600,
+                         "num_retries": 2},
+            "credentials": {"mock": {"api_key_env": "BENCH_MOCK_KEY"},
+                            "aws": {"aws_access_key_id_env": "BENCH_AWS_ID",
+                                    "aws_secret_access_key_env": "BENCH_AWS_SECRET"}},
+            "models": [{"name": MODEL, "deployments": [self.deployment(mock)]}],
+        }
+        work = work / self.name
+        work.mkdir(parents=True, exist_ok=True)
+        config_path = work / "tollgate.yaml"
+        config_path.write_text(json.dumps(config, indent=1))  # JSON is YAML
+        token = harness.random_secret("tg-dp-")
+        admin_key = harness.random_secret("tg-admin-")
+        self.port = harness.free_port()
+        cp = harness.ControlPlane(work, config_path, self.port, token, admin_key,
+                                  {"BENCH_MOCK_KEY": mock.api_key, "BENCH_AWS_ID": "AKIDBENCH",
+                                   "BENCH_AWS_SECRET": secrets.token_hex(20)})
+        cp.argv = pinned(TARGET_CPU, cp.argv)
+        cp.start()
+        self.procs.append(cp)
+        cp.wait_ready(30)
+        resp = harness.http("POST", f"{cp.url}/admin/v1/keys",
+                            headers={"Authorization": f"Bearer {admin_key}"},
+                            json={"name": "bench", "models": [MODEL]})
+        if resp.status_code != 201:
+            raise TargetError(f"creating a key: {resp.status_code} {resp.text[:300]}")
+        key = resp.json()["key"]
+        envoy = harness.Envoy(work, cp, token, f"tollgate-bench-{secrets.token_hex(4)}")
+        argv = list(envoy.argv)
+        argv[argv.index("--concurrency") + 1] = "1"
+        envoy.argv = pinned(TARGET_CPU, argv)
+        envoy.start()
+        self.procs.insert(0, envoy)  # measured_pids: the first process is Envoy
+        envoy.wait_ready(30)
+        self.headers = {"Authorization": f"Bearer {key}"}
+        self._cp = cp
+
+    def side_pids(self) -> dict[str, list[int]]:
+        return {"control_plane": process_tree(self._cp.pid) if self._cp.pid else []}
+
+
+class TollgateBedrock(Tollgate):
+    """Tollgate with the model on Bedrock: each request translated to Converse and SigV4-signed,
+    the response translated back (non-streaming scenarios; the fast mock has no ConverseStream)."""
+
+    bedrock = True
+
+
+class LiteLLM(Target):
+    venv = BENCH / ".venv-litellm"
+
+    def installed_version(self) -> str:
+        python = self.venv / "bin" / "python"
+        if not python.exists():
+            return ""
+        out = subprocess.run([str(python), "-c",
+                              "import importlib.metadata as m; print(m.version('litellm'))"],
+                             capture_output=True, text=True, timeout=60)
+        return out.stdout.strip()
+
+    def install(self, work: Path) -> None:
+        if self.installed_version() != LITELLM_VERSION or not (self.venv / "bin" / "litellm").exists():
+            log(f"==> installing litellm[proxy]=={LITELLM_VERSION} into {self.venv} "
+                "(first run only; a few minutes)")
+            if not (self.venv / "bin" / "python").exists():
+                subprocess.run([sys.executable, "-m", "venv", str(self.venv)], check=True)
+            pip = subprocess.run([str(self.venv / "bin" / "pip"), "install",
+                                  "--disable-pip-version-check", "--progress-bar", "off",
+                                  f"litellm[proxy]=={LITELLM_VERSION}"],
+                                 stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
+            if pip.returncode != 0:
+                raise TargetError("pip install failed: " + pip.stderr.strip()[-800:])
+        self.version = self.installed_version()
+
+    def start(self, work: Path, mock: Mock) -> None:
+        master = "sk-litellm-" + secrets.token_hex(16)
+        config = {
+            "model_list": [{"model_name": MODEL, "litellm_params": {
+                "model": f"openai/{MODEL}", "api_base": mock.base_url,
+                "api_key": "os.environ/BENCH_MOCK_KEY"}}],
+            "litellm_settings": {"telemetry": False, "set_verbose": False, "drop_params": True},
+            "general_settings": {"master_key": master, "disable_spend_logs": True},
+        }
+        config_path = work / "litellm.yaml"
+        config_path.write_text(json.dumps(config, indent=1))
+        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
+        env.update({"BENCH_MOCK_KEY": mock.api_key, "LITELLM_TELEMETRY": "False",
+                    "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
+                    "DISABLE_ADMIN_UI": "True", "NO_PROXY": "*", "no_proxy": "*"})
+        self.port = harness.free_port()
+        self.run("litellm", [self.venv / "bin" / "litellm", "--config", config_path,
+                             "--host", "127.0.0.1", "--port", self.port, "--num_workers", "1"],
+                 work, env=env)
+        self.wait_http(self.url("/health/liveliness"), 120)
+        self.headers = {"Authorization": f"Bearer {master}"}
+
+
+class Portkey(Target):
+    root = BENCH / ".portkey"
+
+    def package_dir(self) -> Path:
+        return self.root / "node_modules" / "@portkey-ai" / "gateway"
+
+    def installed_version(self) -> str:
+        try:
+            return json.loads((self.package_dir() / "package.json").read_text())["version"]
+        except (OSError, ValueError, KeyError):
+            return ""
+
+    def install(self, work: Path) -> None:
+        if not shutil.which("node") or not shutil.which("npm"):
+            raise TargetError("node and npm are needed (apt-get install nodejs npm)")
+        if self.installed_version() != PORTKEY_VERSION:
+            log(f"==> installing @portkey-ai/gateway@{PORTKEY_VERSION} into {self.root} "
+                "(first run only)")
+            self.root.mkdir(parents=True, exist_ok=True)
+            pkg = self.root / "package.json"
+            if not pkg.exists():
+                pkg.write_text('{"name": "tollgate-bench-portkey", "private": true}\n')
+            npm = subprocess.run(["npm", "install", "--no-audit", "--no-fund",
+                                  f"@portkey-ai/gateway@{PORTKEY_VERSION}"], cwd=self.root,
+                                 stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
+            if npm.returncode != 0:
+                raise TargetError("npm install failed: " + npm.stderr.strip()[-800:])
+        self.version = self.installed_version()
+        node = subprocess.run(["node", "--version"], capture_output=True, text=True)
+        self.version += f" (node {node.stdout.strip()})"
+
+    def start(self, work: Path, mock: Mock) -> None:
+        self.port = harness.free_port()
+        env = {**os.environ, "NODE_ENV": "production"}
+        self.run("portkey", ["node", self.package_dir() / "build" / "start-server.js",
+                             f"--port={self.port}", "--headless"], work, env=env, cwd=self.root)
+        self.wait_http(self.url("/"), 60)
+        self.headers = {"Authorization": f"Bearer {mock.api_key}",
+                        "x-portkey-provider": "openai",
+                        "x-portkey-custom-host": mock.base_url}
+
+
+def make_targets() -> dict[str, Target]:
+    return {
+        "floor": Floor("floor", "mock alone (floor)",
+                       features=["none: the load generator talks to the mock directly"]),
+        "envoy": BareEnvoy("envoy", "bare Envoy",
+                           features=["router only", "--concurrency 1"]),
+        "tollgate": Tollgate("tollgate", "Tollgate",
+                             features=["virtual-key auth (SHA-256, allowed-model list)",
+                                       "request validation (body parse)", "model routing",
+                                       "provider rewrite + provider key injection",
+                                       "retries/failover policy", "Envoy --concurrency 1"]),
+        "tollgate-bedrock": TollgateBedrock(
+            "tollgate-bedrock", "Tollgate, OpenAI client -> Bedrock",
+            features=["as Tollgate", "OpenAI -> Converse translation", "SigV4 signing",
+                      "Converse -> OpenAI response translation"]),
+        "litellm": LiteLLM("litellm", "LiteLLM proxy",
+                           features=["master key", "1 uvicorn worker", "no database",
+                                     "telemetry off, local cost map"]),
+        "portkey": Portkey("portkey", "Portkey gateway",
+                           features=["provider + custom host by headers", "node, 1 process"]),
+    }
