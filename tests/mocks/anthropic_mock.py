@@ -46,15 +46,16 @@ import argparse
 import hashlib
 import json
 import re
-import signal
-import socket
 import sys
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+
+try:  # imported as `mocks.anthropic_mock`, or run as `python tests/mocks/anthropic_mock.py`
+    from mocks.base import MockHandler, MockServer, _is_int, run_standalone
+except ImportError:  # pragma: no cover
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    from mocks.base import MockHandler, MockServer, _is_int, run_standalone
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 DEFAULT_MODEL = "claude-mock-1"
@@ -118,10 +119,6 @@ def block_text(content: Any) -> str:
             elif block.get("type") == "tool_result":
                 out.append(block_text(block.get("content", "")))
     return " ".join(t for t in out if t)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class FaultState:
@@ -197,143 +194,32 @@ class FaultState:
         return error, self.truncate_stream, self.chunk_delay_ms
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-    mock: "MockAnthropic"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        with self._connections_lock:
-            connections = list(self._connections)
-            self._connections.clear()
-        for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(MockHandler):
     server_version = "anthropic-mock/1"
-    sys_version = ""
-    timeout = 300
-    server: _Server
+    mock_name = "anthropic-mock"
+    mock_errors = (MockError,)
+    max_body_bytes = MAX_BODY_BYTES
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        if self.server.mock.verbose:
-            sys.stderr.write("anthropic-mock: %s - %s\n" % (self.address_string(), format % args))
+    def _error_response(self, code: int, message: str | None) -> None:
+        self._send_json(code, error_body("invalid_request_error", message or "Bad request."))
 
-    def do_GET(self) -> None:  # noqa: N802
-        self._dispatch()
+    def _answer_error(self, err: BaseException) -> None:
+        assert isinstance(err, MockError)
+        self._send_json(err.status, err.body)
 
-    def do_POST(self) -> None:  # noqa: N802
-        self._dispatch()
+    def _answer_internal_error(self) -> None:
+        self._send_json(500, error_body("api_error", "The mock had an internal error."))
 
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._dispatch()
+    def _body_error(self, reason: str) -> Exception:
+        if reason == "chunked":
+            return MockError(400, "Malformed chunked request body.")
+        if reason == "length":
+            return MockError(400, "Invalid Content-Length header.")
+        return MockError(413, "Request exceeds the maximum allowed number of bytes.",
+                         "request_too_large")
 
-    def do_PUT(self) -> None:  # noqa: N802
-        self._dispatch()
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        self.close_connection = True
-        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
-            self.request_version = "HTTP/1.1"
-        try:
-            self._send_json(code, error_body("invalid_request_error", message or "Bad request."))
-        except OSError:
-            pass
-
-    def _dispatch(self) -> None:
-        mock = self.server.mock
-        path = urlsplit(self.path).path
-        try:
-            body = self._read_body()
-        except MockError as err:
-            self.close_connection = True
-            self._send_json(err.status, err.body)
-            return
-        try:
-            if path.startswith("/__mock/"):
-                self._control(path, body)
-                return
-            mock._record(self.command, self.path, self.headers.items(), body)
-            self._serve_api(path, body)
-        except MockError as err:
-            self._send_json(err.status, err.body)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-        except Exception as err:  # never crash a handler thread
-            sys.stderr.write(f"anthropic-mock: internal error: {err!r}\n")
-            self.close_connection = True
-            try:
-                self._send_json(500, error_body("api_error", "The mock had an internal error."))
-            except OSError:
-                pass
-
-    def _read_body(self) -> bytes:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            data = bytearray()
-            while True:
-                line = self.rfile.readline(1024)
-                try:
-                    size = int(line.split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    raise MockError(400, "Malformed chunked request body.") from None
-                if size == 0:
-                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                        pass
-                    return bytes(data)
-                if len(data) + size > MAX_BODY_BYTES:
-                    raise MockError(413, "Request exceeds the maximum allowed number of bytes.",
-                                    "request_too_large")
-                data += self.rfile.read(size)
-                self.rfile.readline(1024)
-        length_header = self.headers.get("Content-Length")
-        if length_header is None:
-            return b""
-        try:
-            length = int(length_header)
-        except ValueError:
-            raise MockError(400, "Invalid Content-Length header.") from None
-        if length < 0:
-            raise MockError(400, "Invalid Content-Length header.")
-        if length > MAX_BODY_BYTES:
-            raise MockError(413, "Request exceeds the maximum allowed number of bytes.",
-                            "request_too_large")
-        return self.rfile.read(length)
-
-    def _send_json(self, status: int, obj: Any) -> None:
-        self._send_raw(status, json.dumps(obj).encode(), "application/json")
-
-    def _send_raw(self, status: int, payload: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("request-id", request_id())
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
-        self.wfile.flush()
+    def _request_id_header(self) -> tuple[str, str]:
+        return "request-id", request_id()
 
     # ---- control endpoints ------------------------------------------------------------------
 
@@ -495,16 +381,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "usage": {"output_tokens": usage["output_tokens"]}}))
             events.append(("message_stop", {"type": "message_stop"}))
 
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("request-id", request_id())
-        if truncate:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.flush()
+        self._start_chunked("text/event-stream; charset=utf-8", cache_control=True,
+                            close=truncate)
         for i, (name, data) in enumerate(events):
             if i and delay_ms:
                 time.sleep(delay_ms / 1000.0)
@@ -512,10 +390,6 @@ class _Handler(BaseHTTPRequestHandler):
         if truncate:
             return  # connection closed without the terminating chunk: a cut stream
         self._write_chunk(b"")
-
-    def _write_chunk(self, data: bytes) -> None:
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        self.wfile.flush()
 
 
 def _parse_json(body: bytes) -> dict[str, Any]:
@@ -604,64 +478,18 @@ def _maybe_tool_use(req: dict[str, Any], user_text: str) -> dict[str, Any] | Non
             "input": {"location": location}}
 
 
-class MockAnthropic:
+class MockAnthropic(MockServer):
     """The mock provider, for use in process (or through `main()` as a subprocess)."""
+
+    thread_name = "anthropic-mock"
+    handler_class = _Handler
+    fault_class = FaultState
 
     def __init__(self, api_key: str = "sk-ant-mock-key", host: str = "127.0.0.1", port: int = 0,
                  verbose: bool = False) -> None:
         self.api_key = api_key
-        self.host = host
-        self.verbose = verbose
-        self._requested_port = port
-        self._lock = threading.Lock()
-        self._requests: list[dict[str, Any]] = []
-        self._faults = FaultState()
         self._cached_prefixes: set[str] = set()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    def bind(self) -> "MockAnthropic":
-        if self._server is None:
-            server = _Server((self.host, self._requested_port), _Handler)
-            server.mock = self
-            self._server = server
-        return self
-
-    def start(self) -> "MockAnthropic":
-        self.bind()
-        if self._thread is None:
-            assert self._server is not None
-            self._thread = threading.Thread(target=self._server.serve_forever,
-                                            kwargs={"poll_interval": 0.05},
-                                            name="anthropic-mock", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            if self._thread is not None:
-                self._server.shutdown()
-                self._thread.join(timeout=5)
-            self._server.server_close()
-            self._server.close_connections()
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> "MockAnthropic":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the mock is not started")
-        return self._server.server_address[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        super().__init__(host, port, verbose)
 
     @property
     def base_url(self) -> str:
@@ -704,57 +532,7 @@ class MockAnthropic:
         usage["service_tier"] = "standard"
         return usage
 
-    # ---- recorded requests ------------------------------------------------------------------
-
-    def _record(self, method: str, path: str, headers: Any, body: bytes) -> None:
-        header_map: dict[str, str] = {}
-        for name, value in headers:
-            name = name.lower()
-            header_map[name] = f"{header_map[name]}, {value}" if name in header_map else value
-        try:
-            parsed = json.loads(body) if body else None
-        except (ValueError, UnicodeDecodeError):
-            parsed = None
-        entry = {"method": method, "path": path, "headers": header_map,
-                 "body": body.decode("utf-8", errors="replace"), "json": parsed,
-                 "time": time.time()}
-        with self._lock:
-            self._requests.append(entry)
-
-    @property
-    def requests(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return list(self._requests)
-
-    def requests_to(self, path: str) -> list[dict[str, Any]]:
-        return [r for r in self.requests if urlsplit(r["path"]).path == path]
-
-    def clear_requests(self) -> int:
-        with self._lock:
-            n = len(self._requests)
-            self._requests.clear()
-            return n
-
-    # ---- faults -----------------------------------------------------------------------------
-
-    def set_faults(self, spec: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
-        state = FaultState.parse({**(spec or {}), **kwargs})
-        with self._lock:
-            self._faults = state
-            return state.describe()
-
-    def reset_faults(self) -> None:
-        with self._lock:
-            self._faults = FaultState()
-
-    @property
-    def faults(self) -> dict[str, Any]:
-        with self._lock:
-            return self._faults.describe()
-
-    def _take_fault(self) -> tuple[int | None, int, Any]:
-        with self._lock:
-            return self._faults.take()
+    # ---- faults (the rest is in base.MockServer) ------------------------------------------
 
     def _take_stream_fault(self) -> tuple[str | None, bool, int]:
         with self._lock:
@@ -771,16 +549,7 @@ def main(argv: list[str] | None = None) -> int:
 
     mock = MockAnthropic(api_key=args.api_key, host=args.host, port=args.port,
                          verbose=args.verbose).bind()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    print(f"READY port={mock.port}", flush=True)
-    assert mock._server is not None
-    try:
-        mock._server.serve_forever(poll_interval=0.1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        mock._server.server_close()
-    return 0
+    return run_standalone(mock)
 
 
 if __name__ == "__main__":

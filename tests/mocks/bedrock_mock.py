@@ -56,27 +56,26 @@ import hashlib
 import hmac
 import json
 import re
-import signal
 import struct
 import sys
-import threading
 import time
 import uuid
 import zlib
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest, HTTPHeaders
 from botocore.credentials import Credentials
 
 try:  # run as `python tests/mocks/bedrock_mock.py` or imported as `mocks.bedrock_mock`
-    from mocks.openai_mock import FaultState, MockError as _OpenAiMockError, _Server, embedding_vector
+    from mocks.base import MockHandler, MockServer, run_standalone
+    from mocks.openai_mock import FaultState, MockError as _OpenAiMockError, embedding_vector
 except ImportError:  # pragma: no cover
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-    from mocks.openai_mock import FaultState, MockError as _OpenAiMockError, _Server, embedding_vector
+    from mocks.base import MockHandler, MockServer, run_standalone
+    from mocks.openai_mock import FaultState, MockError as _OpenAiMockError, embedding_vector
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 DEFAULT_EMBEDDING_DIMS = 8
@@ -420,126 +419,60 @@ class _Answer:
 
 # ---- HTTP ---------------------------------------------------------------------------------
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(MockHandler):
     server_version = "bedrock-mock/1"
-    sys_version = ""
-    timeout = 300
-    server: _Server
+    mock_name = "bedrock-mock"
+    mock_errors = (BedrockError, _OpenAiMockError)
+    max_body_bytes = MAX_BODY_BYTES
+    body_errors_close = False
+    announce_close = False
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        if self.server.mock.verbose:
-            sys.stderr.write("bedrock-mock: %s - %s\n" % (self.address_string(), format % args))
+    def _error_response(self, code: int, message: str | None) -> None:
+        self._send_error(BedrockError(code, "ValidationException", message or "Bad request."))
 
-    def do_GET(self) -> None:  # noqa: N802
-        self._dispatch()
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._dispatch()
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._dispatch()
-
-    def do_PUT(self) -> None:  # noqa: N802
-        self._dispatch()
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        self.close_connection = True
-        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
-            self.request_version = "HTTP/1.1"
-        try:
-            self._send_error(BedrockError(code, "ValidationException", message or "Bad request."))
-        except OSError:
-            pass
-
-    def _dispatch(self) -> None:
-        mock = self.server.mock
-        path = urlsplit(self.path).path
-        try:
-            body = self._read_body()
-            if path.startswith("/__mock/"):
-                self._control(path, body)
-                return
-            mock._record(self.command, self.path, self.headers.items(), body)
-            self._serve_api(path, body)
-        except BedrockError as err:
+    def _answer_error(self, err: BaseException) -> None:
+        if isinstance(err, BedrockError):
             self._send_error(err)
-        except _OpenAiMockError as err:
+        else:
+            assert isinstance(err, _OpenAiMockError)
             self._send_json(err.status, err.body)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-        except Exception as err:  # never crash a handler thread
-            sys.stderr.write(f"bedrock-mock: internal error: {err!r}\n")
-            self.close_connection = True
-            try:
-                self._send_error(BedrockError(500, "InternalServerException",
-                                              "The mock server had an internal error."))
-            except OSError:
-                pass
+
+    def _answer_internal_error(self) -> None:
+        self._send_error(BedrockError(500, "InternalServerException",
+                                      "The mock server had an internal error."))
+
+    def _body_error(self, reason: str) -> Exception:
+        if reason == "chunked":
+            return BedrockError(400, "ValidationException", "Malformed chunked body.")
+        return BedrockError(413, "ValidationException", "Request body too large.")
+
+    def _request_id_header(self) -> tuple[str, str]:
+        return "x-amzn-RequestId", str(uuid.uuid4())
 
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            data = bytearray()
-            while True:
-                line = self.rfile.readline(1024)
-                try:
-                    size = int(line.split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    raise BedrockError(400, "ValidationException", "Malformed chunked body.") from None
-                if size == 0:
-                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                        pass
-                    return bytes(data)
-                if len(data) + size > MAX_BODY_BYTES:
-                    raise BedrockError(413, "ValidationException", "Request body too large.")
-                data += self.rfile.read(size)
-                self.rfile.readline(1024)
+            return self._read_chunked()
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             raise BedrockError(400, "ValidationException", "Invalid Content-Length.") from None
         if length < 0 or length > MAX_BODY_BYTES:
-            raise BedrockError(413, "ValidationException", "Request body too large.")
+            raise self._body_error("too_large")
         return self.rfile.read(length)
-
-    def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
-        payload = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
 
     def _send_error(self, err: BedrockError) -> None:
         self._send_json(err.status, {"message": err.message},
                         {"x-amzn-ErrorType": f"{err.error_type}:http://internal.amazon.com/"
                                              "coral/com.amazon.bedrock/"})
 
-    def _control(self, path: str, body: bytes) -> None:
-        mock = self.server.mock
-        if path == "/__mock/requests" and self.command == "GET":
-            self._send_json(200, mock.requests)
-        elif path == "/__mock/requests" and self.command == "DELETE":
-            self._send_json(200, {"cleared": mock.clear_requests()})
-        elif path == "/__mock/faults" and self.command == "GET":
-            self._send_json(200, mock.faults)
-        elif path == "/__mock/faults" and self.command == "POST":
-            try:
-                spec = json.loads(body or b"{}")
-            except ValueError:
-                raise BedrockError(400, "ValidationException", "Fault settings must be JSON.") from None
-            self._send_json(200, mock.set_faults(spec))
-        elif path == "/__mock/faults" and self.command == "DELETE":
-            mock.reset_faults()
-            self._send_json(200, mock.faults)
-        elif path == "/__mock/health" and self.command == "GET":
-            self._send_json(200, {"status": "ok"})
-        else:
-            raise BedrockError(404, "UnknownOperationException", f"Unknown path {path}")
+    def _parse_fault_spec(self, body: bytes) -> Any:
+        try:
+            return json.loads(body or b"{}")
+        except ValueError:
+            raise BedrockError(400, "ValidationException", "Fault settings must be JSON.") from None
+
+    def _control_not_found(self, path: str) -> Exception:
+        return BedrockError(404, "UnknownOperationException", f"Unknown path {path}")
 
     def _serve_api(self, path: str, body: bytes) -> None:
         mock = self.server.mock
@@ -625,22 +558,13 @@ class _Handler(BaseHTTPRequestHandler):
             frames.append(event_frame("metadata", {
                 "usage": answer.usage(),
                 "metrics": {"latencyMs": int((time.monotonic() - started) * 1000) + 1}}))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/vnd.amazon.eventstream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
-        self.end_headers()
-        self.wfile.flush()
+        self._start_chunked("application/vnd.amazon.eventstream")
         delay = faults["chunk_delay_ms"] / 1000.0
         for i, frame in enumerate(frames):
             if i and delay:
                 time.sleep(delay)
             self._write_chunk(frame)
         self._write_chunk(b"")
-
-    def _write_chunk(self, data: bytes) -> None:
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        self.wfile.flush()
 
     def _invoke(self, model_id: str, req: Any) -> None:
         if not isinstance(req, dict):
@@ -697,8 +621,12 @@ class _BedrockFaults(FaultState):
                 "stream_exception_after": self.stream_exception_after}
 
 
-class MockBedrock:
+class MockBedrock(MockServer):
     """The mock Bedrock Runtime, for use in process (or through `main()` as a subprocess)."""
+
+    thread_name = "bedrock-mock"
+    handler_class = _Handler
+    fault_class = _BedrockFaults
 
     def __init__(self, access_key: str = "AKIDMOCKBEDROCK", secret_key: str = "mock-secret-key",
                  session_token: str | None = None, region: str = "us-east-1",
@@ -709,89 +637,15 @@ class MockBedrock:
         self.session_token = session_token
         self.region = region
         self.api_key = api_key
-        self.host = host
         self.max_skew_s = max_skew_s
-        self.verbose = verbose
-        self._requested_port = port
-        self._lock = threading.Lock()
-        self._requests: list[dict[str, Any]] = []
-        self._faults = _BedrockFaults()
         self._cache: set[str] = set()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(host, port, verbose)
 
-    def bind(self) -> "MockBedrock":
-        if self._server is None:
-            server = _Server((self.host, self._requested_port), _Handler)
-            server.mock = self  # type: ignore[assignment]
-            self._server = server
-        return self
+    # ---- recorded requests (the rest is in base.MockServer) ---------------------------------
 
-    def start(self) -> "MockBedrock":
-        self.bind()
-        if self._thread is None:
-            assert self._server is not None
-            self._thread = threading.Thread(target=self._server.serve_forever,
-                                            kwargs={"poll_interval": 0.05},
-                                            name="bedrock-mock", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            if self._thread is not None:
-                self._server.shutdown()
-                self._thread.join(timeout=5)
-            self._server.server_close()
-            self._server.close_connections()
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> "MockBedrock":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the mock is not started")
-        return self._server.server_address[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    # ---- recorded requests ------------------------------------------------------------------
-
-    def _record(self, method: str, path: str, headers: Any, body: bytes) -> None:
-        header_map: dict[str, str] = {}
-        for name, value in headers:
-            name = name.lower()
-            header_map[name] = f"{header_map[name]}, {value}" if name in header_map else value
-        try:
-            parsed = json.loads(body) if body else None
-        except (ValueError, UnicodeDecodeError):
-            parsed = None
+    def _record_fields(self, path: str) -> dict[str, Any]:
         match = re.match(r"/model/([^/?]+)/", path)
-        entry = {"method": method, "path": path,
-                 "model_id": unquote(match.group(1)) if match else None,
-                 "headers": header_map, "body": body.decode("utf-8", errors="replace"),
-                 "json": parsed, "time": time.time()}
-        with self._lock:
-            self._requests.append(entry)
-
-    @property
-    def requests(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return list(self._requests)
-
-    def clear_requests(self) -> int:
-        with self._lock:
-            n = len(self._requests)
-            self._requests.clear()
-            return n
+        return {"model_id": unquote(match.group(1)) if match else None}
 
     def _remember_cache(self, key: str) -> bool:
         """True if this cache prefix was seen before (a read); records it otherwise."""
@@ -801,26 +655,7 @@ class MockBedrock:
             self._cache.add(key)
             return False
 
-    # ---- faults -----------------------------------------------------------------------------
-
-    def set_faults(self, spec: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
-        state = _BedrockFaults.parse({**(spec or {}), **kwargs})
-        with self._lock:
-            self._faults = state
-            return state.describe()
-
-    def reset_faults(self) -> None:
-        with self._lock:
-            self._faults = _BedrockFaults()
-
-    @property
-    def faults(self) -> dict[str, Any]:
-        with self._lock:
-            return self._faults.describe()
-
-    def _take_fault(self) -> tuple[int | None, int, Any]:
-        with self._lock:
-            return self._faults.take()
+    # ---- faults (the rest is in base.MockServer) ------------------------------------------
 
     def _stream_faults(self) -> dict[str, Any]:
         with self._lock:
@@ -842,16 +677,7 @@ def main(argv: list[str] | None = None) -> int:
                        session_token=args.session_token, region=args.region,
                        api_key=args.api_key, host=args.host, port=args.port,
                        verbose=args.verbose).bind()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    print(f"READY port={mock.port}", flush=True)
-    assert mock._server is not None
-    try:
-        mock._server.serve_forever(poll_interval=0.1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        mock._server.server_close()
-    return 0
+    return run_standalone(mock)
 
 
 if __name__ == "__main__":

@@ -44,16 +44,17 @@ import hashlib
 import json
 import math
 import re
-import signal
-import socket
 import struct
 import sys
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+
+try:  # imported as `mocks.openai_mock`, or run as `python tests/mocks/openai_mock.py`
+    from mocks.base import MockHandler, MockServer, _is_int, _Server, run_standalone  # noqa: F401
+except ImportError:  # pragma: no cover
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    from mocks.base import MockHandler, MockServer, _is_int, _Server, run_standalone  # noqa: F401
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 DEFAULT_EMBEDDING_DIMS = 8
@@ -201,69 +202,15 @@ class FaultState:
         return self.status, self.delay_ms, self.body
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-    mock: "MockOpenAI"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Drop every open (keep-alive) connection, as a provider going away would."""
-        with self._connections_lock:
-            connections = list(self._connections)
-            self._connections.clear()
-        for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(MockHandler):
     server_version = "openai-mock/1"
-    sys_version = ""
-    timeout = 300  # idle keep-alive connections are closed after this many seconds
-    server: _Server
+    mock_name = "openai-mock"
+    mock_errors = (MockError,)
+    max_body_bytes = MAX_BODY_BYTES
 
-    # ---- plumbing ---------------------------------------------------------------------------
+    # ---- plumbing (the rest is in base.MockHandler) -----------------------------------------
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
-        if self.server.mock.verbose:
-            sys.stderr.write("openai-mock: %s - %s\n" % (self.address_string(), format % args))
-
-    def do_GET(self) -> None:  # noqa: N802 (stdlib naming)
-        self._dispatch()
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._dispatch()
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._dispatch()
-
-    def do_PUT(self) -> None:  # noqa: N802
-        self._dispatch()
-
-    def do_PATCH(self) -> None:  # noqa: N802
+    def do_PATCH(self) -> None:  # noqa: N802 (stdlib naming)
         self._dispatch()
 
     def do_HEAD(self) -> None:  # noqa: N802
@@ -272,117 +219,34 @@ class _Handler(BaseHTTPRequestHandler):
     def do_OPTIONS(self) -> None:  # noqa: N802
         self._dispatch()
 
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+    def _error_response(self, code: int, message: str | None) -> None:
         """Errors found by the stdlib's request parsing, in OpenAI format instead of HTML."""
-        self.close_connection = True
-        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
-            self.request_version = "HTTP/1.1"  # unparsable request line: still send headers
-        try:
-            self._send_json(code, error_body(message or "Bad request.", "invalid_request_error"))
-        except OSError:
-            pass
+        self._send_json(code, error_body(message or "Bad request.", "invalid_request_error"))
 
-    def _dispatch(self) -> None:
-        mock = self.server.mock
-        path = urlsplit(self.path).path
-        try:
-            body = self._read_body()
-        except MockError as err:
-            self.close_connection = True
-            self._send_json(err.status, err.body)
-            return
-        try:
-            if path.startswith("/__mock/"):
-                self._control(path, body)
-                return
-            mock._record(self.command, self.path, self.headers.items(), body)
-            self._serve_api(path, body)
-        except MockError as err:
-            self._send_json(err.status, err.body)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-        except Exception as err:  # never crash a handler thread: answer 500 and keep serving
-            sys.stderr.write(f"openai-mock: internal error: {err!r}\n")
-            self.close_connection = True
-            try:
-                self._send_json(500, error_body("The mock server had an internal error.",
-                                                "server_error"))
-            except OSError:
-                pass
+    def _answer_error(self, err: BaseException) -> None:
+        assert isinstance(err, MockError)
+        self._send_json(err.status, err.body)
 
-    def _read_body(self) -> bytes:
-        encoding = (self.headers.get("Transfer-Encoding") or "").lower()
-        if "chunked" in encoding:
-            return self._read_chunked()
-        length_header = self.headers.get("Content-Length")
-        if length_header is None:
-            return b""
-        try:
-            length = int(length_header)
-        except ValueError:
-            raise MockError(400, "Invalid Content-Length header.") from None
-        if length < 0:
-            raise MockError(400, "Invalid Content-Length header.")
-        if length > MAX_BODY_BYTES:
-            raise MockError(413, "Request body too large for the mock.")
-        return self.rfile.read(length)
+    def _answer_internal_error(self) -> None:
+        self._send_json(500, error_body("The mock server had an internal error.", "server_error"))
 
-    def _read_chunked(self) -> bytes:
-        data = bytearray()
-        while True:
-            line = self.rfile.readline(1024)
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise MockError(400, "Malformed chunked request body.") from None
-            if size == 0:
-                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                return bytes(data)
-            if len(data) + size > MAX_BODY_BYTES:
-                raise MockError(413, "Request body too large for the mock.")
-            data += self.rfile.read(size)
-            self.rfile.readline(1024)  # CRLF after the chunk
+    def _body_error(self, reason: str) -> Exception:
+        if reason == "chunked":
+            return MockError(400, "Malformed chunked request body.")
+        if reason == "length":
+            return MockError(400, "Invalid Content-Length header.")
+        return MockError(413, "Request body too large for the mock.")
 
-    def _send_json(self, status: int, obj: Any,
-                   extra_headers: dict[str, str] | None = None) -> None:
-        payload = json.dumps(obj).encode()
-        self._send_raw(status, payload, "application/json", extra_headers)
+    def _request_id_header(self) -> tuple[str, str]:
+        return "x-request-id", "req_" + uuid.uuid4().hex
 
-    def _send_raw(self, status: int, payload: bytes, content_type: str,
-                  extra_headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("x-request-id", "req_" + uuid.uuid4().hex)
-        for name, value in (extra_headers or {}).items():
-            self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
-        self.wfile.flush()
+    # ---- control endpoints (routes in base.MockHandler._control) ----------------------------
 
-    # ---- control endpoints ------------------------------------------------------------------
+    def _parse_fault_spec(self, body: bytes) -> Any:
+        return _parse_json(body)
 
-    def _control(self, path: str, body: bytes) -> None:
-        mock = self.server.mock
-        if path == "/__mock/requests" and self.command == "GET":
-            self._send_json(200, mock.requests)
-        elif path == "/__mock/requests" and self.command == "DELETE":
-            self._send_json(200, {"cleared": mock.clear_requests()})
-        elif path == "/__mock/faults" and self.command == "GET":
-            self._send_json(200, mock.faults)
-        elif path == "/__mock/faults" and self.command == "POST":
-            self._send_json(200, mock.set_faults(_parse_json(body)))
-        elif path == "/__mock/faults" and self.command == "DELETE":
-            mock.reset_faults()
-            self._send_json(200, mock.faults)
-        elif path == "/__mock/health" and self.command == "GET":
-            self._send_json(200, {"status": "ok"})
-        else:
-            raise MockError(404, f"Invalid URL ({self.command} {path})")
+    def _control_not_found(self, path: str) -> Exception:
+        return MockError(404, f"Invalid URL ({self.command} {path})")
 
     # ---- API --------------------------------------------------------------------------------
 
@@ -544,13 +408,7 @@ class _Handler(BaseHTTPRequestHandler):
         if include_usage:
             events.append(chunk([], usage))
 
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("x-request-id", "req_" + uuid.uuid4().hex)
-        self.end_headers()
-        self.wfile.flush()
+        self._start_chunked("text/event-stream; charset=utf-8", cache_control=True)
         delay = self.server.mock.faults["chunk_delay_ms"] / 1000.0
         payloads = [json.dumps(e) for e in events] + ["[DONE]"]
         for i, data in enumerate(payloads):
@@ -558,11 +416,6 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(delay)
             self._write_chunk(f"data: {data}\n\n".encode())
         self._write_chunk(b"")
-
-    def _write_chunk(self, data: bytes) -> None:
-        """One HTTP/1.1 chunk, flushed at once; an empty one ends the body."""
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        self.wfile.flush()
 
     def _embeddings(self, req: dict[str, Any]) -> None:
         model = req.get("model")
@@ -662,127 +515,22 @@ def _embedding_inputs(value: Any) -> list[tuple[str, int]]:
     return out
 
 
-class MockOpenAI:
+class MockOpenAI(MockServer):
     """The mock provider, for use in process (or through `main()` as a subprocess)."""
+
+    thread_name = "openai-mock"
+    handler_class = _Handler
+    fault_class = FaultState
 
     def __init__(self, api_key: str = "sk-mock-key", host: str = "127.0.0.1", port: int = 0,
                  models: tuple[str, ...] = DEFAULT_MODELS, verbose: bool = False) -> None:
         self.api_key = api_key
-        self.host = host
         self.models = tuple(models)
-        self.verbose = verbose
-        self._requested_port = port
-        self._lock = threading.Lock()
-        self._requests: list[dict[str, Any]] = []
-        self._faults = FaultState()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # ---- lifecycle --------------------------------------------------------------------------
-
-    def bind(self) -> "MockOpenAI":
-        """Bind the listening socket (it accepts connections from here on)."""
-        if self._server is None:
-            server = _Server((self.host, self._requested_port), _Handler)
-            server.mock = self
-            self._server = server
-        return self
-
-    def start(self) -> "MockOpenAI":
-        self.bind()
-        if self._thread is None:
-            assert self._server is not None
-            self._thread = threading.Thread(target=self._server.serve_forever,
-                                            kwargs={"poll_interval": 0.05},
-                                            name="openai-mock", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop listening and drop open connections (clients see the provider go away)."""
-        if self._server is not None:
-            if self._thread is not None:
-                self._server.shutdown()
-                self._thread.join(timeout=5)
-            self._server.server_close()
-            self._server.close_connections()
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> "MockOpenAI":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the mock is not started")
-        return self._server.server_address[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        super().__init__(host, port, verbose)
 
     @property
     def base_url(self) -> str:
         return f"{self.url}/v1"
-
-    # ---- recorded requests ------------------------------------------------------------------
-
-    def _record(self, method: str, path: str, headers: Any, body: bytes) -> None:
-        header_map: dict[str, str] = {}
-        for name, value in headers:
-            name = name.lower()
-            header_map[name] = f"{header_map[name]}, {value}" if name in header_map else value
-        try:
-            parsed = json.loads(body) if body else None
-        except (ValueError, UnicodeDecodeError):
-            parsed = None
-        entry = {"method": method, "path": path, "headers": header_map,
-                 "body": body.decode("utf-8", errors="replace"), "json": parsed,
-                 "time": time.time()}
-        with self._lock:
-            self._requests.append(entry)
-
-    @property
-    def requests(self) -> list[dict[str, Any]]:
-        """A copy of the recorded requests, oldest first."""
-        with self._lock:
-            return list(self._requests)
-
-    def requests_to(self, path: str) -> list[dict[str, Any]]:
-        """Recorded requests whose path (without query) is `path`."""
-        return [r for r in self.requests if urlsplit(r["path"]).path == path]
-
-    def clear_requests(self) -> int:
-        with self._lock:
-            n = len(self._requests)
-            self._requests.clear()
-            return n
-
-    # ---- faults -----------------------------------------------------------------------------
-
-    def set_faults(self, spec: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
-        """Replace the fault settings (see the module docstring); returns them."""
-        state = FaultState.parse({**(spec or {}), **kwargs})
-        with self._lock:
-            self._faults = state
-            return state.describe()
-
-    def reset_faults(self) -> None:
-        with self._lock:
-            self._faults = FaultState()
-
-    @property
-    def faults(self) -> dict[str, Any]:
-        with self._lock:
-            return self._faults.describe()
-
-    def _take_fault(self) -> tuple[int | None, int, Any]:
-        with self._lock:
-            return self._faults.take()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -795,16 +543,7 @@ def main(argv: list[str] | None = None) -> int:
 
     mock = MockOpenAI(api_key=args.api_key, host=args.host, port=args.port,
                       verbose=args.verbose).bind()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    print(f"READY port={mock.port}", flush=True)
-    assert mock._server is not None
-    try:
-        mock._server.serve_forever(poll_interval=0.1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        mock._server.server_close()
-    return 0
+    return run_standalone(mock)
 
 
 if __name__ == "__main__":

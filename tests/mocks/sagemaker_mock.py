@@ -21,11 +21,11 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 try:
+    from .base import _Server, write_chunk
     from .bedrock_mock import BedrockError, encode_frame, verify_sigv4
-    from .openai_mock import _Server
 except ImportError:  # run as a script / imported without the package
+    from base import _Server, write_chunk  # type: ignore[no-redef]
     from bedrock_mock import BedrockError, encode_frame, verify_sigv4  # type: ignore[no-redef]
-    from openai_mock import _Server  # type: ignore[no-redef]
 
 ANSWER_PREFIX = "sagemaker says: "
 
@@ -116,9 +116,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             for frame in payload_parts(sse_body(req)):
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(frame), frame))
-                self.wfile.flush()
-            self.wfile.write(b"0\r\n\r\n")
+                write_chunk(self.wfile, frame)
+            write_chunk(self.wfile, b"")
         except BedrockError as err:
             self.send_response(err.status)
             payload = json.dumps({"message": err.message}).encode()
