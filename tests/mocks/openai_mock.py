@@ -44,6 +44,7 @@ import hashlib
 import json
 import math
 import re
+from urllib.parse import urlsplit
 import struct
 import sys
 import time
@@ -252,6 +253,16 @@ class _Handler(MockHandler):
 
     def _serve_api(self, path: str, body: bytes) -> None:
         mock = self.server.mock
+        azure = re.fullmatch(r"/openai/deployments/([^/]+)/(chat/completions|embeddings)", path)
+        self._azure = azure is not None  # one handler serves every request of a connection
+        if azure:
+            # Azure OpenAI: `api-key` header and an `api-version` query parameter.
+            if "api-version=" not in urlsplit(self.path).query:
+                raise MockError(404, "Resource not found", "invalid_request_error")
+            if self.headers.get("api-key") != mock.api_key:
+                raise MockError(401, "Access denied due to invalid subscription key.",
+                                "invalid_request_error", None, "401")
+            path = "/v1/" + azure.group(2)
         if path.startswith("/v1/"):
             status, delay_ms, fault_body = mock._take_fault()
             if delay_ms:
@@ -291,6 +302,8 @@ class _Handler(MockHandler):
         return token.strip() if scheme.lower() == "bearer" else auth
 
     def _check_auth(self) -> None:
+        if getattr(self, "_azure", False):
+            return
         key = self._presented_key()
         if not key:
             raise MockError(401, "You didn't provide an API key. You need to provide your API "
