@@ -38,7 +38,7 @@ up: build
 
 lint: setup
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo clippy --target $(WASM_TARGET) $(FILTERS) -p tollgate-types -- -D warnings
+	cargo clippy --target $(WASM_TARGET) $(FILTERS) -p tollgate-types -p tollgate-llm -- -D warnings
 
 unit: setup
 	cargo test --workspace
