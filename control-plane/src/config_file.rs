@@ -117,6 +117,13 @@ models:
     }
 
     #[test]
+    fn the_shipped_config_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/tollgate.yaml");
+        let cfg = ConfigFile::load(&path).unwrap();
+        assert!(cfg.models.iter().any(|m| m.name == "tollgate-demo"));
+    }
+
+    #[test]
     fn rejects_unknown_credential_and_duplicates() {
         let e = ConfigFile::parse("models: [{name: a, deployments: [{provider: openai, base_url: 'http://x', credential: nope}]}]")
             .unwrap_err();
