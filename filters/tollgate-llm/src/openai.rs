@@ -233,6 +233,31 @@ pub struct NamedFunction {
 
 // ---- responses ----
 
+impl FunctionCall {
+    /// The arguments as a JSON value (`{}` when empty), for APIs that carry tool input as JSON.
+    pub fn parsed_arguments(&self) -> Result<Value, crate::TranslateError> {
+        let args = self.arguments.trim();
+        if args.is_empty() {
+            return Ok(Value::Object(Map::new()));
+        }
+        serde_json::from_str(args).map_err(|e| {
+            crate::TranslateError::ResponseParse(format!("tool call arguments are not valid JSON: {e}"))
+        })
+    }
+}
+
+impl ChatCompletion {
+    pub fn parse(body: &[u8]) -> Result<Self, crate::TranslateError> {
+        serde_json::from_slice(body).map_err(|e| crate::TranslateError::ResponseParse(e.to_string()))
+    }
+
+    pub fn first_choice(&self) -> Result<&Choice, crate::TranslateError> {
+        self.choices
+            .first()
+            .ok_or_else(|| crate::TranslateError::ResponseParse("the completion has no choices".to_owned()))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatCompletion {
     pub id: String,

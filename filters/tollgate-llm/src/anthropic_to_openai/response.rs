@@ -1,6 +1,5 @@
 //! OpenAI `chat.completion` → Anthropic Messages response.
 
-use serde_json::{Map, Value};
 
 use crate::anthropic::{AnthropicUsage, ContentBlock, MessagesResponse, StopReason};
 use crate::error::TranslateError;
@@ -20,12 +19,8 @@ pub fn response_with_usage(
     model: &str,
     exact: Option<&Usage>,
 ) -> Result<(Vec<u8>, Usage), TranslateError> {
-    let completion: ChatCompletion = serde_json::from_slice(openai_body)
-        .map_err(|e| TranslateError::ResponseParse(e.to_string()))?;
-    let choice = completion
-        .choices
-        .first()
-        .ok_or_else(|| TranslateError::ResponseParse("the completion has no choices".to_owned()))?;
+    let completion = ChatCompletion::parse(openai_body)?;
+    let choice = completion.first_choice()?;
 
     let mut content = Vec::new();
     if let Some(text) = choice.message.content.as_ref().filter(|t| !t.is_empty()) {
@@ -35,16 +30,7 @@ pub fn response_with_usage(
         });
     }
     for call in choice.message.tool_calls.iter().flatten() {
-        let args = call.function.arguments.trim();
-        let input = if args.is_empty() {
-            Value::Object(Map::new())
-        } else {
-            serde_json::from_str(args).map_err(|e| {
-                TranslateError::ResponseParse(format!(
-                    "tool call arguments are not valid JSON: {e}"
-                ))
-            })?
-        };
+        let input = call.function.parsed_arguments()?;
         content.push(ContentBlock::ToolUse {
             id: call.id.clone(),
             name: call.function.name.clone(),
