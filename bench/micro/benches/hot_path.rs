@@ -60,7 +60,7 @@ fn bench(c: &mut Criterion) {
     });
     let m = meta(ProviderKind::Openai);
     c.bench_function("OpenAI passthrough rewrite 2 KB", |b| {
-        b.iter(|| provider::request(&m, &Operation::ChatCompletions, Some("sk"), black_box(&body)).unwrap())
+        b.iter(|| provider::request(&m, &Operation::ChatCompletions, black_box(&body)).unwrap())
     });
     c.bench_function("OpenAI -> Bedrock request 2 KB", |b| {
         b.iter(|| {

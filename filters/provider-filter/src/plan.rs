@@ -181,7 +181,7 @@ pub fn plan(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
 }
 
 fn openai_passthrough(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
-    let edit = provider::request(a.meta, a.op, None, a.body)?;
+    let edit = provider::request(a.meta, a.op, a.body)?;
     let response = if edit.stream {
         let tap: Box<dyn StreamTranslator> = Box::new(openai_stream::UsageTap::new(edit.client_wants_usage));
         ResponsePlan::Stream(unwrap_transport(a.meta.provider, tap))

@@ -15,8 +15,6 @@ use crate::request::Operation;
 pub struct RequestEdit {
     pub path: String,
     pub authority: String,
-    /// `Authorization` value to send; `None` removes the header.
-    pub authorization: Option<String>,
     pub body: Vec<u8>,
     /// The client asked for a stream.
     pub stream: bool,
@@ -28,11 +26,10 @@ pub struct RequestEdit {
 pub fn request(
     meta: &DeploymentMeta,
     op: &Operation,
-    api_key: Option<&str>,
     body: &[u8],
 ) -> Result<RequestEdit, GatewayError> {
     match meta.provider {
-        ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Sagemaker => openai_request(meta, op, api_key, body),
+        ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Sagemaker => openai_request(meta, op, body),
         ProviderKind::Bedrock | ProviderKind::Anthropic | ProviderKind::Unknown => Err(GatewayError::new(
             ErrorKind::Internal,
             "This deployment uses a provider this gateway version does not support.",
@@ -43,7 +40,6 @@ pub fn request(
 fn openai_request(
     meta: &DeploymentMeta,
     op: &Operation,
-    api_key: Option<&str>,
     body: &[u8],
 ) -> Result<RequestEdit, GatewayError> {
     let suffix = match op {
@@ -70,7 +66,6 @@ fn openai_request(
     Ok(RequestEdit {
         path: format!("{}{}", meta.base_path.trim_end_matches('/'), suffix),
         authority: meta.authority.clone(),
-        authorization: api_key.map(|k| format!("Bearer {k}")),
         body,
         stream,
         client_wants_usage,
@@ -183,10 +178,9 @@ mod tests {
     #[test]
     fn rewrites_only_the_model() {
         let body = br#"{"model":"alias","messages":[{"role":"user","content":"hi"}],"temperature":0.10000000000000001,"x_custom":{"a":[1,2]}}"#;
-        let edit = request(&meta(), &Operation::ChatCompletions, Some("sk-test"), body).unwrap();
+        let edit = request(&meta(), &Operation::ChatCompletions, body).unwrap();
         assert_eq!(edit.path, "/v1/chat/completions");
         assert_eq!(edit.authority, "api.example.com");
-        assert_eq!(edit.authorization.as_deref(), Some("Bearer sk-test"));
         let s = String::from_utf8(edit.body).unwrap();
         assert!(s.contains(r#""model":"gpt-4o-mini-2024""#), "{s}");
         // unknown fields and exact number spelling survive
@@ -198,28 +192,27 @@ mod tests {
     #[test]
     fn streams_always_ask_the_provider_for_usage() {
         let body = br#"{"model":"a","stream":true,"messages":[]}"#;
-        let edit = request(&meta(), &Operation::ChatCompletions, None, body).unwrap();
+        let edit = request(&meta(), &Operation::ChatCompletions, body).unwrap();
         assert!(edit.stream && !edit.client_wants_usage);
         let v: serde_json::Value = serde_json::from_slice(&edit.body).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
         let body = br#"{"model":"a","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#;
-        let edit = request(&meta(), &Operation::ChatCompletions, None, body).unwrap();
+        let edit = request(&meta(), &Operation::ChatCompletions, body).unwrap();
         assert!(edit.stream && edit.client_wants_usage);
-        let edit = request(&meta(), &Operation::ChatCompletions, None, br#"{"model":"a","messages":[]}"#).unwrap();
+        let edit = request(&meta(), &Operation::ChatCompletions, br#"{"model":"a","messages":[]}"#).unwrap();
         assert!(!edit.stream);
         assert!(!String::from_utf8(edit.body).unwrap().contains("stream_options"));
     }
 
     #[test]
-    fn embeddings_path_and_no_credential() {
-        let edit = request(&meta(), &Operation::Embeddings, None, br#"{"model":"a","input":"x"}"#).unwrap();
+    fn embeddings_path() {
+        let edit = request(&meta(), &Operation::Embeddings, br#"{"model":"a","input":"x"}"#).unwrap();
         assert_eq!(edit.path, "/v1/embeddings");
-        assert_eq!(edit.authorization, None);
     }
 
     #[test]
     fn rejects_non_object() {
-        let err = request(&meta(), &Operation::ChatCompletions, None, b"[1]").unwrap_err();
+        let err = request(&meta(), &Operation::ChatCompletions, b"[1]").unwrap_err();
         assert_eq!(err.status(), 400);
     }
 
@@ -245,6 +238,6 @@ mod tests {
     fn unknown_provider_is_internal_error() {
         let mut m = meta();
         m.provider = ProviderKind::Unknown;
-        assert_eq!(request(&m, &Operation::ChatCompletions, None, b"{}").unwrap_err().status(), 500);
+        assert_eq!(request(&m, &Operation::ChatCompletions, b"{}").unwrap_err().status(), 500);
     }
 }
