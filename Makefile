@@ -41,7 +41,7 @@ lint: setup
 	cargo clippy --target $(WASM_TARGET) $(FILTERS) -p tollgate-types -p tollgate-llm -- -D warnings
 
 unit: setup
-	cargo test --workspace
+	TOLLGATE_REQUIRE_POSTGRES=1 cargo test --workspace
 
 wasm-tests: wasm
 	TOLLGATE_REQUIRE_E2E=1 $(VENV)/bin/pytest -q wasm-tests
