@@ -494,10 +494,9 @@ def test_anthropic_sdk_wrong_gateway_key_is_authentication_error(providers):
     assert info.value.body["error"]["type"] == "authentication_error"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Anthropic client -> Bedrock: Bedrock's stopReason 'stop_sequence' comes back as "
-    "stop_reason 'end_turn' (the OpenAI pivot folds it into finish_reason 'stop')"))
 def test_anthropic_sdk_to_bedrock_stop_sequence_reason(providers):
+    """Bedrock's stopReason `stop_sequence` survives the OpenAI pivot (as its
+    `native_finish_reason`), streaming or not."""
     p = providers
     token = unique()
     msg = ant(p).messages.create(model=BEDROCK, max_tokens=100, stop_sequences=["STOPHERE"],
@@ -507,6 +506,14 @@ def test_anthropic_sdk_to_bedrock_stop_sequence_reason(providers):
     assert record["json"]["inferenceConfig"]["stopSequences"] == ["STOPHERE"]
     assert msg.content[0].text.strip() == f"echo: one {token}"
     assert msg.stop_reason == "stop_sequence"  # what Anthropic (and Bedrock) report
+
+    token = unique()
+    with ant(p).messages.stream(model=BEDROCK, max_tokens=100, stop_sequences=["STOPHERE"],
+                                messages=[{"role": "user",
+                                           "content": f"one {token} STOPHERE two"}]) as stream:
+        final = stream.get_final_message()
+    assert final.content[0].text.strip() == f"echo: one {token}"
+    assert final.stop_reason == "stop_sequence"
 
 
 # ---- langchain-openai → Bedrock ----------------------------------------------------------------

@@ -273,6 +273,29 @@ impl StopReason {
             _ => Self::EndTurn,
         }
     }
+
+    /// As [`StopReason::from_openai_finish_reason`], refined by the pivot's
+    /// `native_finish_reason` when that names a reason Anthropic's API has.
+    pub fn from_openai(finish_reason: Option<&str>, native: Option<&str>) -> Self {
+        match native {
+            Some("stop_sequence") => Self::StopSequence,
+            Some("pause_turn") => Self::PauseTurn,
+            Some("refusal") => Self::Refusal,
+            Some("model_context_window_exceeded") => Self::ModelContextWindowExceeded,
+            _ => Self::from_openai_finish_reason(finish_reason.unwrap_or("stop")),
+        }
+    }
+
+    /// The reason to carry beside `finish_reason` in the pivot, when `finish_reason` loses it.
+    pub fn native_finish_reason(self) -> Option<&'static str> {
+        match self {
+            Self::EndTurn | Self::MaxTokens | Self::ToolUse | Self::Unknown => None,
+            Self::StopSequence => Some("stop_sequence"),
+            Self::PauseTurn => Some("pause_turn"),
+            Self::Refusal => Some("refusal"),
+            Self::ModelContextWindowExceeded => Some("model_context_window_exceeded"),
+        }
+    }
 }
 
 /// `usage` of a message (and of `message_delta`, where every field but `output_tokens` is

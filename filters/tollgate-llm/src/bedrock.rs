@@ -343,6 +343,39 @@ impl StopReason {
             Self::MalformedModelOutput | Self::MalformedToolUse | Self::Unknown => "stop",
         }
     }
+
+    /// The reason to carry beside `finish_reason` in the pivot, when `finish_reason` loses it.
+    pub fn native_finish_reason(self) -> Option<&'static str> {
+        match self {
+            Self::EndTurn | Self::ToolUse | Self::MaxTokens | Self::Unknown => None,
+            Self::StopSequence => Some("stop_sequence"),
+            Self::GuardrailIntervened => Some("guardrail_intervened"),
+            Self::ContentFiltered => Some("content_filtered"),
+            Self::MalformedModelOutput => Some("malformed_model_output"),
+            Self::MalformedToolUse => Some("malformed_tool_use"),
+            Self::ModelContextWindowExceeded => Some("model_context_window_exceeded"),
+        }
+    }
+
+    /// The stop reason for a pivot `finish_reason`, refined by its `native_finish_reason`
+    /// when that names a Bedrock reason.
+    pub fn from_openai(finish_reason: Option<&str>, native: Option<&str>) -> Self {
+        let native = match native {
+            Some("stop_sequence") => Some(Self::StopSequence),
+            Some("guardrail_intervened") => Some(Self::GuardrailIntervened),
+            Some("content_filtered") => Some(Self::ContentFiltered),
+            Some("malformed_model_output") => Some(Self::MalformedModelOutput),
+            Some("malformed_tool_use") => Some(Self::MalformedToolUse),
+            Some("model_context_window_exceeded") => Some(Self::ModelContextWindowExceeded),
+            _ => None,
+        };
+        native.unwrap_or(match finish_reason {
+            Some("length") => Self::MaxTokens,
+            Some("tool_calls" | "function_call") => Self::ToolUse,
+            Some("content_filter") => Self::ContentFiltered,
+            _ => Self::EndTurn,
+        })
+    }
 }
 
 /// Bedrock's usage. `inputTokens` excludes the tokens read from or written to the cache.

@@ -274,6 +274,9 @@ pub struct Choice {
     pub index: u32,
     pub message: ResponseMessage,
     pub finish_reason: Option<String>,
+    /// See [`ChunkChoice::native_finish_reason`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_finish_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -300,6 +303,12 @@ pub struct ChunkChoice {
     pub index: u32,
     pub delta: Delta,
     pub finish_reason: Option<String>,
+    /// The provider's own stop reason, when it says more than `finish_reason` can (Bedrock's
+    /// or Anthropic's `stop_sequence`, `guardrail_intervened`, `refusal`...): a pivot extension
+    /// (OpenRouter returns the same field) that lets the client translators give an Anthropic
+    /// or Bedrock client the reason its own API would have reported. OpenAI SDKs ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_finish_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -422,6 +431,8 @@ pub(crate) mod lenient {
         pub(crate) delta: Option<ChunkDelta>,
         #[serde(default)]
         pub(crate) finish_reason: Option<String>,
+        #[serde(default)]
+        pub(crate) native_finish_reason: Option<String>,
     }
 
     #[derive(Deserialize)]

@@ -44,8 +44,7 @@ pub fn response_with_usage(
         (None, Some(u)) => Usage::from(u),
         (None, None) => Usage::default(),
     };
-    let stop_reason =
-        StopReason::from_openai_finish_reason(choice.finish_reason.as_deref().unwrap_or("stop"));
+    let stop_reason = StopReason::from_openai(choice.finish_reason.as_deref(), choice.native_finish_reason.as_deref());
     let message = MessagesResponse {
         id: super::message_id(&completion.id),
         kind: "message".to_owned(),

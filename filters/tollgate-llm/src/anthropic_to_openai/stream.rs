@@ -271,7 +271,7 @@ impl StreamFromOpenAi {
             }
             if let Some(reason) = choice.finish_reason {
                 self.close_block(out);
-                self.stop_reason = Some(StopReason::from_openai_finish_reason(&reason));
+                self.stop_reason = Some(StopReason::from_openai(Some(&reason), choice.native_finish_reason.as_deref()));
             }
         }
     }

@@ -73,7 +73,7 @@ pub use stream::StreamFromOpenAi;
 
 use serde::Serialize;
 
-use crate::bedrock::{StopReason, TokenUsage};
+use crate::bedrock::TokenUsage;
 use crate::usage::Usage;
 
 /// `{"message": message}`, the body of a Bedrock error response.
@@ -112,15 +112,6 @@ pub fn error_type(status: u16) -> &'static str {
     }
 }
 
-/// Bedrock's `stopReason` for an OpenAI `finish_reason`.
-fn stop_reason(finish_reason: Option<&str>) -> StopReason {
-    match finish_reason {
-        Some("length") => StopReason::MaxTokens,
-        Some("tool_calls" | "function_call") => StopReason::ToolUse,
-        Some("content_filter") => StopReason::ContentFiltered,
-        _ => StopReason::EndTurn,
-    }
-}
 
 /// Bedrock's usage: `inputTokens` excludes the cached tokens; `totalTokens` counts them.
 fn token_usage(u: &Usage) -> TokenUsage {

@@ -3,7 +3,7 @@
 
 use crate::bedrock::{
     ContentBlock, ConversationRole, ConverseMetrics, ConverseOutput, ConverseResponse, Message,
-    ToolUseBlock,
+    StopReason, ToolUseBlock,
 };
 use crate::error::TranslateError;
 use crate::openai::ChatCompletion;
@@ -47,7 +47,7 @@ pub fn response_with_usage(
             role: ConversationRole::Assistant,
             content,
         }),
-        stop_reason: super::stop_reason(choice.finish_reason.as_deref()),
+        stop_reason: StopReason::from_openai(choice.finish_reason.as_deref(), choice.native_finish_reason.as_deref()),
         // Required by the SDKs: zeros when the provider reported nothing.
         usage: Some(super::token_usage(&usage)),
         metrics: Some(ConverseMetrics { latency_ms: 0 }),

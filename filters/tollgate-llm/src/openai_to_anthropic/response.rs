@@ -47,10 +47,8 @@ pub fn response(
     }
 
     let usage = Usage::from(&parsed.usage);
-    let finish = parsed
-        .stop_reason
-        .unwrap_or(StopReason::EndTurn)
-        .openai_finish_reason();
+    let stop_reason = parsed.stop_reason.unwrap_or(StopReason::EndTurn);
+    let finish = stop_reason.openai_finish_reason();
     let completion = ChatCompletion {
         id: id.to_owned(),
         object: "chat.completion".to_owned(),
@@ -64,6 +62,7 @@ pub fn response(
                 tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
             },
             finish_reason: Some(finish.to_owned()),
+            native_finish_reason: stop_reason.native_finish_reason().map(str::to_owned),
         }],
         usage: Some(OpenAiUsage::from(&usage)),
     };

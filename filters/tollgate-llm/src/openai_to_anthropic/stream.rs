@@ -84,6 +84,10 @@ impl StreamToOpenAi {
     }
 
     fn chunk(&self, delta: Delta, finish_reason: Option<&str>) -> Vec<u8> {
+        self.chunk_with(delta, finish_reason, None)
+    }
+
+    fn chunk_with(&self, delta: Delta, finish_reason: Option<&str>, native: Option<&str>) -> Vec<u8> {
         sse_event(&ChatCompletionChunk {
             id: self.id.clone(),
             object: "chat.completion.chunk".to_owned(),
@@ -93,6 +97,7 @@ impl StreamToOpenAi {
                 index: 0,
                 delta,
                 finish_reason: finish_reason.map(str::to_owned),
+                native_finish_reason: native.map(str::to_owned),
             }],
             usage: None,
         })
@@ -211,7 +216,11 @@ impl StreamToOpenAi {
                     self.merge_usage(&Usage::from(&u));
                 }
                 if let Some(reason) = delta.stop_reason {
-                    out.extend(self.chunk(Delta::default(), Some(reason.openai_finish_reason())));
+                    out.extend(self.chunk_with(
+                        Delta::default(),
+                        Some(reason.openai_finish_reason()),
+                        reason.native_finish_reason(),
+                    ));
                 }
             }
             StreamEvent::MessageStop => {

@@ -69,6 +69,7 @@ pub fn to_completion(
                 tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
             },
             finish_reason: Some(parsed.stop_reason.openai_finish_reason().into()),
+            native_finish_reason: parsed.stop_reason.native_finish_reason().map(str::to_owned),
         }],
         usage: parsed.usage.as_ref().map(|_| OpenAiUsage::from(&usage)),
     };

@@ -117,7 +117,16 @@ impl StreamToOpenAi {
         })
     }
 
-    fn delta_chunk(&mut self, mut delta: Delta, finish_reason: Option<String>) -> Vec<u8> {
+    fn delta_chunk(&mut self, delta: Delta, finish_reason: Option<String>) -> Vec<u8> {
+        self.delta_chunk_with(delta, finish_reason, None)
+    }
+
+    fn delta_chunk_with(
+        &mut self,
+        mut delta: Delta,
+        finish_reason: Option<String>,
+        native_finish_reason: Option<&str>,
+    ) -> Vec<u8> {
         if !self.role_sent {
             self.role_sent = true;
             delta.role = Some("assistant".into());
@@ -127,6 +136,7 @@ impl StreamToOpenAi {
                 index: 0,
                 delta,
                 finish_reason,
+                native_finish_reason: native_finish_reason.map(str::to_owned),
             }],
             None,
         )
@@ -278,7 +288,8 @@ impl StreamToOpenAi {
                 if self.stop.is_none() {
                     self.stop = Some(stop.stop_reason);
                     let finish = stop.stop_reason.openai_finish_reason().to_owned();
-                    out.extend(self.delta_chunk(Delta::default(), Some(finish)));
+                    let native = stop.stop_reason.native_finish_reason();
+                    out.extend(self.delta_chunk_with(Delta::default(), Some(finish), native));
                     self.maybe_done(out);
                 }
             }
