@@ -158,6 +158,17 @@ Bytesish = Union[bytes, bytearray, str]
 HeaderInput = Union[Mapping[str, Bytesish], Iterable[tuple[Bytesish, Bytesish]]]
 
 
+# Callbacks Envoy skips when the module does not export them, with what it assumes instead
+# (Continue for the stream callbacks, true for on_done). `make wasm` strips the callbacks each
+# filter does not implement, so the harness must behave the same way.
+SKIPPED_WHEN_UNEXPORTED: dict[str, Optional[int]] = {
+    "proxy_on_request_headers": 0, "proxy_on_request_body": 0, "proxy_on_request_trailers": 0,
+    "proxy_on_response_headers": 0, "proxy_on_response_body": 0, "proxy_on_response_trailers": 0,
+    "proxy_on_done": 1, "proxy_on_log": None, "proxy_on_tick": None, "proxy_on_queue_ready": None,
+    "proxy_on_http_call_response": None,
+}
+
+
 def _b(value: Bytesish) -> bytes:
     if isinstance(value, str):
         return value.encode("utf-8")
@@ -593,6 +604,10 @@ class Host:
             raise HostError(f"the VM is dead after an earlier trap: {self.crashed}")
         func = self._exports.get(name)
         if func is None:
+            if name in SKIPPED_WHEN_UNEXPORTED:
+                # Like Envoy (proxy-wasm-cpp-host): a callback the module does not export is not
+                # called, and the stream goes on as if it had returned the default.
+                return SKIPPED_WHEN_UNEXPORTED[name]
             raise HostError(f"the module does not export {name}")
         prev = self._effective
         self._effective = effective
