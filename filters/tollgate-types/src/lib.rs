@@ -6,6 +6,7 @@
 pub mod config;
 pub mod contract;
 pub mod error;
+pub mod json_members;
 pub mod keys;
 pub mod openai;
 pub mod provider;

@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 
 use crate::config::{DeploymentMeta, ProviderKind};
 use crate::error::{ErrorKind, GatewayError};
+use crate::json_members;
 use crate::request::Operation;
 
 /// The edits to apply to the upstream request of one attempt.
@@ -49,8 +50,50 @@ fn openai_request(
             return Err(GatewayError::new(ErrorKind::Internal, "operation is not sent to OpenAI providers as is"))
         }
     };
+    let (body, stream, client_wants_usage) = match openai_in_place(body, &meta.model, op) {
+        Some(done) => done,
+        None => openai_reencoded(body, &meta.model, op)?,
+    };
+    Ok(RequestEdit {
+        path: format!("{}{}", meta.base_path.trim_end_matches('/'), suffix),
+        authority: meta.authority.clone(),
+        body,
+        stream,
+        client_wants_usage,
+    })
+}
+
+/// The OpenAI body for the provider, edited in place: the `model` value replaced and, for a
+/// stream whose client did not ask for usage, `stream_options.include_usage` set; every other
+/// byte as the client sent it. `None` when the body is not a plain object this can edit
+/// (escaped or duplicate keys, no `model`...): [`openai_reencoded`] then decides.
+fn openai_in_place(body: &[u8], model: &str, op: &Operation) -> Option<(Vec<u8>, bool, bool)> {
+    let members = json_members::scan(body)?;
+    let model_span = members.get("model").ok()??;
+    let stream = members.get("stream").ok()?.is_some_and(|r| &body[r] == b"true");
+    let options_span = members.get("stream_options").ok()?;
+    let mut options: serde_json::Map<String, serde_json::Value> = match &options_span {
+        Some(r) => serde_json::from_slice(&body[r.clone()]).unwrap_or_default(),
+        None => serde_json::Map::new(),
+    };
+    let client_wants_usage = options.get("include_usage").and_then(serde_json::Value::as_bool) == Some(true);
+    let mut edits = vec![(model_span, serde_json::to_vec(model).ok()?)];
+    if stream && !client_wants_usage && *op == Operation::ChatCompletions {
+        options.insert("include_usage".to_owned(), serde_json::Value::Bool(true));
+        let value = serde_json::to_vec(&options).ok()?;
+        edits.push(match options_span {
+            Some(span) => (span, value),
+            None => (members.close..members.close, [&b",\"stream_options\":"[..], &value].concat()),
+        });
+    }
+    Some((json_members::splice(body, edits), stream, client_wants_usage))
+}
+
+/// [`openai_in_place`] by a full parse and re-encoding of the top-level object (keys end up
+/// sorted; values stay as written).
+fn openai_reencoded(body: &[u8], model: &str, op: &Operation) -> Result<(Vec<u8>, bool, bool), GatewayError> {
     let mut fields = object_fields(body)?;
-    set_raw(&mut fields, "model", &meta.model)?;
+    set_raw(&mut fields, "model", &model)?;
     let stream = fields.get("stream").is_some_and(|v| v.get().trim() == "true");
     let mut options: serde_json::Map<String, serde_json::Value> = match fields.get("stream_options") {
         Some(raw) => serde_json::from_str(raw.get()).unwrap_or_default(),
@@ -63,13 +106,7 @@ fn openai_request(
     }
     let body = serde_json::to_vec(&fields)
         .map_err(|_| GatewayError::new(ErrorKind::Internal, "could not encode the provider request"))?;
-    Ok(RequestEdit {
-        path: format!("{}{}", meta.base_path.trim_end_matches('/'), suffix),
-        authority: meta.authority.clone(),
-        body,
-        stream,
-        client_wants_usage,
-    })
+    Ok((body, stream, client_wants_usage))
 }
 
 type Fields = BTreeMap<String, Box<RawValue>>;
@@ -92,6 +129,13 @@ fn set_raw(fields: &mut Fields, name: &str, value: &impl serde::Serialize) -> Re
 
 /// Replaces the top-level `model` of a JSON object body; every other field travels byte for byte.
 pub fn rewrite_model(body: &[u8], model: &str) -> Result<Vec<u8>, GatewayError> {
+    let in_place = json_members::scan(body).and_then(|m| {
+        let span = m.get("model").ok()??;
+        Some(json_members::splice(body, vec![(span, serde_json::to_vec(model).ok()?)]))
+    });
+    if let Some(out) = in_place {
+        return Ok(out);
+    }
     let mut fields = object_fields(body)?;
     set_raw(&mut fields, "model", &model)?;
     serde_json::to_vec(&fields).map_err(|_| GatewayError::new(ErrorKind::Internal, "could not encode the provider request"))
@@ -161,6 +205,7 @@ fn provider_message(body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn meta() -> DeploymentMeta {
         DeploymentMeta {
@@ -202,6 +247,77 @@ mod tests {
         let edit = request(&meta(), &Operation::ChatCompletions, br#"{"model":"a","messages":[]}"#).unwrap();
         assert!(!edit.stream);
         assert!(!String::from_utf8(edit.body).unwrap().contains("stream_options"));
+    }
+
+    /// Arbitrary JSON values, a few levels deep, with strings that need escaping.
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            (-1e9f64..1e9).prop_map(Value::from),
+            "[a-z\"\\\\\n\u{e9}\u{1F600}]{0,6}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z_]{1,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// The in-place edit says the same as a full parse and re-encoding, for any object,
+        /// compact or pretty-printed.
+        #[test]
+        fn in_place_edit_matches_reencoding(
+            extra in prop::collection::btree_map("[a-z_]{1,8}", json_value(), 0..5),
+            model in "[a-z0-9.\"-]{1,12}",
+            stream in prop::option::of(any::<bool>()),
+            options in prop::option::of(json_value()),
+            usage in prop::option::of(any::<bool>()),
+            pretty in any::<bool>(),
+        ) {
+            let mut obj: serde_json::Map<String, serde_json::Value> = extra.into_iter().collect();
+            obj.insert("model".into(), serde_json::Value::String("alias".into()));
+            if let Some(s) = stream { obj.insert("stream".into(), s.into()); }
+            match (options, usage) {
+                (_, Some(u)) => { obj.insert("stream_options".into(), serde_json::json!({"include_usage": u})); }
+                (Some(o), None) => { obj.insert("stream_options".into(), o); }
+                (None, None) => {}
+            }
+            let value = serde_json::Value::Object(obj);
+            let body = if pretty { serde_json::to_vec_pretty(&value) } else { serde_json::to_vec(&value) }.unwrap();
+            for op in [Operation::ChatCompletions, Operation::Embeddings] {
+                let fast = openai_in_place(&body, &model, &op).expect("a plain object is edited in place");
+                let full = openai_reencoded(&body, &model, &op).unwrap();
+                let parse = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap();
+                prop_assert_eq!(parse(&fast.0), parse(&full.0));
+                prop_assert_eq!((fast.1, fast.2), (full.1, full.2));
+            }
+            let rewritten: serde_json::Value = serde_json::from_slice(&rewrite_model(&body, &model).unwrap()).unwrap();
+            prop_assert_eq!(&rewritten["model"], &serde_json::Value::String(model.clone()));
+        }
+    }
+
+    #[test]
+    fn in_place_keeps_the_clients_bytes_and_falls_back_when_ambiguous() {
+        let body = br#"{ "messages": [{"role":"user","content":"hi"}], "model" : "alias", "temperature": 1.0E0 }"#;
+        let edit = request(&meta(), &Operation::ChatCompletions, body).unwrap();
+        assert_eq!(
+            String::from_utf8(edit.body).unwrap(),
+            r#"{ "messages": [{"role":"user","content":"hi"}], "model" : "gpt-4o-mini-2024", "temperature": 1.0E0 }"#
+        );
+        let stream = br#"{"model":"a","stream":true}"#;
+        let edit = request(&meta(), &Operation::ChatCompletions, stream).unwrap();
+        assert_eq!(edit.body, br#"{"model":"gpt-4o-mini-2024","stream":true,"stream_options":{"include_usage":true}}"#);
+        // An escaped key could spell `model`: the full parse decides (and sees the duplicate).
+        let escaped = br#"{"model":"a","mod\u0065l":"b"}"#;
+        assert!(openai_in_place(escaped, "m", &Operation::ChatCompletions).is_none());
+        let v: serde_json::Value = serde_json::from_slice(&request(&meta(), &Operation::ChatCompletions, escaped).unwrap().body).unwrap();
+        assert_eq!(v["model"], "gpt-4o-mini-2024");
     }
 
     #[test]
