@@ -292,6 +292,9 @@ fn route_config(model: &Model) -> route::RouteConfiguration {
                 }),
                 request_body_buffer_limit: Some(envoy_types::pb::google::protobuf::UInt64Value { value: u64::from(buffer_limit(model)) }),
                 action: Some(route::route::Action::Route(action)),
+                // The router drops the internal routing header once it has chosen the cluster,
+                // before any attempt: no upstream filter has to remove it.
+                request_headers_to_remove: vec![contract::HEADER_CLUSTER.to_owned()],
                 ..Default::default()
             }],
             ..Default::default()
