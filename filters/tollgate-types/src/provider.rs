@@ -172,6 +172,7 @@ mod tests {
             credential: Some("c".into()),
             region: None,
             api_version: None,
+            payload: None,
         }
     }
 
