@@ -233,3 +233,24 @@ def test_tgi_refuses_tools_and_images(sm_gw, tgi_mock):
             {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}])
     assert err.value.body["param"] == "messages[0].content[1]"
     assert len(tgi.requests) == before  # refused by the gateway, never sent
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tgi_stop_sequence_is_not_part_of_the_answer(sm_gw, tgi_mock, stream):
+    """TGI ends its text with the stop sequence it stopped on; OpenAI leaves it out."""
+    gw, _, tgi = sm_gw
+    token = harness.random_secret("t")
+    client = gw.client(gw.admin_key)
+    kwargs = {"model": "sm-tgi", "messages": [{"role": "user", "content": f"stop here {token}"}],
+              "stop": ["naïve", "never"]}
+    if stream:
+        chunks = list(client.chat.completions.create(stream=True, **kwargs))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    else:
+        resp = client.chat.completions.create(**kwargs)
+        text, finish = resp.choices[0].message.content, [resp.choices[0].finish_reason]
+    assert text == ANSWER_PREFIX_TGI
+    assert finish == ["stop"]
+    _, body = tgi_request(tgi, token)
+    assert body["parameters"]["stop"] == ["naïve", "never"]

@@ -101,6 +101,8 @@ pub struct JsonResponse {
     pub model: String,
     pub id: String,
     pub created: u64,
+    /// The request's stop sequences (TGI leaves the matched one in the text).
+    pub stop: Vec<String>,
 }
 
 impl JsonResponse {
@@ -111,7 +113,7 @@ impl JsonResponse {
         let (pivot, usage) = match self.provider {
             ProviderApi::Bedrock => openai_to_bedrock::response(body, &self.model, &self.id, self.created)?,
             ProviderApi::Anthropic => openai_to_anthropic::response(body, &self.model, &self.id, self.created)?,
-            ProviderApi::Tgi(_) => openai_to_tgi::response(body, &self.model, &self.id, self.created)?,
+            ProviderApi::Tgi(_) => openai_to_tgi::response(body, &self.model, &self.id, self.created, &self.stop)?,
             ProviderApi::OpenAi => (body.to_vec(), Usage::default()),
         };
         let pivot_native = self.provider == ProviderApi::OpenAi;
@@ -326,6 +328,7 @@ fn bedrock_embeddings_plan(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
         model: a.meta.model.clone(),
         id: String::new(),
         created,
+        stop: Vec::new(),
     });
     let mut plan = Plan::new(path, a.meta.authority.clone(), body, response);
     plan.set("accept", "application/json");
@@ -352,6 +355,7 @@ fn translated(a: &Attempt<'_>, client: ClientApi, provider: ProviderApi) -> Resu
     let id = format!("chatcmpl-{}", a.request_id);
     let base = a.meta.base_path.trim_end_matches('/');
     let model = a.meta.model.clone();
+    let stop = req.stop.as_ref().map(|s| s.to_vec()).unwrap_or_default();
     let response = if stream {
         let to_pivot: Option<Box<dyn StreamTranslator>> = match provider {
             ProviderApi::Bedrock => {
@@ -362,7 +366,10 @@ fn translated(a: &Attempt<'_>, client: ClientApi, provider: ProviderApi) -> Resu
             }
             ProviderApi::Tgi(_) => Some(unwrap_transport(
                 a.meta.provider,
-                Box::new(openai_to_tgi::StreamToOpenAi::new(&model, &id, created, provider_stream_usage)),
+                Box::new(
+                    openai_to_tgi::StreamToOpenAi::new(&model, &id, created, provider_stream_usage)
+                        .with_stop_sequences(stop.clone()),
+                ),
             )),
             ProviderApi::OpenAi => None,
         };
@@ -385,6 +392,7 @@ fn translated(a: &Attempt<'_>, client: ClientApi, provider: ProviderApi) -> Resu
             model: model.clone(),
             id: id.clone(),
             created,
+            stop: stop.clone(),
         })
     };
     match provider {

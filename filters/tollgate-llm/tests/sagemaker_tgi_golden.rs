@@ -66,7 +66,9 @@ fn responses() {
     let mut failures = Vec::new();
     for (case, input) in cases(&dir, ".in.json") {
         let bytes = fs::read(&input).unwrap();
-        let (path, actual, is_err) = match openai_to_tgi::response(&bytes, "my-llama", "chatcmpl-gw-1", 1_700_000_000) {
+        // Every case is translated as if the request had these stop sequences.
+        let stop = ["\n\n".to_owned(), "six".to_owned()];
+        let (path, actual, is_err) = match openai_to_tgi::response(&bytes, "my-llama", "chatcmpl-gw-1", 1_700_000_000, &stop) {
             Ok((body, usage)) => {
                 let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
                 (dir.join(format!("{case}.out.json")), pretty_value(&serde_json::json!({"body": body, "usage": usage})), false)

@@ -24,8 +24,18 @@ fn dir() -> std::path::PathBuf {
     fixtures_under("sagemaker_tgi", "stream")
 }
 
+/// The request's stop sequences, per case (`stop_*` cases: the request had some).
+fn stop_sequences(case: &str) -> Vec<String> {
+    match case {
+        "stop_sequence" => vec!["\n\n".into(), "six".into()],
+        "stop_no_match" => vec!["🎉!?".into(), "zz".into()],
+        _ => Vec::new(),
+    }
+}
+
 fn tgi(case: &str) -> StreamToOpenAi {
     StreamToOpenAi::new("my-llama", "chatcmpl-gw-1", 1_700_000_000, !case.ends_with("_no_usage"))
+        .with_stop_sequences(stop_sequences(case))
 }
 
 /// Two translators in series, as the provider filter chains them.
@@ -150,6 +160,15 @@ fn stream_semantics() {
     assert!(events.iter().any(|e| e["choices"][0]["finish_reason"] == "length"));
     assert_eq!(usage, Some(Usage { input: None, output: Some(4), ..Usage::default() }));
 
+    // The stop sequence TGI stopped on is not part of the answer; text that only might have
+    // started one is held back, then sent.
+    let (out, _) = whole("stop_sequence", &read("stop_sequence"));
+    let events = data_events(&out);
+    assert_eq!(content(&events), "1, 2");
+    assert!(events.iter().any(|e| e["choices"][0]["finish_reason"] == "stop"));
+    let (out, _) = whole("stop_no_match", &read("stop_no_match"));
+    assert_eq!(content(&data_events(&out)), "Bonjour à vous 🎉!");
+
     // Without include_usage there is no usage chunk, but the gateway still gets the usage.
     let (out, usage) = whole("text_no_usage", &read("text_no_usage"));
     assert!(!String::from_utf8(out).unwrap().contains("\"usage\""));
@@ -228,6 +247,6 @@ proptest! {
         t.finish().unwrap();
         t.finish().unwrap();
         t.feed(b"data:{}\n\n").unwrap();
-        let _ = tollgate_llm::openai_to_tgi::response(&bytes, "m", "id", 0);
+        let _ = tollgate_llm::openai_to_tgi::response(&bytes, "m", "id", 0, &["\n".to_owned()]);
     }
 }

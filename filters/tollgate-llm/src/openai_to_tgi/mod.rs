@@ -33,8 +33,11 @@
 //!
 //! # Response mapping
 //!
-//! `generated_text` → the message content (TGI keeps a matched stop sequence at the end of the
-//! text; it is passed on as TGI returns it). `details.finish_reason`: `eos_token`,
+//! `generated_text` → the message content. TGI ends the text with the stop sequence it stopped
+//! on; OpenAI leaves it out, so with `finish_reason: stop_sequence` the longest of the
+//! request's `stop` the text ends with is removed (when streaming, the last characters — as
+//! many as the longest stop sequence — are held back until the final event shows whether they
+//! are one). `details.finish_reason`: `eos_token`,
 //! `stop_sequence` → `stop`; `length` → `length`. Usage: completion tokens =
 //! `details.generated_tokens`; prompt tokens = the length of `details.prefill` (the prompt's
 //! tokens, returned because the request set `decoder_input_details`). When streaming, prompt
@@ -48,6 +51,6 @@ mod stream;
 mod template;
 
 pub use request::{request, to_generate};
-pub use response::{response, to_completion, usage_of};
+pub use response::{response, strip_stop_sequence, to_completion, usage_of};
 pub use stream::StreamToOpenAi;
 pub use template::{PromptTemplate, Turn, TurnRole};

@@ -6,9 +6,9 @@
 //! | TGI event | OpenAI output |
 //! |---|---|
 //! | the first event | a chunk with `delta: {role: "assistant", content: ""}` |
-//! | `token` with `special: false` and text | `delta: {content}` |
+//! | `token` with `special: false` and text | `delta: {content}` (with stop sequences: all but the last characters, as many as the longest stop sequence, which wait for the next event) |
 //! | `token` with `special: true` (end of sequence, end of turn) | nothing |
-//! | the last event (`details` set; it carries the last token too) | that token's text, then `delta: {}` with `finish_reason` (`eos_token`, `stop_sequence` → `stop`; `length` → `length`), the usage chunk (`choices: []`) if the client asked for it, `data: [DONE]` |
+//! | the last event (`details` set; it carries the last token too) | the text held back and that token's (without the stop sequence for `stop_sequence`), then `delta: {}` with `finish_reason` (`eos_token`, `stop_sequence` → `stop`; `length` → `length`), the usage chunk (`choices: []`) if the client asked for it, `data: [DONE]` |
 //! | `{"error": "...", "error_type": ...}` | a final `data: {"error": {...}}` event, nothing after |
 //! | an OpenAI-shaped error event (from the SageMaker frame decoder: exception frame, bad frame) | passed on as the final error event |
 //! | malformed JSON, an oversized event, the stream ending without the `details` event | a final `data: {"error": {...}}` event |
@@ -25,8 +25,10 @@ use serde_json::Value;
 use crate::error::TranslateError;
 use crate::openai::{sse_event, ChatCompletionChunk, ChunkChoice, Delta, OpenAiUsage, SSE_DONE};
 use crate::sse::{Decoder, Event};
-use crate::tgi::StreamResponse;
+use crate::tgi::{FinishReason, StreamResponse};
 use crate::{StreamOutput, StreamTranslator, Usage};
+
+use super::response::strip_stop_sequence;
 
 /// Translates one TGI stream into OpenAI SSE.
 #[derive(Debug)]
@@ -40,6 +42,11 @@ pub struct StreamToOpenAi {
     ended: bool,
     usage: Option<Usage>,
     failure: Option<TranslateError>,
+    /// The request's stop sequences, and the length in characters of the longest.
+    stop: Vec<String>,
+    hold: usize,
+    /// Answer text not sent yet: the last `hold` characters, which may start a stop sequence.
+    pending: String,
 }
 
 /// `{"error": {"message", "type", "param", "code"}}`, OpenAI's error shape.
@@ -79,7 +86,33 @@ impl StreamToOpenAi {
             ended: false,
             usage: None,
             failure: None,
+            stop: Vec::new(),
+            hold: 0,
+            pending: String::new(),
         }
+    }
+
+    /// The request's stop sequences: TGI sends the one it stopped on as text; OpenAI leaves it
+    /// out. The last characters (as many as the longest stop sequence) are held back until the
+    /// final event shows whether they are one.
+    pub fn with_stop_sequences(mut self, stop: Vec<String>) -> Self {
+        self.stop = stop.into_iter().filter(|s| !s.is_empty()).collect();
+        self.hold = self.stop.iter().map(|s| s.chars().count()).max().unwrap_or(0);
+        self
+    }
+
+    /// Adds answer text; returns what can be sent now (all but the held-back tail).
+    fn push_text(&mut self, text: &str) -> Option<String> {
+        if self.hold == 0 {
+            return (!text.is_empty()).then(|| text.to_owned());
+        }
+        self.pending.push_str(text);
+        let keep_from = self.pending.char_indices().rev().nth(self.hold - 1).map(|(i, _)| i)?;
+        if keep_from == 0 {
+            return None;
+        }
+        let tail = self.pending.split_off(keep_from);
+        Some(std::mem::replace(&mut self.pending, tail))
     }
 
     /// Why the stream failed, if it did; the client has been sent a terminal error event.
@@ -171,10 +204,19 @@ impl StreamToOpenAi {
             let delta = Delta { role: Some("assistant".into()), content: Some(String::new()), ..Delta::default() };
             out.extend(self.delta(delta, None));
         }
-        if let Some(token) = parsed.token.filter(|t| !t.special && !t.text.is_empty()) {
-            out.extend(self.delta(Delta { content: Some(token.text), ..Delta::default() }, None));
+        let text = parsed.token.filter(|t| !t.special).map(|t| t.text).unwrap_or_default();
+        if let Some(now) = self.push_text(&text) {
+            out.extend(self.delta(Delta { content: Some(now), ..Delta::default() }, None));
         }
         if let Some(details) = parsed.details {
+            let mut rest = std::mem::take(&mut self.pending);
+            if details.finish_reason == FinishReason::StopSequence {
+                let kept = strip_stop_sequence(&rest, &self.stop).len();
+                rest.truncate(kept);
+            }
+            if !rest.is_empty() {
+                out.extend(self.delta(Delta { content: Some(rest), ..Delta::default() }, None));
+            }
             let usage = Usage { input: details.input_length, output: Some(details.generated_tokens), ..Usage::default() };
             self.usage = Some(usage);
             out.extend(self.delta(Delta::default(), Some(details.finish_reason.openai_finish_reason())));
