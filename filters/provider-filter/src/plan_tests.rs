@@ -226,3 +226,23 @@ fn sagemaker_tgi_refuses_tools_and_unknown_payloads() {
     unknown.payload = Some(ContainerPayload::Tgi { prompt_template: tollgate_types::config::PromptTemplate::Unknown });
     assert_eq!(plan_err(&attempt(&unknown, &cred, CHAT)).status(), 500);
 }
+
+#[test]
+fn sagemaker_tgi_serves_bedrock_converse_clients() {
+    let m = tgi_meta(tollgate_types::config::PromptTemplate::Plain);
+    let cred = aws();
+    let op = Operation::BedrockConverse { model: "sm-tgi".into(), stream: false };
+    let mut a = attempt(&m, &cred, br#"{"messages":[{"role":"user","content":[{"text":"hi there"}]}],"inferenceConfig":{"maxTokens":9,"stopSequences":["END"]}}"#);
+    a.op = &op;
+    let p = plan(&a).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&p.body).unwrap();
+    assert_eq!(body["inputs"], "hi there");
+    assert_eq!((body["parameters"]["max_new_tokens"].as_u64(), &body["parameters"]["stop"]), (Some(9), &serde_json::json!(["END"])));
+    let ResponsePlan::Json(json) = &p.response else { panic!("expected a JSON response plan") };
+    let tgi = br#"[{"generated_text":"fine END","details":{"finish_reason":"stop_sequence","generated_tokens":3,"prefill":[{"id":1,"text":"a"},{"id":2,"text":"b"}]}}]"#;
+    let (out, usage) = json.translate(tgi).unwrap();
+    let out: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(out["output"]["message"]["content"][0]["text"], "fine ");
+    assert_eq!(out["usage"]["inputTokens"], 2);
+    assert_eq!(usage.output, Some(3));
+}
