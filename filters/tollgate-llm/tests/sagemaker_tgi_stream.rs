@@ -177,6 +177,7 @@ fn stream_semantics() {
     // Errors and truncation end with one terminal error event: no finish_reason, no [DONE].
     for (case, code) in [
         ("error", "tgi_generation_error"),
+        ("overloaded", "tgi_overloaded"),
         ("truncated", "provider_stream_truncated"),
         ("truncated_mid_event", "provider_stream_truncated"),
         ("malformed", "provider_stream_error"),
@@ -190,6 +191,8 @@ fn stream_semantics() {
         assert_eq!(last["error"]["code"], code, "{case}");
         assert!(t.failure().is_some(), "{case}");
     }
+    let (out, _) = whole("overloaded", &read("overloaded"));
+    assert_eq!(data_events(&out).pop().unwrap()["error"]["type"], "rate_limit_error");
 }
 
 /// A TGI stream reaches an Anthropic client (SageMaker frames → TGI → OpenAI pivot → Messages)

@@ -9,7 +9,7 @@
 //! | `token` with `special: false` and text | `delta: {content}` (with stop sequences: all but the last characters, as many as the longest stop sequence, which wait for the next event) |
 //! | `token` with `special: true` (end of sequence, end of turn) | nothing |
 //! | the last event (`details` set; it carries the last token too) | the text held back and that token's (without the stop sequence for `stop_sequence`), then `delta: {}` with `finish_reason` (`eos_token`, `stop_sequence` → `stop`; `length` → `length`), the usage chunk (`choices: []`) if the client asked for it, `data: [DONE]` |
-//! | `{"error": "...", "error_type": ...}` | a final `data: {"error": {...}}` event, nothing after |
+//! | `{"error": "...", "error_type": ...}` | a final `data: {"error": {...}}` event, nothing after (`type`: `rate_limit_error` for `overloaded`, `invalid_request_error` for `validation`, else `api_error`; `code`: `tgi_generation_error`, `tgi_incomplete_generation`, `tgi_overloaded`, `tgi_validation_error` or `tgi_error`) |
 //! | an OpenAI-shaped error event (from the SageMaker frame decoder: exception frame, bad frame) | passed on as the final error event |
 //! | malformed JSON, an oversized event, the stream ending without the `details` event | a final `data: {"error": {...}}` event |
 //! | events without a token, comments, `[DONE]` | nothing |
@@ -181,10 +181,17 @@ impl StreamToOpenAi {
                     Value::String(s) => s,
                     v => v.to_string(),
                 };
-                let kind = probe.error_type.unwrap_or_else(|| "generation".into());
-                let code = format!("tgi_{kind}_error");
+                let kind = probe.error_type.unwrap_or_default();
+                // TGI's error types; anything else is reported as a generic TGI error.
+                let (openai_type, code) = match kind.as_str() {
+                    "generation" => ("api_error", "tgi_generation_error"),
+                    "incomplete_generation" => ("api_error", "tgi_incomplete_generation"),
+                    "overloaded" => ("rate_limit_error", "tgi_overloaded"),
+                    "validation" => ("invalid_request_error", "tgi_validation_error"),
+                    _ => ("api_error", "tgi_error"),
+                };
                 let err = TranslateError::StreamException { kind, message };
-                self.fail(out, err, "api_error", &code);
+                self.fail(out, err, openai_type, code);
                 return;
             }
         }
