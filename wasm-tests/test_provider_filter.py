@@ -419,3 +419,35 @@ def test_attempt_with_trailers_is_still_rewritten(provider):
     assert ctx.request_header(":path") == "/openai/v1/chat/completions"
     assert "authorization" not in ctx.request_headers_map
     assert json.loads(ctx.request_body_forwarded)["model"] == "real-model"
+
+
+def test_sagemaker_tgi_attempt_is_rendered_signed_and_translated_back(provider):
+    aws = {"aws": {"access_key_id": "AKIDWASMTEST", "secret_access_key": "wasm-secret"}}
+    load_credentials(provider, credentials_doc(aws_cred=aws))
+    dep = deployment(provider="sagemaker", model="tgi-endpoint", authority="runtime.sagemaker.us-east-1.amazonaws.com",
+                     base_path="", credential="aws_cred", region="us-east-1",
+                     payload={"kind": "tgi", "prompt_template": "llama3"})
+    body = json.dumps({"model": "gpt-a", "max_tokens": 5,
+                       "messages": [{"role": "user", "content": "héllo"}]}).encode()
+    ctx = attempt(provider, dep, body=body)
+    assert ctx.local_response is None
+    h = ctx.request_headers_map
+    assert h.get(":path") == "/endpoints/tgi-endpoint/invocations"
+    assert h.get(":authority") == "runtime.sagemaker.us-east-1.amazonaws.com"
+    assert h.get("authorization").startswith("AWS4-HMAC-SHA256 Credential=AKIDWASMTEST/")
+    assert "/us-east-1/sagemaker/aws4_request" in h.get("authorization")
+    sent = json.loads(bytes(ctx.request_body_forwarded))
+    assert sent["inputs"] == ("<|start_header_id|>user<|end_header_id|>\n\nhéllo<|eot_id|>"
+                              "<|start_header_id|>assistant<|end_header_id|>\n\n")
+    assert sent["parameters"]["max_new_tokens"] == 5 and sent["parameters"]["details"] is True
+    assert b"wasm-secret" not in bytes(ctx.request_body_forwarded)
+
+    ctx.response_headers([(":status", "200"), ("content-type", "application/json")])
+    answer = json.dumps([{"generated_text": "bonjour", "details": {
+        "finish_reason": "length", "generated_tokens": 5, "prefill": [{"id": 1, "text": "a"}] * 9}}]).encode()
+    ctx.response_body(answer, end_of_stream=True)
+    out = json.loads(bytes(ctx.response_body_forwarded))
+    assert out["object"] == "chat.completion"
+    assert out["choices"][0]["message"]["content"] == "bonjour"
+    assert out["choices"][0]["finish_reason"] == "length"
+    assert (out["usage"]["prompt_tokens"], out["usage"]["completion_tokens"]) == (9, 5)

@@ -6,7 +6,9 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use crate::model::{CredentialRef, ModelSpec, Provider, Settings};
+use tollgate_types::config::PromptTemplate;
+
+use crate::model::{CredentialRef, ModelSpec, Provider, SagemakerPayload, Settings};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,6 +84,7 @@ fn validate_deployment(
     if d.provider == Provider::Sagemaker && d.model.is_none() {
         bail!("model `{model}`: a sagemaker deployment needs model (the endpoint name)");
     }
+    validate_payload(model, d)?;
     if d.provider == Provider::Demo {
         return Ok(());
     }
@@ -90,6 +93,26 @@ fn validate_deployment(
     };
     crate::upstream::UpstreamUrl::parse(&url).with_context(|| format!("model `{model}`: base_url"))?;
     Ok(())
+}
+
+/// `payload` and `prompt_template` are SageMaker options; `payload: tgi` needs a known template.
+fn validate_payload(model: &str, d: &crate::model::DeploymentSpec) -> anyhow::Result<()> {
+    if d.provider != Provider::Sagemaker && (d.payload.is_some() || d.prompt_template.is_some()) {
+        bail!("model `{model}`: payload and prompt_template apply to sagemaker deployments only");
+    }
+    let names = PromptTemplate::NAMES.join(", ");
+    match (d.payload, d.prompt_template) {
+        (Some(SagemakerPayload::Tgi), None) => {
+            bail!("model `{model}`: a sagemaker deployment with payload: tgi needs prompt_template ({names})")
+        }
+        (Some(SagemakerPayload::Tgi), Some(PromptTemplate::Unknown)) => {
+            bail!("model `{model}`: unknown prompt_template; use one of {names}")
+        }
+        (None | Some(SagemakerPayload::Openai), Some(_)) => {
+            bail!("model `{model}`: prompt_template applies to payload: tgi only (OpenAI-style containers apply their own chat template)")
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -148,5 +171,30 @@ models:
             ok.models[0].deployments[0].effective_base_url().as_deref(),
             Some("https://bedrock-runtime.us-east-1.amazonaws.com")
         );
+    }
+
+    #[test]
+    fn sagemaker_tgi_needs_a_known_template() {
+        let cfg = |dep: &str| {
+            ConfigFile::parse(&format!(
+                "credentials: {{aws: {{aws_access_key_id_env: A, aws_secret_access_key_env: B}}}}\n\
+                 models: [{{name: a, deployments: [{dep}]}}]"
+            ))
+        };
+        let ok = cfg("{provider: sagemaker, region: us-east-1, model: ep, credential: aws, payload: tgi, prompt_template: llama3}")
+            .unwrap();
+        let d = &ok.models[0].deployments[0];
+        assert_eq!((d.payload, d.prompt_template), (Some(SagemakerPayload::Tgi), Some(PromptTemplate::Llama3)));
+        assert!(cfg("{provider: sagemaker, region: us-east-1, model: ep, payload: openai}").is_ok());
+        for (bad, needle) in [
+            ("{provider: sagemaker, region: us-east-1, model: ep, payload: tgi}", "needs prompt_template"),
+            ("{provider: sagemaker, region: us-east-1, model: ep, payload: tgi, prompt_template: llama9}", "unknown prompt_template"),
+            ("{provider: sagemaker, region: us-east-1, model: ep, prompt_template: chatml}", "payload: tgi only"),
+            ("{provider: openai, base_url: 'http://x', payload: tgi, prompt_template: plain}", "sagemaker deployments only"),
+        ] {
+            let e = format!("{:#}", cfg(bad).unwrap_err());
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+        assert!(cfg("{provider: sagemaker, region: us-east-1, model: ep, payload: vllm}").is_err());
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use tollgate_types::config::PromptTemplate;
 use tollgate_types::keys::Role;
 
 /// Where a credential's secrets come from: names of the control plane's environment variables.
@@ -63,7 +64,7 @@ pub enum Provider {
     Anthropic,
     /// Azure OpenAI (`base_url` = the deployment URL, `api_version`).
     Azure,
-    /// Amazon SageMaker endpoint with an OpenAI-style chat container (`model` = endpoint name).
+    /// Amazon SageMaker endpoint (`model` = endpoint name), OpenAI-style chat or TGI (`payload`).
     Sagemaker,
     /// The built-in demo model served by the control plane itself.
     Demo,
@@ -93,6 +94,22 @@ pub struct DeploymentSpec {
     /// Azure OpenAI `api-version` (default 2024-10-21).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
+    /// SageMaker: what the endpoint's container speaks (default `openai`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<SagemakerPayload>,
+    /// SageMaker with `payload: tgi`: how chat messages become the prompt (required there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_template: Option<PromptTemplate>,
+}
+
+/// The payload format of a SageMaker endpoint's container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SagemakerPayload {
+    /// OpenAI-style chat completions (e.g. vLLM, LMI, TGI's Messages API).
+    Openai,
+    /// Hugging Face Text Generation Inference's generate API (`{"inputs", "parameters"}`).
+    Tgi,
 }
 
 impl DeploymentSpec {

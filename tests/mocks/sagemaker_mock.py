@@ -1,18 +1,47 @@
-"""Mock Amazon SageMaker Runtime endpoint serving an OpenAI-style chat container (test support).
+"""Mock Amazon SageMaker Runtime endpoint (test support), serving one of two containers:
+
+``payload="openai"`` (default), an OpenAI-style chat container:
 
 - ``POST /endpoints/{name}/invocations``: the container's OpenAI ``chat.completion`` JSON.
-- ``POST /endpoints/{name}/invocations-response-stream``: the container's OpenAI SSE stream
-  wrapped in AWS event-stream ``PayloadPart`` frames (``{"Bytes": <base64>}``), cut at awkward
-  places on purpose: inside an SSE event and inside a UTF-8 character, several events per part.
-- Every request must carry a valid SigV4 signature for service ``sagemaker`` (checked with
-  botocore's signer via ``bedrock_mock.verify_sigv4``); otherwise 403 as AWS answers.
-- ``requests`` records what arrived (method, path, headers, body).
+- ``POST /endpoints/{name}/invocations-response-stream``: the container's OpenAI SSE stream.
+
+``payload="tgi"``, a Hugging Face Text Generation Inference container (as the SageMaker
+Hugging Face LLM container serves it), with the prompt template it expects
+(``prompt_template``: ``llama3``, ``chatml``, ``mistral`` or ``plain``):
+
+- the request must be TGI's ``{"inputs", "parameters", "stream"}`` and pass TGI's validation
+  (``temperature`` > 0, 0 < ``top_p`` < 1, ``max_new_tokens`` > 0, at most 4 stop sequences, a
+  non-negative integer ``seed``, no ``decoder_input_details`` when streaming); the mock is
+  stricter than TGI in refusing unknown keys and a ``stream`` flag that does not match the
+  path. ``inputs`` must be a well-formed prompt of the template (no beginning-of-sequence token:
+  the tokenizer adds it), ending with the assistant's turn. A refused request is answered as
+  SageMaker answers a container's 422: ``424 ModelError``.
+- the answer is ``ANSWER_PREFIX_TGI + "naïve " + <the last user message>``, one token per word
+  (plus the template's end-of-turn token, ``special: true``), cut by ``max_new_tokens``
+  (``finish_reason: length``) and by ``stop`` (``stop_sequence``, the stop text kept, as TGI
+  does); ``eos_token`` otherwise. Prompt tokens: ``prompt_tokens(inputs)``.
+- ``/invocations``: ``[{"generated_text", "details": {finish_reason, generated_tokens, seed,
+  prefill, tokens}}]`` (``prefill`` = one entry per prompt token when ``decoder_input_details``);
+  without ``return_full_text: false`` the prompt is echoed first, as TGI does for
+  ``text-generation`` models.
+- ``/invocations-response-stream``: TGI's SSE (``data:{"index", "token", "generated_text":
+  null, "details": null}``, the last event with ``generated_text`` and ``details``
+  ``{finish_reason, generated_tokens, seed, input_length}``; ``input_length`` left out when
+  ``stream_input_length`` is false, as older TGI versions do). ``truncate_stream = True`` drops
+  the last event (a stream cut short).
+
+Both containers' streams are wrapped in AWS event-stream ``PayloadPart`` frames
+(``{"Bytes": <base64>}``), cut at awkward places on purpose: inside an SSE event and inside a
+UTF-8 character, several events per part. Every request must carry a valid SigV4 signature for
+service ``sagemaker`` (checked with botocore's signer via ``bedrock_mock.verify_sigv4``);
+otherwise 403 as AWS answers. ``requests`` records what arrived (method, path, headers, body).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import time
 import uuid
@@ -28,6 +57,7 @@ except ImportError:  # run as a script / imported without the package
     from bedrock_mock import BedrockError, encode_frame, verify_sigv4  # type: ignore[no-redef]
 
 ANSWER_PREFIX = "sagemaker says: "
+ANSWER_PREFIX_TGI = "tgi says: "
 
 
 def _answer(req: dict[str, Any]) -> tuple[str, dict[str, int]]:
@@ -74,6 +104,165 @@ def payload_parts(stream: bytes, sizes: tuple[int, ...] = (7, 53, 3, 120, 1)) ->
             for p in parts]
 
 
+# ---- TGI container ---------------------------------------------------------------------------
+
+TGI_PARAMETERS = {"best_of", "temperature", "repetition_penalty", "frequency_penalty", "top_k",
+                  "top_p", "typical_p", "do_sample", "max_new_tokens", "return_full_text", "stop",
+                  "truncate", "watermark", "details", "decoder_input_details", "seed",
+                  "top_n_tokens", "grammar", "adapter_id"}
+
+# (turn regex, assistant prompt the inputs must end with, end-of-turn token, forbidden prefix)
+TEMPLATES: dict[str, tuple[str, str, str, str | None]] = {
+    "llama3": (r"<\|start_header_id\|>(system|user|assistant)<\|end_header_id\|>\n\n(.*?)<\|eot_id\|>",
+               "<|start_header_id|>assistant<|end_header_id|>\n\n", "<|eot_id|>", "<|begin_of_text|>"),
+    "chatml": (r"<\|im_start\|>(system|user|assistant)\n(.*?)<\|im_end\|>\n",
+               "<|im_start|>assistant\n", "<|im_end|>", None),
+    "mistral": (r"\[INST\] (.*?) \[/INST\]", " [/INST]", "</s>", "<s>"),
+    "plain": ("", "", "</s>", None),
+}
+
+
+def _tgi_error(message: str) -> BedrockError:
+    """A container 422, as SageMaker reports it (424 ModelError)."""
+    body = json.dumps({"error": message, "error_type": "validation"})
+    return BedrockError(424, "ModelError",
+                        f"Received client error (422) from primary with message \"{body}\".")
+
+
+def prompt_tokens(inputs: str) -> int:
+    """The mock tokenizer: words and punctuation, plus the beginning-of-sequence token."""
+    return len(re.findall(r"\w+|[^\w\s]", inputs)) + 1
+
+
+def last_user_text(inputs: str, template: str) -> str:
+    """The last user message of a prompt rendered with `template` (422 if malformed)."""
+    turn_re, assistant_prompt, _, forbidden_prefix = TEMPLATES[template]
+    if template == "plain":
+        return inputs.split("\n\n")[-1]
+    if forbidden_prefix and inputs.startswith(forbidden_prefix):
+        raise _tgi_error(f"the prompt starts with {forbidden_prefix}: the tokenizer adds it, "
+                         "so the model would see it twice")
+    if not inputs.endswith(assistant_prompt):
+        raise _tgi_error(f"the {template} prompt does not end with the assistant's turn")
+    if template == "mistral":
+        users = re.findall(turn_re, inputs, flags=re.S)
+        if not users or not inputs.startswith("[INST] "):
+            raise _tgi_error("not a mistral prompt")
+        return users[-1].split("\n\n")[-1]
+    body = inputs[:-len(assistant_prompt)]
+    turns = re.findall(turn_re, body, flags=re.S)
+    if re.sub(turn_re, "", body, flags=re.S) != "" or not turns:
+        raise _tgi_error(f"not a well-formed {template} prompt")
+    users = [text for role, text in turns if role == "user"]
+    if not users:
+        raise _tgi_error("the prompt has no user turn")
+    return users[-1]
+
+
+def validate_tgi(req: Any, stream_path: bool) -> dict[str, Any]:
+    """TGI's request validation (stricter on unknown keys); returns the parameters."""
+    if not isinstance(req, dict) or set(req) - {"inputs", "parameters", "stream"}:
+        raise _tgi_error("expected {inputs, parameters, stream}")
+    inputs = req.get("inputs")
+    if not isinstance(inputs, str) or not inputs:
+        raise _tgi_error("`inputs` cannot be empty")
+    params = req.get("parameters", {})
+    if not isinstance(params, dict) or set(params) - TGI_PARAMETERS:
+        raise _tgi_error(f"unknown parameters {sorted(set(params) - TGI_PARAMETERS)}")
+    if bool(req.get("stream", False)) != stream_path:
+        raise _tgi_error("`stream` does not match the invocation path")
+
+    def number(name: str) -> float | None:
+        value = params.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise _tgi_error(f"`{name}` must be a number")
+        return value
+
+    temperature, top_p = number("temperature"), number("top_p")
+    if temperature is not None and temperature <= 0:
+        raise _tgi_error("`temperature` must be strictly positive")
+    if top_p is not None and not 0 < top_p < 1:
+        raise _tgi_error("`top_p` must be > 0.0 and < 1.0")
+    max_new = params.get("max_new_tokens")
+    if max_new is not None and (not isinstance(max_new, int) or isinstance(max_new, bool) or max_new <= 0):
+        raise _tgi_error("`max_new_tokens` must be strictly positive")
+    stop = params.get("stop", [])
+    if not isinstance(stop, list) or not all(isinstance(x, str) for x in stop) or len(stop) > 4:
+        raise _tgi_error("`stop` must be a list of at most 4 strings")
+    seed = params.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+        raise _tgi_error("`seed` must be a non-negative integer")
+    for name in ("do_sample", "details", "decoder_input_details", "return_full_text"):
+        if name in params and not isinstance(params[name], bool):
+            raise _tgi_error(f"`{name}` must be a boolean")
+    if stream_path and params.get("decoder_input_details"):
+        raise _tgi_error("decoder_input_details == True is not supported when streaming tokens")
+    return params
+
+
+def tgi_generation(mock: "MockSageMaker", req: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """Tokens, text, finish reason and counts of the mock model's answer."""
+    user = last_user_text(req["inputs"], mock.prompt_template)
+    answer = ANSWER_PREFIX_TGI + "naïve " + user
+    words = answer.split(" ")
+    pieces = [(" " if i else "") + w for i, w in enumerate(words)]
+    eos = TEMPLATES[mock.prompt_template][2]
+    max_new = params.get("max_new_tokens") or 1000
+    tokens: list[dict[str, Any]] = []
+    text, finish = "", "eos_token"
+    for i, piece in enumerate(pieces):
+        if len(tokens) == max_new:
+            finish = "length"
+            break
+        tokens.append({"id": 1000 + i, "text": piece, "logprob": -0.5, "special": False})
+        text += piece
+        if any(stop and stop in text for stop in params.get("stop", [])):
+            finish = "stop_sequence"
+            break
+    else:
+        if len(tokens) < max_new:
+            tokens.append({"id": 2, "text": eos, "logprob": -0.01, "special": True})
+        else:
+            finish = "length"
+    n_prompt = prompt_tokens(req["inputs"])
+    if params.get("return_full_text") is not False:  # TGI's default for text-generation models
+        text = req["inputs"] + text
+    with mock.lock:
+        mock.last_usage = {"prompt_tokens": n_prompt, "completion_tokens": len(tokens)}
+    return {"tokens": tokens, "text": text, "finish_reason": finish,
+            "generated_tokens": len(tokens), "prompt_tokens": n_prompt,
+            "seed": params.get("seed")}
+
+
+def tgi_generate_body(gen: dict[str, Any], params: dict[str, Any]) -> bytes:
+    prefill = ([{"id": 128000 + i, "text": f"p{i}", "logprob": None if i == 0 else -1.0}
+                for i in range(gen["prompt_tokens"])] if params.get("decoder_input_details") else [])
+    details = {"finish_reason": gen["finish_reason"], "generated_tokens": gen["generated_tokens"],
+               "seed": gen["seed"], "prefill": prefill, "tokens": gen["tokens"]}
+    out: dict[str, Any] = {"generated_text": gen["text"]}
+    if params.get("details"):
+        out["details"] = details
+    return json.dumps([out], ensure_ascii=False).encode()
+
+
+def tgi_sse_body(mock: "MockSageMaker", gen: dict[str, Any]) -> bytes:
+    events = []
+    tokens = gen["tokens"]
+    for i, token in enumerate(tokens):
+        event: dict[str, Any] = {"index": i + 1, "token": token, "generated_text": None, "details": None}
+        if i == len(tokens) - 1:
+            details: dict[str, Any] = {"finish_reason": gen["finish_reason"],
+                                       "generated_tokens": gen["generated_tokens"], "seed": gen["seed"]}
+            if mock.stream_input_length:
+                details["input_length"] = gen["prompt_tokens"]
+            event["generated_text"] = gen["text"]
+            event["details"] = details
+            if mock.truncate_stream:
+                break
+        events.append(event)
+    return b"".join(b"data:" + json.dumps(e, ensure_ascii=False).encode() + b"\n\n" for e in events)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
@@ -102,6 +291,9 @@ class _Handler(BaseHTTPRequestHandler):
                 raise BedrockError(400, "ValidationException",
                                    f"Endpoint {unquote(parts[2])} not found.")
             req = json.loads(body)
+            if mock.payload == "tgi":
+                self._serve_tgi(mock, req, parts[3] == "invocations-response-stream")
+                return
             if parts[3] == "invocations":
                 answer, usage = _answer(req)
                 self._send(200, "application/json", json.dumps({
@@ -129,6 +321,20 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._send(400, "application/json", b'{"message":"invalid JSON"}')
 
+    def _serve_tgi(self, mock: "MockSageMaker", req: Any, stream: bool) -> None:
+        params = validate_tgi(req, stream)
+        gen = tgi_generation(mock, req, params)
+        if not stream:
+            self._send(200, "application/json", tgi_generate_body(gen, params))
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.amazon.eventstream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for frame in payload_parts(tgi_sse_body(mock, gen)):
+            write_chunk(self.wfile, frame)
+        write_chunk(self.wfile, b"")
+
     def _send(self, status: int, content_type: str, payload: bytes) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -139,7 +345,15 @@ class _Handler(BaseHTTPRequestHandler):
 
 class MockSageMaker:
     def __init__(self, endpoint: str = "llm-endpoint", access_key: str = "AKIDMOCKSAGEMAKER",
-                 secret_key: str = "mock-sagemaker-secret", region: str = "us-east-1") -> None:
+                 secret_key: str = "mock-sagemaker-secret", region: str = "us-east-1",
+                 payload: str = "openai", prompt_template: str = "llama3") -> None:
+        if payload not in ("openai", "tgi") or prompt_template not in TEMPLATES:
+            raise ValueError(f"unknown payload {payload!r} or prompt template {prompt_template!r}")
+        self.payload = payload
+        self.prompt_template = prompt_template
+        self.stream_input_length = True  # TGI: report input_length in the final stream event
+        self.truncate_stream = False  # TGI: drop the final stream event
+        self.last_usage: dict[str, int] | None = None
         self.endpoint = endpoint
         self.access_key = access_key
         self.secret_key = secret_key

@@ -39,6 +39,7 @@ fn meta(provider: ProviderKind) -> DeploymentMeta {
         credential: None,
         region: Some("us-east-1".into()),
         api_version: None,
+        payload: None,
     }
 }
 

@@ -32,6 +32,8 @@ async fn exercise(store: &Store) {
         priority: 0,
         region: None,
         api_version: None,
+        payload: None,
+        prompt_template: None,
     };
     let models = vec![
         ModelSpec { name: "zeta".into(), deployments: vec![dep(Some("c1"))] },

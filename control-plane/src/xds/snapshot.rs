@@ -19,12 +19,12 @@ use envoy_types::pb::envoy::extensions::wasm::v3 as wasm;
 use envoy_types::pb::google::protobuf::{Any, StringValue};
 use prost::Name;
 use sha2::{Digest, Sha256};
-use tollgate_types::config::{DeploymentMeta, GatewayConfigDoc, KeyDoc, ModelDoc, ProviderKind, SCHEMA_VERSION};
+use tollgate_types::config::{ContainerPayload, DeploymentMeta, GatewayConfigDoc, KeyDoc, ModelDoc, ProviderKind, SCHEMA_VERSION};
 use tollgate_types::contract;
 
 use super::local_reply::local_reply_config;
 use super::resources::*;
-use crate::model::{DeploymentSpec, Model, Provider, ServedModel};
+use crate::model::{DeploymentSpec, Model, Provider, SagemakerPayload, ServedModel};
 use crate::upstream::UpstreamUrl;
 
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
@@ -319,6 +319,18 @@ fn deployment_upstream(d: &DeploymentSpec, env: &XdsEnv) -> anyhow::Result<(Upst
     Ok((UpstreamUrl::parse(&url)?, kind))
 }
 
+/// A SageMaker deployment's container payload, as the provider filter reads it.
+fn container_payload(d: &DeploymentSpec) -> anyhow::Result<Option<ContainerPayload>> {
+    match (d.provider, d.payload) {
+        (Provider::Sagemaker, Some(SagemakerPayload::Tgi)) => {
+            let prompt_template =
+                d.prompt_template.ok_or_else(|| anyhow::anyhow!("a TGI SageMaker deployment without prompt_template"))?;
+            Ok(Some(ContainerPayload::Tgi { prompt_template }))
+        }
+        _ => Ok(None),
+    }
+}
+
 fn model_cluster(name: &str, served: &ServedModel, model: &Model, env: &XdsEnv) -> anyhow::Result<cluster::Cluster> {
     let mut by_priority: BTreeMap<u32, Vec<endpoint::LbEndpoint>> = BTreeMap::new();
     let mut tls_hosts = std::collections::BTreeSet::new();
@@ -336,6 +348,7 @@ fn model_cluster(name: &str, served: &ServedModel, model: &Model, env: &XdsEnv) 
                 Provider::Azure => Some(d.api_version.clone().unwrap_or_else(|| "2024-10-21".to_owned())),
                 _ => None,
             },
+            payload: container_payload(d)?,
         };
         let mut ns = vec![(contract::METADATA_NAMESPACE, strukt(vec![(contract::METADATA_DEPLOYMENT_KEY, string_value(&serde_json::to_string(&meta)?))]))];
         if url.tls {

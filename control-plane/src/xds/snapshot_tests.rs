@@ -5,11 +5,11 @@ use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
 use envoy_types::pb::envoy::extensions::wasm::v3::plugin_config::Vm;
 use envoy_types::pb::google::protobuf::StringValue;
 use prost::Message;
-use tollgate_types::config::{DeploymentMeta, GatewayConfig};
+use tollgate_types::config::{ContainerPayload, DeploymentMeta, GatewayConfig, PromptTemplate};
 use tollgate_types::keys::Role;
 
 use super::*;
-use crate::model::{KeyRecord, Settings};
+use crate::model::{KeyRecord, SagemakerPayload, Settings};
 
 fn env() -> XdsEnv {
     XdsEnv {
@@ -33,6 +33,8 @@ fn dep(provider: Provider, url: Option<&str>, priority: u32) -> DeploymentSpec {
         priority,
         region: None,
         api_version: None,
+        payload: None,
+        prompt_template: None,
     }
 }
 
@@ -137,6 +139,39 @@ fn cluster_endpoints_carry_deployments_by_priority() {
         Some(HostIdentifier::Endpoint(e)) => assert_eq!(e.hostname, "10.0.0.1"),
         other => panic!("unexpected {other:?}"),
     }
+}
+
+#[test]
+fn sagemaker_tgi_deployments_carry_their_payload_and_template() {
+    let mut m = model();
+    let mut tgi = dep(Provider::Sagemaker, None, 0);
+    tgi.region = Some("eu-west-1".into());
+    tgi.model = Some("my-endpoint".into());
+    tgi.payload = Some(SagemakerPayload::Tgi);
+    tgi.prompt_template = Some(PromptTemplate::Mistral);
+    let mut openai_style = tgi.clone();
+    openai_style.payload = None;
+    openai_style.prompt_template = None;
+    openai_style.priority = 1;
+    m.models.push(ServedModel { name: "sm".into(), created: 7, deployments: vec![tgi, openai_style] });
+    let s = build(&m, &env()).unwrap();
+    let c = Cluster::decode(s.get(CLUSTER_TYPE).unwrap().items[&cluster_name("sm")].value.as_slice()).unwrap();
+    let metas: Vec<DeploymentMeta> = c
+        .load_assignment
+        .unwrap()
+        .endpoints
+        .iter()
+        .map(|e| {
+            let md = &e.lb_endpoints[0].metadata.as_ref().unwrap().filter_metadata;
+            match &md[contract::METADATA_NAMESPACE].fields[contract::METADATA_DEPLOYMENT_KEY].kind {
+                Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(s)) => serde_json::from_str(s).unwrap(),
+                other => panic!("unexpected {other:?}"),
+            }
+        })
+        .collect();
+    assert_eq!(metas[0].authority, "runtime.sagemaker.eu-west-1.amazonaws.com");
+    assert_eq!(metas[0].payload, Some(ContainerPayload::Tgi { prompt_template: PromptTemplate::Mistral }));
+    assert_eq!(metas[1].payload, None);
 }
 
 #[test]

@@ -6,8 +6,9 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tollgate_llm::openai::ChatRequest;
+use tollgate_llm::openai_to_tgi::{self, PromptTemplate};
 use tollgate_llm::{anthropic_to_openai, bedrock_embeddings, bedrock_to_openai, openai_stream, openai_to_anthropic, openai_to_bedrock, sagemaker, StreamOutput, StreamTranslator, TranslateError, Usage};
-use tollgate_types::config::{Credential, DeploymentMeta, ProviderKind};
+use tollgate_types::config::{self, ContainerPayload, Credential, DeploymentMeta, ProviderKind};
 use tollgate_types::provider;
 use tollgate_types::request::Operation;
 use tollgate_types::{ClientApi, ErrorKind, GatewayError};
@@ -48,16 +49,60 @@ pub enum ResponsePlan {
     Stream(Box<dyn StreamTranslator>),
 }
 
+/// The API a provider answers in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderApi {
+    /// OpenAI chat completions (the pivot): OpenAI, Azure, OpenAI-style SageMaker containers.
+    OpenAi,
+    Bedrock,
+    Anthropic,
+    /// Hugging Face TGI's generate API (a SageMaker TGI container), chat rendered with a template.
+    Tgi(PromptTemplate),
+}
+
+impl ProviderApi {
+    /// The deployment's provider API; an error for a provider or container payload this
+    /// version does not know.
+    pub fn of(meta: &DeploymentMeta) -> Result<Self, GatewayError> {
+        let unknown = |what: &str| {
+            GatewayError::new(
+                ErrorKind::Internal,
+                format!("This deployment uses a {what} this gateway version does not support."),
+            )
+        };
+        match (meta.provider, meta.payload) {
+            (ProviderKind::Unknown, _) => Err(unknown("provider")),
+            (ProviderKind::Bedrock, _) => Ok(Self::Bedrock),
+            (ProviderKind::Anthropic, _) => Ok(Self::Anthropic),
+            (ProviderKind::Openai | ProviderKind::Azure, _) => Ok(Self::OpenAi),
+            (ProviderKind::Sagemaker, None | Some(ContainerPayload::Openai)) => Ok(Self::OpenAi),
+            (ProviderKind::Sagemaker, Some(ContainerPayload::Tgi { prompt_template })) => {
+                let template = match prompt_template {
+                    config::PromptTemplate::Llama3 => PromptTemplate::Llama3,
+                    config::PromptTemplate::Chatml => PromptTemplate::Chatml,
+                    config::PromptTemplate::Mistral => PromptTemplate::Mistral,
+                    config::PromptTemplate::Plain => PromptTemplate::Plain,
+                    config::PromptTemplate::Unknown => return Err(unknown("prompt template")),
+                };
+                Ok(Self::Tgi(template))
+            }
+            (ProviderKind::Sagemaker, Some(ContainerPayload::Unknown)) => Err(unknown("SageMaker container payload")),
+        }
+    }
+}
+
 /// A whole-body response translation: provider format → OpenAI pivot → client format.
 pub struct JsonResponse {
-    /// The provider's API (`Openai` when it already speaks the pivot).
-    pub provider: ProviderKind,
+    /// The provider's API.
+    pub provider: ProviderApi,
     /// Set for Bedrock embeddings (InvokeModel), answered as an OpenAI embeddings list.
     pub embeddings: Option<(bedrock_embeddings::Family, bedrock_embeddings::Encoding)>,
     pub client: ClientApi,
     pub model: String,
     pub id: String,
     pub created: u64,
+    /// The request's stop sequences (TGI leaves the matched one in the text).
+    pub stop: Vec<String>,
 }
 
 impl JsonResponse {
@@ -66,13 +111,12 @@ impl JsonResponse {
             return bedrock_embeddings::response(body, family, encoding, &self.model);
         }
         let (pivot, usage) = match self.provider {
-            ProviderKind::Bedrock => openai_to_bedrock::response(body, &self.model, &self.id, self.created)?,
-            ProviderKind::Anthropic => openai_to_anthropic::response(body, &self.model, &self.id, self.created)?,
-            ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Sagemaker | ProviderKind::Unknown => {
-                (body.to_vec(), Usage::default())
-            }
+            ProviderApi::Bedrock => openai_to_bedrock::response(body, &self.model, &self.id, self.created)?,
+            ProviderApi::Anthropic => openai_to_anthropic::response(body, &self.model, &self.id, self.created)?,
+            ProviderApi::Tgi(_) => openai_to_tgi::response(body, &self.model, &self.id, self.created, &self.stop)?,
+            ProviderApi::OpenAi => (body.to_vec(), Usage::default()),
         };
-        let pivot_native = speaks_openai(self.provider);
+        let pivot_native = self.provider == ProviderApi::OpenAi;
         match self.client {
             ClientApi::OpenAi => Ok((pivot, usage)),
             ClientApi::Anthropic => {
@@ -87,11 +131,6 @@ impl JsonResponse {
             }
         }
     }
-}
-
-/// Providers whose chat API is OpenAI's (the pivot) itself.
-fn speaks_openai(p: ProviderKind) -> bool {
-    matches!(p, ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Sagemaker)
 }
 
 /// Two stream translators in series (provider → pivot → client).
@@ -166,17 +205,11 @@ fn credential_missing() -> GatewayError {
 
 pub fn plan(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
     let client = a.op.client_api();
-    match (client, a.meta.provider) {
-        (_, ProviderKind::Unknown) => Err(GatewayError::new(
-            ErrorKind::Internal,
-            "This deployment uses a provider this gateway version does not support.",
-        )),
-        (ClientApi::OpenAi, ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Sagemaker) => {
-            openai_passthrough(a)
-        }
-        (ClientApi::Anthropic, ProviderKind::Anthropic) => anthropic_passthrough(a),
-        (ClientApi::Bedrock, ProviderKind::Bedrock) => bedrock_passthrough(a),
-        _ => translated(a, client),
+    match (client, ProviderApi::of(a.meta)?) {
+        (ClientApi::OpenAi, ProviderApi::OpenAi) => openai_passthrough(a),
+        (ClientApi::Anthropic, ProviderApi::Anthropic) => anthropic_passthrough(a),
+        (ClientApi::Bedrock, ProviderApi::Bedrock) => bedrock_passthrough(a),
+        (_, provider) => translated(a, client, provider),
     }
 }
 
@@ -289,12 +322,13 @@ fn bedrock_embeddings_plan(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
     let path = format!("{}{}", a.meta.base_path.trim_end_matches('/'), bedrock_embeddings::invoke_path(&a.meta.model));
     let created = a.now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let response = ResponsePlan::Json(JsonResponse {
-        provider: ProviderKind::Bedrock,
+        provider: ProviderApi::Bedrock,
         embeddings: Some((family, encoding)),
         client: ClientApi::OpenAi,
         model: a.meta.model.clone(),
         id: String::new(),
         created,
+        stop: Vec::new(),
     });
     let mut plan = Plan::new(path, a.meta.authority.clone(), body, response);
     plan.set("accept", "application/json");
@@ -302,8 +336,8 @@ fn bedrock_embeddings_plan(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
     Ok(plan)
 }
 
-fn translated(a: &Attempt<'_>, client: ClientApi) -> Result<Plan, GatewayError> {
-    if *a.op == Operation::Embeddings && a.meta.provider == ProviderKind::Bedrock {
+fn translated(a: &Attempt<'_>, client: ClientApi, provider: ProviderApi) -> Result<Plan, GatewayError> {
+    if *a.op == Operation::Embeddings && provider == ProviderApi::Bedrock {
         return bedrock_embeddings_plan(a);
     }
     if !matches!(a.op, Operation::ChatCompletions | Operation::AnthropicMessages | Operation::BedrockConverse { .. }) {
@@ -321,15 +355,23 @@ fn translated(a: &Attempt<'_>, client: ClientApi) -> Result<Plan, GatewayError> 
     let id = format!("chatcmpl-{}", a.request_id);
     let base = a.meta.base_path.trim_end_matches('/');
     let model = a.meta.model.clone();
+    let stop = req.stop.as_ref().map(|s| s.to_vec()).unwrap_or_default();
     let response = if stream {
-        let to_pivot: Option<Box<dyn StreamTranslator>> = match a.meta.provider {
-            ProviderKind::Bedrock => {
+        let to_pivot: Option<Box<dyn StreamTranslator>> = match provider {
+            ProviderApi::Bedrock => {
                 Some(Box::new(openai_to_bedrock::StreamToOpenAi::new(&model, &id, created, provider_stream_usage)))
             }
-            ProviderKind::Anthropic => {
+            ProviderApi::Anthropic => {
                 Some(Box::new(openai_to_anthropic::StreamToOpenAi::new(&model, &id, created, provider_stream_usage)))
             }
-            ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Sagemaker | ProviderKind::Unknown => None,
+            ProviderApi::Tgi(_) => Some(unwrap_transport(
+                a.meta.provider,
+                Box::new(
+                    openai_to_tgi::StreamToOpenAi::new(&model, &id, created, provider_stream_usage)
+                        .with_stop_sequences(stop.clone()),
+                ),
+            )),
+            ProviderApi::OpenAi => None,
         };
         let to_client: Option<Box<dyn StreamTranslator>> = match client {
             ClientApi::OpenAi => None,
@@ -344,16 +386,17 @@ fn translated(a: &Attempt<'_>, client: ClientApi) -> Result<Plan, GatewayError> 
         }
     } else {
         ResponsePlan::Json(JsonResponse {
-            provider: a.meta.provider,
+            provider,
             embeddings: None,
             client,
             model: model.clone(),
             id: id.clone(),
             created,
+            stop: stop.clone(),
         })
     };
-    match a.meta.provider {
-        ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Sagemaker => {
+    match provider {
+        ProviderApi::OpenAi => {
             req.model = model;
             let body = serde_json::to_vec(&req)
                 .map_err(|_| GatewayError::new(ErrorKind::Internal, "could not encode the provider request"))?;
@@ -361,7 +404,14 @@ fn translated(a: &Attempt<'_>, client: ClientApi) -> Result<Plan, GatewayError> 
             openai_compatible_transport(&mut plan, a, stream)?;
             Ok(plan)
         }
-        ProviderKind::Bedrock => {
+        ProviderApi::Tgi(template) => {
+            let body = openai_to_tgi::request(&req, template).map_err(translate_error)?;
+            // The SageMaker transport sets the invocations path.
+            let mut plan = Plan::new(String::new(), a.meta.authority.clone(), body, response);
+            openai_compatible_transport(&mut plan, a, stream)?;
+            Ok(plan)
+        }
+        ProviderApi::Bedrock => {
             let body = openai_to_bedrock::request(&req).map_err(translate_error)?;
             let path = format!("{base}{}", openai_to_bedrock::converse_path(&a.meta.model, stream));
             let mut plan = Plan::new(path, a.meta.authority.clone(), body, response);
@@ -369,7 +419,7 @@ fn translated(a: &Attempt<'_>, client: ClientApi) -> Result<Plan, GatewayError> 
             bedrock_auth(&mut plan, a)?;
             Ok(plan)
         }
-        ProviderKind::Anthropic => {
+        ProviderApi::Anthropic => {
             let body = openai_to_anthropic::request(&req, &a.meta.model).map_err(translate_error)?;
             let path = format!("{base}{}", openai_to_anthropic::MESSAGES_SUFFIX);
             let mut plan = Plan::new(path, a.meta.authority.clone(), body, response);
@@ -377,7 +427,6 @@ fn translated(a: &Attempt<'_>, client: ClientApi) -> Result<Plan, GatewayError> 
             plan.set("accept", if stream { "text/event-stream" } else { "application/json" });
             Ok(plan)
         }
-        ProviderKind::Unknown => Err(GatewayError::new(ErrorKind::Internal, "not a translated provider")),
     }
 }
 

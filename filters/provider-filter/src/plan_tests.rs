@@ -1,6 +1,6 @@
 use std::time::{Duration, UNIX_EPOCH};
 
-use tollgate_types::config::AwsCredential;
+use tollgate_types::config::{AwsCredential, ContainerPayload};
 
 use super::*;
 
@@ -14,6 +14,7 @@ fn meta(provider: ProviderKind, authority: &str, base: &str, model: &str) -> Dep
         credential: Some("c".into()),
         region: Some("us-east-1".into()),
         api_version: None,
+        payload: None,
     }
 }
 
@@ -149,4 +150,99 @@ fn sagemaker_is_signed_for_the_sagemaker_service() {
     assert!(matches!(sp.response, ResponsePlan::Stream(_)));
     let body: serde_json::Value = serde_json::from_slice(&sp.body).unwrap();
     assert_eq!(body["stream_options"]["include_usage"], true);
+}
+
+fn tgi_meta(template: tollgate_types::config::PromptTemplate) -> DeploymentMeta {
+    let mut m = meta(ProviderKind::Sagemaker, "runtime.sagemaker.us-east-1.amazonaws.com", "", "tgi-endpoint");
+    m.payload = Some(ContainerPayload::Tgi { prompt_template: template });
+    m
+}
+
+fn aws() -> Credential {
+    Credential {
+        api_key: None,
+        aws: Some(AwsCredential { access_key_id: "AKIDEXAMPLE".into(), secret_access_key: "s".into(), session_token: None }),
+    }
+}
+
+#[test]
+fn sagemaker_tgi_renders_the_prompt_and_signs_it() {
+    let m = tgi_meta(tollgate_types::config::PromptTemplate::Chatml);
+    let cred = aws();
+    let p = plan(&attempt(&m, &cred, CHAT)).unwrap();
+    assert_eq!(p.path, "/endpoints/tgi-endpoint/invocations");
+    assert!(p.header("authorization").unwrap().contains("/us-east-1/sagemaker/aws4_request"));
+    assert_eq!(p.header("accept"), Some("application/json"));
+    let body: serde_json::Value = serde_json::from_slice(&p.body).unwrap();
+    assert_eq!(body["inputs"], "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+    assert_eq!(body["parameters"]["details"], true);
+    let ResponsePlan::Json(json) = &p.response else { panic!("expected a JSON response plan") };
+    let tgi = br#"[{"generated_text":"hello","details":{"finish_reason":"length","generated_tokens":3,"prefill":[{"id":1,"text":"a"},{"id":2,"text":"b"}]}}]"#;
+    let (out, usage) = json.translate(tgi).unwrap();
+    let out: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(out["choices"][0]["message"]["content"], "hello");
+    assert_eq!(out["choices"][0]["finish_reason"], "length");
+    assert_eq!((usage.input, usage.output), (Some(2), Some(3)));
+
+    let sp = plan(&attempt(&m, &cred, STREAM)).unwrap();
+    assert_eq!(sp.path, "/endpoints/tgi-endpoint/invocations-response-stream");
+    assert_eq!(sp.header("accept"), Some("application/vnd.amazon.eventstream"));
+    assert!(matches!(sp.response, ResponsePlan::Stream(_)));
+    let body: serde_json::Value = serde_json::from_slice(&sp.body).unwrap();
+    assert_eq!(body["stream"], true);
+}
+
+#[test]
+fn sagemaker_tgi_serves_anthropic_clients_with_exact_usage() {
+    let m = tgi_meta(tollgate_types::config::PromptTemplate::Llama3);
+    let cred = aws();
+    let mut a = attempt(&m, &cred, br#"{"model":"alias","max_tokens":20,"system":"be brief","messages":[{"role":"user","content":"hi"}]}"#);
+    a.op = &Operation::AnthropicMessages;
+    let p = plan(&a).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&p.body).unwrap();
+    assert!(body["inputs"].as_str().unwrap().starts_with("<|start_header_id|>system<|end_header_id|>\n\nbe brief"));
+    assert_eq!(body["parameters"]["max_new_tokens"], 20);
+    let ResponsePlan::Json(json) = &p.response else { panic!("expected a JSON response plan") };
+    let tgi = br#"{"generated_text":"yo","details":{"finish_reason":"eos_token","generated_tokens":2,"prefill":[{"id":1,"text":"a"}]}}"#;
+    let (out, usage) = json.translate(tgi).unwrap();
+    let out: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(out["type"], "message");
+    assert_eq!(out["content"][0]["text"], "yo");
+    assert_eq!(out["stop_reason"], "end_turn");
+    assert_eq!((out["usage"]["input_tokens"].as_u64(), usage.output), (Some(1), Some(2)));
+}
+
+#[test]
+fn sagemaker_tgi_refuses_tools_and_unknown_payloads() {
+    let m = tgi_meta(tollgate_types::config::PromptTemplate::Mistral);
+    let cred = aws();
+    let tools = br#"{"model":"a","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f"}}]}"#;
+    let e = plan_err(&attempt(&m, &cred, tools));
+    assert_eq!((e.status(), e.param.as_deref()), (400, Some("tools")));
+    let mut unknown = m.clone();
+    unknown.payload = Some(ContainerPayload::Unknown);
+    assert_eq!(plan_err(&attempt(&unknown, &cred, CHAT)).status(), 500);
+    let mut unknown = m;
+    unknown.payload = Some(ContainerPayload::Tgi { prompt_template: tollgate_types::config::PromptTemplate::Unknown });
+    assert_eq!(plan_err(&attempt(&unknown, &cred, CHAT)).status(), 500);
+}
+
+#[test]
+fn sagemaker_tgi_serves_bedrock_converse_clients() {
+    let m = tgi_meta(tollgate_types::config::PromptTemplate::Plain);
+    let cred = aws();
+    let op = Operation::BedrockConverse { model: "sm-tgi".into(), stream: false };
+    let mut a = attempt(&m, &cred, br#"{"messages":[{"role":"user","content":[{"text":"hi there"}]}],"inferenceConfig":{"maxTokens":9,"stopSequences":["END"]}}"#);
+    a.op = &op;
+    let p = plan(&a).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&p.body).unwrap();
+    assert_eq!(body["inputs"], "hi there");
+    assert_eq!((body["parameters"]["max_new_tokens"].as_u64(), &body["parameters"]["stop"]), (Some(9), &serde_json::json!(["END"])));
+    let ResponsePlan::Json(json) = &p.response else { panic!("expected a JSON response plan") };
+    let tgi = br#"[{"generated_text":"fine END","details":{"finish_reason":"stop_sequence","generated_tokens":3,"prefill":[{"id":1,"text":"a"},{"id":2,"text":"b"}]}}]"#;
+    let (out, usage) = json.translate(tgi).unwrap();
+    let out: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(out["output"]["message"]["content"][0]["text"], "fine ");
+    assert_eq!(out["usage"]["inputTokens"], 2);
+    assert_eq!(usage.output, Some(3));
 }

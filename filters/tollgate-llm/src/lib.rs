@@ -11,6 +11,9 @@
 //!   Converse responses and ConverseStream events back to OpenAI.
 //! - [`anthropic`]: Anthropic Messages wire types; [`openai_to_anthropic`]: requests to
 //!   Messages, responses and stream events back to OpenAI.
+//! - [`sagemaker`]: SageMaker Runtime paths and the `PayloadPart` stream unwrapper;
+//!   [`tgi`]: Hugging Face TGI generate wire types; [`openai_to_tgi`]: requests to TGI (chat
+//!   rendered with a prompt template), generate responses and streams back to OpenAI.
 //! - [`sse`], [`eventstream`]: push-based decoders with bounded buffers.
 //! - [`usage`]: the one usage type and the table mapping each provider's fields into it.
 
@@ -25,8 +28,10 @@ pub mod openai;
 pub mod openai_stream;
 pub mod openai_to_anthropic;
 pub mod openai_to_bedrock;
+pub mod openai_to_tgi;
 pub mod sagemaker;
 pub mod sse;
+pub mod tgi;
 pub mod usage;
 
 pub use error::TranslateError;

@@ -1,7 +1,9 @@
-//! Amazon SageMaker Runtime endpoints serving an OpenAI-style chat container.
+//! Amazon SageMaker Runtime endpoints: paths and the response-stream unwrapper, shared by the
+//! OpenAI-style containers and the TGI containers ([`crate::openai_to_tgi`]).
 //!
-//! `InvokeEndpoint` takes and returns the container's own payload (here: OpenAI chat JSON), so
-//! only the path and signing differ from an OpenAI provider. `InvokeEndpointWithResponseStream`
+//! `InvokeEndpoint` takes and returns the container's own payload (OpenAI chat JSON, or TGI's
+//! generate JSON); for OpenAI containers only the path and signing differ from an OpenAI
+//! provider. `InvokeEndpointWithResponseStream`
 //! wraps the container's output stream in AWS event-stream frames whose `PayloadPart.Bytes`
 //! carry arbitrary slices of it: one SSE event can span several parts, one part can hold several
 //! events or end inside a UTF-8 character. [`PayloadStream`] unwraps the parts into the

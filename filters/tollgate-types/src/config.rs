@@ -119,7 +119,8 @@ pub enum ProviderKind {
     Anthropic,
     /// Azure OpenAI: deployment URL, `api-version` query, `api-key` header.
     Azure,
-    /// Amazon SageMaker endpoint serving an OpenAI-style chat container (SigV4).
+    /// Amazon SageMaker endpoint (SigV4) whose container speaks OpenAI-style chat or TGI
+    /// (`DeploymentMeta::payload`).
     Sagemaker,
     #[serde(other)]
     Unknown,
@@ -146,6 +147,39 @@ pub struct DeploymentMeta {
     /// Azure OpenAI `api-version`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
+    /// SageMaker: what the endpoint's container speaks (`None`: OpenAI-style chat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<ContainerPayload>,
+}
+
+/// The payload format of a SageMaker endpoint's container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ContainerPayload {
+    /// OpenAI-style chat completions (the default).
+    Openai,
+    /// Hugging Face Text Generation Inference: `{"inputs", "parameters"}`, the chat rendered
+    /// into `inputs` with a prompt template.
+    Tgi { prompt_template: PromptTemplate },
+    #[serde(other)]
+    Unknown,
+}
+
+/// How chat messages are rendered into one prompt for a TGI container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptTemplate {
+    Llama3,
+    Chatml,
+    Mistral,
+    Plain,
+    #[serde(other)]
+    Unknown,
+}
+
+impl PromptTemplate {
+    /// The names a configuration may use.
+    pub const NAMES: &'static [&'static str] = &["llama3", "chatml", "mistral", "plain"];
 }
 
 /// The credential document the provider filter fetches from the control plane.
@@ -240,6 +274,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.provider, ProviderKind::Unknown);
+    }
+
+    #[test]
+    fn container_payload_round_trips_and_unknown_parses() {
+        let m: DeploymentMeta = serde_json::from_str(
+            r#"{"id":"d","provider":"sagemaker","model":"e","authority":"h","base_path":"","payload":{"kind":"tgi","prompt_template":"llama3"}}"#,
+        )
+        .unwrap();
+        assert_eq!(m.payload, Some(ContainerPayload::Tgi { prompt_template: PromptTemplate::Llama3 }));
+        let back: DeploymentMeta = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert_eq!(back, m);
+        let m: DeploymentMeta = serde_json::from_str(
+            r#"{"id":"d","provider":"sagemaker","model":"e","authority":"h","base_path":"","payload":{"kind":"vllm"}}"#,
+        )
+        .unwrap();
+        assert_eq!(m.payload, Some(ContainerPayload::Unknown));
+        let t: PromptTemplate = serde_json::from_str(r#""gemma""#).unwrap();
+        assert_eq!(t, PromptTemplate::Unknown);
     }
 
     #[test]

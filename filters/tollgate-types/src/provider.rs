@@ -217,6 +217,7 @@ mod tests {
             credential: Some("c".into()),
             region: None,
             api_version: None,
+            payload: None,
         }
     }
 

@@ -1,4 +1,4 @@
-//! Shared helpers of the `anthropic_*` integration tests: fixture discovery, golden files
+//! Shared helpers of the `anthropic_*` (and `sagemaker_tgi_*`) integration tests: fixture discovery, golden files
 //! (`TOLLGATE_UPDATE_GOLDEN=1` rewrites them), stream replay.
 
 #![allow(dead_code)]
@@ -9,8 +9,14 @@ use std::path::{Path, PathBuf};
 use tollgate_llm::{StreamTranslator, Usage};
 
 pub fn fixtures(sub: &str) -> PathBuf {
+    fixtures_under("anthropic", sub)
+}
+
+/// `tests/fixtures/<root>/<sub>` (other pairs reuse these helpers).
+pub fn fixtures_under(root: &str, sub: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/anthropic")
+        .join("tests/fixtures")
+        .join(root)
         .join(sub)
 }
 
