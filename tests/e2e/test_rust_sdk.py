@@ -4,7 +4,8 @@ The client is `tollgate-sdk-probe` (`tests/rust-client`, built by `make build-de
 TOLLGATE_SDK_PROBE, default `<target>/debug/tollgate-sdk-probe`). It is configured as a user
 would configure the SDK: `endpoint_url` is the gateway's `/bedrock` prefix and the gateway key is
 the Bedrock API key in AWS_BEARER_TOKEN_BEDROCK, which `aws-config` turns into bearer auth. The
-Rust SDK sends a bearer token over plain HTTP too (unlike botocore), so no TLS is needed here.
+Rust SDK sends a bearer token over plain HTTP too (unlike botocore), so most tests use HTTP; one
+uses the gateway's TLS (same port) with a certificate from a private CA given to the SDK.
 
 The model is served (a) by the mock OpenAI provider, translated through the OpenAI pivot, and
 (b) by the mock Bedrock provider, passed through and re-signed with SigV4 (which the mock
@@ -55,6 +56,24 @@ def _require_e2e() -> bool:
     return os.environ.get("TOLLGATE_REQUIRE_E2E", "") not in ("", "0", "false", "no")
 
 
+def make_certificate(work: Path) -> tuple[Path, Path]:
+    """A private CA (`ca.pem`) and the gateway's certificate for localhost signed by it.
+
+    (webpki, the Rust SDK's verifier, refuses a self-signed CA certificate as a server's.)"""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=work)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=tollgate-e2e-ca",
+            "-keyout", "ca.key", "-out", "ca.pem")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "key.pem",
+            "-out", "server.csr")
+    (work / "server.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                                     "extendedKeyUsage=serverAuth\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", "server.ext", "-out", "cert.pem")
+    return work / "cert.pem", work / "key.pem"
+
+
 @pytest.fixture(scope="module")
 def rs(tmp_path_factory):
     missing = harness.missing_artifacts()
@@ -66,6 +85,7 @@ def rs(tmp_path_factory):
             pytest.fail(message + " (TOLLGATE_REQUIRE_E2E is set)", pytrace=False)
         pytest.skip(message + " (set TOLLGATE_REQUIRE_E2E=1 to fail instead)")
     work = tmp_path_factory.mktemp("tollgate-rust-sdk")
+    cert, tls_key = make_certificate(work)
     openai_key = harness.random_secret("sk-rs-")
     aws_secret = harness.random_secret("aws-secret-")
     openai_mock = MockOpenAI(api_key=openai_key).start()
@@ -82,7 +102,8 @@ def rs(tmp_path_factory):
                                                      "credential": "aws"}]},
         ],
     }
-    env = {OPENAI_KEY_ENV: openai_key, AWS_ID_ENV: AWS_KEY_ID, AWS_SECRET_ENV: aws_secret}
+    env = {OPENAI_KEY_ENV: openai_key, AWS_ID_ENV: AWS_KEY_ID, AWS_SECRET_ENV: aws_secret,
+           "TOLLGATE_TLS_CERT_FILE": str(cert), "TOLLGATE_TLS_KEY_FILE": str(tls_key)}
     stack = harness.GatewayStack(work, config, env)
     try:
         stack.start()
@@ -102,7 +123,7 @@ def rs(tmp_path_factory):
 
 
 def run_probe(rs, *args: str, key: str | None = None, extra_env: dict[str, str] | None = None,
-              expect_ok: bool = True) -> dict[str, Any]:
+              expect_ok: bool = True, endpoint: str | None = None) -> dict[str, Any]:
     """Run the probe against the gateway; returns its JSON summary (or its error object)."""
     stack, user_key, _, _, work = rs
     # Only what a user would set, and nothing from this machine's AWS set-up: no profile files,
@@ -114,7 +135,7 @@ def run_probe(rs, *args: str, key: str | None = None, extra_env: dict[str, str] 
                 "AWS_SHARED_CREDENTIALS_FILE": str(work / "no-aws-credentials"),
                 "AWS_EC2_METADATA_DISABLED": "true", "NO_PROXY": "127.0.0.1,localhost"})
     env.update(extra_env or {})
-    argv = [str(probe_bin()), "--endpoint-url", f"{stack.gateway_url}/bedrock", *args]
+    argv = [str(probe_bin()), "--endpoint-url", endpoint or f"{stack.gateway_url}/bedrock", *args]
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     detail = f"exit {proc.returncode}\nstdout: {proc.stdout[-3000:]}\nstderr: {proc.stderr[-3000:]}"
     assert (key or user_key) not in proc.stdout + proc.stderr, "the probe's output shows the key"
@@ -223,6 +244,19 @@ def test_bedrock_provider_is_resigned(rs):
     expected_input = sum(len(s.split()) for s in (TOOL_QUESTION, json.dumps(tool_use), json.dumps(tool_result)))
     assert {k: tools["final_usage"][k] for k in USAGE} == {
         "input_tokens": expected_input, "output_tokens": 2, "total_tokens": expected_input + 2}, tools
+
+
+def test_over_tls_with_a_private_ca(rs):
+    stack, _, _, _, work = rs
+    https = f"https://localhost:{stack.gateway_port}/bedrock"
+    out = run_probe(rs, "--model", OPENAI_MODEL, "--prompt", PROMPT, "--system", SYSTEM,
+                    "--scenario", "converse,stream", "--ca-file", str(work / "ca.pem"), endpoint=https)
+    assert out["converse"]["text"] == ANSWER and out["stream"]["text"] == ANSWER
+    assert out["stream"]["usage"]["total_tokens"] == USAGE["total_tokens"]
+    # and the SDK does check the certificate: without the CA it is not trusted
+    err = run_probe(rs, "--model", OPENAI_MODEL, "--scenario", "converse", endpoint=https, expect_ok=False)
+    assert err["kind"] == "dispatch" and err["http_status"] is None, err
+    assert "certificate" in err["message"], err
 
 
 def test_token_given_in_code_instead_of_the_environment(rs):

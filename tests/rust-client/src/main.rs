@@ -13,6 +13,8 @@
 //! prints `{"error": {...}}` (the modeled exception, error code, message, HTTP status and
 //! `x-amzn-errortype`) and exits 1. Bad arguments exit 2.
 //!
+//! `--ca-file PEM` trusts a private CA too, for a gateway serving TLS with its own certificate.
+//!
 //! Authentication (`--auth`):
 //! - `env` (default): `aws_config::defaults(..).load()` reads the Bedrock API key from
 //!   `AWS_BEARER_TOKEN_BEDROCK` and makes bearer auth the preferred scheme, as it does for AWS;
@@ -34,6 +36,8 @@ use aws_sdk_bedrockruntime::types::{
     ToolResultBlock, ToolResultContentBlock, ToolSpecification, ToolUseBlock,
 };
 use aws_sdk_bedrockruntime::Client;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_smithy_http_client::Builder as HttpClientBuilder;
 use aws_smithy_types::{Document, Number};
 use serde_json::{json, Map, Value};
 
@@ -41,7 +45,7 @@ const KEY_ENV: &str = "AWS_BEARER_TOKEN_BEDROCK";
 const TOOL_QUESTION: &str = "what is the weather in Paris";
 const TOOL_RESULT: &str = "sunny";
 const USAGE: &str = "usage: tollgate-sdk-probe --endpoint-url URL --model MODEL_ID [--prompt TEXT] \
-[--system TEXT] [--max-tokens N] [--scenario converse,tools,stream] [--auth env|explicit] [--region REGION]";
+[--system TEXT] [--max-tokens N] [--scenario converse,tools,stream] [--auth env|explicit] [--region REGION] [--ca-file PEM]";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scenario {
@@ -76,10 +80,13 @@ struct Args {
     scenarios: Vec<Scenario>,
     auth: Auth,
     region: Option<String>,
+    /// Trust this CA (PEM) too, for a gateway serving TLS with a private certificate.
+    ca_file: Option<String>,
 }
 
 fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
-    let (mut endpoint_url, mut model, mut system, mut max_tokens, mut region) = (None, None, None, None, None);
+    let (mut endpoint_url, mut model, mut system, mut max_tokens, mut region, mut ca_file) =
+        (None, None, None, None, None, None);
     let mut prompt = "hello from the rust sdk".to_owned();
     let mut scenarios = vec![Scenario::Converse, Scenario::Tools, Scenario::Stream];
     let mut auth = Auth::Env;
@@ -91,6 +98,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             "--prompt" => prompt = value()?,
             "--system" => system = Some(value()?),
             "--region" => region = Some(value()?),
+            "--ca-file" => ca_file = Some(value()?),
             "--max-tokens" => {
                 let text = value()?;
                 max_tokens = Some(text.parse().map_err(|_| format!("--max-tokens: not a number: {text}"))?);
@@ -125,6 +133,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         scenarios,
         auth,
         region,
+        ca_file,
     })
 }
 
@@ -132,9 +141,19 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
 /// gateway key as a Bedrock API key.
 async fn client(args: &Args) -> Result<Client, String> {
     let region = args.region.clone().map(Region::new);
+    // The SDK's default HTTP client (hyper 1 + rustls), with ring instead of aws-lc for crypto.
+    let mut http_client = HttpClientBuilder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring));
+    if let Some(path) = &args.ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("--ca-file {path}: {e}"))?;
+        let trust = tls::TrustStore::default().with_pem_certificate(pem);
+        let context =
+            tls::TlsContext::builder().with_trust_store(trust).build().map_err(|e| format!("--ca-file {path}: {e}"))?;
+        http_client = http_client.tls_context(context);
+    }
+    let http_client = http_client.build_https();
     let config = match args.auth {
         Auth::Env => {
-            let mut loader = aws_config::defaults(BehaviorVersion::latest());
+            let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http_client);
             if let Some(region) = region {
                 loader = loader.region(region);
             }
@@ -145,6 +164,7 @@ async fn client(args: &Args) -> Result<Client, String> {
             let key = std::env::var(KEY_ENV).map_err(|_| format!("{KEY_ENV} is not set"))?;
             aws_sdk_bedrockruntime::Config::builder()
                 .behavior_version(BehaviorVersion::latest())
+                .http_client(http_client)
                 .region(region.unwrap_or_else(|| Region::new("us-east-1")))
                 .endpoint_url(&args.endpoint_url)
                 .bearer_token(Token::new(key, None))
