@@ -17,7 +17,7 @@
 //!
 //! Authentication (`--auth`):
 //! - `env` (default): `aws_config::defaults(..).load()` reads the Bedrock API key from
-//!   `AWS_BEARER_TOKEN_BEDROCK` and makes bearer auth the preferred scheme, as it does for AWS;
+//!   `AWS_BEARER_TOKEN_BEDROCK` and then prefers bearer auth to SigV4, exactly as for AWS itself;
 //! - `explicit`: no `aws-config`; the key (still read from `AWS_BEARER_TOKEN_BEDROCK`) is given
 //!   to `Config::builder().bearer_token(..)`, with bearer auth preferred over SigV4.
 
