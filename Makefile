@@ -43,6 +43,8 @@ build: wasm
 
 build-debug: wasm
 	cargo build -p tollgate-control-plane
+	@echo "==> building the AWS Rust SDK probe used by tests/e2e/test_rust_sdk.py"
+	cargo build -p tollgate-sdk-probe
 
 up: build
 	@scripts/up.sh
@@ -58,7 +60,8 @@ wasm-tests: wasm
 	TOLLGATE_REQUIRE_E2E=1 $(VENV)/bin/pytest -q wasm-tests
 
 e2e: build-debug
-	TOLLGATE_REQUIRE_E2E=1 TOLLGATE_BIN=target/debug/tollgate $(VENV)/bin/pytest -q tests
+	TOLLGATE_REQUIRE_E2E=1 TOLLGATE_BIN=target/debug/tollgate TOLLGATE_SDK_PROBE=target/debug/tollgate-sdk-probe \
+		$(VENV)/bin/pytest -q tests
 
 test: setup wasm build-debug lint unit wasm-tests e2e
 	@echo "==> all tests passed"
