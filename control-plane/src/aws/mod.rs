@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use aws_credential_types::provider::ProvideCredentials;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use tokio::task::JoinHandle;
 use tollgate_types::config::AwsCredential;
 
@@ -159,22 +159,38 @@ fn unix(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// One attempt: the chain's answer, or why there is none (the error and its sources).
+async fn attempt(provider: &SharedCredentialsProvider) -> Result<aws_credential_types::Credentials, String> {
+    match tokio::time::timeout(ATTEMPT_TIMEOUT, provider.provide_credentials()).await {
+        Ok(Ok(creds)) => Ok(creds),
+        Ok(Err(e)) => Err(error_chain(&e)),
+        Err(_) => Err(format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs())),
+    }
+}
+
 async fn keep_fresh(name: String, spec: AwsChainSpec, cache: Arc<AwsCredentials>, publisher: Arc<Publisher>) {
-    let provider = match provider::build(&spec).await {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(credential = %name, error = %e, "AWS credential chain unusable; deployments using it are not served");
-            return;
-        }
-    };
+    // aws-config reads the profile files and the chain's settings once per provider: after a
+    // failure, and for keys that do not expire (static keys in a file that may be edited), the
+    // next attempt starts from a new provider. Expiring keys (STS, ECS, web identity, whose
+    // token file is read on each call) are renewed through the same one.
+    let mut current: Option<SharedCredentialsProvider> = None;
     let mut failures: u32 = 0;
     loop {
-        let attempt = tokio::time::timeout(ATTEMPT_TIMEOUT, provider.provide_credentials()).await;
+        if current.is_none() {
+            current = provider::build(&spec).await.ok();
+        }
+        let result = match &current {
+            Some(provider) => attempt(provider).await,
+            None => Err("aws-config produced no credentials provider".to_owned()),
+        };
         let now = system_now();
-        let next = match attempt {
-            Ok(Ok(creds)) => {
+        let next = match result {
+            Ok(creds) => {
                 failures = 0;
                 let expires_at = creds.expiry();
+                if expires_at.is_none() {
+                    current = None;
+                }
                 let credential = AwsCredential {
                     access_key_id: creds.access_key_id().to_owned(),
                     secret_access_key: creds.secret_access_key().to_owned(),
@@ -192,12 +208,9 @@ async fn keep_fresh(name: String, spec: AwsChainSpec, cache: Arc<AwsCredentials>
                 }
                 next
             }
-            failed => {
+            Err(error) => {
                 failures = failures.saturating_add(1);
-                let error = match &failed {
-                    Ok(Err(e)) => error_chain(e),
-                    _ => format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs()),
-                };
+                current = None;
                 let in_use = cache.in_use_until(&name, now);
                 let next = schedule::next_retry(failures, in_use.flatten(), now);
                 let retry_in_s = next.duration_since(now).map(|d| d.as_secs()).unwrap_or(0);
