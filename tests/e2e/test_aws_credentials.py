@@ -3,13 +3,17 @@ process with its own environment (HOME, AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_
 AWS_* variable isolated per test, EC2 instance metadata disabled), obtains keys from a mock ECS
 credentials endpoint or a mock STS, and a chat through real Envoy reaches the Bedrock mock
 signed with exactly those keys (the mock verifies SigV4 with botocore's signer and accepts
-nothing else). Rotated ECS keys are picked up before the old ones expire.
+nothing else). Cases: ECS container credentials (rotated before the old ones expire, and an
+outage survived), web identity (IRSA) with an explicit assume-role on top, a profile with
+role_arn + source_profile (and a profile that appears only later), credential_process.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -17,7 +21,7 @@ from typing import Any, Iterator
 import pytest
 
 import harness
-from mocks.aws_credentials_mock import Keys, MockEcsCredentials, MockSts
+from mocks.aws_credentials_mock import Keys, MockEcsCredentials, MockSts, iso8601
 from mocks.bedrock_mock import MockBedrock
 
 REGION = "us-east-1"
@@ -302,3 +306,29 @@ def test_profile_assume_role_and_a_profile_that_appears_later(tmp_path: Path):
                 assert_no_leak(gw, [base, role_keys, env_keys, late])
             finally:
                 gw.stop()
+
+
+# ---- (d) credential_process in a profile, via the default chain and AWS_PROFILE ---------------
+
+def test_credential_process_profile_through_the_default_chain(tmp_path: Path):
+    require_stack()
+    keys = Keys.fresh()
+    keys_file = tmp_path / "process-keys.json"
+    keys_file.write_text(json.dumps({
+        "Version": 1, "AccessKeyId": keys.access_key_id, "SecretAccessKey": keys.secret_access_key,
+        "SessionToken": keys.session_token,
+        "Expiration": iso8601(time.time() + 3600)}))
+    script = tmp_path / "print-keys.py"
+    script.write_text("import sys\nsys.stdout.write(open(sys.argv[1]).read())\n")
+    (tmp_path / "aws-config").write_text(
+        f"[profile proc]\ncredential_process = {sys.executable} {script} {keys_file}\n")
+    with MockBedrock(access_key=keys.access_key_id, secret_key=keys.secret_access_key,
+                     session_token=keys.session_token, region=REGION) as bedrock:
+        env = aws_env(tmp_path, AWS_PROFILE="proc")
+        gw = started(tmp_path / "gw", bedrock_config(bedrock, {"aws-proc": {"aws": {"source": "default_chain"}}}), env)
+        try:
+            assert chat(gw, "via a process") == "echo: via a process"
+            assert_signed_with(bedrock, keys)
+            assert_no_leak(gw, [keys])
+        finally:
+            gw.stop()
