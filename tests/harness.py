@@ -275,7 +275,7 @@ class ControlPlane(ManagedProcess):
     """`tollgate serve`, restartable with the same arguments, ports and data dir."""
 
     def __init__(self, work_dir: Path, config_path: Path, gateway_port: int,
-                 data_plane_token: str, admin_key: str, extra_env: dict[str, str],
+                 data_plane_token: str, admin_key: str, extra_env: dict[str, str | None],
                  database_url: str | None = None) -> None:
         self.data_dir = work_dir / "cp-data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -291,9 +291,11 @@ class ControlPlane(ManagedProcess):
                 "--wasm-dir", str(wasm_dir())]
         if database_url:
             argv += ["--database-url", database_url]
-        env = {**os.environ, **extra_env,
-               "TOLLGATE_DATA_PLANE_TOKEN": data_plane_token,
-               "TOLLGATE_ADMIN_KEY": admin_key}
+        # A value of None in extra_env removes that variable from the inherited environment.
+        merged = {**os.environ, **extra_env,
+                  "TOLLGATE_DATA_PLANE_TOKEN": data_plane_token,
+                  "TOLLGATE_ADMIN_KEY": admin_key}
+        env = {name: value for name, value in merged.items() if value is not None}
         super().__init__("control-plane", argv, env, work_dir)
 
     @property
@@ -360,11 +362,12 @@ class GatewayStack:
 
     `config` is the control plane's YAML config (a dict or text); it may contain the
     placeholder `{{MOCK_BASE_URL}}`, replaced with the mock's `http://127.0.0.1:<port>/v1`.
-    `provider_env` holds the provider key environment variables the config names.
+    `provider_env` holds the provider key environment variables the config names (and any other
+    variable the control plane needs; None unsets an inherited one).
     """
 
     def __init__(self, work_dir: Path, config: dict[str, Any] | str,
-                 provider_env: dict[str, str], mock: Any = None,
+                 provider_env: dict[str, str | None], mock: Any = None,
                  database_url: str | None = None) -> None:
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -389,7 +392,8 @@ class GatewayStack:
         self.secrets: dict[str, str] = {"admin key": self.admin_key,
                                         "data-plane token": self.data_plane_token}
         for name, value in self.provider_env.items():
-            self.secrets[f"provider key {name}"] = value
+            if value is not None:
+                self.secrets[f"provider key {name}"] = value
 
     # -- lifecycle --
 

@@ -57,8 +57,15 @@ impl ConfigFile {
             if !aws_pair {
                 bail!("credential `{name}`: aws_access_key_id_env and aws_secret_access_key_env go together");
             }
-            if c.api_key_env.is_none() && c.aws_access_key_id_env.is_none() {
-                bail!("credential `{name}`: set api_key_env, or aws_access_key_id_env and aws_secret_access_key_env");
+            if let Some(aws) = &c.aws {
+                if c.api_key_env.is_some() || c.aws_access_key_id_env.is_some() || c.aws_session_token_env.is_some() {
+                    bail!("credential `{name}`: `aws` (a credential chain) stands alone, without the *_env fields");
+                }
+                if let Some(problem) = aws.problem() {
+                    bail!("credential `{name}`: aws: {problem}");
+                }
+            } else if c.api_key_env.is_none() && c.aws_access_key_id_env.is_none() {
+                bail!("credential `{name}`: set api_key_env, aws_access_key_id_env and aws_secret_access_key_env, or aws (a credential chain)");
             }
         }
         if self.settings.max_body_bytes == 0 {
@@ -118,6 +125,7 @@ fn validate_payload(model: &str, d: &crate::model::DeploymentSpec) -> anyhow::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::AwsSource;
 
     #[test]
     fn parses_example() {
@@ -196,5 +204,60 @@ models:
             assert!(e.contains(needle), "{bad}: {e}");
         }
         assert!(cfg("{provider: sagemaker, region: us-east-1, model: ep, payload: vllm}").is_err());
+    }
+
+    #[test]
+    fn parses_aws_chain_credentials() {
+        let cfg = ConfigFile::parse(
+            r#"
+credentials:
+  aws-chain: {aws: {source: default_chain}}
+  aws-profile: {aws: {source: profile, profile: prod}}
+  aws-role:
+    aws: {source: default_chain, region: us-west-2, assume_role_arn: "arn:aws:iam::123456789012:role/x", external_id: ext-1, session_name: tollgate-gw}
+  static: {aws_access_key_id_env: A, aws_secret_access_key_env: B}
+models:
+  - name: m
+    deployments: [{provider: bedrock, region: us-east-1, model: m, credential: aws-role}]
+"#,
+        )
+        .unwrap();
+        let chain = cfg.credentials["aws-chain"].aws.as_ref().unwrap();
+        assert_eq!((chain.source, chain.profile.as_deref(), chain.assume_role_arn.as_deref()), (AwsSource::DefaultChain, None, None));
+        let profile = cfg.credentials["aws-profile"].aws.as_ref().unwrap();
+        assert_eq!((profile.source, profile.profile.as_deref()), (AwsSource::Profile, Some("prod")));
+        let role = cfg.credentials["aws-role"].aws.as_ref().unwrap();
+        assert_eq!(role.assume_role_arn.as_deref(), Some("arn:aws:iam::123456789012:role/x"));
+        assert_eq!(role.external_id.as_deref(), Some("ext-1"));
+        assert_eq!(role.effective_session_name(), "tollgate-gw");
+        assert_eq!(role.region.as_deref(), Some("us-west-2"));
+        assert_eq!(chain.effective_session_name(), "tollgate");
+        // the static form is unchanged
+        assert!(cfg.credentials["static"].aws.is_none());
+        assert_eq!(cfg.credentials["static"].aws_access_key_id_env.as_deref(), Some("A"));
+        // what the store keeps round-trips, and holds only references
+        let stored = serde_json::to_string(&cfg.credentials["aws-role"]).unwrap();
+        assert_eq!(serde_json::from_str::<CredentialRef>(&stored).unwrap(), cfg.credentials["aws-role"]);
+    }
+
+    #[test]
+    fn rejects_bad_aws_chain_credentials() {
+        let err = |yaml: &str| format!("{:#}", ConfigFile::parse(&format!("credentials: {{x: {yaml}}}")).unwrap_err());
+        assert!(err("{aws: {source: profile}}").contains("needs `profile`"));
+        assert!(err("{aws: {source: profile, profile: ' '}}").contains("empty"));
+        assert!(err("{aws: {source: default_chain, profile: prod}}").contains("source: profile"));
+        assert!(err("{aws: {source: instance}}").contains("unknown variant"));
+        assert!(err("{aws: {}}").contains("source"));
+        assert!(err("{aws: {source: default_chain, external_id: e}}").contains("assume_role_arn"));
+        assert!(err("{aws: {source: default_chain, session_name: s1}}").contains("assume_role_arn"));
+        assert!(err("{aws: {source: default_chain, assume_role_arn: my-role}}").contains("role ARN"));
+        assert!(err("{aws: {source: default_chain, assume_role_arn: 'arn:aws:iam::1:role/r', session_name: 'has space'}}")
+            .contains("session_name"));
+        assert!(err("{aws: {source: default_chain, region: 'us east'}}").contains("region"));
+        assert!(err("{aws: {source: default_chain}, api_key_env: K}").contains("stands alone"));
+        assert!(err("{aws: {source: default_chain}, aws_access_key_id_env: A, aws_secret_access_key_env: B}")
+            .contains("stands alone"));
+        // no inline secrets under aws either
+        assert!(err("{aws: {source: default_chain, aws_secret_access_key: s}}").contains("unknown field"));
     }
 }

@@ -2,6 +2,7 @@
 //! credential endpoint, and the built-in demo model.
 
 mod admin;
+mod aws;
 mod clock;
 mod config_file;
 mod demo;
@@ -80,12 +81,16 @@ struct ServeArgs {
     tls_key_file: Option<PathBuf>,
 }
 
+/// aws-config and the AWS SDK log, at info and below, which credentials they loaded (the access
+/// key id among them): only their warnings are shown unless `TOLLGATE_LOG` asks for more.
+const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn,aws_config=warn,aws_sdk_sts=warn,aws_smithy_runtime=warn,aws_smithy_http_client=warn,aws_runtime=warn";
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .json()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG").unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
         )
         .init();
     let cli = Cli::parse();
@@ -139,13 +144,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             _ => None,
         },
     };
-    let (publisher, snapshots) = Publisher::new(store.clone(), env);
+    let aws_credentials = Arc::new(aws::AwsCredentials::default());
+    let (publisher, snapshots) = Publisher::new(store.clone(), env, aws_credentials.clone());
     let service = Service { store: store.clone(), publisher: publisher.clone() };
     if let Some(secret) = service.ensure_admin_key(std::env::var("TOLLGATE_ADMIN_KEY").ok().filter(|s| !s.is_empty())).await? {
         // Shown once, on first start; only its digest is stored.
         println!("ADMIN_KEY {secret}");
     }
     publisher.refresh().await?;
+    // Deployments on an AWS chain credential are served once their first keys are obtained.
+    aws::spawn_refresher(store.clone(), aws_credentials, publisher.clone());
 
     let poller = publisher.clone();
     tokio::spawn(async move {

@@ -1,6 +1,6 @@
 //! The validated domain model: everything the snapshot builder needs, nothing it does not.
-//! Built from the store; no secrets (credentials are references to environment variables,
-//! keys are digests).
+//! Built from the store; no secrets (credentials are references to environment variables or
+//! to an AWS credential chain, keys are digests).
 
 use std::collections::BTreeMap;
 
@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use tollgate_types::config::PromptTemplate;
 use tollgate_types::keys::Role;
 
-/// Where a credential's secrets come from: names of the control plane's environment variables.
-/// Only these references are stored.
+/// Where a credential's secrets come from: names of the control plane's environment variables,
+/// or an AWS credential chain (`aws`). Only these references are stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialRef {
@@ -23,6 +23,97 @@ pub struct CredentialRef {
     pub aws_secret_access_key_env: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws_session_token_env: Option<String>,
+    /// AWS credentials for SigV4 obtained through the `aws-config` chain and kept fresh by the
+    /// control plane (`crate::aws`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsChainSpec>,
+}
+
+/// Where the AWS credential chain starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AwsSource {
+    /// aws-config's default chain: environment, shared profile (`AWS_PROFILE` or `default`, with
+    /// `credential_process` and `role_arn`/`source_profile`), web identity (IRSA), ECS container
+    /// credentials, EC2 instance metadata.
+    DefaultChain,
+    /// Only the named profile of the shared config and credentials files.
+    Profile,
+}
+
+/// An AWS credential resolved by the control plane, optionally with a role assumed on top.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsChainSpec {
+    pub source: AwsSource,
+    /// The profile name; required with `source: profile`, not allowed otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Region for STS (web identity, assume-role); default: aws-config's region chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// A role assumed (STS AssumeRole) with the credentials of the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assume_role_arn: Option<String>,
+    /// `ExternalId` of the AssumeRole call (only with `assume_role_arn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// `RoleSessionName` of the AssumeRole call (only with `assume_role_arn`; default `tollgate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_name: Option<String>,
+}
+
+impl AwsChainSpec {
+    /// The session name used for `assume_role_arn`.
+    pub fn effective_session_name(&self) -> &str {
+        self.session_name.as_deref().unwrap_or("tollgate")
+    }
+
+    /// Why this spec cannot be used, if it cannot (checked when the config file is parsed).
+    pub fn problem(&self) -> Option<String> {
+        match (self.source, &self.profile) {
+            (AwsSource::Profile, None) => return Some("`source: profile` needs `profile`".into()),
+            (AwsSource::Profile, Some(p)) if p.trim().is_empty() => return Some("`profile` is empty".into()),
+            (AwsSource::DefaultChain, Some(_)) => {
+                return Some("`profile` goes with `source: profile` (the default chain reads AWS_PROFILE)".into())
+            }
+            _ => {}
+        }
+        if self.region.as_deref().is_some_and(|r| r.is_empty() || !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')) {
+            return Some("`region` must look like us-east-1".into());
+        }
+        match &self.assume_role_arn {
+            None if self.external_id.is_some() || self.session_name.is_some() => {
+                Some("`external_id` and `session_name` go with `assume_role_arn`".into())
+            }
+            Some(arn) if !(arn.starts_with("arn:") && arn.contains(":role/")) => {
+                Some("`assume_role_arn` must be a role ARN (arn:aws:iam::<account>:role/<name>)".into())
+            }
+            _ => {
+                let name = self.effective_session_name();
+                let valid = (2..=64).contains(&name.len())
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@-_".contains(c));
+                (!valid).then(|| "`session_name` must be 2 to 64 characters of [A-Za-z0-9+=,.@_-]".into())
+            }
+        }
+    }
+}
+
+/// What the control plane knows of secrets right now: its environment, and the AWS credentials
+/// its refresher obtained through the chain. A plain `Fn(&str) -> Option<String>` is an
+/// environment with no AWS chain credentials.
+pub trait Secrets: Sync {
+    fn env(&self, name: &str) -> Option<String>;
+    /// The current (unexpired) credentials obtained for credential `name` with `spec`.
+    fn aws_chain(&self, _name: &str, _spec: &AwsChainSpec) -> Option<tollgate_types::config::AwsCredential> {
+        None
+    }
+}
+
+impl<F: Fn(&str) -> Option<String> + Sync> Secrets for F {
+    fn env(&self, name: &str) -> Option<String> {
+        self(name)
+    }
 }
 
 impl CredentialRef {
@@ -34,19 +125,21 @@ impl CredentialRef {
         v
     }
 
-    /// Resolves the secrets from `env`; `None` when a required variable is unset or empty.
-    pub fn resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<tollgate_types::config::Credential> {
-        let get = |name: &str| env(name).filter(|v| !v.is_empty());
+    /// Resolves the secrets of credential `name`; `None` when a required variable is unset or
+    /// empty, or its AWS chain has no current credentials.
+    pub fn resolve(&self, name: &str, secrets: &dyn Secrets) -> Option<tollgate_types::config::Credential> {
+        let get = |var: &str| secrets.env(var).filter(|v| !v.is_empty());
         let api_key = match &self.api_key_env {
             Some(n) => Some(get(n)?),
             None => None,
         };
-        let aws = match (&self.aws_access_key_id_env, &self.aws_secret_access_key_env) {
-            (Some(id), Some(secret)) => Some(tollgate_types::config::AwsCredential {
+        let aws = match (&self.aws_access_key_id_env, &self.aws_secret_access_key_env, &self.aws) {
+            (Some(id), Some(secret), _) => Some(tollgate_types::config::AwsCredential {
                 access_key_id: get(id)?,
                 secret_access_key: get(secret)?,
                 session_token: self.aws_session_token_env.as_deref().and_then(get),
             }),
+            (_, _, Some(spec)) => Some(secrets.aws_chain(name, spec)?),
             _ => None,
         };
         Some(tollgate_types::config::Credential { api_key, aws })
@@ -193,4 +286,65 @@ pub struct Model {
     pub models: Vec<ServedModel>,
     /// Keys that are not revoked (expired ones stay: the filter refuses them by time).
     pub keys: Vec<KeyRecord>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_types::config::AwsCredential;
+
+    /// An environment with one variable and one chain credential (for `chain` only).
+    struct Fixed;
+
+    impl Secrets for Fixed {
+        fn env(&self, name: &str) -> Option<String> {
+            (name == "SET").then(|| "value".to_owned())
+        }
+        fn aws_chain(&self, name: &str, _spec: &AwsChainSpec) -> Option<AwsCredential> {
+            (name == "chain").then(|| AwsCredential {
+                access_key_id: "ASIA1".into(),
+                secret_access_key: "s".into(),
+                session_token: Some("t".into()),
+            })
+        }
+    }
+
+    fn chain_ref() -> CredentialRef {
+        let spec = AwsChainSpec {
+            source: AwsSource::DefaultChain,
+            profile: None,
+            region: None,
+            assume_role_arn: None,
+            external_id: None,
+            session_name: None,
+        };
+        CredentialRef { aws: Some(spec), ..Default::default() }
+    }
+
+    #[test]
+    fn a_chain_credential_resolves_to_what_the_chain_obtained_for_it() {
+        let c = chain_ref().resolve("chain", &Fixed).unwrap();
+        assert_eq!(c.aws.unwrap().access_key_id, "ASIA1");
+        assert!(c.api_key.is_none());
+        // another credential with the same spec has not been obtained
+        assert!(chain_ref().resolve("other", &Fixed).is_none());
+        // a plain environment has no chain credentials
+        let env = |_: &str| Some("x".to_owned());
+        assert!(chain_ref().resolve("chain", &env).is_none());
+    }
+
+    #[test]
+    fn env_credentials_resolve_as_before() {
+        let key = CredentialRef { api_key_env: Some("SET".into()), ..Default::default() };
+        assert_eq!(key.resolve("k", &Fixed).unwrap().api_key.as_deref(), Some("value"));
+        let unset = CredentialRef { api_key_env: Some("UNSET".into()), ..Default::default() };
+        assert!(unset.resolve("k", &Fixed).is_none());
+        let aws = CredentialRef {
+            aws_access_key_id_env: Some("SET".into()),
+            aws_secret_access_key_env: Some("SET".into()),
+            ..Default::default()
+        };
+        let resolved = aws.resolve("chain", &Fixed).unwrap().aws.unwrap();
+        assert_eq!((resolved.access_key_id.as_str(), resolved.session_token), ("value", None));
+    }
 }

@@ -6,30 +6,34 @@ use std::sync::Arc;
 
 use tokio::sync::{watch, Mutex};
 
+use crate::aws::AwsCredentials;
 use crate::store::Store;
 use crate::xds::snapshot::{self, Snapshot, XdsEnv};
 
 pub struct Publisher {
     store: Store,
     env: XdsEnv,
+    /// The environment and the credentials obtained through AWS chains.
+    secrets: Arc<AwsCredentials>,
     tx: watch::Sender<Arc<Snapshot>>,
     lock: Mutex<()>,
 }
 
-pub fn env_lookup(name: &str) -> Option<String> {
-    std::env::var(name).ok()
-}
-
 impl Publisher {
-    pub fn new(store: Store, env: XdsEnv) -> (Arc<Self>, watch::Receiver<Arc<Snapshot>>) {
+    pub fn new(store: Store, env: XdsEnv, secrets: Arc<AwsCredentials>) -> (Arc<Self>, watch::Receiver<Arc<Snapshot>>) {
         let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
-        (Arc::new(Self { store, env, tx, lock: Mutex::new(()) }), rx)
+        (Arc::new(Self { store, env, secrets, tx, lock: Mutex::new(()) }), rx)
+    }
+
+    /// What credential references resolve with.
+    pub fn secrets(&self) -> &AwsCredentials {
+        &self.secrets
     }
 
     /// Rebuilds and publishes; returns whether anything changed.
     pub async fn refresh(&self) -> anyhow::Result<bool> {
         let _guard = self.lock.lock().await;
-        let model = self.store.load_model(&env_lookup).await?;
+        let model = self.store.load_model(&*self.secrets).await?;
         let snap = snapshot::build(&model, &self.env)?;
         let changed = !self.tx.borrow().same_versions(&snap);
         if changed {

@@ -9,8 +9,8 @@ use sha2::{Digest, Sha256};
 use tollgate_types::keys::{digest_hex, Role, KEY_PREFIX};
 
 use crate::clock::unix_now;
-use crate::model::{CredentialRef, KeyRecord, ModelSpec};
-use crate::publisher::{env_lookup, Publisher};
+use crate::model::{CredentialRef, KeyRecord, ModelSpec, Secrets};
+use crate::publisher::Publisher;
 use crate::store::{AuditEntry, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -182,20 +182,21 @@ impl Service {
         Ok(self.store.audit_log(200).await?)
     }
 
-    /// The credential document for the data plane, resolved from the environment now.
+    /// The credential document for the data plane, resolved now from the environment and the
+    /// credentials obtained through AWS chains.
     pub async fn credentials_document(&self) -> Result<Vec<u8>, ServiceError> {
-        let model = self.store.load_model(&env_lookup).await?;
-        Ok(credentials_document(&model.credentials, &env_lookup))
+        let refs = self.store.credentials().await?;
+        Ok(credentials_document(&refs, self.publisher.secrets()))
     }
 }
 
 /// Builds the JSON credential document; its version is a hash of its content.
 pub fn credentials_document(
     refs: &std::collections::BTreeMap<String, CredentialRef>,
-    env: &(dyn Fn(&str) -> Option<String> + Sync),
+    secrets: &dyn Secrets,
 ) -> Vec<u8> {
     let credentials: std::collections::BTreeMap<&String, tollgate_types::config::Credential> =
-        refs.iter().filter_map(|(name, r)| Some((name, r.resolve(env)?))).collect();
+        refs.iter().filter_map(|(name, r)| Some((name, r.resolve(name, secrets)?))).collect();
     let body = serde_json::to_vec(&credentials).unwrap_or_default();
     let version = hex::encode(&Sha256::digest(&body)[..8]);
     serde_json::to_vec(&serde_json::json!({ "version": version, "credentials": credentials })).unwrap_or_default()

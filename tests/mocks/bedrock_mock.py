@@ -522,9 +522,12 @@ class _Handler(MockHandler):
             return
         if not auth:
             raise BedrockError(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
+        match = _AUTH_RE.match(auth.strip())
+        key_id = match.group(1).split("/", 1)[0] if match else ""
+        access_key, secret_key, session_token = mock.credentials_for(key_id)
         verify_sigv4(self.command, self.path, self.headers.items(), body,
-                     access_key=mock.access_key, secret_key=mock.secret_key,
-                     session_token=mock.session_token, region=mock.region,
+                     access_key=access_key, secret_key=secret_key,
+                     session_token=session_token, region=mock.region,
                      max_skew_s=mock.max_skew_s)
 
     def _stream(self, answer: _Answer, started: float) -> None:
@@ -639,7 +642,25 @@ class MockBedrock(MockServer):
         self.api_key = api_key
         self.max_skew_s = max_skew_s
         self._cache: set[str] = set()
+        self._also_accepted: dict[str, tuple[str, str, str | None]] = {}
         super().__init__(host, port, verbose)
+
+    # ---- accepted AWS keys -------------------------------------------------------------------
+
+    def accept(self, *keys: tuple[str, str, str | None]) -> None:
+        """Accept exactly these (access key, secret, session token) triples from now on (the
+        first becomes ``access_key``/``secret_key``/``session_token``): keys being rotated can
+        overlap."""
+        with self._lock:
+            self.access_key, self.secret_key, self.session_token = keys[0]
+            self._also_accepted = {k[0]: k for k in keys[1:]}
+
+    def credentials_for(self, key_id: str) -> tuple[str, str, str | None]:
+        """The accepted keys with this access key id (the main ones when none is)."""
+        with self._lock:
+            if key_id in self._also_accepted and key_id != self.access_key:
+                return self._also_accepted[key_id]
+            return self.access_key, self.secret_key, self.session_token
 
     # ---- recorded requests (the rest is in base.MockServer) ---------------------------------
 

@@ -10,7 +10,7 @@ use anyhow::Context;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
-use crate::model::{CredentialRef, KeyRecord, Model, ModelSpec, ServedModel, Settings};
+use crate::model::{CredentialRef, KeyRecord, Model, ModelSpec, Secrets, ServedModel, Settings};
 
 #[derive(Clone)]
 pub struct Store {
@@ -88,18 +88,24 @@ impl Store {
         Ok(())
     }
 
-    /// Loads the domain model; `env` resolves credential references (deployments whose
-    /// credential is not set in the environment are left out).
-    pub async fn load_model(&self, env: &(dyn Fn(&str) -> Option<String> + Sync)) -> anyhow::Result<Model> {
-        let settings = match sqlx::query("SELECT spec FROM settings WHERE id = 1").fetch_optional(&self.pool).await? {
-            Some(row) => serde_json::from_str(&row.try_get::<String, _>(0)?)?,
-            None => Settings::default(),
-        };
+    /// The credential references, by name.
+    pub async fn credentials(&self) -> anyhow::Result<BTreeMap<String, CredentialRef>> {
         let mut credentials = BTreeMap::new();
         for row in sqlx::query("SELECT name, spec FROM credentials").fetch_all(&self.pool).await? {
             let c: CredentialRef = serde_json::from_str(&row.try_get::<String, _>(1)?)?;
             credentials.insert(row.try_get::<String, _>(0)?, c);
         }
+        Ok(credentials)
+    }
+
+    /// Loads the domain model; `secrets` resolves credential references (deployments whose
+    /// credential is not set in the environment, or not obtained from its AWS chain, are left out).
+    pub async fn load_model(&self, secrets: &dyn Secrets) -> anyhow::Result<Model> {
+        let settings = match sqlx::query("SELECT spec FROM settings WHERE id = 1").fetch_optional(&self.pool).await? {
+            Some(row) => serde_json::from_str(&row.try_get::<String, _>(0)?)?,
+            None => Settings::default(),
+        };
+        let credentials = self.credentials().await?;
         let mut models = Vec::new();
         for row in sqlx::query("SELECT spec, created_at FROM models ORDER BY position").fetch_all(&self.pool).await? {
             let spec: ModelSpec = serde_json::from_str(&row.try_get::<String, _>(0)?)?;
@@ -108,7 +114,7 @@ impl Store {
                 .into_iter()
                 .filter(|d| match &d.credential {
                     None => true,
-                    Some(c) => credentials.get(c).is_some_and(|r: &CredentialRef| r.resolve(env).is_some()),
+                    Some(c) => credentials.get(c).is_some_and(|r: &CredentialRef| r.resolve(c, secrets).is_some()),
                 })
                 .collect();
             if deployments.is_empty() {

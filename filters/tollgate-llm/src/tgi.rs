@@ -97,6 +97,11 @@ impl FinishReason {
             Self::EosToken | Self::StopSequence | Self::Unknown => "stop",
         }
     }
+
+    /// The reason to carry beside `finish_reason` in the pivot, when `finish_reason` loses it.
+    pub fn native_finish_reason(self) -> Option<&'static str> {
+        (self == Self::StopSequence).then_some("stop_sequence")
+    }
 }
 
 /// One event of `/generate_stream`: a token, and on the last event the generated text and the

@@ -73,6 +73,7 @@ pub fn to_completion(r: &GenerateResponse, model: &str, id: &str, created: u64, 
                 tool_calls: None,
             },
             finish_reason: Some(finish.into()),
+            native_finish_reason: r.details.as_ref().and_then(|d| d.finish_reason.native_finish_reason()).map(str::to_owned),
         }],
         usage: r.details.as_ref().map(|_| OpenAiUsage::from(&usage)),
     };

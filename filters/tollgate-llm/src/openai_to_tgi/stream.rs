@@ -136,7 +136,17 @@ impl StreamToOpenAi {
     }
 
     fn delta(&self, delta: Delta, finish_reason: Option<&str>) -> Vec<u8> {
-        self.chunk(vec![ChunkChoice { index: 0, delta, finish_reason: finish_reason.map(str::to_owned) }], None)
+        self.delta_with(delta, finish_reason, None)
+    }
+
+    fn delta_with(&self, delta: Delta, finish_reason: Option<&str>, native: Option<&str>) -> Vec<u8> {
+        let choice = ChunkChoice {
+            index: 0,
+            delta,
+            finish_reason: finish_reason.map(str::to_owned),
+            native_finish_reason: native.map(str::to_owned),
+        };
+        self.chunk(vec![choice], None)
     }
 
     fn fail(&mut self, out: &mut Vec<u8>, error: TranslateError, kind: &str, code: &str) {
@@ -226,7 +236,11 @@ impl StreamToOpenAi {
             }
             let usage = Usage { input: details.input_length, output: Some(details.generated_tokens), ..Usage::default() };
             self.usage = Some(usage);
-            out.extend(self.delta(Delta::default(), Some(details.finish_reason.openai_finish_reason())));
+            out.extend(self.delta_with(
+                Delta::default(),
+                Some(details.finish_reason.openai_finish_reason()),
+                details.finish_reason.native_finish_reason(),
+            ));
             if self.include_usage {
                 out.extend(self.chunk(Vec::new(), Some(OpenAiUsage::from(&usage))));
             }
