@@ -47,7 +47,8 @@ def test_chat_completion_is_authenticated_validated_and_routed(gateway):
     assert ctx.local_response is None
     assert ctx.request_header("x-tollgate-cluster") == "tg_a"
     assert ctx.properties_set == {
-        ("tollgate_op",): b"chat_completions",
+        # The operation, and what the provider filter needs of the body (here, its length).
+        ("tollgate_op",): f"chat_completions;len={len(body)}".encode(),
         ("tollgate_key_id",): b"k1",
         ("tollgate_model",): b"gpt-a",
     }
@@ -58,11 +59,13 @@ def test_chat_completion_is_authenticated_validated_and_routed(gateway):
 
 
 def test_embeddings_is_routed(gateway):
-    ctx = send(gateway, "POST", "/v1/embeddings", embeddings_body("gpt-b"))
+    body = embeddings_body("gpt-b")
+    ctx = send(gateway, "POST", "/v1/embeddings", body)
     assert ctx.local_response is None
     assert routed(ctx) == (
         "tg_b",
-        {("tollgate_op",): b"embeddings", ("tollgate_key_id",): b"k1", ("tollgate_model",): b"gpt-b"},
+        {("tollgate_op",): f"embeddings;len={len(body)}".encode(), ("tollgate_key_id",): b"k1",
+         ("tollgate_model",): b"gpt-b"},
     )
 
 

@@ -122,6 +122,41 @@ def test_embeddings_path(provider, base_path, expected):
     assert json.loads(ctx.request_body_forwarded) == {"model": "real-model", "input": ["a", "b"]}
 
 
+@pytest.mark.parametrize("op,body", [
+    ("chat_completions", b'{"model": "real-model", "messages": [{"role": "user", "content": "hi"}]}'),
+    ("chat_completions;stream;usage",
+     b'{"model":"real-model","stream":true,"stream_options":{"include_usage":true},"messages":[]}'),
+    ("embeddings", b'{"input": "x", "model": "real-model"}'),
+])
+def test_a_body_sent_as_is_is_not_waited_for(provider, op, body):
+    """The deployment's model id is the client's model and nothing is added: the attempt is
+    planned from the headers, and the body passes untouched (not buffered, not rewritten)."""
+    load_credentials(provider)
+    props = provider_properties(deployment(), f"{op};len={len(body)}")
+    props["tollgate_model"] = b"real-model"
+    ctx = provider.new_http_context(props)
+    # The header map is shared by attempts: an earlier one may have set another length.
+    headers = request_headers("POST", CHAT, K1_SECRET, extra=[("content-length", "999")])
+    assert ctx.request_headers(headers) == Action.CONTINUE
+    assert ctx.request_header("authorization") == f"Bearer {API_KEY}"
+    assert ctx.request_header(":authority") == "api.example.com"
+    assert ctx.request_header(":path") == ("/v1/embeddings" if op == "embeddings" else "/v1/chat/completions")
+    assert ctx.request_body(body[:10]) == Action.CONTINUE
+    assert ctx.request_body(body[10:], end_of_stream=True) == Action.CONTINUE
+    assert bytes(ctx.request_body_forwarded) == body
+    assert ctx.request_header("content-length") == str(len(body))
+
+
+def test_a_stream_without_usage_still_waits_for_the_body(provider):
+    load_credentials(provider)
+    props = provider_properties(deployment(), "chat_completions;stream;len=52")
+    props["tollgate_model"] = b"real-model"
+    ctx = provider.new_http_context(props)
+    assert ctx.request_headers(request_headers("POST", CHAT, K1_SECRET)) == Action.PAUSE
+    ctx.send_request_body(b'{"model":"real-model","stream":true,"messages":[]}')
+    assert json.loads(ctx.request_body_forwarded)["stream_options"] == {"include_usage": True}
+
+
 def test_only_the_model_changes_byte_for_byte(provider):
     body = (FIXTURES / "provider" / "chat_request.json").read_bytes()
     ctx = attempt(provider, deployment(credential=None), body=body)

@@ -32,6 +32,12 @@ def stack_config(dead_port: int = 9) -> dict:
             {"name": "gpt-mock", "deployments": [openai_deployment("mock-model-1", "mock")]},
             {"name": "other-model", "deployments": [openai_deployment("mock-model-2", "mock")]},
             {"name": "demo", "deployments": [{"provider": "demo"}]},
+            # The provider's model id is the name clients use (no `model`): the body is sent as
+            # is. It fails over from a deployment with another id (the body rewritten).
+            {"name": "as-sent", "deployments": [
+                {**openai_deployment("mock-model-1", "mock"), "priority": 0},
+                {"provider": "openai", "base_url": "{{MOCK_BASE_URL}}", "credential": "mock",
+                 "priority": 1}]},
             # A deployment whose provider key is wrong: the mock answers it with a 401.
             {"name": "wrong-key", "deployments": [openai_deployment("mock-model-1", "wrong")]},
             # A provider that cannot be reached (connection refused).

@@ -15,7 +15,7 @@ from harness import http
 
 PROVIDER_KEY_ENV = "MOCK_OPENAI_KEY"
 WRONG_KEY_ENV = "MOCK_WRONG_KEY"
-MODEL_NAMES = {"gpt-mock", "other-model", "demo", "wrong-key", "unreachable"}
+MODEL_NAMES = {"gpt-mock", "other-model", "demo", "wrong-key", "unreachable", "as-sent"}
 CHAT_PATH = "/v1/chat/completions"
 
 

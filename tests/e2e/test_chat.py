@@ -240,3 +240,32 @@ def test_tool_calls_pass_through(mock, client):
     assert json.loads(args)["location"].startswith("Oslo")
     assert [c.choices[0].finish_reason for c in chunks
             if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
+
+
+def test_a_body_sent_as_is_after_a_rewritten_attempt(gw, mock, client, user_key):
+    """`as-sent` first tries a deployment whose model id differs (the body is rewritten, and its
+    content-length with it), which fails; the retry goes to one whose id is the client's model,
+    where the body goes byte for byte as the client sent it, with the client's length (the
+    header map is shared by the attempts)."""
+    token = unique()
+    body = json.dumps({"messages": [{"role": "user", "content": f"hi {token}"}],
+                       "model": "as-sent", "temperature": 0.5}, indent=1)
+    mock.set_faults(status=503, count=1)
+    resp = post_chat(gw, user_key[1], body)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["choices"][0]["message"]["content"] == f"echo: hi {token}"
+    first, second = mock_requests_with(mock, token)
+    assert first["json"]["model"] == "mock-model-1"
+    assert second["body"] == body  # not re-encoded: the client's bytes, pretty-printed
+    assert second["headers"]["content-length"] == str(len(body.encode()))
+    assert_clean_provider_request(gw, second, user_key[1])
+
+    # Streams where the client asked for usage go as sent too, and keep their usage chunk.
+    mock.reset_faults()
+    token = unique()
+    chunks = list(client.chat.completions.create(
+        model="as-sent", messages=user_message(f"stream {token}"), stream=True,
+        stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == \
+        f"echo: stream {token}"
+    assert chunks[-1].usage.completion_tokens == 3

@@ -174,7 +174,7 @@ impl GatewayHttp {
         let body = self.get_http_request_body(0, self.body_size).unwrap_or_default();
         let route = request::route(cfg, &pending.key, &pending.op, &body)?;
         self.set_http_request_header(contract::HEADER_CLUSTER, Some(route.cluster));
-        self.set_property(vec![contract::STATE_OPERATION], Some(pending.op.as_str().as_bytes()));
+        self.set_property(vec![contract::STATE_OPERATION], Some(pending.op.state_value(route.facts).as_bytes()));
         self.set_property(vec![contract::STATE_KEY_ID], Some(pending.key.id.as_bytes()));
         self.set_property(vec![contract::STATE_MODEL], Some(route.model.as_bytes()));
         self.pending = None;

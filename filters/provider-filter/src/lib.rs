@@ -16,14 +16,14 @@ use log::warn;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, LogLevel};
 use tollgate_llm::Usage;
-use tollgate_types::config::{CredentialsDoc, DeploymentMeta};
+use tollgate_types::config::{Credential, CredentialsDoc, DeploymentMeta};
 use tollgate_types::contract;
 use tollgate_types::provider;
-use tollgate_types::request::Operation;
+use tollgate_types::request::{BodyFacts, Operation};
 use tollgate_types::{ClientApi, ErrorKind, GatewayError};
 
 use credentials::CredentialStore;
-use plan::{Attempt, ResponsePlan};
+use plan::{Attempt, HeaderAttempt, Plan, ResponsePlan};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -80,6 +80,23 @@ struct PendingAttempt {
 
 impl Context for ProviderHttp {}
 
+/// The deployment's credential from the fetched document (`None` when it names none).
+fn credential<'d>(doc: Option<&'d CredentialsDoc>, meta: &DeploymentMeta) -> Result<Option<&'d Credential>, GatewayError> {
+    let Some(name) = &meta.credential else { return Ok(None) };
+    let Some(doc) = doc else {
+        return Err(GatewayError::new(
+            ErrorKind::Unavailable,
+            "The gateway has not loaded provider credentials yet; retry in a moment.",
+        )
+        .code("credentials_not_loaded"));
+    };
+    let cred = doc.credentials.get(name).ok_or_else(|| {
+        warn!("provider filter: deployment {} names unknown credential {name}", meta.id);
+        GatewayError::new(ErrorKind::Internal, "The deployment's provider credential is not configured.")
+    })?;
+    Ok(Some(cred))
+}
+
 impl ProviderHttp {
     fn reply_error(&self, err: &GatewayError) -> Action {
         let mut headers = vec![("content-type", "application/json")];
@@ -104,38 +121,72 @@ impl ProviderHttp {
             .map_err(|_| GatewayError::new(ErrorKind::Internal, "The upstream endpoint's deployment metadata is invalid."))
     }
 
-    fn operation(&self) -> Result<Operation, GatewayError> {
-        self.get_property(vec![contract::STATE_OPERATION])
-            .and_then(|raw| {
-                let op = String::from_utf8_lossy(&raw);
-                // Only Bedrock clients name the model outside the body (in the path).
-                if op.starts_with("bedrock_converse") {
-                    let model = self.get_property(vec![contract::STATE_MODEL]).unwrap_or_default();
-                    Operation::from_state_with_model(&op, &String::from_utf8_lossy(&model))
-                } else {
-                    Operation::from_state(&op)
-                }
-            })
-            .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "The request reached a provider without an operation."))
+    /// The client operation, what the gateway filter learned from the body, and the model the
+    /// client asked for, from the downstream filter state.
+    fn operation(&self) -> Result<(Operation, BodyFacts, String), GatewayError> {
+        let state = self.get_property(vec![contract::STATE_OPERATION]).unwrap_or_default();
+        let state = String::from_utf8_lossy(&state);
+        let (name, facts) = Operation::split_state(&state);
+        let model = self.get_property(vec![contract::STATE_MODEL]).unwrap_or_default();
+        let model = String::from_utf8_lossy(&model).into_owned();
+        let op = Operation::from_state_with_model(name, &model)
+            .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "The request reached a provider without an operation."))?;
+        Ok((op, facts, model))
     }
 
     fn on_headers(&mut self, end_of_stream: bool) -> Result<Action, GatewayError> {
         let meta = self.deployment()?;
-        let op = self.operation()?;
+        let (op, facts, client_model) = self.operation()?;
         self.api = op.client_api();
         if end_of_stream {
             return Err(GatewayError::new(ErrorKind::InvalidRequest, "The request has no body."));
+        }
+        let creds = self.credentials.borrow().clone();
+        let credential = credential(creds.as_deref(), &meta)?;
+        let header_attempt = HeaderAttempt { meta: &meta, op: &op, facts, client_model: &client_model, credential };
+        if let Some(plan) = plan::plan_without_body(&header_attempt) {
+            // The body goes out as the client sent it: nothing to wait for.
+            let headers = self.get_http_request_headers_bytes();
+            self.apply(plan?, &headers);
+            return Ok(Action::Continue);
         }
         self.attempt = Some(PendingAttempt { meta, op });
         Ok(Action::Pause)
     }
 
     fn on_body(&mut self, body_size: usize, end_of_stream: bool) -> Result<Action, GatewayError> {
+        if self.attempt.is_none() {
+            return Ok(Action::Continue);
+        }
         self.body_size = body_size;
         if !end_of_stream {
             return Ok(Action::Pause);
         }
         self.finish()
+    }
+
+    /// Sets or removes every provider header (the header map is shared by every attempt),
+    /// and the body unless it goes as sent.
+    fn apply(&mut self, plan: Plan, headers: &[(String, Vec<u8>)]) {
+        self.set_http_request_header(":path", Some(&plan.path));
+        self.set_http_request_header(":authority", Some(&plan.authority));
+        for (name, value) in &plan.headers {
+            if value.is_some() || headers.iter().any(|(n, _)| n == name) {
+                self.set_http_request_header(name, value.as_deref());
+            }
+        }
+        if headers.iter().any(|(n, _)| n == contract::HEADER_CLUSTER) {
+            self.set_http_request_header(contract::HEADER_CLUSTER, None);
+        }
+        match plan.body_as_sent {
+            // An earlier attempt may have sent a rewritten body of another length.
+            Some(len) => self.set_http_request_header("content-length", Some(&len.to_string())),
+            None => {
+                self.set_http_request_header("content-length", Some(&plan.body.len().to_string()));
+                self.set_http_request_body(0, self.body_size, &plan.body);
+            }
+        }
+        self.response = plan.response;
     }
 
     /// The whole body is here (end of stream, or trailers): plan, sign and apply this attempt.
@@ -144,23 +195,7 @@ impl ProviderHttp {
             return Ok(Action::Continue);
         };
         let creds = self.credentials.borrow().clone();
-        let credential = match &attempt.meta.credential {
-            None => None,
-            Some(name) => {
-                let Some(doc) = creds.as_ref() else {
-                    return Err(GatewayError::new(
-                        ErrorKind::Unavailable,
-                        "The gateway has not loaded provider credentials yet; retry in a moment.",
-                    )
-                    .code("credentials_not_loaded"));
-                };
-                let cred = doc.credentials.get(name).ok_or_else(|| {
-                    warn!("provider filter: deployment {} names unknown credential {name}", attempt.meta.id);
-                    GatewayError::new(ErrorKind::Internal, "The deployment's provider credential is not configured.")
-                })?;
-                Some(cred)
-            }
-        };
+        let credential = credential(creds.as_deref(), &attempt.meta)?;
         let body = self.get_http_request_body(0, self.body_size).unwrap_or_default();
         // One host call for every header: find the request id and which provider headers are
         // present (only those need removing).
@@ -178,20 +213,7 @@ impl ProviderHttp {
             request_id: &request_id,
             now: self.get_current_time(),
         })?;
-        // The header map is shared by every attempt: set or remove every provider header.
-        self.set_http_request_header(":path", Some(&plan.path));
-        self.set_http_request_header(":authority", Some(&plan.authority));
-        for (name, value) in &plan.headers {
-            if value.is_some() || headers.iter().any(|(n, _)| n == name) {
-                self.set_http_request_header(name, value.as_deref());
-            }
-        }
-        if headers.iter().any(|(n, _)| n == contract::HEADER_CLUSTER) {
-            self.set_http_request_header(contract::HEADER_CLUSTER, None);
-        }
-        self.set_http_request_header("content-length", Some(&plan.body.len().to_string()));
-        self.set_http_request_body(0, self.body_size, &plan.body);
-        self.response = plan.response;
+        self.apply(plan, &headers);
         Ok(Action::Continue)
     }
 

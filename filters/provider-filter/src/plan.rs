@@ -10,7 +10,7 @@ use tollgate_llm::openai_to_tgi::{self, PromptTemplate};
 use tollgate_llm::{anthropic_to_openai, bedrock_embeddings, bedrock_to_openai, openai_stream, openai_to_anthropic, openai_to_bedrock, sagemaker, StreamOutput, StreamTranslator, TranslateError, Usage};
 use tollgate_types::config::{self, ContainerPayload, Credential, DeploymentMeta, ProviderKind};
 use tollgate_types::provider;
-use tollgate_types::request::Operation;
+use tollgate_types::request::{BodyFacts, Operation};
 use tollgate_types::{ClientApi, ErrorKind, GatewayError};
 
 use crate::sigv4::{sign_request, ToSign};
@@ -161,6 +161,9 @@ pub struct Plan {
     /// Every header in [`PROVIDER_HEADERS`] plus `content-type`: `Some` sets, `None` removes.
     pub headers: Vec<(&'static str, Option<String>)>,
     pub body: Vec<u8>,
+    /// The client's body goes to the provider as it is, with this length: `body` is empty and
+    /// unused, and the body is neither read nor rewritten.
+    pub body_as_sent: Option<u64>,
     pub response: ResponsePlan,
 }
 
@@ -168,7 +171,12 @@ impl Plan {
     fn new(path: String, authority: String, body: Vec<u8>, response: ResponsePlan) -> Self {
         let mut headers: Vec<(&'static str, Option<String>)> = PROVIDER_HEADERS.iter().map(|h| (*h, None)).collect();
         headers.push(("content-type", Some("application/json".to_owned())));
-        Self { path, authority, headers, body, response }
+        Self { path, authority, headers, body, body_as_sent: None, response }
+    }
+
+    fn with_body_as_sent(mut self, body_len: u64) -> Self {
+        self.body_as_sent = Some(body_len);
+        self
     }
 
     fn set(&mut self, name: &'static str, value: impl Into<String>) {
@@ -201,6 +209,57 @@ fn credential_missing() -> GatewayError {
         "The deployment's provider credential is not configured; ask your administrator.",
     )
     .code("credential_missing")
+}
+
+/// What the provider filter knows of an attempt before reading the body.
+pub struct HeaderAttempt<'a> {
+    pub meta: &'a DeploymentMeta,
+    pub op: &'a Operation,
+    pub facts: BodyFacts,
+    /// The model name the client asked for.
+    pub client_model: &'a str,
+    pub credential: Option<&'a Credential>,
+}
+
+/// Plans an attempt from the request headers alone when the provider gets the client's body
+/// byte for byte: the same API, the deployment's model id is the name the client used (the
+/// default when a deployment names no `model`), and nothing to add (a stream's client asked
+/// for usage itself). The body is then neither read nor copied nor rewritten. `None` when the
+/// body is needed: a translation, a model id to replace, usage to ask for, or a signature
+/// over the body (SigV4).
+pub fn plan_without_body(h: &HeaderAttempt<'_>) -> Option<Result<Plan, GatewayError>> {
+    if h.meta.model != h.client_model {
+        return None;
+    }
+    let body_len = h.facts.body_len?;
+    // Only the deployment, the operation and the credential are used by these providers.
+    let a = Attempt { meta: h.meta, op: h.op, credential: h.credential, body: &[], request_id: "", now: UNIX_EPOCH };
+    match (h.op, h.meta.provider) {
+        (Operation::ChatCompletions | Operation::Embeddings, ProviderKind::Openai | ProviderKind::Azure) => {
+            let stream = h.facts.stream && *h.op == Operation::ChatCompletions;
+            if stream && !h.facts.include_usage {
+                return None;
+            }
+            Some(openai_as_sent(&a, stream).map(|p| p.with_body_as_sent(body_len)))
+        }
+        (Operation::AnthropicMessages, ProviderKind::Anthropic) => {
+            Some(anthropic_plan(&a, Vec::new()).map(|p| p.with_body_as_sent(body_len)))
+        }
+        _ => None,
+    }
+}
+
+fn openai_as_sent(a: &Attempt<'_>, stream: bool) -> Result<Plan, GatewayError> {
+    let path = provider::openai_path(a.meta, a.op)?;
+    let response = if stream {
+        // The client asked for the usage chunk: it passes through, and is read on the way.
+        ResponsePlan::Stream(Box::new(openai_stream::UsageTap::new(true)))
+    } else {
+        ResponsePlan::Passthrough
+    };
+    let mut plan = Plan::new(path, a.meta.authority.clone(), Vec::new(), response);
+    openai_compatible_transport(&mut plan, a, stream)?;
+    Ok(plan)
 }
 
 pub fn plan(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
@@ -267,7 +326,10 @@ fn unwrap_transport(provider: ProviderKind, next: Box<dyn StreamTranslator>) -> 
 }
 
 fn anthropic_passthrough(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
-    let body = provider::rewrite_model(a.body, &a.meta.model)?;
+    anthropic_plan(a, provider::rewrite_model(a.body, &a.meta.model)?)
+}
+
+fn anthropic_plan(a: &Attempt<'_>, body: Vec<u8>) -> Result<Plan, GatewayError> {
     let path = format!("{}{}", a.meta.base_path.trim_end_matches('/'), openai_to_anthropic::MESSAGES_SUFFIX);
     let mut plan = Plan::new(path, a.meta.authority.clone(), body, ResponsePlan::Passthrough);
     anthropic_auth(&mut plan, a)?;

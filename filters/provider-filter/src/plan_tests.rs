@@ -246,3 +246,65 @@ fn sagemaker_tgi_serves_bedrock_converse_clients() {
     assert_eq!(out["usage"]["inputTokens"], 2);
     assert_eq!(usage.output, Some(3));
 }
+
+fn without_body(meta: &DeploymentMeta, op: &Operation, facts: BodyFacts, client_model: &str, cred: &Credential) -> Option<Plan> {
+    let facts = BodyFacts { body_len: Some(100), ..facts };
+    let h = HeaderAttempt { meta, op, facts, client_model, credential: Some(cred) };
+    plan_without_body(&h).map(|r| r.unwrap())
+}
+
+#[test]
+fn a_body_that_goes_as_sent_is_planned_from_the_headers() {
+    let cred = key("sk-test");
+    let chat = Operation::ChatCompletions;
+    let plain = BodyFacts::default();
+    let openai = meta(ProviderKind::Openai, "api.openai.com", "/v1", "gpt-x");
+    let p = without_body(&openai, &chat, plain, "gpt-x", &cred).expect("same model, no stream");
+    assert!(p.body_as_sent == Some(100) && p.body.is_empty());
+    assert_eq!((p.path.as_str(), p.authority.as_str()), ("/v1/chat/completions", "api.openai.com"));
+    assert_eq!(p.header("authorization"), Some("Bearer sk-test"));
+    assert!(matches!(p.response, ResponsePlan::Passthrough));
+    // The same headers as the plan that reads the body.
+    let full = plan(&attempt(&openai, &cred, br#"{"model":"gpt-x","messages":[]}"#)).unwrap();
+    assert_eq!((p.path.clone(), p.headers.clone()), (full.path, full.headers));
+
+    let usage = BodyFacts { stream: true, include_usage: true, body_len: None };
+    let p = without_body(&openai, &chat, usage, "gpt-x", &cred).expect("the client asked for usage");
+    assert!(matches!(p.response, ResponsePlan::Stream(_)));
+    let embeddings = without_body(&openai, &Operation::Embeddings, plain, "gpt-x", &cred).unwrap();
+    assert_eq!(embeddings.path, "/v1/embeddings");
+
+    let mut azure = meta(ProviderKind::Azure, "r.openai.azure.com", "/openai/deployments/gpt-x", "gpt-x");
+    azure.api_version = Some("2024-10-21".into());
+    let p = without_body(&azure, &chat, plain, "gpt-x", &cred).unwrap();
+    assert_eq!(p.path, "/openai/deployments/gpt-x/chat/completions?api-version=2024-10-21");
+    assert_eq!((p.header("api-key"), p.header("authorization")), (Some("sk-test"), None));
+
+    let anthropic = meta(ProviderKind::Anthropic, "api.anthropic.com", "/v1", "claude-x");
+    let p = without_body(&anthropic, &Operation::AnthropicMessages, plain, "claude-x", &cred).unwrap();
+    assert_eq!(p.body_as_sent, Some(100));
+    assert_eq!((p.path.as_str(), p.header("x-api-key")), ("/v1/messages", Some("sk-test")));
+    // Without the client body's length the body is read (the header map is shared by attempts).
+    let h = HeaderAttempt { meta: &openai, op: &chat, facts: BodyFacts::default(), client_model: "gpt-x", credential: Some(&cred) };
+    assert!(plan_without_body(&h).is_none());
+}
+
+#[test]
+fn the_body_is_read_when_it_changes_or_is_signed() {
+    let cred = key("sk-test");
+    let chat = Operation::ChatCompletions;
+    let openai = meta(ProviderKind::Openai, "api.openai.com", "/v1", "gpt-x");
+    // Another model id, or a stream whose usage the gateway must ask for.
+    assert!(without_body(&openai, &chat, BodyFacts::default(), "alias", &cred).is_none());
+    assert!(without_body(&openai, &chat, BodyFacts { stream: true, include_usage: false, body_len: None }, "gpt-x", &cred).is_none());
+    // Another API (translation), or SigV4 over the body.
+    let anthropic = meta(ProviderKind::Anthropic, "api.anthropic.com", "/v1", "gpt-x");
+    assert!(without_body(&anthropic, &chat, BodyFacts::default(), "gpt-x", &cred).is_none());
+    for kind in [ProviderKind::Bedrock, ProviderKind::Sagemaker] {
+        let m = meta(kind, "h", "", "gpt-x");
+        assert!(without_body(&m, &chat, BodyFacts::default(), "gpt-x", &cred).is_none(), "{kind:?}");
+    }
+    let bedrock_client = Operation::BedrockConverse { model: "m".into(), stream: false };
+    let bedrock = meta(ProviderKind::Bedrock, "h", "", "m");
+    assert!(without_body(&bedrock, &bedrock_client, BodyFacts::default(), "m", &cred).is_none());
+}

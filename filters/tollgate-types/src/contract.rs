@@ -13,7 +13,10 @@ pub const ENVOY_HEADER_PREFIX: &str = "x-envoy-";
 
 /// Filter-state keys (written with `set_property([KEY])`, visible as `wasm.KEY`).
 /// The client operation, saved by the gateway filter because the upstream filter rewrites
-/// `:path` and the header map is shared by every retry attempt.
+/// `:path` and the header map is shared by every retry attempt. Its value is the operation's
+/// name followed by `;stream` and `;usage` when a chat body asks for a stream and for its
+/// usage chunk ([`crate::request::BodyFacts`]), so an attempt that sends the body as is can be
+/// planned without reading it.
 pub const STATE_OPERATION: &str = "tollgate_op";
 /// Public id of the virtual key that authenticated the request.
 pub const STATE_KEY_ID: &str = "tollgate_key_id";

@@ -13,6 +13,9 @@ pub struct ChatCompletionRequest {
     pub messages: Option<Vec<ChatMessage>>,
     #[serde(default)]
     pub stream: Option<bool>,
+    /// Read leniently, as the provider filter reads it: only `include_usage: true` counts.
+    #[serde(default)]
+    pub stream_options: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -43,6 +43,23 @@ fn openai_request(
     op: &Operation,
     body: &[u8],
 ) -> Result<RequestEdit, GatewayError> {
+    let path = openai_path(meta, op)?;
+    let (body, stream, client_wants_usage) = match openai_in_place(body, &meta.model, op) {
+        Some(done) => done,
+        None => openai_reencoded(body, &meta.model, op)?,
+    };
+    Ok(RequestEdit {
+        path,
+        authority: meta.authority.clone(),
+        body,
+        stream,
+        client_wants_usage,
+    })
+}
+
+/// The provider path of an OpenAI-format operation: the deployment's base path and the
+/// operation's suffix.
+pub fn openai_path(meta: &DeploymentMeta, op: &Operation) -> Result<String, GatewayError> {
     let suffix = match op {
         Operation::ChatCompletions => "/chat/completions",
         Operation::Embeddings => "/embeddings",
@@ -50,17 +67,7 @@ fn openai_request(
             return Err(GatewayError::new(ErrorKind::Internal, "operation is not sent to OpenAI providers as is"))
         }
     };
-    let (body, stream, client_wants_usage) = match openai_in_place(body, &meta.model, op) {
-        Some(done) => done,
-        None => openai_reencoded(body, &meta.model, op)?,
-    };
-    Ok(RequestEdit {
-        path: format!("{}{}", meta.base_path.trim_end_matches('/'), suffix),
-        authority: meta.authority.clone(),
-        body,
-        stream,
-        client_wants_usage,
-    })
+    Ok(format!("{}{}", meta.base_path.trim_end_matches('/'), suffix))
 }
 
 /// The OpenAI body for the provider, edited in place: the `model` value replaced and, for a

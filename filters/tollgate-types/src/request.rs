@@ -61,6 +61,42 @@ impl Operation {
         }
     }
 
+    /// The filter-state value: the operation's name, then `;stream` and `;usage` when the body
+    /// says so, and `;len=N` (see [`BodyFacts`]).
+    pub fn state_value(&self, facts: BodyFacts) -> String {
+        let mut s = self.as_str().to_owned();
+        if facts.stream {
+            s.push_str(";stream");
+        }
+        if facts.include_usage {
+            s.push_str(";usage");
+        }
+        if let Some(len) = facts.body_len {
+            s.push_str(";len=");
+            s.push_str(&len.to_string());
+        }
+        s
+    }
+
+    /// Splits a filter-state value into the operation's name and the body facts.
+    pub fn split_state(state: &str) -> (&str, BodyFacts) {
+        let mut parts = state.split(';');
+        let name = parts.next().unwrap_or_default();
+        let mut facts = BodyFacts::default();
+        for flag in parts {
+            match flag {
+                "stream" => facts.stream = true,
+                "usage" => facts.include_usage = true,
+                f => {
+                    if let Some(len) = f.strip_prefix("len=").and_then(|n| n.parse().ok()) {
+                        facts.body_len = Some(len);
+                    }
+                }
+            }
+        }
+        (name, facts)
+    }
+
     /// The API the client speaks, which decides the error format.
     pub fn client_api(&self) -> ClientApi {
         match self {
@@ -156,11 +192,27 @@ pub fn authenticate<'c>(
     })
 }
 
+/// What the gateway filter learned from a chat body that every attempt needs without reading
+/// the body again: with these the provider filter can plan an attempt whose body goes to the
+/// provider as sent from the request headers alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BodyFacts {
+    /// `"stream": true`.
+    pub stream: bool,
+    /// `"stream_options": {"include_usage": true}`.
+    pub include_usage: bool,
+    /// The client body's length. Every attempt that sends the body as is sets
+    /// `content-length` to it: the header map is shared by the attempts, and an earlier one
+    /// may have sent a rewritten body of another length.
+    pub body_len: Option<u64>,
+}
+
 /// Where a routable request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route<'c> {
     pub model: String,
     pub cluster: &'c str,
+    pub facts: BodyFacts,
 }
 
 /// Validates the body of a routable operation and resolves its model for this key.
@@ -170,8 +222,13 @@ pub fn route<'c>(
     op: &Operation,
     body: &[u8],
 ) -> Result<Route<'c>, GatewayError> {
+    let mut facts = BodyFacts::default();
     let model = match op {
-        Operation::ChatCompletions => validate_chat(body)?,
+        Operation::ChatCompletions => {
+            let (model, f) = validate_chat(body)?;
+            facts = f;
+            model
+        }
         Operation::Embeddings => validate_embeddings(body)?,
         Operation::AnthropicMessages => validate_anthropic(body)?,
         Operation::BedrockConverse { model, .. } => validate_converse(body, model)?,
@@ -180,7 +237,8 @@ pub fn route<'c>(
         }
     };
     let cluster = resolve_model(cfg, key, &model)?;
-    Ok(Route { model, cluster })
+    facts.body_len = u64::try_from(body.len()).ok();
+    Ok(Route { model, cluster, facts })
 }
 
 fn resolve_model<'c>(cfg: &'c GatewayConfig, key: &KeyEntry, model: &str) -> Result<&'c str, GatewayError> {
@@ -239,8 +297,14 @@ fn parse_object<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, Gate
     serde_json::from_str(text).map_err(|e| invalid_json(&e))
 }
 
-fn validate_chat(body: &[u8]) -> Result<String, GatewayError> {
+fn validate_chat(body: &[u8]) -> Result<(String, BodyFacts), GatewayError> {
     let req: ChatCompletionRequest = parse_object(body)?;
+    let facts = BodyFacts {
+        stream: req.stream == Some(true),
+        include_usage: req.stream_options.as_ref().and_then(|o| o.get("include_usage")).and_then(serde_json::Value::as_bool)
+            == Some(true),
+        body_len: None,
+    };
     let model = non_empty_model(req.model)?;
     let messages = req.messages.ok_or_else(|| missing("messages"))?;
     if messages.is_empty() {
@@ -262,7 +326,7 @@ fn validate_chat(body: &[u8]) -> Result<String, GatewayError> {
             Some(_) => {}
         }
     }
-    Ok(model)
+    Ok((model, facts))
 }
 
 /// The fields of an Anthropic Messages request the gateway validates and routes on.

@@ -64,7 +64,8 @@ fn routes_chat() {
     let key = authenticate(&c, Some("Bearer tg-all"), None, 0).unwrap();
     let r = route(&c, key, &Operation::ChatCompletions, br#"{"model":"b","messages":[{"role":"user","content":"hi"}]}"#)
         .unwrap();
-    assert_eq!(r, Route { model: "b".into(), cluster: "cb" });
+    let len = Some(57);
+    assert_eq!(r, Route { model: "b".into(), cluster: "cb", facts: BodyFacts { body_len: len, ..BodyFacts::default() } });
 }
 
 #[test]
@@ -145,4 +146,34 @@ fn bedrock_converse_paths() {
     let op = Operation::BedrockConverse { model: "zz".into(), stream: false };
     assert_eq!(route(&c, key, &op, br#"{"messages":[{"role":"user"}]}"#).unwrap_err().status(), 404);
     assert_eq!(Operation::from_state_with_model("bedrock_converse_stream", "a"), Some(Operation::BedrockConverse { model: "a".into(), stream: true }));
+}
+
+#[test]
+fn chat_body_facts_travel_in_the_operation_state() {
+    let c = cfg();
+    let key = authenticate(&c, Some("Bearer tg-all"), None, 0).unwrap();
+    let op = Operation::ChatCompletions;
+    let facts = |body: &str| {
+        let f = route(&c, key, &op, body.as_bytes()).unwrap().facts;
+        assert_eq!(f.body_len, Some(body.len() as u64));
+        BodyFacts { body_len: None, ..f }
+    };
+    let msgs = r#""messages":[{"role":"user","content":"hi"}]"#;
+    assert_eq!(facts(&format!(r#"{{"model":"b",{msgs}}}"#)), BodyFacts::default());
+    assert_eq!(facts(&format!(r#"{{"model":"b","stream":false,{msgs}}}"#)), BodyFacts::default());
+    let streamed = facts(&format!(r#"{{"model":"b","stream":true,"stream_options":null,{msgs}}}"#));
+    assert_eq!(streamed, BodyFacts { stream: true, include_usage: false, body_len: None });
+    let usage = facts(&format!(r#"{{"model":"b","stream":true,"stream_options":{{"include_usage":true}},{msgs}}}"#));
+    assert_eq!(usage, BodyFacts { stream: true, include_usage: true, body_len: None });
+    assert!(!facts(&format!(r#"{{"model":"b","stream":true,"stream_options":{{"include_usage":"yes"}},{msgs}}}"#)).include_usage);
+
+    let sized = BodyFacts { body_len: Some(2048), ..usage };
+    for f in [BodyFacts::default(), streamed, usage, sized] {
+        let state = op.state_value(f);
+        let (name, back) = Operation::split_state(&state);
+        assert_eq!((Operation::from_state(name), back), (Some(Operation::ChatCompletions), f));
+    }
+    assert_eq!(op.state_value(BodyFacts::default()), "chat_completions");
+    assert_eq!(op.state_value(sized), "chat_completions;stream;usage;len=2048");
+    assert_eq!(Operation::split_state("embeddings;unknown-flag;len=x"), ("embeddings", BodyFacts::default()));
 }
