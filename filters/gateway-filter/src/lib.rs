@@ -132,7 +132,7 @@ impl GatewayHttp {
         let h = self.read_headers();
         let op = request::classify(h.method.as_deref().unwrap_or_default(), h.path.as_deref().unwrap_or_default())?;
         self.api = op.client_api();
-        let key = request::authenticate(&cfg, h.authorization.as_deref(), h.x_api_key.as_deref(), self.now_secs())?;
+        let key = request::authenticate_at(&cfg, h.authorization.as_deref(), h.x_api_key.as_deref(), || self.now_secs())?;
         match &op {
             Operation::ListModels => return Ok(self.reply_json(&request::list_models(&cfg, key))),
             Operation::RetrieveModel(name) => return Ok(self.reply_json(&request::retrieve_model(&cfg, key, name)?)),

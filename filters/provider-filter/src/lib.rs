@@ -11,6 +11,7 @@ mod sigv4;
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::UNIX_EPOCH;
 
 use log::warn;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -171,7 +172,9 @@ impl ProviderHttp {
         self.set_http_request_header(":path", Some(&plan.path));
         self.set_http_request_header(":authority", Some(&plan.authority));
         for (name, value) in &plan.headers {
-            if value.is_some() || headers.iter().any(|(n, _)| n == name) {
+            let current = headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice());
+            // A header already as wanted (or already absent) costs no host call.
+            if current != value.as_deref().map(str::as_bytes) {
                 self.set_http_request_header(name, value.as_deref());
             }
         }
@@ -211,7 +214,7 @@ impl ProviderHttp {
             credential,
             body: &body,
             request_id: &request_id,
-            now: self.get_current_time(),
+            now: if plan::needs_clock(&attempt.meta, &attempt.op) { self.get_current_time() } else { UNIX_EPOCH },
         })?;
         self.apply(plan, &headers);
         Ok(Action::Continue)

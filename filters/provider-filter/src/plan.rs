@@ -262,6 +262,15 @@ fn openai_as_sent(a: &Attempt<'_>, stream: bool) -> Result<Plan, GatewayError> {
     Ok(plan)
 }
 
+/// Does planning this attempt read the clock (response ids and `created` of a translated
+/// answer, SigV4)? A same-API passthrough to a provider that takes a key does not.
+pub fn needs_clock(meta: &DeploymentMeta, op: &Operation) -> bool {
+    !matches!(
+        (op.client_api(), meta.provider),
+        (ClientApi::OpenAi, ProviderKind::Openai | ProviderKind::Azure) | (ClientApi::Anthropic, ProviderKind::Anthropic)
+    )
+}
+
 pub fn plan(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
     let client = a.op.client_api();
     match (client, ProviderApi::of(a.meta)?) {

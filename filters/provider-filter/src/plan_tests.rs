@@ -308,3 +308,18 @@ fn the_body_is_read_when_it_changes_or_is_signed() {
     let bedrock = meta(ProviderKind::Bedrock, "h", "", "m");
     assert!(without_body(&bedrock, &bedrock_client, BodyFacts::default(), "m", &cred).is_none());
 }
+
+#[test]
+fn only_signed_or_translated_attempts_read_the_clock() {
+    let chat = Operation::ChatCompletions;
+    for kind in [ProviderKind::Openai, ProviderKind::Azure] {
+        assert!(!needs_clock(&meta(kind, "h", "", "m"), &chat), "{kind:?}");
+    }
+    assert!(!needs_clock(&meta(ProviderKind::Anthropic, "h", "", "m"), &Operation::AnthropicMessages));
+    for kind in [ProviderKind::Bedrock, ProviderKind::Sagemaker, ProviderKind::Anthropic] {
+        assert!(needs_clock(&meta(kind, "h", "", "m"), &chat), "{kind:?}");
+    }
+    let converse = Operation::BedrockConverse { model: "m".into(), stream: false };
+    assert!(needs_clock(&meta(ProviderKind::Bedrock, "h", "", "m"), &converse));
+    assert!(needs_clock(&meta(ProviderKind::Openai, "h", "", "m"), &converse));
+}

@@ -96,6 +96,11 @@ impl KeyTable {
 
     /// Looks a presented secret up; `now` is unix seconds.
     pub fn authenticate(&self, secret: &str, now: u64) -> Result<&KeyEntry, KeyRejection> {
+        self.authenticate_at(secret, || now)
+    }
+
+    /// As [`KeyTable::authenticate`], reading the clock only for a key that expires.
+    pub fn authenticate_at(&self, secret: &str, now: impl FnOnce() -> u64) -> Result<&KeyEntry, KeyRejection> {
         let d = digest(secret);
         let mut prefix = [0u8; 8];
         prefix.copy_from_slice(&d[..8]);
@@ -106,7 +111,7 @@ impl KeyTable {
             .map(|(_, e)| e)
             .ok_or(KeyRejection::Unknown)?;
         match entry.expires_at {
-            Some(t) if now >= t => Err(KeyRejection::Expired),
+            Some(t) if now() >= t => Err(KeyRejection::Expired),
             _ => Ok(entry),
         }
     }

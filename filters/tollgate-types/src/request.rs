@@ -171,6 +171,16 @@ pub fn authenticate<'c>(
     x_api_key: Option<&str>,
     now: u64,
 ) -> Result<&'c KeyEntry, GatewayError> {
+    authenticate_at(cfg, authorization, x_api_key, || now)
+}
+
+/// As [`authenticate`], reading the clock only for a key that expires.
+pub fn authenticate_at<'c>(
+    cfg: &'c GatewayConfig,
+    authorization: Option<&str>,
+    x_api_key: Option<&str>,
+    now: impl FnOnce() -> u64,
+) -> Result<&'c KeyEntry, GatewayError> {
     let Some(secret) = presented_key(authorization, x_api_key) else {
         return Err(GatewayError::new(
             ErrorKind::Authentication,
@@ -178,7 +188,7 @@ pub fn authenticate<'c>(
         )
         .code("missing_api_key"));
     };
-    cfg.keys.authenticate(secret, now).map_err(|r| match r {
+    cfg.keys.authenticate_at(secret, now).map_err(|r| match r {
         KeyRejection::Unknown => GatewayError::new(
             ErrorKind::Authentication,
             "Incorrect API key provided. Check the key, or ask your administrator for a new one.",
