@@ -159,6 +159,77 @@ admin:
 """
 
 
+# Envoy with the routing features Tollgate's configuration uses, and none of its filters: the
+# retry policy (the router buffers the body to replay it), an upstream HTTP filter chain
+# (upstream_codec only), outlier detection, circuit breakers, endpoint metadata and the route's
+# header removal. Tollgate minus this is the cost of the two wasm filters themselves.
+ENVOY_ROUTING = """\
+static_resources:
+  listeners:
+  - name: ingress
+    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
+    per_connection_buffer_limit_bytes: 8388608
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          codec_type: AUTO
+          stream_idle_timeout: 300s
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/"}
+                request_headers_to_remove: [x-tollgate-cluster]
+                route:
+                  cluster: mock
+                  timeout: 600s
+                  retry_policy:
+                    retry_on: connect-failure,reset,retriable-status-codes
+                    retriable_status_codes: [429, 500, 503, 504]
+                    num_retries: 2
+                    retry_priority:
+                      name: envoy.retry_priorities.previous_priorities
+                      typed_config:
+                        "@type": type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig
+                        update_frequency: 1
+                    retry_host_predicate:
+                    - name: envoy.retry_host_predicates.previous_hosts
+                      typed_config: {"@type": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate}
+                    host_selection_retry_max_attempts: 3
+                    retry_back_off: {base_interval: 0.1s, max_interval: 2s}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+  clusters:
+  - name: mock
+    connect_timeout: 5s
+    type: STATIC
+    per_connection_buffer_limit_bytes: 8388608
+    circuit_breakers:
+      thresholds: [{max_connections: 100000, max_pending_requests: 100000, max_requests: 100000, max_retries: 1000}]
+    outlier_detection: {consecutive_5xx: 5, base_ejection_time: 30s, max_ejection_percent: 100}
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http_protocol_options: {}}
+        http_filters:
+        - name: envoy.filters.http.upstream_codec
+          typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec}
+    load_assignment:
+      cluster_name: mock
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(mock_port)d}}}
+          metadata: {filter_metadata: {tollgate: {deployment: '{"id":"m/0","provider":"openai"}'}}}
+admin:
+  address: {socket_address: {address: 127.0.0.1, port_value: %(admin_port)d}}
+"""
+
+
 def envoy_version() -> str:
     envoy = harness.envoy_bin()
     if envoy is None:
@@ -178,16 +249,22 @@ class BareEnvoy(Target):
             raise TargetError("no Envoy binary (run `make setup`)")
         self.version = envoy_version()
 
+    config = BARE_ENVOY
+
     def start(self, work: Path, mock: Mock) -> None:
         self.port = harness.free_port()
         admin = harness.free_port()
-        bootstrap = work / "bare-envoy.yaml"
-        bootstrap.write_text(BARE_ENVOY % {"port": self.port, "mock_port": mock.port,
-                                           "admin_port": admin})
+        bootstrap = work / f"{self.name}.yaml"
+        bootstrap.write_text(self.config % {"port": self.port, "mock_port": mock.port,
+                                            "admin_port": admin})
         self.run("bare-envoy", [harness.envoy_bin(), "-c", bootstrap, "--concurrency", "1",
                                 "--use-dynamic-base-id", "--log-level", "warn"], work)
         self.wait_http(f"http://127.0.0.1:{admin}/ready", 30)
         self.headers = {"Authorization": f"Bearer {mock.api_key}"}
+
+
+class EnvoyRouting(BareEnvoy):
+    config = ENVOY_ROUTING
 
 
 class Tollgate(Target):
@@ -356,6 +433,10 @@ def make_targets() -> dict[str, Target]:
                        features=["none: the load generator talks to the mock directly"]),
         "envoy": BareEnvoy("envoy", "bare Envoy",
                            features=["router only", "--concurrency 1"]),
+        "envoy-routing": EnvoyRouting("envoy-routing", "Envoy, Tollgate's routing, no filters",
+                                      features=["retry policy (body buffered for replay)",
+                                                "upstream filter chain (codec only)",
+                                                "outlier detection", "--concurrency 1"]),
         "tollgate": Tollgate("tollgate", "Tollgate",
                              features=["virtual-key auth (SHA-256, allowed-model list)",
                                        "request validation (body parse)", "model routing",
