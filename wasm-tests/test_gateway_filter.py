@@ -23,6 +23,7 @@ from wasm_fixtures import (
     digest,
     embeddings_body,
     gateway_config,
+    key_id_of,
     random_chunk_sizes,
     request_headers,
     send,
@@ -47,10 +48,9 @@ def test_chat_completion_is_authenticated_validated_and_routed(gateway):
     assert ctx.local_response is None
     assert ctx.request_header("x-tollgate-cluster") == "tg_a"
     assert ctx.properties_set == {
-        # The operation, and what the provider filter needs of the body (here, its length).
-        ("tollgate_op",): f"chat_completions;len={len(body)}".encode(),
-        ("tollgate_key_id",): b"k1",
-        ("tollgate_model",): b"gpt-a",
+        # The operation, what the provider filter needs of the body (here, its length), the
+        # key's id and the client's model, in one value.
+        ("tollgate_request",): f"chat_completions;len={len(body)};key=k1;model=gpt-a".encode(),
     }
     # The gateway does not change the body; it all goes upstream.
     assert bytes(ctx.request_body_forwarded) == body
@@ -64,8 +64,7 @@ def test_embeddings_is_routed(gateway):
     assert ctx.local_response is None
     assert routed(ctx) == (
         "tg_b",
-        {("tollgate_op",): f"embeddings;len={len(body)}".encode(), ("tollgate_key_id",): b"k1",
-         ("tollgate_model",): b"gpt-b"},
+        {("tollgate_request",): f"embeddings;len={len(body)};key=k1;model=gpt-b".encode()},
     )
 
 
@@ -79,7 +78,7 @@ def test_path_variants_are_chat(gateway, path):
 def test_key_in_x_api_key(gateway):
     ctx = send(gateway, "POST", CHAT, chat_body("gpt-a"), key=K2_SECRET, via="x-api-key")
     assert ctx.local_response is None
-    assert ctx.property("tollgate_key_id") == b"k2"
+    assert key_id_of(ctx) == "k2"
     assert ctx.request_header("x-tollgate-cluster") == "tg_a"
 
 
@@ -99,7 +98,7 @@ def test_bearer_scheme_and_spacing(gateway, value):
 def test_missing_key_is_401(gateway, method, path, body):
     ctx = send(gateway, method, path, body, key=None)
     assert_openai_error(ctx.local_response, 401, "missing_api_key", "authentication_error")
-    assert ctx.property("tollgate_key_id") is None
+    assert key_id_of(ctx) is None
     assert ctx.request_header("x-tollgate-cluster") is None
 
 
@@ -127,7 +126,7 @@ def test_key_with_same_digest_prefix_but_different_secret_is_rejected(gateway):
 def test_key_expires_at_its_instant(gateway):
     gateway.now = EXPIRES_AT - 1
     ok = send(gateway, "POST", CHAT, chat_body(), key=K3_SECRET)
-    assert ok.local_response is None and ok.property("tollgate_key_id") == b"k3"
+    assert ok.local_response is None and key_id_of(ok) == "k3"
     gateway.now = EXPIRES_AT
     ctx = send(gateway, "POST", CHAT, chat_body(), key=K3_SECRET, via="x-api-key")
     assert_openai_error(ctx.local_response, 401, "expired_api_key", "authentication_error")
@@ -550,7 +549,7 @@ def test_accepted_update_replaces_keys_and_models(gateway):
 def test_models_star_permits_every_model(make_gateway):
     host = make_gateway(gateway_config(keys=[{"id": "s", "digest": digest(K1_SECRET), "models": ["*"]}]))
     ctx = send(host, "POST", CHAT, chat_body("gpt-b"))
-    assert ctx.property("tollgate_key_id") == b"s" and routed(ctx)[0] == "tg_b"
+    assert key_id_of(ctx) == "s" and routed(ctx)[0] == "tg_b"
 
 
 # ------------------------------------------------------------------------------- secrets

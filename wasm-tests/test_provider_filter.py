@@ -132,8 +132,7 @@ def test_a_body_sent_as_is_is_not_waited_for(provider, op, body):
     """The deployment's model id is the client's model and nothing is added: the attempt is
     planned from the headers, and the body passes untouched (not buffered, not rewritten)."""
     load_credentials(provider)
-    props = provider_properties(deployment(), f"{op};len={len(body)}")
-    props["tollgate_model"] = b"real-model"
+    props = provider_properties(deployment(), f"{op};len={len(body)}", model="real-model")
     ctx = provider.new_http_context(props)
     # The header map is shared by attempts: an earlier one may have set another length.
     headers = request_headers("POST", CHAT, K1_SECRET, extra=[("content-length", "999")])
@@ -149,8 +148,7 @@ def test_a_body_sent_as_is_is_not_waited_for(provider, op, body):
 
 def test_a_stream_without_usage_still_waits_for_the_body(provider):
     load_credentials(provider)
-    props = provider_properties(deployment(), "chat_completions;stream;len=52")
-    props["tollgate_model"] = b"real-model"
+    props = provider_properties(deployment(), "chat_completions;stream;len=52", model="real-model")
     ctx = provider.new_http_context(props)
     assert ctx.request_headers(request_headers("POST", CHAT, K1_SECRET)) == Action.PAUSE
     ctx.send_request_body(b'{"model":"real-model","stream":true,"messages":[]}')

@@ -169,12 +169,28 @@ def deployment(**overrides) -> str:
     return json.dumps(dep)
 
 
-def provider_properties(dep: Optional[str] = None, op: Optional[str] = "chat_completions") -> dict:
+def request_state(op: str = "chat_completions", key_id: str = "k1", model: str = "gpt-a") -> bytes:
+    """The gateway filter's filter state for a routed request (`op` may carry `;stream`,
+    `;usage`, `;len=N`)."""
+    return f"{op};key={key_id};model={model}".encode()
+
+
+def key_id_of(ctx) -> Optional[str]:
+    """The key id in the request state a gateway context set, if any."""
+    state = ctx.property("tollgate_request")
+    if state is None:
+        return None
+    fields = dict(p.split("=", 1) for p in state.decode().split(";model=")[0].split(";") if "=" in p)
+    return fields.get("key")
+
+
+def provider_properties(dep: Optional[str] = None, op: Optional[str] = "chat_completions",
+                        model: str = "gpt-a") -> dict:
     props: dict = {}
     if dep is not None:
         props[DEPLOYMENT_PATH] = dep
     if op is not None:
-        props["tollgate_op"] = op
+        props["tollgate_request"] = request_state(op, model=model)
     return props
 
 

@@ -11,7 +11,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 use tollgate_types::config::GatewayConfig;
 use tollgate_types::contract;
 use tollgate_types::keys::KeyEntry;
-use tollgate_types::request::{self, Operation};
+use tollgate_types::request::{self, Operation, RequestState};
 use tollgate_types::{ClientApi, ErrorKind, GatewayError};
 
 proxy_wasm::main! {{
@@ -174,9 +174,8 @@ impl GatewayHttp {
         let body = self.get_http_request_body(0, self.body_size).unwrap_or_default();
         let route = request::route(cfg, &pending.key, &pending.op, &body)?;
         self.set_http_request_header(contract::HEADER_CLUSTER, Some(route.cluster));
-        self.set_property(vec![contract::STATE_OPERATION], Some(pending.op.state_value(route.facts).as_bytes()));
-        self.set_property(vec![contract::STATE_KEY_ID], Some(pending.key.id.as_bytes()));
-        self.set_property(vec![contract::STATE_MODEL], Some(route.model.as_bytes()));
+        let state = RequestState { op: pending.op.clone(), facts: route.facts, key_id: pending.key.id.clone(), model: route.model };
+        self.set_property(vec![contract::STATE_REQUEST], Some(state.encode().as_bytes()));
         self.pending = None;
         Ok(Action::Continue)
     }

@@ -20,7 +20,7 @@ use tollgate_llm::Usage;
 use tollgate_types::config::{Credential, CredentialsDoc, DeploymentMeta};
 use tollgate_types::contract;
 use tollgate_types::provider;
-use tollgate_types::request::{BodyFacts, Operation};
+use tollgate_types::request::{Operation, RequestState};
 use tollgate_types::{ClientApi, ErrorKind, GatewayError};
 
 use credentials::CredentialStore;
@@ -122,22 +122,16 @@ impl ProviderHttp {
             .map_err(|_| GatewayError::new(ErrorKind::Internal, "The upstream endpoint's deployment metadata is invalid."))
     }
 
-    /// The client operation, what the gateway filter learned from the body, and the model the
-    /// client asked for, from the downstream filter state.
-    fn operation(&self) -> Result<(Operation, BodyFacts, String), GatewayError> {
-        let state = self.get_property(vec![contract::STATE_OPERATION]).unwrap_or_default();
-        let state = String::from_utf8_lossy(&state);
-        let (name, facts) = Operation::split_state(&state);
-        let model = self.get_property(vec![contract::STATE_MODEL]).unwrap_or_default();
-        let model = String::from_utf8_lossy(&model).into_owned();
-        let op = Operation::from_state_with_model(name, &model)
-            .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "The request reached a provider without an operation."))?;
-        Ok((op, facts, model))
+    /// What the gateway filter handed on (the downstream stream's filter state).
+    fn request_state(&self) -> Result<RequestState, GatewayError> {
+        let state = self.get_property(vec![contract::STATE_REQUEST]).unwrap_or_default();
+        RequestState::parse(&String::from_utf8_lossy(&state))
+            .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "The request reached a provider without an operation."))
     }
 
     fn on_headers(&mut self, end_of_stream: bool) -> Result<Action, GatewayError> {
         let meta = self.deployment()?;
-        let (op, facts, client_model) = self.operation()?;
+        let RequestState { op, facts, model: client_model, .. } = self.request_state()?;
         self.api = op.client_api();
         if end_of_stream {
             return Err(GatewayError::new(ErrorKind::InvalidRequest, "The request has no body."));
@@ -183,7 +177,12 @@ impl ProviderHttp {
         }
         match plan.body_as_sent {
             // An earlier attempt may have sent a rewritten body of another length.
-            Some(len) => self.set_http_request_header("content-length", Some(&len.to_string())),
+            Some(len) => {
+                let len = len.to_string();
+                if !headers.iter().any(|(n, v)| n == "content-length" && v == len.as_bytes()) {
+                    self.set_http_request_header("content-length", Some(&len));
+                }
+            }
             None => {
                 self.set_http_request_header("content-length", Some(&plan.body.len().to_string()));
                 self.set_http_request_body(0, self.body_size, &plan.body);

@@ -11,17 +11,14 @@ pub const INTERNAL_HEADER_PREFIX: &str = "x-tollgate-";
 /// Prefix of Envoy's control headers; stripped from client requests.
 pub const ENVOY_HEADER_PREFIX: &str = "x-envoy-";
 
-/// Filter-state keys (written with `set_property([KEY])`, visible as `wasm.KEY`).
-/// The client operation, saved by the gateway filter because the upstream filter rewrites
-/// `:path` and the header map is shared by every retry attempt. Its value is the operation's
-/// name followed by `;stream` and `;usage` when a chat body asks for a stream and for its
-/// usage chunk ([`crate::request::BodyFacts`]), so an attempt that sends the body as is can be
-/// planned without reading it.
-pub const STATE_OPERATION: &str = "tollgate_op";
-/// Public id of the virtual key that authenticated the request.
-pub const STATE_KEY_ID: &str = "tollgate_key_id";
-/// The model name the client asked for.
-pub const STATE_MODEL: &str = "tollgate_model";
+/// Filter-state key (written with `set_property([KEY])`, visible as `wasm.KEY`) of everything
+/// the gateway filter hands on about a routed request, in one value so that it costs one host
+/// call to write and one to read ([`crate::request::RequestState`]): the client operation (saved
+/// because the upstream filter rewrites `:path` and the header map is shared by every retry
+/// attempt), what the body says that an attempt needs (stream, usage chunk, length), the public
+/// id of the virtual key, and the model name the client asked for:
+/// `chat_completions;stream;usage;len=2048;key=k1;model=gpt-4o-mini`.
+pub const STATE_REQUEST: &str = "tollgate_request";
 
 /// Endpoint metadata namespace and key holding a deployment's [`crate::config::DeploymentMeta`]
 /// as a JSON string, read by the provider filter on every attempt through

@@ -61,42 +61,6 @@ impl Operation {
         }
     }
 
-    /// The filter-state value: the operation's name, then `;stream` and `;usage` when the body
-    /// says so, and `;len=N` (see [`BodyFacts`]).
-    pub fn state_value(&self, facts: BodyFacts) -> String {
-        let mut s = self.as_str().to_owned();
-        if facts.stream {
-            s.push_str(";stream");
-        }
-        if facts.include_usage {
-            s.push_str(";usage");
-        }
-        if let Some(len) = facts.body_len {
-            s.push_str(";len=");
-            s.push_str(&len.to_string());
-        }
-        s
-    }
-
-    /// Splits a filter-state value into the operation's name and the body facts.
-    pub fn split_state(state: &str) -> (&str, BodyFacts) {
-        let mut parts = state.split(';');
-        let name = parts.next().unwrap_or_default();
-        let mut facts = BodyFacts::default();
-        for flag in parts {
-            match flag {
-                "stream" => facts.stream = true,
-                "usage" => facts.include_usage = true,
-                f => {
-                    if let Some(len) = f.strip_prefix("len=").and_then(|n| n.parse().ok()) {
-                        facts.body_len = Some(len);
-                    }
-                }
-            }
-        }
-        (name, facts)
-    }
-
     /// The API the client speaks, which decides the error format.
     pub fn client_api(&self) -> ClientApi {
         match self {
@@ -215,6 +179,64 @@ pub struct BodyFacts {
     /// `content-length` to it: the header map is shared by the attempts, and an earlier one
     /// may have sent a rewritten body of another length.
     pub body_len: Option<u64>,
+}
+
+/// What the gateway filter hands on about a routed request ([`crate::contract::STATE_REQUEST`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestState {
+    pub op: Operation,
+    pub facts: BodyFacts,
+    /// Public id of the virtual key that authenticated the request.
+    pub key_id: String,
+    /// The model name the client asked for.
+    pub model: String,
+}
+
+impl RequestState {
+    /// `op[;stream][;usage][;len=N];key=ID;model=NAME`: the model last, so it may hold any
+    /// character; `%` and `;` in the key id are percent-escaped.
+    pub fn encode(&self) -> String {
+        let mut s = String::with_capacity(64 + self.model.len());
+        s.push_str(self.op.as_str());
+        if self.facts.stream {
+            s.push_str(";stream");
+        }
+        if self.facts.include_usage {
+            s.push_str(";usage");
+        }
+        if let Some(len) = self.facts.body_len {
+            s.push_str(";len=");
+            s.push_str(&len.to_string());
+        }
+        s.push_str(";key=");
+        s.push_str(&self.key_id.replace('%', "%25").replace(';', "%3B"));
+        s.push_str(";model=");
+        s.push_str(&self.model);
+        s
+    }
+
+    pub fn parse(state: &str) -> Option<Self> {
+        let (head, model) = state.split_once(";model=")?;
+        let mut parts = head.split(';');
+        let name = parts.next()?;
+        let mut facts = BodyFacts::default();
+        let mut key_id = None;
+        for part in parts {
+            match part {
+                "stream" => facts.stream = true,
+                "usage" => facts.include_usage = true,
+                p => {
+                    if let Some(len) = p.strip_prefix("len=") {
+                        facts.body_len = Some(len.parse().ok()?);
+                    } else if let Some(key) = p.strip_prefix("key=") {
+                        key_id = Some(key.replace("%3B", ";").replace("%25", "%"));
+                    }
+                }
+            }
+        }
+        let op = Operation::from_state_with_model(name, model)?;
+        Some(Self { op, facts, key_id: key_id?, model: model.to_owned() })
+    }
 }
 
 /// Where a routable request goes.

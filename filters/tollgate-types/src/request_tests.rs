@@ -169,11 +169,16 @@ fn chat_body_facts_travel_in_the_operation_state() {
 
     let sized = BodyFacts { body_len: Some(2048), ..usage };
     for f in [BodyFacts::default(), streamed, usage, sized] {
-        let state = op.state_value(f);
-        let (name, back) = Operation::split_state(&state);
-        assert_eq!((Operation::from_state(name), back), (Some(Operation::ChatCompletions), f));
+        for (key_id, model) in [("k1", "gpt-4o"), ("odd;key%3B", "a;model=b")] {
+            let state = RequestState { op: op.clone(), facts: f, key_id: key_id.into(), model: model.into() };
+            assert_eq!(RequestState::parse(&state.encode()).as_ref(), Some(&state), "{}", state.encode());
+        }
     }
-    assert_eq!(op.state_value(BodyFacts::default()), "chat_completions");
-    assert_eq!(op.state_value(sized), "chat_completions;stream;usage;len=2048");
-    assert_eq!(Operation::split_state("embeddings;unknown-flag;len=x"), ("embeddings", BodyFacts::default()));
+    let state = RequestState { op, facts: sized, key_id: "k1".into(), model: "gpt-4o-mini".into() };
+    assert_eq!(state.encode(), "chat_completions;stream;usage;len=2048;key=k1;model=gpt-4o-mini");
+    let converse = RequestState::parse("bedrock_converse_stream;len=3;key=k;model=us.m:0").unwrap();
+    assert_eq!(converse.op, Operation::BedrockConverse { model: "us.m:0".into(), stream: true });
+    for bad in ["", "chat_completions", "chat_completions;key=k", "nope;key=k;model=m", "embeddings;len=x;key=k;model=m"] {
+        assert_eq!(RequestState::parse(bad), None, "{bad}");
+    }
 }
