@@ -4,7 +4,8 @@
 //! on every attempt: no map of the object is built and nothing else is re-encoded.
 //!
 //! The scanner checks UTF-8 and the structure (strings, nesting, separators) but not everything
-//! a full parser checks (number syntax, escapes): it answers `None` on anything it does not
+//! a full parser checks (number syntax, escapes, control characters in strings): it answers
+//! `None` on anything it does not
 //! understand, and callers then fall back to a full parse, which reports the error. The
 //! gateway filter has already validated the body with serde before any attempt is planned.
 
@@ -122,14 +123,17 @@ impl<'a> Scanner<'a> {
         let start = self.i;
         let mut escaped = false;
         loop {
+            // Most of a body is string contents: jump to the next quote or backslash, several
+            // bytes at a time. (Control characters inside strings are not looked for: the
+            // gateway filter's full parse has refused them before any attempt.)
+            let rest = self.b.get(self.i..)?;
+            self.i += memchr::memchr2(b'"', b'\\', rest)?;
             match self.next()? {
                 b'"' => return Some((&self.b[start..self.i - 1], escaped)),
-                b'\\' => {
+                _ => {
                     escaped = true;
                     self.next()?;
                 }
-                c if c < 0x20 => return None,
-                _ => {}
             }
         }
     }
@@ -272,7 +276,7 @@ mod tests {
     fn refuses_what_is_not_one_object() {
         for bad in [
             "", "[]", "1", "\"s\"", "{", "{\"a\"}", "{\"a\":}", "{\"a\":1,}", "{\"a\":1 \"b\":2}", "{\"a\":[1,]}",
-            "{\"a\":[1}", "{\"a\":{\"b\"}}", "{\"a\":1}x", "{\"a\":1}{}", "{\"a\":\"x\ny\"}", "{\"a\":@}",
+            "{\"a\":[1}", "{\"a\":{\"b\"}}", "{\"a\":1}x", "{\"a\":1}{}", "{\"a\":@}",
             "{\"a\":tru e}", "{\"a\":[1 2]}", "{\"a\":{\"b\":1,}}",
         ] {
             assert!(scan(bad.as_bytes()).is_none(), "{bad:?} must be refused");
