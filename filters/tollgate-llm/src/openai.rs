@@ -402,6 +402,67 @@ pub fn sse_event(json: &impl Serialize) -> Vec<u8> {
 
 pub const SSE_DONE: &[u8] = b"data: [DONE]\n\n";
 
+/// Writes the chunks of one OpenAI stream (its `id`, `model` and `created` fixed), for the
+/// translators that turn a provider's stream into the OpenAI pivot.
+#[derive(Debug, Clone)]
+pub struct ChunkWriter {
+    pub id: String,
+    pub model: String,
+    pub created: u64,
+}
+
+impl ChunkWriter {
+    pub fn new(id: &str, model: &str, created: u64) -> Self {
+        Self { id: id.to_owned(), model: model.to_owned(), created }
+    }
+
+    /// A chunk with these choices (none for the usage chunk) and usage.
+    pub fn chunk(&self, choices: Vec<ChunkChoice>, usage: Option<OpenAiUsage>) -> Vec<u8> {
+        sse_event(&ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".to_owned(),
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage,
+        })
+    }
+
+    /// A chunk of choice 0: a delta, and the finish reason with the provider's own beside it.
+    pub fn delta(&self, delta: Delta, finish_reason: Option<&str>, native: Option<&str>) -> Vec<u8> {
+        let choice = ChunkChoice {
+            index: 0,
+            delta,
+            finish_reason: finish_reason.map(str::to_owned),
+            native_finish_reason: native.map(str::to_owned),
+        };
+        self.chunk(vec![choice], None)
+    }
+
+    /// The usage chunk (`choices: []`).
+    pub fn usage(&self, usage: &Usage) -> Vec<u8> {
+        self.chunk(Vec::new(), Some(OpenAiUsage::from(usage)))
+    }
+}
+
+/// A terminal `data: {"error": {"message", "type", "param", "code"}}` event, OpenAI's shape for
+/// a failure in the middle of a stream.
+pub fn error_event(message: &str, kind: &str, code: Option<&str>) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct ErrorEvent<'a> {
+        error: ErrorBody<'a>,
+    }
+    #[derive(Serialize)]
+    struct ErrorBody<'a> {
+        message: &'a str,
+        #[serde(rename = "type")]
+        kind: &'a str,
+        param: Option<&'a str>,
+        code: Option<&'a str>,
+    }
+    sse_event(&ErrorEvent { error: ErrorBody { message, kind, param: None, code } })
+}
+
 /// OpenAI stream chunks read leniently (compatible providers omit fields), for the translators
 /// that turn an OpenAI stream into another client API.
 pub(crate) mod lenient {

@@ -18,22 +18,16 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
 
 use crate::anthropic::{self, BlockDelta, ContentBlock, StreamEvent};
 use crate::error::TranslateError;
-use crate::openai::{
-    sse_event, ChatCompletionChunk, ChunkChoice, Delta, FunctionCallDelta, OpenAiUsage,
-    ToolCallDelta, SSE_DONE,
-};
+use crate::openai::{error_event, ChunkWriter, Delta, FunctionCallDelta, ToolCallDelta, SSE_DONE};
 use crate::sse::{Decoder, Event};
 use crate::usage::Usage;
 use crate::{StreamOutput, StreamTranslator};
 
 pub struct StreamToOpenAi {
-    model: String,
-    id: String,
-    created: u64,
+    out: ChunkWriter,
     include_usage: bool,
     decoder: Decoder,
     usage: Option<Usage>,
@@ -45,27 +39,12 @@ pub struct StreamToOpenAi {
     failure: Option<TranslateError>,
 }
 
-#[derive(Serialize)]
-struct OpenAiErrorEvent<'a> {
-    error: OpenAiError<'a>,
-}
-
-#[derive(Serialize)]
-struct OpenAiError<'a> {
-    message: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    param: Option<&'a str>,
-    code: Option<&'a str>,
-}
 
 impl StreamToOpenAi {
     /// `include_usage`: the client asked for the usage chunk (`stream_options.include_usage`).
     pub fn new(model: &str, id: &str, created: u64, include_usage: bool) -> Self {
         Self {
-            model: model.to_owned(),
-            id: id.to_owned(),
-            created,
+            out: ChunkWriter::new(id, model, created),
             include_usage,
             decoder: Decoder::new(),
             usage: None,
@@ -88,19 +67,7 @@ impl StreamToOpenAi {
     }
 
     fn chunk_with(&self, delta: Delta, finish_reason: Option<&str>, native: Option<&str>) -> Vec<u8> {
-        sse_event(&ChatCompletionChunk {
-            id: self.id.clone(),
-            object: "chat.completion.chunk".to_owned(),
-            created: self.created,
-            model: self.model.clone(),
-            choices: vec![ChunkChoice {
-                index: 0,
-                delta,
-                finish_reason: finish_reason.map(str::to_owned),
-                native_finish_reason: native.map(str::to_owned),
-            }],
-            usage: None,
-        })
+        self.out.delta(delta, finish_reason, native)
     }
 
     fn tool_delta(&self, delta: ToolCallDelta) -> Vec<u8> {
@@ -120,14 +87,7 @@ impl StreamToOpenAi {
             }
             other => other.to_string(),
         };
-        out.extend(sse_event(&OpenAiErrorEvent {
-            error: OpenAiError {
-                message: &message,
-                kind,
-                param: None,
-                code,
-            },
-        }));
+        out.extend(error_event(&message, kind, code));
         self.done = true;
         self.failure = Some(error);
     }
@@ -225,15 +185,7 @@ impl StreamToOpenAi {
             }
             StreamEvent::MessageStop => {
                 if self.include_usage {
-                    let usage = self.usage.unwrap_or_default();
-                    out.extend(sse_event(&ChatCompletionChunk {
-                        id: self.id.clone(),
-                        object: "chat.completion.chunk".to_owned(),
-                        created: self.created,
-                        model: self.model.clone(),
-                        choices: Vec::new(),
-                        usage: Some(OpenAiUsage::from(&usage)),
-                    }));
+                    out.extend(self.out.usage(&self.usage.unwrap_or_default()));
                 }
                 out.extend_from_slice(SSE_DONE);
                 self.done = true;

@@ -18,33 +18,14 @@
 //! [`StreamOutput`](crate::StreamOutput) once known, whether or not the client asked for the
 //! usage chunk. `feed` and `finish` never fail: a broken stream becomes the error event.
 
-use serde::Serialize;
 
 use crate::bedrock::{
     ContentBlockDelta, ContentBlockStart, ConverseStreamEvent, StopReason, StreamException,
 };
 use crate::error::TranslateError;
 use crate::eventstream::{Decoder, Message};
-use crate::openai::{
-    sse_event, ChatCompletionChunk, ChunkChoice, Delta, FunctionCallDelta, OpenAiUsage,
-    ToolCallDelta, SSE_DONE,
-};
+use crate::openai::{self, ChunkWriter, Delta, FunctionCallDelta, ToolCallDelta, SSE_DONE};
 use crate::{StreamOutput, StreamTranslator, Usage};
-
-/// `{"error": {"message", "type", "param", "code"}}`, OpenAI's error shape.
-#[derive(Serialize)]
-struct ErrorEvent<'a> {
-    error: ErrorBody<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    message: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    param: Option<&'a str>,
-    code: &'a str,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -56,9 +37,7 @@ enum State {
 /// Translates one ConverseStream response body into OpenAI SSE.
 #[derive(Debug)]
 pub struct StreamToOpenAi {
-    model: String,
-    id: String,
-    created: u64,
+    out: ChunkWriter,
     include_usage: bool,
     decoder: Decoder,
     state: State,
@@ -75,9 +54,7 @@ impl StreamToOpenAi {
     /// (`stream_options.include_usage`).
     pub fn new(model: &str, id: &str, created: u64, include_usage: bool) -> Self {
         Self {
-            model: model.to_owned(),
-            id: id.to_owned(),
-            created,
+            out: ChunkWriter::new(id, model, created),
             include_usage,
             decoder: Decoder::new(),
             state: State::Streaming,
@@ -106,17 +83,6 @@ impl StreamToOpenAi {
         }
     }
 
-    fn chunk(&self, choices: Vec<ChunkChoice>, usage: Option<OpenAiUsage>) -> Vec<u8> {
-        sse_event(&ChatCompletionChunk {
-            id: self.id.clone(),
-            object: "chat.completion.chunk".into(),
-            created: self.created,
-            model: self.model.clone(),
-            choices,
-            usage,
-        })
-    }
-
     fn delta_chunk(&mut self, delta: Delta, finish_reason: Option<String>) -> Vec<u8> {
         self.delta_chunk_with(delta, finish_reason, None)
     }
@@ -131,27 +97,12 @@ impl StreamToOpenAi {
             self.role_sent = true;
             delta.role = Some("assistant".into());
         }
-        self.chunk(
-            vec![ChunkChoice {
-                index: 0,
-                delta,
-                finish_reason,
-                native_finish_reason: native_finish_reason.map(str::to_owned),
-            }],
-            None,
-        )
+        self.out.delta(delta, finish_reason.as_deref(), native_finish_reason)
     }
 
     fn error_event(&mut self, message: &str, kind: &str, code: &str) -> Vec<u8> {
         self.state = State::Ended;
-        sse_event(&ErrorEvent {
-            error: ErrorBody {
-                message,
-                kind,
-                param: None,
-                code,
-            },
-        })
+        openai::error_event(message, kind, Some(code))
     }
 
     fn decode_error(&mut self, err: &TranslateError) -> Vec<u8> {
@@ -322,7 +273,7 @@ impl StreamToOpenAi {
         }
         if self.include_usage {
             if let Some(usage) = self.usage {
-                out.extend(self.chunk(Vec::new(), Some(OpenAiUsage::from(&usage))));
+                out.extend(self.out.usage(&usage));
             }
         }
         out.extend_from_slice(SSE_DONE);

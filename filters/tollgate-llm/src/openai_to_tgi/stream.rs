@@ -19,11 +19,11 @@
 //! [`StreamOutput`](crate::StreamOutput) once known. `feed` and `finish` never fail: a broken
 //! stream becomes the error event.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::TranslateError;
-use crate::openai::{sse_event, ChatCompletionChunk, ChunkChoice, Delta, OpenAiUsage, SSE_DONE};
+use crate::openai::{self, ChunkWriter, Delta, SSE_DONE};
 use crate::sse::{Decoder, Event};
 use crate::tgi::{FinishReason, StreamResponse};
 use crate::{StreamOutput, StreamTranslator, Usage};
@@ -33,9 +33,7 @@ use super::response::strip_stop_sequence;
 /// Translates one TGI stream into OpenAI SSE.
 #[derive(Debug)]
 pub struct StreamToOpenAi {
-    model: String,
-    id: String,
-    created: u64,
+    out: ChunkWriter,
     include_usage: bool,
     decoder: Decoder,
     started: bool,
@@ -47,21 +45,6 @@ pub struct StreamToOpenAi {
     hold: usize,
     /// Answer text not sent yet: the last `hold` characters, which may start a stop sequence.
     pending: String,
-}
-
-/// `{"error": {"message", "type", "param", "code"}}`, OpenAI's error shape.
-#[derive(Serialize)]
-struct ErrorEvent<'a> {
-    error: ErrorBody<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    message: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    param: Option<&'a str>,
-    code: &'a str,
 }
 
 /// An event probed for an error before it is read as a token event.
@@ -77,9 +60,7 @@ impl StreamToOpenAi {
     /// `include_usage`: the client asked for the usage chunk (`stream_options.include_usage`).
     pub fn new(model: &str, id: &str, created: u64, include_usage: bool) -> Self {
         Self {
-            model: model.to_owned(),
-            id: id.to_owned(),
-            created,
+            out: ChunkWriter::new(id, model, created),
             include_usage,
             decoder: Decoder::new(),
             started: false,
@@ -124,29 +105,12 @@ impl StreamToOpenAi {
         StreamOutput { bytes, usage: self.usage }
     }
 
-    fn chunk(&self, choices: Vec<ChunkChoice>, usage: Option<OpenAiUsage>) -> Vec<u8> {
-        sse_event(&ChatCompletionChunk {
-            id: self.id.clone(),
-            object: "chat.completion.chunk".into(),
-            created: self.created,
-            model: self.model.clone(),
-            choices,
-            usage,
-        })
-    }
-
     fn delta(&self, delta: Delta, finish_reason: Option<&str>) -> Vec<u8> {
         self.delta_with(delta, finish_reason, None)
     }
 
     fn delta_with(&self, delta: Delta, finish_reason: Option<&str>, native: Option<&str>) -> Vec<u8> {
-        let choice = ChunkChoice {
-            index: 0,
-            delta,
-            finish_reason: finish_reason.map(str::to_owned),
-            native_finish_reason: native.map(str::to_owned),
-        };
-        self.chunk(vec![choice], None)
+        self.out.delta(delta, finish_reason, native)
     }
 
     fn fail(&mut self, out: &mut Vec<u8>, error: TranslateError, kind: &str, code: &str) {
@@ -154,7 +118,7 @@ impl StreamToOpenAi {
             TranslateError::StreamException { message, .. } => message.clone(),
             other => other.to_string(),
         };
-        out.extend(sse_event(&ErrorEvent { error: ErrorBody { message: &message, kind, param: None, code } }));
+        out.extend(openai::error_event(&message, kind, Some(code)));
         self.failure = Some(error);
         self.ended = true;
     }
@@ -242,7 +206,7 @@ impl StreamToOpenAi {
                 details.finish_reason.native_finish_reason(),
             ));
             if self.include_usage {
-                out.extend(self.chunk(Vec::new(), Some(OpenAiUsage::from(&usage))));
+                out.extend(self.out.usage(&usage));
             }
             out.extend_from_slice(SSE_DONE);
             self.ended = true;
