@@ -66,9 +66,13 @@ e2e: build-debug
 test: setup wasm build-debug lint unit wasm-tests e2e
 	@echo "==> all tests passed"
 
+NOOP_UNUSED := proxy_on_request_body proxy_on_request_trailers $(GATEWAY_UNUSED)
+
 bench: build
 	@echo "==> building the benchmark tools (release)"
 	cargo build --release -p tollgate-bench
+	cargo build --target $(WASM_TARGET) --release -p tollgate-noop-filter
+	$(STRIP) $(WASM_DIR)/tollgate_noop_filter.wasm $(NOOP_UNUSED)
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:

@@ -267,6 +267,33 @@ class EnvoyRouting(BareEnvoy):
     config = ENVOY_ROUTING
 
 
+def _wasm_filter(name: str, path: Path, indent: str) -> str:
+    return "\n".join(indent + line for line in [
+        f"- name: {name}",
+        "  typed_config:",
+        '    "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm',
+        "    config:",
+        f"      name: {name}",
+        f"      vm_config: {{vm_id: {name}, runtime: envoy.wasm.runtime.v8, "
+        f"code: {{local: {{filename: {path}}}}}}}",
+    ]) + "\n"
+
+
+class EnvoyWasmNoop(BareEnvoy):
+    """envoy-routing plus two no-op wasm filters where Tollgate has its two (downstream, and
+    upstream before the codec), their unused callbacks stripped as Tollgate's are."""
+
+    def install(self, work: Path) -> None:
+        super().install(work)
+        wasm = harness.wasm_dir() / "tollgate_noop_filter.wasm"
+        if not wasm.exists():
+            raise TargetError(f"missing {wasm} (run `make bench`)")
+        down = "\n          http_filters:\n"  # the HCM's (exact indentation)
+        up = "\n        http_filters:\n"  # the cluster's upstream filters
+        config = ENVOY_ROUTING.replace(down, down + _wasm_filter("noop_down", wasm, "          "), 1)
+        self.config = config.replace(up, up + _wasm_filter("noop_up", wasm, "        "), 1)
+
+
 class Tollgate(Target):
     """Control plane + Envoy (one worker) with the gateway and provider filters."""
 
@@ -437,6 +464,11 @@ def make_targets() -> dict[str, Target]:
                                       features=["retry policy (body buffered for replay)",
                                                 "upstream filter chain (codec only)",
                                                 "outlier detection", "--concurrency 1"]),
+        "envoy-wasm-noop": EnvoyWasmNoop("envoy-wasm-noop",
+                                         "Envoy, Tollgate's routing, two no-op wasm filters",
+                                         features=["as envoy-routing",
+                                                   "a no-op wasm filter downstream and one "
+                                                   "upstream (V8, unused callbacks stripped)"]),
         "tollgate": Tollgate("tollgate", "Tollgate",
                              features=["virtual-key auth (SHA-256, allowed-model list)",
                                        "request validation (body parse)", "model routing",
