@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from proxy_wasm_host import Action, LogLevel, VmTrap
+from proxy_wasm_host import Action, LogLevel
 from wasm_fixtures import (
     EXPIRES_AT,
     K1_SECRET,

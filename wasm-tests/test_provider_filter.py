@@ -17,7 +17,6 @@ from wasm_fixtures import (
     CREDENTIALS_CLUSTER,
     CREDENTIALS_PATH,
     DATA_PLANE_TOKEN,
-    DEPLOYMENT_PATH,
     FIXTURES,
     K1_SECRET,
     SECRETS,
@@ -30,7 +29,6 @@ from wasm_fixtures import (
     provider_properties,
     random_chunk_sizes,
     request_headers,
-    send,
 )
 
 CHAT = "/v1/chat/completions"
