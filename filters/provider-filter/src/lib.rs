@@ -77,6 +77,8 @@ impl ProviderHttp {
 struct PendingAttempt {
     meta: DeploymentMeta,
     op: Operation,
+    /// The credential document as it was when the headers came (its credential was found).
+    credentials: Option<Rc<CredentialsDoc>>,
 }
 
 impl Context for ProviderHttp {}
@@ -145,7 +147,7 @@ impl ProviderHttp {
             self.apply(plan?, &headers);
             return Ok(Action::Continue);
         }
-        self.attempt = Some(PendingAttempt { meta, op });
+        self.attempt = Some(PendingAttempt { meta, op, credentials: creds });
         Ok(Action::Pause)
     }
 
@@ -196,8 +198,7 @@ impl ProviderHttp {
         let Some(attempt) = self.attempt.take() else {
             return Ok(Action::Continue);
         };
-        let creds = self.credentials.borrow().clone();
-        let credential = credential(creds.as_deref(), &attempt.meta)?;
+        let credential = credential(attempt.credentials.as_deref(), &attempt.meta)?;
         let body = self.get_http_request_body(0, self.body_size).unwrap_or_default();
         // One host call for every header: find the request id and which provider headers are
         // present (only those need removing).
