@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tollgate_llm::openai::ChatRequest;
 use tollgate_llm::openai_to_tgi::{self, PromptTemplate};
-use tollgate_llm::{anthropic_to_openai, bedrock_embeddings, bedrock_to_openai, openai_stream, openai_to_anthropic, openai_to_bedrock, sagemaker, StreamOutput, StreamTranslator, TranslateError, Usage};
+use tollgate_llm::{anthropic_to_openai, bedrock_embeddings, bedrock_to_openai, openai_stream, openai_to_anthropic, openai_to_bedrock, sagemaker, Chain, StreamTranslator, TranslateError, Usage};
 use tollgate_types::config::{self, ContainerPayload, Credential, DeploymentMeta, ProviderKind};
 use tollgate_types::provider;
 use tollgate_types::request::{BodyFacts, Operation};
@@ -130,28 +130,6 @@ impl JsonResponse {
                 Ok((out, if pivot_native { client_usage } else { usage }))
             }
         }
-    }
-}
-
-/// Two stream translators in series (provider → pivot → client).
-struct Chain {
-    first: Box<dyn StreamTranslator>,
-    second: Box<dyn StreamTranslator>,
-}
-
-impl StreamTranslator for Chain {
-    fn feed(&mut self, chunk: &[u8]) -> Result<StreamOutput, TranslateError> {
-        let a = self.first.feed(chunk)?;
-        let b = self.second.feed(&a.bytes)?;
-        Ok(StreamOutput { bytes: b.bytes, usage: a.usage.or(b.usage) })
-    }
-
-    fn finish(&mut self) -> Result<StreamOutput, TranslateError> {
-        let a = self.first.finish()?;
-        let mut b = self.second.feed(&a.bytes)?;
-        let end = self.second.finish()?;
-        b.bytes.extend(end.bytes);
-        Ok(StreamOutput { bytes: b.bytes, usage: a.usage.or(b.usage).or(end.usage) })
     }
 }
 

@@ -53,3 +53,37 @@ pub trait StreamTranslator {
     fn feed(&mut self, chunk: &[u8]) -> Result<StreamOutput, TranslateError>;
     fn finish(&mut self) -> Result<StreamOutput, TranslateError>;
 }
+
+impl<T: StreamTranslator + ?Sized> StreamTranslator for Box<T> {
+    fn feed(&mut self, chunk: &[u8]) -> Result<StreamOutput, TranslateError> {
+        (**self).feed(chunk)
+    }
+
+    fn finish(&mut self) -> Result<StreamOutput, TranslateError> {
+        (**self).finish()
+    }
+}
+
+/// Two stream translators in series (provider → pivot → client, or a transport unwrapper
+/// before a translator): the second is fed what the first puts out. The usage is the first's
+/// when it reports one (it is nearer the provider), else the second's.
+pub struct Chain<A, B> {
+    pub first: A,
+    pub second: B,
+}
+
+impl<A: StreamTranslator, B: StreamTranslator> StreamTranslator for Chain<A, B> {
+    fn feed(&mut self, chunk: &[u8]) -> Result<StreamOutput, TranslateError> {
+        let a = self.first.feed(chunk)?;
+        let b = self.second.feed(&a.bytes)?;
+        Ok(StreamOutput { bytes: b.bytes, usage: a.usage.or(b.usage) })
+    }
+
+    fn finish(&mut self) -> Result<StreamOutput, TranslateError> {
+        let a = self.first.finish()?;
+        let mut b = self.second.feed(&a.bytes)?;
+        let end = self.second.finish()?;
+        b.bytes.extend(end.bytes);
+        Ok(StreamOutput { bytes: b.bytes, usage: a.usage.or(b.usage).or(end.usage) })
+    }
+}

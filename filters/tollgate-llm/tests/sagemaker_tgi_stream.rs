@@ -18,7 +18,7 @@ use proptest::prelude::*;
 use tollgate_llm::anthropic_to_openai::StreamFromOpenAi;
 use tollgate_llm::openai_to_tgi::StreamToOpenAi;
 use tollgate_llm::sagemaker::PayloadStream;
-use tollgate_llm::{eventstream, StreamOutput, StreamTranslator, TranslateError, Usage};
+use tollgate_llm::{eventstream, Chain, StreamTranslator, Usage};
 
 fn dir() -> std::path::PathBuf {
     fixtures_under("sagemaker_tgi", "stream")
@@ -36,28 +36,6 @@ fn stop_sequences(case: &str) -> Vec<String> {
 fn tgi(case: &str) -> StreamToOpenAi {
     StreamToOpenAi::new("my-llama", "chatcmpl-gw-1", 1_700_000_000, !case.ends_with("_no_usage"))
         .with_stop_sequences(stop_sequences(case))
-}
-
-/// Two translators in series, as the provider filter chains them.
-struct Chain<A, B> {
-    first: A,
-    second: B,
-}
-
-impl<A: StreamTranslator, B: StreamTranslator> StreamTranslator for Chain<A, B> {
-    fn feed(&mut self, chunk: &[u8]) -> Result<StreamOutput, TranslateError> {
-        let a = self.first.feed(chunk)?;
-        let b = self.second.feed(&a.bytes)?;
-        Ok(StreamOutput { bytes: b.bytes, usage: a.usage.or(b.usage) })
-    }
-
-    fn finish(&mut self) -> Result<StreamOutput, TranslateError> {
-        let a = self.first.finish()?;
-        let mut b = self.second.feed(&a.bytes)?;
-        let end = self.second.finish()?;
-        b.bytes.extend(end.bytes);
-        Ok(StreamOutput { bytes: b.bytes, usage: a.usage.or(b.usage).or(end.usage) })
-    }
 }
 
 fn sagemaker(case: &str) -> Chain<PayloadStream, StreamToOpenAi> {
