@@ -463,6 +463,22 @@ pub fn error_event(message: &str, kind: &str, code: Option<&str>) -> Vec<u8> {
     sse_event(&ErrorEvent { error: ErrorBody { message, kind, param: None, code } })
 }
 
+/// Whether an OpenAI chat parameter that a translation cannot honour is at its neutral value
+/// (`n: 1`, `logprobs: false`, zero penalties, an empty `logit_bias`, a text `response_format`,
+/// text-only `modalities`), so dropping it changes nothing. Any other parameter is not neutral.
+pub(crate) fn neutral_parameter(name: &str, value: &Value) -> bool {
+    match name {
+        "n" => value.as_u64() == Some(1),
+        "logprobs" => value == &Value::Bool(false),
+        "top_logprobs" => value.as_u64() == Some(0),
+        "frequency_penalty" | "presence_penalty" => value.as_f64() == Some(0.0),
+        "logit_bias" => value.as_object().is_some_and(|m| m.is_empty()),
+        "response_format" => value.get("type").and_then(Value::as_str) == Some("text"),
+        "modalities" => value.as_array().is_some_and(|m| m.iter().all(|v| v.as_str() == Some("text"))),
+        _ => false,
+    }
+}
+
 /// OpenAI stream chunks read leniently (compatible providers omit fields), for the translators
 /// that turn an OpenAI stream into another client API.
 pub(crate) mod lenient {

@@ -118,17 +118,8 @@ fn check_parameters(req: &ChatRequest) -> Result<(), TranslateError> {
             continue;
         }
         let ok = match name.as_str() {
-            "n" => value.as_u64() == Some(1),
-            "logprobs" => value == &Value::Bool(false),
-            "top_logprobs" => value.as_u64() == Some(0),
-            "frequency_penalty" | "presence_penalty" => value.as_f64() == Some(0.0),
-            "logit_bias" => value.as_object().is_some_and(|m| m.is_empty()),
             "parallel_tool_calls" => value == &Value::Bool(true),
-            "response_format" => value.get("type").and_then(Value::as_str) == Some("text"),
-            "modalities" => value
-                .as_array()
-                .is_some_and(|m| m.iter().all(|v| v.as_str() == Some("text"))),
-            _ => false,
+            other => openai::neutral_parameter(other, value),
         };
         if !ok {
             let reason = match name.as_str() {

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use super::template::{PromptTemplate, Turn, TurnRole};
 use crate::error::TranslateError;
-use crate::openai::{ChatRequest, Content, ContentPart, Message, Role, ToolChoice};
+use crate::openai::{self, ChatRequest, Content, ContentPart, Message, Role, ToolChoice};
 use crate::tgi::{GenerateParameters, GenerateRequest};
 
 /// Top-level parameters that do not change the answer and are dropped.
@@ -70,16 +70,7 @@ fn check_parameters(req: &ChatRequest) -> Result<(), TranslateError> {
         if value.is_null() || DROPPED.contains(&name.as_str()) || name == "seed" {
             continue;
         }
-        let ok = match name.as_str() {
-            "n" => value.as_u64() == Some(1),
-            "logprobs" => value == &Value::Bool(false),
-            "top_logprobs" => value.as_u64() == Some(0),
-            "frequency_penalty" | "presence_penalty" => value.as_f64() == Some(0.0),
-            "logit_bias" => value.as_object().is_some_and(|m| m.is_empty()),
-            "response_format" => value.get("type").and_then(Value::as_str) == Some("text"),
-            "modalities" => value.as_array().is_some_and(|m| m.iter().all(|v| v.as_str() == Some("text"))),
-            _ => false,
-        };
+        let ok = openai::neutral_parameter(name, value);
         if !ok {
             let reason = match name.as_str() {
                 "n" => "TGI returns one choice per request",
