@@ -174,8 +174,8 @@ impl GatewayHttp {
         let body = self.get_http_request_body(0, self.body_size).unwrap_or_default();
         let route = request::route(cfg, &pending.key, &pending.op, &body)?;
         self.set_http_request_header(contract::HEADER_CLUSTER, Some(route.cluster));
-        let state = RequestState { op: pending.op.clone(), facts: route.facts, key_id: pending.key.id.clone(), model: route.model };
-        self.set_property(vec![contract::STATE_REQUEST], Some(state.encode().as_bytes()));
+        let state = RequestState::encode_from(&pending.op, route.facts, &pending.key.id, &route.model);
+        self.set_property(vec![contract::STATE_REQUEST], Some(state.as_bytes()));
         self.pending = None;
         Ok(Action::Continue)
     }

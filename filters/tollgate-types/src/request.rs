@@ -196,22 +196,31 @@ impl RequestState {
     /// `op[;stream][;usage][;len=N];key=ID;model=NAME`: the model last, so it may hold any
     /// character; `%` and `;` in the key id are percent-escaped.
     pub fn encode(&self) -> String {
-        let mut s = String::with_capacity(64 + self.model.len());
-        s.push_str(self.op.as_str());
-        if self.facts.stream {
+        Self::encode_from(&self.op, self.facts, &self.key_id, &self.model)
+    }
+
+    /// [`RequestState::encode`] from borrowed parts (the gateway filter's request path).
+    pub fn encode_from(op: &Operation, facts: BodyFacts, key_id: &str, model: &str) -> String {
+        let mut s = String::with_capacity(64 + key_id.len() + model.len());
+        s.push_str(op.as_str());
+        if facts.stream {
             s.push_str(";stream");
         }
-        if self.facts.include_usage {
+        if facts.include_usage {
             s.push_str(";usage");
         }
-        if let Some(len) = self.facts.body_len {
+        if let Some(len) = facts.body_len {
             s.push_str(";len=");
             s.push_str(&len.to_string());
         }
         s.push_str(";key=");
-        s.push_str(&self.key_id.replace('%', "%25").replace(';', "%3B"));
+        if key_id.contains(['%', ';']) {
+            s.push_str(&key_id.replace('%', "%25").replace(';', "%3B"));
+        } else {
+            s.push_str(key_id);
+        }
         s.push_str(";model=");
-        s.push_str(&self.model);
+        s.push_str(model);
         s
     }
 
