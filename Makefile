@@ -9,7 +9,6 @@ PIP := $(VENV)/bin/pip
 ENVOY := $(VENV)/bin/envoy
 WASM_TARGET := wasm32-wasip1
 WASM_DIR := target/$(WASM_TARGET)/release
-FILTERS := -p tollgate-gateway-filter -p tollgate-provider-filter
 
 .PHONY: up test setup wasm build build-debug unit lint wasm-tests e2e bench clean
 
@@ -22,20 +21,14 @@ $(VENV)/.installed: requirements.txt tests/requirements.txt wasm-tests/requireme
 	@$(PIP) install --disable-pip-version-check -q -r requirements.txt -r tests/requirements.txt -r wasm-tests/requirements.txt
 	@touch $@
 
-# Callbacks each filter does not implement. The proxy-wasm SDK exports every callback, and Envoy
-# enters the VM for each exported one on every request; an unexported callback is skipped without
-# entering the VM (filters/wasm-strip explains). Keep these lists in step with the filters.
-GATEWAY_UNUSED := proxy_on_response_headers proxy_on_response_body proxy_on_response_trailers \
-	proxy_on_log proxy_on_done proxy_on_tick proxy_on_queue_ready proxy_on_http_call_response
-PROVIDER_UNUSED := proxy_on_response_trailers proxy_on_log proxy_on_done proxy_on_queue_ready
-STRIP := target/release/tollgate-wasm-strip
+# The wasm modules: the two filters and the service VM. Each exports exactly the callbacks its
+# `tollgate_wasm::plugin!` line lists (Envoy enters the VM for every exported callback on every
+# request), so nothing is stripped after the build.
+WASM_CRATES := -p tollgate-gateway-filter -p tollgate-provider-filter -p tollgate-service
 
 wasm: setup
-	@echo "==> building the wasm filters (release)"
-	cargo build --target $(WASM_TARGET) --release $(FILTERS)
-	cargo build --release -q -p tollgate-wasm-strip
-	$(STRIP) $(WASM_DIR)/tollgate_gateway_filter.wasm $(GATEWAY_UNUSED)
-	$(STRIP) $(WASM_DIR)/tollgate_provider_filter.wasm $(PROVIDER_UNUSED)
+	@echo "==> building the wasm filters and the service VM (release)"
+	cargo build --target $(WASM_TARGET) --release $(WASM_CRATES)
 
 build: wasm
 	@echo "==> building the control plane (release)"
@@ -51,7 +44,7 @@ up: build
 
 lint: setup
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo clippy --target $(WASM_TARGET) $(FILTERS) -p tollgate-types -p tollgate-llm -- -D warnings
+	cargo clippy --target $(WASM_TARGET) $(WASM_CRATES) -p tollgate-wasm -p tollgate-contract -p tollgate-gateway -p tollgate-provider -p tollgate-llm -- -D warnings
 
 unit: setup
 	TOLLGATE_REQUIRE_POSTGRES=1 cargo test --workspace
@@ -66,13 +59,10 @@ e2e: build-debug
 test: setup wasm build-debug lint unit wasm-tests e2e
 	@echo "==> all tests passed"
 
-NOOP_UNUSED := proxy_on_request_body proxy_on_request_trailers $(GATEWAY_UNUSED)
-
 bench: build
 	@echo "==> building the benchmark tools (release)"
 	cargo build --release -p tollgate-bench
 	cargo build --target $(WASM_TARGET) --release -p tollgate-noop-filter
-	$(STRIP) $(WASM_DIR)/tollgate_noop_filter.wasm $(NOOP_UNUSED)
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:

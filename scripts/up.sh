@@ -65,7 +65,7 @@ done
 
 scripts/render-bootstrap.py envoy/bootstrap.yaml NODE_ID="tollgate-$(hostname)" \
   XDS_HOST=127.0.0.1 XDS_PORT="$XDS_PORT" CP_HTTP_HOST=127.0.0.1 CP_HTTP_PORT="$HTTP_PORT" \
-  ADMIN_PORT="$ENVOY_ADMIN_PORT" > "$DATA/envoy-bootstrap.yaml"
+  ADMIN_PORT="$ENVOY_ADMIN_PORT" WASM_DIR="$(pwd)/target/wasm32-wasip1/release" > "$DATA/envoy-bootstrap.yaml"
 echo "==> starting Envoy (log: $DATA/envoy.log)"
 .venv/bin/envoy -c "$DATA/envoy-bootstrap.yaml" --concurrency 2 --use-dynamic-base-id --log-level warn \
   >"$DATA/envoy.log" 2>&1 &

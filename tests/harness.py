@@ -40,9 +40,9 @@ import requests
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-WASM_FILES = ("tollgate_gateway_filter.wasm", "tollgate_provider_filter.wasm")
+WASM_FILES = ("tollgate_gateway_filter.wasm", "tollgate_provider_filter.wasm", "tollgate_service.wasm")
 BOOTSTRAP_PLACEHOLDERS = ("NODE_ID", "XDS_HOST", "XDS_PORT", "CP_HTTP_HOST", "CP_HTTP_PORT",
-                          "ADMIN_PORT")
+                          "ADMIN_PORT", "WASM_DIR")
 READY_RE = re.compile(r"^READY xds=(?P<xds>\S+):(?P<xds_port>\d+) "
                       r"http=(?P<http>\S+):(?P<http_port>\d+)\s*$", re.M)
 
@@ -332,6 +332,7 @@ class Envoy(ManagedProcess):
             "XDS_HOST": "127.0.0.1", "XDS_PORT": cp.xds_port,
             "CP_HTTP_HOST": "127.0.0.1", "CP_HTTP_PORT": cp.http_port,
             "ADMIN_PORT": self.admin_port,
+            "WASM_DIR": wasm_dir().resolve(),
         }))
         argv = [str(envoy_bin()), "-c", str(self.bootstrap_path), "--concurrency", "2",
                 "--use-dynamic-base-id", "--log-level", "warn"]

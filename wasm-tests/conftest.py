@@ -23,6 +23,7 @@ from wasm_fixtures import (  # noqa: E402
     GATEWAY_WASM,
     NOW,
     PROVIDER_WASM,
+    SERVICE_WASM,
     SECRETS,
     config_bytes,
     gateway_config,
@@ -83,7 +84,8 @@ def gateway(make_gateway) -> Host:
 def make_provider(provider_wasm, hosts):
     def make(env=None, **kw) -> Host:
         kw.setdefault("now", NOW)
-        host = Host(provider_wasm, b"", env={"TOLLGATE_DATA_PLANE_TOKEN": DATA_PLANE_TOKEN} if env is None else env, **kw)
+        # Envoy gives the filters' VMs no environment: only the service VM gets the token.
+        host = Host(provider_wasm, b"", env=env or {}, **kw)
         hosts.append(host)
         return host
 
@@ -93,5 +95,30 @@ def make_provider(provider_wasm, hosts):
 @pytest.fixture
 def provider(make_provider) -> Host:
     host = make_provider()
+    assert host.configured
+    return host
+
+
+@pytest.fixture(scope="session")
+def service_wasm() -> Path:
+    return _wasm(SERVICE_WASM)
+
+
+SERVICE_CONFIG = b'{"control_plane_cluster": "tollgate_control_plane_http"}'
+
+
+@pytest.fixture
+def make_service(service_wasm, hosts):
+    def make(env=None, config=SERVICE_CONFIG, **kw) -> Host:
+        kw.setdefault("now", NOW)
+        host = Host(service_wasm, config, env={"TOLLGATE_DATA_PLANE_TOKEN": DATA_PLANE_TOKEN} if env is None else env, **kw)
+        hosts.append(host)
+        return host
+    return make
+
+
+@pytest.fixture
+def service(make_service) -> Host:
+    host = make_service()
     assert host.configured
     return host

@@ -121,6 +121,9 @@ class Host:
         self.http_calls: list[HttpCall] = []  # every call ever dispatched, in order
         self.metrics: dict[int, dict] = {}
         self.crashed: Optional[VmTrap] = None
+        # Host functions that answer an error status instead of working ("*": every one), to
+        # drive the module through its failure paths: set it at any time.
+        self.failing_calls: set[str] = set()
 
         self._contexts: dict[int, Union[_RootContext, HttpContext]] = {}
         self._plugin_configs: dict[int, bytes] = {}
@@ -403,8 +406,16 @@ class Host:
             ty = imp.type
             if not isinstance(ty, wasmtime.FuncType):
                 raise HostError(f"unsupported non-function import env.{imp.name}")
-            func = impls.get(imp.name) or self._stub(imp.name, ty)
+            func = self._failable(imp.name, impls.get(imp.name) or self._stub(imp.name, ty))
             linker.define_func("env", imp.name, ty, func, access_caller=True)
+
+    def _failable(self, name: str, func: Callable) -> Callable:
+        def call(caller, *args):
+            if "*" in self.failing_calls or name in self.failing_calls:
+                return int(Status.INTERNAL_FAILURE)
+            return func(caller, *args)
+
+        return call
 
     def _stub(self, name: str, ty: wasmtime.FuncType) -> Callable:
         results = list(ty.results)

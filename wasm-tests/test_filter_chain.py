@@ -1,5 +1,6 @@
-"""Both filters in Envoy's order on one request: the gateway filter's output (header map, filter
-state, forwarded body) is the provider filter's input, as on the real stream."""
+"""The three modules as Envoy runs them on one request: the service VM publishes the credential
+document in the shared data of the VM id they share, the gateway filter's output (header map,
+filter state, forwarded body) is the provider filter's input, as on the real stream."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import random
 
 import pytest
 
-from proxy_wasm_host import Action
+from proxy_wasm_host import Action, SharedData
 from wasm_fixtures import (
     API_KEY,
     DEPLOYMENT_PATH,
@@ -38,10 +39,13 @@ def upstream_attempt(provider, downstream, dep, seed):
     "path,body,op_suffix", [("/v1/chat/completions", chat_body("gpt-a", n=2), "/chat/completions"), ("/v1/embeddings", embeddings_body("gpt-a"), "/embeddings")]
 )
 @pytest.mark.parametrize("via", ["bearer", "x-api-key"])
-def test_client_request_reaches_the_provider_rewritten(gateway, provider, path, body, op_suffix, via):
+def test_client_request_reaches_the_provider_rewritten(gateway, make_provider, make_service, path, body, op_suffix, via):
+    shared = SharedData()
+    service, provider = make_service(shared_data=shared), make_provider(shared_data=shared)
+    service.tick()
+    (token,) = service.pending_http_calls
+    service.respond_http_call(token, 200, body=credentials_doc())
     provider.tick()
-    (token,) = provider.pending_http_calls
-    provider.respond_http_call(token, 200, body=credentials_doc())
 
     extra = [("x-tollgate-cluster", "tg_b"), ("x-envoy-retry-on", "5xx"), ("x-request-id", "r-7")]
     down = send(gateway, "POST", path, body, key=K2_SECRET, via=via, extra=extra, chunks=[5] * 200)

@@ -24,6 +24,7 @@ from wasm_fixtures import (
     embeddings_body,
     gateway_config,
     key_id_of,
+    request_state,
     random_chunk_sizes,
     request_headers,
     send,
@@ -50,7 +51,7 @@ def test_chat_completion_is_authenticated_validated_and_routed(gateway):
     assert ctx.properties_set == {
         # The operation, what the provider filter needs of the body (here, its length), the
         # key's id and the client's model, in one value.
-        ("tollgate_request",): f"chat_completions;len={len(body)};key=k1;model=gpt-a".encode(),
+        ("tollgate_request",): request_state(f"chat_completions;len={len(body)}", "k1", "gpt-a"),
     }
     # The gateway does not change the body; it all goes upstream.
     assert bytes(ctx.request_body_forwarded) == body
@@ -64,7 +65,7 @@ def test_embeddings_is_routed(gateway):
     assert ctx.local_response is None
     assert routed(ctx) == (
         "tg_b",
-        {("tollgate_request",): f"embeddings;len={len(body)};key=k1;model=gpt-b".encode()},
+        {("tollgate_request",): request_state(f"embeddings;len={len(body)}", "k1", "gpt-b")},
     )
 
 

@@ -1,6 +1,6 @@
 """The upstream provider filter, driven through the proxy-wasm ABI: per-attempt rewrite of path,
-authority, credential and body from the endpoint metadata, and the credential fetch from the
-control plane (tick → http call → response → shared data)."""
+authority, credential and body from the endpoint metadata, with the credential document the
+service VM publishes in shared data (tests/test_service_vm.py fetches it)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,6 @@ from proxy_wasm_host import Action, LogLevel, SharedData
 from wasm_fixtures import (
     API_KEY,
     API_KEY_2,
-    CREDENTIALS_CLUSTER,
-    CREDENTIALS_PATH,
-    DATA_PLANE_TOKEN,
     FIXTURES,
     K1_SECRET,
     SECRETS,
@@ -27,6 +24,7 @@ from wasm_fixtures import (
     deployment,
     embeddings_body,
     provider_properties,
+    request_state,
     random_chunk_sizes,
     request_headers,
 )
@@ -48,10 +46,9 @@ def attempt(host, dep=None, op="chat_completions", body=None, chunks=None, heade
 
 
 def load_credentials(host, doc=None):
+    """Publishes a credential document as the service VM does; the root reads it on its tick."""
+    host.shared_data.set(SHARED_CREDENTIALS_KEY, doc or credentials_doc())
     host.tick()
-    (token,) = host.pending_http_calls
-    host.respond_http_call(token, 200, [("content-type", "application/json")], doc or credentials_doc())
-    return token
 
 
 def top_level_raw_fields(body: bytes) -> dict[str, str]:
@@ -218,10 +215,13 @@ def test_every_attempt_sets_or_removes_every_provider_header(provider):
         provider_properties(b"not json"),
         provider_properties(json.dumps({"id": "d1"})),
         provider_properties(deployment(), op=None),
-        provider_properties(deployment(), op="list_models"),
-        provider_properties(deployment(), op="bogus"),
+        {**provider_properties(deployment(), op=None), ("tollgate_request",): b"\x01\x09\x00\x00\x00\x00\x00"},
+        {**provider_properties(deployment(), op=None), ("tollgate_request",): b"\x02\x01\x00\x00\x00\x00\x00"},
+        {**provider_properties(deployment(), op=None), ("tollgate_request",): b"chat_completions;key=k1;model=m"},
+        {**provider_properties(deployment(), op=None), ("tollgate_request",): request_state()[:-1]},
     ],
-    ids=["no_metadata", "metadata_not_json", "metadata_incomplete", "no_operation", "list_models", "unknown_op"],
+    ids=["no_metadata", "metadata_not_json", "metadata_incomplete", "no_operation", "unknown_op", "other_version",
+         "old_text_format", "truncated"],
 )
 def test_missing_or_bad_attempt_inputs_are_500(provider, props):
     ctx = provider.new_http_context(props)
@@ -271,89 +271,52 @@ def test_credentials_not_loaded_is_503(provider):
 # ------------------------------------------------------------------------------- credentials
 
 
-def test_credential_fetch_flow(provider):
-    assert provider.tick_period_ms == 200
-    assert provider.pending_http_calls == {}
-    provider.tick()
-    (call,) = provider.pending_http_calls.values()
-    assert call.upstream == CREDENTIALS_CLUSTER
-    assert call.context_id == provider.root_id
-    assert call.header(":method") == "GET"
-    assert call.header(":path") == CREDENTIALS_PATH
-    assert call.header("authorization") == f"Bearer {DATA_PLANE_TOKEN}"
-    assert call.header("if-none-match") is None
-    assert call.body == b"" and call.timeout_ms > 0
+def test_credentials_come_from_shared_data_without_a_callout(provider):
+    assert provider.tick_period_ms == 250
+    load_credentials(provider)
+    assert provider.http_calls == []
+    assert attempt(provider, body=chat_body()).request_header("authorization") == f"Bearer {API_KEY}"
+    # The worker's VM has no token and never calls the control plane.
+    for _ in range(3):
+        provider.tick()
+    assert provider.http_calls == []
 
-    # One call in flight at a time.
-    provider.tick()
-    assert len(provider.pending_http_calls) == 1
 
-    doc = credentials_doc("v1", API_KEY)
-    provider.respond_http_call(call.token, 200, [("content-type", "application/json"), ("etag", '"v1"')], doc)
-    assert provider.pending_http_calls == {}
-    assert provider.shared_data.value(SHARED_CREDENTIALS_KEY) == doc
-    assert provider.tick_period_ms == 1000  # loaded: poll slowly
+def test_rotation_installs_the_new_key_on_the_next_tick(provider):
+    load_credentials(provider)
+    provider.shared_data.set(SHARED_CREDENTIALS_KEY, credentials_doc("v2", API_KEY_2))
+    assert attempt(provider, body=chat_body()).request_header("authorization") == f"Bearer {API_KEY}"
+    provider.tick()
+    assert attempt(provider, body=chat_body()).request_header("authorization") == f"Bearer {API_KEY_2}"
+
+
+def test_a_stream_reads_shared_data_when_the_root_has_none_yet(provider):
+    provider.shared_data.set(SHARED_CREDENTIALS_KEY, credentials_doc())  # no tick since
     assert attempt(provider, body=chat_body()).request_header("authorization") == f"Bearer {API_KEY}"
 
-    # Next poll is conditional.
-    provider.tick()
-    (call2,) = provider.pending_http_calls.values()
-    assert call2.token != call.token
-    assert call2.header("if-none-match") is not None and "v1" in call2.header("if-none-match")
-    provider.respond_http_call(call2.token, 304)
-    assert attempt(provider, body=chat_body()).request_header("authorization") == f"Bearer {API_KEY}"
-    assert provider.shared_data.value(SHARED_CREDENTIALS_KEY) == doc
+
+def test_a_document_published_before_the_vm_started_is_used(make_provider):
+    shared = SharedData()
+    shared.set(SHARED_CREDENTIALS_KEY, credentials_doc())
+    host = make_provider(shared_data=shared)
+    assert attempt(host, body=chat_body()).request_header("authorization") == f"Bearer {API_KEY}"
 
 
-@pytest.mark.parametrize(
-    "status,body",
-    [(500, b"oops"), (401, b'{"error":"unauthorized"}'), (404, b""), (200, b"{not json"), (200, b'{"version":"v2"}')],
-    ids=["500", "401", "404", "200_invalid_json", "200_missing_credentials"],
-)
-def test_a_bad_answer_keeps_the_previous_credentials(provider, status, body):
+def test_corrupt_shared_data_keeps_the_previous_document(provider):
     load_credentials(provider)
     warnings = len(provider.logs_at(LogLevel.WARN))
+    provider.shared_data.set(SHARED_CREDENTIALS_KEY, b"{garbage")
     provider.tick()
-    (token,) = provider.pending_http_calls
-    provider.respond_http_call(token, status, [("content-type", "application/json")], body)
     assert len(provider.logs_at(LogLevel.WARN)) == warnings + 1
     assert attempt(provider, body=chat_body()).request_header("authorization") == f"Bearer {API_KEY}"
-    assert provider.shared_data.value(SHARED_CREDENTIALS_KEY) == credentials_doc()
-    # Not stuck "in flight": the next tick asks again.
-    provider.tick()
-    assert len(provider.pending_http_calls) == 1
 
 
-def test_a_failed_call_keeps_the_previous_credentials_and_retries(provider):
-    load_credentials(provider)
-    provider.tick()
-    (token,) = provider.pending_http_calls
-    provider.fail_http_call(token)  # reset / timeout: no headers, no body
-    assert attempt(provider, body=chat_body()).request_header("authorization") == f"Bearer {API_KEY}"
-    provider.tick()
-    assert len(provider.pending_http_calls) == 1
-
-
-def test_a_failed_first_fetch_leaves_requests_at_503_then_recovers(provider):
-    provider.tick()
-    (token,) = provider.pending_http_calls
-    provider.respond_http_call(token, 503, body=b"starting")
-    assert provider.tick_period_ms == 200  # still polling fast
-    ctx = attempt(provider, body=chat_body())
+def test_corrupt_shared_data_alone_is_503(make_provider):
+    shared = SharedData()
+    shared.set(SHARED_CREDENTIALS_KEY, b"{garbage")
+    host = make_provider(shared_data=shared)
+    ctx = attempt(host, body=chat_body())
     assert_openai_error(ctx.local_response, 503, "credentials_not_loaded", "api_error")
-    load_credentials(provider)
-    assert attempt(provider, body=chat_body()).local_response is None
-
-
-def test_rotation_installs_the_new_key(provider):
-    load_credentials(provider)
-    provider.tick()
-    (token,) = provider.pending_http_calls
-    provider.respond_http_call(token, 200, body=credentials_doc("v2", API_KEY_2))
-    assert attempt(provider, body=chat_body()).request_header("authorization") == f"Bearer {API_KEY_2}"
-    provider.tick()
-    (call,) = provider.pending_http_calls.values()
-    assert "v2" in call.header("if-none-match")
 
 
 def test_credential_without_api_key_is_refused_not_sent_unauthenticated(provider):
@@ -362,57 +325,12 @@ def test_credential_without_api_key_is_refused_not_sent_unauthenticated(provider
     assert_openai_error(ctx.local_response, 500, "credential_missing", "api_error")
 
 
-@pytest.mark.parametrize("env", [{}, {"TOLLGATE_DATA_PLANE_TOKEN": ""}], ids=["unset", "empty"])
-def test_without_a_token_nothing_is_fetched(make_provider, env):
-    host = make_provider(env=env)
-    assert host.configured
-    assert any("TOLLGATE_DATA_PLANE_TOKEN" in m for m in host.logs_at(LogLevel.WARN))
-    for _ in range(3):
-        host.tick()
-    assert host.http_calls == []
-    ctx = attempt(host, body=chat_body())
-    assert_openai_error(ctx.local_response, 503, "credentials_not_loaded", "api_error")
-    # A deployment without a credential still works.
-    assert attempt(host, deployment(credential=None), body=chat_body()).local_response is None
-
-
-def test_dispatch_failure_is_logged_and_retried(make_provider):
-    host = make_provider(clusters={"some_other_cluster"})  # the control-plane cluster is unknown
-    host.tick()
-    host.tick()
-    assert host.pending_http_calls == {}
-    assert len([m for m in host.logs_at(LogLevel.WARN) if "control plane" in m]) == 2
-
-
-def test_another_worker_starts_from_shared_data(make_provider):
-    shared = SharedData()
-    first = make_provider(shared_data=shared)
-    load_credentials(first)
-    second = make_provider(shared_data=shared)
-    assert second.tick_period_ms == 1000
-    assert second.http_calls == []
-    assert attempt(second, body=chat_body()).request_header("authorization") == f"Bearer {API_KEY}"
-    second.tick()
-    (call,) = second.pending_http_calls.values()
-    assert "v1" in call.header("if-none-match")
-
-
 def test_new_root_context_after_a_config_update_keeps_credentials(provider):
     load_credentials(provider)
     old_root = provider.root_id
     assert provider.reconfigure(b"") is True
     assert provider.root_id != old_root
-    assert provider.tick_period_ms == 1000
     assert attempt(provider, body=chat_body()).request_header("authorization") == f"Bearer {API_KEY}"
-
-
-def test_corrupt_shared_data_is_ignored(make_provider):
-    shared = SharedData()
-    shared.set(SHARED_CREDENTIALS_KEY, b"{garbage")
-    host = make_provider(shared_data=shared)
-    assert host.tick_period_ms == 200
-    ctx = attempt(host, body=chat_body())
-    assert_openai_error(ctx.local_response, 503, "credentials_not_loaded", "api_error")
 
 
 def test_no_secret_is_logged_or_echoed(provider):
@@ -425,12 +343,9 @@ def test_no_secret_is_logged_or_echoed(provider):
         provider.new_http_context({}),
     ]
     contexts[-1].request_headers(request_headers("POST", CHAT))
+    load_credentials(provider, credentials_doc("v2", API_KEY_2))
+    provider.shared_data.set(SHARED_CREDENTIALS_KEY, json.dumps({"leak": API_KEY}))
     provider.tick()
-    (token,) = provider.pending_http_calls
-    provider.respond_http_call(token, 500, body=json.dumps({"leak": API_KEY}))
-    provider.tick()
-    (token,) = provider.pending_http_calls
-    provider.respond_http_call(token, 200, body=credentials_doc("v2", API_KEY_2))
     output = provider.all_output()
     answered = b"".join(c.local_response.body for c in contexts if c.local_response)
     assert len([c for c in contexts if c.local_response]) == 4

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import random
+import struct
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -16,6 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 WASM_DIR = Path(os.environ.get("TOLLGATE_WASM_DIR", REPO / "target" / "wasm32-wasip1" / "release"))
 GATEWAY_WASM = WASM_DIR / "tollgate_gateway_filter.wasm"
 PROVIDER_WASM = WASM_DIR / "tollgate_provider_filter.wasm"
+SERVICE_WASM = WASM_DIR / "tollgate_service.wasm"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 NOW = 1_700_000_000
@@ -169,10 +171,48 @@ def deployment(**overrides) -> str:
     return json.dumps(dep)
 
 
+_OPS = {"chat_completions": 1, "embeddings": 2, "anthropic_messages": 3,
+        "bedrock_converse": 4, "bedrock_converse_stream": 5}
+_OP_NAMES = {v: k for k, v in _OPS.items()}
+
+
 def request_state(op: str = "chat_completions", key_id: str = "k1", model: str = "gpt-a") -> bytes:
-    """The gateway filter's filter state for a routed request (`op` may carry `;stream`,
-    `;usage`, `;len=N`)."""
-    return f"{op};key={key_id};model={model}".encode()
+    """The gateway filter's filter state for a routed request, in the codec's version 1 layout
+    (filters/tollgate-contract/src/state.rs). `op` may carry `;stream`, `;usage`, `;len=N`."""
+    name, *flags = op.split(";")
+    bits, body_len = 0, b""
+    for f in flags:
+        if f == "stream":
+            bits |= 1
+        elif f == "usage":
+            bits |= 2
+        elif f.startswith("len="):
+            bits |= 4
+            body_len = struct.pack("<Q", int(f[4:]))
+    out = bytes([1, _OPS[name], bits]) + body_len
+    for text in (key_id, model):
+        raw = text.encode()
+        out += struct.pack("<H", len(raw)) + raw
+    return out
+
+
+def decode_request_state(state: bytes) -> dict:
+    """The fields of a version-1 request state (the inverse of `request_state`)."""
+    assert state[0] == 1, f"request state version {state[0]}"
+    op, bits = _OP_NAMES[state[1]], state[2]
+    i = 3
+    body_len = None
+    if bits & 4:
+        (body_len,) = struct.unpack_from("<Q", state, i)
+        i += 8
+    texts = []
+    for _ in range(2):
+        (n,) = struct.unpack_from("<H", state, i)
+        texts.append(state[i + 2:i + 2 + n].decode())
+        i += 2 + n
+    assert i == len(state), "trailing bytes in the request state"
+    return {"op": op, "stream": bool(bits & 1), "usage": bool(bits & 2), "len": body_len,
+            "key": texts[0], "model": texts[1]}
 
 
 def key_id_of(ctx) -> Optional[str]:
@@ -180,8 +220,7 @@ def key_id_of(ctx) -> Optional[str]:
     state = ctx.property("tollgate_request")
     if state is None:
         return None
-    fields = dict(p.split("=", 1) for p in state.decode().split(";model=")[0].split(";") if "=" in p)
-    return fields.get("key")
+    return decode_request_state(state)["key"]
 
 
 def provider_properties(dep: Optional[str] = None, op: Optional[str] = "chat_completions",

@@ -11,8 +11,8 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use subtle::ConstantTimeEq;
-use tollgate_types::request::presented_key;
-use tollgate_types::{ErrorKind, GatewayError};
+use tollgate_contract::keys::presented_key;
+use tollgate_contract::{ErrorKind, GatewayError};
 
 use crate::service::{Actor, NewKey, Service, ServiceError};
 
@@ -30,7 +30,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/v1/keys/{id}", delete(revoke_key))
         .route("/admin/v1/models", get(list_models))
         .route("/admin/v1/audit", get(audit))
-        .route(tollgate_types::contract::CREDENTIALS_PATH, get(credentials))
+        .route(tollgate_contract::contract::CREDENTIALS_PATH, get(credentials))
         .route("/demo/v1/chat/completions", post(crate::demo::chat))
         .route("/demo/v1/embeddings", post(crate::demo::embeddings))
         .fallback(|| async { ApiError(GatewayError::new(ErrorKind::NotFound, "Unknown admin API path.").code("unknown_url")) })

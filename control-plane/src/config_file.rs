@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use tollgate_types::config::PromptTemplate;
+use tollgate_contract::config::PromptTemplate;
 
 use crate::model::{CredentialRef, ModelSpec, Provider, SagemakerPayload, Settings};
 

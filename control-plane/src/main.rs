@@ -106,13 +106,13 @@ fn absolute(p: &std::path::Path) -> anyhow::Result<String> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let token = std::env::var(tollgate_types::contract::DATA_PLANE_TOKEN_ENV)
+    let token = std::env::var(tollgate_contract::contract::DATA_PLANE_TOKEN_ENV)
         .ok()
         .filter(|t| t.len() >= 16)
         .with_context(|| {
             format!(
                 "{} must be set (16+ characters): Envoy presents it to fetch provider credentials",
-                tollgate_types::contract::DATA_PLANE_TOKEN_ENV
+                tollgate_contract::contract::DATA_PLANE_TOKEN_ENV
             )
         })?;
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;

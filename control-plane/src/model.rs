@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use tollgate_types::config::PromptTemplate;
-use tollgate_types::keys::Role;
+use tollgate_contract::config::PromptTemplate;
+use tollgate_contract::keys::Role;
 
 /// Where a credential's secrets come from: names of the control plane's environment variables,
 /// or an AWS credential chain (`aws`). Only these references are stored.
@@ -105,7 +105,7 @@ impl AwsChainSpec {
 pub trait Secrets: Sync {
     fn env(&self, name: &str) -> Option<String>;
     /// The current (unexpired) credentials obtained for credential `name` with `spec`.
-    fn aws_chain(&self, _name: &str, _spec: &AwsChainSpec) -> Option<tollgate_types::config::AwsCredential> {
+    fn aws_chain(&self, _name: &str, _spec: &AwsChainSpec) -> Option<tollgate_contract::config::AwsCredential> {
         None
     }
 }
@@ -127,14 +127,14 @@ impl CredentialRef {
 
     /// Resolves the secrets of credential `name`; `None` when a required variable is unset or
     /// empty, or its AWS chain has no current credentials.
-    pub fn resolve(&self, name: &str, secrets: &dyn Secrets) -> Option<tollgate_types::config::Credential> {
+    pub fn resolve(&self, name: &str, secrets: &dyn Secrets) -> Option<tollgate_contract::config::Credential> {
         let get = |var: &str| secrets.env(var).filter(|v| !v.is_empty());
         let api_key = match &self.api_key_env {
             Some(n) => Some(get(n)?),
             None => None,
         };
         let aws = match (&self.aws_access_key_id_env, &self.aws_secret_access_key_env, &self.aws) {
-            (Some(id), Some(secret), _) => Some(tollgate_types::config::AwsCredential {
+            (Some(id), Some(secret), _) => Some(tollgate_contract::config::AwsCredential {
                 access_key_id: get(id)?,
                 secret_access_key: get(secret)?,
                 session_token: self.aws_session_token_env.as_deref().and_then(get),
@@ -142,7 +142,7 @@ impl CredentialRef {
             (_, _, Some(spec)) => Some(secrets.aws_chain(name, spec)?),
             _ => None,
         };
-        Some(tollgate_types::config::Credential { api_key, aws })
+        Some(tollgate_contract::config::Credential { api_key, aws })
     }
 }
 
@@ -255,7 +255,7 @@ pub struct Settings {
 }
 
 fn default_max_body() -> u64 {
-    tollgate_types::config::DEFAULT_MAX_BODY_BYTES
+    tollgate_contract::config::DEFAULT_MAX_BODY_BYTES
 }
 fn default_timeout() -> u64 {
     600
@@ -291,7 +291,7 @@ pub struct Model {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tollgate_types::config::AwsCredential;
+    use tollgate_contract::config::AwsCredential;
 
     /// An environment with one variable and one chain credential (for `chain` only).
     struct Fixed;

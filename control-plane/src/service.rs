@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tollgate_types::keys::{digest_hex, Role, KEY_PREFIX};
+use tollgate_contract::keys::{digest_hex, Role, KEY_PREFIX};
 
 use crate::clock::unix_now;
 use crate::model::{CredentialRef, KeyRecord, ModelSpec, Secrets};
@@ -195,7 +195,7 @@ pub fn credentials_document(
     refs: &std::collections::BTreeMap<String, CredentialRef>,
     secrets: &dyn Secrets,
 ) -> Vec<u8> {
-    let credentials: std::collections::BTreeMap<&String, tollgate_types::config::Credential> =
+    let credentials: std::collections::BTreeMap<&String, tollgate_contract::config::Credential> =
         refs.iter().filter_map(|(name, r)| Some((name, r.resolve(name, secrets)?))).collect();
     let body = serde_json::to_vec(&credentials).unwrap_or_default();
     let version = hex::encode(&Sha256::digest(&body)[..8]);

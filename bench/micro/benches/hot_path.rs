@@ -9,10 +9,12 @@ use std::time::{Duration, UNIX_EPOCH};
 use criterion::{criterion_group, criterion_main, Criterion};
 use tollgate_llm::openai::ChatRequest;
 use tollgate_llm::{eventstream, openai_to_bedrock, StreamTranslator};
-use tollgate_types::config::{DeploymentMeta, GatewayConfig, GatewayConfigDoc, KeyDoc, ModelDoc, ProviderKind, SCHEMA_VERSION};
-use tollgate_types::keys::{digest_hex, Role};
-use tollgate_types::provider;
-use tollgate_types::request::{self, Operation};
+use tollgate_contract::config::{DeploymentMeta, GatewayConfig, GatewayConfigDoc, KeyDoc, ModelDoc, ProviderKind, SCHEMA_VERSION};
+use tollgate_contract::keys::{digest_hex, Role};
+use tollgate_provider::plan::{self, Attempt};
+use tollgate_provider::rewrite as provider;
+use tollgate_contract::state::Operation;
+use tollgate_gateway::request;
 
 const BODY: &[u8] = include_bytes!("../../requests/chat-2k.json");
 
@@ -70,9 +72,9 @@ fn bench(c: &mut Criterion) {
         })
     });
     let bm = meta(ProviderKind::Bedrock);
-    let cred = tollgate_types::config::Credential {
+    let cred = tollgate_contract::config::Credential {
         api_key: None,
-        aws: Some(tollgate_types::config::AwsCredential {
+        aws: Some(tollgate_contract::config::AwsCredential {
             access_key_id: "AKIDEXAMPLE".into(),
             secret_access_key: "secret".into(),
             session_token: None,
@@ -81,7 +83,8 @@ fn bench(c: &mut Criterion) {
     let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     c.bench_function("plan OpenAI -> Bedrock attempt (translate + SigV4) 2 KB", |b| {
         b.iter(|| {
-            tollgate_provider_filter::bench_plan(&bm, &Operation::ChatCompletions, &cred, black_box(&body), now).unwrap()
+            let a = Attempt { meta: &bm, op: &Operation::ChatCompletions, credential: Some(&cred), body: black_box(&body), request_id: "bench", now };
+            plan::plan(&a).unwrap().body.len()
         })
     });
     let frame = eventstream::encode(

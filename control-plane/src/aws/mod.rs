@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use tokio::task::JoinHandle;
-use tollgate_types::config::AwsCredential;
+use tollgate_contract::config::AwsCredential;
 
 use crate::clock::system_now;
 use crate::model::{AwsChainSpec, Secrets};

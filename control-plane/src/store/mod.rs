@@ -213,17 +213,17 @@ impl Store {
     }
 }
 
-fn role_str(r: tollgate_types::keys::Role) -> &'static str {
+fn role_str(r: tollgate_contract::keys::Role) -> &'static str {
     match r {
-        tollgate_types::keys::Role::User => "user",
-        tollgate_types::keys::Role::Admin => "admin",
+        tollgate_contract::keys::Role::User => "user",
+        tollgate_contract::keys::Role::Admin => "admin",
     }
 }
 
 fn key_from_row(r: &AnyRow) -> anyhow::Result<KeyRecord> {
     let role = match r.try_get::<String, _>(3)?.as_str() {
-        "admin" => tollgate_types::keys::Role::Admin,
-        _ => tollgate_types::keys::Role::User,
+        "admin" => tollgate_contract::keys::Role::Admin,
+        _ => tollgate_contract::keys::Role::User,
     };
     let models: Option<String> = r.try_get(4)?;
     Ok(KeyRecord {

@@ -4,13 +4,13 @@
 
 use super::*;
 use crate::model::{DeploymentSpec, Provider};
-use tollgate_types::keys::Role;
+use tollgate_contract::keys::Role;
 
 fn key(id: &str, role: Role) -> KeyRecord {
     KeyRecord {
         id: id.into(),
         name: format!("name {id}"),
-        digest: tollgate_types::keys::digest_hex(id),
+        digest: tollgate_contract::keys::digest_hex(id),
         role,
         models: Some(vec!["m".into()]),
         created_at: 10,
@@ -54,7 +54,7 @@ async fn exercise(store: &Store) {
     store.insert_key(&key("b", Role::User)).await.unwrap();
     assert!(store.insert_key(&key("b", Role::User)).await.is_err(), "duplicate id");
     assert_eq!(store.count_admin_keys().await.unwrap(), 1);
-    let found = store.key_by_digest(&tollgate_types::keys::digest_hex("b")).await.unwrap().unwrap();
+    let found = store.key_by_digest(&tollgate_contract::keys::digest_hex("b")).await.unwrap().unwrap();
     assert_eq!(found, key("b", Role::User));
     assert!(store.revoke_key("b", 50).await.unwrap());
     assert!(!store.revoke_key("b", 51).await.unwrap(), "already revoked");

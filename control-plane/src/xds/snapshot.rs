@@ -19,8 +19,8 @@ use envoy_types::pb::envoy::extensions::wasm::v3 as wasm;
 use envoy_types::pb::google::protobuf::{Any, StringValue};
 use prost::Name;
 use sha2::{Digest, Sha256};
-use tollgate_types::config::{ContainerPayload, DeploymentMeta, GatewayConfigDoc, KeyDoc, ModelDoc, ProviderKind, SCHEMA_VERSION};
-use tollgate_types::contract;
+use tollgate_contract::config::{ContainerPayload, DeploymentMeta, GatewayConfigDoc, KeyDoc, ModelDoc, ProviderKind, SCHEMA_VERSION};
+use tollgate_contract::contract;
 
 use super::local_reply::local_reply_config;
 use super::resources::*;
@@ -35,6 +35,11 @@ pub const ECDS_TYPE: &str = "type.googleapis.com/envoy.config.core.v3.TypedExten
 pub const LISTENER_NAME: &str = "tollgate_gateway";
 pub const ROUTE_NAME: &str = "tollgate_routes";
 const WASM_RUNTIME: &str = "envoy.wasm.runtime.v8";
+/// What Envoy does when a filter's VM fails (a trap): both filters authenticate, authorise or
+/// inject credentials, so neither may fail open. `FAIL_RELOAD` answers 503 while a new VM is
+/// made (with back-off from 1 s) and then serves again, where `FAIL_CLOSED` would answer 503
+/// until Envoy restarts.
+const FAILURE_POLICY: wasm::FailurePolicy = wasm::FailurePolicy::FailReload;
 const TLS_MATCH_KEY: &str = "tls_host";
 
 /// Facts about the environment the snapshot is built for (not part of the stored model).
@@ -143,8 +148,9 @@ fn gateway_filter_config(config_json: &str, env: &XdsEnv) -> core::TypedExtensio
             name: contract::ECDS_GATEWAY_FILTER.to_owned(),
             configuration: Some(any(&StringValue { value: config_json.to_owned() })),
             allow_on_headers_stop_iteration: Some(boolv(true)),
+            failure_policy: FAILURE_POLICY as i32,
             vm: Some(wasm::plugin_config::Vm::VmConfig(wasm::VmConfig {
-                vm_id: contract::VM_GATEWAY.to_owned(),
+                vm_id: contract::VM_ID.to_owned(),
                 runtime: WASM_RUNTIME.to_owned(),
                 code: Some(local_file(&env.gateway_filter_wasm)),
                 ..Default::default()
@@ -377,14 +383,11 @@ fn model_cluster(name: &str, served: &ServedModel, model: &Model, env: &XdsEnv) 
             name: "tollgate.provider".to_owned(),
             configuration: Some(any(&StringValue { value: "{}".to_owned() })),
             allow_on_headers_stop_iteration: Some(boolv(true)),
+            failure_policy: FAILURE_POLICY as i32,
             vm: Some(wasm::plugin_config::Vm::VmConfig(wasm::VmConfig {
-                vm_id: contract::VM_PROVIDER.to_owned(),
+                vm_id: contract::VM_ID.to_owned(),
                 runtime: WASM_RUNTIME.to_owned(),
                 code: Some(local_file(&env.provider_filter_wasm)),
-                environment_variables: Some(wasm::EnvironmentVariables {
-                    host_env_keys: vec![contract::DATA_PLANE_TOKEN_ENV.to_owned()],
-                    ..Default::default()
-                }),
                 ..Default::default()
             })),
             ..Default::default()

@@ -5,8 +5,8 @@ use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
 use envoy_types::pb::envoy::extensions::wasm::v3::plugin_config::Vm;
 use envoy_types::pb::google::protobuf::StringValue;
 use prost::Message;
-use tollgate_types::config::{ContainerPayload, DeploymentMeta, GatewayConfig, PromptTemplate};
-use tollgate_types::keys::Role;
+use tollgate_contract::config::{ContainerPayload, DeploymentMeta, GatewayConfig, PromptTemplate};
+use tollgate_contract::keys::Role;
 
 use super::*;
 use crate::model::{KeyRecord, SagemakerPayload, Settings};
@@ -56,7 +56,7 @@ fn model() -> Model {
         keys: vec![KeyRecord {
             id: "key_1".into(),
             name: "n".into(),
-            digest: tollgate_types::keys::digest_hex("tg-secret-value"),
+            digest: tollgate_contract::keys::digest_hex("tg-secret-value"),
             role: Role::User,
             models: Some(vec!["gpt".into()]),
             created_at: 1,
@@ -95,7 +95,8 @@ fn gateway_filter_config_parses_in_the_filter_and_holds_no_secret() {
     assert_eq!(cfg.models[0].name, "demo");
     let pc = wasm.config.unwrap();
     assert_eq!(pc.allow_on_headers_stop_iteration.map(|b| b.value), Some(true));
-    assert!(matches!(pc.vm, Some(Vm::VmConfig(v)) if v.vm_id == contract::VM_GATEWAY));
+    assert!(matches!(pc.vm, Some(Vm::VmConfig(v)) if v.vm_id == contract::VM_ID));
+    assert_eq!(pc.failure_policy, envoy_types::pb::envoy::extensions::wasm::v3::FailurePolicy::FailReload as i32);
 }
 
 #[test]

@@ -1,55 +1,42 @@
 //! The downstream (per-listener) filter: key auth, request validation, model resolution and
 //! routing. It collects inputs from the host, calls the pure functions of
-//! `tollgate_types::request`, and applies what they decide.
+//! `tollgate_gateway::request`, and applies what they decide: a local answer, or the cluster
+//! header and one filter-state value for the provider filter.
 
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
-use log::{error, info, warn};
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
-use tollgate_types::config::GatewayConfig;
-use tollgate_types::contract;
-use tollgate_types::keys::KeyEntry;
-use tollgate_types::request::{self, Operation, RequestState};
-use tollgate_types::{ClientApi, ErrorKind, GatewayError};
+use tollgate_contract::config::GatewayConfig;
+use tollgate_contract::contract;
+use tollgate_contract::keys::KeyEntry;
+use tollgate_contract::state::{Operation, RequestState};
+use tollgate_contract::{ClientApi, ErrorKind, GatewayError};
+use tollgate_gateway::request;
+use tollgate_wasm::{Action, Buffer, Host, HttpFilter, Map, Plugin, WholeBody};
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(GatewayRoot { config: None }) });
-}}
+tollgate_wasm::plugin!(GatewayPlugin, [request_headers, request_body, request_trailers]);
 
-struct GatewayRoot {
+pub struct GatewayPlugin {
     config: Option<Rc<GatewayConfig>>,
 }
 
-impl Context for GatewayRoot {}
+impl Plugin for GatewayPlugin {
+    type Http = GatewayHttp;
+    const NAME: &'static str = "gateway filter";
 
-impl RootContext for GatewayRoot {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(bytes) = self.get_plugin_configuration() else {
-            error!("gateway filter: no configuration; rejecting");
-            return false;
-        };
-        match GatewayConfig::parse(&bytes) {
-            Ok(cfg) => {
-                info!("gateway filter: configuration loaded: {} keys, {} models", cfg.keys.len(), cfg.models.len());
-                self.config = Some(Rc::new(cfg));
-                true
-            }
-            Err(e) => {
-                error!("gateway filter: configuration rejected, keeping the previous one: {e}");
-                false
-            }
-        }
+    fn new() -> Self {
+        Self { config: None }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(GatewayHttp { config: self.config.clone(), pending: None, body_size: 0, api: ClientApi::OpenAi }))
+    fn configure<H: Host>(&mut self, _host: &H, config: &[u8]) -> Result<(), String> {
+        let cfg = GatewayConfig::parse(config).map_err(|e| e.to_string())?;
+        log::info!("gateway filter: configuration loaded: {} keys, {} models", cfg.keys.len(), cfg.models.len());
+        self.config = Some(Rc::new(cfg));
+        Ok(())
     }
 
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+    fn http_context(&mut self) -> GatewayHttp {
+        GatewayHttp { config: self.config.clone(), pending: None, body: WholeBody::default(), api: ClientApi::OpenAi }
     }
 }
 
@@ -68,74 +55,79 @@ struct Pending {
     key: KeyEntry,
 }
 
-struct GatewayHttp {
+pub struct GatewayHttp {
     config: Option<Rc<GatewayConfig>>,
     pending: Option<Pending>,
-    /// Bytes of body buffered so far.
-    body_size: usize,
+    body: WholeBody,
     /// The client's API, once known: errors are answered in its format.
     api: ClientApi,
 }
 
-impl Context for GatewayHttp {}
+/// Reads the headers the gateway needs in one host call, and removes every internal and
+/// Envoy control header the client sent. Invalid UTF-8 is replaced (so a malformed key never
+/// matches).
+fn read_headers<H: Host>(host: &H) -> Result<RequestHeaders, GatewayError> {
+    let mut out = RequestHeaders::default();
+    for (name, value) in host.headers(Map::RequestHeaders)? {
+        let slot = match name.as_str() {
+            ":method" => &mut out.method,
+            ":path" => &mut out.path,
+            "authorization" => &mut out.authorization,
+            "x-api-key" => &mut out.x_api_key,
+            n => {
+                let lower = n.to_ascii_lowercase();
+                if lower.starts_with(contract::INTERNAL_HEADER_PREFIX) || lower.starts_with(contract::ENVOY_HEADER_PREFIX) {
+                    host.set_header(Map::RequestHeaders, &name, None)?;
+                }
+                continue;
+            }
+        };
+        if slot.is_none() {
+            *slot = Some(String::from_utf8_lossy(&value).into_owned());
+        }
+    }
+    Ok(out)
+}
+
+fn reply_json<H: Host>(host: &H, body: &[u8]) -> Result<Action, GatewayError> {
+    host.send_response(200, &[("content-type", "application/json")], body)?;
+    Ok(Action::Pause)
+}
 
 impl GatewayHttp {
-    fn reply_error(&self, err: &GatewayError) -> Action {
-        let mut headers = vec![("content-type", "application/json")];
-        if self.api == ClientApi::Bedrock {
-            headers.push(("x-amzn-errortype", err.aws_error_type()));
-        }
-        self.send_http_response(u32::from(err.status()), headers, Some(&err.to_json(self.api)));
-        Action::Pause
+    /// The whole body is here (end of stream, or trailers): validate, route, continue.
+    fn finish<H: Host>(&mut self, host: &H) -> Result<Action, GatewayError> {
+        let (Some(cfg), Some(pending)) = (self.config.as_deref(), self.pending.take()) else {
+            return Ok(Action::Continue);
+        };
+        let body = self.body.read(host, Buffer::RequestBody)?;
+        let route = request::route(cfg, &pending.key, &pending.op, &body)?;
+        host.set_header(Map::RequestHeaders, contract::HEADER_CLUSTER, Some(route.cluster.as_bytes()))?;
+        let state = RequestState::encode_from(&pending.op, route.facts, &pending.key.id, &route.model)
+            .map_err(|e| GatewayError::new(ErrorKind::InvalidRequest, format!("The request cannot be routed: {e}.")))?;
+        host.set_property(&[contract::STATE_REQUEST], &state)?;
+        Ok(Action::Continue)
+    }
+}
+
+impl HttpFilter for GatewayHttp {
+    fn client_api(&self) -> ClientApi {
+        self.api
     }
 
-    fn reply_json(&self, body: &[u8]) -> Action {
-        self.send_http_response(200, vec![("content-type", "application/json")], Some(body));
-        Action::Pause
-    }
-
-    fn now_secs(&self) -> u64 {
-        self.get_current_time().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-    }
-
-    /// Reads the headers the gateway needs in one host call, and removes every internal and
-    /// Envoy control header the client sent. Invalid UTF-8 is replaced (so a malformed key
-    /// never matches) rather than trapping the VM.
-    fn read_headers(&self) -> RequestHeaders {
-        let mut out = RequestHeaders::default();
-        for (name, value) in self.get_http_request_headers_bytes() {
-            let slot = match name.as_str() {
-                ":method" => &mut out.method,
-                ":path" => &mut out.path,
-                "authorization" => &mut out.authorization,
-                "x-api-key" => &mut out.x_api_key,
-                n => {
-                    let lower = n.to_ascii_lowercase();
-                    if lower.starts_with(contract::INTERNAL_HEADER_PREFIX) || lower.starts_with(contract::ENVOY_HEADER_PREFIX) {
-                        self.remove_http_request_header(&name);
-                    }
-                    continue;
-                }
-            };
-            if slot.is_none() {
-                *slot = Some(String::from_utf8_lossy(&value).into_owned());
-            }
-        }
-        out
-    }
-
-    fn on_headers(&mut self, end_of_stream: bool) -> Result<Action, GatewayError> {
+    fn on_request_headers<H: Host>(&mut self, host: &H, end_of_stream: bool) -> Result<Action, GatewayError> {
         let Some(cfg) = self.config.clone() else {
             return Err(GatewayError::new(ErrorKind::Unavailable, "The gateway is starting; retry in a moment.")
                 .code("not_ready"));
         };
-        let h = self.read_headers();
+        let h = read_headers(host)?;
         let op = request::classify(h.method.as_deref().unwrap_or_default(), h.path.as_deref().unwrap_or_default())?;
         self.api = op.client_api();
-        let key = request::authenticate_at(&cfg, h.authorization.as_deref(), h.x_api_key.as_deref(), || self.now_secs())?;
+        let now = || host.now().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(u64::MAX, |d| d.as_secs());
+        let key = request::authenticate_at(&cfg, h.authorization.as_deref(), h.x_api_key.as_deref(), now)?;
         match &op {
-            Operation::ListModels => return Ok(self.reply_json(&request::list_models(&cfg, key))),
-            Operation::RetrieveModel(name) => return Ok(self.reply_json(&request::retrieve_model(&cfg, key, name)?)),
+            Operation::ListModels => return reply_json(host, &request::list_models(&cfg, key)),
+            Operation::RetrieveModel(name) => return reply_json(host, &request::retrieve_model(&cfg, key, name)?),
             Operation::ChatCompletions
             | Operation::Embeddings
             | Operation::AnthropicMessages
@@ -149,76 +141,18 @@ impl GatewayHttp {
         Ok(Action::Pause)
     }
 
-    fn on_body(&mut self, body_size: usize, end_of_stream: bool) -> Result<Action, GatewayError> {
-        self.body_size = body_size;
-        let Some(cfg) = self.config.clone() else { return Ok(Action::Continue) };
+    fn on_request_body<H: Host>(&mut self, host: &H, body_size: usize, end_of_stream: bool) -> Result<Action, GatewayError> {
+        let Some(cfg) = self.config.as_deref() else { return Ok(Action::Continue) };
         if self.pending.is_none() {
             return Ok(Action::Continue);
         }
-        if body_size as u64 > cfg.max_body_bytes {
-            return Err(GatewayError::new(
-                ErrorKind::TooLarge,
-                format!("The request body is larger than the gateway's limit of {} bytes.", cfg.max_body_bytes),
-            )
-            .code("request_too_large"));
-        }
-        if !end_of_stream {
+        if !self.body.arrived(body_size, end_of_stream, Some(cfg.max_body_bytes))? {
             return Ok(Action::Pause);
         }
-        self.finish(&cfg)
+        self.finish(host)
     }
 
-    /// The whole body is here (end of stream, or trailers): validate, route, continue.
-    fn finish(&mut self, cfg: &GatewayConfig) -> Result<Action, GatewayError> {
-        let Some(pending) = self.pending.as_ref() else { return Ok(Action::Continue) };
-        let body = self.get_http_request_body(0, self.body_size).unwrap_or_default();
-        let route = request::route(cfg, &pending.key, &pending.op, &body)?;
-        self.set_http_request_header(contract::HEADER_CLUSTER, Some(route.cluster));
-        let state = RequestState::encode_from(&pending.op, route.facts, &pending.key.id, &route.model);
-        self.set_property(vec![contract::STATE_REQUEST], Some(state.as_bytes()));
-        self.pending = None;
-        Ok(Action::Continue)
-    }
-}
-
-impl HttpContext for GatewayHttp {
-    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        match self.on_headers(end_of_stream) {
-            Ok(action) => action,
-            Err(e) => {
-                if e.kind == ErrorKind::Internal {
-                    warn!("gateway filter: {e}");
-                }
-                self.reply_error(&e)
-            }
-        }
-    }
-
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let result = self.on_body(body_size, end_of_stream);
-        self.settle(result)
-    }
-
-    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        let result = match self.config.clone() {
-            Some(cfg) => self.finish(&cfg),
-            None => Ok(Action::Continue),
-        };
-        self.settle(result)
-    }
-}
-
-impl GatewayHttp {
-    fn settle(&mut self, result: Result<Action, GatewayError>) -> Action {
-        match result {
-            Ok(action) => action,
-            Err(e) => {
-                self.pending = None;
-                if e.kind == ErrorKind::Internal {
-                    warn!("gateway filter: {e}");
-                }
-                self.reply_error(&e)
-            }
-        }
+    fn on_request_trailers<H: Host>(&mut self, host: &H) -> Result<Action, GatewayError> {
+        self.finish(host)
     }
 }

@@ -1,56 +1,109 @@
 //! The upstream (per-cluster) filter: the provider adapter. It runs once per attempt, reads the
-//! attempt's deployment from the endpoint metadata, and rewrites path, authority, credential and
-//! body for that provider (translating and signing when the provider speaks another API), then
-//! translates the response back, chunk by chunk when streaming. Provider credentials are fetched
-//! from the control plane over the filter's own channel (never in Envoy config) and kept in
-//! shared data.
-
-mod credentials;
-mod plan;
-mod sigv4;
+//! attempt's deployment from the endpoint metadata, classifies the attempt and applies its plan
+//! (`tollgate_provider::plan`): path, authority, credential and body for that provider,
+//! translated and signed when the provider speaks another API; then translates the response
+//! back, chunk by chunk when streaming.
+//!
+//! Provider credentials come from wasm shared data, where the service VM (`tollgate-service`)
+//! publishes the document it fetches from the control plane: this filter makes no callout. The
+//! root re-reads the document on a timer and on a stream that finds none yet.
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
-use log::warn;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, LogLevel};
+use tollgate_contract::config::{Credential, CredentialsDoc, DeploymentMeta};
+use tollgate_contract::contract;
+use tollgate_contract::state::{Operation, RequestState};
+use tollgate_contract::{ClientApi, ErrorKind, GatewayError};
 use tollgate_llm::Usage;
-use tollgate_types::config::{Credential, CredentialsDoc, DeploymentMeta};
-use tollgate_types::contract;
-use tollgate_types::provider;
-use tollgate_types::request::{Operation, RequestState};
-use tollgate_types::{ClientApi, ErrorKind, GatewayError};
+use tollgate_provider::plan::{self, Attempt, AttemptKind, HeaderAttempt, Plan, ResponsePlan};
+use tollgate_provider::rewrite::provider_error;
+use tollgate_wasm::{Action, Buffer, Host, HttpFilter, Map, Plugin, WholeBody};
 
-use credentials::CredentialStore;
-use plan::{Attempt, HeaderAttempt, Plan, ResponsePlan};
+tollgate_wasm::plugin!(
+    ProviderPlugin,
+    [request_headers, request_body, request_trailers, response_headers, response_body, tick]
+);
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(CredentialStore::new()) });
-}}
+/// How often each worker looks for a new credential document in shared data.
+const CREDENTIALS_TICK: Duration = Duration::from_millis(250);
 
-/// Plans one attempt outside Envoy (for the micro-benchmarks); returns the body size sent.
-#[doc(hidden)]
-pub fn bench_plan(
-    meta: &DeploymentMeta,
-    op: &Operation,
-    credential: &tollgate_types::config::Credential,
-    body: &[u8],
-    now: std::time::SystemTime,
-) -> Result<usize, GatewayError> {
-    let p = plan::plan(&Attempt { meta, op, credential: Some(credential), body, request_id: "bench", now })?;
-    Ok(p.body.len())
+/// The credential document as last read from shared data, with the CAS token it was read at.
+#[derive(Default)]
+struct Credentials {
+    doc: Option<Rc<CredentialsDoc>>,
+    cas: u32,
 }
 
-pub(crate) type SharedCredentials = Rc<RefCell<Option<Rc<CredentialsDoc>>>>;
+impl Credentials {
+    /// Reads shared data; parses only when the value changed.
+    fn refresh<H: Host>(&mut self, host: &H) {
+        match host.shared_data(contract::SHARED_CREDENTIALS_KEY) {
+            Ok((Some(bytes), cas)) if cas != self.cas || self.doc.is_none() => {
+                match serde_json::from_slice::<CredentialsDoc>(&bytes) {
+                    Ok(doc) => {
+                        self.doc = Some(Rc::new(doc));
+                        self.cas = cas;
+                    }
+                    Err(_) => log::warn!("provider filter: the shared credential document is invalid; keeping the previous one"),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => log::warn!("provider filter: could not read the credential document ({e})"),
+        }
+    }
+}
 
-pub(crate) struct ProviderHttp {
+type SharedCredentials = Rc<RefCell<Credentials>>;
+
+pub struct ProviderPlugin {
+    credentials: SharedCredentials,
+}
+
+impl Plugin for ProviderPlugin {
+    type Http = ProviderHttp;
+    const NAME: &'static str = "provider filter";
+
+    fn new() -> Self {
+        Self { credentials: SharedCredentials::default() }
+    }
+
+    fn configure<H: Host>(&mut self, host: &H, _config: &[u8]) -> Result<(), String> {
+        self.credentials.borrow_mut().refresh(host);
+        host.set_tick_period(CREDENTIALS_TICK).map_err(|e| e.to_string())
+    }
+
+    fn http_context(&mut self) -> ProviderHttp {
+        ProviderHttp {
+            credentials: self.credentials.clone(),
+            attempt: None,
+            body: WholeBody::default(),
+            response: ResponsePlan::Passthrough,
+            error_status: None,
+            usage: None,
+            api: ClientApi::OpenAi,
+        }
+    }
+
+    fn on_tick<H: Host>(&mut self, host: &H) {
+        self.credentials.borrow_mut().refresh(host);
+    }
+}
+
+/// What one attempt needs once the body is complete.
+struct PendingAttempt {
+    meta: DeploymentMeta,
+    op: Operation,
+    kind: AttemptKind,
+    /// The credential document as it was when the headers came (its credential was found).
+    credentials: Option<Rc<CredentialsDoc>>,
+}
+
+pub struct ProviderHttp {
     credentials: SharedCredentials,
     attempt: Option<PendingAttempt>,
-    /// Bytes of request body buffered so far.
-    body_size: usize,
+    body: WholeBody,
     response: ResponsePlan,
     /// Status of a provider error response being buffered for rewriting.
     error_status: Option<u16>,
@@ -59,31 +112,7 @@ pub(crate) struct ProviderHttp {
     api: ClientApi,
 }
 
-impl ProviderHttp {
-    pub(crate) fn new(credentials: SharedCredentials) -> Self {
-        Self {
-            credentials,
-            attempt: None,
-            body_size: 0,
-            response: ResponsePlan::Passthrough,
-            error_status: None,
-            usage: None,
-            api: ClientApi::OpenAi,
-        }
-    }
-}
-
-/// What one attempt needs once the body is complete.
-struct PendingAttempt {
-    meta: DeploymentMeta,
-    op: Operation,
-    /// The credential document as it was when the headers came (its credential was found).
-    credentials: Option<Rc<CredentialsDoc>>,
-}
-
-impl Context for ProviderHttp {}
-
-/// The deployment's credential from the fetched document (`None` when it names none).
+/// The deployment's credential from the document (`None` when it names none).
 fn credential<'d>(doc: Option<&'d CredentialsDoc>, meta: &DeploymentMeta) -> Result<Option<&'d Credential>, GatewayError> {
     let Some(name) = &meta.credential else { return Ok(None) };
     let Some(doc) = doc else {
@@ -94,173 +123,138 @@ fn credential<'d>(doc: Option<&'d CredentialsDoc>, meta: &DeploymentMeta) -> Res
         .code("credentials_not_loaded"));
     };
     let cred = doc.credentials.get(name).ok_or_else(|| {
-        warn!("provider filter: deployment {} names unknown credential {name}", meta.id);
+        log::warn!("provider filter: deployment {} names unknown credential {name}", meta.id);
         GatewayError::new(ErrorKind::Internal, "The deployment's provider credential is not configured.")
     })?;
     Ok(Some(cred))
 }
 
+fn deployment<H: Host>(host: &H) -> Result<DeploymentMeta, GatewayError> {
+    let raw = host
+        .property(&[
+            "xds",
+            "upstream_host_metadata",
+            "filter_metadata",
+            contract::METADATA_NAMESPACE,
+            contract::METADATA_DEPLOYMENT_KEY,
+        ])?
+        .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "The upstream endpoint has no deployment metadata."))?;
+    serde_json::from_slice(&raw)
+        .map_err(|_| GatewayError::new(ErrorKind::Internal, "The upstream endpoint's deployment metadata is invalid."))
+}
+
+/// What the gateway filter handed on (the downstream stream's filter state).
+fn request_state<H: Host>(host: &H) -> Result<RequestState, GatewayError> {
+    let state = host.property(&[contract::STATE_REQUEST])?.unwrap_or_default();
+    RequestState::decode(&state).map_err(|e| {
+        GatewayError::new(ErrorKind::Internal, format!("The request reached a provider without a valid request state ({e})."))
+    })
+}
+
+fn header<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> Option<&'h [u8]> {
+    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+}
+
 impl ProviderHttp {
-    fn reply_error(&self, err: &GatewayError) -> Action {
-        let mut headers = vec![("content-type", "application/json")];
-        if self.api == ClientApi::Bedrock {
-            headers.push(("x-amzn-errortype", err.aws_error_type()));
+    /// The credential document, read from shared data now if the root has none yet.
+    fn credential_doc<H: Host>(&self, host: &H) -> Option<Rc<CredentialsDoc>> {
+        let mut creds = self.credentials.borrow_mut();
+        if creds.doc.is_none() {
+            creds.refresh(host);
         }
-        self.send_http_response(u32::from(err.status()), headers, Some(&err.to_json(self.api)));
-        Action::Pause
-    }
-
-    fn deployment(&self) -> Result<DeploymentMeta, GatewayError> {
-        let raw = self
-            .get_property(vec![
-                "xds",
-                "upstream_host_metadata",
-                "filter_metadata",
-                contract::METADATA_NAMESPACE,
-                contract::METADATA_DEPLOYMENT_KEY,
-            ])
-            .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "The upstream endpoint has no deployment metadata."))?;
-        serde_json::from_slice(&raw)
-            .map_err(|_| GatewayError::new(ErrorKind::Internal, "The upstream endpoint's deployment metadata is invalid."))
-    }
-
-    /// What the gateway filter handed on (the downstream stream's filter state).
-    fn request_state(&self) -> Result<RequestState, GatewayError> {
-        let state = self.get_property(vec![contract::STATE_REQUEST]).unwrap_or_default();
-        RequestState::parse(&String::from_utf8_lossy(&state))
-            .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "The request reached a provider without an operation."))
-    }
-
-    fn on_headers(&mut self, end_of_stream: bool) -> Result<Action, GatewayError> {
-        let meta = self.deployment()?;
-        let RequestState { op, facts, model: client_model, .. } = self.request_state()?;
-        self.api = op.client_api();
-        if end_of_stream {
-            return Err(GatewayError::new(ErrorKind::InvalidRequest, "The request has no body."));
-        }
-        let creds = self.credentials.borrow().clone();
-        let credential = credential(creds.as_deref(), &meta)?;
-        let header_attempt = HeaderAttempt { meta: &meta, op: &op, facts, client_model: &client_model, credential };
-        if let Some(plan) = plan::plan_without_body(&header_attempt) {
-            // The body goes out as the client sent it: nothing to wait for.
-            let headers = self.get_http_request_headers_bytes();
-            self.apply(plan?, &headers);
-            return Ok(Action::Continue);
-        }
-        self.attempt = Some(PendingAttempt { meta, op, credentials: creds });
-        Ok(Action::Pause)
-    }
-
-    fn on_body(&mut self, body_size: usize, end_of_stream: bool) -> Result<Action, GatewayError> {
-        if self.attempt.is_none() {
-            return Ok(Action::Continue);
-        }
-        self.body_size = body_size;
-        if !end_of_stream {
-            return Ok(Action::Pause);
-        }
-        self.finish()
+        creds.doc.clone()
     }
 
     /// Sets or removes every provider header (the header map is shared by every attempt),
     /// and the body unless it goes as sent.
-    fn apply(&mut self, plan: Plan, headers: &[(String, Vec<u8>)]) {
-        self.set_http_request_header(":path", Some(&plan.path));
-        self.set_http_request_header(":authority", Some(&plan.authority));
+    fn apply<H: Host>(&mut self, host: &H, plan: Plan, headers: &[(String, Vec<u8>)]) -> Result<(), GatewayError> {
+        host.set_header(Map::RequestHeaders, ":path", Some(plan.path.as_bytes()))?;
+        host.set_header(Map::RequestHeaders, ":authority", Some(plan.authority.as_bytes()))?;
         for (name, value) in &plan.headers {
-            let current = headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice());
             // A header already as wanted (or already absent) costs no host call.
-            if current != value.as_deref().map(str::as_bytes) {
-                self.set_http_request_header(name, value.as_deref());
+            if header(headers, name) != value.as_deref().map(str::as_bytes) {
+                host.set_header(Map::RequestHeaders, name, value.as_deref().map(str::as_bytes))?;
             }
         }
-        if headers.iter().any(|(n, _)| n == contract::HEADER_CLUSTER) {
-            self.set_http_request_header(contract::HEADER_CLUSTER, None);
+        if header(headers, contract::HEADER_CLUSTER).is_some() {
+            host.set_header(Map::RequestHeaders, contract::HEADER_CLUSTER, None)?;
         }
         match plan.body_as_sent {
             // An earlier attempt may have sent a rewritten body of another length.
             Some(len) => {
                 let len = len.to_string();
-                if !headers.iter().any(|(n, v)| n == "content-length" && v == len.as_bytes()) {
-                    self.set_http_request_header("content-length", Some(&len));
+                if header(headers, "content-length") != Some(len.as_bytes()) {
+                    host.set_header(Map::RequestHeaders, "content-length", Some(len.as_bytes()))?;
                 }
             }
             None => {
-                self.set_http_request_header("content-length", Some(&plan.body.len().to_string()));
-                self.set_http_request_body(0, self.body_size, &plan.body);
+                host.set_header(Map::RequestHeaders, "content-length", Some(plan.body.len().to_string().as_bytes()))?;
+                self.body.replace(host, Buffer::RequestBody, &plan.body)?;
             }
         }
         self.response = plan.response;
+        Ok(())
     }
 
     /// The whole body is here (end of stream, or trailers): plan, sign and apply this attempt.
-    fn finish(&mut self) -> Result<Action, GatewayError> {
+    fn finish<H: Host>(&mut self, host: &H) -> Result<Action, GatewayError> {
         let Some(attempt) = self.attempt.take() else {
             return Ok(Action::Continue);
         };
         let credential = credential(attempt.credentials.as_deref(), &attempt.meta)?;
-        let body = self.get_http_request_body(0, self.body_size).unwrap_or_default();
+        let body = self.body.read(host, Buffer::RequestBody)?;
         // One host call for every header: find the request id and which provider headers are
         // present (only those need removing).
-        let headers = self.get_http_request_headers_bytes();
-        let request_id = headers
-            .iter()
-            .find(|(n, _)| n == "x-request-id")
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default();
-        let plan = plan::plan(&Attempt {
-            meta: &attempt.meta,
-            op: &attempt.op,
-            credential,
-            body: &body,
-            request_id: &request_id,
-            now: if plan::needs_clock(&attempt.meta, &attempt.op) { self.get_current_time() } else { UNIX_EPOCH },
-        })?;
-        self.apply(plan, &headers);
+        let headers = host.headers(Map::RequestHeaders)?;
+        let request_id = header(&headers, "x-request-id").map(String::from_utf8_lossy).unwrap_or_default();
+        let now = if attempt.kind.needs_clock() { host.now()? } else { UNIX_EPOCH };
+        let a = Attempt { meta: &attempt.meta, op: &attempt.op, credential, body: &body, request_id: &request_id, now };
+        let plan = plan::plan_with(&a, &attempt.kind)?;
+        self.apply(host, plan, &headers)?;
         Ok(Action::Continue)
     }
 
     /// Sets the error status and headers for a provider error; returns the new body.
-    fn rewrite_error(&self, status: u16, body: &[u8]) -> Vec<u8> {
-        let err = provider::provider_error(status, body);
+    fn rewrite_error<H: Host>(&self, host: &H, status: u16, body: &[u8]) -> Result<Vec<u8>, GatewayError> {
+        let err = provider_error(status, body);
         if err.kind == ErrorKind::BadGateway {
-            warn!("provider filter: provider answered {status}; reported to the client as {}", err.status());
+            log::warn!("provider filter: provider answered {status}; reported to the client as {}", err.status());
         }
         let out = err.to_json(self.api);
-        self.set_http_response_header(":status", Some(&err.status().to_string()));
-        self.set_http_response_header("content-type", Some("application/json"));
-        self.set_http_response_header("content-length", Some(&out.len().to_string()));
+        host.set_header(Map::ResponseHeaders, ":status", Some(err.status().to_string().as_bytes()))?;
+        host.set_header(Map::ResponseHeaders, "content-type", Some(b"application/json"))?;
+        host.set_header(Map::ResponseHeaders, "content-length", Some(out.len().to_string().as_bytes()))?;
         if self.api == ClientApi::Bedrock {
-            self.set_http_response_header("x-amzn-errortype", Some(err.aws_error_type()));
+            host.set_header(Map::ResponseHeaders, "x-amzn-errortype", Some(err.aws_error_type().as_bytes()))?;
         }
-        out
+        Ok(out)
     }
 
     /// Translates a successful provider response into the client's API.
-    fn translate_response(&mut self, response: &mut ResponsePlan, body_size: usize, end_of_stream: bool) -> Action {
-        match response {
-            ResponsePlan::Passthrough => Action::Continue,
+    fn translate_response<H: Host>(&mut self, host: &H, body_size: usize, end_of_stream: bool) -> Result<Action, GatewayError> {
+        match &mut self.response {
+            ResponsePlan::Passthrough => Ok(Action::Continue),
             ResponsePlan::Json(json) => {
                 if !end_of_stream {
-                    return Action::Pause;
+                    return Ok(Action::Pause);
                 }
-                let body = self.get_http_response_body(0, body_size).unwrap_or_default();
+                let body = host.buffer(Buffer::ResponseBody, 0, body_size)?;
                 let out = match json.translate(&body) {
                     Ok((out, usage)) => {
                         self.usage = Some(usage);
                         out
                     }
                     Err(e) => {
-                        warn!("provider filter: {e}");
-                        self.set_http_response_header(":status", Some("502"));
+                        log::warn!("provider filter: {e}");
+                        host.set_header(Map::ResponseHeaders, ":status", Some(b"502"))?;
                         plan::translate_error(e).to_json(self.api)
                     }
                 };
-                self.set_http_response_body(0, body_size, &out);
-                Action::Continue
+                host.set_buffer(Buffer::ResponseBody, 0, body_size, &out)?;
+                Ok(Action::Continue)
             }
             ResponsePlan::Stream(translator) => {
-                let chunk = self.get_http_response_body(0, body_size).unwrap_or_default();
+                let chunk = host.buffer(Buffer::ResponseBody, 0, body_size)?;
                 let mut out = Vec::new();
                 let mut usage = None;
                 let mut step = |r: Result<tollgate_llm::StreamOutput, tollgate_llm::TranslateError>| match r {
@@ -268,100 +262,105 @@ impl ProviderHttp {
                         out.extend(o.bytes);
                         usage = o.usage.or(usage);
                     }
-                    Err(e) => warn!("provider filter: stream translation: {e}"),
+                    Err(e) => log::warn!("provider filter: stream translation: {e}"),
                 };
                 step(translator.feed(&chunk));
                 if end_of_stream {
                     step(translator.finish());
                 }
-                self.record_usage(usage);
-                self.set_http_response_body(0, body_size, &out);
-                Action::Continue
-            }
-        }
-    }
-
-    fn record_usage(&mut self, usage: Option<Usage>) {
-        if let Some(u) = usage {
-            self.usage = Some(u);
-        }
-    }
-
-    fn settle(&mut self, result: Result<Action, GatewayError>) -> Action {
-        match result {
-            Ok(a) => a,
-            Err(e) => {
-                if e.kind != ErrorKind::InvalidRequest {
-                    warn!("provider filter: {e}");
+                if usage.is_some() {
+                    self.usage = usage;
                 }
-                self.reply_error(&e)
+                host.set_buffer(Buffer::ResponseBody, 0, body_size, &out)?;
+                Ok(Action::Continue)
             }
         }
     }
 }
 
-impl HttpContext for ProviderHttp {
-    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let result = self.on_headers(end_of_stream);
-        self.settle(result)
+impl HttpFilter for ProviderHttp {
+    fn client_api(&self) -> ClientApi {
+        self.api
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let result = self.on_body(body_size, end_of_stream);
-        self.settle(result)
+    fn on_request_headers<H: Host>(&mut self, host: &H, end_of_stream: bool) -> Result<Action, GatewayError> {
+        let meta = deployment(host)?;
+        let RequestState { op, facts, model: client_model, .. } = request_state(host)?;
+        self.api = op.client_api();
+        if end_of_stream {
+            return Err(GatewayError::new(ErrorKind::InvalidRequest, "The request has no body."));
+        }
+        let creds = self.credential_doc(host);
+        let credential = credential(creds.as_deref(), &meta)?;
+        let header_attempt = HeaderAttempt { meta: &meta, op: &op, facts, client_model: &client_model, credential };
+        let kind = AttemptKind::of(&header_attempt)?;
+        if let Some(plan) = plan::plan_from_headers(&header_attempt, &kind) {
+            // The body goes out as the client sent it: nothing to wait for.
+            let headers = host.headers(Map::RequestHeaders)?;
+            self.apply(host, plan?, &headers)?;
+            return Ok(Action::Continue);
+        }
+        self.attempt = Some(PendingAttempt { meta, op, kind, credentials: creds });
+        Ok(Action::Pause)
     }
 
-    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        let result = self.finish();
-        self.settle(result)
+    fn on_request_body<H: Host>(&mut self, host: &H, body_size: usize, end_of_stream: bool) -> Result<Action, GatewayError> {
+        if self.attempt.is_none() {
+            return Ok(Action::Continue);
+        }
+        if !self.body.arrived(body_size, end_of_stream, None)? {
+            return Ok(Action::Pause);
+        }
+        self.finish(host)
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let status = self
-            .get_http_response_header_bytes(":status")
+    fn on_request_trailers<H: Host>(&mut self, host: &H) -> Result<Action, GatewayError> {
+        self.finish(host)
+    }
+
+    fn on_response_headers<H: Host>(&mut self, host: &H, end_of_stream: bool) -> Result<Action, GatewayError> {
+        let status = host
+            .header(Map::ResponseHeaders, ":status")?
             .and_then(|s| std::str::from_utf8(&s).ok().and_then(|s| s.parse::<u16>().ok()))
             .unwrap_or(0);
         if status >= 400 {
             if end_of_stream {
-                self.rewrite_error(status, &[]);
-                return Action::Continue;
+                self.rewrite_error(host, status, &[])?;
+                return Ok(Action::Continue);
             }
             // Errors are small: buffer the body and rewrite it into the client's format.
             self.error_status = Some(status);
-            return Action::Pause;
+            return Ok(Action::Pause);
         }
         match &self.response {
-            ResponsePlan::Passthrough => Action::Continue,
+            ResponsePlan::Passthrough => Ok(Action::Continue),
             ResponsePlan::Json(_) => {
-                self.set_http_response_header("content-length", None);
-                self.set_http_response_header("content-type", Some("application/json"));
-                Action::Pause
+                host.set_header(Map::ResponseHeaders, "content-length", None)?;
+                host.set_header(Map::ResponseHeaders, "content-type", Some(b"application/json"))?;
+                Ok(Action::Pause)
             }
             ResponsePlan::Stream(_) => {
-                self.set_http_response_header("content-length", None);
+                host.set_header(Map::ResponseHeaders, "content-length", None)?;
                 let content_type = match self.api {
                     ClientApi::Bedrock => "application/vnd.amazon.eventstream",
                     ClientApi::OpenAi | ClientApi::Anthropic => "text/event-stream",
                 };
-                self.set_http_response_header("content-type", Some(content_type));
-                Action::Continue
+                host.set_header(Map::ResponseHeaders, "content-type", Some(content_type.as_bytes()))?;
+                Ok(Action::Continue)
             }
         }
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    fn on_response_body<H: Host>(&mut self, host: &H, body_size: usize, end_of_stream: bool) -> Result<Action, GatewayError> {
         if let Some(status) = self.error_status {
             if !end_of_stream {
-                return Action::Pause;
+                return Ok(Action::Pause);
             }
-            let body = self.get_http_response_body(0, body_size).unwrap_or_default();
-            let err = self.rewrite_error(status, &body);
-            self.set_http_response_body(0, body_size, &err);
-            return Action::Continue;
+            let body = host.buffer(Buffer::ResponseBody, 0, body_size)?;
+            let err = self.rewrite_error(host, status, &body)?;
+            host.set_buffer(Buffer::ResponseBody, 0, body_size, &err)?;
+            return Ok(Action::Continue);
         }
-        let mut response = std::mem::replace(&mut self.response, ResponsePlan::Passthrough);
-        let action = self.translate_response(&mut response, body_size, end_of_stream);
-        self.response = response;
-        action
+        self.translate_response(host, body_size, end_of_stream)
     }
 }

@@ -7,7 +7,7 @@ use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
-use tollgate_types::config::AwsCredential;
+use tollgate_contract::config::AwsCredential;
 
 /// What to sign.
 pub struct ToSign<'a> {

@@ -1,75 +1,12 @@
 //! The gateway filter's decisions, as pure functions: classify the client operation,
 //! authenticate the key, validate the body and resolve the model to a cluster.
 
-use crate::config::GatewayConfig;
-use crate::error::{ClientApi, ErrorKind, GatewayError};
-use crate::keys::{KeyEntry, KeyRejection};
+use tollgate_contract::config::GatewayConfig;
+use tollgate_contract::error::{ErrorKind, GatewayError};
+use tollgate_contract::keys::{presented_key, KeyEntry, KeyRejection};
+pub use tollgate_contract::state::{BodyFacts, Operation};
+
 use crate::openai::{ChatCompletionRequest, EmbeddingsRequest, MessageRole, Model, ModelList};
-
-/// What the client asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Operation {
-    ChatCompletions,
-    Embeddings,
-    ListModels,
-    RetrieveModel(String),
-    /// Anthropic Messages API (`POST /v1/messages`).
-    AnthropicMessages,
-    /// Bedrock Runtime Converse (`POST [/bedrock]/model/{modelId}/converse[-stream]`); the model
-    /// is in the path.
-    BedrockConverse { model: String, stream: bool },
-}
-
-impl Operation {
-    /// Does the operation carry a body to validate and route on?
-    pub fn has_body(&self) -> bool {
-        matches!(
-            self,
-            Self::ChatCompletions | Self::Embeddings | Self::AnthropicMessages | Self::BedrockConverse { .. }
-        )
-    }
-
-    /// Short name stored in filter state for the provider filter.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::ChatCompletions => "chat_completions",
-            Self::Embeddings => "embeddings",
-            Self::ListModels => "list_models",
-            Self::RetrieveModel(_) => "retrieve_model",
-            Self::AnthropicMessages => "anthropic_messages",
-            Self::BedrockConverse { stream: false, .. } => "bedrock_converse",
-            Self::BedrockConverse { stream: true, .. } => "bedrock_converse_stream",
-        }
-    }
-
-    pub fn from_state(s: &str) -> Option<Self> {
-        match s {
-            "chat_completions" => Some(Self::ChatCompletions),
-            "embeddings" => Some(Self::Embeddings),
-            "anthropic_messages" => Some(Self::AnthropicMessages),
-            _ => None,
-        }
-    }
-
-    /// Like [`Operation::from_state`], with the model the gateway filter resolved (Bedrock
-    /// clients name it in the path, not the body).
-    pub fn from_state_with_model(s: &str, model: &str) -> Option<Self> {
-        match s {
-            "bedrock_converse" => Some(Self::BedrockConverse { model: model.to_owned(), stream: false }),
-            "bedrock_converse_stream" => Some(Self::BedrockConverse { model: model.to_owned(), stream: true }),
-            other => Self::from_state(other),
-        }
-    }
-
-    /// The API the client speaks, which decides the error format.
-    pub fn client_api(&self) -> ClientApi {
-        match self {
-            Self::AnthropicMessages => ClientApi::Anthropic,
-            Self::BedrockConverse { .. } => ClientApi::Bedrock,
-            _ => ClientApi::OpenAi,
-        }
-    }
-}
 
 /// Maps `(method, path)` to an operation. The query string is ignored.
 pub fn classify(method: &str, path: &str) -> Result<Operation, GatewayError> {
@@ -116,19 +53,6 @@ fn bedrock_path(path: &str) -> Option<Operation> {
         .then_some(Operation::BedrockConverse { model, stream })
 }
 
-/// Extracts the presented key: `Authorization: Bearer <key>` or `x-api-key: <key>`.
-pub fn presented_key<'a>(authorization: Option<&'a str>, x_api_key: Option<&'a str>) -> Option<&'a str> {
-    let bearer = authorization.and_then(|auth| {
-        let (scheme, rest) = auth.trim().split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-    });
-    match bearer {
-        Some(key) => (!key.is_empty()).then_some(key),
-        // Not a bearer credential (e.g. Basic): the key may still come in x-api-key.
-        None => x_api_key.map(str::trim).filter(|k| !k.is_empty()),
-    }
-}
-
 pub fn authenticate<'c>(
     cfg: &'c GatewayConfig,
     authorization: Option<&str>,
@@ -164,88 +88,6 @@ pub fn authenticate_at<'c>(
         )
         .code("expired_api_key"),
     })
-}
-
-/// What the gateway filter learned from a chat body that every attempt needs without reading
-/// the body again: with these the provider filter can plan an attempt whose body goes to the
-/// provider as sent from the request headers alone.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BodyFacts {
-    /// `"stream": true`.
-    pub stream: bool,
-    /// `"stream_options": {"include_usage": true}`.
-    pub include_usage: bool,
-    /// The client body's length. Every attempt that sends the body as is sets
-    /// `content-length` to it: the header map is shared by the attempts, and an earlier one
-    /// may have sent a rewritten body of another length.
-    pub body_len: Option<u64>,
-}
-
-/// What the gateway filter hands on about a routed request ([`crate::contract::STATE_REQUEST`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestState {
-    pub op: Operation,
-    pub facts: BodyFacts,
-    /// Public id of the virtual key that authenticated the request.
-    pub key_id: String,
-    /// The model name the client asked for.
-    pub model: String,
-}
-
-impl RequestState {
-    /// `op[;stream][;usage][;len=N];key=ID;model=NAME`: the model last, so it may hold any
-    /// character; `%` and `;` in the key id are percent-escaped.
-    pub fn encode(&self) -> String {
-        Self::encode_from(&self.op, self.facts, &self.key_id, &self.model)
-    }
-
-    /// [`RequestState::encode`] from borrowed parts (the gateway filter's request path).
-    pub fn encode_from(op: &Operation, facts: BodyFacts, key_id: &str, model: &str) -> String {
-        let mut s = String::with_capacity(64 + key_id.len() + model.len());
-        s.push_str(op.as_str());
-        if facts.stream {
-            s.push_str(";stream");
-        }
-        if facts.include_usage {
-            s.push_str(";usage");
-        }
-        if let Some(len) = facts.body_len {
-            s.push_str(";len=");
-            s.push_str(&len.to_string());
-        }
-        s.push_str(";key=");
-        if key_id.contains(['%', ';']) {
-            s.push_str(&key_id.replace('%', "%25").replace(';', "%3B"));
-        } else {
-            s.push_str(key_id);
-        }
-        s.push_str(";model=");
-        s.push_str(model);
-        s
-    }
-
-    pub fn parse(state: &str) -> Option<Self> {
-        let (head, model) = state.split_once(";model=")?;
-        let mut parts = head.split(';');
-        let name = parts.next()?;
-        let mut facts = BodyFacts::default();
-        let mut key_id = None;
-        for part in parts {
-            match part {
-                "stream" => facts.stream = true,
-                "usage" => facts.include_usage = true,
-                p => {
-                    if let Some(len) = p.strip_prefix("len=") {
-                        facts.body_len = Some(len.parse().ok()?);
-                    } else if let Some(key) = p.strip_prefix("key=") {
-                        key_id = Some(key.replace("%3B", ";").replace("%25", "%"));
-                    }
-                }
-            }
-        }
-        let op = Operation::from_state_with_model(name, model)?;
-        Some(Self { op, facts, key_id: key_id?, model: model.to_owned() })
-    }
 }
 
 /// Where a routable request goes.

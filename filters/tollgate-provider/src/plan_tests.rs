@@ -1,6 +1,6 @@
 use std::time::{Duration, UNIX_EPOCH};
 
-use tollgate_types::config::{AwsCredential, ContainerPayload};
+use tollgate_contract::config::{AwsCredential, ContainerPayload};
 
 use super::*;
 
@@ -152,7 +152,7 @@ fn sagemaker_is_signed_for_the_sagemaker_service() {
     assert_eq!(body["stream_options"]["include_usage"], true);
 }
 
-fn tgi_meta(template: tollgate_types::config::PromptTemplate) -> DeploymentMeta {
+fn tgi_meta(template: tollgate_contract::config::PromptTemplate) -> DeploymentMeta {
     let mut m = meta(ProviderKind::Sagemaker, "runtime.sagemaker.us-east-1.amazonaws.com", "", "tgi-endpoint");
     m.payload = Some(ContainerPayload::Tgi { prompt_template: template });
     m
@@ -167,7 +167,7 @@ fn aws() -> Credential {
 
 #[test]
 fn sagemaker_tgi_renders_the_prompt_and_signs_it() {
-    let m = tgi_meta(tollgate_types::config::PromptTemplate::Chatml);
+    let m = tgi_meta(tollgate_contract::config::PromptTemplate::Chatml);
     let cred = aws();
     let p = plan(&attempt(&m, &cred, CHAT)).unwrap();
     assert_eq!(p.path, "/endpoints/tgi-endpoint/invocations");
@@ -194,7 +194,7 @@ fn sagemaker_tgi_renders_the_prompt_and_signs_it() {
 
 #[test]
 fn sagemaker_tgi_serves_anthropic_clients_with_exact_usage() {
-    let m = tgi_meta(tollgate_types::config::PromptTemplate::Llama3);
+    let m = tgi_meta(tollgate_contract::config::PromptTemplate::Llama3);
     let cred = aws();
     let mut a = attempt(&m, &cred, br#"{"model":"alias","max_tokens":20,"system":"be brief","messages":[{"role":"user","content":"hi"}]}"#);
     a.op = &Operation::AnthropicMessages;
@@ -214,7 +214,7 @@ fn sagemaker_tgi_serves_anthropic_clients_with_exact_usage() {
 
 #[test]
 fn sagemaker_tgi_refuses_tools_and_unknown_payloads() {
-    let m = tgi_meta(tollgate_types::config::PromptTemplate::Mistral);
+    let m = tgi_meta(tollgate_contract::config::PromptTemplate::Mistral);
     let cred = aws();
     let tools = br#"{"model":"a","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f"}}]}"#;
     let e = plan_err(&attempt(&m, &cred, tools));
@@ -223,13 +223,13 @@ fn sagemaker_tgi_refuses_tools_and_unknown_payloads() {
     unknown.payload = Some(ContainerPayload::Unknown);
     assert_eq!(plan_err(&attempt(&unknown, &cred, CHAT)).status(), 500);
     let mut unknown = m;
-    unknown.payload = Some(ContainerPayload::Tgi { prompt_template: tollgate_types::config::PromptTemplate::Unknown });
+    unknown.payload = Some(ContainerPayload::Tgi { prompt_template: tollgate_contract::config::PromptTemplate::Unknown });
     assert_eq!(plan_err(&attempt(&unknown, &cred, CHAT)).status(), 500);
 }
 
 #[test]
 fn sagemaker_tgi_serves_bedrock_converse_clients() {
-    let m = tgi_meta(tollgate_types::config::PromptTemplate::Plain);
+    let m = tgi_meta(tollgate_contract::config::PromptTemplate::Plain);
     let cred = aws();
     let op = Operation::BedrockConverse { model: "sm-tgi".into(), stream: false };
     let mut a = attempt(&m, &cred, br#"{"messages":[{"role":"user","content":[{"text":"hi there"}]}],"inferenceConfig":{"maxTokens":9,"stopSequences":["END"]}}"#);
@@ -250,7 +250,10 @@ fn sagemaker_tgi_serves_bedrock_converse_clients() {
 fn without_body(meta: &DeploymentMeta, op: &Operation, facts: BodyFacts, client_model: &str, cred: &Credential) -> Option<Plan> {
     let facts = BodyFacts { body_len: Some(100), ..facts };
     let h = HeaderAttempt { meta, op, facts, client_model, credential: Some(cred) };
-    plan_without_body(&h).map(|r| r.unwrap())
+    let kind = AttemptKind::of(&h).unwrap();
+    let plan = plan_from_headers(&h, &kind).map(|r| r.unwrap());
+    assert_eq!(plan.is_some(), !kind.needs_body());
+    plan
 }
 
 #[test]
@@ -286,7 +289,7 @@ fn a_body_that_goes_as_sent_is_planned_from_the_headers() {
     assert_eq!((p.path.as_str(), p.header("x-api-key")), ("/v1/messages", Some("sk-test")));
     // Without the client body's length the body is read (the header map is shared by attempts).
     let h = HeaderAttempt { meta: &openai, op: &chat, facts: BodyFacts::default(), client_model: "gpt-x", credential: Some(&cred) };
-    assert!(plan_without_body(&h).is_none());
+    assert!(AttemptKind::of(&h).unwrap().needs_body());
 }
 
 #[test]
@@ -311,15 +314,22 @@ fn the_body_is_read_when_it_changes_or_is_signed() {
 
 #[test]
 fn only_signed_or_translated_attempts_read_the_clock() {
+    let needs_clock = |m: &DeploymentMeta, op: &Operation, cred: &Credential| {
+        let h = HeaderAttempt { meta: m, op, facts: BodyFacts::default(), client_model: "m", credential: Some(cred) };
+        AttemptKind::of(&h).unwrap().needs_clock()
+    };
+    let (k, aws) = (key("k"), aws());
     let chat = Operation::ChatCompletions;
     for kind in [ProviderKind::Openai, ProviderKind::Azure] {
-        assert!(!needs_clock(&meta(kind, "h", "", "m"), &chat), "{kind:?}");
+        assert!(!needs_clock(&meta(kind, "h", "", "m"), &chat, &k), "{kind:?}");
     }
-    assert!(!needs_clock(&meta(ProviderKind::Anthropic, "h", "", "m"), &Operation::AnthropicMessages));
+    assert!(!needs_clock(&meta(ProviderKind::Anthropic, "h", "", "m"), &Operation::AnthropicMessages, &k));
     for kind in [ProviderKind::Bedrock, ProviderKind::Sagemaker, ProviderKind::Anthropic] {
-        assert!(needs_clock(&meta(kind, "h", "", "m"), &chat), "{kind:?}");
+        assert!(needs_clock(&meta(kind, "h", "", "m"), &chat, &aws), "{kind:?}");
     }
     let converse = Operation::BedrockConverse { model: "m".into(), stream: false };
-    assert!(needs_clock(&meta(ProviderKind::Bedrock, "h", "", "m"), &converse));
-    assert!(needs_clock(&meta(ProviderKind::Openai, "h", "", "m"), &converse));
+    assert!(needs_clock(&meta(ProviderKind::Bedrock, "h", "", "m"), &converse, &aws));
+    // A Bedrock client on Bedrock with a Bedrock API key: no signature, no translation.
+    assert!(!needs_clock(&meta(ProviderKind::Bedrock, "h", "", "m"), &converse, &k));
+    assert!(needs_clock(&meta(ProviderKind::Openai, "h", "", "m"), &converse, &k));
 }

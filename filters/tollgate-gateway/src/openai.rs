@@ -1,6 +1,6 @@
 //! OpenAI wire types: the parts of the client request the gateway filter reads to validate and
 //! route, and the responses it writes itself. Provider-bound bodies are rewritten loss-free by
-//! [`crate::provider`], so these types keep only what the gateway needs.
+//! `tollgate_provider::rewrite`, so these types keep only what the gateway needs.
 
 use serde::{Deserialize, Serialize};
 

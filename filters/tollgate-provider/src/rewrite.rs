@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use serde_json::value::RawValue;
 
-use crate::config::{DeploymentMeta, ProviderKind};
-use crate::error::{ErrorKind, GatewayError};
+use tollgate_contract::config::{DeploymentMeta, ProviderKind};
+use tollgate_contract::error::{ErrorKind, GatewayError};
 use crate::json_members;
-use crate::request::Operation;
+use tollgate_contract::state::Operation;
 
 /// The edits to apply to the upstream request of one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]

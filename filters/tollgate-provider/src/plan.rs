@@ -8,10 +8,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tollgate_llm::openai::ChatRequest;
 use tollgate_llm::openai_to_tgi::{self, PromptTemplate};
 use tollgate_llm::{anthropic_to_openai, bedrock_embeddings, bedrock_to_openai, openai_stream, openai_to_anthropic, openai_to_bedrock, sagemaker, Chain, StreamTranslator, TranslateError, Usage};
-use tollgate_types::config::{self, ContainerPayload, Credential, DeploymentMeta, ProviderKind};
-use tollgate_types::provider;
-use tollgate_types::request::{BodyFacts, Operation};
-use tollgate_types::{ClientApi, ErrorKind, GatewayError};
+use tollgate_contract::config::{self, ContainerPayload, Credential, DeploymentMeta, ProviderKind};
+use crate::rewrite as provider;
+use tollgate_contract::state::{BodyFacts, Operation};
+use tollgate_contract::{ClientApi, ErrorKind, GatewayError};
 
 use crate::sigv4::{sign_request, ToSign};
 
@@ -199,32 +199,90 @@ pub struct HeaderAttempt<'a> {
     pub credential: Option<&'a Credential>,
 }
 
-/// Plans an attempt from the request headers alone when the provider gets the client's body
-/// byte for byte: the same API, the deployment's model id is the name the client used (the
-/// default when a deployment names no `model`), and nothing to add (a stream's client asked
-/// for usage itself). The body is then neither read nor copied nor rewritten. `None` when the
-/// body is needed: a translation, a model id to replace, usage to ask for, or a signature
-/// over the body (SigV4).
-pub fn plan_without_body(h: &HeaderAttempt<'_>) -> Option<Result<Plan, GatewayError>> {
-    if h.meta.model != h.client_model {
-        return None;
+/// What an attempt does with the client's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyUse {
+    /// It goes to the provider byte for byte, with this length: the attempt is planned from
+    /// the headers and the body is neither read nor copied.
+    AsSent { len: u64 },
+    /// Same API, but the body is read: the model id or the stream options change, or the
+    /// signature covers it.
+    Read,
+    /// Another API: the body is translated.
+    Translated,
+}
+
+/// How one attempt is carried out, decided once from the deployment, the operation and what
+/// the gateway filter learned of the body. Every planning decision follows it: whether the
+/// body is read ([`AttemptKind::needs_body`]), whether the clock is ([`AttemptKind::needs_clock`]),
+/// and which plan ([`plan_from_headers`] or [`plan_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptKind {
+    pub client: ClientApi,
+    pub provider: ProviderApi,
+    pub body: BodyUse,
+    /// SigV4 over the request (SageMaker; Bedrock without a Bedrock API key).
+    pub signed: bool,
+}
+
+impl AttemptKind {
+    pub fn of(h: &HeaderAttempt<'_>) -> Result<Self, GatewayError> {
+        let client = h.op.client_api();
+        let provider = ProviderApi::of(h.meta)?;
+        let signed = match h.meta.provider {
+            ProviderKind::Sagemaker => true,
+            ProviderKind::Bedrock => h.credential.is_none_or(|c| c.api_key.is_none()),
+            _ => false,
+        };
+        let same_model = h.meta.model == h.client_model;
+        let as_sent = h.facts.body_len.filter(|_| same_model && !signed);
+        let body = match (client, provider, h.meta.provider) {
+            (ClientApi::OpenAi, ProviderApi::OpenAi, ProviderKind::Openai | ProviderKind::Azure) => {
+                let chat_stream = h.facts.stream && *h.op == Operation::ChatCompletions;
+                // A stream whose client did not ask for usage: the gateway asks for it.
+                match as_sent.filter(|_| !chat_stream || h.facts.include_usage) {
+                    Some(len) => BodyUse::AsSent { len },
+                    None => BodyUse::Read,
+                }
+            }
+            (ClientApi::Anthropic, ProviderApi::Anthropic, _) => match as_sent {
+                Some(len) => BodyUse::AsSent { len },
+                None => BodyUse::Read,
+            },
+            (ClientApi::OpenAi, ProviderApi::OpenAi, _) | (ClientApi::Bedrock, ProviderApi::Bedrock, _) => BodyUse::Read,
+            _ => BodyUse::Translated,
+        };
+        Ok(Self { client, provider, body, signed })
     }
-    let body_len = h.facts.body_len?;
+
+    /// The kind of an attempt known only from its body-reading inputs (no body facts): the
+    /// body is always read.
+    fn of_attempt(a: &Attempt<'_>) -> Result<Self, GatewayError> {
+        let h = HeaderAttempt { meta: a.meta, op: a.op, facts: BodyFacts::default(), client_model: "", credential: a.credential };
+        Self::of(&h)
+    }
+
+    pub fn needs_body(&self) -> bool {
+        !matches!(self.body, BodyUse::AsSent { .. })
+    }
+
+    /// Response ids and `created` of a translated answer, and SigV4, read the clock.
+    pub fn needs_clock(&self) -> bool {
+        self.signed || self.body == BodyUse::Translated
+    }
+}
+
+/// Plans an attempt whose body goes to the provider byte for byte ([`BodyUse::AsSent`]) from
+/// the request headers alone; `None` for any other kind.
+pub fn plan_from_headers(h: &HeaderAttempt<'_>, kind: &AttemptKind) -> Option<Result<Plan, GatewayError>> {
+    let BodyUse::AsSent { len } = kind.body else { return None };
     // Only the deployment, the operation and the credential are used by these providers.
     let a = Attempt { meta: h.meta, op: h.op, credential: h.credential, body: &[], request_id: "", now: UNIX_EPOCH };
-    match (h.op, h.meta.provider) {
-        (Operation::ChatCompletions | Operation::Embeddings, ProviderKind::Openai | ProviderKind::Azure) => {
-            let stream = h.facts.stream && *h.op == Operation::ChatCompletions;
-            if stream && !h.facts.include_usage {
-                return None;
-            }
-            Some(openai_as_sent(&a, stream).map(|p| p.with_body_as_sent(body_len)))
-        }
-        (Operation::AnthropicMessages, ProviderKind::Anthropic) => {
-            Some(anthropic_plan(&a, Vec::new()).map(|p| p.with_body_as_sent(body_len)))
-        }
-        _ => None,
-    }
+    let plan = match kind.provider {
+        ProviderApi::Anthropic => anthropic_plan(&a, Vec::new()),
+        _ => openai_as_sent(&a, h.facts.stream && *h.op == Operation::ChatCompletions),
+    };
+    Some(plan.map(|p| p.with_body_as_sent(len)))
 }
 
 fn openai_as_sent(a: &Attempt<'_>, stream: bool) -> Result<Plan, GatewayError> {
@@ -240,22 +298,18 @@ fn openai_as_sent(a: &Attempt<'_>, stream: bool) -> Result<Plan, GatewayError> {
     Ok(plan)
 }
 
-/// Does planning this attempt read the clock (response ids and `created` of a translated
-/// answer, SigV4)? A same-API passthrough to a provider that takes a key does not.
-pub fn needs_clock(meta: &DeploymentMeta, op: &Operation) -> bool {
-    !matches!(
-        (op.client_api(), meta.provider),
-        (ClientApi::OpenAi, ProviderKind::Openai | ProviderKind::Azure) | (ClientApi::Anthropic, ProviderKind::Anthropic)
-    )
+/// Plans an attempt from its body, classifying it first.
+pub fn plan(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
+    plan_with(a, &AttemptKind::of_attempt(a)?)
 }
 
-pub fn plan(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
-    let client = a.op.client_api();
-    match (client, ProviderApi::of(a.meta)?) {
+/// Plans an attempt of the given kind from its body.
+pub fn plan_with(a: &Attempt<'_>, kind: &AttemptKind) -> Result<Plan, GatewayError> {
+    match (kind.client, kind.provider) {
         (ClientApi::OpenAi, ProviderApi::OpenAi) => openai_passthrough(a),
         (ClientApi::Anthropic, ProviderApi::Anthropic) => anthropic_passthrough(a),
         (ClientApi::Bedrock, ProviderApi::Bedrock) => bedrock_passthrough(a),
-        (_, provider) => translated(a, client, provider),
+        (client, provider) => translated(a, client, provider),
     }
 }
 

@@ -26,21 +26,25 @@ pub const STATE_REQUEST: &str = "tollgate_request";
 pub const METADATA_NAMESPACE: &str = "tollgate";
 pub const METADATA_DEPLOYMENT_KEY: &str = "deployment";
 
-/// Cluster (in the Envoy bootstrap) through which the provider filter reaches the control
-/// plane's HTTP port to fetch provider credentials.
+/// Cluster (in the Envoy bootstrap) through which Envoy reaches the control plane's HTTP port
+/// (the built-in demo model).
 pub const CONTROL_PLANE_HTTP_CLUSTER: &str = "tollgate_control_plane_http";
 /// Path of the credential document on the control plane.
 pub const CREDENTIALS_PATH: &str = "/internal/v1/credentials";
 /// Environment variable holding the token the data plane presents to fetch credentials.
-/// Envoy passes it into the wasm VM with `vm_config.environment_variables.host_env_keys`, so
-/// only its name appears in Envoy's configuration.
+/// Envoy passes it into the service VM only (`vm_config.environment_variables.host_env_keys`
+/// in the bootstrap), so only its name appears in Envoy's configuration and the filters' VMs
+/// never see it.
 pub const DATA_PLANE_TOKEN_ENV: &str = "TOLLGATE_DATA_PLANE_TOKEN";
-/// Shared-data key where the fetched credential document is kept (survives root-context
-/// re-creation on config updates).
+/// Shared-data key where the service VM publishes the credential document it fetched, for the
+/// provider filter on every worker (shared data survives VM reloads and configuration changes).
 pub const SHARED_CREDENTIALS_KEY: &str = "tollgate.credentials.v1";
 
 /// ECDS resource names of the filter configurations.
 pub const ECDS_GATEWAY_FILTER: &str = "tollgate.gateway";
-/// VM ids.
-pub const VM_GATEWAY: &str = "tollgate_gateway";
-pub const VM_PROVIDER: &str = "tollgate_provider";
+/// The one VM id of every Tollgate wasm module: the gateway filter, the provider filter and
+/// the service VM. Wasm shared data (and shared queues) are keyed by VM id for the whole Envoy
+/// process, so modules that share it share data: the service VM publishes, the filters read,
+/// and later the gateway filter reserves and the provider filter settles on one counter. Each
+/// module still runs in its own VM (one per worker), with only its own callbacks exported.
+pub const VM_ID: &str = "tollgate";

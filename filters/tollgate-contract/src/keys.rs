@@ -117,6 +117,20 @@ impl KeyTable {
     }
 }
 
+/// Extracts the presented key: `Authorization: Bearer <key>` or `x-api-key: <key>`. The same
+/// rule serves the gateway (client keys) and the control plane's admin API.
+pub fn presented_key<'a>(authorization: Option<&'a str>, x_api_key: Option<&'a str>) -> Option<&'a str> {
+    let bearer = authorization.and_then(|auth| {
+        let (scheme, rest) = auth.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+    });
+    match bearer {
+        Some(key) => (!key.is_empty()).then_some(key),
+        // Not a bearer credential (e.g. Basic): the key may still come in x-api-key.
+        None => x_api_key.map(str::trim).filter(|k| !k.is_empty()),
+    }
+}
+
 /// Parses a hex digest as sent in the filter configuration.
 pub fn parse_digest_hex(s: &str) -> Option<KeyDigest> {
     let bytes = hex::decode(s).ok()?;

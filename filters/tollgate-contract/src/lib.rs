@@ -1,0 +1,15 @@
+//! The contract between Tollgate's components: the filter configuration schema the control
+//! plane pushes (`config`), the virtual-key table (`keys`), the constants both sides name
+//! (`contract`), the per-request state the gateway filter hands to the provider filter
+//! (`state`), and errors as the client sees them (`error`).
+//!
+//! Nothing here knows about proxy-wasm, Envoy or tokio: it builds and tests natively and for
+//! `wasm32-wasip1`. Time is always passed in.
+
+pub mod config;
+pub mod contract;
+pub mod error;
+pub mod keys;
+pub mod state;
+
+pub use error::{ClientApi, ErrorKind, GatewayError};

@@ -1,0 +1,108 @@
+//! The ABI's serialisations, checked: header maps (a count, the name and value lengths, then
+//! each name and value followed by a NUL) and property paths (segments joined by NUL). A map
+//! the host sends that does not add up is refused (`None`), never indexed out of bounds.
+
+/// Serialises header pairs for `send_local_response` and `http_call`.
+pub fn serialize_map(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let size = 4 + pairs.iter().map(|(n, v)| n.len() + v.len() + 10).sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&len32(pairs.len()).to_le_bytes());
+    for (name, value) in pairs {
+        out.extend_from_slice(&len32(name.len()).to_le_bytes());
+        out.extend_from_slice(&len32(value.len()).to_le_bytes());
+    }
+    for (name, value) in pairs {
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        out.extend_from_slice(value.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+fn len32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Parses a header map from the host. Names that are not UTF-8 are replaced lossily (so they
+/// never match a name the filter looks for); values stay bytes.
+pub fn deserialize_map(bytes: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
+    if bytes.is_empty() {
+        return Some(Vec::new());
+    }
+    let count = usize::try_from(read_u32(bytes, 0)?).ok()?;
+    let mut sizes_at = 4usize;
+    let mut data_at = count.checked_mul(8)?.checked_add(4)?;
+    if data_at > bytes.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let name_len = usize::try_from(read_u32(bytes, sizes_at)?).ok()?;
+        let value_len = usize::try_from(read_u32(bytes, sizes_at + 4)?).ok()?;
+        sizes_at += 8;
+        let name = bytes.get(data_at..data_at.checked_add(name_len)?)?;
+        data_at = data_at.checked_add(name_len)?.checked_add(1)?;
+        let value = bytes.get(data_at..data_at.checked_add(value_len)?)?;
+        data_at = data_at.checked_add(value_len)?.checked_add(1)?;
+        out.push((String::from_utf8_lossy(name).into_owned(), value.to_vec()));
+    }
+    Some(out)
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    Some(u32::from_le_bytes(raw))
+}
+
+/// A property path as the ABI takes it: segments joined by NUL.
+pub fn serialize_path(path: &[&str]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.iter().map(|p| p.len() + 1).sum());
+    for (i, part) in path.iter().enumerate() {
+        if i > 0 {
+            out.push(0);
+        }
+        out.extend_from_slice(part.as_bytes());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes_map(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        pairs.iter().map(|(n, v)| ((*n).to_owned(), v.as_bytes().to_vec())).collect()
+    }
+
+    #[test]
+    fn maps_round_trip() {
+        for pairs in [vec![], vec![(":path", "/v1/x")], vec![("a", ""), ("", "b"), ("x-long", "value with spaces")]] {
+            let bytes = serialize_map(&pairs);
+            assert_eq!(deserialize_map(&bytes), Some(bytes_map(&pairs)));
+        }
+        assert_eq!(deserialize_map(&[]), Some(vec![]));
+    }
+
+    #[test]
+    fn malformed_maps_are_refused_without_panicking() {
+        let good = serialize_map(&[("name", "value"), ("n2", "v2")]);
+        for cut in 1..good.len() - 1 {
+            // every truncation either fails or (cutting only the final NUL) still reads
+            let _ = deserialize_map(&good[..cut]);
+        }
+        assert_eq!(deserialize_map(&[1, 0, 0]), None);
+        assert_eq!(deserialize_map(&u32::MAX.to_le_bytes()), None);
+        let mut huge = 1u32.to_le_bytes().to_vec();
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        huge.extend_from_slice(&0u32.to_le_bytes());
+        assert_eq!(deserialize_map(&huge), None);
+    }
+
+    #[test]
+    fn paths_are_nul_joined() {
+        assert_eq!(serialize_path(&["xds", "upstream_host_metadata"]), b"xds\0upstream_host_metadata".to_vec());
+        assert_eq!(serialize_path(&["a"]), b"a".to_vec());
+        assert!(serialize_path(&[]).is_empty());
+    }
+}

@@ -1,0 +1,150 @@
+//! Routes Envoy's callbacks to the plugin's root and stream contexts. Each context sits in its
+//! own `RefCell` behind an `Rc`, taken out of the map for the call, so a callback that comes
+//! while another runs (which Envoy does not do today) finds the context busy and is answered
+//! without a panic.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use tollgate_contract::{ClientApi, ErrorKind, GatewayError};
+
+use crate::abi::Buffer;
+use crate::host::{Host, Wasm};
+use crate::{reply_error, Action, HttpFilter, Plugin};
+
+struct Stream<F> {
+    filter: F,
+    /// The stream was answered (or failed): every later request callback holds it.
+    closed: bool,
+}
+
+pub struct Dispatcher<P: Plugin> {
+    roots: RefCell<HashMap<u32, Rc<RefCell<P>>>>,
+    streams: RefCell<HashMap<u32, Rc<RefCell<Stream<P::Http>>>>>,
+}
+
+impl<P: Plugin> Default for Dispatcher<P> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<P: Plugin> Dispatcher<P> {
+    pub fn new() -> Self {
+        Self { roots: RefCell::new(HashMap::new()), streams: RefCell::new(HashMap::new()) }
+    }
+
+    fn root(&self, id: u32) -> Option<Rc<RefCell<P>>> {
+        self.roots.try_borrow().ok()?.get(&id).cloned()
+    }
+
+    fn stream(&self, id: u32) -> Option<Rc<RefCell<Stream<P::Http>>>> {
+        self.streams.try_borrow().ok()?.get(&id).cloned()
+    }
+
+    pub fn create(&self, id: u32, parent: u32) {
+        if parent == 0 {
+            if let Ok(mut roots) = self.roots.try_borrow_mut() {
+                roots.insert(id, Rc::new(RefCell::new(P::new())));
+            }
+            return;
+        }
+        let Some(root) = self.root(parent) else {
+            log::error!("{}: stream {id} has no root context {parent}; its requests are refused", P::NAME);
+            return;
+        };
+        let Ok(mut root) = root.try_borrow_mut() else { return };
+        let filter = root.http_context();
+        if let Ok(mut streams) = self.streams.try_borrow_mut() {
+            streams.insert(id, Rc::new(RefCell::new(Stream { filter, closed: false })));
+        }
+    }
+
+    pub fn delete(&self, id: u32) {
+        if let Ok(mut streams) = self.streams.try_borrow_mut() {
+            if streams.remove(&id).is_some() {
+                return;
+            }
+        }
+        if let Ok(mut roots) = self.roots.try_borrow_mut() {
+            roots.remove(&id);
+        }
+    }
+
+    /// 1 accepts the configuration, 0 rejects it (Envoy keeps the last good one).
+    pub fn configure(&self, id: u32, size: usize) -> u32 {
+        let Some(root) = self.root(id) else { return 0 };
+        let Ok(mut root) = root.try_borrow_mut() else { return 0 };
+        let config = match Wasm.buffer(Buffer::PluginConfiguration, 0, size) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("{}: could not read the configuration ({e}); keeping the previous one", P::NAME);
+                return 0;
+            }
+        };
+        match root.configure(&Wasm, &config) {
+            Ok(()) => 1,
+            Err(e) => {
+                log::error!("{}: configuration rejected, keeping the previous one: {e}", P::NAME);
+                0
+            }
+        }
+    }
+
+    pub fn tick(&self, id: u32) {
+        if let Some(root) = self.root(id) {
+            if let Ok(mut root) = root.try_borrow_mut() {
+                root.on_tick(&Wasm);
+            }
+        }
+    }
+
+    pub fn http_call_response(&self, id: u32, token: u32, num_headers: usize, body_size: usize) {
+        if let Some(root) = self.root(id) {
+            if let Ok(mut root) = root.try_borrow_mut() {
+                root.on_http_call_response(&Wasm, token, num_headers, body_size);
+            }
+        }
+    }
+
+    /// A request-path callback. An error is answered in the client's format and the stream
+    /// is held; so is a stream that is unknown, busy or already answered. Nothing passes by
+    /// failure.
+    pub fn request(&self, id: u32, call: impl FnOnce(&mut P::Http, &Wasm) -> Result<Action, GatewayError>) -> u32 {
+        let Some(stream) = self.stream(id) else {
+            let err = GatewayError::new(ErrorKind::Internal, "The gateway could not process the request.");
+            reply_error(&Wasm, ClientApi::OpenAi, &err);
+            return Action::Pause as u32;
+        };
+        let Ok(mut stream) = stream.try_borrow_mut() else { return Action::Pause as u32 };
+        if stream.closed {
+            return Action::Pause as u32;
+        }
+        match call(&mut stream.filter, &Wasm) {
+            Ok(action) => action as u32,
+            Err(e) => {
+                stream.closed = true;
+                if !matches!(e.kind, ErrorKind::InvalidRequest | ErrorKind::Authentication | ErrorKind::Permission | ErrorKind::NotFound | ErrorKind::MethodNotAllowed | ErrorKind::TooLarge) {
+                    log::warn!("{}: {e}", P::NAME);
+                }
+                reply_error(&Wasm, stream.filter.client_api(), &e);
+                Action::Pause as u32
+            }
+        }
+    }
+
+    /// A response-path callback. The provider has answered: an error is logged and the
+    /// response goes on as it is.
+    pub fn response(&self, id: u32, call: impl FnOnce(&mut P::Http, &Wasm) -> Result<Action, GatewayError>) -> u32 {
+        let Some(stream) = self.stream(id) else { return Action::Continue as u32 };
+        let Ok(mut stream) = stream.try_borrow_mut() else { return Action::Continue as u32 };
+        match call(&mut stream.filter, &Wasm) {
+            Ok(action) => action as u32,
+            Err(e) => {
+                log::warn!("{}: response: {e}", P::NAME);
+                Action::Continue as u32
+            }
+        }
+    }
+}
