@@ -36,7 +36,7 @@ fn classify_paths() {
     assert_eq!(classify("GET", "/v1/models/a%2Fb").unwrap(), Operation::RetrieveModel("a/b".into()));
     assert_eq!(classify("GET", "/v1/nope").unwrap_err().status(), 404);
     assert_eq!(classify("GET", "/v1/chat/completions").unwrap_err().status(), 405);
-    assert_eq!(classify("GET", "/v1/models/").unwrap().as_str(), "list_models");
+    assert_eq!(classify("GET", "/v1/models/").unwrap(), Operation::ListModels);
 }
 
 #[test]
@@ -124,7 +124,8 @@ fn anthropic_messages_validation() {
     let no_max = br#"{"model":"a","messages":[{"role":"user","content":"hi"}]}"#;
     assert_eq!(route(&c, key, &op, no_max).unwrap_err().param.as_deref(), Some("max_tokens"));
     assert_eq!(route(&c, key, &op, br#"{"model":"a","max_tokens":1,"messages":[]}"#).unwrap_err().status(), 400);
-    assert_eq!(Operation::from_state(op.as_str()), Some(op));
+    let state = RequestState { op: op.clone(), facts: BodyFacts::default(), key_id: "k".into(), model: "a".into() };
+    assert_eq!(RequestState::decode(&state.encode().unwrap()).unwrap().op, op);
 }
 
 #[test]
@@ -146,7 +147,9 @@ fn bedrock_converse_paths() {
     assert_eq!(route(&c, key, &op, br#"{"messages":[]}"#).unwrap_err().status(), 400);
     let op = Operation::BedrockConverse { model: "zz".into(), stream: false };
     assert_eq!(route(&c, key, &op, br#"{"messages":[{"role":"user"}]}"#).unwrap_err().status(), 404);
-    assert_eq!(Operation::from_state_with_model("bedrock_converse_stream", "a"), Some(Operation::BedrockConverse { model: "a".into(), stream: true }));
+    // The model travels in the request state's model field.
+    let state = RequestState { op: op.clone(), facts: BodyFacts::default(), key_id: "k".into(), model: "zz".into() };
+    assert_eq!(RequestState::decode(&state.encode().unwrap()).unwrap().op, op);
 }
 
 #[test]
@@ -175,3 +178,4 @@ fn chat_body_facts_travel_in_the_operation_state() {
             assert_eq!(RequestState::decode(&state.encode().unwrap()).as_ref(), Ok(&state));
         }
     }
+}

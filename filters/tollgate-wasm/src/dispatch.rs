@@ -19,9 +19,11 @@ struct Stream<F> {
     closed: bool,
 }
 
+type Shared<T> = Rc<RefCell<T>>;
+
 pub struct Dispatcher<P: Plugin> {
-    roots: RefCell<HashMap<u32, Rc<RefCell<P>>>>,
-    streams: RefCell<HashMap<u32, Rc<RefCell<Stream<P::Http>>>>>,
+    roots: RefCell<HashMap<u32, Shared<P>>>,
+    streams: RefCell<HashMap<u32, Shared<Stream<P::Http>>>>,
 }
 
 impl<P: Plugin> Default for Dispatcher<P> {
