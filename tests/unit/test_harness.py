@@ -81,7 +81,7 @@ def test_missing_artifacts_honours_env(tmp_path, monkeypatch):
     monkeypatch.setenv("TOLLGATE_BIN", str(tmp_path / "tollgate"))
     monkeypatch.setenv("TOLLGATE_WASM_DIR", str(tmp_path))
     monkeypatch.setenv("TOLLGATE_BOOTSTRAP", str(tmp_path / "bootstrap.yaml"))
-    assert len(harness.missing_artifacts()) == 4
+    assert len(harness.missing_artifacts()) == 5
     for name in ("tollgate", "bootstrap.yaml", *harness.WASM_FILES):
         (tmp_path / name).write_text("")
     assert [m for m in harness.missing_artifacts() if "Envoy binary" not in m] == []
