@@ -79,6 +79,10 @@ struct ServeArgs {
     /// Private key (PEM) for --tls-cert-file. Only its path travels to Envoy.
     #[arg(long, env = "TOLLGATE_TLS_KEY_FILE", requires = "tls_cert_file")]
     tls_key_file: Option<PathBuf>,
+    /// For tests of VM failure handling only: a request with `x-tollgate-fault: trap-gateway`
+    /// (or `trap-provider`) makes that filter's VM trap. Never set in production.
+    #[arg(long, env = "TOLLGATE_TEST_FAULT_INJECTION", hide = true)]
+    test_fault_injection: bool,
 }
 
 /// aws-config and the AWS SDK log, at info and below, which credentials they loaded (the access
@@ -143,7 +147,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             (Some(c), Some(k)) => Some(xds::snapshot::ListenerTls { cert_file: absolute(c)?, key_file: absolute(k)? }),
             _ => None,
         },
+        fault_injection: args.test_fault_injection,
     };
+    if args.test_fault_injection {
+        tracing::warn!("fault injection is on: requests can make the filters trap (tests only)");
+    }
     let aws_credentials = Arc::new(aws::AwsCredentials::default());
     let (publisher, snapshots) = Publisher::new(store.clone(), env, aws_credentials.clone());
     let service = Service { store: store.clone(), publisher: publisher.clone() };

@@ -27,6 +27,7 @@ fn config(keys: usize) -> GatewayConfig {
         max_body_bytes: 8 << 20,
         keys,
         models: vec![ModelDoc { name: "bench-model".into(), cluster: "c".into(), owned_by: "t".into(), created: 0 }],
+        fault_injection: false,
     })
     .unwrap()
 }

@@ -19,7 +19,7 @@ use envoy_types::pb::envoy::extensions::wasm::v3 as wasm;
 use envoy_types::pb::google::protobuf::{Any, StringValue};
 use prost::Name;
 use sha2::{Digest, Sha256};
-use tollgate_contract::config::{ContainerPayload, DeploymentMeta, GatewayConfigDoc, KeyDoc, ModelDoc, ProviderKind, SCHEMA_VERSION};
+use tollgate_contract::config::{ContainerPayload, DeploymentMeta, GatewayConfigDoc, KeyDoc, ModelDoc, ProviderConfigDoc, ProviderKind, SCHEMA_VERSION};
 use tollgate_contract::contract;
 
 use super::local_reply::local_reply_config;
@@ -56,6 +56,8 @@ pub struct XdsEnv {
     /// Certificate chain and private key files (paths as Envoy sees them) for TLS on the client
     /// listener. The listener then accepts TLS and plain HTTP on the same port.
     pub tls: Option<ListenerTls>,
+    /// Test stacks only: the filters trap on request (see `GatewayConfigDoc::fault_injection`).
+    pub fault_injection: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -112,6 +114,7 @@ pub fn build(model: &Model, env: &XdsEnv) -> anyhow::Result<Snapshot> {
             })
             .collect(),
         models: model_docs,
+        fault_injection: env.fault_injection,
     };
     let gateway_json = serde_json::to_string(&gateway_doc)?;
     let ecds = any(&gateway_filter_config(&gateway_json, env));
@@ -128,6 +131,11 @@ pub fn build(model: &Model, env: &XdsEnv) -> anyhow::Result<Snapshot> {
         versioned([(contract::ECDS_GATEWAY_FILTER.to_owned(), ecds)], &(env, &gateway_json))?,
     );
     Ok(snapshot)
+}
+
+fn provider_config_json(env: &XdsEnv) -> String {
+    let doc = ProviderConfigDoc { fault_injection: env.fault_injection };
+    serde_json::to_string(&doc).unwrap_or_else(|_| "{}".to_owned())
 }
 
 /// Versions hash the inputs a type is built from, not the encoded protos: prost encodes proto
@@ -381,7 +389,7 @@ fn model_cluster(name: &str, served: &ServedModel, model: &Model, env: &XdsEnv) 
     let provider_filter = Wasm {
         config: Some(wasm::PluginConfig {
             name: "tollgate.provider".to_owned(),
-            configuration: Some(any(&StringValue { value: "{}".to_owned() })),
+            configuration: Some(any(&StringValue { value: provider_config_json(env) })),
             allow_on_headers_stop_iteration: Some(boolv(true)),
             failure_policy: FAILURE_POLICY as i32,
             vm: Some(wasm::plugin_config::Vm::VmConfig(wasm::VmConfig {

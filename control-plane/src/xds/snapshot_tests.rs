@@ -20,6 +20,7 @@ fn env() -> XdsEnv {
         demo_base_url: "http://127.0.0.1:8081/demo/v1".into(),
         upstream_ca_file: "/etc/ssl/ca.pem".into(),
         tls: None,
+        fault_injection: false,
     }
 }
 

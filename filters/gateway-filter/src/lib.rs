@@ -66,9 +66,17 @@ pub struct GatewayHttp {
 /// Reads the headers the gateway needs in one host call, and removes every internal and
 /// Envoy control header the client sent. Invalid UTF-8 is replaced (so a malformed key never
 /// matches).
-fn read_headers<H: Host>(host: &H) -> Result<RequestHeaders, GatewayError> {
+fn read_headers<H: Host>(host: &H, fault_injection: bool) -> Result<RequestHeaders, GatewayError> {
     let mut out = RequestHeaders::default();
     for (name, value) in host.headers(Map::RequestHeaders)? {
+        if fault_injection && name == contract::HEADER_FAULT {
+            match value.as_slice() {
+                b"trap-gateway" => std::process::abort(),
+                // Left for the provider filter.
+                b"trap-provider" => continue,
+                _ => {}
+            }
+        }
         let slot = match name.as_str() {
             ":method" => &mut out.method,
             ":path" => &mut out.path,
@@ -120,7 +128,7 @@ impl HttpFilter for GatewayHttp {
             return Err(GatewayError::new(ErrorKind::Unavailable, "The gateway is starting; retry in a moment.")
                 .code("not_ready"));
         };
-        let h = read_headers(host)?;
+        let h = read_headers(host, cfg.fault_injection)?;
         let op = request::classify(h.method.as_deref().unwrap_or_default(), h.path.as_deref().unwrap_or_default())?;
         self.api = op.client_api();
         let now = || host.now().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(u64::MAX, |d| d.as_secs());

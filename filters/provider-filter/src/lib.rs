@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use tollgate_contract::config::{Credential, CredentialsDoc, DeploymentMeta};
+use tollgate_contract::config::{Credential, CredentialsDoc, DeploymentMeta, ProviderConfigDoc};
 use tollgate_contract::contract;
 use tollgate_contract::state::{Operation, RequestState};
 use tollgate_contract::{ClientApi, ErrorKind, GatewayError};
@@ -59,6 +59,7 @@ type SharedCredentials = Rc<RefCell<Credentials>>;
 
 pub struct ProviderPlugin {
     credentials: SharedCredentials,
+    config: ProviderConfigDoc,
 }
 
 impl Plugin for ProviderPlugin {
@@ -66,10 +67,14 @@ impl Plugin for ProviderPlugin {
     const NAME: &'static str = "provider filter";
 
     fn new() -> Self {
-        Self { credentials: SharedCredentials::default() }
+        Self { credentials: SharedCredentials::default(), config: ProviderConfigDoc::default() }
     }
 
-    fn configure<H: Host>(&mut self, host: &H, _config: &[u8]) -> Result<(), String> {
+    fn configure<H: Host>(&mut self, host: &H, config: &[u8]) -> Result<(), String> {
+        // An empty configuration is the default one.
+        if !config.is_empty() {
+            self.config = serde_json::from_slice(config).map_err(|e| format!("invalid provider filter configuration: {e}"))?;
+        }
         self.credentials.borrow_mut().refresh(host);
         host.set_tick_period(CREDENTIALS_TICK).map_err(|e| e.to_string())
     }
@@ -77,6 +82,7 @@ impl Plugin for ProviderPlugin {
     fn http_context(&mut self) -> ProviderHttp {
         ProviderHttp {
             credentials: self.credentials.clone(),
+            fault_injection: self.config.fault_injection,
             attempt: None,
             body: WholeBody::default(),
             response: ResponsePlan::Passthrough,
@@ -102,6 +108,7 @@ struct PendingAttempt {
 
 pub struct ProviderHttp {
     credentials: SharedCredentials,
+    fault_injection: bool,
     attempt: Option<PendingAttempt>,
     body: WholeBody,
     response: ResponsePlan,
@@ -284,6 +291,9 @@ impl HttpFilter for ProviderHttp {
     }
 
     fn on_request_headers<H: Host>(&mut self, host: &H, end_of_stream: bool) -> Result<Action, GatewayError> {
+        if self.fault_injection && host.header(Map::RequestHeaders, contract::HEADER_FAULT)?.as_deref() == Some(b"trap-provider") {
+            std::process::abort();
+        }
         let meta = deployment(host)?;
         let RequestState { op, facts, model: client_model, .. } = request_state(host)?;
         self.api = op.client_api();

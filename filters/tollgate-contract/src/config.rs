@@ -31,6 +31,19 @@ pub struct GatewayConfigDoc {
     pub max_body_bytes: u64,
     pub keys: Vec<KeyDoc>,
     pub models: Vec<ModelDoc>,
+    /// Test builds of the stack only (`tollgate serve --test-fault-injection`): a request with
+    /// [`crate::contract::HEADER_FAULT`] makes the filter trap, to test VM failure handling.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fault_injection: bool,
+}
+
+/// Configuration of the upstream provider filter (in each model cluster's filter chain).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfigDoc {
+    /// As [`GatewayConfigDoc::fault_injection`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fault_injection: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -66,6 +79,7 @@ pub struct GatewayConfig {
     pub model_index: HashMap<String, usize>,
     /// In declaration order (the order `/v1/models` lists them).
     pub models: Vec<ModelDoc>,
+    pub fault_injection: bool,
 }
 
 impl GatewayConfig {
@@ -99,7 +113,7 @@ impl GatewayConfig {
                 return Err(ConfigError::DuplicateModel { name: m.name.clone() });
             }
         }
-        Ok(Self { max_body_bytes: doc.max_body_bytes, keys, model_index, models: doc.models })
+        Ok(Self { max_body_bytes: doc.max_body_bytes, keys, model_index, models: doc.models, fault_injection: doc.fault_injection })
     }
 
     pub fn model(&self, name: &str) -> Option<&ModelDoc> {
@@ -241,6 +255,7 @@ mod tests {
                 expires_at: None,
             }],
             models: vec![ModelDoc { name: "m".into(), cluster: "c".into(), owned_by: "o".into(), created: 1 }],
+            fault_injection: false,
         }
     }
 

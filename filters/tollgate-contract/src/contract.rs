@@ -6,6 +6,10 @@
 /// (the route uses `cluster_header`). Clients cannot set it: every `x-tollgate-` header a client
 /// sends is removed first.
 pub const HEADER_CLUSTER: &str = "x-tollgate-cluster";
+/// Test builds only ([`crate::config::GatewayConfigDoc::fault_injection`]): `trap-gateway` makes
+/// the gateway filter trap, `trap-provider` the provider filter. Without fault injection it is
+/// an internal header like any other and is stripped.
+pub const HEADER_FAULT: &str = "x-tollgate-fault";
 /// Prefix of every internal header; stripped from client requests.
 pub const INTERNAL_HEADER_PREFIX: &str = "x-tollgate-";
 /// Prefix of Envoy's control headers; stripped from client requests.
