@@ -164,3 +164,26 @@ def test_provider_non_json_error_becomes_openai_error(gw, mock, user_key, status
     resp = post_chat(gw, user_key[1], {"model": "gpt-mock", "messages": user_message("x")})
     assert resp.status_code >= 500
     assert_openai_error(resp)
+
+
+def _ejections(gw) -> int:
+    stats = http("GET", f"{gw.envoy.admin_url}/stats?filter=outlier_detection.ejections_enforced_total").text
+    return sum(int(line.rsplit(":", 1)[1]) for line in stats.splitlines() if line.strip())
+
+
+def test_a_body_nested_too_deep_is_400_before_routing_and_ejects_nothing(gw, mock, user_key):
+    """Issue 9, finding 1: a body nested deeper than the provider filter's parser accepts used to
+    pass the gateway, fail after routing, be retried and count against the deployment's health
+    (two such requests ejected it). It is refused once, before routing."""
+    token = unique()
+    body = ('{"model":"gpt-mock","messages":[{"role":"user","content":"%s"}],"extra":%s%s}'
+            % (token, "[" * 200, "]" * 200))
+    before = _ejections(gw)
+    for _ in range(4):
+        err = assert_openai_error(post_chat(gw, user_key[1], body), 400)
+        assert err["code"] == "invalid_json" and "deeper" in err["message"]
+    assert not mock_requests_with(mock, token)
+    assert _ejections(gw) == before
+    ok = unique()
+    resp = post_chat(gw, user_key[1], {"model": "gpt-mock", "messages": user_message(ok)})
+    assert resp.status_code == 200 and resp.json()["choices"][0]["message"]["content"] == f"echo: {ok}"

@@ -23,6 +23,7 @@ fn cfg() -> GatewayConfig {
             ModelDoc { name: "a".into(), cluster: "ca".into(), owned_by: "tollgate".into(), created: 1 },
             ModelDoc { name: "b".into(), cluster: "cb".into(), owned_by: "tollgate".into(), created: 1 },
         ],
+        fault_injection: false,
     })
     .unwrap()
 }
@@ -177,5 +178,40 @@ fn chat_body_facts_travel_in_the_operation_state() {
             let state = RequestState { op: op.clone(), facts: f, key_id: key_id.into(), model: model.into() };
             assert_eq!(RequestState::decode(&state.encode().unwrap()).as_ref(), Ok(&state));
         }
+    }
+}
+
+#[test]
+fn nesting_deeper_than_any_parser_on_the_way_accepts_is_refused() {
+    let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    let c = cfg();
+    let key = authenticate(&c, Some("Bearer tg-all"), None, 0).unwrap();
+    let body = |depth: usize| {
+        format!(r#"{{"model":"a","messages":[{{"role":"user","content":"hi"}}],"extra":{}}}"#, nested(depth))
+    };
+    // The top-level object, and the two levels of messages, count too.
+    assert!(route(&c, key, &Operation::ChatCompletions, body(MAX_NESTING - 1).as_bytes()).is_ok());
+    let err = route(&c, key, &Operation::ChatCompletions, body(MAX_NESTING).as_bytes()).unwrap_err();
+    assert_eq!((err.status(), err.code.as_deref()), (400, Some("invalid_json")));
+    assert!(route(&c, key, &Operation::ChatCompletions, body(10_000).as_bytes()).is_err());
+    // Brackets inside strings are text.
+    let text = format!(r#"{{"model":"a","messages":[{{"role":"user","content":"{}"}}]}}"#, "[{".repeat(500));
+    assert!(route(&c, key, &Operation::ChatCompletions, text.as_bytes()).is_ok());
+    let escaped = format!(r#"{{"model":"a","messages":[{{"role":"user","content":"\"{}"}}]}}"#, "[".repeat(500));
+    assert!(route(&c, key, &Operation::ChatCompletions, escaped.as_bytes()).is_ok());
+}
+
+proptest::proptest! {
+    /// Whatever the gateway accepts, serde_json (the parser after it) parses to a value.
+    #[test]
+    fn what_passes_the_depth_check_parses(depth in 1usize..300, wrap in 0usize..4) {
+        let inner = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let mut doc = format!(r#"{{"x":{inner}}}"#);
+        for _ in 0..wrap {
+            doc = format!(r#"{{"w":{doc}}}"#);
+        }
+        let refused = nesting_exceeds(doc.as_bytes(), MAX_NESTING);
+        let parsed = serde_json::from_str::<serde_json::Value>(&doc).is_ok();
+        proptest::prop_assert_eq!(refused, !parsed, "depth {} wrap {}", depth, wrap);
     }
 }
