@@ -1,7 +1,11 @@
 """SageMaker endpoints through the gateway, for both container kinds: an OpenAI-style container
 and a Hugging Face TGI container (`payload: tgi`, Llama 3 prompt template). SigV4 for service
 `sagemaker` is checked by the mocks with botocore's signer; InvokeEndpoint, and the response
-stream whose PayloadPart frames cut events and UTF-8 characters anywhere."""
+stream as AWS frames it (botocore's `sagemaker-runtime` service model: each PayloadPart frame's
+payload is the container's raw bytes, parts cut inside events and UTF-8 characters; the mock's
+framing is proven with boto3 in `tests/unit/test_sagemaker_mock.py`), and the stream's
+`ModelStreamError` / `InternalStreamFailure` exception frames reaching each client as its own
+API's error."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import openai
 import pytest
 
 import harness
-from mocks.sagemaker_mock import ANSWER_PREFIX, ANSWER_PREFIX_TGI, MockSageMaker, prompt_tokens
+from mocks.sagemaker_mock import ANSWER_PREFIX, ANSWER_PREFIX_TGI, STREAM_FAILURES, MockSageMaker, prompt_tokens
 
 AWS_ID_ENV = "TG_E2E_SM_AWS_ID"
 AWS_SECRET_ENV = "TG_E2E_SM_AWS_SECRET"
@@ -57,9 +61,19 @@ def tgi_mock(sm_gw):
     _, _, tgi = sm_gw
     tgi.truncate_stream = False
     tgi.stream_input_length = True
+    tgi.stream_failure = None
     yield tgi
     tgi.truncate_stream = False
     tgi.stream_input_length = True
+    tgi.stream_failure = None
+
+
+@pytest.fixture()
+def chat_mock(sm_gw):
+    _, mock, _ = sm_gw
+    mock.stream_failure = None
+    yield mock
+    mock.stream_failure = None
 
 
 # ---- OpenAI-style container ---------------------------------------------------------------------
@@ -89,6 +103,24 @@ def test_response_stream_is_reassembled(sm_gw, include_usage):
     assert len(usage_chunks) == (1 if include_usage else 0)
     assert mock.requests[-1]["path"] == "/endpoints/chat-endpoint-1/invocations-response-stream"
     assert b'"include_usage": true' in mock.requests[-1]["body"].replace(b'":true', b'": true')
+
+
+@pytest.mark.parametrize("kind", ["ModelStreamError", "InternalStreamFailure"])
+def test_stream_exception_frame_is_an_openai_stream_error(sm_gw, chat_mock, kind):
+    """An exception frame half-way through ends the stream with OpenAI's terminal error event:
+    the text before it arrives, no finish_reason is made up, the SDK raises the error."""
+    gw, _, _ = sm_gw
+    chat_mock.stream_failure = kind
+    stream = gw.client(gw.admin_key).chat.completions.create(
+        model="sm-chat", stream=True, messages=[{"role": "user", "content": "a long ünïcode answer please"}])
+    seen = []
+    with pytest.raises(openai.APIError) as err:
+        for chunk in stream:
+            seen.append(chunk)
+    assert kind in str(err.value) and STREAM_FAILURES[kind]["Message"] in str(err.value)
+    text = "".join(c.choices[0].delta.content or "" for c in seen if c.choices)
+    assert text and (ANSWER_PREFIX + "naïve a long ünïcode answer please").startswith(text)
+    assert not any(c.choices and c.choices[0].finish_reason for c in seen)
 
 
 # ---- TGI container ------------------------------------------------------------------------------
@@ -254,3 +286,18 @@ def test_tgi_stop_sequence_is_not_part_of_the_answer(sm_gw, tgi_mock, stream):
     assert finish == ["stop"]
     _, body = tgi_request(tgi, token)
     assert body["parameters"]["stop"] == ["naïve", "never"]
+
+
+def test_tgi_stream_exception_frame_is_an_anthropic_error_event(sm_gw, tgi_mock):
+    """A ModelStreamError mid-stream reaches an Anthropic client as its stream's `error` event."""
+    gw, _, _ = sm_gw
+    tgi_mock.stream_failure = "ModelStreamError"
+    pieces = []
+    with pytest.raises(anthropic.APIError) as err:
+        with anthropic_client(gw).messages.stream(
+                model="sm-tgi", max_tokens=100, messages=[{"role": "user", "content": "stream then fail"}]) as stream:
+            for text in stream.text_stream:
+                pieces.append(text)
+    assert "ModelInvocationTimeExceeded" in str(err.value)
+    assert STREAM_FAILURES["ModelStreamError"]["Message"] in str(err.value)
+    assert pieces and (ANSWER_PREFIX_TGI + "naïve stream then fail").startswith("".join(pieces))

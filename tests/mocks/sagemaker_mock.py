@@ -30,16 +30,28 @@ Hugging Face LLM container serves it), with the prompt template it expects
   ``stream_input_length`` is false, as older TGI versions do). ``truncate_stream = True`` drops
   the last event (a stream cut short).
 
-Both containers' streams are wrapped in AWS event-stream ``PayloadPart`` frames
-(``{"Bytes": <base64>}``), cut at awkward places on purpose: inside an SSE event and inside a
-UTF-8 character, several events per part. Every request must carry a valid SigV4 signature for
-service ``sagemaker`` (checked with botocore's signer via ``bedrock_mock.verify_sigv4``);
-otherwise 403 as AWS answers. ``requests`` records what arrived (method, path, headers, body).
+Both containers' streams are framed exactly as SageMaker Runtime frames
+``InvokeEndpointWithResponseStream``, following botocore's service model
+``botocore/data/sagemaker-runtime/2017-05-13/service-2.json``: ``ResponseStream`` is an event
+stream whose ``PayloadPart`` has one member, ``Bytes``, marked ``"eventpayload": true`` (a blob),
+so each frame (``:message-type: event``, ``:event-type: PayloadPart``, ``:content-type:
+application/octet-stream``) carries a raw slice of the container's output as its payload — no
+JSON, no base64. The slices are cut at awkward places on purpose: inside an SSE event and inside
+a UTF-8 character, several events per part. ``stream_failure = "ModelStreamError"`` (or
+``"InternalStreamFailure"``) ends the stream after about half of the parts with that exception
+frame (``:message-type: exception``, ``:exception-type``, JSON payload ``{"Message",
+"ErrorCode"}`` / ``{"Message"}`` as the modelled shapes). Errors before a response are answered
+as the service model's error shapes, with ``x-amzn-errortype``: a container that refuses a
+request (or ``container_error = (status, body)``) is ``424 ModelError`` with ``{"Message",
+"OriginalStatusCode", "OriginalMessage", "LogStreamArn", "ErrorCode"}``; an unknown endpoint is
+``400 ValidationError``. ``tests/unit/test_sagemaker_mock.py`` checks all of it with boto3's own
+``sagemaker-runtime`` client. Every request must carry a valid SigV4 signature for service
+``sagemaker`` (checked with botocore's signer via ``bedrock_mock.verify_sigv4``); otherwise 403
+as AWS answers. ``requests`` records what arrived (method, path, headers, body).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import threading
@@ -90,18 +102,62 @@ def sse_body(req: dict[str, Any]) -> bytes:
     return out + b"data: [DONE]\n\n"
 
 
+PAYLOAD_PART_HEADERS = {":event-type": "PayloadPart", ":content-type": "application/octet-stream",
+                        ":message-type": "event"}
+
+
 def payload_parts(stream: bytes, sizes: tuple[int, ...] = (7, 53, 3, 120, 1)) -> list[bytes]:
-    """Cuts the container stream into parts of cycling sizes (mid-event, mid-character)."""
-    parts, pos, i = [], 0, 0
+    """Cuts the container stream into parts of cycling sizes (mid-event), also inside every
+    multi-byte UTF-8 character, each framed as a ``PayloadPart`` whose payload is the slice
+    itself (``Bytes`` is the event payload)."""
+    cuts, pos, i = set(), 0, 0
     while pos < len(stream):
-        size = sizes[i % len(sizes)]
-        parts.append(stream[pos:pos + size])
-        pos += size
+        pos = min(pos + sizes[i % len(sizes)], len(stream))
+        cuts.add(pos)
         i += 1
-    return [encode_frame({":event-type": "PayloadPart", ":content-type": "application/json",
-                          ":message-type": "event"},
-                         json.dumps({"Bytes": base64.b64encode(p).decode()}).encode())
-            for p in parts]
+    cuts.update(p for p in range(1, len(stream))
+                if stream[p] & 0xC0 == 0x80 and stream[p - 1] & 0xC0 == 0xC0)
+    bounds = [0, *sorted(cuts)]
+    return [encode_frame(PAYLOAD_PART_HEADERS, stream[a:b]) for a, b in zip(bounds, bounds[1:])]
+
+
+STREAM_FAILURES = {
+    "ModelStreamError": {"Message": "Your model did not finish sending the response in time.",
+                         "ErrorCode": "ModelInvocationTimeExceeded"},
+    "InternalStreamFailure": {"Message": "The stream processing failed because of an unknown error. "
+                                         "Try your request again."},
+}
+
+
+def exception_frame(kind: str) -> bytes:
+    """A ``ResponseStream`` exception member as SageMaker sends it mid-stream."""
+    return encode_frame({":exception-type": kind, ":content-type": "application/json",
+                         ":message-type": "exception"}, json.dumps(STREAM_FAILURES[kind]).encode())
+
+
+class SageMakerError(Exception):
+    """An error shape of the service model: its status, ``x-amzn-errortype`` and JSON members."""
+
+    def __init__(self, status: int, error_type: str, members: dict[str, Any]) -> None:
+        super().__init__(members.get("Message", ""))
+        self.status = status
+        self.error_type = error_type
+        self.members = members
+
+
+def model_error(original_status: int, original_message: str, endpoint: str) -> SageMakerError:
+    """``424 ModelError``: the container answered ``original_status``."""
+    kind = "client" if original_status < 500 else "server"
+    return SageMakerError(424, "ModelError", {
+        "ErrorCode": f"{kind.upper()}_ERROR_FROM_MODEL",
+        "Message": f"Received {kind} error ({original_status}) from primary with message "
+                   f"\"{original_message}\". See https://us-east-1.console.aws.amazon.com/cloudwatch/home"
+                   f"?region=us-east-1#logEventViewer:group=/aws/sagemaker/Endpoints/{endpoint} "
+                   "in account 123456789012 for more information.",
+        "OriginalStatusCode": original_status,
+        "OriginalMessage": original_message,
+        "LogStreamArn": f"arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/{endpoint}",
+    })
 
 
 # ---- TGI container ---------------------------------------------------------------------------
@@ -122,11 +178,10 @@ TEMPLATES: dict[str, tuple[str, str, str, str | None]] = {
 }
 
 
-def _tgi_error(message: str) -> BedrockError:
+def _tgi_error(message: str) -> SageMakerError:
     """A container 422, as SageMaker reports it (424 ModelError)."""
     body = json.dumps({"error": message, "error_type": "validation"})
-    return BedrockError(424, "ModelError",
-                        f"Received client error (422) from primary with message \"{body}\".")
+    return model_error(422, body, "tgi")
 
 
 def prompt_tokens(inputs: str) -> int:
@@ -286,58 +341,70 @@ class _Handler(BaseHTTPRequestHandler):
             parts = path.split("/")
             if len(parts) != 4 or parts[1] != "endpoints" or parts[3] not in (
                     "invocations", "invocations-response-stream"):
-                raise BedrockError(404, "ValidationException", f"unknown path {path}")
+                raise SageMakerError(404, "UnknownOperationException", {"message": f"unknown path {path}"})
             if unquote(parts[2]) != mock.endpoint:
-                raise BedrockError(400, "ValidationException",
-                                   f"Endpoint {unquote(parts[2])} not found.")
-            req = json.loads(body)
+                raise SageMakerError(400, "ValidationError", {
+                    "Message": f"Endpoint {unquote(parts[2])} of account 123456789012 not found."})
+            if mock.container_error is not None:
+                status, message = mock.container_error
+                raise model_error(status, message, mock.endpoint)
+            try:
+                req = json.loads(body)
+            except ValueError:
+                raise model_error(400, '{"error":"invalid JSON"}', mock.endpoint) from None
+            stream = parts[3] == "invocations-response-stream"
             if mock.payload == "tgi":
-                self._serve_tgi(mock, req, parts[3] == "invocations-response-stream")
+                params = validate_tgi(req, stream)
+                gen = tgi_generation(mock, req, params)
+                if stream:
+                    self._stream(mock, tgi_sse_body(mock, gen))
+                else:
+                    self._send(200, "application/json", tgi_generate_body(gen, params))
                 return
-            if parts[3] == "invocations":
-                answer, usage = _answer(req)
-                self._send(200, "application/json", json.dumps({
-                    "id": "chatcmpl-sm", "object": "chat.completion", "created": int(time.time()),
-                    "model": req.get("model", ""),
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
-                                 "finish_reason": "stop"}],
-                    "usage": usage}).encode())
+            if stream:
+                self._stream(mock, sse_body(req))
                 return
-            self.send_response(200)
-            self.send_header("Content-Type", "application/vnd.amazon.eventstream")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            for frame in payload_parts(sse_body(req)):
-                write_chunk(self.wfile, frame)
-            write_chunk(self.wfile, b"")
-        except BedrockError as err:
-            self.send_response(err.status)
-            payload = json.dumps({"message": err.message}).encode()
-            self.send_header("x-amzn-errortype", err.error_type)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-        except ValueError:
-            self._send(400, "application/json", b'{"message":"invalid JSON"}')
+            answer, usage = _answer(req)
+            self._send(200, "application/json", json.dumps({
+                "id": "chatcmpl-sm", "object": "chat.completion", "created": int(time.time()),
+                "model": req.get("model", ""),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
+                             "finish_reason": "stop"}],
+                "usage": usage}).encode())
+        except BedrockError as err:  # the signature check's errors (generic AWS shapes)
+            self._error(err.status, err.error_type, {"message": err.message})
+        except SageMakerError as err:
+            self._error(err.status, err.error_type, err.members)
 
-    def _serve_tgi(self, mock: "MockSageMaker", req: Any, stream: bool) -> None:
-        params = validate_tgi(req, stream)
-        gen = tgi_generation(mock, req, params)
-        if not stream:
-            self._send(200, "application/json", tgi_generate_body(gen, params))
-            return
+    def _stream(self, mock: "MockSageMaker", container_output: bytes) -> None:
+        """The container's output as ``PayloadPart`` frames; with ``stream_failure`` set, about
+        half of them and then that exception frame."""
+        frames = payload_parts(container_output)
+        if mock.stream_failure is not None:
+            frames = frames[:len(frames) // 2] + [exception_frame(mock.stream_failure)]
         self.send_response(200)
         self.send_header("Content-Type", "application/vnd.amazon.eventstream")
+        self.send_header("X-Amzn-SageMaker-Content-Type", "text/event-stream")
+        self.send_header("x-Amzn-Invoked-Production-Variant", "AllTraffic")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        for frame in payload_parts(tgi_sse_body(mock, gen)):
+        for frame in frames:
             write_chunk(self.wfile, frame)
         write_chunk(self.wfile, b"")
+
+    def _error(self, status: int, error_type: str, members: dict[str, Any]) -> None:
+        payload = json.dumps(members).encode()
+        self.send_response(status)
+        self.send_header("x-amzn-errortype", error_type)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
 
     def _send(self, status: int, content_type: str, payload: bytes) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        self.send_header("x-Amzn-Invoked-Production-Variant", "AllTraffic")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
@@ -353,6 +420,10 @@ class MockSageMaker:
         self.prompt_template = prompt_template
         self.stream_input_length = True  # TGI: report input_length in the final stream event
         self.truncate_stream = False  # TGI: drop the final stream event
+        # "ModelStreamError" / "InternalStreamFailure": that exception frame half-way through a stream
+        self.stream_failure: str | None = None
+        # (status, body): the container fails every invocation, answered as 424 ModelError
+        self.container_error: tuple[int, str] | None = None
         self.last_usage: dict[str, int] | None = None
         self.endpoint = endpoint
         self.access_key = access_key

@@ -14,6 +14,8 @@
 //! - [`sagemaker`]: SageMaker Runtime paths and the `PayloadPart` stream unwrapper;
 //!   [`tgi`]: Hugging Face TGI generate wire types; [`openai_to_tgi`]: requests to TGI (chat
 //!   rendered with a prompt template), generate responses and streams back to OpenAI.
+//! - [`pivot_reader`]: the one reader of the OpenAI pivot stream (SSE chunks → neutral
+//!   events), under every translator that writes another client API from the pivot.
 //! - [`sse`], [`eventstream`]: push-based decoders with bounded buffers.
 //! - [`usage`]: the one usage type and the table mapping each provider's fields into it.
 
@@ -29,6 +31,7 @@ pub mod openai_stream;
 pub mod openai_to_anthropic;
 pub mod openai_to_bedrock;
 pub mod openai_to_tgi;
+pub mod pivot_reader;
 pub mod sagemaker;
 pub mod sse;
 pub mod tgi;

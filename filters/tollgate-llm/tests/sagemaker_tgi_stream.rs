@@ -13,7 +13,6 @@ mod anthropic_support;
 use std::fs;
 
 use anthropic_support::{byte_by_byte, cases, fixtures_under, golden, pretty_value, replay, report};
-use base64::Engine as _;
 use proptest::prelude::*;
 use tollgate_llm::anthropic_to_openai::StreamFromOpenAi;
 use tollgate_llm::openai_to_tgi::StreamToOpenAi;
@@ -42,7 +41,8 @@ fn sagemaker(case: &str) -> Chain<PayloadStream, StreamToOpenAi> {
     Chain { first: PayloadStream::new(), second: tgi(case) }
 }
 
-/// The container stream as SageMaker frames it: one `PayloadPart` per slice between `cuts`.
+/// The container stream as SageMaker frames it (botocore's `sagemaker-runtime` service model:
+/// `PayloadPart.Bytes` is the event payload): one `PayloadPart` per slice between `cuts`.
 fn payload_parts(stream: &[u8], cuts: &[usize]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut start = 0;
@@ -51,10 +51,10 @@ fn payload_parts(stream: &[u8], cuts: &[usize]) -> Vec<u8> {
         if cut == start {
             continue;
         }
-        let payload = serde_json::json!({"Bytes": base64::engine::general_purpose::STANDARD.encode(&stream[start..cut])});
+        // `PayloadPart.Bytes` is the event payload: the frame carries the slice itself.
         out.extend(eventstream::encode(
-            &[(":event-type", "PayloadPart"), (":content-type", "application/json"), (":message-type", "event")],
-            payload.to_string().as_bytes(),
+            &[(":event-type", "PayloadPart"), (":content-type", "application/octet-stream"), (":message-type", "event")],
+            &stream[start..cut],
         ));
         start = cut;
     }

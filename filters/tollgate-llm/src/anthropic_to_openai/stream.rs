@@ -24,12 +24,9 @@ use crate::anthropic::{
     MessagesResponse, StopReason, StreamEvent,
 };
 use crate::error::TranslateError;
-use crate::openai::ToolCallDelta;
-use crate::sse::{Decoder, Event};
+use crate::pivot_reader::{PivotError, PivotEvent, PivotReader};
 use crate::usage::Usage;
 use crate::{StreamOutput, StreamTranslator};
-use crate::openai::lenient::Chunk;
-
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Open {
@@ -39,17 +36,16 @@ enum Open {
 
 pub struct StreamFromOpenAi {
     model: String,
-    decoder: Decoder,
+    reader: PivotReader,
     usage: Option<Usage>,
     exact_usage: Option<Usage>,
     started: bool,
     /// The open block: its kind and its Anthropic index.
     open: Option<(Open, u32)>,
     next_block: u32,
-    /// OpenAI tool call index → (Anthropic block index, call id).
-    tools: HashMap<u32, (u32, Option<String>)>,
+    /// OpenAI tool call index → Anthropic block index of the call open there.
+    tools: HashMap<u32, u32>,
     stop_reason: Option<StopReason>,
-    done: bool,
     failure: Option<TranslateError>,
 }
 
@@ -58,7 +54,7 @@ impl StreamFromOpenAi {
     pub fn new(model: &str) -> Self {
         Self {
             model: model.to_owned(),
-            decoder: Decoder::new(),
+            reader: PivotReader::new(),
             usage: None,
             exact_usage: None,
             started: false,
@@ -66,7 +62,6 @@ impl StreamFromOpenAi {
             next_block: 0,
             tools: HashMap::new(),
             stop_reason: None,
-            done: false,
             failure: None,
         }
     }
@@ -152,33 +147,21 @@ impl StreamFromOpenAi {
         );
     }
 
-    fn tool(&mut self, call: ToolCallDelta, out: &mut Vec<u8>) {
-        let function = call.function.unwrap_or(crate::openai::FunctionCallDelta {
-            name: None,
-            arguments: None,
-        });
-        let known = self
-            .tools
-            .get(&call.index)
-            .filter(|(_, id)| call.id.is_none() || call.id == *id);
-        let index = match (known, call.id) {
-            (Some(&(index, _)), _) => index,
-            (None, id) => {
-                // A new call (OpenAI sends its id and name in its first delta).
-                let id = id.unwrap_or_else(|| format!("toolu_{}", call.index));
-                let block = ContentBlock::ToolUse {
-                    id: id.clone(),
-                    name: function.name.clone().unwrap_or_default(),
-                    input: Value::Object(Map::new()),
-                    cache_control: None,
-                };
-                let index = self.open_block(Open::Tool, block, out);
-                self.tools.insert(call.index, (index, Some(id)));
-                index
-            }
+    fn tool_start(&mut self, call: u32, id: Option<String>, name: String, out: &mut Vec<u8>) {
+        // A new call (OpenAI sends its id and name in its first delta).
+        let block = ContentBlock::ToolUse {
+            id: id.unwrap_or_else(|| format!("toolu_{call}")),
+            name,
+            input: Value::Object(Map::new()),
+            cache_control: None,
         };
-        if let Some(args) = function.arguments.filter(|a| !a.is_empty()) {
-            let delta = BlockDelta::InputJsonDelta { partial_json: args };
+        let index = self.open_block(Open::Tool, block, out);
+        self.tools.insert(call, index);
+    }
+
+    fn tool_args(&mut self, call: u32, partial_json: String, out: &mut Vec<u8>) {
+        if let Some(&index) = self.tools.get(&call) {
+            let delta = BlockDelta::InputJsonDelta { partial_json };
             out.extend(StreamEvent::ContentBlockDelta { index, delta }.to_sse());
         }
     }
@@ -199,7 +182,6 @@ impl StreamFromOpenAi {
             }
             .to_sse(),
         );
-        self.done = true;
         self.failure = Some(error);
     }
 
@@ -219,60 +201,33 @@ impl StreamFromOpenAi {
             .to_sse(),
         );
         out.extend(StreamEvent::MessageStop.to_sse());
-        self.done = true;
     }
 
-    fn handle(&mut self, event: &Event, out: &mut Vec<u8>) {
-        if self.done {
-            return;
-        }
-        let data = event.data.trim();
-        if data == "[DONE]" {
-            self.end(out);
-            return;
-        }
-        let chunk: Chunk = match serde_json::from_str(data) {
-            Ok(c) => c,
-            Err(e) => {
-                let err = TranslateError::StreamDecode(format!("bad OpenAI stream chunk: {e}"));
-                self.fail(out, err, "api_error");
-                return;
-            }
-        };
-        if let Some(error) = chunk.error {
-            let code = error
-                .code
-                .as_ref()
-                .and_then(Value::as_str)
-                .map(anthropic::anthropic_error_type);
-            let kind = match code {
-                Some(k) if k != "api_error" => k,
-                _ => anthropic::anthropic_error_type(error.kind.as_deref().unwrap_or("")),
-            };
-            let err = TranslateError::StreamException {
-                kind: kind.to_owned(),
-                message: error.message.unwrap_or_default(),
-            };
-            self.fail(out, err, kind);
-            return;
-        }
-        self.start(&chunk.id, out);
-        if let Some(u) = &chunk.usage {
-            self.usage = Some(Usage::from(u));
-        }
-        for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
-            if let Some(delta) = choice.delta {
-                if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
-                    self.text(text, out);
-                }
-                for call in delta.tool_calls.into_iter().flatten() {
-                    self.tool(call, out);
-                }
-            }
-            if let Some(reason) = choice.finish_reason {
+    fn handle(&mut self, event: PivotEvent, out: &mut Vec<u8>) {
+        match event {
+            PivotEvent::Start { id } => self.start(&id, out),
+            PivotEvent::Usage(u) => self.usage = Some(u),
+            PivotEvent::TextDelta(text) => self.text(text, out),
+            PivotEvent::ToolCallStart { index, id, name } => self.tool_start(index, id, name, out),
+            PivotEvent::ToolArgsDelta { index, partial } => self.tool_args(index, partial, out),
+            PivotEvent::Finish { reason, native_reason } => {
                 self.close_block(out);
-                self.stop_reason = Some(StopReason::from_openai(Some(&reason), choice.native_finish_reason.as_deref()));
+                self.stop_reason = Some(StopReason::from_openai(Some(&reason), native_reason.as_deref()));
             }
+            PivotEvent::Done => self.end(out),
+            PivotEvent::Error(PivotError::Provider { kind, code, message }) => {
+                let code = code.as_ref().and_then(Value::as_str).map(anthropic::anthropic_error_type);
+                let kind = match code {
+                    Some(k) if k != "api_error" => k,
+                    _ => anthropic::anthropic_error_type(kind.as_deref().unwrap_or("")),
+                };
+                let err = TranslateError::StreamException {
+                    kind: kind.to_owned(),
+                    message: message.unwrap_or_default(),
+                };
+                self.fail(out, err, kind);
+            }
+            PivotEvent::Error(PivotError::Stream(e)) => self.fail(out, e, "api_error"),
         }
     }
 
@@ -287,37 +242,16 @@ impl StreamFromOpenAi {
 impl StreamTranslator for StreamFromOpenAi {
     fn feed(&mut self, chunk: &[u8]) -> Result<StreamOutput, TranslateError> {
         let mut out = Vec::new();
-        if !self.done {
-            match self.decoder.feed(chunk) {
-                Ok(events) => {
-                    for event in &events {
-                        self.handle(event, &mut out);
-                    }
-                }
-                Err(e) => self.fail(&mut out, e, "api_error"),
-            }
+        for event in self.reader.feed(chunk) {
+            self.handle(event, &mut out);
         }
         Ok(self.output(out))
     }
 
     fn finish(&mut self) -> Result<StreamOutput, TranslateError> {
         let mut out = Vec::new();
-        if !self.done {
-            if let Ok(events) = self.decoder.finish() {
-                for event in &events {
-                    self.handle(event, &mut out);
-                }
-            }
-        }
-        if !self.done {
-            if self.stop_reason.is_some() {
-                self.end(&mut out);
-            } else {
-                let err = TranslateError::StreamDecode(
-                    "the provider's stream ended before it finished".to_owned(),
-                );
-                self.fail(&mut out, err, "api_error");
-            }
+        for event in self.reader.finish() {
+            self.handle(event, &mut out);
         }
         Ok(self.output(out))
     }

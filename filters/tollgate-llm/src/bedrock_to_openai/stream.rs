@@ -39,13 +39,9 @@ use crate::bedrock::{
 };
 use crate::error::TranslateError;
 use crate::eventstream;
-use crate::openai::ToolCallDelta;
-use crate::sse::{Decoder, Event};
+use crate::pivot_reader::{PivotError, PivotEvent, PivotReader};
 use crate::usage::Usage;
 use crate::{StreamOutput, StreamTranslator};
-use crate::openai::lenient::Chunk;
-
-
 
 /// The exception type Bedrock would send for a failure of this kind.
 const THROTTLING: &str = "throttlingException";
@@ -59,7 +55,7 @@ enum Open {
 
 /// Translates one OpenAI SSE response body into ConverseStream event-stream frames.
 pub struct StreamFromOpenAi {
-    decoder: Decoder,
+    reader: PivotReader,
     usage: Option<Usage>,
     exact_usage: Option<Usage>,
     latency_ms: u64,
@@ -67,10 +63,9 @@ pub struct StreamFromOpenAi {
     /// The open block: its kind and its Bedrock content block index.
     open: Option<(Open, u32)>,
     next_block: u32,
-    /// OpenAI tool call index → (Bedrock block index, call id).
-    tools: HashMap<u32, (u32, Option<String>)>,
+    /// OpenAI tool call index → Bedrock block index of the call open there.
+    tools: HashMap<u32, u32>,
     stop_reason: Option<StopReason>,
-    done: bool,
     failure: Option<TranslateError>,
 }
 
@@ -83,7 +78,7 @@ impl Default for StreamFromOpenAi {
 impl StreamFromOpenAi {
     pub fn new() -> Self {
         Self {
-            decoder: Decoder::new(),
+            reader: PivotReader::new(),
             usage: None,
             exact_usage: None,
             latency_ms: 0,
@@ -92,7 +87,6 @@ impl StreamFromOpenAi {
             next_block: 0,
             tools: HashMap::new(),
             stop_reason: None,
-            done: false,
             failure: None,
         }
     }
@@ -162,36 +156,23 @@ impl StreamFromOpenAi {
         self.delta(index, ContentBlockDelta::Text(text), out);
     }
 
-    fn tool(&mut self, call: ToolCallDelta, out: &mut Vec<u8>) {
-        let function = call.function.unwrap_or(crate::openai::FunctionCallDelta {
-            name: None,
-            arguments: None,
-        });
-        let known = self
-            .tools
-            .get(&call.index)
-            .filter(|(_, id)| call.id.is_none() || call.id == *id);
-        let index = match (known, call.id) {
-            (Some(&(index, _)), _) => index,
-            (None, id) => {
-                // A new call (OpenAI sends its id and name in its first delta).
-                let id = id.unwrap_or_else(|| format!("tooluse_{}", call.index));
-                let index = self.open_block(Open::Tool, out);
-                let start = ContentBlockStartEvent {
-                    content_block_index: index,
-                    start: ContentBlockStart::ToolUse(ToolUseBlockStart {
-                        tool_use_id: id.clone(),
-                        name: function.name.clone().unwrap_or_default(),
-                    }),
-                };
-                out.extend(event("contentBlockStart", &start));
-                self.tools.insert(call.index, (index, Some(id)));
-                index
-            }
+    fn tool_start(&mut self, call: u32, id: Option<String>, name: String, out: &mut Vec<u8>) {
+        // A new call (OpenAI sends its id and name in its first delta).
+        let index = self.open_block(Open::Tool, out);
+        let start = ContentBlockStartEvent {
+            content_block_index: index,
+            start: ContentBlockStart::ToolUse(ToolUseBlockStart {
+                tool_use_id: id.unwrap_or_else(|| format!("tooluse_{call}")),
+                name,
+            }),
         };
-        if let Some(input) = function.arguments.filter(|a| !a.is_empty()) {
-            let delta = ContentBlockDelta::ToolUse(ToolUseBlockDelta { input });
-            self.delta(index, delta, out);
+        out.extend(event("contentBlockStart", &start));
+        self.tools.insert(call, index);
+    }
+
+    fn tool_args(&mut self, call: u32, input: String, out: &mut Vec<u8>) {
+        if let Some(&index) = self.tools.get(&call) {
+            self.delta(index, ContentBlockDelta::ToolUse(ToolUseBlockDelta { input }), out);
         }
     }
 
@@ -203,7 +184,6 @@ impl StreamFromOpenAi {
             other => other.to_string(),
         };
         out.extend(exception(kind, &message));
-        self.done = true;
         self.failure = Some(error);
     }
 
@@ -224,55 +204,32 @@ impl StreamFromOpenAi {
             }),
         };
         out.extend(event("metadata", &metadata));
-        self.done = true;
     }
 
-    fn handle(&mut self, event: &Event, out: &mut Vec<u8>) {
-        if self.done {
-            return;
-        }
-        let data = event.data.trim();
-        if data == "[DONE]" {
+    fn handle(&mut self, event: PivotEvent, out: &mut Vec<u8>) {
+        match event {
+            PivotEvent::Start { .. } => self.start(out),
+            // Streamed usage is cumulative: replace, do not add.
+            PivotEvent::Usage(u) => self.usage = Some(u),
+            PivotEvent::TextDelta(text) => self.text(text, out),
+            PivotEvent::ToolCallStart { index, id, name } => self.tool_start(index, id, name, out),
+            PivotEvent::ToolArgsDelta { index, partial } => self.tool_args(index, partial, out),
+            PivotEvent::Finish { reason, native_reason } => {
+                self.close_block(out);
+                self.stop_reason = Some(StopReason::from_openai(Some(&reason), native_reason.as_deref()));
+            }
             // As the other ingress translators: `[DONE]` ends the message, `end_turn` if no
             // finish reason came.
-            self.end(out);
-            return;
-        }
-        let chunk: Chunk = match serde_json::from_str(data) {
-            Ok(c) => c,
-            Err(e) => {
-                let err = TranslateError::StreamDecode(format!("bad OpenAI stream chunk: {e}"));
-                self.fail(out, err, MODEL_STREAM_ERROR);
-                return;
+            PivotEvent::Done => self.end(out),
+            PivotEvent::Error(PivotError::Provider { kind, code, message }) => {
+                let kind = exception_type(kind.as_deref(), code.as_ref());
+                let err = TranslateError::StreamException {
+                    kind: kind.to_owned(),
+                    message: message.unwrap_or_default(),
+                };
+                self.fail(out, err, kind);
             }
-        };
-        if let Some(error) = chunk.error {
-            let kind = exception_type(error.kind.as_deref(), error.code.as_ref());
-            let err = TranslateError::StreamException {
-                kind: kind.to_owned(),
-                message: error.message.unwrap_or_default(),
-            };
-            self.fail(out, err, kind);
-            return;
-        }
-        self.start(out);
-        if let Some(u) = &chunk.usage {
-            // Streamed usage is cumulative: replace, do not add.
-            self.usage = Some(Usage::from(u));
-        }
-        for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
-            if let Some(delta) = choice.delta {
-                if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
-                    self.text(text, out);
-                }
-                for call in delta.tool_calls.into_iter().flatten() {
-                    self.tool(call, out);
-                }
-            }
-            if let Some(reason) = choice.finish_reason {
-                self.close_block(out);
-                self.stop_reason = Some(StopReason::from_openai(Some(&reason), choice.native_finish_reason.as_deref()));
-            }
+            PivotEvent::Error(PivotError::Stream(e)) => self.fail(out, e, MODEL_STREAM_ERROR),
         }
     }
 
@@ -344,37 +301,16 @@ fn exception(kind: &str, message: &str) -> Vec<u8> {
 impl StreamTranslator for StreamFromOpenAi {
     fn feed(&mut self, chunk: &[u8]) -> Result<StreamOutput, TranslateError> {
         let mut out = Vec::new();
-        if !self.done {
-            match self.decoder.feed(chunk) {
-                Ok(events) => {
-                    for event in &events {
-                        self.handle(event, &mut out);
-                    }
-                }
-                Err(e) => self.fail(&mut out, e, MODEL_STREAM_ERROR),
-            }
+        for event in self.reader.feed(chunk) {
+            self.handle(event, &mut out);
         }
         Ok(self.output(out))
     }
 
     fn finish(&mut self) -> Result<StreamOutput, TranslateError> {
         let mut out = Vec::new();
-        if !self.done {
-            if let Ok(events) = self.decoder.finish() {
-                for event in &events {
-                    self.handle(event, &mut out);
-                }
-            }
-        }
-        if !self.done {
-            if self.stop_reason.is_some() {
-                self.end(&mut out);
-            } else {
-                let err = TranslateError::StreamDecode(
-                    "the provider's stream ended before it finished".to_owned(),
-                );
-                self.fail(&mut out, err, MODEL_STREAM_ERROR);
-            }
+        for event in self.reader.finish() {
+            self.handle(event, &mut out);
         }
         Ok(self.output(out))
     }
