@@ -102,7 +102,7 @@ pub fn resolve(rows: &StoredConfig, secrets: &dyn Secrets) -> Resolved {
             }
         }
         if deployments.is_empty() {
-            problems.push(problem(None, "not served: none of its deployments can be served".to_owned()));
+            problems.push(problem(None, "none of its deployments can be served".to_owned()));
             continue;
         }
         models.push(ServedModel { name: row.name.clone(), created: row.created, deployments });
@@ -172,7 +172,7 @@ mod tests {
             vec![
                 "deployment 0 of model m: base_url must start with http:// or https://",
                 "deployment 0 of model tgi: a sagemaker deployment with payload: tgi needs prompt_template (llama3, chatml, mistral, plain)",
-                "model tgi: not served: none of its deployments can be served",
+                "model tgi: none of its deployments can be served",
                 "model garbled: the stored model does not parse: unknown variant `vertex`",
             ]
         );

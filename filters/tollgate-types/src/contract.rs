@@ -27,8 +27,12 @@ pub const METADATA_NAMESPACE: &str = "tollgate";
 pub const METADATA_DEPLOYMENT_KEY: &str = "deployment";
 
 /// Cluster (in the Envoy bootstrap) through which the provider filter reaches the control
-/// plane's HTTP port to fetch provider credentials.
+/// plane's HTTP port to fetch provider credentials (until credential fetching moves to the
+/// service VM, which uses [`CONTROL_PLANE_INTERNAL_CLUSTER`]).
 pub const CONTROL_PLANE_HTTP_CLUSTER: &str = "tollgate_control_plane_http";
+/// Cluster (in the Envoy bootstrap) of the control plane's internal listener
+/// (`--internal-addr`), which serves only [`CREDENTIALS_PATH`] to the data plane.
+pub const CONTROL_PLANE_INTERNAL_CLUSTER: &str = "tollgate_control_plane_internal";
 /// Path of the credential document on the control plane.
 pub const CREDENTIALS_PATH: &str = "/internal/v1/credentials";
 /// Environment variable holding the token the data plane presents to fetch credentials.
