@@ -25,7 +25,8 @@ use crate::xds::snapshot::{self, Snapshot, XdsEnv};
 #[derive(Default)]
 pub struct CredentialsDocument {
     pub version: String,
-    pub body: Vec<u8>,
+    /// Shared, not copied, by each response.
+    pub body: axum::body::Bytes,
 }
 
 pub struct Publisher {
@@ -118,7 +119,7 @@ pub fn credentials_document(refs: &BTreeMap<String, CredentialRef>, secrets: &dy
         version: version.clone(),
         credentials: credentials.into_iter().map(|(name, c)| (name.clone(), c)).collect(),
     };
-    CredentialsDocument { body: snapshot::json_bytes(&doc), version }
+    CredentialsDocument { body: snapshot::json_bytes(&doc).into(), version }
 }
 
 #[cfg(test)]

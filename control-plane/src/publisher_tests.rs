@@ -193,7 +193,7 @@ async fn the_credential_document_follows_the_secrets_and_is_served_from_memory()
     assert_eq!(resp.status(), 200);
     let etag = resp.headers()["etag"].to_str().unwrap().to_owned();
     assert_eq!(etag, format!("\"{}\"", doc.version));
-    assert_eq!(resp.bytes().await.unwrap().as_ref(), doc.body.as_slice());
+    assert_eq!(resp.bytes().await.unwrap(), doc.body);
     let again = client.get(&url).bearer_auth(&token).header("if-none-match", &etag).send().await.unwrap();
     assert_eq!(again.status(), 304);
     assert!(again.bytes().await.unwrap().is_empty());
