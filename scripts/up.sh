@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 DATA=${TOLLGATE_DATA_DIR:-.tollgate}
 GATEWAY_PORT=${TOLLGATE_GATEWAY_PORT:-8080}
 HTTP_PORT=${TOLLGATE_HTTP_PORT:-8081}
+INTERNAL_PORT=${TOLLGATE_INTERNAL_PORT:-8082}
 XDS_PORT=${TOLLGATE_XDS_PORT:-18000}
 ENVOY_ADMIN_PORT=${TOLLGATE_ENVOY_ADMIN_PORT:-9901}
 CONFIG=${TOLLGATE_CONFIG:-config/tollgate.yaml}
@@ -52,6 +53,7 @@ echo "==> starting the control plane (log: $DATA/control-plane.log)"
 TOLLGATE_ADMIN_KEY="$ADMIN_KEY" target/release/tollgate serve \
   --config "$CONFIG" --data-dir "$DATA" \
   --xds-addr "127.0.0.1:$XDS_PORT" --http-addr "127.0.0.1:$HTTP_PORT" \
+  --internal-addr "127.0.0.1:$INTERNAL_PORT" \
   --gateway-port "$GATEWAY_PORT" --wasm-dir target/wasm32-wasip1/release \
   --tls-cert-file "$TLS_CERT" --tls-key-file "$TLS_KEY" \
   >"$DATA/control-plane.out" 2>"$DATA/control-plane.log" &
@@ -65,7 +67,8 @@ done
 
 scripts/render-bootstrap.py envoy/bootstrap.yaml NODE_ID="tollgate-$(hostname)" \
   XDS_HOST=127.0.0.1 XDS_PORT="$XDS_PORT" CP_HTTP_HOST=127.0.0.1 CP_HTTP_PORT="$HTTP_PORT" \
-  ADMIN_PORT="$ENVOY_ADMIN_PORT" WASM_DIR="$(pwd)/target/wasm32-wasip1/release" > "$DATA/envoy-bootstrap.yaml"
+  CP_INTERNAL_HOST=127.0.0.1 CP_INTERNAL_PORT="$INTERNAL_PORT" ADMIN_PORT="$ENVOY_ADMIN_PORT" \
+  WASM_DIR="$(pwd)/target/wasm32-wasip1/release" > "$DATA/envoy-bootstrap.yaml"
 echo "==> starting Envoy (log: $DATA/envoy.log)"
 .venv/bin/envoy -c "$DATA/envoy-bootstrap.yaml" --concurrency 2 --use-dynamic-base-id --log-level warn \
   >"$DATA/envoy.log" 2>&1 &

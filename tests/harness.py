@@ -42,9 +42,10 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WASM_FILES = ("tollgate_gateway_filter.wasm", "tollgate_provider_filter.wasm", "tollgate_service.wasm")
 BOOTSTRAP_PLACEHOLDERS = ("NODE_ID", "XDS_HOST", "XDS_PORT", "CP_HTTP_HOST", "CP_HTTP_PORT",
-                          "ADMIN_PORT", "WASM_DIR")
+                          "CP_INTERNAL_HOST", "CP_INTERNAL_PORT", "ADMIN_PORT", "WASM_DIR")
 READY_RE = re.compile(r"^READY xds=(?P<xds>\S+):(?P<xds_port>\d+) "
-                      r"http=(?P<http>\S+):(?P<http_port>\d+)\s*$", re.M)
+                      r"http=(?P<http>\S+):(?P<http_port>\d+) "
+                      r"internal=(?P<internal>\S+):(?P<internal_port>\d+)\s*$", re.M)
 
 T = TypeVar("T")
 ADMIN = object()  # GatewayStack.admin(): authenticate with the admin key
@@ -281,11 +282,13 @@ class ControlPlane(ManagedProcess):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.xds_port = free_port()
         self.http_port = free_port()
+        self.internal_port = free_port()
         argv = [str(tollgate_bin()), "serve",
                 "--config", str(config_path),
                 "--data-dir", str(self.data_dir),
                 "--xds-addr", f"127.0.0.1:{self.xds_port}",
                 "--http-addr", f"127.0.0.1:{self.http_port}",
+                "--internal-addr", f"127.0.0.1:{self.internal_port}",
                 "--gateway-addr", "127.0.0.1",
                 "--gateway-port", str(gateway_port),
                 "--wasm-dir", str(wasm_dir())]
@@ -302,12 +305,18 @@ class ControlPlane(ManagedProcess):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
+    @property
+    def internal_url(self) -> str:
+        """The internal listener: the data plane's credential document, nothing else."""
+        return f"http://127.0.0.1:{self.internal_port}"
+
     def wait_ready(self, timeout: float = 30.0) -> None:
         match = self.wait_for_stdout(READY_RE, timeout)
-        ports = (int(match["xds_port"]), int(match["http_port"]))
-        if ports != (self.xds_port, self.http_port):
+        ports = (int(match["xds_port"]), int(match["http_port"]), int(match["internal_port"]))
+        expected = (self.xds_port, self.http_port, self.internal_port)
+        if ports != expected:
             raise StartupError(f"control plane announced ports {ports}, expected "
-                               f"{(self.xds_port, self.http_port)}: {match.group(0)!r}")
+                               f"{expected}: {match.group(0)!r}")
         try:
             wait_until(lambda: http("GET", f"{self.url}/healthz", timeout=2).status_code == 200,
                        timeout, "control plane /healthz to answer 200", on_timeout=self.log_tails)
@@ -331,6 +340,7 @@ class Envoy(ManagedProcess):
             "NODE_ID": node_id,
             "XDS_HOST": "127.0.0.1", "XDS_PORT": cp.xds_port,
             "CP_HTTP_HOST": "127.0.0.1", "CP_HTTP_PORT": cp.http_port,
+            "CP_INTERNAL_HOST": "127.0.0.1", "CP_INTERNAL_PORT": cp.internal_port,
             "ADMIN_PORT": self.admin_port,
             "WASM_DIR": wasm_dir().resolve(),
         }))
@@ -447,6 +457,11 @@ class GatewayStack:
     def admin_url(self) -> str:
         assert self.cp is not None
         return self.cp.url
+
+    @property
+    def internal_url(self) -> str:
+        assert self.cp is not None
+        return self.cp.internal_url
 
     @property
     def envoy_admin_url(self) -> str:

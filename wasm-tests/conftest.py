@@ -104,7 +104,7 @@ def service_wasm() -> Path:
     return _wasm(SERVICE_WASM)
 
 
-SERVICE_CONFIG = b'{"control_plane_cluster": "tollgate_control_plane_http"}'
+SERVICE_CONFIG = b'{"control_plane_cluster": "tollgate_control_plane_internal"}'
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ API_KEY_2 = "sk-rotated-456"
 SECRETS = (K1_SECRET, K2_SECRET, K3_SECRET, UNKNOWN_SECRET, DATA_PLANE_TOKEN, API_KEY, API_KEY_2)
 
 DEPLOYMENT_PATH = ("xds", "upstream_host_metadata", "filter_metadata", "tollgate", "deployment")
-CREDENTIALS_CLUSTER = "tollgate_control_plane_http"
+CREDENTIALS_CLUSTER = "tollgate_control_plane_internal"
 CREDENTIALS_PATH = "/internal/v1/credentials"
 SHARED_CREDENTIALS_KEY = "tollgate.credentials.v1"
 

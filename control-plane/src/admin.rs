@@ -1,7 +1,6 @@
-//! The HTTP side of the control plane (axum): the admin REST API, the data plane's credential
-//! endpoint, the demo model, and health. Errors use the OpenAI error format.
-
-use std::sync::Arc;
+//! The HTTP side of the control plane (axum): the admin REST API, the demo model, and health.
+//! Errors use the OpenAI error format. The data plane's credential endpoint is on the internal
+//! listener (`crate::internal`).
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -10,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use subtle::ConstantTimeEq;
 use tollgate_contract::keys::presented_key;
 use tollgate_contract::{ErrorKind, GatewayError};
 
@@ -19,8 +17,6 @@ use crate::service::{Actor, NewKey, Service, ServiceError};
 #[derive(Clone)]
 pub struct AppState {
     pub service: Service,
-    /// The token the data plane presents to fetch credentials.
-    pub data_plane_token: Arc<String>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -30,7 +26,6 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/v1/keys/{id}", delete(revoke_key))
         .route("/admin/v1/models", get(list_models))
         .route("/admin/v1/audit", get(audit))
-        .route(tollgate_contract::contract::CREDENTIALS_PATH, get(credentials))
         .route("/demo/v1/chat/completions", post(crate::demo::chat))
         .route("/demo/v1/embeddings", post(crate::demo::embeddings))
         .fallback(|| async { ApiError(GatewayError::new(ErrorKind::NotFound, "Unknown admin API path.").code("unknown_url")) })
@@ -38,6 +33,12 @@ pub fn router(state: AppState) -> Router {
 }
 
 pub struct ApiError(GatewayError);
+
+impl From<GatewayError> for ApiError {
+    fn from(e: GatewayError) -> Self {
+        Self(e)
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -108,25 +109,4 @@ async fn list_models(State(state): State<AppState>, headers: HeaderMap) -> Resul
 async fn audit(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     admin(&state, &headers).await?;
     Ok(Json(json!({ "data": state.service.audit_log().await? })).into_response())
-}
-
-async fn credentials(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let presented = presented_key(header_str(&headers, "authorization"), None).unwrap_or("");
-    if !bool::from(presented.as_bytes().ct_eq(state.data_plane_token.as_bytes())) || presented.is_empty() {
-        return Err(ApiError(GatewayError::new(ErrorKind::Authentication, "Invalid data-plane token.")));
-    }
-    let doc = state.service.credentials_document().await?;
-    let version = serde_json::from_slice::<serde_json::Value>(&doc)
-        .ok()
-        .and_then(|v| v.get("version").and_then(|v| v.as_str()).map(|s| format!("\"{s}\"")))
-        .unwrap_or_default();
-    if header_str(&headers, "if-none-match") == Some(version.as_str()) {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, version)]).into_response());
-    }
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json".to_owned()), (header::ETAG, version), (header::CACHE_CONTROL, "no-store".to_owned())],
-        doc,
-    )
-        .into_response())
 }

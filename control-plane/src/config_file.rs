@@ -6,9 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use tollgate_contract::config::PromptTemplate;
-
-use crate::model::{CredentialRef, ModelSpec, Provider, SagemakerPayload, Settings};
+use crate::model::{CredentialRef, ModelSpec, Settings};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,47 +83,16 @@ fn validate_deployment(
             bail!("model `{model}`: deployment names credential `{c}`, which is not declared under `credentials`");
         }
     }
-    if matches!(d.provider, Provider::Bedrock | Provider::Sagemaker) && d.region.is_none() {
-        bail!("model `{model}`: a bedrock or sagemaker deployment needs region (e.g. us-east-1)");
-    }
-    if d.provider == Provider::Sagemaker && d.model.is_none() {
-        bail!("model `{model}`: a sagemaker deployment needs model (the endpoint name)");
-    }
-    validate_payload(model, d)?;
-    if d.provider == Provider::Demo {
-        return Ok(());
-    }
-    let Some(url) = d.effective_base_url() else {
-        bail!("model `{model}`: this deployment needs base_url (e.g. https://api.openai.com/v1, or an Azure deployment URL)");
-    };
-    crate::upstream::UpstreamUrl::parse(&url).with_context(|| format!("model `{model}`: base_url"))?;
+    // The same parser the model is resolved with: a file is refused for what would be skipped.
+    d.parse(model).map_err(|e| anyhow::anyhow!("model `{model}`: {e}"))?;
     Ok(())
-}
-
-/// `payload` and `prompt_template` are SageMaker options; `payload: tgi` needs a known template.
-fn validate_payload(model: &str, d: &crate::model::DeploymentSpec) -> anyhow::Result<()> {
-    if d.provider != Provider::Sagemaker && (d.payload.is_some() || d.prompt_template.is_some()) {
-        bail!("model `{model}`: payload and prompt_template apply to sagemaker deployments only");
-    }
-    let names = PromptTemplate::NAMES.join(", ");
-    match (d.payload, d.prompt_template) {
-        (Some(SagemakerPayload::Tgi), None) => {
-            bail!("model `{model}`: a sagemaker deployment with payload: tgi needs prompt_template ({names})")
-        }
-        (Some(SagemakerPayload::Tgi), Some(PromptTemplate::Unknown)) => {
-            bail!("model `{model}`: unknown prompt_template; use one of {names}")
-        }
-        (None | Some(SagemakerPayload::Openai), Some(_)) => {
-            bail!("model `{model}`: prompt_template applies to payload: tgi only (OpenAI-style containers apply their own chat template)")
-        }
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::AwsSource;
+    use crate::model::{AwsSource, SagemakerPayload};
+    use tollgate_contract::config::PromptTemplate;
 
     #[test]
     fn parses_example() {

@@ -1,11 +1,12 @@
-//! Tollgate control plane: xDS (ADS + ECDS) for Envoy, the admin API, the data plane's
-//! credential endpoint, and the built-in demo model.
+//! Tollgate control plane: xDS (ADS + ECDS) for Envoy, the admin API and the built-in demo
+//! model, and, on an internal listener, the data plane's credential endpoint.
 
 mod admin;
 mod aws;
 mod clock;
 mod config_file;
 mod demo;
+mod internal;
 mod model;
 mod publisher;
 mod service;
@@ -28,6 +29,7 @@ use crate::config_file::ConfigFile;
 use crate::publisher::Publisher;
 use crate::service::Service;
 use crate::store::Store;
+use crate::upstream::UpstreamUrl;
 use crate::xds::snapshot::XdsEnv;
 
 #[derive(Parser)]
@@ -56,8 +58,12 @@ struct ServeArgs {
     database_url: Option<String>,
     #[arg(long, env = "TOLLGATE_XDS_ADDR", default_value = "127.0.0.1:18000")]
     xds_addr: SocketAddr,
+    /// The admin API and the demo model.
     #[arg(long, env = "TOLLGATE_HTTP_ADDR", default_value = "127.0.0.1:8081")]
     http_addr: SocketAddr,
+    /// The data plane's credential endpoint (`GET /internal/v1/credentials`, data-plane token).
+    #[arg(long, env = "TOLLGATE_INTERNAL_ADDR", default_value = "127.0.0.1:8082")]
+    internal_addr: SocketAddr,
     /// Address Envoy's client listener binds to.
     #[arg(long, env = "TOLLGATE_GATEWAY_ADDR", default_value = "0.0.0.0")]
     gateway_addr: String,
@@ -133,15 +139,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let xds_listener = TcpListener::bind(args.xds_addr).await.with_context(|| format!("binding xDS on {}", args.xds_addr))?;
     let http_listener = TcpListener::bind(args.http_addr).await.with_context(|| format!("binding HTTP on {}", args.http_addr))?;
+    let internal_listener = TcpListener::bind(args.internal_addr)
+        .await
+        .with_context(|| format!("binding the internal listener on {}", args.internal_addr))?;
     let xds_local = xds_listener.local_addr()?;
     let http_local = http_listener.local_addr()?;
+    let internal_local = internal_listener.local_addr()?;
     let demo_host = if http_local.ip().is_unspecified() { "127.0.0.1".to_owned() } else { http_local.ip().to_string() };
+    let demo_base_url = args.demo_base_url.clone().unwrap_or_else(|| format!("http://{demo_host}:{}/demo/v1", http_local.port()));
     let env = XdsEnv {
         gateway_addr: args.gateway_addr.clone(),
         gateway_port: args.gateway_port,
         gateway_filter_wasm: absolute(&args.wasm_dir.join("tollgate_gateway_filter.wasm"))?,
         provider_filter_wasm: absolute(&args.wasm_dir.join("tollgate_provider_filter.wasm"))?,
-        demo_base_url: args.demo_base_url.clone().unwrap_or_else(|| format!("http://{demo_host}:{}/demo/v1", http_local.port())),
+        demo_url: UpstreamUrl::parse(&demo_base_url).with_context(|| "--demo-base-url".to_owned())?,
         upstream_ca_file: args.upstream_ca_file.clone(),
         tls: match (&args.tls_cert_file, &args.tls_key_file) {
             (Some(c), Some(k)) => Some(xds::snapshot::ListenerTls { cert_file: absolute(c)?, key_file: absolute(k)? }),
@@ -154,6 +165,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let aws_credentials = Arc::new(aws::AwsCredentials::default());
     let (publisher, snapshots) = Publisher::new(store.clone(), env, aws_credentials.clone());
+    let aws_changes = aws_credentials.changes();
     let service = Service { store: store.clone(), publisher: publisher.clone() };
     if let Some(secret) = service.ensure_admin_key(std::env::var("TOLLGATE_ADMIN_KEY").ok().filter(|s| !s.is_empty())).await? {
         // Shown once, on first start; only its digest is stored.
@@ -161,18 +173,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     publisher.refresh().await?;
     // Deployments on an AWS chain credential are served once their first keys are obtained.
-    aws::spawn_refresher(store.clone(), aws_credentials, publisher.clone());
-
-    let poller = publisher.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(2));
-        loop {
-            tick.tick().await;
-            if let Err(e) = poller.refresh().await {
-                tracing::warn!(error = %format!("{e:#}"), "snapshot refresh failed; keeping the last one");
-            }
-        }
-    });
+    aws::spawn_refresher(store.clone(), aws_credentials);
+    publisher.clone().spawn_refresher(Duration::from_secs(2), aws_changes);
 
     let ads = AggregatedDiscoveryServiceServer::new(xds::server::AdsServer::new(snapshots));
     let xds_task = tokio::spawn(
@@ -181,13 +183,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .add_service(ads)
             .serve_with_incoming_shutdown(TcpListenerStream::new(xds_listener), shutdown_signal()),
     );
-    let app = admin::router(admin::AppState { service, data_plane_token: Arc::new(token) });
+    let internal_state = internal::InternalState { publisher: publisher.clone(), data_plane_token: Arc::new(token) };
+    let app = admin::router(admin::AppState { service });
     let http_task = tokio::spawn(async move { axum::serve(http_listener, app).with_graceful_shutdown(shutdown_signal()).await });
-    println!("READY xds={xds_local} http={http_local}");
-    tracing::info!(xds = %xds_local, http = %http_local, "control plane ready");
-    let (x, h) = tokio::join!(xds_task, http_task);
+    let internal_app = internal::router(internal_state);
+    let internal_task =
+        tokio::spawn(async move { axum::serve(internal_listener, internal_app).with_graceful_shutdown(shutdown_signal()).await });
+    println!("READY xds={xds_local} http={http_local} internal={internal_local}");
+    tracing::info!(xds = %xds_local, http = %http_local, internal = %internal_local, "control plane ready");
+    let (x, h, i) = tokio::join!(xds_task, http_task, internal_task);
     x??;
     h??;
+    i??;
     store.close().await;
     Ok(())
 }

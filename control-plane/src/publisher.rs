@@ -1,46 +1,127 @@
-//! The one writer of snapshots: reloads the model from the store, builds the snapshot, and
-//! publishes it when it changed. Called after every admin change and on a timer (so replicas
-//! sharing a PostgreSQL store converge).
+//! The one writer of what the data plane is given: reads the stored rows, resolves them into the
+//! servable model (`crate::model::resolve`, which cannot fail), builds the xDS snapshot
+//! (`snapshot::build`, which cannot fail) and the credential document, and publishes each when
+//! it changed. Both are kept in memory and served from there, versioned by one scheme
+//! ([`snapshot::content_version`]). Called after every admin change, on a timer (so replicas
+//! sharing a PostgreSQL store converge), and whenever the secrets announce a change.
+//!
+//! What cannot be served is logged once when it appears (and once when it goes away), never
+//! blocking the rest: a broken deployment row does not stop a key revocation.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{watch, Mutex};
+use tokio::task::JoinHandle;
+use tollgate_contract::config::{Credential, CredentialsDoc};
 
-use crate::aws::AwsCredentials;
+use crate::model::{self, CredentialRef, Problem, Resolved, Secrets};
 use crate::store::Store;
 use crate::xds::snapshot::{self, Snapshot, XdsEnv};
+
+/// The credential document as served: its version (the ETag) and its JSON. It holds secrets:
+/// no `Debug`, never logged.
+#[derive(Default)]
+pub struct CredentialsDocument {
+    pub version: String,
+    /// Shared, not copied, by each response.
+    pub body: axum::body::Bytes,
+}
 
 pub struct Publisher {
     store: Store,
     env: XdsEnv,
     /// The environment and the credentials obtained through AWS chains.
-    secrets: Arc<AwsCredentials>,
-    tx: watch::Sender<Arc<Snapshot>>,
-    lock: Mutex<()>,
+    secrets: Arc<dyn Secrets>,
+    snapshots: watch::Sender<Arc<Snapshot>>,
+    credentials: watch::Sender<Arc<CredentialsDocument>>,
+    /// Serialises refreshes; holds the problems of the last one (to log only what changed).
+    reported: Mutex<Vec<Problem>>,
 }
 
 impl Publisher {
-    pub fn new(store: Store, env: XdsEnv, secrets: Arc<AwsCredentials>) -> (Arc<Self>, watch::Receiver<Arc<Snapshot>>) {
-        let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
-        (Arc::new(Self { store, env, secrets, tx, lock: Mutex::new(()) }), rx)
+    pub fn new(store: Store, env: XdsEnv, secrets: Arc<dyn Secrets>) -> (Arc<Self>, watch::Receiver<Arc<Snapshot>>) {
+        let (snapshots, rx) = watch::channel(Arc::new(Snapshot::default()));
+        let credentials = watch::channel(Arc::new(CredentialsDocument::default())).0;
+        (Arc::new(Self { store, env, secrets, snapshots, credentials, reported: Mutex::new(Vec::new()) }), rx)
     }
 
     /// What credential references resolve with.
-    pub fn secrets(&self) -> &AwsCredentials {
-        &self.secrets
+    pub fn secrets(&self) -> &dyn Secrets {
+        &*self.secrets
     }
 
-    /// Rebuilds and publishes; returns whether anything changed.
+    /// The credential document last published.
+    pub fn credentials(&self) -> Arc<CredentialsDocument> {
+        self.credentials.borrow().clone()
+    }
+
+    /// Rebuilds and publishes; returns whether the snapshot changed. Fails only when the store
+    /// cannot be read (the last snapshot and document then stay).
     pub async fn refresh(&self) -> anyhow::Result<bool> {
-        let _guard = self.lock.lock().await;
-        let model = self.store.load_model(&*self.secrets).await?;
-        let snap = snapshot::build(&model, &self.env)?;
-        let changed = !self.tx.borrow().same_versions(&snap);
+        let mut reported = self.reported.lock().await;
+        let rows = self.store.load().await?;
+        let Resolved { model, problems } = model::resolve(&rows, &*self.secrets);
+        log_changes(&reported, &problems);
+        *reported = problems;
+        let doc = credentials_document(&model.credentials, &*self.secrets);
+        if doc.version != self.credentials.borrow().version {
+            tracing::info!(version = %doc.version, "credential document published");
+            self.credentials.send_replace(Arc::new(doc));
+        }
+        let snap = snapshot::build(&model, &self.env);
+        let changed = !self.snapshots.borrow().same_versions(&snap);
         if changed {
             let versions: Vec<String> = snap.by_type.values().map(|r| r.version.clone()).collect();
             tracing::info!(versions = ?versions, models = model.models.len(), keys = model.keys.len(), "snapshot published");
-            self.tx.send_replace(Arc::new(snap));
+            self.snapshots.send_replace(Arc::new(snap));
         }
         Ok(changed)
     }
+
+    /// Refreshes every `every`, and each time `changes` is marked changed (e.g. the AWS
+    /// credentials: `crate::aws::AwsCredentials::changes`).
+    pub fn spawn_refresher(self: Arc<Self>, every: Duration, mut changes: watch::Receiver<()>) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            let mut watching = true;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    changed = changes.changed(), if watching => watching = changed.is_ok(),
+                }
+                if let Err(e) = self.refresh().await {
+                    tracing::warn!(error = %format!("{e:#}"), "snapshot refresh failed; keeping the last one");
+                }
+            }
+        })
+    }
 }
+
+/// Logs the problems that appeared since the last refresh, and those that went away.
+fn log_changes(before: &[Problem], now: &[Problem]) {
+    for p in now.iter().filter(|p| !before.contains(p)) {
+        tracing::warn!(model = %p.model, deployment = p.deployment, reason = %p.reason, "not served");
+    }
+    for p in before.iter().filter(|p| !now.contains(p)) {
+        tracing::info!(model = %p.model, deployment = p.deployment, reason = %p.reason, "no longer a problem");
+    }
+}
+
+/// The credential document for the data plane: every credential reference that resolves now.
+/// Its version hashes the credentials (in name order), so it changes exactly when they do.
+pub fn credentials_document(refs: &BTreeMap<String, CredentialRef>, secrets: &dyn Secrets) -> CredentialsDocument {
+    let credentials: BTreeMap<&String, Credential> =
+        refs.iter().filter_map(|(name, r)| Some((name, r.resolve(name, secrets)?))).collect();
+    let version = snapshot::content_version(&snapshot::json_bytes(&credentials));
+    let doc = CredentialsDoc {
+        version: version.clone(),
+        credentials: credentials.into_iter().map(|(name, c)| (name.clone(), c)).collect(),
+    };
+    CredentialsDocument { body: snapshot::json_bytes(&doc).into(), version }
+}
+
+#[cfg(test)]
+#[path = "publisher_tests.rs"]
+mod tests;

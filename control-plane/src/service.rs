@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tollgate_contract::keys::{digest_hex, Role, KEY_PREFIX};
 
 use crate::clock::unix_now;
-use crate::model::{CredentialRef, KeyRecord, ModelSpec, Secrets};
+use crate::model::{self, DeploymentSpec, KeyRecord};
 use crate::publisher::Publisher;
 use crate::store::{AuditEntry, Store};
 
@@ -73,6 +72,25 @@ pub struct CreatedKey {
     #[serde(flatten)]
     pub view: KeyView,
     pub key: String,
+}
+
+/// A model as shown by the admin API.
+#[derive(Debug, Serialize)]
+pub struct ModelView {
+    pub name: String,
+    /// As stored (empty when the stored row does not parse).
+    pub deployments: Vec<DeploymentSpec>,
+    /// Whether the gateway serves it (at least one deployment can be served).
+    pub served: bool,
+    /// What is not served, and why.
+    pub problems: Vec<ModelProblem>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelProblem {
+    /// Index into `deployments`; `null`: the model as a whole.
+    pub deployment: Option<usize>,
+    pub reason: String,
 }
 
 /// Who is calling the admin API (by public key id).
@@ -174,30 +192,23 @@ impl Service {
         key.map(KeyView::from).ok_or_else(|| ServiceError::NotFound(format!("No key with id '{id}'.")))
     }
 
-    pub async fn list_models(&self) -> Result<Vec<ModelSpec>, ServiceError> {
-        Ok(self.store.model_specs().await?)
+    /// Every stored model as written, whether it is served, and what of it is not and why.
+    pub async fn list_models(&self) -> Result<Vec<ModelView>, ServiceError> {
+        let rows = self.store.load().await?;
+        let resolved = model::resolve(&rows, self.publisher.secrets());
+        Ok(rows
+            .models
+            .into_iter()
+            .map(|row| ModelView {
+                served: resolved.model.models.iter().any(|m| m.name == row.name),
+                problems: resolved.problems_of(&row.name).map(|p| ModelProblem { deployment: p.deployment, reason: p.reason.clone() }).collect(),
+                deployments: row.spec.map(|s| s.deployments).unwrap_or_default(),
+                name: row.name,
+            })
+            .collect())
     }
 
     pub async fn audit_log(&self) -> Result<Vec<AuditEntry>, ServiceError> {
         Ok(self.store.audit_log(200).await?)
     }
-
-    /// The credential document for the data plane, resolved now from the environment and the
-    /// credentials obtained through AWS chains.
-    pub async fn credentials_document(&self) -> Result<Vec<u8>, ServiceError> {
-        let refs = self.store.credentials().await?;
-        Ok(credentials_document(&refs, self.publisher.secrets()))
-    }
-}
-
-/// Builds the JSON credential document; its version is a hash of its content.
-pub fn credentials_document(
-    refs: &std::collections::BTreeMap<String, CredentialRef>,
-    secrets: &dyn Secrets,
-) -> Vec<u8> {
-    let credentials: std::collections::BTreeMap<&String, tollgate_contract::config::Credential> =
-        refs.iter().filter_map(|(name, r)| Some((name, r.resolve(name, secrets)?))).collect();
-    let body = serde_json::to_vec(&credentials).unwrap_or_default();
-    let version = hex::encode(&Sha256::digest(&body)[..8]);
-    serde_json::to_vec(&serde_json::json!({ "version": version, "credentials": credentials })).unwrap_or_default()
 }

@@ -1,8 +1,22 @@
-//! Parsing of provider base URLs into what Envoy needs: scheme, host, port, path prefix.
+//! Provider base URLs, parsed once into what Envoy needs: scheme, host, port, path prefix.
 
-use anyhow::{bail, Context};
+use serde::Serialize;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a base URL cannot be used. The messages never repeat the URL: it might carry user
+/// information (`user:password@`), which is refused, not echoed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("must start with http:// or https://")]
+    Scheme,
+    #[error("has no valid host (user information is not allowed)")]
+    Authority,
+    #[error("has a port that is not a number from 0 to 65535")]
+    Port,
+    #[error("has no host")]
+    NoHost,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UpstreamUrl {
     pub tls: bool,
     pub host: String,
@@ -11,30 +25,30 @@ pub struct UpstreamUrl {
 }
 
 impl UpstreamUrl {
-    pub fn parse(url: &str) -> anyhow::Result<Self> {
+    pub fn parse(url: &str) -> Result<Self, UrlError> {
         let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
             (true, r)
         } else if let Some(r) = url.strip_prefix("http://") {
             (false, r)
         } else {
-            bail!("`{url}` must start with http:// or https://");
+            return Err(UrlError::Scheme);
         };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
         if authority.is_empty() || authority.contains('@') {
-            bail!("`{url}` has no valid host");
+            return Err(UrlError::Authority);
         }
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-                (h.to_owned(), p.parse::<u16>().with_context(|| format!("bad port in `{url}`"))?)
+                (h.to_owned(), p.parse::<u16>().map_err(|_| UrlError::Port)?)
             }
             _ => (authority.to_owned(), if tls { 443 } else { 80 }),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         if host.is_empty() {
-            bail!("`{url}` has no host");
+            return Err(UrlError::NoHost);
         }
         Ok(Self { tls, host, port, base_path: path.trim_end_matches('/').to_owned() })
     }
@@ -66,6 +80,8 @@ mod tests {
         assert!(UpstreamUrl::parse("ftp://x").is_err());
         assert!(UpstreamUrl::parse("http://").is_err());
         assert!(UpstreamUrl::parse("http://h:notaport/").is_err());
-        assert!(UpstreamUrl::parse("http://user:pw@h/").is_err());
+        assert_eq!(UpstreamUrl::parse("http://user:pw@h/"), Err(UrlError::Authority));
+        // the reason never repeats the URL (it may hold a password)
+        assert!(!UrlError::Authority.to_string().contains("pw"));
     }
 }

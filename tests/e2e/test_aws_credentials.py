@@ -100,7 +100,7 @@ def assert_signed_with(bedrock: MockBedrock, keys: Keys) -> None:
 
 
 def credentials_document(gw: harness.GatewayStack) -> tuple[str, dict[str, Any]]:
-    resp = harness.http("GET", f"{gw.admin_url}/internal/v1/credentials",
+    resp = harness.http("GET", f"{gw.internal_url}/internal/v1/credentials",
                         headers={"Authorization": f"Bearer {gw.data_plane_token}"})
     assert resp.status_code == 200, resp.text[:300]
     return resp.headers["etag"], resp.json()

@@ -22,6 +22,11 @@ def test_render_bootstrap(tmp_path):
         harness.render_bootstrap(template, {"NODE_ID": "n1"})
 
 
+def test_bootstrap_placeholders_are_the_templates():
+    template = (harness.REPO_ROOT / "envoy" / "bootstrap.yaml").read_text()
+    assert set(re.findall(r"\{\{([A-Z_]+)\}\}", template)) == set(harness.BOOTSTRAP_PLACEHOLDERS)
+
+
 def test_free_port_is_bindable_and_not_repeated():
     ports = {harness.free_port() for _ in range(20)}
     assert len(ports) == 20
@@ -47,13 +52,13 @@ def test_wait_until_returns_value_and_times_out():
 
 def test_managed_process_lifecycle(tmp_path):
     script = ("import sys, time\n"
-              "print('starting'); print('READY xds=127.0.0.1:1 http=127.0.0.1:2', flush=True)\n"
+              "print('starting'); print('READY xds=127.0.0.1:1 http=127.0.0.1:2 internal=127.0.0.1:3', flush=True)\n"
               "sys.stderr.write('err line\\n'); sys.stderr.flush(); time.sleep(60)\n")
     proc = harness.ManagedProcess("toy", [sys.executable, "-c", script], {}, tmp_path)
     proc.start()
     try:
         match = proc.wait_for_stdout(harness.READY_RE, 10)
-        assert match["http_port"] == "2"
+        assert (match["http_port"], match["internal_port"]) == ("2", "3")
         proc.kill()
         assert not proc.alive and proc.returncode == -9
         # A restart appends to the same logs and only looks at its own output.

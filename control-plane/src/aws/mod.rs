@@ -5,11 +5,12 @@
 //! One task per credential (`keep_fresh`) asks its provider, stores the result in
 //! [`AwsCredentials`] and sleeps until [`schedule::next_refresh`]; a failure is retried with
 //! back-off ([`schedule::next_retry`]) while the credentials obtained before stay in use until
-//! they expire. Every change republishes the snapshot (a deployment is served only while its
-//! credential resolves); the credential document the provider filter polls is built from the
-//! same store on each request, so its version changes with the keys and the filter signs with
-//! the new ones within about a second. The secrets live only in memory and in that document:
-//! logs name the credential, never its keys.
+//! they expire. Every change is announced on [`AwsCredentials::changes`]; this module knows
+//! nothing of who listens (the publisher does: it rebuilds the snapshot, where a deployment is
+//! served only while its credential resolves, and the credential document the provider filter
+//! polls, whose version then changes with the keys so that the filter signs with the new ones
+//! within about a second). The secrets live only in memory and in that document: logs name the
+//! credential, never its keys.
 
 pub mod provider;
 pub mod schedule;
@@ -19,12 +20,12 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tollgate_contract::config::AwsCredential;
 
 use crate::clock::system_now;
 use crate::model::{AwsChainSpec, Secrets};
-use crate::publisher::Publisher;
 use crate::store::Store;
 
 /// How long one attempt of a chain may take (IMDS probing and STS included).
@@ -40,12 +41,29 @@ struct Entry {
 
 /// The credentials obtained through AWS chains, by credential name; with the process
 /// environment, the control plane's [`Secrets`].
-#[derive(Default)]
 pub struct AwsCredentials {
     entries: RwLock<BTreeMap<String, Entry>>,
+    /// Marked changed whenever what [`Secrets::aws_chain`] answers may have changed.
+    changed: watch::Sender<()>,
+}
+
+impl Default for AwsCredentials {
+    fn default() -> Self {
+        Self { entries: RwLock::default(), changed: watch::channel(()).0 }
+    }
 }
 
 impl AwsCredentials {
+    /// A receiver marked changed each time credentials were obtained, changed, forgotten or
+    /// could not be resolved (changes that come close together are seen once).
+    pub fn changes(&self) -> watch::Receiver<()> {
+        self.changed.subscribe()
+    }
+
+    fn announce(&self) {
+        self.changed.send_replace(());
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Entry>> {
         self.entries.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -102,7 +120,7 @@ impl Secrets for AwsCredentials {
 
 /// Keeps one refresh task per AWS chain credential of the store, following changes of the
 /// store (a removed or changed credential's task is stopped and its keys forgotten).
-pub fn spawn_refresher(store: Store, cache: Arc<AwsCredentials>, publisher: Arc<Publisher>) -> JoinHandle<()> {
+pub fn spawn_refresher(store: Store, cache: Arc<AwsCredentials>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tasks: BTreeMap<String, (AwsChainSpec, JoinHandle<()>)> = BTreeMap::new();
         let mut tick = tokio::time::interval(SYNC_INTERVAL);
@@ -126,21 +144,15 @@ pub fn spawn_refresher(store: Store, cache: Arc<AwsCredentials>, publisher: Arc<
             });
             for (name, spec) in wanted {
                 if let std::collections::btree_map::Entry::Vacant(slot) = tasks.entry(name) {
-                    let task = tokio::spawn(keep_fresh(slot.key().clone(), spec.clone(), cache.clone(), publisher.clone()));
+                    let task = tokio::spawn(keep_fresh(slot.key().clone(), spec.clone(), cache.clone()));
                     slot.insert((spec, task));
                 }
             }
             if forgot {
-                republish(&publisher).await;
+                cache.announce();
             }
         }
     })
-}
-
-async fn republish(publisher: &Publisher) {
-    if let Err(e) = publisher.refresh().await {
-        tracing::warn!(error = %format!("{e:#}"), "snapshot refresh failed; keeping the last one");
-    }
 }
 
 /// The error and its sources on one line (aws-config's errors keep the detail in sources).
@@ -168,7 +180,7 @@ async fn attempt(provider: &SharedCredentialsProvider) -> Result<aws_credential_
     }
 }
 
-async fn keep_fresh(name: String, spec: AwsChainSpec, cache: Arc<AwsCredentials>, publisher: Arc<Publisher>) {
+async fn keep_fresh(name: String, spec: AwsChainSpec, cache: Arc<AwsCredentials>) {
     // aws-config reads the profile files and the chain's settings once per provider: after a
     // failure, and for keys that do not expire (static keys in a file that may be edited), the
     // next attempt starts from a new provider. Expiring keys (STS, ECS, web identity, whose
@@ -204,7 +216,7 @@ async fn keep_fresh(name: String, spec: AwsChainSpec, cache: Arc<AwsCredentials>
                         refresh_at = unix(next),
                         "AWS credentials obtained"
                     );
-                    republish(&publisher).await;
+                    cache.announce();
                 }
                 next
             }
@@ -224,7 +236,7 @@ async fn keep_fresh(name: String, spec: AwsChainSpec, cache: Arc<AwsCredentials>
                         credential = %name, %error, failures, retry_in_s,
                         "AWS credentials could not be resolved; deployments using them are not served"
                     );
-                    republish(&publisher).await;
+                    cache.announce();
                 }
                 next
             }

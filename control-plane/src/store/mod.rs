@@ -10,7 +10,7 @@ use anyhow::Context;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
-use crate::model::{CredentialRef, KeyRecord, Model, ModelSpec, Secrets, ServedModel, Settings};
+use crate::model::{CredentialRef, KeyRecord, ModelRow, ModelSpec, Settings, StoredConfig};
 
 #[derive(Clone)]
 pub struct Store {
@@ -88,48 +88,56 @@ impl Store {
         Ok(())
     }
 
-    /// The credential references, by name.
-    pub async fn credentials(&self) -> anyhow::Result<BTreeMap<String, CredentialRef>> {
+    /// The credential references, by name: `Err` (the parser's message) for a row that does not
+    /// parse, so that one bad row stays that row's problem.
+    pub async fn credential_rows(&self) -> anyhow::Result<BTreeMap<String, Result<CredentialRef, String>>> {
         let mut credentials = BTreeMap::new();
         for row in sqlx::query("SELECT name, spec FROM credentials").fetch_all(&self.pool).await? {
-            let c: CredentialRef = serde_json::from_str(&row.try_get::<String, _>(1)?)?;
-            credentials.insert(row.try_get::<String, _>(0)?, c);
+            let spec: String = row.try_get(1)?;
+            let parsed = serde_json::from_str::<CredentialRef>(&spec).map_err(|e| e.to_string());
+            credentials.insert(row.try_get::<String, _>(0)?, parsed);
         }
         Ok(credentials)
     }
 
-    /// Loads the domain model; `secrets` resolves credential references (deployments whose
-    /// credential is not set in the environment, or not obtained from its AWS chain, are left out).
-    pub async fn load_model(&self, secrets: &dyn Secrets) -> anyhow::Result<Model> {
-        let settings = match sqlx::query("SELECT spec FROM settings WHERE id = 1").fetch_optional(&self.pool).await? {
-            Some(row) => serde_json::from_str(&row.try_get::<String, _>(0)?)?,
-            None => Settings::default(),
-        };
-        let credentials = self.credentials().await?;
-        let mut models = Vec::new();
-        for row in sqlx::query("SELECT spec, created_at FROM models ORDER BY position").fetch_all(&self.pool).await? {
-            let spec: ModelSpec = serde_json::from_str(&row.try_get::<String, _>(0)?)?;
-            let deployments: Vec<_> = spec
-                .deployments
-                .into_iter()
-                .filter(|d| match &d.credential {
-                    None => true,
-                    Some(c) => credentials.get(c).is_some_and(|r: &CredentialRef| r.resolve(c, secrets).is_some()),
-                })
-                .collect();
-            if deployments.is_empty() {
-                tracing::info!(model = %spec.name, "model not served: no deployment has its credential set");
-                continue;
-            }
-            models.push(ServedModel { name: spec.name, created: row.try_get(1)?, deployments });
-        }
-        let keys = self.keys(false).await?;
-        Ok(Model { settings, credentials, models, keys })
+    /// The credential references that parse, by name.
+    pub async fn credentials(&self) -> anyhow::Result<BTreeMap<String, CredentialRef>> {
+        let rows = self.credential_rows().await?;
+        Ok(rows.into_iter().filter_map(|(name, r)| Some((name, r.ok()?))).collect())
     }
 
-    pub async fn model_specs(&self) -> anyhow::Result<Vec<ModelSpec>> {
-        let rows = sqlx::query("SELECT spec FROM models ORDER BY position").fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok(serde_json::from_str(&r.try_get::<String, _>(0)?)?)).collect()
+    /// The model rows in declaration order, each parsed on its own.
+    pub async fn model_rows(&self) -> anyhow::Result<Vec<ModelRow>> {
+        let rows = sqlx::query("SELECT name, spec, created_at FROM models ORDER BY position").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                let spec = serde_json::from_str::<ModelSpec>(&row.try_get::<String, _>(1)?).map_err(|e| e.to_string());
+                Ok(ModelRow { name: row.try_get(0)?, created: row.try_get(2)?, spec })
+            })
+            .collect()
+    }
+
+    /// Everything the domain model is built from (`crate::model::resolve`). Fails only when the
+    /// store cannot be read (or its settings row does not parse); a bad model or credential row
+    /// is carried as such.
+    pub async fn load(&self) -> anyhow::Result<StoredConfig> {
+        let settings = match sqlx::query("SELECT spec FROM settings WHERE id = 1").fetch_optional(&self.pool).await? {
+            Some(row) => serde_json::from_str(&row.try_get::<String, _>(0)?).context("the stored settings do not parse")?,
+            None => Settings::default(),
+        };
+        Ok(StoredConfig {
+            settings,
+            credentials: self.credential_rows().await?,
+            models: self.model_rows().await?,
+            keys: self.keys(false).await?,
+        })
+    }
+
+    /// Runs one SQL statement (tests that write rows the API would refuse).
+    #[cfg(test)]
+    pub async fn execute_for_tests(&self, sql: &str) -> anyhow::Result<()> {
+        sqlx::query(sql).execute(&self.pool).await?;
+        Ok(())
     }
 
     pub async fn insert_key(&self, k: &KeyRecord) -> anyhow::Result<()> {

@@ -3,7 +3,7 @@
 //! TOLLGATE_REQUIRE_POSTGRES is unset).
 
 use super::*;
-use crate::model::{DeploymentSpec, Provider};
+use crate::model::{resolve, DeploymentSpec, Provider};
 use tollgate_contract::keys::Role;
 
 fn key(id: &str, role: Role) -> KeyRecord {
@@ -43,12 +43,23 @@ async fn exercise(store: &Store) {
     store.replace_config(&Settings::default(), &creds, &models, 100).await.unwrap();
     store.replace_config(&Settings::default(), &creds, &models, 200).await.unwrap();
     let env = |name: &str| (name == "TG_TEST_SET").then(|| "v".to_owned());
-    let m = store.load_model(&env).await.unwrap();
-    // declaration order kept; a model whose only credential is unset is not served
+    let rows = store.load().await.unwrap();
+    // declaration order kept, every row as written
+    assert_eq!(rows.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), vec!["zeta", "alpha", "mixed"]);
+    assert_eq!(rows.models[2].spec.as_ref().unwrap(), &models[2]);
+    assert_eq!(rows.models[0].created, 100, "creation time survives a reload");
+    // a model whose only credential is unset is not served (the rule is the model's, not the store's)
+    let m = resolve(&rows, &env).model;
     assert_eq!(m.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), vec!["zeta", "mixed"]);
     assert_eq!(m.models[1].deployments.len(), 1);
-    assert_eq!(m.models[0].created, 100, "creation time survives a reload");
-    assert_eq!(store.model_specs().await.unwrap().len(), 3);
+    // a row that does not parse is that row's problem only
+    store.execute_for_tests("UPDATE models SET spec = '{\"name\": \"alpha\", \"deployments\": [{\"provider\": \"vertex\"}]}' WHERE name = 'alpha'").await.unwrap();
+    store.execute_for_tests("UPDATE credentials SET spec = 'not json' WHERE name = 'c2'").await.unwrap();
+    let rows = store.load().await.unwrap();
+    assert!(rows.models[1].spec.as_ref().unwrap_err().contains("vertex"));
+    assert!(rows.credentials["c2"].is_err());
+    assert_eq!(store.credentials().await.unwrap().keys().collect::<Vec<_>>(), vec!["c1"]);
+    assert_eq!(resolve(&rows, &env).model.models.len(), 2);
 
     store.insert_key(&key("a", Role::Admin)).await.unwrap();
     store.insert_key(&key("b", Role::User)).await.unwrap();
@@ -63,8 +74,7 @@ async fn exercise(store: &Store) {
     let all = store.keys(true).await.unwrap();
     assert_eq!(all.len(), 2);
     assert_eq!(all.iter().find(|k| k.id == "b").unwrap().revoked_at, Some(50));
-    let m = store.load_model(&env).await.unwrap();
-    assert_eq!(m.keys.len(), 1, "revoked keys are not sent to the data plane");
+    assert_eq!(store.load().await.unwrap().keys.len(), 1, "revoked keys are not sent to the data plane");
 
     store.audit(1, "a", "key.create", "b").await.unwrap();
     store.audit(2, "a", "key.revoke", "b").await.unwrap();

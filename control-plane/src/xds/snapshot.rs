@@ -24,7 +24,7 @@ use tollgate_contract::contract;
 
 use super::local_reply::local_reply_config;
 use super::resources::*;
-use crate::model::{DeploymentSpec, Model, Provider, SagemakerPayload, ServedModel};
+use crate::model::{Container, Model, ServedModel, Upstream};
 use crate::upstream::UpstreamUrl;
 
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
@@ -50,7 +50,7 @@ pub struct XdsEnv {
     pub gateway_filter_wasm: String,
     pub provider_filter_wasm: String,
     /// Base URL of the built-in demo model (served by the control plane).
-    pub demo_base_url: String,
+    pub demo_url: UpstreamUrl,
     /// CA bundle used to verify providers' TLS certificates.
     pub upstream_ca_file: String,
     /// Certificate chain and private key files (paths as Envoy sees them) for TLS on the client
@@ -91,12 +91,14 @@ impl Snapshot {
     }
 }
 
-pub fn build(model: &Model, env: &XdsEnv) -> anyhow::Result<Snapshot> {
+/// Builds every resource from the model. It cannot fail: the model holds only what can be
+/// served (see `crate::model::resolve`).
+pub fn build(model: &Model, env: &XdsEnv) -> Snapshot {
     let mut clusters = BTreeMap::new();
     let mut model_docs = Vec::new();
     for m in &model.models {
         let name = cluster_name(&m.name);
-        clusters.insert(name.clone(), any(&model_cluster(&name, m, model, env)?));
+        clusters.insert(name.clone(), any(&model_cluster(&name, m, model, env)));
         model_docs.push(ModelDoc { name: m.name.clone(), cluster: name, owned_by: "tollgate".into(), created: m.created.max(0) as u64 });
     }
     let gateway_doc = GatewayConfigDoc {
@@ -116,21 +118,21 @@ pub fn build(model: &Model, env: &XdsEnv) -> anyhow::Result<Snapshot> {
         models: model_docs,
         fault_injection: env.fault_injection,
     };
-    let gateway_json = serde_json::to_string(&gateway_doc)?;
+    let gateway_json = json_string(&gateway_doc);
     let ecds = any(&gateway_filter_config(&gateway_json, env));
     let s = &model.settings;
     let mut snapshot = Snapshot::default();
     snapshot.by_type.insert(
         LISTENER_TYPE,
-        versioned([(LISTENER_NAME.to_owned(), any(&gateway_listener(model, env)))], &(s, env))?,
+        versioned([(LISTENER_NAME.to_owned(), any(&gateway_listener(model, env)))], &(s, env)),
     );
-    snapshot.by_type.insert(ROUTE_TYPE, versioned([(ROUTE_NAME.to_owned(), any(&route_config(model)))], s)?);
-    snapshot.by_type.insert(CLUSTER_TYPE, versioned(clusters, &(s, env, &model.models))?);
+    snapshot.by_type.insert(ROUTE_TYPE, versioned([(ROUTE_NAME.to_owned(), any(&route_config(model)))], s));
+    snapshot.by_type.insert(CLUSTER_TYPE, versioned(clusters, &(s, env, &model.models)));
     snapshot.by_type.insert(
         ECDS_TYPE,
-        versioned([(contract::ECDS_GATEWAY_FILTER.to_owned(), ecds)], &(env, &gateway_json))?,
+        versioned([(contract::ECDS_GATEWAY_FILTER.to_owned(), ecds)], &(env, &gateway_json)),
     );
-    Ok(snapshot)
+    snapshot
 }
 
 fn provider_config_json(env: &XdsEnv) -> String {
@@ -140,9 +142,26 @@ fn provider_config_json(env: &XdsEnv) -> String {
 
 /// Versions hash the inputs a type is built from, not the encoded protos: prost encodes proto
 /// maps in `HashMap` order, so the same config can encode to different bytes.
-fn versioned(items: impl IntoIterator<Item = (String, Any)>, inputs: &impl serde::Serialize) -> anyhow::Result<Resources> {
-    let digest = Sha256::digest(serde_json::to_vec(inputs)?);
-    Ok(Resources { version: hex::encode(&digest[..8]), items: items.into_iter().collect() })
+fn versioned(items: impl IntoIterator<Item = (String, Any)>, inputs: &impl serde::Serialize) -> Resources {
+    Resources { version: content_version(&json_bytes(inputs)), items: items.into_iter().collect() }
+}
+
+/// The one version scheme of everything the control plane publishes (xDS resources, the
+/// credential document): the first 8 bytes of the SHA-256 of the content, in hex.
+pub fn content_version(content: &[u8]) -> String {
+    hex::encode(&Sha256::digest(content)[..8])
+}
+
+/// JSON of a value whose serialization cannot fail. serde_json fails only for a map with
+/// non-string keys or a `Serialize` impl that returns an error; the types given here are
+/// derived, with string keys. Were it ever to fail, the result is empty: a gateway
+/// configuration that the filter refuses (Envoy keeps the last good one), never a panic.
+pub fn json_bytes(value: &impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn json_string(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// A stable, Envoy-safe cluster name for a model name.
@@ -319,59 +338,58 @@ fn route_config(model: &Model) -> route::RouteConfiguration {
     }
 }
 
-/// Resolved upstream of one deployment.
-fn deployment_upstream(d: &DeploymentSpec, env: &XdsEnv) -> anyhow::Result<(UpstreamUrl, ProviderKind)> {
-    let kind = match d.provider {
-        Provider::Demo => return Ok((UpstreamUrl::parse(&env.demo_base_url)?, ProviderKind::Openai)),
-        Provider::Openai => ProviderKind::Openai,
-        Provider::Bedrock => ProviderKind::Bedrock,
-        Provider::Anthropic => ProviderKind::Anthropic,
-        Provider::Azure => ProviderKind::Azure,
-        Provider::Sagemaker => ProviderKind::Sagemaker,
-    };
-    let url = d.effective_base_url().ok_or_else(|| anyhow::anyhow!("deployment without base_url"))?;
-    Ok((UpstreamUrl::parse(&url)?, kind))
+/// The upstream URL of a deployment and what the provider filter reads of it.
+struct Target<'a> {
+    url: &'a UpstreamUrl,
+    provider: ProviderKind,
+    region: Option<&'a str>,
+    api_version: Option<&'a str>,
+    payload: Option<ContainerPayload>,
 }
 
-/// A SageMaker deployment's container payload, as the provider filter reads it.
-fn container_payload(d: &DeploymentSpec) -> anyhow::Result<Option<ContainerPayload>> {
-    match (d.provider, d.payload) {
-        (Provider::Sagemaker, Some(SagemakerPayload::Tgi)) => {
-            let prompt_template =
-                d.prompt_template.ok_or_else(|| anyhow::anyhow!("a TGI SageMaker deployment without prompt_template"))?;
-            Ok(Some(ContainerPayload::Tgi { prompt_template }))
-        }
-        _ => Ok(None),
+fn target<'a>(upstream: &'a Upstream, env: &'a XdsEnv) -> Target<'a> {
+    let plain = |url, provider| Target { url, provider, region: None, api_version: None, payload: None };
+    match upstream {
+        Upstream::Demo => plain(&env.demo_url, ProviderKind::Openai),
+        Upstream::Openai { url } => plain(url, ProviderKind::Openai),
+        Upstream::Anthropic { url } => plain(url, ProviderKind::Anthropic),
+        Upstream::Azure { url, api_version } => Target { api_version: Some(api_version), ..plain(url, ProviderKind::Azure) },
+        Upstream::Bedrock { url, region } => Target { region: Some(region), ..plain(url, ProviderKind::Bedrock) },
+        Upstream::Sagemaker { url, region, container } => Target {
+            region: Some(region),
+            payload: match container {
+                Container::OpenaiChat => None,
+                Container::Tgi(prompt_template) => Some(ContainerPayload::Tgi { prompt_template: *prompt_template }),
+            },
+            ..plain(url, ProviderKind::Sagemaker)
+        },
     }
 }
 
-fn model_cluster(name: &str, served: &ServedModel, model: &Model, env: &XdsEnv) -> anyhow::Result<cluster::Cluster> {
+fn model_cluster(name: &str, served: &ServedModel, model: &Model, env: &XdsEnv) -> cluster::Cluster {
     let mut by_priority: BTreeMap<u32, Vec<endpoint::LbEndpoint>> = BTreeMap::new();
     let mut tls_hosts = std::collections::BTreeSet::new();
     for (i, d) in served.deployments.iter().enumerate() {
-        let (url, provider) = deployment_upstream(d, env)?;
+        let Target { url, provider, region, api_version, payload } = target(&d.upstream, env);
         let meta = DeploymentMeta {
             id: format!("{name}/{i}"),
             provider,
-            model: d.model.clone().unwrap_or_else(|| default_model(d, served)),
+            model: d.model.clone(),
             authority: url.authority(),
             base_path: url.base_path.clone(),
             credential: d.credential.clone(),
-            region: d.region.clone(),
-            api_version: match d.provider {
-                Provider::Azure => Some(d.api_version.clone().unwrap_or_else(|| "2024-10-21".to_owned())),
-                _ => None,
-            },
-            payload: container_payload(d)?,
+            region: region.map(str::to_owned),
+            api_version: api_version.map(str::to_owned),
+            payload,
         };
-        let mut ns = vec![(contract::METADATA_NAMESPACE, strukt(vec![(contract::METADATA_DEPLOYMENT_KEY, string_value(&serde_json::to_string(&meta)?))]))];
+        let mut ns = vec![(contract::METADATA_NAMESPACE, strukt(vec![(contract::METADATA_DEPLOYMENT_KEY, string_value(&json_string(&meta)))]))];
         if url.tls {
             tls_hosts.insert(url.host.clone());
             ns.push(("envoy.transport_socket_match", strukt(vec![(TLS_MATCH_KEY, string_value(&url.host))])));
         }
         by_priority.entry(d.priority).or_default().push(endpoint::LbEndpoint {
             metadata: Some(metadata(ns)),
-            load_balancing_weight: Some(u32v(d.weight.max(1))),
+            load_balancing_weight: Some(u32v(d.weight)),
             host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(endpoint::Endpoint {
                 address: Some(socket_address(&url.host, url.port)),
                 hostname: url.host.clone(),
@@ -458,7 +476,7 @@ fn model_cluster(name: &str, served: &ServedModel, model: &Model, env: &XdsEnv) 
         max_retries: Some(u32v(1_000)),
         ..Default::default()
     };
-    Ok(cluster::Cluster {
+    cluster::Cluster {
         name: name.to_owned(),
         connect_timeout: Some(duration_ms(5_000)),
         cluster_discovery_type: Some(cluster::cluster::ClusterDiscoveryType::Type(cluster::cluster::DiscoveryType::StrictDns as i32)),
@@ -481,17 +499,6 @@ fn model_cluster(name: &str, served: &ServedModel, model: &Model, env: &XdsEnv) 
         }),
         per_connection_buffer_limit_bytes: Some(u32v(buffer_limit(model))),
         ..Default::default()
-    })
-}
-
-/// The provider model id when the deployment does not name one: the demo's own id, or the
-/// client-facing model name.
-fn default_model(d: &DeploymentSpec, served: &ServedModel) -> String {
-    match d.provider {
-        Provider::Demo => crate::demo::DEMO_MODEL_ID.to_owned(),
-        Provider::Openai | Provider::Bedrock | Provider::Anthropic | Provider::Azure | Provider::Sagemaker => {
-            served.name.clone()
-        }
     }
 }
 

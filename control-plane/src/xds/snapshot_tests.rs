@@ -9,7 +9,7 @@ use tollgate_contract::config::{ContainerPayload, DeploymentMeta, GatewayConfig,
 use tollgate_contract::keys::Role;
 
 use super::*;
-use crate::model::{KeyRecord, SagemakerPayload, Settings};
+use crate::model::{DeploymentSpec, KeyRecord, Provider, SagemakerPayload, Settings};
 
 fn env() -> XdsEnv {
     XdsEnv {
@@ -17,7 +17,7 @@ fn env() -> XdsEnv {
         gateway_port: 8080,
         gateway_filter_wasm: "/w/g.wasm".into(),
         provider_filter_wasm: "/w/p.wasm".into(),
-        demo_base_url: "http://127.0.0.1:8081/demo/v1".into(),
+        demo_url: UpstreamUrl::parse("http://127.0.0.1:8081/demo/v1").unwrap(),
         upstream_ca_file: "/etc/ssl/ca.pem".into(),
         tls: None,
         fault_injection: false,
@@ -39,20 +39,22 @@ fn dep(provider: Provider, url: Option<&str>, priority: u32) -> DeploymentSpec {
     }
 }
 
+/// A served model from stored deployments (which must parse).
+fn served(name: &str, created: i64, deployments: Vec<DeploymentSpec>) -> ServedModel {
+    ServedModel { name: name.into(), created, deployments: deployments.iter().map(|d| d.parse(name).unwrap()).collect() }
+}
+
 fn model() -> Model {
     Model {
         settings: Settings::default(),
         credentials: Default::default(),
         models: vec![
-            ServedModel { name: "demo".into(), created: 5, deployments: vec![dep(Provider::Demo, None, 0)] },
-            ServedModel {
-                name: "gpt".into(),
-                created: 6,
-                deployments: vec![
-                    dep(Provider::Openai, Some("https://api.example.com/v1"), 10),
-                    dep(Provider::Openai, Some("http://10.0.0.1:9000/v1"), 20),
-                ],
-            },
+            served("demo", 5, vec![dep(Provider::Demo, None, 0)]),
+            served(
+                "gpt",
+                6,
+                vec![dep(Provider::Openai, Some("https://api.example.com/v1"), 10), dep(Provider::Openai, Some("http://10.0.0.1:9000/v1"), 20)],
+            ),
         ],
         keys: vec![KeyRecord {
             id: "key_1".into(),
@@ -77,7 +79,7 @@ fn gateway_config(s: &Snapshot) -> (String, Wasm) {
 
 #[test]
 fn has_every_type() {
-    let s = build(&model(), &env()).unwrap();
+    let s = build(&model(), &env());
     assert_eq!(s.get(LISTENER_TYPE).unwrap().items.len(), 1);
     assert_eq!(s.get(ROUTE_TYPE).unwrap().items.len(), 1);
     assert_eq!(s.get(CLUSTER_TYPE).unwrap().items.len(), 2);
@@ -86,7 +88,7 @@ fn has_every_type() {
 
 #[test]
 fn gateway_filter_config_parses_in_the_filter_and_holds_no_secret() {
-    let s = build(&model(), &env()).unwrap();
+    let s = build(&model(), &env());
     let (json, wasm) = gateway_config(&s);
     assert!(!json.contains("tg-secret-value"));
     let cfg = GatewayConfig::parse(json.as_bytes()).unwrap();
@@ -105,18 +107,18 @@ fn key_change_touches_only_ecds() {
     let m1 = model();
     let mut m2 = model();
     m2.keys.clear();
-    let (a, b) = (build(&m1, &env()).unwrap(), build(&m2, &env()).unwrap());
+    let (a, b) = (build(&m1, &env()), build(&m2, &env()));
     for t in [LISTENER_TYPE, ROUTE_TYPE, CLUSTER_TYPE] {
         assert_eq!(a.get(t).unwrap().version, b.get(t).unwrap().version, "{t}");
     }
     assert_ne!(a.get(ECDS_TYPE).unwrap().version, b.get(ECDS_TYPE).unwrap().version);
     // and building twice is deterministic
-    assert!(build(&m1, &env()).unwrap().same_versions(&a));
+    assert!(build(&m1, &env()).same_versions(&a));
 }
 
 #[test]
 fn cluster_endpoints_carry_deployments_by_priority() {
-    let s = build(&model(), &env()).unwrap();
+    let s = build(&model(), &env());
     let c = Cluster::decode(s.get(CLUSTER_TYPE).unwrap().items[&cluster_name("gpt")].value.as_slice()).unwrap();
     let la = c.load_assignment.unwrap();
     // priorities 10 and 20 are renumbered 0 and 1
@@ -155,8 +157,8 @@ fn sagemaker_tgi_deployments_carry_their_payload_and_template() {
     openai_style.payload = None;
     openai_style.prompt_template = None;
     openai_style.priority = 1;
-    m.models.push(ServedModel { name: "sm".into(), created: 7, deployments: vec![tgi, openai_style] });
-    let s = build(&m, &env()).unwrap();
+    m.models.push(served("sm", 7, vec![tgi, openai_style]));
+    let s = build(&m, &env());
     let c = Cluster::decode(s.get(CLUSTER_TYPE).unwrap().items[&cluster_name("sm")].value.as_slice()).unwrap();
     let metas: Vec<DeploymentMeta> = c
         .load_assignment
@@ -178,7 +180,7 @@ fn sagemaker_tgi_deployments_carry_their_payload_and_template() {
 
 #[test]
 fn demo_points_at_the_control_plane() {
-    let s = build(&model(), &env()).unwrap();
+    let s = build(&model(), &env());
     let c = Cluster::decode(s.get(CLUSTER_TYPE).unwrap().items[&cluster_name("demo")].value.as_slice()).unwrap();
     let la = c.load_assignment.unwrap();
     let md = la.endpoints[0].lb_endpoints[0].metadata.as_ref().unwrap();
@@ -191,11 +193,11 @@ fn tls_listener_serves_tls_and_plain_on_one_port() {
     use envoy_types::pb::envoy::config::listener::v3::Listener;
     let mut e = env();
     e.tls = Some(ListenerTls { cert_file: "/t/cert.pem".into(), key_file: "/t/key.pem".into() });
-    let s = build(&model(), &e).unwrap();
+    let s = build(&model(), &e);
     let l = Listener::decode(s.get(LISTENER_TYPE).unwrap().items[LISTENER_NAME].value.as_slice()).unwrap();
     assert_eq!(l.filter_chains.len(), 2);
     assert_eq!(l.filter_chains[0].filter_chain_match.as_ref().unwrap().transport_protocol, "tls");
     assert_eq!(l.listener_filters[0].name, "envoy.filters.listener.tls_inspector");
-    let plain = build(&model(), &env()).unwrap();
+    let plain = build(&model(), &env());
     assert_ne!(plain.get(LISTENER_TYPE).unwrap().version, s.get(LISTENER_TYPE).unwrap().version);
 }

@@ -33,6 +33,9 @@ pub const METADATA_DEPLOYMENT_KEY: &str = "deployment";
 /// Cluster (in the Envoy bootstrap) through which Envoy reaches the control plane's HTTP port
 /// (the built-in demo model).
 pub const CONTROL_PLANE_HTTP_CLUSTER: &str = "tollgate_control_plane_http";
+/// Cluster (in the Envoy bootstrap) of the control plane's internal listener
+/// (`--internal-addr`), which serves only [`CREDENTIALS_PATH`] to the data plane.
+pub const CONTROL_PLANE_INTERNAL_CLUSTER: &str = "tollgate_control_plane_internal";
 /// Path of the credential document on the control plane.
 pub const CREDENTIALS_PATH: &str = "/internal/v1/credentials";
 /// Environment variable holding the token the data plane presents to fetch credentials.

@@ -1,8 +1,6 @@
-//! The validated domain model: everything the snapshot builder needs, nothing it does not.
-//! Built from the store; no secrets (credentials are references to environment variables or
-//! to an AWS credential chain, keys are digests).
-
-use std::collections::BTreeMap;
+//! What is stored: the rows of the configuration as written (config file or admin API), before
+//! they are parsed into the domain model. No secrets (credentials are references to environment
+//! variables or to an AWS credential chain, keys are digests).
 
 use serde::{Deserialize, Serialize};
 use tollgate_contract::config::PromptTemplate;
@@ -102,7 +100,7 @@ impl AwsChainSpec {
 /// What the control plane knows of secrets right now: its environment, and the AWS credentials
 /// its refresher obtained through the chain. A plain `Fn(&str) -> Option<String>` is an
 /// environment with no AWS chain credentials.
-pub trait Secrets: Sync {
+pub trait Secrets: Send + Sync {
     fn env(&self, name: &str) -> Option<String>;
     /// The current (unexpired) credentials obtained for credential `name` with `spec`.
     fn aws_chain(&self, _name: &str, _spec: &AwsChainSpec) -> Option<tollgate_contract::config::AwsCredential> {
@@ -110,7 +108,7 @@ pub trait Secrets: Sync {
     }
 }
 
-impl<F: Fn(&str) -> Option<String> + Sync> Secrets for F {
+impl<F: Fn(&str) -> Option<String> + Send + Sync> Secrets for F {
     fn env(&self, name: &str) -> Option<String> {
         self(name)
     }
@@ -268,24 +266,6 @@ impl Default for Settings {
     fn default() -> Self {
         Self { max_body_bytes: default_max_body(), request_timeout_seconds: default_timeout(), num_retries: default_retries() }
     }
-}
-
-/// One model with the deployments that can serve it now (a deployment whose credential's
-/// environment variable is unset is left out).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ServedModel {
-    pub name: String,
-    pub created: i64,
-    pub deployments: Vec<DeploymentSpec>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Model {
-    pub settings: Settings,
-    pub credentials: BTreeMap<String, CredentialRef>,
-    pub models: Vec<ServedModel>,
-    /// Keys that are not revoked (expired ones stay: the filter refuses them by time).
-    pub keys: Vec<KeyRecord>,
 }
 
 #[cfg(test)]
