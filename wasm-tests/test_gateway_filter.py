@@ -432,14 +432,33 @@ def test_every_truncation_of_a_valid_body_is_invalid_json(gateway):
         assert_openai_error(ctx.local_response, 400, "invalid_json", "invalid_request_error")
 
 
-VALID_ODDITIES = {
-    # Valid JSON the gateway does not interpret travels untouched.
+TOO_DEEP = {
+    # Nested deeper than the parsers after the gateway accept (serde_json: 127 levels): refused
+    # here, once, before routing, rather than after it (issue 9, finding 1).
     "deep_arrays_in_passthrough_field": b'{"model":"gpt-a","messages":[{"role":"user"}],"x":' + deep(50_000) + b"}",
     "deep_objects_in_content": b'{"model":"gpt-a","messages":[{"role":"user","content":'
     + b'{"a":' * 5_000
     + b"1"
     + b"}" * 5_000
     + b"}]}",
+    "just_too_deep": b'{"model":"gpt-a","messages":[{"role":"user"}],"x":' + deep(127) + b"}",
+}
+
+
+@pytest.mark.parametrize("name", sorted(TOO_DEEP))
+def test_bodies_nested_too_deep_are_400_before_routing(make_gateway, name):
+    host = make_gateway(gateway_config(max_body_bytes=1 << 20))
+    body = TOO_DEEP[name]
+    ctx = send(host, "POST", CHAT, body, chunks=[4096] * (len(body) // 4096 + 1))
+    err = assert_openai_error(ctx.local_response, 400, "invalid_json", "invalid_request_error")
+    assert "deeper" in err["message"]
+    assert ctx.request_header("x-tollgate-cluster") is None
+
+
+VALID_ODDITIES = {
+    # Valid JSON the gateway does not interpret travels untouched.
+    "deep_arrays_at_the_limit": b'{"model":"gpt-a","messages":[{"role":"user"}],"x":' + deep(126) + b"}",
+    "brackets_in_strings": b'{"model":"gpt-a","messages":[{"role":"user","content":"' + b"[{" * 5_000 + b'"}]}',
     "huge_number_in_passthrough_field": b'{"model":"gpt-a","messages":[{"role":"user"}],"temperature":1e999999}',
     "huge_integer_in_passthrough_field": b'{"model":"gpt-a","messages":[{"role":"user"}],"max_tokens":'
     + b"9" * 5_000

@@ -25,6 +25,7 @@ fn env() -> XdsEnv {
         demo_url: UpstreamUrl::parse("http://127.0.0.1:8081/demo/v1").unwrap(),
         upstream_ca_file: "/etc/ssl/ca.pem".into(),
         tls: None,
+        fault_injection: false,
     }
 }
 
