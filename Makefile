@@ -10,7 +10,7 @@ ENVOY := $(VENV)/bin/envoy
 WASM_TARGET := wasm32-wasip1
 WASM_DIR := target/$(WASM_TARGET)/release
 
-.PHONY: up test setup wasm build build-debug unit lint wasm-tests e2e bench clean
+.PHONY: up test setup wasm build build-debug unit lint wasm-tests e2e bench bench-tools bench-quick clean
 
 setup: $(VENV)/.installed
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || { echo "==> adding the $(WASM_TARGET) Rust target"; rustup target add $(WASM_TARGET); }
@@ -59,11 +59,18 @@ e2e: build-debug
 test: setup wasm build-debug lint unit wasm-tests e2e
 	@echo "==> all tests passed"
 
-bench: build
+bench-tools: build
 	@echo "==> building the benchmark tools (release)"
 	cargo build --release -p tollgate-bench
 	cargo build --target $(WASM_TARGET) --release -p tollgate-noop-filter
+
+bench: bench-tools
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# A regression guard any change can run in about a minute: bare Envoy and Tollgate side by side,
+# the req/s ratio and Envoy CPU per request (compare the ratio, not absolute figures).
+bench-quick: bench-tools
+	$(PY) bench/run.py --targets envoy tollgate --quick $(BENCH_ARGS)
 
 clean:
 	cargo clean

@@ -281,7 +281,7 @@ def _wasm_filter(name: str, path: Path, indent: str) -> str:
 
 class EnvoyWasmNoop(BareEnvoy):
     """envoy-routing plus two no-op wasm filters where Tollgate has its two (downstream, and
-    upstream before the codec), their unused callbacks stripped as Tollgate's are."""
+    upstream before the codec), each exporting only proxy_on_request_headers."""
 
     def install(self, work: Path) -> None:
         super().install(work)
