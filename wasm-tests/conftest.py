@@ -61,16 +61,23 @@ def hosts():
                 assert secret not in output, "a secret reached the filter's logs"
 
 
-@pytest.fixture
-def make_gateway(gateway_wasm, hosts):
-    def make(config=None, **kw) -> Host:
-        cfg = config if isinstance(config, (bytes, str)) else config_bytes(config or gateway_config())
+def _factory(wasm, hosts, default_config: bytes, default_env: dict):
+    """A maker of hosts for one module: configuration and environment as Envoy gives them."""
+    def make(config=None, env=None, **kw) -> Host:
         kw.setdefault("now", NOW)
-        host = Host(gateway_wasm, cfg, **kw)
+        host = Host(wasm, default_config if config is None else config,
+                    env=default_env if env is None else env, **kw)
         hosts.append(host)
         return host
 
     return make
+
+
+@pytest.fixture
+def make_gateway(gateway_wasm, hosts):
+    make = _factory(gateway_wasm, hosts, config_bytes(gateway_config()), {})
+    return lambda config=None, **kw: make(
+        config if config is None or isinstance(config, (bytes, str)) else config_bytes(config), **kw)
 
 
 @pytest.fixture
@@ -82,14 +89,8 @@ def gateway(make_gateway) -> Host:
 
 @pytest.fixture
 def make_provider(provider_wasm, hosts):
-    def make(env=None, **kw) -> Host:
-        kw.setdefault("now", NOW)
-        # Envoy gives the filters' VMs no environment: only the service VM gets the token.
-        host = Host(provider_wasm, b"", env=env or {}, **kw)
-        hosts.append(host)
-        return host
-
-    return make
+    # Envoy gives the filters' VMs no environment: only the service VM gets the token.
+    return _factory(provider_wasm, hosts, b"", {})
 
 
 @pytest.fixture
@@ -109,12 +110,7 @@ SERVICE_CONFIG = b'{"control_plane_cluster": "tollgate_control_plane_internal"}'
 
 @pytest.fixture
 def make_service(service_wasm, hosts):
-    def make(env=None, config=SERVICE_CONFIG, **kw) -> Host:
-        kw.setdefault("now", NOW)
-        host = Host(service_wasm, config, env={"TOLLGATE_DATA_PLANE_TOKEN": DATA_PLANE_TOKEN} if env is None else env, **kw)
-        hosts.append(host)
-        return host
-    return make
+    return _factory(service_wasm, hosts, SERVICE_CONFIG, {"TOLLGATE_DATA_PLANE_TOKEN": DATA_PLANE_TOKEN})
 
 
 @pytest.fixture
