@@ -39,6 +39,7 @@ return Status::Unimplemented and are recorded in `Host.unsupported_calls`.
 
 from __future__ import annotations
 
+import collections
 import os
 import struct
 from typing import Callable, Iterable, Mapping, Optional, Union
@@ -124,6 +125,10 @@ class Host:
         # Host functions that answer an error status instead of working ("*": every one), to
         # drive the module through its failure paths: set it at any time.
         self.failing_calls: set[str] = set()
+        # Crossings between the host and the VM, by kind: "vm:<callback>" for each callback
+        # entered, "host:<import>" for each host function called, "alloc" for each buffer the
+        # host hands back through proxy_on_memory_allocate (a VM entry in Envoy too).
+        self.crossings: collections.Counter[str] = collections.Counter()
 
         self._contexts: dict[int, Union[_RootContext, HttpContext]] = {}
         self._plugin_configs: dict[int, bytes] = {}
@@ -279,6 +284,7 @@ class Host:
                 # called, and the stream goes on as if it had returned the default.
                 return SKIPPED_WHEN_UNEXPORTED[name]
             raise HostError(f"the module does not export {name}")
+        self.crossings["vm:" + name] += 1
         prev = self._effective
         self._effective = effective
         self._in_callback += 1
@@ -322,6 +328,7 @@ class Host:
         size; empty data is returned as (null, 0), like proxy-wasm-cpp-host."""
         addr = 0
         if data:
+            self.crossings["alloc"] += 1
             addr = self._malloc(caller, len(data)) & MASK32
             if addr == 0 or not self._write(caller, addr, data):
                 return Status.INVALID_MEMORY_ACCESS
@@ -411,6 +418,7 @@ class Host:
 
     def _failable(self, name: str, func: Callable) -> Callable:
         def call(caller, *args):
+            self.crossings["host:" + name] += 1
             if "*" in self.failing_calls or name in self.failing_calls:
                 return int(Status.INTERNAL_FAILURE)
             return func(caller, *args)

@@ -278,7 +278,11 @@ impl ProviderHttp {
                 if usage.is_some() {
                     self.usage = usage;
                 }
-                host.set_buffer(Buffer::ResponseBody, 0, body_size, &out)?;
+                // A chunk that passes unchanged (a usage tap on the client's own stream) costs
+                // no host call to write back.
+                if out != chunk {
+                    host.set_buffer(Buffer::ResponseBody, 0, body_size, &out)?;
+                }
                 Ok(Action::Continue)
             }
         }
