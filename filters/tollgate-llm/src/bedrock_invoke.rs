@@ -15,7 +15,7 @@
 //!   (`PayloadPart.bytes` is a member of a JSON payload in `bedrock-runtime`'s service model,
 //!   not an event payload); `message_stop` carries `amazon-bedrock-invocationMetrics` with the
 //!   token counts, as Bedrock adds them; `ping` is dropped (Bedrock sends none); an `error`
-//!   event becomes an exception frame (`throttlingException` for rate limits and overload,
+//!   event becomes an exception frame (`throttlingException` for rate limits,
 //!   else `modelStreamErrorException`), terminal.
 
 use base64::Engine;
@@ -122,7 +122,7 @@ impl StreamFromAnthropicSse {
                     let error = json.get("error");
                     let message = error.and_then(|e| e.get("message")).and_then(Value::as_str).unwrap_or("The model's stream failed.");
                     let exception = match error.and_then(|e| e.get("type")).and_then(Value::as_str) {
-                        Some("rate_limit_error" | "overloaded_error") => "throttlingException",
+                        Some("rate_limit_error") => "throttlingException",
                         _ => "modelStreamErrorException",
                     };
                     let message = message.to_owned();
