@@ -700,3 +700,7 @@ impl From<Box<dyn StreamTranslator>> for ResponsePlan {
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "plan_client_apis_tests.rs"]
+mod client_apis_tests;
