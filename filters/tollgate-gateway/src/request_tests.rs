@@ -139,7 +139,7 @@ fn bedrock_converse_paths() {
     let arn = "arn%3Aaws%3Abedrock%3Aus-east-1%3A123%3Aapplication-inference-profile%2Fabc";
     let op = classify("POST", &format!("/bedrock/model/{arn}/converse")).unwrap();
     assert!(matches!(op, Operation::BedrockConverse { ref model, .. } if model.ends_with("profile/abc")));
-    assert_eq!(classify("POST", "/bedrock/model/a/invoke").unwrap_err().status(), 404);
+    assert_eq!(classify("POST", "/bedrock/model/a/count-tokens").unwrap_err().status(), 404);
     assert_eq!(classify("GET", "/bedrock/model/a/converse").unwrap_err().status(), 405);
     let c = cfg();
     let key = authenticate(&c, Some("Bearer tg-all"), None, 0).unwrap();

@@ -6,6 +6,7 @@
 //!   InvokeModelWithResponseStream frames `<case>.bin` (parsed by botocore in
 //!   `tests/unit/test_bedrock_invoke_fixtures.py`), decoded in `<case>.events.json` (each
 //!   chunk's `bytes` base64-decoded), replayed whole, byte by byte and at random splits.
+//!
 //! Regenerate with `TOLLGATE_UPDATE_GOLDEN=1 cargo test -p tollgate-llm --test bedrock_invoke_golden`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

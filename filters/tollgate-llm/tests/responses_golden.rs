@@ -6,6 +6,7 @@
 //! - `stream/<case>.sse` (an OpenAI chunk stream) → the Responses event stream
 //!   `<case>.events.sse` and the usage `<case>.usage.json`, replayed whole, one byte at a time
 //!   and at random split points (proptest): all must give the same bytes and usage.
+//!
 //! The outputs are parsed by the `openai` SDK's types in `tests/unit/test_responses_fixtures.py`.
 //! Regenerate with `TOLLGATE_UPDATE_GOLDEN=1 cargo test -p tollgate-llm --test responses_golden`.
 

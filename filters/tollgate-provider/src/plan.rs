@@ -129,7 +129,7 @@ pub struct JsonResponse {
     pub embeddings: Option<(bedrock_embeddings::Family, bedrock_embeddings::Encoding)>,
     pub client: ClientWire,
     /// The Responses request's echoed fields (Responses clients only).
-    pub echo: Option<Echo>,
+    pub echo: Option<Box<Echo>>,
     pub model: String,
     pub id: String,
     pub created: u64,
@@ -154,7 +154,7 @@ impl JsonResponse {
         match self.client {
             ClientWire::OpenAiChat => Ok((pivot, usage)),
             ClientWire::OpenAiResponses => {
-                let echo = self.echo.clone().unwrap_or_default();
+                let echo = self.echo.as_deref().cloned().unwrap_or_default();
                 let id = responses_to_openai::response_id(&self.id);
                 responses_to_openai::response_with_usage(&pivot, &id, self.created, &self.model, &echo, exact).map(keep)
             }
@@ -610,7 +610,7 @@ fn translated(a: &Attempt<'_>, client: ClientWire, provider: ProviderApi) -> Res
             provider,
             embeddings: None,
             client,
-            echo,
+            echo: echo.map(Box::new),
             model: model.clone(),
             id: id.clone(),
             created,

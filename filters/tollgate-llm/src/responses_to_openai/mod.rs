@@ -83,8 +83,7 @@ fn response_object(
     created: u64,
     model: &str,
     echo: &Echo,
-    status: &str,
-    incomplete: Value,
+    (status, incomplete): (&str, Value),
     output: Vec<Value>,
     usage: Option<Value>,
 ) -> Value {

@@ -50,7 +50,7 @@ pub fn response_with_usage(
     }
     let (status, incomplete) = status_of(choice.finish_reason.as_deref());
     let body: Value =
-        response_object(id, created, model, echo, status, incomplete, output, Some(usage_json(&usage)));
+        response_object(id, created, model, echo, (status, incomplete), output, Some(usage_json(&usage)));
     let bytes = serde_json::to_vec(&body).map_err(|e| TranslateError::ResponseParse(e.to_string()))?;
     Ok((bytes, usage))
 }

@@ -87,7 +87,7 @@ impl StreamFromOpenAi {
 
     fn snapshot(&self, status: &str, incomplete: Value, usage: Option<Value>) -> Value {
         let output = self.items.iter().map(item_json).collect();
-        response_object(&self.id, self.created, &self.model, &self.echo, status, incomplete, output, usage)
+        response_object(&self.id, self.created, &self.model, &self.echo, (status, incomplete), output, usage)
     }
 
     fn start(&mut self, out: &mut Vec<u8>) {
