@@ -39,7 +39,7 @@ TOOLS = [{"type": "function", "name": "get_weather", "description": "Weather in 
           "parameters": {"type": "object", "properties": {"location": {"type": "string"}},
                          "required": ["location"]}}]
 
-# model → (the mock that serves it, what the request there looks like)
+# model → how the gateway serves a Responses request for it
 RESPONSES_MODELS = {
     "gpt-mock": "openai-translated",
     "gpt-resp": "openai-passthrough",

@@ -58,14 +58,6 @@ struct ResponsesRequest {
     #[serde(default)]
     metadata: Option<Value>,
     #[serde(default)]
-    store: Option<bool>,
-    #[serde(default)]
-    previous_response_id: Option<Value>,
-    #[serde(default)]
-    conversation: Option<Value>,
-    #[serde(default)]
-    background: Option<bool>,
-    #[serde(default)]
     prompt: Option<Value>,
 }
 
@@ -101,7 +93,6 @@ pub fn request(body: &[u8]) -> Result<(ChatRequest, Echo), TranslateError> {
         return Err(unsupported(param, reason));
     }
     let req: ResponsesRequest = serde_json::from_value(raw).map_err(|e| TranslateError::RequestParse(e.to_string()))?;
-    let _ = (req.store, req.previous_response_id, req.conversation, req.background);
     if req.prompt.as_ref().is_some_and(|p| !p.is_null()) {
         return Err(unsupported("prompt", "stored prompt templates are not available through this gateway"));
     }
