@@ -77,6 +77,7 @@ fn demo_model() -> ModelSpec {
         api_version: None,
         payload: None,
         prompt_template: None,
+        responses_api: false,
     };
     ModelSpec { name: "tollgate-demo".into(), deployments: vec![demo] }
 }

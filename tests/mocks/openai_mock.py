@@ -53,9 +53,11 @@ from typing import Any
 
 try:  # imported as `mocks.openai_mock`, or run as `python tests/mocks/openai_mock.py`
     from mocks.base import MockHandler, MockServer, _is_int, _Server, run_standalone  # noqa: F401
+    from mocks import openai_responses
 except ImportError:  # pragma: no cover
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     from mocks.base import MockHandler, MockServer, _is_int, _Server, run_standalone  # noqa: F401
+    from mocks import openai_responses
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 DEFAULT_EMBEDDING_DIMS = 8
@@ -275,6 +277,8 @@ class _Handler(MockHandler):
             self._chat(_parse_json(body))
         elif path == "/v1/embeddings" and self.command == "POST":
             self._embeddings(_parse_json(body))
+        elif path == "/v1/responses" and self.command == "POST":
+            self._responses(_parse_json(body))
         elif path == "/v1/models" and self.command == "GET":
             self._send_json(200, {"object": "list", "data": [_model_obj(m) for m in mock.models]})
         elif path.startswith("/v1/models/") and self.command == "GET":
@@ -429,6 +433,18 @@ class _Handler(MockHandler):
                 time.sleep(delay)
             self._write_chunk(f"data: {data}\n\n".encode())
         self._write_chunk(b"")
+
+    def _responses(self, req: dict[str, Any]) -> None:
+        """`POST /v1/responses` (see `openai_responses`)."""
+        def stream(frames: list[bytes]) -> None:
+            self._start_chunked("text/event-stream; charset=utf-8", cache_control=True)
+            for frame in frames:
+                self._write_chunk(frame)
+            self._write_chunk(b"")
+        try:
+            openai_responses.serve(req, self._send_json, stream)
+        except openai_responses.ResponsesError as e:
+            raise MockError(400, str(e), param=e.param) from None
 
     def _embeddings(self, req: dict[str, Any]) -> None:
         model = req.get("model")

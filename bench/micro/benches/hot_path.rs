@@ -43,6 +43,7 @@ fn meta(provider: ProviderKind) -> DeploymentMeta {
         region: Some("us-east-1".into()),
         api_version: None,
         payload: None,
+        responses_api: false,
     }
 }
 

@@ -45,7 +45,7 @@ pub struct Deployment {
 pub enum Upstream {
     /// The built-in demo model; its URL is a fact of the environment (`XdsEnv::demo_url`).
     Demo,
-    Openai { url: UpstreamUrl },
+    Openai { url: UpstreamUrl, responses_api: bool },
     Anthropic { url: UpstreamUrl },
     Azure { url: UpstreamUrl, api_version: String },
     Bedrock { url: UpstreamUrl, region: String },
@@ -96,6 +96,8 @@ pub enum DeploymentError {
     UnknownPromptTemplate,
     #[error("prompt_template applies to payload: tgi only (OpenAI-style containers apply their own chat template)")]
     TemplateWithoutTgi,
+    #[error("responses_api applies to openai deployments only")]
+    ResponsesApiNotOpenai,
     #[error("this deployment needs base_url (e.g. https://api.openai.com/v1, or an Azure deployment URL)")]
     NoBaseUrl,
     #[error("base_url {0}")]
@@ -119,6 +121,9 @@ impl DeploymentSpec {
             return Err(DeploymentError::NoEndpointName);
         }
         let container = self.container()?;
+        if self.responses_api && self.provider != Provider::Openai {
+            return Err(DeploymentError::ResponsesApiNotOpenai);
+        }
         let url = || -> Result<UpstreamUrl, DeploymentError> {
             let url = self.effective_base_url().ok_or(DeploymentError::NoBaseUrl)?;
             Ok(UpstreamUrl::parse(&url)?)
@@ -126,7 +131,7 @@ impl DeploymentSpec {
         let region = || self.region.clone().unwrap_or_default();
         let upstream = match self.provider {
             Provider::Demo => Upstream::Demo,
-            Provider::Openai => Upstream::Openai { url: url()? },
+            Provider::Openai => Upstream::Openai { url: url()?, responses_api: self.responses_api },
             Provider::Anthropic => Upstream::Anthropic { url: url()? },
             Provider::Azure => Upstream::Azure {
                 url: url()?,

@@ -128,6 +128,7 @@ mod tests {
             api_version: None,
             payload: None,
             prompt_template: None,
+            responses_api: false,
         }
     }
 
@@ -164,7 +165,7 @@ mod tests {
         let m = &r.model.models[0];
         assert_eq!(m.deployments.len(), 1);
         assert_eq!(m.deployments[0].weight, 1, "weight 0 is served as 1");
-        assert!(matches!(&m.deployments[0].upstream, Upstream::Openai { url } if url.host == "ok" && url.base_path == "/v1"));
+        assert!(matches!(&m.deployments[0].upstream, Upstream::Openai { url, .. } if url.host == "ok" && url.base_path == "/v1"));
         assert_eq!(r.model.models[1].deployments[0].model, crate::demo::DEMO_MODEL_ID);
         let shown: Vec<String> = r.problems.iter().map(ToString::to_string).collect();
         assert_eq!(

@@ -191,6 +191,10 @@ pub struct DeploymentSpec {
     /// SageMaker with `payload: tgi`: how chat messages become the prompt (required there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_template: Option<PromptTemplate>,
+    /// OpenAI: the endpoint serves the Responses API (`POST /responses`), so Responses requests
+    /// pass through instead of being translated to chat completions.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub responses_api: bool,
 }
 
 /// The payload format of a SageMaker endpoint's container.

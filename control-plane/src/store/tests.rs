@@ -34,6 +34,7 @@ async fn exercise(store: &Store) {
         api_version: None,
         payload: None,
         prompt_template: None,
+        responses_api: false,
     };
     let models = vec![
         ModelSpec { name: "zeta".into(), deployments: vec![dep(Some("c1"))] },

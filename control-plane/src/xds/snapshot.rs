@@ -345,13 +345,14 @@ struct Target<'a> {
     region: Option<&'a str>,
     api_version: Option<&'a str>,
     payload: Option<ContainerPayload>,
+    responses_api: bool,
 }
 
 fn target<'a>(upstream: &'a Upstream, env: &'a XdsEnv) -> Target<'a> {
-    let plain = |url, provider| Target { url, provider, region: None, api_version: None, payload: None };
+    let plain = |url, provider| Target { url, provider, region: None, api_version: None, payload: None, responses_api: false };
     match upstream {
         Upstream::Demo => plain(&env.demo_url, ProviderKind::Openai),
-        Upstream::Openai { url } => plain(url, ProviderKind::Openai),
+        Upstream::Openai { url, responses_api } => Target { responses_api: *responses_api, ..plain(url, ProviderKind::Openai) },
         Upstream::Anthropic { url } => plain(url, ProviderKind::Anthropic),
         Upstream::Azure { url, api_version } => Target { api_version: Some(api_version), ..plain(url, ProviderKind::Azure) },
         Upstream::Bedrock { url, region } => Target { region: Some(region), ..plain(url, ProviderKind::Bedrock) },
@@ -370,7 +371,7 @@ fn model_cluster(name: &str, served: &ServedModel, model: &Model, env: &XdsEnv) 
     let mut by_priority: BTreeMap<u32, Vec<endpoint::LbEndpoint>> = BTreeMap::new();
     let mut tls_hosts = std::collections::BTreeSet::new();
     for (i, d) in served.deployments.iter().enumerate() {
-        let Target { url, provider, region, api_version, payload } = target(&d.upstream, env);
+        let Target { url, provider, region, api_version, payload, responses_api } = target(&d.upstream, env);
         let meta = DeploymentMeta {
             id: format!("{name}/{i}"),
             provider,
@@ -381,6 +382,7 @@ fn model_cluster(name: &str, served: &ServedModel, model: &Model, env: &XdsEnv) 
             region: region.map(str::to_owned),
             api_version: api_version.map(str::to_owned),
             payload,
+            responses_api,
         };
         let mut ns = vec![(contract::METADATA_NAMESPACE, strukt(vec![(contract::METADATA_DEPLOYMENT_KEY, string_value(&json_string(&meta)))]))];
         if url.tls {

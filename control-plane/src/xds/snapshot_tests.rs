@@ -36,6 +36,7 @@ fn dep(provider: Provider, url: Option<&str>, priority: u32) -> DeploymentSpec {
         api_version: None,
         payload: None,
         prompt_template: None,
+        responses_api: false,
     }
 }
 

@@ -139,7 +139,9 @@ impl HttpFilter for GatewayHttp {
             Operation::ChatCompletions
             | Operation::Embeddings
             | Operation::AnthropicMessages
-            | Operation::BedrockConverse { .. } => {}
+            | Operation::BedrockConverse { .. }
+            | Operation::OpenAiResponses
+            | Operation::BedrockInvoke { .. } => {}
         }
         if end_of_stream {
             return Err(GatewayError::new(ErrorKind::InvalidRequest, "The request has no body; send a JSON object.")

@@ -164,6 +164,10 @@ pub struct DeploymentMeta {
     /// SageMaker: what the endpoint's container speaks (`None`: OpenAI-style chat).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<ContainerPayload>,
+    /// An OpenAI-compatible deployment that serves the Responses API (`POST /responses`):
+    /// Responses requests pass through instead of being translated to chat completions.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub responses_api: bool,
 }
 
 /// The payload format of a SageMaker endpoint's container.

@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! byte 0      version (1)
-//! byte 1      operation code (see `Operation::code`)
+//! byte 1      operation code (see `Operation::code`; codes are only ever added, so a record
+//!             of an older build reads the same)
 //! byte 2      flags: bit 0 stream, bit 1 include_usage, bit 2 body length present
 //! [8 bytes]   body length, little endian (only with flag bit 2)
 //! 2 + n       key id: u16 little-endian length, then UTF-8 bytes
@@ -33,6 +34,11 @@ pub enum Operation {
     /// Bedrock Runtime Converse (`POST [/bedrock]/model/{modelId}/converse[-stream]`); the model
     /// is in the path.
     BedrockConverse { model: String, stream: bool },
+    /// OpenAI Responses API (`POST /v1/responses`).
+    OpenAiResponses,
+    /// Bedrock Runtime InvokeModel (`POST [/bedrock]/model/{modelId}/invoke` and
+    /// `/invoke-with-response-stream`); the model is in the path, the body is the model's own.
+    BedrockInvoke { model: String, stream: bool },
 }
 
 impl Operation {
@@ -40,7 +46,12 @@ impl Operation {
     pub fn has_body(&self) -> bool {
         matches!(
             self,
-            Self::ChatCompletions | Self::Embeddings | Self::AnthropicMessages | Self::BedrockConverse { .. }
+            Self::ChatCompletions
+                | Self::Embeddings
+                | Self::AnthropicMessages
+                | Self::BedrockConverse { .. }
+                | Self::OpenAiResponses
+                | Self::BedrockInvoke { .. }
         )
     }
 
@@ -48,7 +59,7 @@ impl Operation {
     pub fn client_api(&self) -> ClientApi {
         match self {
             Self::AnthropicMessages => ClientApi::Anthropic,
-            Self::BedrockConverse { .. } => ClientApi::Bedrock,
+            Self::BedrockConverse { .. } | Self::BedrockInvoke { .. } => ClientApi::Bedrock,
             _ => ClientApi::OpenAi,
         }
     }
@@ -62,6 +73,9 @@ impl Operation {
             Self::AnthropicMessages => Some(3),
             Self::BedrockConverse { stream: false, .. } => Some(4),
             Self::BedrockConverse { stream: true, .. } => Some(5),
+            Self::OpenAiResponses => Some(6),
+            Self::BedrockInvoke { stream: false, .. } => Some(7),
+            Self::BedrockInvoke { stream: true, .. } => Some(8),
             Self::ListModels | Self::RetrieveModel(_) => None,
         }
     }
@@ -74,6 +88,9 @@ impl Operation {
             3 => Some(Self::AnthropicMessages),
             4 => Some(Self::BedrockConverse { model: model.to_owned(), stream: false }),
             5 => Some(Self::BedrockConverse { model: model.to_owned(), stream: true }),
+            6 => Some(Self::OpenAiResponses),
+            7 => Some(Self::BedrockInvoke { model: model.to_owned(), stream: false }),
+            8 => Some(Self::BedrockInvoke { model: model.to_owned(), stream: true }),
             _ => None,
         }
     }
@@ -215,6 +232,8 @@ mod tests {
             Just(Operation::Embeddings),
             Just(Operation::AnthropicMessages),
             any::<bool>().prop_map(|stream| Operation::BedrockConverse { model: String::new(), stream }),
+            Just(Operation::OpenAiResponses),
+            any::<bool>().prop_map(|stream| Operation::BedrockInvoke { model: String::new(), stream }),
         ]
     }
 
@@ -226,6 +245,7 @@ mod tests {
             // Bedrock operations carry the model in the record's model field.
             let op = match op {
                 Operation::BedrockConverse { stream, .. } => Operation::BedrockConverse { model: model.clone(), stream },
+                Operation::BedrockInvoke { stream, .. } => Operation::BedrockInvoke { model: model.clone(), stream },
                 other => other,
             };
             let state = RequestState { op, facts: BodyFacts { stream, include_usage, body_len }, key_id, model };
@@ -250,6 +270,17 @@ mod tests {
                 prop_assert!(RequestState::decode(&bytes[..cut]).is_err());
             }
         }
+    }
+
+    /// The codes of the first operations never change (records of older builds read the same).
+    #[test]
+    fn operation_codes_are_stable() {
+        let code = |op: Operation| RequestState::encode_from(&op, BodyFacts::default(), "", "m").unwrap()[1];
+        assert_eq!(code(Operation::ChatCompletions), 1);
+        assert_eq!(code(Operation::BedrockConverse { model: "m".into(), stream: true }), 5);
+        assert_eq!(code(Operation::OpenAiResponses), 6);
+        assert_eq!(code(Operation::BedrockInvoke { model: "m".into(), stream: false }), 7);
+        assert_eq!(code(Operation::BedrockInvoke { model: "m".into(), stream: true }), 8);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub fn classify(method: &str, path: &str) -> Result<Operation, GatewayError> {
         "/v1/embeddings" | "/embeddings" => ("POST", Operation::Embeddings),
         "/v1/models" | "/models" => ("GET", Operation::ListModels),
         "/v1/messages" => ("POST", Operation::AnthropicMessages),
+        "/v1/responses" | "/responses" => ("POST", Operation::OpenAiResponses),
         p => match (p.strip_prefix("/v1/models/").filter(|m| !m.is_empty()), bedrock_path(p)) {
             (Some(model), _) => ("GET", Operation::RetrieveModel(percent_decode(model))),
             (None, Some(op)) => ("POST", op),
@@ -39,18 +40,22 @@ pub fn classify(method: &str, path: &str) -> Result<Operation, GatewayError> {
     Ok(op)
 }
 
-/// `[/bedrock]/model/{modelId}/converse[-stream]`, the model id percent-decoded.
+/// `[/bedrock]/model/{modelId}/converse[-stream]` and `.../invoke[-with-response-stream]`, the
+/// model id percent-decoded.
 fn bedrock_path(path: &str) -> Option<Operation> {
     let rest = path.strip_prefix("/bedrock").unwrap_or(path).strip_prefix("/model/")?;
     let (model, action) = rest.rsplit_once('/')?;
-    let stream = match action {
-        "converse" => false,
-        "converse-stream" => true,
-        _ => return None,
-    };
     let model = percent_decode(model);
-    (!model.is_empty() && !model.contains('/') || model.starts_with("arn:"))
-        .then_some(Operation::BedrockConverse { model, stream })
+    if !(!model.is_empty() && !model.contains('/') || model.starts_with("arn:")) {
+        return None;
+    }
+    match action {
+        "converse" => Some(Operation::BedrockConverse { model, stream: false }),
+        "converse-stream" => Some(Operation::BedrockConverse { model, stream: true }),
+        "invoke" => Some(Operation::BedrockInvoke { model, stream: false }),
+        "invoke-with-response-stream" => Some(Operation::BedrockInvoke { model, stream: true }),
+        _ => None,
+    }
 }
 
 pub fn authenticate<'c>(
@@ -115,6 +120,17 @@ pub fn route<'c>(
         Operation::Embeddings => validate_embeddings(body)?,
         Operation::AnthropicMessages => validate_anthropic(body)?,
         Operation::BedrockConverse { model, .. } => validate_converse(body, model)?,
+        Operation::BedrockInvoke { model, .. } => {
+            // The body is the model's own (Anthropic, Titan, Llama...): a JSON object, checked
+            // per attempt against what the deployment serves.
+            parse_object::<serde::de::IgnoredAny>(body)?;
+            model.clone()
+        }
+        Operation::OpenAiResponses => {
+            let (model, f) = validate_responses(body)?;
+            facts = f;
+            model
+        }
         Operation::ListModels | Operation::RetrieveModel(_) => {
             return Err(GatewayError::new(ErrorKind::Internal, "operation has no body to route"))
         }
@@ -299,6 +315,52 @@ fn validate_converse(body: &[u8], model: &str) -> Result<String, GatewayError> {
             .param("messages"));
     }
     Ok(model.to_owned())
+}
+
+#[derive(serde::Deserialize)]
+struct ResponsesRequest {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    input: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    previous_response_id: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    store: Option<bool>,
+    #[serde(default)]
+    conversation: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    background: Option<bool>,
+}
+
+/// The Responses API, stateless: what needs stored responses is refused here, before routing,
+/// for every deployment (a passthrough one included).
+fn validate_responses(body: &[u8]) -> Result<(String, BodyFacts), GatewayError> {
+    let req: ResponsesRequest = parse_object(body)?;
+    let model = non_empty_model(req.model)?;
+    let stateless = |param: &'static str, why: &str| {
+        GatewayError::new(ErrorKind::InvalidRequest, format!("'{param}' is not supported: {why}."))
+            .param(param)
+            .code("unsupported_parameter")
+    };
+    if req.previous_response_id.is_some() {
+        return Err(stateless("previous_response_id", "this gateway does not store responses; send the whole conversation in 'input'"));
+    }
+    if req.store == Some(true) {
+        return Err(stateless("store", "this gateway does not store responses; send 'store': false or leave it out"));
+    }
+    if req.conversation.is_some() {
+        return Err(stateless("conversation", "this gateway does not keep conversations; send the whole conversation in 'input'"));
+    }
+    if req.background == Some(true) {
+        return Err(stateless("background", "background responses need stored responses, which this gateway does not keep"));
+    }
+    if req.input.is_none() {
+        return Err(missing("input"));
+    }
+    Ok((model, BodyFacts { stream: req.stream == Some(true), include_usage: false, body_len: None }))
 }
 
 fn validate_embeddings(body: &[u8]) -> Result<String, GatewayError> {

@@ -139,7 +139,7 @@ fn bedrock_converse_paths() {
     let arn = "arn%3Aaws%3Abedrock%3Aus-east-1%3A123%3Aapplication-inference-profile%2Fabc";
     let op = classify("POST", &format!("/bedrock/model/{arn}/converse")).unwrap();
     assert!(matches!(op, Operation::BedrockConverse { ref model, .. } if model.ends_with("profile/abc")));
-    assert_eq!(classify("POST", "/bedrock/model/a/invoke").unwrap_err().status(), 404);
+    assert_eq!(classify("POST", "/bedrock/model/a/count-tokens").unwrap_err().status(), 404);
     assert_eq!(classify("GET", "/bedrock/model/a/converse").unwrap_err().status(), 405);
     let c = cfg();
     let key = authenticate(&c, Some("Bearer tg-all"), None, 0).unwrap();
@@ -214,4 +214,36 @@ proptest::proptest! {
         let parsed = serde_json::from_str::<serde_json::Value>(&doc).is_ok();
         proptest::prop_assert_eq!(refused, !parsed, "depth {} wrap {}", depth, wrap);
     }
+}
+
+#[test]
+fn classifies_responses_and_invoke_model() {
+    assert_eq!(classify("POST", "/v1/responses").unwrap(), Operation::OpenAiResponses);
+    assert_eq!(
+        classify("POST", "/bedrock/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke").unwrap(),
+        Operation::BedrockInvoke { model: "anthropic.claude-3-haiku-20240307-v1:0".into(), stream: false }
+    );
+    assert_eq!(
+        classify("POST", "/model/a/invoke-with-response-stream").unwrap(),
+        Operation::BedrockInvoke { model: "a".into(), stream: true }
+    );
+    assert_eq!(classify("GET", "/v1/responses").unwrap_err().status(), 405);
+}
+
+#[test]
+fn responses_refuse_stateful_features_before_routing() {
+    let c = cfg();
+    let key = authenticate(&c, Some("Bearer tg-all"), None, 0).unwrap();
+    for (body, param) in [
+        (r#"{"model":"b","input":"x","previous_response_id":"r"}"#, "previous_response_id"),
+        (r#"{"model":"b","input":"x","store":true}"#, "store"),
+        (r#"{"model":"b","input":"x","conversation":{"id":"c"}}"#, "conversation"),
+        (r#"{"model":"b","input":"x","background":true}"#, "background"),
+        (r#"{"model":"b"}"#, "input"),
+    ] {
+        let e = route(&c, key, &Operation::OpenAiResponses, body.as_bytes()).unwrap_err();
+        assert_eq!((e.status(), e.param.as_deref()), (400, Some(param)), "{body}");
+    }
+    let r = route(&c, key, &Operation::OpenAiResponses, br#"{"model":"b","input":"x","stream":true,"store":false}"#).unwrap();
+    assert!(r.facts.stream);
 }

@@ -14,6 +14,10 @@
 //! - [`sagemaker`]: SageMaker Runtime paths and the `PayloadPart` stream unwrapper;
 //!   [`tgi`]: Hugging Face TGI generate wire types; [`openai_to_tgi`]: requests to TGI (chat
 //!   rendered with a prompt template), generate responses and streams back to OpenAI.
+//! - [`responses_to_openai`]: OpenAI Responses API requests to the chat pivot, completions and
+//!   chat streams back to Response objects and Responses events.
+//! - [`bedrock_invoke`]: Bedrock InvokeModel ingress with the Anthropic-on-Bedrock body, through
+//!   the Anthropic translators, and their SSE back as InvokeModelWithResponseStream frames.
 //! - [`pivot_reader`]: the one reader of the OpenAI pivot stream (SSE chunks → neutral
 //!   events), under every translator that writes another client API from the pivot.
 //! - [`sse`], [`eventstream`]: push-based decoders with bounded buffers.
@@ -23,6 +27,7 @@ pub mod anthropic;
 pub mod anthropic_to_openai;
 pub mod bedrock;
 pub mod bedrock_embeddings;
+pub mod bedrock_invoke;
 pub mod bedrock_to_openai;
 pub mod error;
 pub mod eventstream;
@@ -32,6 +37,7 @@ pub mod openai_to_anthropic;
 pub mod openai_to_bedrock;
 pub mod openai_to_tgi;
 pub mod pivot_reader;
+pub mod responses_to_openai;
 pub mod sagemaker;
 pub mod sse;
 pub mod tgi;

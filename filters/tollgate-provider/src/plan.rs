@@ -7,7 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tollgate_llm::openai::ChatRequest;
 use tollgate_llm::openai_to_tgi::{self, PromptTemplate};
-use tollgate_llm::{anthropic_to_openai, bedrock_embeddings, bedrock_to_openai, openai_stream, openai_to_anthropic, openai_to_bedrock, sagemaker, Chain, StreamTranslator, TranslateError, Usage};
+use tollgate_llm::responses_to_openai::{self, Echo};
+use tollgate_llm::{anthropic_to_openai, bedrock_embeddings, bedrock_invoke, bedrock_to_openai, openai_stream, openai_to_anthropic, openai_to_bedrock, sagemaker, Chain, StreamTranslator, TranslateError, Usage};
 use tollgate_contract::config::{self, ContainerPayload, Credential, DeploymentMeta, ProviderKind};
 use crate::rewrite as provider;
 use tollgate_contract::state::{BodyFacts, Operation};
@@ -91,13 +92,44 @@ impl ProviderApi {
     }
 }
 
+/// The API the client speaks, finer than [`ClientApi`] (which decides only the error format).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientWire {
+    /// OpenAI chat completions and embeddings (the pivot).
+    OpenAiChat,
+    /// The OpenAI Responses API.
+    OpenAiResponses,
+    /// Anthropic Messages.
+    Anthropic,
+    /// Bedrock Converse / ConverseStream.
+    BedrockConverse,
+    /// Bedrock InvokeModel / InvokeModelWithResponseStream.
+    BedrockInvoke,
+}
+
+impl ClientWire {
+    pub fn of(op: &Operation) -> Self {
+        match op {
+            Operation::OpenAiResponses => Self::OpenAiResponses,
+            Operation::AnthropicMessages => Self::Anthropic,
+            Operation::BedrockConverse { .. } => Self::BedrockConverse,
+            Operation::BedrockInvoke { .. } => Self::BedrockInvoke,
+            Operation::ChatCompletions | Operation::Embeddings | Operation::ListModels | Operation::RetrieveModel(_) => {
+                Self::OpenAiChat
+            }
+        }
+    }
+}
+
 /// A whole-body response translation: provider format → OpenAI pivot → client format.
 pub struct JsonResponse {
     /// The provider's API.
     pub provider: ProviderApi,
     /// Set for Bedrock embeddings (InvokeModel), answered as an OpenAI embeddings list.
     pub embeddings: Option<(bedrock_embeddings::Family, bedrock_embeddings::Encoding)>,
-    pub client: ClientApi,
+    pub client: ClientWire,
+    /// The Responses request's echoed fields (Responses clients only).
+    pub echo: Option<Box<Echo>>,
     pub model: String,
     pub id: String,
     pub created: u64,
@@ -117,14 +149,22 @@ impl JsonResponse {
             ProviderApi::OpenAi => (body.to_vec(), Usage::default()),
         };
         let pivot_native = self.provider == ProviderApi::OpenAi;
+        let exact = (!pivot_native).then_some(&usage);
+        let keep = |(out, client_usage): (Vec<u8>, Usage)| (out, if pivot_native { client_usage } else { usage });
         match self.client {
-            ClientApi::OpenAi => Ok((pivot, usage)),
-            ClientApi::Anthropic => {
+            ClientWire::OpenAiChat => Ok((pivot, usage)),
+            ClientWire::OpenAiResponses => {
+                let echo = self.echo.as_deref().cloned().unwrap_or_default();
+                let id = responses_to_openai::response_id(&self.id);
+                responses_to_openai::response_with_usage(&pivot, &id, self.created, &self.model, &echo, exact).map(keep)
+            }
+            // Bedrock answers InvokeModel with Claude's own Messages JSON.
+            ClientWire::Anthropic | ClientWire::BedrockInvoke => {
                 let exact = (!pivot_native).then_some(&usage);
                 let (out, client_usage) = anthropic_to_openai::response_with_usage(&pivot, &self.model, exact)?;
                 Ok((out, if pivot_native { client_usage } else { usage }))
             }
-            ClientApi::Bedrock => {
+            ClientWire::BedrockConverse => {
                 let exact = (!pivot_native).then_some(&usage);
                 let (out, client_usage) = bedrock_to_openai::response_with_usage(&pivot, exact)?;
                 Ok((out, if pivot_native { client_usage } else { usage }))
@@ -219,6 +259,7 @@ pub enum BodyUse {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttemptKind {
     pub client: ClientApi,
+    pub wire: ClientWire,
     pub provider: ProviderApi,
     pub body: BodyUse,
     /// SigV4 over the request (SageMaker; Bedrock without a Bedrock API key).
@@ -236,8 +277,19 @@ impl AttemptKind {
         };
         let same_model = h.meta.model == h.client_model;
         let as_sent = h.facts.body_len.filter(|_| same_model && !signed);
-        let body = match (client, provider, h.meta.provider) {
-            (ClientApi::OpenAi, ProviderApi::OpenAi, ProviderKind::Openai | ProviderKind::Azure) => {
+        let wire = ClientWire::of(h.op);
+        let body = match (wire, provider, h.meta.provider) {
+            // An OpenAI deployment that declares the Responses API gets Responses as sent.
+            (ClientWire::OpenAiResponses, ProviderApi::OpenAi, ProviderKind::Openai) if h.meta.responses_api => {
+                match as_sent {
+                    Some(len) => BodyUse::AsSent { len },
+                    None => BodyUse::Read,
+                }
+            }
+            // Bedrock gets an InvokeModel body as sent, signed (so read).
+            (ClientWire::BedrockInvoke, ProviderApi::Bedrock, _) => BodyUse::Read,
+            (ClientWire::OpenAiResponses | ClientWire::BedrockInvoke, _, _) => BodyUse::Translated,
+            (ClientWire::OpenAiChat, ProviderApi::OpenAi, ProviderKind::Openai | ProviderKind::Azure) => {
                 let chat_stream = h.facts.stream && *h.op == Operation::ChatCompletions;
                 // A stream whose client did not ask for usage: the gateway asks for it.
                 match as_sent.filter(|_| !chat_stream || h.facts.include_usage) {
@@ -245,14 +297,16 @@ impl AttemptKind {
                     None => BodyUse::Read,
                 }
             }
-            (ClientApi::Anthropic, ProviderApi::Anthropic, _) => match as_sent {
+            (ClientWire::Anthropic, ProviderApi::Anthropic, _) => match as_sent {
                 Some(len) => BodyUse::AsSent { len },
                 None => BodyUse::Read,
             },
-            (ClientApi::OpenAi, ProviderApi::OpenAi, _) | (ClientApi::Bedrock, ProviderApi::Bedrock, _) => BodyUse::Read,
+            (ClientWire::OpenAiChat, ProviderApi::OpenAi, _) | (ClientWire::BedrockConverse, ProviderApi::Bedrock, _) => {
+                BodyUse::Read
+            }
             _ => BodyUse::Translated,
         };
-        Ok(Self { client, provider, body, signed })
+        Ok(Self { client, wire, provider, body, signed })
     }
 
     /// The kind of an attempt known only from its body-reading inputs (no body facts): the
@@ -280,6 +334,7 @@ pub fn plan_from_headers(h: &HeaderAttempt<'_>, kind: &AttemptKind) -> Option<Re
     let a = Attempt { meta: h.meta, op: h.op, credential: h.credential, body: &[], request_id: "", now: UNIX_EPOCH };
     let plan = match kind.provider {
         ProviderApi::Anthropic => anthropic_plan(&a, Vec::new()),
+        // A Responses stream passes through untouched (no chat usage chunk to read).
         _ => openai_as_sent(&a, h.facts.stream && *h.op == Operation::ChatCompletions),
     };
     Some(plan.map(|p| p.with_body_as_sent(len)))
@@ -305,12 +360,25 @@ pub fn plan(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
 
 /// Plans an attempt of the given kind from its body.
 pub fn plan_with(a: &Attempt<'_>, kind: &AttemptKind) -> Result<Plan, GatewayError> {
-    match (kind.client, kind.provider) {
-        (ClientApi::OpenAi, ProviderApi::OpenAi) => openai_passthrough(a),
-        (ClientApi::Anthropic, ProviderApi::Anthropic) => anthropic_passthrough(a),
-        (ClientApi::Bedrock, ProviderApi::Bedrock) => bedrock_passthrough(a),
-        (client, provider) => translated(a, client, provider),
+    match (kind.wire, kind.provider, kind.body) {
+        (_, provider, BodyUse::Translated) => translated(a, kind.wire, provider),
+        (ClientWire::OpenAiResponses, ProviderApi::OpenAi, _) => responses_passthrough(a),
+        (ClientWire::OpenAiChat, ProviderApi::OpenAi, _) => openai_passthrough(a),
+        (ClientWire::Anthropic, ProviderApi::Anthropic, _) => anthropic_passthrough(a),
+        (ClientWire::BedrockConverse, ProviderApi::Bedrock, _) => bedrock_passthrough(a),
+        (ClientWire::BedrockInvoke, ProviderApi::Bedrock, _) => bedrock_invoke_passthrough(a),
+        (wire, provider, _) => translated(a, wire, provider),
     }
+}
+
+/// Responses to a deployment that serves them: only `model` changes; the answer (stream
+/// included) passes untouched.
+fn responses_passthrough(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
+    let path = provider::openai_path(a.meta, a.op)?;
+    let body = provider::rewrite_model(a.body, &a.meta.model)?;
+    let mut plan = Plan::new(path, a.meta.authority.clone(), body, ResponsePlan::Passthrough);
+    openai_compatible_transport(&mut plan, a, false)?;
+    Ok(plan)
 }
 
 fn openai_passthrough(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
@@ -337,7 +405,14 @@ fn openai_compatible_transport(plan: &mut Plan, a: &Attempt<'_>, stream: bool) -
             plan.set("api-key", api_key.ok_or_else(credential_missing)?);
         }
         ProviderKind::Sagemaker => {
-            if !matches!(a.op, Operation::ChatCompletions | Operation::AnthropicMessages | Operation::BedrockConverse { .. }) {
+            if !matches!(
+                a.op,
+                Operation::ChatCompletions
+                    | Operation::AnthropicMessages
+                    | Operation::BedrockConverse { .. }
+                    | Operation::OpenAiResponses
+                    | Operation::BedrockInvoke { .. }
+            ) {
                 return Err(GatewayError::new(ErrorKind::InvalidRequest, "SageMaker deployments serve chat only.")
                     .code("unsupported_for_provider"));
             }
@@ -388,6 +463,18 @@ fn bedrock_passthrough(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
     Ok(plan)
 }
 
+/// InvokeModel on Bedrock: the model's own body, as sent, to the deployment's model id.
+fn bedrock_invoke_passthrough(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
+    let Operation::BedrockInvoke { stream, .. } = a.op else {
+        return Err(GatewayError::new(ErrorKind::Internal, "not an InvokeModel request"));
+    };
+    let path = format!("{}{}", a.meta.base_path.trim_end_matches('/'), bedrock_invoke::invoke_path(&a.meta.model, *stream));
+    let mut plan = Plan::new(path, a.meta.authority.clone(), a.body.to_vec(), ResponsePlan::Passthrough);
+    plan.set("accept", if *stream { "application/vnd.amazon.eventstream" } else { "application/json" });
+    bedrock_auth(&mut plan, a)?;
+    Ok(plan)
+}
+
 fn anthropic_auth(plan: &mut Plan, a: &Attempt<'_>) -> Result<(), GatewayError> {
     let key = a.credential.and_then(|c| c.api_key.as_deref()).ok_or_else(credential_missing)?;
     plan.set("x-api-key", key);
@@ -396,20 +483,40 @@ fn anthropic_auth(plan: &mut Plan, a: &Attempt<'_>) -> Result<(), GatewayError> 
 }
 
 /// The client's request as the OpenAI pivot.
-fn pivot_request(a: &Attempt<'_>, client: ClientApi) -> Result<ChatRequest, GatewayError> {
-    match client {
-        ClientApi::OpenAi => serde_json::from_slice(a.body).map_err(|e| {
+/// The client's request as the OpenAI pivot, with the echoed fields of a Responses request.
+fn pivot_request(a: &Attempt<'_>, client: ClientWire) -> Result<(ChatRequest, Option<Echo>), GatewayError> {
+    let req = match (client, a.op) {
+        (ClientWire::OpenAiChat, _) => serde_json::from_slice(a.body).map_err(|e| {
             GatewayError::new(ErrorKind::InvalidRequest, format!("Invalid chat completion request: {e}."))
                 .code("invalid_request")
         }),
-        ClientApi::Anthropic => anthropic_to_openai::request(a.body).map_err(translate_error),
-        ClientApi::Bedrock => match a.op {
-            Operation::BedrockConverse { model, stream } => {
-                bedrock_to_openai::request(a.body, model, *stream).map_err(translate_error)
+        (ClientWire::OpenAiResponses, _) => {
+            let (req, echo) = responses_to_openai::request(a.body).map_err(translate_error)?;
+            return Ok((req, Some(echo)));
+        }
+        (ClientWire::Anthropic, _) => anthropic_to_openai::request(a.body).map_err(translate_error),
+        (ClientWire::BedrockConverse, Operation::BedrockConverse { model, stream }) => {
+            bedrock_to_openai::request(a.body, model, *stream).map_err(translate_error)
+        }
+        (ClientWire::BedrockInvoke, Operation::BedrockInvoke { model, stream }) => {
+            if !bedrock_invoke::is_anthropic(a.body) {
+                return Err(GatewayError::new(
+                    ErrorKind::InvalidRequest,
+                    format!(
+                        "This InvokeModel body is {} model's native body, which only a Bedrock deployment can serve; \
+                         this model's {:?} deployment serves the Anthropic Claude Messages body \
+                         (anthropic_version: bedrock-2023-05-31) or the Converse API.",
+                        bedrock_invoke::native_family(a.body),
+                        a.meta.provider
+                    ),
+                )
+                .code("unsupported_for_provider"));
             }
-            _ => Err(GatewayError::new(ErrorKind::Internal, "not a Converse request")),
-        },
-    }
+            bedrock_invoke::request(a.body, model, *stream).map_err(translate_error)
+        }
+        _ => Err(GatewayError::new(ErrorKind::Internal, "the operation does not match the client API")),
+    }?;
+    Ok((req, None))
 }
 
 /// OpenAI embeddings on Bedrock (InvokeModel, Titan or Cohere).
@@ -427,7 +534,8 @@ fn bedrock_embeddings_plan(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
     let response = ResponsePlan::Json(JsonResponse {
         provider: ProviderApi::Bedrock,
         embeddings: Some((family, encoding)),
-        client: ClientApi::OpenAi,
+        client: ClientWire::OpenAiChat,
+        echo: None,
         model: a.meta.model.clone(),
         id: String::new(),
         created,
@@ -439,21 +547,21 @@ fn bedrock_embeddings_plan(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
     Ok(plan)
 }
 
-fn translated(a: &Attempt<'_>, client: ClientApi, provider: ProviderApi) -> Result<Plan, GatewayError> {
+fn translated(a: &Attempt<'_>, client: ClientWire, provider: ProviderApi) -> Result<Plan, GatewayError> {
     if *a.op == Operation::Embeddings && provider == ProviderApi::Bedrock {
         return bedrock_embeddings_plan(a);
     }
-    if !matches!(a.op, Operation::ChatCompletions | Operation::AnthropicMessages | Operation::BedrockConverse { .. }) {
+    if matches!(a.op, Operation::Embeddings | Operation::ListModels | Operation::RetrieveModel(_)) {
         return Err(GatewayError::new(
             ErrorKind::InvalidRequest,
             format!("The {:?} deployments of this model serve chat only.", a.meta.provider),
         )
         .code("unsupported_for_provider"));
     }
-    let mut req = pivot_request(a, client)?;
+    let (mut req, echo) = pivot_request(a, client)?;
     let stream = req.is_stream();
     // Anthropic and Bedrock clients always get usage at the end of a stream.
-    let provider_stream_usage = req.wants_stream_usage() || client != ClientApi::OpenAi;
+    let provider_stream_usage = req.wants_stream_usage() || client != ClientWire::OpenAiChat;
     let created = a.now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let id = format!("chatcmpl-{}", a.request_id);
     let base = a.meta.base_path.trim_end_matches('/');
@@ -477,9 +585,19 @@ fn translated(a: &Attempt<'_>, client: ClientApi, provider: ProviderApi) -> Resu
             ProviderApi::OpenAi => None,
         };
         let to_client: Option<Box<dyn StreamTranslator>> = match client {
-            ClientApi::OpenAi => None,
-            ClientApi::Anthropic => Some(Box::new(anthropic_to_openai::StreamFromOpenAi::new(&model))),
-            ClientApi::Bedrock => Some(Box::new(bedrock_to_openai::StreamFromOpenAi::new())),
+            ClientWire::OpenAiChat => None,
+            ClientWire::OpenAiResponses => Some(Box::new(responses_to_openai::StreamFromOpenAi::new(
+                &responses_to_openai::response_id(&id),
+                &model,
+                created,
+                echo.clone().unwrap_or_default(),
+            ))),
+            ClientWire::Anthropic => Some(Box::new(anthropic_to_openai::StreamFromOpenAi::new(&model))),
+            ClientWire::BedrockConverse => Some(Box::new(bedrock_to_openai::StreamFromOpenAi::new())),
+            ClientWire::BedrockInvoke => Some(Box::new(Chain {
+                first: anthropic_to_openai::StreamFromOpenAi::new(&model),
+                second: bedrock_invoke::StreamFromAnthropicSse::new(),
+            })),
         };
         match (to_pivot, to_client) {
             (Some(first), Some(second)) => ResponsePlan::Stream(Box::new(Chain { first, second })),
@@ -492,6 +610,7 @@ fn translated(a: &Attempt<'_>, client: ClientApi, provider: ProviderApi) -> Resu
             provider,
             embeddings: None,
             client,
+            echo: echo.map(Box::new),
             model: model.clone(),
             id: id.clone(),
             created,
@@ -581,3 +700,7 @@ impl From<Box<dyn StreamTranslator>> for ResponsePlan {
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "plan_client_apis_tests.rs"]
+mod client_apis_tests;

@@ -15,6 +15,7 @@ fn meta(provider: ProviderKind, authority: &str, base: &str, model: &str) -> Dep
         region: Some("us-east-1".into()),
         api_version: None,
         payload: None,
+        responses_api: false,
     }
 }
 

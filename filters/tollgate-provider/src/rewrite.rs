@@ -63,7 +63,12 @@ pub fn openai_path(meta: &DeploymentMeta, op: &Operation) -> Result<String, Gate
     let suffix = match op {
         Operation::ChatCompletions => "/chat/completions",
         Operation::Embeddings => "/embeddings",
-        Operation::ListModels | Operation::RetrieveModel(_) | Operation::AnthropicMessages | Operation::BedrockConverse { .. } => {
+        Operation::OpenAiResponses => "/responses",
+        Operation::ListModels
+        | Operation::RetrieveModel(_)
+        | Operation::AnthropicMessages
+        | Operation::BedrockConverse { .. }
+        | Operation::BedrockInvoke { .. } => {
             return Err(GatewayError::new(ErrorKind::Internal, "operation is not sent to OpenAI providers as is"))
         }
     };
@@ -225,6 +230,7 @@ mod tests {
             region: None,
             api_version: None,
             payload: None,
+            responses_api: false,
         }
     }
 
