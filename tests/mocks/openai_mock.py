@@ -27,7 +27,10 @@ Test support:
   the next /v1/* requests the status/delay applies to; absent or null means until reset),
   ``delay_ms`` (delay before answering), ``body`` (optional error body: an object or list is
   sent as JSON, a string as-is), ``chunk_delay_ms`` (delay between SSE events, for every stream
-  until reset). ``DELETE /__mock/faults`` resets; ``GET /__mock/faults`` shows them.
+  until reset), ``headers`` (extra response headers of a fault answer, e.g. ``Retry-After``),
+  ``abort_after_chunks`` (a stream sends that many SSE events, then the connection is dropped
+  without the terminating chunk, as a provider crashing mid-stream; until reset).
+  ``DELETE /__mock/faults`` resets; ``GET /__mock/faults`` shows them.
 
 Run standalone::
 
@@ -44,6 +47,7 @@ import hashlib
 import json
 import math
 import re
+import socket
 from urllib.parse import urlsplit
 import struct
 import sys
@@ -155,7 +159,8 @@ def embedding_vector(text: str, dims: int) -> list[float]:
 class FaultState:
     """Fault settings, shared by all handler threads (callers hold MockOpenAI's lock)."""
 
-    KEYS = ("status", "count", "delay_ms", "body", "chunk_delay_ms")
+    KEYS = ("status", "count", "delay_ms", "body", "chunk_delay_ms", "headers",
+            "abort_after_chunks")
 
     def __init__(self) -> None:
         self.status: int | None = None
@@ -163,6 +168,8 @@ class FaultState:
         self.delay_ms = 0
         self.body: Any = None
         self.chunk_delay_ms = 0
+        self.headers: dict[str, str] = {}
+        self.abort_after_chunks: int | None = None
 
     @classmethod
     def parse(cls, spec: Any) -> "FaultState":
@@ -188,11 +195,21 @@ class FaultState:
                 raise MockError(400, f"'{name}' must be a non-negative integer.", param=name)
             setattr(state, name, value)
         state.body = spec.get("body")
+        headers = spec.get("headers") or {}
+        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+            raise MockError(400, "'headers' must be an object of strings.", param="headers")
+        state.headers = headers
+        abort = spec.get("abort_after_chunks")
+        if abort is not None and (not _is_int(abort) or abort < 0):
+            raise MockError(400, "'abort_after_chunks' must be a non-negative integer.",
+                            param="abort_after_chunks")
+        state.abort_after_chunks = abort
         return state
 
     def describe(self) -> dict[str, Any]:
         return {"status": self.status, "count": self.remaining, "delay_ms": self.delay_ms,
-                "body": self.body, "chunk_delay_ms": self.chunk_delay_ms}
+                "body": self.body, "chunk_delay_ms": self.chunk_delay_ms,
+                "headers": self.headers, "abort_after_chunks": self.abort_after_chunks}
 
     def take(self) -> tuple[int | None, int, Any]:
         """Consume one request's fault: (status or None, delay_ms, body)."""
@@ -291,12 +308,13 @@ class _Handler(MockHandler):
             raise MockError(404, f"Invalid URL ({self.command} {path})")
 
     def _send_fault(self, status: int, fault_body: Any) -> None:
+        headers = self.server.mock.faults.get("headers") or {}
         if isinstance(fault_body, str):
-            self._send_raw(status, fault_body.encode(), "text/plain; charset=utf-8")
+            self._send_raw(status, fault_body.encode(), "text/plain; charset=utf-8", headers)
         elif fault_body is not None:
-            self._send_json(status, fault_body)
+            self._send_json(status, fault_body, headers)
         else:
-            self._send_json(status, default_fault_body(status, self._presented_key()))
+            self._send_json(status, default_fault_body(status, self._presented_key()), headers)
 
     def _presented_key(self) -> str | None:
         auth = self.headers.get("Authorization")
@@ -428,7 +446,13 @@ class _Handler(MockHandler):
         self._start_chunked("text/event-stream; charset=utf-8", cache_control=True)
         delay = self.server.mock.faults["chunk_delay_ms"] / 1000.0
         payloads = [json.dumps(e) for e in events] + ["[DONE]"]
+        abort = self.server.mock.faults.get("abort_after_chunks")
         for i, data in enumerate(payloads):
+            if abort is not None and i == abort:
+                # A provider crashing mid-stream: no terminating chunk, the connection drops.
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             if i and delay:
                 time.sleep(delay)
             self._write_chunk(f"data: {data}\n\n".encode())

@@ -19,6 +19,7 @@ use tollgate_contract::{ClientApi, ErrorKind, GatewayError};
 use tollgate_llm::Usage;
 use tollgate_provider::plan::{self, Attempt, AttemptKind, HeaderAttempt, Plan, ResponsePlan};
 use tollgate_provider::rewrite::provider_error;
+use tollgate_provider::sanitize;
 use tollgate_wasm::{Action, Buffer, Host, HttpFilter, Map, Plugin, WholeBody};
 
 tollgate_wasm::plugin!(
@@ -183,8 +184,11 @@ impl ProviderHttp {
                 host.set_header(Map::RequestHeaders, name, value.as_deref().map(str::as_bytes))?;
             }
         }
-        if header(headers, contract::HEADER_CLUSTER).is_some() {
-            host.set_header(Map::RequestHeaders, contract::HEADER_CLUSTER, None)?;
+        // Only allow-listed client headers reach the provider: one host call per other header
+        // present (none for a plain SDK request but `accept-encoding`).
+        let planned: Vec<&str> = plan.headers.iter().map(|(n, _)| *n).collect();
+        for name in sanitize::headers_to_remove(headers, &planned) {
+            host.set_header(Map::RequestHeaders, name, None)?;
         }
         match plan.body_as_sent {
             // An earlier attempt may have sent a rewritten body of another length.
@@ -235,6 +239,37 @@ impl ProviderHttp {
             host.set_header(Map::ResponseHeaders, "x-amzn-errortype", Some(err.aws_error_type().as_bytes()))?;
         }
         Ok(out)
+    }
+
+    /// A provider's `Retry-After` (or `retry-after-ms`) on a 429/503: a wait longer than
+    /// [`sanitize::MAX_RETRY_WAIT`] is not retried (`x-envoy-ratelimited` stops the router's
+    /// retry, which reads these headers after this filter), and the client is told at most
+    /// [`sanitize::MAX_CLIENT_RETRY_AFTER`]. Error path only: two header reads, the clock only
+    /// when a value is present, a write or two when one is.
+    fn bound_retry_after<H: Host>(&self, host: &H) -> Result<(), GatewayError> {
+        let seconds = host.header(Map::ResponseHeaders, "retry-after")?;
+        let millis = host.header(Map::ResponseHeaders, "retry-after-ms")?;
+        if seconds.is_none() && millis.is_none() {
+            return Ok(());
+        }
+        let now = host.now()?;
+        let wait = seconds
+            .as_deref()
+            .and_then(|v| sanitize::retry_after(v, now))
+            .or_else(|| millis.as_deref().and_then(sanitize::retry_after_ms))
+            // A value that is neither seconds nor a date: the longest we would tell.
+            .unwrap_or(sanitize::MAX_CLIENT_RETRY_AFTER);
+        if wait > sanitize::MAX_RETRY_WAIT {
+            host.set_header(Map::ResponseHeaders, "x-envoy-ratelimited", Some(b"true"))?;
+        }
+        let told = sanitize::client_retry_after(wait);
+        if seconds.as_deref() != Some(told.as_bytes()) {
+            host.set_header(Map::ResponseHeaders, "retry-after", Some(told.as_bytes()))?;
+        }
+        if millis.is_some() {
+            host.set_header(Map::ResponseHeaders, "retry-after-ms", None)?;
+        }
+        Ok(())
     }
 
     /// Translates a successful provider response into the client's API.
@@ -338,6 +373,9 @@ impl HttpFilter for ProviderHttp {
             .and_then(|s| std::str::from_utf8(&s).ok().and_then(|s| s.parse::<u16>().ok()))
             .unwrap_or(0);
         if status >= 400 {
+            if status == 429 || status == 503 {
+                self.bound_retry_after(host)?;
+            }
             if end_of_stream {
                 self.rewrite_error(host, status, &[])?;
                 return Ok(Action::Continue);

@@ -7,4 +7,5 @@
 pub mod json_members;
 pub mod plan;
 pub mod rewrite;
+pub mod sanitize;
 pub mod sigv4;

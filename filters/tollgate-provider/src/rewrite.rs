@@ -153,9 +153,6 @@ pub fn rewrite_model(body: &[u8], model: &str) -> Result<Vec<u8>, GatewayError> 
     serde_json::to_vec(&fields).map_err(|_| GatewayError::new(ErrorKind::Internal, "could not encode the provider request"))
 }
 
-/// The longest provider message passed on to the client.
-const MAX_PROVIDER_MESSAGE: usize = 1000;
-
 /// Maps a provider's error answer (status >= 400) to the error the client sees, always in
 /// OpenAI format. Authentication failures at the provider are the gateway's configuration
 /// problem, not the client's: they become 502 without the provider's message (which may quote
@@ -184,8 +181,9 @@ pub fn provider_error(status: u16, body: &[u8]) -> GatewayError {
     }
 }
 
-/// The human message of a provider's JSON error body, if there is one
-/// (`{"error": {"message"}}`, `{"error": "..."}`, `{"message"}`).
+/// The human message of a provider's JSON error body, if there is one (`{"error": {"message"}}`,
+/// `{"error": "..."}`, `{"message"}`, AWS's `{"Message"}`), redacted and capped
+/// ([`crate::sanitize::redact`]): it may quote a key, the gateway's or the client's.
 fn provider_message(body: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     #[serde(untagged)]
@@ -197,21 +195,16 @@ fn provider_message(body: &[u8]) -> Option<String> {
     struct ErrorBody {
         error: Option<ErrorField>,
         message: Option<String>,
+        #[serde(rename = "Message")]
+        aws_message: Option<String>,
     }
     let parsed: ErrorBody = serde_json::from_slice(body).ok()?;
     let msg = match parsed.error {
         Some(ErrorField::Object { message: Some(m) }) | Some(ErrorField::Text(m)) => m,
-        _ => parsed.message?,
+        _ => parsed.message.or(parsed.aws_message)?,
     };
-    let msg = msg.trim();
-    if msg.is_empty() {
-        return None;
-    }
-    let mut end = msg.len().min(MAX_PROVIDER_MESSAGE);
-    while !msg.is_char_boundary(end) {
-        end -= 1;
-    }
-    Some(msg[..end].to_owned())
+    let msg = crate::sanitize::redact(&msg);
+    (!msg.is_empty()).then_some(msg)
 }
 
 #[cfg(test)]
@@ -361,7 +354,13 @@ mod tests {
         assert_eq!(provider_error(422, br#"{"error":"bad field"}"#).message, "bad field");
         assert_eq!(provider_error(404, b"").status(), 502);
         let long = format!(r#"{{"error":{{"message":"{}"}}}}"#, "é".repeat(2000));
-        assert!(provider_error(400, long.as_bytes()).message.len() <= MAX_PROVIDER_MESSAGE);
+        assert!(provider_error(400, long.as_bytes()).message.len() <= crate::sanitize::MAX_PROVIDER_MESSAGE);
+        // AWS (SageMaker's ModelError, Bedrock) says `Message`.
+        let e = provider_error(424, br#"{"ErrorCode":"CLIENT_ERROR_FROM_MODEL","Message":"Received client error (400) from primary"}"#);
+        assert_eq!(e.message, "Received client error (400) from primary");
+        // Keys quoted in a message never reach the client.
+        let e = provider_error(400, br#"{"error":{"message":"bad key sk-proj-Abc123Def456Ghi789 for tg-0123456789abcdef0123"}}"#);
+        assert_eq!(e.message, "bad key [redacted] for [redacted]");
     }
 
     #[test]
