@@ -227,10 +227,12 @@ class MockHandler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _start_chunked(self, content_type: str, cache_control: bool = False,
-                       close: bool = False) -> None:
+                       close: bool = False, extra_headers: dict[str, str] | None = None) -> None:
         """Headers of a 200 answer streamed in chunks (``_write_chunk``; ``b""`` ends it)."""
         self.send_response(200)
         self.send_header("Content-Type", content_type)
+        for name, value in (extra_headers or {}).items():
+            self.send_header(name, value)
         if cache_control:
             self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
