@@ -286,6 +286,9 @@ class MockServer:
     fault_class: Any
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, verbose: bool = False) -> None:
+        # The usage the provider reported in its last chat answer, in its own API's field names
+        # (what a test compares with what the client was told).
+        self.last_usage: dict[str, Any] | None = None
         self.host = host
         self.verbose = verbose
         self._requested_port = port

@@ -512,6 +512,7 @@ class _Handler(MockHandler):
                                    "mock streams Anthropic Claude bodies only.")
             answer = _Answer(mock, bedrock_invoke.converse_request(req))
             message = bedrock_invoke.message(answer, model_id)
+            mock.last_usage = dict(message["usage"])
             if action == "invoke":
                 self._send_json(200, message, {
                     "X-Amzn-Bedrock-Input-Token-Count": str(answer.input_tokens),
@@ -523,6 +524,7 @@ class _Handler(MockHandler):
                                 text_frames=len(answer.words), first_text=2)
             return
         answer = _Answer(mock, req)
+        mock.last_usage = answer.usage()
         if action == "converse":
             self._send_json(200, {
                 "output": {"message": {"role": "assistant", "content": answer.content()}},

@@ -379,6 +379,7 @@ class _Handler(MockHandler):
             content = content[:content.index(AZURE_FILTER_TRIGGER)].rstrip()
             completion_tokens, finish = count_words(content), "content_filter"
         usage = _usage(prompt_tokens, completion_tokens)
+        self.server.mock.last_usage = usage
         completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
         if stream:
