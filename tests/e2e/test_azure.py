@@ -13,8 +13,7 @@ AZURE_KEY_ENV = "TG_E2E_AZURE_KEY"
 
 @pytest.fixture(scope="module")
 def az(tmp_path_factory):
-    if harness.missing_artifacts():
-        pytest.skip("e2e stack not built")
+    harness.require_built()
     key = harness.random_secret("azure-")
     mock = MockOpenAI(api_key=key).start()
     config = {

@@ -23,8 +23,7 @@ BEDROCK_MODEL_ID = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
 
 @pytest.fixture(scope="module")
 def br(tmp_path_factory):
-    if harness.missing_artifacts():
-        pytest.skip("e2e stack not built")
+    harness.require_built()
     work = tmp_path_factory.mktemp("tollgate-bedrock-clients")
     cert, key = work / "cert.pem", work / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
