@@ -14,7 +14,7 @@ from typing import Any
 
 import anthropic
 import openai
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EventStreamError
 
 QUESTION = "What is the weather in Paris?"
 TOOL_RESULT = "sunny and 21 degrees"
@@ -42,6 +42,7 @@ class Outcome:
 class Refusal:
     status: int
     message: str                    # the error as the client's SDK reports it
+    mid_stream: bool = False        # raised while reading a 200 stream
 
 
 # A neutral conversation: ("user", text) | ("tool_call", ToolCall) | ("tool_result", id, text)
@@ -94,11 +95,17 @@ class OpenAIChat(ClientApi):
                          for c in choice.message.tool_calls or []]
                 return Outcome(choice.message.content or "", choice.finish_reason,
                                resp.usage.model_dump(), calls)
-            chunks = list(client.chat.completions.create(
+            stream_resp = client.chat.completions.create(
                 model=model, messages=messages, stream=True,
-                stream_options={"include_usage": True}, **kwargs))
+                stream_options={"include_usage": True}, **kwargs)
         except openai.APIStatusError as err:
             return Refusal(err.status_code, json.dumps(err.body))
+        chunks = []
+        try:
+            for chunk in stream_resp:
+                chunks.append(chunk)
+        except openai.APIError as err:  # the terminal `data: {"error": ...}` event
+            return Refusal(200, json.dumps(err.body), mid_stream=True)
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         finishes = [c.choices[0].finish_reason for c in chunks
                     if c.choices and c.choices[0].finish_reason]
@@ -139,16 +146,18 @@ class AnthropicMessages(ClientApi):
         if tools:
             kwargs["tools"] = [{"name": TOOL["name"], "description": TOOL["description"],
                                 "input_schema": TOOL["schema"]}]
+        kinds: list[str] = []
         try:
             if stream:
                 with client.messages.stream(**kwargs) as events:
-                    kinds = [e.type for e in events]
+                    for event in events:
+                        kinds.append(event.type)
                     msg = events.get_final_message()
                 assert kinds[0] == "message_start" and kinds[-1] == "message_stop", kinds
             else:
                 msg = client.messages.create(**kwargs)
-        except anthropic.APIStatusError as err:
-            return Refusal(err.status_code, json.dumps(err.body))
+        except anthropic.APIStatusError as err:  # an `event: error` too, once kinds started
+            return Refusal(err.status_code, json.dumps(err.body), mid_stream=bool(kinds))
         text = "".join(b.text for b in msg.content if b.type == "text")
         calls = [ToolCall(b.id, b.name, b.input) for b in msg.content if b.type == "tool_use"]
         return Outcome(text, msg.stop_reason, msg.usage.model_dump(exclude_none=True), calls)
@@ -187,10 +196,17 @@ class BedrockConverse(ClientApi):
                 calls = [ToolCall(b["toolUse"]["toolUseId"], b["toolUse"]["name"],
                                   b["toolUse"]["input"]) for b in content if "toolUse" in b]
                 return Outcome(text, out["stopReason"], out["usage"], calls)
-            events = list(client.converse_stream(**kwargs)["stream"])
+            stream_resp = client.converse_stream(**kwargs)["stream"]
         except ClientError as err:
             return Refusal(err.response["ResponseMetadata"]["HTTPStatusCode"],
                            f'{err.response["Error"]["Code"]}: {err.response["Error"]["Message"]}')
+        events = []
+        try:
+            for event in stream_resp:
+                events.append(event)
+        except EventStreamError as err:  # an exception frame inside the 200 stream
+            return Refusal(200, f'{err.response["Error"]["Code"]}: '
+                                f'{err.response["Error"]["Message"]}', mid_stream=True)
         text = "".join(e["contentBlockDelta"]["delta"].get("text", "") for e in events
                        if "contentBlockDelta" in e)
         starts = [e["contentBlockStart"]["start"]["toolUse"] for e in events

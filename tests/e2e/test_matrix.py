@@ -255,3 +255,69 @@ def matrix_markdown() -> str:
 def test_readme_shows_the_matrix():
     readme = (harness.REPO_ROOT / "README.md").read_text()
     assert matrix_markdown() in readme, "README's matrix table is stale:\n" + matrix_markdown()
+
+
+# ---- the providers' error shapes, each reaching every client API as its own API's error -------
+
+@dataclass(frozen=True)
+class ProviderError:
+    name: str
+    kind: str                       # the provider that fails
+    faults: dict[str, Any]          # the mock's fault settings
+    stream: bool
+    expect: dict[str, tuple[int, bool, str]]  # client API → (status, mid-stream?, error text)
+
+
+PROVIDER_ERRORS = [
+    ProviderError("bedrock-throttling-429", "bedrock", {"status": 429}, False, {
+        "openai-chat": (429, False, '"type": "rate_limit_error"'),
+        "anthropic-messages": (429, False, '"type": "rate_limit_error"'),
+        "bedrock-converse": (429, False, "ThrottlingException: ")}),
+    ProviderError("bedrock-model-stream-error", "bedrock",
+                  {"stream_exception": "modelStreamErrorException"}, True, {
+        "openai-chat": (200, True, '"code": "modelStreamErrorException"'),
+        "anthropic-messages": (200, True, '"type": "api_error"'),
+        "bedrock-converse": (200, True, "modelStreamErrorException: The model stream failed")}),
+    ProviderError("anthropic-overloaded-mid-stream", "anthropic",
+                  {"stream_error": "overloaded_error"}, True, {
+        "openai-chat": (200, True, '"code": "overloaded_error"'),
+        "anthropic-messages": (200, True, '"type": "overloaded_error", "message": "Overloaded"'),
+        "bedrock-converse": (200, True, "modelStreamErrorException: Overloaded")}),
+]
+
+
+@pytest.mark.parametrize("api_name", list(CLIENT_APIS))
+@pytest.mark.parametrize("case", PROVIDER_ERRORS, ids=lambda c: c.name)
+def test_provider_error_reaches_each_client_api(mx, case, api_name):
+    api, mock = CLIENT_APIS[api_name](mx), mx.mocks[case.kind]
+    mock.set_faults(**case.faults)
+    try:
+        outcome = api.call(PROVIDERS[case.kind].model, [("user", f"fail {case.name} a b c")],
+                           tools=False, stream=case.stream)
+    finally:
+        mock.reset_faults()
+    status, mid_stream, text = case.expect[api_name]
+    assert isinstance(outcome, Refusal), outcome
+    assert (outcome.status, outcome.mid_stream) == (status, mid_stream), outcome
+    assert text in outcome.message, outcome
+
+
+# An Azure content filter is not an error: the text before it, and the filter as each API's stop.
+CONTENT_FILTER_FINISH = {"openai-chat": "content_filter", "anthropic-messages": "refusal",
+                         "bedrock-converse": "content_filtered"}
+
+
+@pytest.mark.parametrize("api_name", list(CLIENT_APIS))
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_azure_content_filter_reaches_each_client_api(mx, api_name, stream):
+    """Azure's `finish_reason: content_filter` (and, streamed, its first chunk with
+    `prompt_filter_results` and no choices, which is neither content nor usage)."""
+    from mocks.openai_mock import AZURE_FILTER_TRIGGER
+
+    api, provider, mock = CLIENT_APIS[api_name](mx), PROVIDERS["azure"], mx.mocks["azure"]
+    outcome = api.call(provider.model, [("user", f"say {AZURE_FILTER_TRIGGER} now")],
+                       tools=False, stream=stream)
+    assert isinstance(outcome, Outcome), outcome
+    assert outcome.text == "echo: say"
+    assert outcome.finish == CONTENT_FILTER_FINISH[api_name]
+    assert_usage(api, provider, mock, outcome)
