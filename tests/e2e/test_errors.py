@@ -156,17 +156,23 @@ def test_unreachable_provider_is_openai_5xx(gw, client, user_key):
         client.chat.completions.create(model="unreachable", messages=user_message("x"))
     assert exc.value.status_code in (502, 503)
     resp = post_chat(gw, user_key[1], {"model": "unreachable", "messages": user_message("x")})
-    assert resp.status_code in (502, 503)
-    assert_openai_error(resp)
+    error = assert_openai_error(resp, 503)
+    assert (error["type"], error["code"]) == ("api_error", "upstream_unavailable")
+    assert "could be reached" in error["message"]
     assert time.monotonic() - start < 10
 
 
 @pytest.mark.parametrize("status", [500, 502])
 def test_provider_non_json_error_becomes_openai_error(gw, mock, user_key, status):
     mock.set_faults(status=status, body="<html><body>Bad Gateway</body></html>")
-    resp = post_chat(gw, user_key[1], {"model": "gpt-mock", "messages": user_message("x")})
-    assert resp.status_code >= 500
-    assert_openai_error(resp)
+    token = unique()
+    resp = post_chat(gw, user_key[1], {"model": "gpt-mock", "messages": user_message(token)})
+    # The provider's status, its HTML replaced by an OpenAI error (not echoed).
+    error = assert_openai_error(resp, status)
+    assert (error["type"], error["code"]) == ("api_error", "provider_error")
+    assert "<html>" not in resp.text
+    # 500 is retried (1 + num_retries attempts), 502 is not in the retriable codes.
+    assert len(mock_requests_with(mock, token)) == (3 if status == 500 else 1)
 
 
 def _ejections(gw) -> int:
