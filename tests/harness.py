@@ -159,6 +159,25 @@ def envoy_bin() -> Path | None:
     return Path(found) if found else None
 
 
+def require_e2e() -> bool:
+    """TOLLGATE_REQUIRE_E2E is set (CI): e2e modules fail instead of skipping."""
+    return os.environ.get("TOLLGATE_REQUIRE_E2E", "") not in ("", "0", "false", "no")
+
+
+def require_built() -> None:
+    """Skip the calling e2e module when the stack is not built, or fail when
+    TOLLGATE_REQUIRE_E2E is set: CI never passes by skipping."""
+    import pytest  # the harness is also used outside pytest
+
+    missing = missing_artifacts()
+    if not missing:
+        return
+    message = "e2e stack not built: missing " + "; ".join(missing)
+    if require_e2e():
+        pytest.fail(message + " (TOLLGATE_REQUIRE_E2E is set)", pytrace=False)
+    pytest.skip(message + " (set TOLLGATE_REQUIRE_E2E=1 to fail instead)")
+
+
 def missing_artifacts() -> list[str]:
     """What the e2e stack needs and is not there (empty when everything is)."""
     missing = []

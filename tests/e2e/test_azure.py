@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import openai
 import pytest
 
 import harness
@@ -13,8 +14,7 @@ AZURE_KEY_ENV = "TG_E2E_AZURE_KEY"
 
 @pytest.fixture(scope="module")
 def az(tmp_path_factory):
-    if harness.missing_artifacts():
-        pytest.skip("e2e stack not built")
+    harness.require_built()
     key = harness.random_secret("azure-")
     mock = MockOpenAI(api_key=key).start()
     config = {
@@ -45,6 +45,12 @@ def test_azure_chat_stream_and_embeddings(az):
     chunks = list(client.chat.completions.create(model="gpt-azure", stream=True,
                                                  messages=[{"role": "user", "content": "streamed azure"}]))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: streamed azure"
-    emb = client.embeddings.create(model="gpt-azure", input=["a", "b"])
-    assert len(emb.data) == 2
+    emb = client.embeddings.create(model="gpt-azure", input=["a", "b c"], encoding_format="float")
+    # The vectors and usage Azure itself returns for the request the gateway sent (openai SDK,
+    # direct to the deployment).
+    direct = openai.AzureOpenAI(azure_endpoint=mock.url, api_key=key, api_version="2024-10-21",
+                                azure_deployment="my-gpt4o", max_retries=0).embeddings.create(
+        model="gpt-4o", input=["a", "b c"], encoding_format="float")
+    assert [d.embedding for d in emb.data] == [d.embedding for d in direct.data]
+    assert emb.usage.prompt_tokens == direct.usage.prompt_tokens == 3
     assert mock.requests[-1]["path"].startswith("/openai/deployments/my-gpt4o/embeddings?api-version=")

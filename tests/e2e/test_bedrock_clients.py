@@ -5,6 +5,7 @@ to an OpenAI-compatible provider (translated through the pivot) and to a Bedrock
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import boto3
@@ -23,8 +24,7 @@ BEDROCK_MODEL_ID = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
 
 @pytest.fixture(scope="module")
 def br(tmp_path_factory):
-    if harness.missing_artifacts():
-        pytest.skip("e2e stack not built")
+    harness.require_built()
     work = tmp_path_factory.mktemp("tollgate-bedrock-clients")
     cert, key = work / "cert.pem", work / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
@@ -46,6 +46,9 @@ def br(tmp_path_factory):
             {"name": "titan-embed", "deployments": [{"provider": "bedrock", "region": "us-east-1",
                                                      "base_url": f"http://127.0.0.1:{bedrock_mock.port}",
                                                      "model": "amazon.titan-embed-text-v2:0", "credential": "aws"}]},
+            {"name": "cohere-embed", "deployments": [{"provider": "bedrock", "region": "us-east-1",
+                                                      "base_url": f"http://127.0.0.1:{bedrock_mock.port}",
+                                                      "model": "cohere.embed-english-v3", "credential": "aws"}]},
         ],
     }
     env = {OPENAI_KEY_ENV: openai_key, AWS_ID_ENV: "AKIDTESTINGRESS", AWS_SECRET_ENV: aws_secret,
@@ -152,13 +155,48 @@ def test_openai_embeddings_on_bedrock_titan(br):
     client = stack.client(stack.admin_key)
     # the SDK asks for base64 by default; the gateway encodes Titan's floats accordingly
     resp = client.embeddings.create(model="titan-embed", input="hello embeddings")
-    assert len(resp.data) == 1 and len(resp.data[0].embedding) > 0
     floats = client.embeddings.create(model="titan-embed", input="hello embeddings", encoding_format="float")
-    assert [round(x, 5) for x in floats.data[0].embedding] == [round(x, 5) for x in resp.data[0].embedding]
-    assert floats.usage.prompt_tokens == 2
     sent = bedrock_mock.requests[-1]
     assert sent["path"] == "/model/amazon.titan-embed-text-v2%3A0/invoke"
     assert sent["json"] == {"inputText": "hello embeddings"}
+    # Compared with what Bedrock itself answers to the request the gateway sent (boto3, direct).
+    direct = direct_invoke(bedrock_mock, "amazon.titan-embed-text-v2:0", sent["json"])
+    assert floats.data[0].embedding == direct["body"]["embedding"]
+    assert [round(x, 5) for x in resp.data[0].embedding] == [round(x, 5) for x in direct["body"]["embedding"]]
+    assert floats.usage.prompt_tokens == direct["body"]["inputTextTokenCount"] == 2
     with pytest.raises(openai.BadRequestError) as err:
         client.embeddings.create(model="titan-embed", input=["a", "b"])
     assert err.value.body["param"] == "input"
+
+
+def direct_invoke(bedrock_mock, model_id: str, body: dict) -> dict:
+    """The Bedrock mock's own answer to `body`, through boto3 (SigV4, no gateway)."""
+    brt = boto3.client("bedrock-runtime", endpoint_url=bedrock_mock.url, region_name="us-east-1",
+                       aws_access_key_id=bedrock_mock.access_key,
+                       aws_secret_access_key=bedrock_mock.secret_key)
+    out = brt.invoke_model(modelId=model_id, body=json.dumps(body).encode())
+    return {"body": json.loads(out["body"].read()), "headers": out["ResponseMetadata"]["HTTPHeaders"]}
+
+
+def test_openai_embeddings_on_bedrock_cohere_report_usage(br, monkeypatch):
+    """Cohere Embed on Bedrock reports its token count only in the
+    `X-Amzn-Bedrock-Input-Token-Count` response header: the OpenAI client gets it as usage, and
+    the vectors Bedrock returned."""
+    monkeypatch.delenv("AWS_BEARER_TOKEN_BEDROCK", raising=False)
+    stack, _, _, bedrock_mock = br
+    client = stack.client(stack.admin_key)
+    texts = ["cohere one two", "three"]
+    floats = client.embeddings.create(model="cohere-embed", input=texts, encoding_format="float")
+    b64 = client.embeddings.create(model="cohere-embed", input=texts)
+    sent = bedrock_mock.requests[-1]
+    assert sent["path"] == "/model/cohere.embed-english-v3/invoke"
+    assert sent["json"]["texts"] == texts
+    direct = direct_invoke(bedrock_mock, "cohere.embed-english-v3", sent["json"])
+    count = int(direct["headers"]["x-amzn-bedrock-input-token-count"])
+    assert count == 4
+    for resp in (floats, b64):
+        assert (resp.usage.prompt_tokens, resp.usage.total_tokens) == (count, count)
+        assert [d.index for d in resp.data] == [0, 1]
+    assert [d.embedding for d in floats.data] == direct["body"]["embeddings"]
+    assert [[round(x, 5) for x in d.embedding] for d in b64.data] == \
+        [[round(x, 5) for x in v] for v in direct["body"]["embeddings"]]

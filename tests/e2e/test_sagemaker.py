@@ -25,8 +25,7 @@ TGI_ENDPOINT = "tgi-llama3-endpoint"
 
 @pytest.fixture(scope="module")
 def sm_gw(tmp_path_factory):
-    if harness.missing_artifacts():
-        pytest.skip("e2e stack not built")
+    harness.require_built()
     secret = harness.random_secret("sm-secret-")
     mock = MockSageMaker(endpoint="chat-endpoint-1", access_key="AKIDTESTSAGEMAKER", secret_key=secret).start()
     tgi = MockSageMaker(endpoint=TGI_ENDPOINT, access_key="AKIDTESTSAGEMAKER", secret_key=secret,

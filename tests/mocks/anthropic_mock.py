@@ -322,6 +322,7 @@ class _Handler(MockHandler):
             content = [{"type": "text", "text": text}]
             output_tokens = len(words)
         usage["output_tokens"] = output_tokens
+        self.server.mock.last_usage = dict(usage)
         message = {"id": "msg_" + uuid.uuid4().hex[:24], "type": "message", "role": "assistant",
                    "model": model, "content": content, "stop_reason": stop_reason,
                    "stop_sequence": None, "usage": usage}

@@ -227,10 +227,12 @@ class MockHandler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _start_chunked(self, content_type: str, cache_control: bool = False,
-                       close: bool = False) -> None:
+                       close: bool = False, extra_headers: dict[str, str] | None = None) -> None:
         """Headers of a 200 answer streamed in chunks (``_write_chunk``; ``b""`` ends it)."""
         self.send_response(200)
         self.send_header("Content-Type", content_type)
+        for name, value in (extra_headers or {}).items():
+            self.send_header(name, value)
         if cache_control:
             self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
@@ -284,6 +286,9 @@ class MockServer:
     fault_class: Any
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, verbose: bool = False) -> None:
+        # The usage the provider reported in its last chat answer, in its own API's field names
+        # (what a test compares with what the client was told).
+        self.last_usage: dict[str, Any] | None = None
         self.host = host
         self.verbose = verbose
         self._requested_port = port

@@ -15,7 +15,10 @@ It speaks the parts of the Bedrock Runtime REST API the gateway calls, with the 
   application/json``, ``:message-type: event``), one HTTP chunk per frame, flushed.
 - ``POST /model/{modelId}/invoke``: embeddings. Titan (``{"inputText"}`` →
   ``{"embedding": [...], "inputTextTokenCount": n}``) and Cohere (``{"texts": [...]}`` →
-  ``{"embeddings": [[...]], "id", "response_type": "embeddings_floats", "texts"}``).
+  ``{"embeddings": [[...]], "id", "response_type": "embeddings_floats", "texts"}``), with the
+  token counts in ``X-Amzn-Bedrock-Input-Token-Count`` / ``-Output-Token-Count`` headers; and
+  Anthropic Claude bodies (``anthropic_version``), answered and streamed
+  (``/invoke-with-response-stream``, ``chunk`` frames) by ``bedrock_invoke.py``.
 
 The model id arrives percent-encoded as one path segment (``%3A`` for ``:``, ``%2F`` for ``/``);
 it is decoded and recorded as ``model_id``. Requests are validated the way Bedrock does (messages
@@ -71,9 +74,11 @@ from botocore.credentials import Credentials
 
 try:  # run as `python tests/mocks/bedrock_mock.py` or imported as `mocks.bedrock_mock`
     from mocks.base import MockHandler, MockServer, run_standalone
+    from mocks import bedrock_invoke
     from mocks.openai_mock import FaultState, MockError as _OpenAiMockError, embedding_vector
 except ImportError:  # pragma: no cover
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    from mocks import bedrock_invoke
     from mocks.base import MockHandler, MockServer, run_standalone
     from mocks.openai_mock import FaultState, MockError as _OpenAiMockError, embedding_vector
 
@@ -476,7 +481,8 @@ class _Handler(MockHandler):
 
     def _serve_api(self, path: str, body: bytes) -> None:
         mock = self.server.mock
-        match = re.fullmatch(r"/model/([^/]+)/(converse|converse-stream|invoke)", path)
+        match = re.fullmatch(r"/model/([^/]+)/(converse|converse-stream|invoke|invoke-with-response-stream)",
+                             path)
         if match is None or self.command != "POST":
             raise BedrockError(404, "UnknownOperationException", "Unknown operation.")
         status, delay_ms, fault_body = mock._take_fault()
@@ -496,11 +502,29 @@ class _Handler(MockHandler):
             raise BedrockError(400, "ValidationException",
                                "Malformed input request, please reformat your input and try again.") from None
         action = match.group(2)
-        if action == "invoke":
+        started = time.monotonic()
+        if action == "invoke" and not bedrock_invoke.is_anthropic_body(req):
             self._invoke(model_id, req)
             return
-        started = time.monotonic()
+        if action.startswith("invoke"):
+            if not bedrock_invoke.is_anthropic_body(req):
+                raise BedrockError(400, "ValidationException", "Malformed input request: this "
+                                   "mock streams Anthropic Claude bodies only.")
+            answer = _Answer(mock, bedrock_invoke.converse_request(req))
+            message = bedrock_invoke.message(answer, model_id)
+            mock.last_usage = dict(message["usage"])
+            if action == "invoke":
+                self._send_json(200, message, {
+                    "X-Amzn-Bedrock-Input-Token-Count": str(answer.input_tokens),
+                    "X-Amzn-Bedrock-Output-Token-Count": str(answer.output_tokens)})
+                return
+            latency = int((time.monotonic() - started) * 1000) + 1
+            self._stream_frames([bedrock_invoke.chunk_frame(encode_frame, e) for e in
+                                 bedrock_invoke.stream_events(message, answer.words, latency)],
+                                text_frames=len(answer.words), first_text=2)
+            return
         answer = _Answer(mock, req)
+        mock.last_usage = answer.usage()
         if action == "converse":
             self._send_json(200, {
                 "output": {"message": {"role": "assistant", "content": answer.content()}},
@@ -569,6 +593,24 @@ class _Handler(MockHandler):
             self._write_chunk(frame)
         self._write_chunk(b"")
 
+    def _stream_frames(self, frames: list[bytes], text_frames: int, first_text: int) -> None:
+        """Send event frames; a configured ``stream_exception`` replaces everything after the
+        first ``stream_exception_after`` text frames (which start at index ``first_text``)."""
+        faults = self.server.mock._stream_faults()
+        exception = faults["stream_exception"]
+        if exception:
+            keep = first_text + min(faults["stream_exception_after"], text_frames)
+            frames = frames[:keep] + [exception_frame(
+                exception, STREAM_EXCEPTIONS.get(exception, f"{exception} (mock fault)"))]
+        self._start_chunked("application/vnd.amazon.eventstream",
+                            extra_headers={"X-Amzn-Bedrock-Content-Type": "application/json"})
+        delay = faults["chunk_delay_ms"] / 1000.0
+        for i, frame in enumerate(frames):
+            if i and delay:
+                time.sleep(delay)
+            self._write_chunk(frame)
+        self._write_chunk(b"")
+
     def _invoke(self, model_id: str, req: Any) -> None:
         if not isinstance(req, dict):
             raise BedrockError(400, "ValidationException", "Malformed input request.")
@@ -578,18 +620,31 @@ class _Handler(MockHandler):
                 raise BedrockError(400, "ValidationException", "Malformed input request: "
                                    "#/dimensions: expected an integer.")
             text = req["inputText"]
+            count = max(1, _count_words(text))
             self._send_json(200, {"embedding": embedding_vector(text, dims),
-                                  "inputTextTokenCount": max(1, _count_words(text))})
+                                  "inputTextTokenCount": count}, _token_headers(count))
         elif isinstance(req.get("texts"), list) and req["texts"] and \
                 all(isinstance(t, str) for t in req["texts"]):  # Cohere embeddings
             self._send_json(200, {
                 "embeddings": [embedding_vector(t, DEFAULT_EMBEDDING_DIMS) for t in req["texts"]],
                 "id": str(uuid.uuid4()), "response_type": "embeddings_floats",
-                "texts": req["texts"]})
+                "texts": req["texts"]}, _token_headers(cohere_input_tokens(req["texts"])))
         else:
             raise BedrockError(400, "ValidationException",
                                f"Malformed input request for model {model_id}: expected "
                                "'inputText' (Titan) or 'texts' (Cohere).")
+
+
+def cohere_input_tokens(texts: list[str]) -> int:
+    """The mock's token count for a Cohere Embed request: words, at least one per text."""
+    return sum(max(1, _count_words(t)) for t in texts)
+
+
+def _token_headers(input_tokens: int) -> dict[str, str]:
+    # Bedrock reports InvokeModel's token counts in response headers (not in botocore's service
+    # model: they are read from the raw HTTP response, ResponseMetadata.HTTPHeaders).
+    return {"X-Amzn-Bedrock-Input-Token-Count": str(input_tokens),
+            "X-Amzn-Bedrock-Output-Token-Count": "0"}
 
 
 class _BedrockFaults(FaultState):

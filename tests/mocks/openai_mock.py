@@ -12,6 +12,11 @@ It speaks the parts of the OpenAI HTTP API the gateway forwards, with the real w
   input), as floats or, with ``encoding_format: "base64"`` (what the openai SDK sends by
   default), as base64 of little-endian float32.
 - ``GET /v1/models`` and ``GET /v1/models/{id}``.
+- Azure OpenAI (``/openai/deployments/{name}/...?api-version=``, ``api-key``): the same answers
+  with Azure's content filtering: ``prompt_filter_results`` (on a non-streamed completion, and in
+  a first stream chunk with ``choices: []`` and an empty ``model``), ``content_filter_results``
+  per choice, and an answer whose user text contains ``AZURE_FILTER_TRIGGER`` cut before it with
+  ``finish_reason: "content_filter"``.
 
 Every request under ``/v1`` needs ``Authorization: Bearer <api key>``, else a 401 with an
 OpenAI error body. Malformed input gets a 400 OpenAI error, never a crash.
@@ -68,6 +73,11 @@ DEFAULT_EMBEDDING_DIMS = 8
 DEFAULT_MODELS = ("mock-model-1", "mock-model-2")
 MESSAGE_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 _WORD_RE = re.compile(r"\s*\S+")
+# Azure: user text containing this is answered up to it, then `finish_reason: content_filter`.
+AZURE_FILTER_TRIGGER = "forbidden-topic"
+_SAFE = {"filtered": False, "severity": "safe"}
+AZURE_FILTER_RESULTS = {k: _SAFE for k in ("hate", "self_harm", "sexual", "violence")}
+AZURE_PROMPT_FILTER = [{"prompt_index": 0, "content_filter_results": AZURE_FILTER_RESULTS}]
 
 
 class MockError(Exception):
@@ -385,33 +395,43 @@ class _Handler(MockHandler):
         else:
             content = ("echo: " + user_text).strip()
             completion_tokens = count_words(content)
+        finish = "tool_calls" if tool_call else "stop"
+        azure = getattr(self, "_azure", False)
+        if azure and content is not None and AZURE_FILTER_TRIGGER in content:
+            content = content[:content.index(AZURE_FILTER_TRIGGER)].rstrip()
+            completion_tokens, finish = count_words(content), "content_filter"
         usage = _usage(prompt_tokens, completion_tokens)
+        self.server.mock.last_usage = usage
         completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
         if stream:
             include_usage = bool((stream_options or {}).get("include_usage"))
             self._stream_chat(completion_id, created, model, content, tool_call, usage,
-                              include_usage)
+                              include_usage, finish)
             return
         message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None,
                                    "annotations": []}
         if tool_call is not None:
             message["tool_calls"] = [tool_call]
-        self._send_json(200, {
+        completion = {
             "id": completion_id,
             "object": "chat.completion",
             "created": created,
             "model": model,
             "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": "tool_calls" if tool_call else "stop"}],
+                         "finish_reason": finish}],
             "usage": usage,
             "service_tier": "default",
             "system_fingerprint": "fp_mock",
-        })
+        }
+        if azure:
+            completion["prompt_filter_results"] = AZURE_PROMPT_FILTER
+            completion["choices"][0]["content_filter_results"] = AZURE_FILTER_RESULTS
+        self._send_json(200, completion)
 
     def _stream_chat(self, completion_id: str, created: int, model: str, content: str | None,
                      tool_call: dict[str, Any] | None, usage: dict[str, Any],
-                     include_usage: bool) -> None:
+                     include_usage: bool, finish: str = "stop") -> None:
         def chunk(choices: list[dict[str, Any]], usage_value: Any = None) -> dict[str, Any]:
             obj: dict[str, Any] = {"id": completion_id, "object": "chat.completion.chunk",
                                    "created": created, "model": model,
@@ -425,6 +445,9 @@ class _Handler(MockHandler):
             return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
 
         events: list[dict[str, Any]] = []
+        if getattr(self, "_azure", False):
+            events.append({"id": "", "object": "", "created": 0, "model": "",
+                           "prompt_filter_results": AZURE_PROMPT_FILTER, "choices": []})
         if tool_call is not None:
             args = tool_call["function"]["arguments"]
             first = {"index": 0, "id": tool_call["id"], "type": "function",
@@ -439,7 +462,7 @@ class _Handler(MockHandler):
             events.append(chunk(choice({"role": "assistant", "content": "", "refusal": None})))
             for word in _WORD_RE.findall(content or ""):
                 events.append(chunk(choice({"content": word})))
-            events.append(chunk(choice({}, "stop")))
+            events.append(chunk(choice({}, finish)))
         if include_usage:
             events.append(chunk([], usage))
 

@@ -64,9 +64,11 @@ from urllib.parse import unquote, urlsplit
 try:
     from .base import _Server, write_chunk
     from .bedrock_mock import BedrockError, encode_frame, verify_sigv4
+    from .openai_mock import _maybe_tool_call
 except ImportError:  # run as a script / imported without the package
     from base import _Server, write_chunk  # type: ignore[no-redef]
     from bedrock_mock import BedrockError, encode_frame, verify_sigv4  # type: ignore[no-redef]
+    from openai_mock import _maybe_tool_call  # type: ignore[no-redef]
 
 ANSWER_PREFIX = "sagemaker says: "
 ANSWER_PREFIX_TGI = "tgi says: "
@@ -83,6 +85,43 @@ def _answer(req: dict[str, Any]) -> tuple[str, dict[str, int]]:
     completion = len(answer.split())
     return answer, {"prompt_tokens": prompt, "completion_tokens": completion,
                     "total_tokens": prompt + completion}
+
+
+def _tool_call(req: dict[str, Any]) -> dict[str, Any] | None:
+    """An OpenAI-style container (vLLM, LMI) with tools answers a weather question with a
+    function call, as the OpenAI mock does."""
+    messages = [m for m in req.get("messages") or [] if isinstance(m, dict)]
+    if not messages:
+        return None
+    content = messages[-1].get("content")
+    text = content if isinstance(content, str) else ""
+    return _maybe_tool_call(req, messages, text)
+
+
+def tool_call_body(req: dict[str, Any], call: dict[str, Any],
+                   stream: bool) -> tuple[bytes, dict[str, int]]:
+    prompt = sum(len(str(m.get("content", "")).split()) for m in req["messages"])
+    completion = len(call["function"]["arguments"].replace('"', " ").split())
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion,
+             "total_tokens": prompt + completion}
+    base = {"id": "chatcmpl-smtool", "created": int(time.time()), "model": req.get("model", "")}
+    if not stream:
+        return json.dumps({**base, "object": "chat.completion", "usage": usage, "choices": [{
+            "index": 0, "finish_reason": "tool_calls",
+            "message": {"role": "assistant", "content": None, "tool_calls": [call]}}]}).encode(), usage
+    base["object"] = "chat.completion.chunk"
+    first = {"index": 0, "id": call["id"], "type": "function",
+             "function": {"name": call["function"]["name"], "arguments": ""}}
+    args = call["function"]["arguments"]
+    deltas = [{"role": "assistant", "content": None, "tool_calls": [first]}] + [
+        {"tool_calls": [{"index": 0, "function": {"arguments": args[i:i + 8]}}]}
+        for i in range(0, len(args), 8)]
+    events = [{**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+    events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    if (req.get("stream_options") or {}).get("include_usage"):
+        events.append({**base, "choices": [], "usage": usage})
+    out = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+    return out + b"data: [DONE]\n\n", usage
 
 
 def sse_body(req: dict[str, Any]) -> bytes:
@@ -361,10 +400,19 @@ class _Handler(BaseHTTPRequestHandler):
                 else:
                     self._send(200, "application/json", tgi_generate_body(gen, params))
                 return
+            call = _tool_call(req)
+            if call is not None:
+                body, mock.last_usage = tool_call_body(req, call, stream)
+                if stream:
+                    self._stream(mock, body)
+                else:
+                    self._send(200, "application/json", body)
+                return
+            answer, usage = _answer(req)
+            mock.last_usage = usage
             if stream:
                 self._stream(mock, sse_body(req))
                 return
-            answer, usage = _answer(req)
             self._send(200, "application/json", json.dumps({
                 "id": "chatcmpl-sm", "object": "chat.completion", "created": int(time.time()),
                 "model": req.get("model", ""),

@@ -226,3 +226,23 @@ def test_signature_is_checked(tgi):
         invoke(tgi, {"inputs": LLAMA3, "parameters": params()}, secret="wrong")
     assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
     assert err.value.response["Error"]["Code"] == "InvalidSignatureException"
+
+
+def test_openai_container_tool_call_parsed_by_boto3(chat):
+    """An OpenAI-style container with `tools` answers a weather question with a function call:
+    the body and the stream (PayloadPart bytes joined) are OpenAI chat objects."""
+    body = {"messages": [{"role": "user", "content": "weather in Bergen"}],
+            "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]}
+    out = json.loads(invoke(chat, body)["Body"].read())
+    call = out["choices"][0]["message"]["tool_calls"][0]
+    assert out["choices"][0]["finish_reason"] == "tool_calls"
+    assert call["function"] == {"name": "get_weather", "arguments": '{"location": "Bergen"}'}
+    assert chat.last_usage == out["usage"]
+    stream = invoke_stream(chat, {**body, "stream": True,
+                                  "stream_options": {"include_usage": True}})
+    events = [json.loads(d) for d in sse_data(b"".join(payload_parts(stream)))[:-1]]
+    args = "".join(tc["function"].get("arguments", "") for e in events if e["choices"]
+                   for tc in e["choices"][0]["delta"].get("tool_calls", []))
+    assert args == '{"location": "Bergen"}'
+    assert events[-2]["choices"][0]["finish_reason"] == "tool_calls"
+    assert events[-1]["usage"] == chat.last_usage

@@ -16,7 +16,7 @@ use tollgate_contract::config::{Credential, CredentialsDoc, DeploymentMeta, Prov
 use tollgate_contract::contract;
 use tollgate_contract::state::{Operation, RequestState};
 use tollgate_contract::{ClientApi, ErrorKind, GatewayError};
-use tollgate_llm::Usage;
+use tollgate_llm::{bedrock_embeddings, Usage};
 use tollgate_provider::plan::{self, Attempt, AttemptKind, HeaderAttempt, Plan, ResponsePlan};
 use tollgate_provider::rewrite::provider_error;
 use tollgate_provider::sanitize;
@@ -89,6 +89,7 @@ impl Plugin for ProviderPlugin {
             response: ResponsePlan::Passthrough,
             error_status: None,
             usage: None,
+            header_tokens: None,
             api: ClientApi::OpenAi,
         }
     }
@@ -116,6 +117,8 @@ pub struct ProviderHttp {
     /// Status of a provider error response being buffered for rewriting.
     error_status: Option<u16>,
     usage: Option<Usage>,
+    /// Bedrock's `X-Amzn-Bedrock-Input-Token-Count`, read only when the JSON translation needs it.
+    header_tokens: Option<u64>,
     /// The client's API: errors are answered in its format.
     api: ClientApi,
 }
@@ -281,7 +284,7 @@ impl ProviderHttp {
                     return Ok(Action::Pause);
                 }
                 let body = host.buffer(Buffer::ResponseBody, 0, body_size)?;
-                let out = match json.translate(&body) {
+                let out = match json.translate_with_header_tokens(&body, self.header_tokens) {
                     Ok((out, usage)) => {
                         self.usage = Some(usage);
                         out
@@ -386,7 +389,13 @@ impl HttpFilter for ProviderHttp {
         }
         match &self.response {
             ResponsePlan::Passthrough => Ok(Action::Continue),
-            ResponsePlan::Json(_) => {
+            ResponsePlan::Json(json) => {
+                if json.wants_token_count_header() {
+                    // Cohere Embed on Bedrock: one header read, on this path only.
+                    self.header_tokens = host
+                        .header(Map::ResponseHeaders, bedrock_embeddings::INPUT_TOKEN_COUNT_HEADER)?
+                        .and_then(|v| bedrock_embeddings::parse_token_count(&v));
+                }
                 host.set_header(Map::ResponseHeaders, "content-length", None)?;
                 host.set_header(Map::ResponseHeaders, "content-type", Some(b"application/json"))?;
                 Ok(Action::Pause)

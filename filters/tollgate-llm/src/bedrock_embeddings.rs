@@ -130,8 +130,29 @@ struct EmbeddingUsage {
     total_tokens: u64,
 }
 
-/// The OpenAI embeddings list for an InvokeModel response.
-pub fn response(body: &[u8], family: Family, encoding: Encoding, model: &str) -> Result<(Vec<u8>, Usage), TranslateError> {
+/// Bedrock reports InvokeModel's input token count in this response header (not in botocore's
+/// service model; it is on every InvokeModel response). Cohere Embed's body has no count.
+pub const INPUT_TOKEN_COUNT_HEADER: &str = "x-amzn-bedrock-input-token-count";
+
+/// Whether the usage of this family comes from `INPUT_TOKEN_COUNT_HEADER` (Titan's body has it).
+pub fn usage_from_header(family: Family) -> bool {
+    family == Family::Cohere
+}
+
+/// The header's value as a token count (`None` when absent or not a number).
+pub fn parse_token_count(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value).ok()?.trim().parse().ok()
+}
+
+/// The OpenAI embeddings list for an InvokeModel response; `header_tokens` is the
+/// `X-Amzn-Bedrock-Input-Token-Count` response header, read for Cohere.
+pub fn response(
+    body: &[u8],
+    family: Family,
+    encoding: Encoding,
+    model: &str,
+    header_tokens: Option<u64>,
+) -> Result<(Vec<u8>, Usage), TranslateError> {
     #[derive(Deserialize)]
     struct Titan {
         embedding: Vec<f64>,
@@ -148,8 +169,8 @@ pub fn response(body: &[u8], family: Family, encoding: Encoding, model: &str) ->
             let t: Titan = serde_json::from_slice(body).map_err(parse)?;
             (vec![t.embedding], t.tokens)
         }
-        // Cohere on Bedrock does not report token counts.
-        Family::Cohere => (serde_json::from_slice::<Cohere>(body).map_err(parse)?.embeddings, None),
+        // Cohere on Bedrock reports its token count only in the response header.
+        Family::Cohere => (serde_json::from_slice::<Cohere>(body).map_err(parse)?.embeddings, header_tokens),
     };
     let n = tokens.unwrap_or(0);
     let list = EmbeddingList {
@@ -186,7 +207,7 @@ mod tests {
         assert_eq!(v, json!({"inputText": "hello", "dimensions": 256}));
         let many = request(br#"{"model":"e","input":["a","b"]}"#, Family::Titan).unwrap_err();
         assert_eq!(many.param(), Some("input"));
-        let (out, usage) = response(br#"{"embedding":[0.5,-0.25],"inputTextTokenCount":3}"#, Family::Titan, Encoding::Float, "e").unwrap();
+        let (out, usage) = response(br#"{"embedding":[0.5,-0.25],"inputTextTokenCount":3}"#, Family::Titan, Encoding::Float, "e", None).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["data"][0]["embedding"], json!([0.5, -0.25]));
         assert_eq!(v["usage"]["prompt_tokens"], 3);
@@ -198,10 +219,35 @@ mod tests {
         let (body, _) = request(br#"{"model":"e","input":["a","b"]}"#, Family::Cohere).unwrap();
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["texts"], json!(["a", "b"]));
-        let (out, _) = response(br#"{"embeddings":[[1.0],[2.0]],"id":"x"}"#, Family::Cohere, Encoding::Float, "e").unwrap();
+        let (out, usage) = response(br#"{"embeddings":[[1.0],[2.0]],"id":"x"}"#, Family::Cohere, Encoding::Float, "e", Some(7)).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["data"][1]["index"], 1);
         assert_eq!(v["data"][1]["embedding"], json!([2.0]));
+        // the count from X-Amzn-Bedrock-Input-Token-Count
+        assert_eq!((v["usage"]["prompt_tokens"].as_u64(), v["usage"]["total_tokens"].as_u64()), (Some(7), Some(7)));
+        assert_eq!(usage.input, Some(7));
+    }
+
+    #[test]
+    fn floats_pass_exactly() {
+        // Without serde_json's float_roundtrip this came back as ...07252: a vector changed.
+        let body = br#"{"embeddings":[[-0.10393291711807251,0.4080241918563843]]}"#;
+        let (out, _) = response(body, Family::Cohere, Encoding::Float, "e", None).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["data"][0]["embedding"].to_string(), "[-0.10393291711807251,0.4080241918563843]");
+    }
+
+    #[test]
+    fn token_count_header() {
+        assert!(usage_from_header(Family::Cohere) && !usage_from_header(Family::Titan));
+        assert_eq!(parse_token_count(b"12"), Some(12));
+        assert_eq!(parse_token_count(b" 3 "), Some(3));
+        assert_eq!(parse_token_count(b"-1"), None);
+        assert_eq!(parse_token_count(b"\xff"), None);
+        let (out, usage) = response(br#"{"embeddings":[[1.0]]}"#, Family::Cohere, Encoding::Float, "e", None).unwrap();
+        assert_eq!(usage.input, None);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["usage"]["prompt_tokens"], 0);
     }
 
     #[test]
@@ -209,14 +255,14 @@ mod tests {
         assert_eq!(request(br#"{"input":[1,2,3]}"#, Family::Cohere).unwrap_err().param(), Some("input"));
         assert_eq!(request(br#"{"input":"a","encoding_format":"hex"}"#, Family::Titan).unwrap_err().param(), Some("encoding_format"));
         assert!(request(br#"{"input":[]}"#, Family::Cohere).is_err());
-        assert!(response(b"{}", Family::Titan, Encoding::Float, "e").is_err());
+        assert!(response(b"{}", Family::Titan, Encoding::Float, "e", None).is_err());
     }
 
     #[test]
     fn base64_is_little_endian_f32() {
         use base64::Engine as _;
         let (_, enc) = request(br#"{"input":"a","encoding_format":"base64"}"#, Family::Titan).unwrap();
-        let (out, _) = response(br#"{"embedding":[1.0,-2.5]}"#, Family::Titan, enc, "e").unwrap();
+        let (out, _) = response(br#"{"embedding":[1.0,-2.5]}"#, Family::Titan, enc, "e", None).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         let bytes = base64::engine::general_purpose::STANDARD.decode(v["data"][0]["embedding"].as_str().unwrap()).unwrap();
         let floats: Vec<f32> = bytes.chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();

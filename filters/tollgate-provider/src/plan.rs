@@ -138,9 +138,20 @@ pub struct JsonResponse {
 }
 
 impl JsonResponse {
+    /// True when the usage is in the response header `bedrock_embeddings::INPUT_TOKEN_COUNT_HEADER`
+    /// (Cohere Embed on Bedrock): the filter reads that one header and passes it on.
+    pub fn wants_token_count_header(&self) -> bool {
+        matches!(self.embeddings, Some((family, _)) if bedrock_embeddings::usage_from_header(family))
+    }
+
     pub fn translate(&self, body: &[u8]) -> Result<(Vec<u8>, Usage), TranslateError> {
+        self.translate_with_header_tokens(body, None)
+    }
+
+    /// `translate`, with the provider's token-count header when `wants_token_count_header`.
+    pub fn translate_with_header_tokens(&self, body: &[u8], header_tokens: Option<u64>) -> Result<(Vec<u8>, Usage), TranslateError> {
         if let Some((family, encoding)) = self.embeddings {
-            return bedrock_embeddings::response(body, family, encoding, &self.model);
+            return bedrock_embeddings::response(body, family, encoding, &self.model, header_tokens);
         }
         let (pivot, usage) = match self.provider {
             ProviderApi::Bedrock => openai_to_bedrock::response(body, &self.model, &self.id, self.created)?,
