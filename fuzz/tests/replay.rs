@@ -1,0 +1,86 @@
+//! Replays the checked-in corpus (`fuzz/corpus/<target>/*`) through every fuzz target: the CI
+//! gate for the fuzzers' findings (`cargo test --workspace`, so `make unit`), no fuzzer needed.
+//!
+//! It also checks the memory half of the catalogue's amplification bar (SECURITY-CATALOGUE 4(c)
+//! item 6): the heap a target reaches on an input, above what was live before, is at most
+//! 100 × the input plus a fixed allowance for per-call setup (decoders, config, error strings).
+//! One test, so nothing else allocates on another thread while it measures.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use peak_alloc::PeakAlloc;
+
+#[global_allocator]
+static HEAP: PeakAlloc = PeakAlloc;
+
+/// Heap a target may use beyond 100 × its input, whatever the input.
+const FIXED_ALLOWANCE: usize = 256 * 1024;
+
+fn corpus(name: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus").join(name);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e} (every target has a seed corpus)", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    files.into_iter().map(|p| (p.clone(), std::fs::read(&p).unwrap())).collect()
+}
+
+fn peak_heap(run: fn(&[u8]), data: &[u8]) -> usize {
+    let before = HEAP.current_usage();
+    HEAP.reset_peak_usage();
+    run(data);
+    HEAP.peak_usage().saturating_sub(before)
+}
+
+#[test]
+fn corpus_replays_within_memory_bounds() {
+    let mut report = Vec::new();
+    for t in tollgate_fuzz::TARGETS {
+        let files = corpus(t.name);
+        assert!(!files.is_empty(), "{}: empty corpus", t.name);
+        // (peak heap per input byte, peak, file): the worst ratio seen.
+        let mut worst = (0f64, 0usize, String::new());
+        for (path, data) in &files {
+            let peak = peak_heap(t.run, data);
+            let bound = 100 * data.len() + FIXED_ALLOWANCE;
+            assert!(peak <= bound, "{}: {} used {peak} heap bytes for {} input bytes", t.name, path.display(), data.len());
+            let ratio = peak as f64 / data.len().max(1) as f64;
+            if ratio >= worst.0 {
+                worst = (ratio, peak, path.file_name().unwrap().to_string_lossy().into());
+            }
+        }
+        report.push(format!("{:<22} {:>4} inputs, worst peak heap {:>6.1} x input ({} B, {})", t.name, files.len(), worst.0, worst.1, worst.2));
+    }
+    eprintln!("{}", report.join("\n"));
+}
+
+/// The CPU half of the amplification bar, as a report (not a gate: timings vary by machine):
+/// for each target, nanoseconds per input byte of the slowest corpus input against the median.
+/// `cargo test -p tollgate-fuzz --release -- --ignored --nocapture cpu_report`
+#[test]
+#[ignore]
+fn cpu_report() {
+    for t in tollgate_fuzz::TARGETS {
+        let mut per_byte: Vec<(f64, String)> = corpus(t.name)
+            .iter()
+            .map(|(path, data)| {
+                let rounds = 20;
+                let start = Instant::now();
+                for _ in 0..rounds {
+                    (t.run)(data);
+                }
+                let ns = start.elapsed().as_nanos() as f64 / f64::from(rounds);
+                (ns / data.len().max(1) as f64, path.file_name().unwrap().to_string_lossy().into())
+            })
+            .collect();
+        per_byte.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let median = per_byte[per_byte.len() / 2].0;
+        let (max, name) = per_byte.last().unwrap();
+        eprintln!("{:<22} median {median:>8.1} ns/B, max {max:>8.1} ns/B ({:.1}x, {name})", t.name, max / median);
+    }
+}
