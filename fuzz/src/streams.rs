@@ -11,6 +11,9 @@ use tollgate_llm::{
 const OUT_PER_IN: usize = 100;
 const OUT_FIXED: usize = 8192;
 
+/// Makes a fresh translator (one per replay: whole, then split).
+type Make = Box<dyn Fn() -> Box<dyn StreamTranslator>>;
+
 fn sse_all(limit: usize, chunks: &[&[u8]]) -> Result<Vec<sse::Event>, TranslateError> {
     let mut d = sse::Decoder::with_limit(limit);
     let mut out = Vec::new();
@@ -108,7 +111,7 @@ pub fn stream_translator(data: &[u8]) {
     let (sel, rest) = crate::selector(data);
     let (seed, stream) = crate::selector(rest);
     let usage = sel & 0x10 != 0;
-    let (make, what): (Box<dyn Fn() -> Box<dyn StreamTranslator>>, &str) = match sel % 8 {
+    let (make, what): (Make, &str) = match sel % 8 {
         0 => (Box::new(move || Box::new(openai_to_anthropic::StreamToOpenAi::new("m", "id", 1, usage))), "anthropic→openai"),
         1 => (Box::new(move || Box::new(openai_to_bedrock::StreamToOpenAi::new("m", "id", 1, usage))), "bedrock→openai"),
         2 => (Box::new(move || Box::new(openai_to_tgi::StreamToOpenAi::new("m", "id", 1, usage))), "tgi→openai"),
