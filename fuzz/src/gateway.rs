@@ -67,10 +67,13 @@ pub fn route(data: &[u8]) {
             assert!(cfg.model(&r.model).is_some(), "routed to an unknown model");
             assert!(key.models.permits(&r.model), "routed to a model the key may not use");
             assert_eq!(r.facts.body_len, u64::try_from(body.len()).ok());
-            // A routed body is one the provider filter's serde parse accepts too (issue 9,
-            // finding 1: a refusal there comes after routing and counts against the deployment).
+            // A routed body is well-formed JSON within serde_json's nesting limit, so the
+            // provider filter's parse cannot refuse it as malformed after routing (issue 9,
+            // finding 1: such a refusal was retried and counted against the deployment). Values
+            // the gateway does not read are not checked here: a number out of f64 range in an
+            // ignored field passes the gateway and the translator answers it with a 400.
             assert!(
-                serde_json::from_slice::<serde_json::Value>(body).is_ok(),
+                serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok(),
                 "routed a body that serde_json refuses"
             );
         }
