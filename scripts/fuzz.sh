@@ -32,6 +32,7 @@ for t in $TARGETS; do
     work=$CARGO_TARGET_DIR/corpus/$t
     artifacts=$CARGO_TARGET_DIR/artifacts/$t
     mkdir -p "$work" "$artifacts"
+    rm -f "$artifacts"/crash-* "$artifacts"/oom-* "$artifacts"/timeout-*
     echo "==> fuzzing $t for ${FUZZ_SECONDS}s"
     if TOLLGATE_FUZZ_TARGET=$t "$BIN" -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
         -max_len=65536 -print_final_stats=1 -artifact_prefix="$artifacts/" "$work" "fuzz/corpus/$t" \

@@ -36,7 +36,8 @@ fn pivot_out(pivot: &ChatRequest) {
     if let Ok(body) = openai_to_bedrock::request(pivot) {
         let back = bedrock_to_openai::request(&body, "m", false)
             .unwrap_or_else(|e| panic!("our Converse request does not parse back: {e}"));
-        assert_eq!(texts(&back), texts(pivot), "text lost through Bedrock");
+        // As for Anthropic: Converse merges consecutive user turns with tool results first.
+        assert_eq!(sorted(&texts(&back)), sorted(&texts(pivot)), "text lost through Bedrock");
     }
     for template in [PromptTemplate::Llama3, PromptTemplate::Chatml, PromptTemplate::Mistral, PromptTemplate::Plain] {
         if let Ok(body) = openai_to_tgi::request(pivot, template) {
