@@ -45,13 +45,17 @@ pub fn wasm_header_map(data: &[u8]) {
 /// its parts, parses to the same parts.
 ///
 /// TODO(egress): `UpstreamUrl::parse` accepts any host text today, NULs, spaces and brackets
-/// inside included (the fuzzer's first minute: `http://\0\0[::1]:99/x` gives host
-/// `\0\0[::1`; fuzz/corpus/upstream_url/crash-*). The egress classifier being added to
-/// control-plane/src/upstream.rs should refuse such hosts; when it lands, assert here that every
-/// URL it allows has a host of `host_chars` only and is not link-local, loopback or metadata.
+/// inside included (what the fuzzer found first: `http://\0\0[::1]:99/x` gives host
+/// `\0\0[::1`, `http://::80` gives host `:`; fuzz/corpus/upstream_url/crash-*). The egress
+/// classifier being added to control-plane/src/upstream.rs should refuse such hosts; when it
+/// lands, assert here that every URL it allows has a host of `host_chars` only and is not
+/// link-local, loopback or metadata.
 pub fn upstream_url(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let host_chars = |h: &str| h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:_%".contains(&b));
+    let host_chars = |h: &str| {
+        h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+            || h.parse::<std::net::Ipv6Addr>().is_ok()
+    };
     if let Ok(u) = upstream::UpstreamUrl::parse(text) {
         assert!(!u.host.is_empty());
         if !host_chars(&u.host) {
