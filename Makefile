@@ -10,7 +10,7 @@ ENVOY := $(VENV)/bin/envoy
 WASM_TARGET := wasm32-wasip1
 WASM_DIR := target/$(WASM_TARGET)/release
 
-.PHONY: up test setup wasm build build-debug unit lint wasm-tests e2e bench bench-tools bench-quick clean
+.PHONY: up test setup wasm build build-debug unit lint wasm-tests e2e fuzz bench bench-tools bench-quick clean
 
 setup: $(VENV)/.installed
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || { echo "==> adding the $(WASM_TARGET) Rust target"; rustup target add $(WASM_TARGET); }
@@ -46,6 +46,7 @@ lint: setup
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --target $(WASM_TARGET) $(WASM_CRATES) -p tollgate-wasm -p tollgate-contract -p tollgate-gateway -p tollgate-provider -p tollgate-llm -- -D warnings
 
+# Also replays the fuzz corpora (fuzz/corpus, crate tollgate-fuzz): the fuzzing gate in CI.
 unit: setup
 	TOLLGATE_REQUIRE_POSTGRES=1 cargo test --workspace
 
@@ -55,6 +56,12 @@ wasm-tests: wasm
 e2e: build-debug
 	TOLLGATE_REQUIRE_E2E=1 TOLLGATE_BIN=target/debug/tollgate TOLLGATE_SDK_PROBE=target/debug/tollgate-sdk-probe \
 		$(VENV)/bin/pytest -q tests
+
+# libFuzzer on every parser and decoder, FUZZ_SECONDS each (FUZZ_TARGETS to pick some); a crash
+# is minimised into fuzz/corpus/<target>/ and fails the run. Needs a C++ compiler (g++ or clang++).
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_TARGETS="$(FUZZ_TARGETS)" scripts/fuzz.sh
 
 test: setup wasm build-debug lint unit wasm-tests e2e
 	@echo "==> all tests passed"

@@ -41,6 +41,18 @@ fn classify_paths() {
 }
 
 #[test]
+fn classify_percent_escapes_never_cut_a_character() {
+    // Found by the fuzzer (fuzz/corpus/gateway_classify): a non-ASCII byte right after `%` used
+    // to panic (a `str` slice inside a character), killing the VM.
+    assert_eq!(classify("GET", "/v1/models/a%2\u{fffd}Fb").unwrap(), Operation::RetrieveModel("a%2\u{fffd}Fb".into()));
+    assert_eq!(classify("GET", "/v1/models/%\u{e9}").unwrap(), Operation::RetrieveModel("%\u{e9}".into()));
+    assert_eq!(classify("GET", "/v1/models/a%2").unwrap(), Operation::RetrieveModel("a%2".into()));
+    // a sign is not a hex digit (`from_str_radix` took `%+1` for byte 1)
+    assert_eq!(classify("GET", "/v1/models/%+1").unwrap(), Operation::RetrieveModel("%+1".into()));
+    assert_eq!(classify("GET", "/v1/models/%41%62").unwrap(), Operation::RetrieveModel("Ab".into()));
+}
+
+#[test]
 fn key_extraction() {
     assert_eq!(presented_key(Some("Bearer tg-x"), None), Some("tg-x"));
     assert_eq!(presented_key(Some("bearer   tg-x "), None), Some("tg-x"));

@@ -105,11 +105,14 @@ impl Decoder {
         mut input: &[u8],
         events: &mut Vec<Event>,
     ) -> Result<(), TranslateError> {
+        // A LF right after a chunk-ending CR completes that CRLF; once it is consumed (or any
+        // other byte comes), the pair is over: a second LF is a blank line of its own. (An
+        // empty chunk leaves the state as it is.)
         if self.after_cr {
             if let Some(rest) = input.strip_prefix(b"\n") {
                 input = rest;
-            }
-            if !input.is_empty() {
+                self.after_cr = false;
+            } else if !input.is_empty() {
                 self.after_cr = false;
             }
         }
@@ -240,6 +243,25 @@ mod tests {
             all(b"id: 1\nretry: 5\nfoo: bar\ndata: z\n\n"),
             vec![ev(None, "z")]
         );
+    }
+
+    #[test]
+    fn a_crlf_split_after_its_cr_ends_before_the_next_lf() {
+        // Found by the fuzzer (fuzz/corpus/sse_decoder): CR | LF | LF in three chunks took the
+        // second LF as part of the CRLF too, so the blank line was lost and two events merged.
+        let mut d = Decoder::new();
+        let mut out = Vec::new();
+        for chunk in [&b"data: a\r"[..], b"\n", b"\n", b"data: b\n\n"] {
+            out.extend(d.feed(chunk).unwrap());
+        }
+        assert_eq!(out, vec![ev(None, "a"), ev(None, "b")]);
+        // an empty chunk between CR and LF changes nothing
+        let mut d = Decoder::new();
+        let mut out = Vec::new();
+        for chunk in [&b"data: a\r"[..], b"", b"\n", b"\n"] {
+            out.extend(d.feed(chunk).unwrap());
+        }
+        assert_eq!(out, vec![ev(None, "a")]);
     }
 
     #[test]
