@@ -58,6 +58,9 @@ pub struct XdsEnv {
     pub tls: Option<ListenerTls>,
     /// Test stacks only: the filters trap on request (see `GatewayConfigDoc::fault_injection`).
     pub fault_injection: bool,
+    /// The ports of this gateway (control plane listeners, Envoy's listener and admin): never a
+    /// provider's (`crate::egress`).
+    pub own_ports: Vec<u16>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

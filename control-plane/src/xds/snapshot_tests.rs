@@ -9,6 +9,11 @@ use tollgate_contract::config::{ContainerPayload, DeploymentMeta, GatewayConfig,
 use tollgate_contract::keys::Role;
 
 use super::*;
+/// The snapshot tests use private and loopback addresses (the egress policy has its own tests).
+static OPEN_SETTINGS: crate::model::EgressSettings =
+    crate::model::EgressSettings { allow_loopback: true, allow_private: true, allow_hosts: Vec::new() };
+static OPEN: crate::egress::Egress<'static> = crate::egress::Egress { settings: &OPEN_SETTINGS, own_ports: &[] };
+
 use crate::model::{DeploymentSpec, KeyRecord, Provider, SagemakerPayload, Settings};
 
 fn env() -> XdsEnv {
@@ -21,6 +26,7 @@ fn env() -> XdsEnv {
         upstream_ca_file: "/etc/ssl/ca.pem".into(),
         tls: None,
         fault_injection: false,
+        own_ports: vec![8080, 8081],
     }
 }
 
@@ -41,7 +47,7 @@ fn dep(provider: Provider, url: Option<&str>, priority: u32) -> DeploymentSpec {
 
 /// A served model from stored deployments (which must parse).
 fn served(name: &str, created: i64, deployments: Vec<DeploymentSpec>) -> ServedModel {
-    ServedModel { name: name.into(), created, deployments: deployments.iter().map(|d| d.parse(name).unwrap()).collect() }
+    ServedModel { name: name.into(), created, deployments: deployments.iter().map(|d| d.parse(name, &OPEN).unwrap()).collect() }
 }
 
 fn model() -> Model {
