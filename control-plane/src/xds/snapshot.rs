@@ -41,6 +41,7 @@ const WASM_RUNTIME: &str = "envoy.wasm.runtime.v8";
 /// until Envoy restarts.
 const FAILURE_POLICY: wasm::FailurePolicy = wasm::FailurePolicy::FailReload;
 const TLS_MATCH_KEY: &str = "tls_host";
+const UPSTREAM_IDLE_TIMEOUT_MS: u64 = 60_000;
 
 /// Facts about the environment the snapshot is built for (not part of the stored model).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -459,6 +460,12 @@ fn model_cluster(name: &str, served: &ServedModel, model: &Model, env: &XdsEnv) 
         }),
     };
     let protocol = upstream_http::HttpProtocolOptions {
+        // Idle provider connections are closed after a minute (Envoy's default is an hour): the
+        // pool shrinks back after a burst, and a provider's own idle close is rarely raced.
+        common_http_protocol_options: Some(core::HttpProtocolOptions {
+            idle_timeout: Some(duration_ms(UPSTREAM_IDLE_TIMEOUT_MS)),
+            ..Default::default()
+        }),
         upstream_protocol_options: Some(upstream_http::http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
             upstream_http::http_protocol_options::ExplicitHttpConfig {
                 protocol_config: Some(
