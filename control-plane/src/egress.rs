@@ -56,10 +56,12 @@ pub struct Egress<'a> {
     pub own_ports: &'a [u16],
 }
 
+#[cfg(test)]
 static DEFAULT_SETTINGS: EgressSettings = EgressSettings { allow_loopback: false, allow_private: false, allow_hosts: Vec::new() };
 
+#[cfg(test)]
 impl Egress<'static> {
-    /// The default settings, with no own ports (tests, and checks made before ports are known).
+    /// The default settings, with no own ports.
     pub const DEFAULT: Self = Egress { settings: &DEFAULT_SETTINGS, own_ports: &[] };
 }
 

@@ -230,7 +230,7 @@ fn the_listener_carries_the_edge_settings() {
     assert_eq!(h.http2_protocol_options.unwrap().max_concurrent_streams.unwrap().value, 100);
     assert!(h.normalize_path.unwrap().value && h.merge_slashes);
     // Envoy's status-matched replies come before the protocol-error one (which also matches 431)
-    let statuses: Vec<u32> = h.local_reply_config.unwrap().mappers.iter().map(|m| m.status_code.clone().unwrap().value).collect();
+    let statuses: Vec<u32> = h.local_reply_config.unwrap().mappers.iter().map(|m| m.status_code.unwrap().value).collect();
     assert_eq!(&statuses[..4], &[431, 408, 400, 503]);
     // the listener's version follows the edge settings
     assert_ne!(s.get(LISTENER_TYPE).unwrap().version, build(&model(), &env()).get(LISTENER_TYPE).unwrap().version);

@@ -286,7 +286,7 @@ async fn handle(req: Request<Incoming>, canned: Arc<Canned>) -> Result<Response<
         return Ok(json_response(StatusCode::OK, &canned.embeddings));
     }
     let n = canned.chats.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-    if canned.error_every > 0 && n % canned.error_every == 0 {
+    if canned.error_every > 0 && n.is_multiple_of(canned.error_every) {
         return Ok(json_response(StatusCode::INTERNAL_SERVER_ERROR, &canned.server_error));
     }
     if wants_stream(&body) {
