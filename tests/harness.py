@@ -335,17 +335,19 @@ class ControlPlane(ManagedProcess):
 
 class Envoy(ManagedProcess):
     def __init__(self, work_dir: Path, cp: ControlPlane, data_plane_token: str,
-                 node_id: str, admin_port: int | None = None) -> None:
+                 node_id: str, admin_port: int | None = None,
+                 bootstrap_edit: Callable[[str], str] | None = None) -> None:
         self.admin_port = admin_port or free_port()
         self.bootstrap_path = work_dir / "envoy-bootstrap.yaml"
-        self.bootstrap_path.write_text(render_bootstrap(bootstrap_template(), {
+        edit = bootstrap_edit or (lambda text: text)
+        self.bootstrap_path.write_text(edit(render_bootstrap(bootstrap_template(), {
             "NODE_ID": node_id,
             "XDS_HOST": "127.0.0.1", "XDS_PORT": cp.xds_port,
             "CP_HTTP_HOST": "127.0.0.1", "CP_HTTP_PORT": cp.http_port,
             "CP_INTERNAL_HOST": "127.0.0.1", "CP_INTERNAL_PORT": cp.internal_port,
             "ADMIN_PORT": self.admin_port,
             "WASM_DIR": wasm_dir().resolve(),
-        }))
+        })))
         argv = [str(envoy_bin()), "-c", str(self.bootstrap_path), "--concurrency", "2",
                 "--use-dynamic-base-id", "--log-level", "warn"]
         env = {**os.environ, "TOLLGATE_DATA_PLANE_TOKEN": data_plane_token}

@@ -281,3 +281,45 @@ def test_the_edge_settings_are_in_effect_and_the_config_dump_holds_no_secret(edg
     stats = harness.http("GET", f"{edge.envoy_admin_url}/stats").text
     assert "overload.envoy.resource_monitors.global_downstream_max_connections" in stats or \
         "overload.envoy.overload_actions.stop_accepting_requests" in stats, "overload manager off"
+
+
+def test_heap_over_budget_sheds_requests_with_an_openai_503(edge, tmp_path):
+    """F-16 (part): Envoy restarted with a heap budget below its actual heap: the overload
+    manager's stop_accepting_requests answers new requests with a 503 (rewritten into an
+    OpenAI-format `overloaded` error), its counters move, the process survives, nothing reaches
+    the provider; the stack's own Envoy (normal budget) serves again afterwards."""
+    import re as _re
+    token = unique()
+    edge.envoy.stop()
+    tiny = harness.Envoy(tmp_path, edge.cp, edge.data_plane_token, edge.node_id,
+                         edge.envoy_admin_port,
+                         bootstrap_edit=lambda text: _re.sub(
+                             r"max_heap_size_bytes: \d+", "max_heap_size_bytes: 4194304", text))
+    try:
+        tiny.start()
+        tiny.wait_ready()
+
+        def shed():
+            resp = harness.http("POST", f"{edge.base_url}/chat/completions", data=chat_body(token),
+                                headers={**bearer(edge.bootstrap_key[1]),
+                                         "Content-Type": "application/json"}, timeout=5)
+            seen.append((resp.status_code, resp.headers.get("content-type"), resp.content[:200]))
+            return (resp,) if resp.status_code == 503 else None
+        seen: list = []
+        (resp,) = harness.wait_until(shed, 20, "the overload manager to shed requests",
+                                  on_timeout=lambda: f"answers: {seen[-3:]}")
+        error = assert_openai_error(resp, 503)
+        assert (error["type"], error["code"]) == ("api_error", "overloaded"), error
+        stats = harness.http("GET", f"{tiny.admin_url}/stats").text
+        active = _re.search(r"overload\.envoy\.overload_actions\.stop_accepting_requests\.active: (\d+)", stats)
+        assert active and int(active[1]) == 1, stats[:2000]
+        # the load-shed counter moved (the shed requests above)
+        assert _re.search(r"http\.tollgate\.downstream_rq_overload_close: [1-9]", stats), stats[:2000]
+        assert tiny.alive
+        assert mock_requests_with(edge.mock, token) == []
+    finally:
+        tiny.stop()
+        edge.envoy.start()
+        edge.envoy.wait_ready()
+        edge.wait_key_usable(edge.bootstrap_key[1])
+    assert_next_request_succeeds(edge, edge.bootstrap_key[1])

@@ -54,8 +54,9 @@ const MAPPINGS: &[Mapping] = &[
         code: "bad_request",
         message: "The request could not be read as valid HTTP (header names may not contain `_`).",
     },
+    // The overload manager refuses before the stream has a response flag: matched by details.
     Mapping {
-        when: When::Flags(&["OM"]),
+        when: When::Cel("response.code == 503 && response.code_details == 'overload'"),
         status: 503,
         kind: "api_error",
         code: "overloaded",
