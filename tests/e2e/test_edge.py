@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import select
 import socket
 import time
@@ -323,3 +324,87 @@ def test_heap_over_budget_sheds_requests_with_an_openai_503(edge, tmp_path):
         edge.envoy.wait_ready()
         edge.wait_key_usable(edge.bootstrap_key[1])
     assert_next_request_succeeds(edge, edge.bootstrap_key[1])
+
+
+def raw_exchange(gw, request: bytes, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes exactly as given; read one response (Content-Length framed) or until close."""
+    received = bytearray()
+    with socket.create_connection(("127.0.0.1", gw.gateway_port), timeout=timeout) as sock:
+        sock.sendall(request)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                data = sock.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not data:
+                break
+            received += data
+            head, sep, body = bytes(received).partition(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            if sep and length and len(body) >= int(length[1]):
+                break
+    return parse(bytes(received))
+
+
+def header_request(gw, token: str, bad_header: bytes) -> bytes:
+    body = chat_body(token)
+    return (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            + f"Authorization: Bearer {gw.bootstrap_key[1]}\r\n".encode() + bad_header
+            + f"\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body)
+
+
+@pytest.mark.parametrize("bad_header", [b"X-Note: a\x00b", b"X-Note: a\nInjected: 1\r\nBad Line"])
+def test_control_characters_in_headers_are_refused(edge, mock, bad_header):
+    """B-11: NUL in a header value, or a header line without a colon after a bare LF
+    (HTTP/1): 400 from Envoy's codec, in OpenAI format; nothing reaches the provider."""
+    token = unique()
+    status, headers, out = raw_exchange(edge, header_request(edge, token, bad_header))
+    error = assert_openai_error_parts(status, headers, out, 400)
+    assert error["type"] == "invalid_request_error"
+    assert mock_requests_with(mock, token) == []
+
+
+def test_a_bare_cr_in_a_header_value_injects_nothing(edge, mock):
+    """B-11: `X-Note: a\rInjected: 1`. Envoy's HTTP/1 parser drops the bare CR: the value
+    reaches the provider as one header without the CR, and no `Injected` header exists."""
+    token = unique()
+    status, _, out = raw_exchange(edge, header_request(edge, token, b"X-Note: a\rInjected: 1"))
+    if status == 400:
+        return  # refusing it is as good
+    assert status == 200, out
+    [seen] = mock_requests_with(mock, token)
+    headers = {k.lower(): v for k, v in seen["headers"].items()}
+    assert "injected" not in headers
+    assert all("\r" not in v and "\n" not in v for v in headers.values()), headers
+
+
+@pytest.mark.parametrize("target,host", [
+    ("/v1/chat/completions", "localhost/#@attacker.example"),
+    ("/v1/chat/completions", "x/admin/v1/keys"),
+    ("http://evil.example/admin/v1/keys", "evil.example"),
+    ("http://evil.example/v1/chat/completions", "127.0.0.1"),
+])
+def test_host_and_absolute_form_tricks_do_not_bypass_auth(edge, mock, target, host):
+    """B-15: odd Host headers and absolute-form request targets: the decision is made on the
+    dispatched route; without a key nothing passes (and the admin API is not on this listener)."""
+    token = unique()
+    body = chat_body(token)
+    request = (f"POST {target} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    status, headers, out = raw_exchange(edge, request)
+    assert_openai_error_parts(status, headers, out)
+    assert status in (400, 401, 404), (status, out)
+    assert mock_requests_with(mock, token) == []
+
+
+def test_the_filters_own_400s_are_not_rewritten(edge, mock):
+    """The mapping of Envoy's 400s leaves the gateway filter's own 400 (its precise message)."""
+    token = unique()
+    resp = harness.http("POST", f"{edge.base_url}/chat/completions",
+                        data=f'{{"model": "gpt-mock", "messages": "{token}"',
+                        headers={**bearer(edge.bootstrap_key[1]), "Content-Type": "application/json"})
+    error = assert_openai_error(resp, 400)
+    assert "could not be read as valid HTTP" not in error["message"], error
+    assert mock_requests_with(mock, token) == []

@@ -43,11 +43,13 @@ const MAPPINGS: &[Mapping] = &[
         code: "request_timeout",
         message: "The request was not received in time. Send the whole request promptly.",
     },
-    // Requests the HTTP/1 or HTTP/2 codec refuses before any stream exists (a header name with
-    // `_`, a bad header value): Envoy's own 400 carries no response flag, only its details.
+    // Requests Envoy refuses before any filter runs (a header name with `_` or a bad character
+    // in the codec, an invalid Host in the connection manager): Envoy's own 400 carries no
+    // response flag, only its details (`http1.*`, `http.invalid_authority`, ...). The filters'
+    // own local replies carry the details `tollgate` (tollgate-wasm) and stay as they are.
     Mapping {
         when: When::Cel(
-            "response.code == 400 && (response.code_details.startsWith('http1.') || response.code_details.startsWith('http2.') || response.code_details.startsWith('http3.'))",
+            "response.code == 400 && !response.code_details.contains('tollgate')",
         ),
         status: 400,
         kind: "invalid_request_error",
