@@ -10,7 +10,7 @@ ENVOY := $(VENV)/bin/envoy
 WASM_TARGET := wasm32-wasip1
 WASM_DIR := target/$(WASM_TARGET)/release
 
-.PHONY: up test setup wasm build build-debug unit lint wasm-tests e2e fuzz bench bench-tools bench-quick clean
+.PHONY: up test setup wasm build build-debug unit lint wasm-tests e2e fuzz bench bench-tools bench-quick soak clean
 
 setup: $(VENV)/.installed
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || { echo "==> adding the $(WASM_TARGET) Rust target"; rustup target add $(WASM_TARGET); }
@@ -78,6 +78,12 @@ bench: bench-tools
 # the req/s ratio and Envoy CPU per request (compare the ratio, not absolute figures).
 bench-quick: bench-tools
 	$(PY) bench/run.py --targets envoy tollgate --quick $(BENCH_ARGS)
+
+# Leak watch: 10 minutes at 200 concurrent clients (streams, plain, 10% client aborts, 5% upstream
+# 500s); Envoy RSS slope, wasm memory and upstream connections after, as one JSON line.
+# SOAK_SECONDS=60 for a smoke run.
+soak: bench-tools
+	$(PY) bench/soak.py
 
 clean:
 	cargo clean

@@ -316,7 +316,9 @@ class Tollgate(Target):
     def start(self, work: Path, mock: Mock) -> None:
         config = {
             "settings": {"max_body_bytes": 8388608, "request_timeout_seconds": 600,
-                         "num_retries": 2},
+                         "num_retries": 2,
+                         # the bench mock listens on 127.0.0.1 (refused by default)
+                         "egress": {"allow_loopback": True}},
             "credentials": {"mock": {"api_key_env": "BENCH_MOCK_KEY"},
                             "aws": {"aws_access_key_id_env": "BENCH_AWS_ID",
                                     "aws_secret_access_key_env": "BENCH_AWS_SECRET"}},

@@ -54,7 +54,7 @@ TOLLGATE_ADMIN_KEY="$ADMIN_KEY" target/release/tollgate serve \
   --config "$CONFIG" --data-dir "$DATA" \
   --xds-addr "127.0.0.1:$XDS_PORT" --http-addr "127.0.0.1:$HTTP_PORT" \
   --internal-addr "127.0.0.1:$INTERNAL_PORT" \
-  --gateway-port "$GATEWAY_PORT" --wasm-dir target/wasm32-wasip1/release \
+  --gateway-port "$GATEWAY_PORT" --envoy-admin-port "$ENVOY_ADMIN_PORT" --wasm-dir target/wasm32-wasip1/release \
   --tls-cert-file "$TLS_CERT" --tls-key-file "$TLS_KEY" \
   >"$DATA/control-plane.out" 2>"$DATA/control-plane.log" &
 pids+=($!)

@@ -296,7 +296,7 @@ class ControlPlane(ManagedProcess):
 
     def __init__(self, work_dir: Path, config_path: Path, gateway_port: int,
                  data_plane_token: str, admin_key: str, extra_env: dict[str, str | None],
-                 database_url: str | None = None) -> None:
+                 database_url: str | None = None, envoy_admin_port: int | None = None) -> None:
         self.data_dir = work_dir / "cp-data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.xds_port = free_port()
@@ -313,6 +313,8 @@ class ControlPlane(ManagedProcess):
                 "--wasm-dir", str(wasm_dir())]
         if database_url:
             argv += ["--database-url", database_url]
+        if envoy_admin_port:
+            argv += ["--envoy-admin-port", str(envoy_admin_port)]
         # A value of None in extra_env removes that variable from the inherited environment.
         merged = {**os.environ, **extra_env,
                   "TOLLGATE_DATA_PLANE_TOKEN": data_plane_token,
@@ -352,17 +354,19 @@ class ControlPlane(ManagedProcess):
 
 class Envoy(ManagedProcess):
     def __init__(self, work_dir: Path, cp: ControlPlane, data_plane_token: str,
-                 node_id: str) -> None:
-        self.admin_port = free_port()
+                 node_id: str, admin_port: int | None = None,
+                 bootstrap_edit: Callable[[str], str] | None = None) -> None:
+        self.admin_port = admin_port or free_port()
         self.bootstrap_path = work_dir / "envoy-bootstrap.yaml"
-        self.bootstrap_path.write_text(render_bootstrap(bootstrap_template(), {
+        edit = bootstrap_edit or (lambda text: text)
+        self.bootstrap_path.write_text(edit(render_bootstrap(bootstrap_template(), {
             "NODE_ID": node_id,
             "XDS_HOST": "127.0.0.1", "XDS_PORT": cp.xds_port,
             "CP_HTTP_HOST": "127.0.0.1", "CP_HTTP_PORT": cp.http_port,
             "CP_INTERNAL_HOST": "127.0.0.1", "CP_INTERNAL_PORT": cp.internal_port,
             "ADMIN_PORT": self.admin_port,
             "WASM_DIR": wasm_dir().resolve(),
-        }))
+        })))
         argv = [str(envoy_bin()), "-c", str(self.bootstrap_path), "--concurrency", "2",
                 "--use-dynamic-base-id", "--log-level", "warn"]
         env = {**os.environ, "TOLLGATE_DATA_PLANE_TOKEN": data_plane_token}
@@ -383,6 +387,20 @@ class Envoy(ManagedProcess):
                        on_timeout=self.log_tails)
         except TimeoutError as err:
             raise StartupError(str(err)) from None
+
+
+def with_test_allowances(config: dict[str, Any] | str) -> str:
+    """The config as YAML, with the egress allowance test stacks need: mocks listen on
+    127.0.0.1, which the egress policy refuses unless `settings.egress.allow_loopback` is set.
+    A config that sets `settings.egress` itself is left as written."""
+    parsed = yaml.safe_load(config) if isinstance(config, str) else config
+    if not isinstance(parsed, dict):
+        return config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
+    parsed = dict(parsed)
+    settings = dict(parsed.get("settings") or {})
+    settings.setdefault("egress", {"allow_loopback": True})
+    parsed["settings"] = settings
+    return yaml.safe_dump(parsed, sort_keys=False)
 
 
 # ---- the whole stack ----------------------------------------------------------------------------
@@ -408,8 +426,9 @@ class GatewayStack:
         self.data_plane_token = random_secret("tg-dp-")
         self.provider_env = dict(provider_env)
         self.gateway_port = free_port()
+        self.envoy_admin_port = free_port()
         self.node_id = f"tollgate-e2e-{uuid.uuid4().hex[:8]}"
-        text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
+        text = with_test_allowances(config)
         if mock is not None:
             text = text.replace("{{MOCK_BASE_URL}}", mock.base_url)
         self.config_path = self.work_dir / "tollgate.yaml"
@@ -432,12 +451,13 @@ class GatewayStack:
         try:
             self.cp = ControlPlane(self.work_dir, self.config_path, self.gateway_port,
                                    self.data_plane_token, self.admin_key, self.provider_env,
-                                   self.database_url)
+                                   self.database_url, self.envoy_admin_port)
             self.cp.start()
             self.cp.wait_ready(max(1.0, deadline - time.monotonic()))
             # A key to probe the gateway with, created before Envoy fetches its first config.
             self.bootstrap_key = self.create_key(name="e2e-harness-probe")
-            self.envoy = Envoy(self.work_dir, self.cp, self.data_plane_token, self.node_id)
+            self.envoy = Envoy(self.work_dir, self.cp, self.data_plane_token, self.node_id,
+                               self.envoy_admin_port)
             self.envoy.start()
             self.envoy.wait_ready(max(1.0, deadline - time.monotonic()))
             self.wait_key_usable(self.bootstrap_key[1], max(1.0, deadline - time.monotonic()))

@@ -20,18 +20,32 @@ pub struct ConfigFile {
 }
 
 impl ConfigFile {
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+    /// Reads and checks the file; `own_ports` are the gateway's own ports (refused as provider
+    /// destinations by the egress policy).
+    pub fn load(path: &Path, own_ports: &[u16]) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("in {}", path.display()))
+        Self::parse_for(&text, own_ports).with_context(|| format!("in {}", path.display()))
     }
 
+    #[cfg(test)]
     pub fn parse(text: &str) -> anyhow::Result<Self> {
+        Self::parse_for(text, &[])
+    }
+
+    pub fn parse_for(text: &str, own_ports: &[u16]) -> anyhow::Result<Self> {
         let cfg: ConfigFile = serde_yaml::from_str(text)?;
-        cfg.validate()?;
+        cfg.validate(own_ports)?;
         Ok(cfg)
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    fn validate(&self, own_ports: &[u16]) -> anyhow::Result<()> {
+        if let Some(problem) = self.settings.edge.problem() {
+            bail!("{problem}");
+        }
+        if let Some(bad) = self.settings.egress.allow_hosts.iter().find(|h| crate::egress::allow_entry(h).is_none()) {
+            bail!("settings.egress.allow_hosts: `{bad}` is not host, host:port, [ipv6] or [ipv6]:port");
+        }
+        let egress = crate::egress::Egress { settings: &self.settings.egress, own_ports };
         let mut seen = std::collections::HashSet::new();
         for m in &self.models {
             if m.name.is_empty() {
@@ -44,7 +58,7 @@ impl ConfigFile {
                 bail!("model `{}` has no deployments", m.name);
             }
             for d in &m.deployments {
-                validate_deployment(&m.name, d, &self.credentials)?;
+                validate_deployment(&m.name, d, &self.credentials, &egress)?;
             }
         }
         for (name, c) in &self.credentials {
@@ -77,6 +91,7 @@ fn validate_deployment(
     model: &str,
     d: &crate::model::DeploymentSpec,
     credentials: &BTreeMap<String, CredentialRef>,
+    egress: &crate::egress::Egress,
 ) -> anyhow::Result<()> {
     if let Some(c) = &d.credential {
         if !credentials.contains_key(c) {
@@ -84,7 +99,7 @@ fn validate_deployment(
         }
     }
     // The same parser the model is resolved with: a file is refused for what would be skipped.
-    d.parse(model).map_err(|e| anyhow::anyhow!("model `{model}`: {e}"))?;
+    d.parse(model, egress).map_err(|e| anyhow::anyhow!("model `{model}`: {e}"))?;
     Ok(())
 }
 
@@ -115,9 +130,48 @@ models:
     }
 
     #[test]
+    fn provider_urls_pass_the_egress_policy() {
+        let cfg = |settings: &str, url: &str| {
+            ConfigFile::parse_for(
+                &format!("settings: {settings}\nmodels: [{{name: m, deployments: [{{provider: openai, base_url: '{url}'}}]}}]"),
+                &[8080, 9901],
+            )
+            .map_err(|e| format!("{e:#}"))
+        };
+        for url in ["http://169.254.169.254/latest", "http://0xA9FEA9FE/", "http://2852039166/", "http://[::ffff:169.254.169.254]/", "http://metadata.google.internal/"] {
+            let e = cfg("{}", url).unwrap_err();
+            assert!(e.contains("model `m`: base_url points at a cloud metadata address"), "{url}: {e}");
+            assert!(!e.contains("169.254") && !e.contains("A9FE"), "the error does not echo the URL: {e}");
+            // allowing loopback or private does not allow metadata
+            assert!(cfg("{egress: {allow_loopback: true, allow_private: true}}", url).is_err(), "{url}");
+        }
+        let e = cfg("{}", "http://127.0.0.1:5000/v1").unwrap_err();
+        assert!(e.contains("loopback") && e.contains("settings.egress.allow_loopback"), "{e}");
+        assert!(cfg("{egress: {allow_loopback: true}}", "http://127.0.0.1:5000/v1").is_ok());
+        let e = cfg("{egress: {allow_loopback: true}}", "http://127.0.0.1:9901/v1").unwrap_err();
+        assert!(e.contains("the gateway's own ports"), "{e}");
+        assert!(cfg("{egress: {allow_hosts: ['127.0.0.1:9901']}}", "http://127.0.0.1:9901/v1").is_ok());
+        let e = cfg("{egress: {allow_hosts: ['h:x']}}", "https://api.openai.com/v1").unwrap_err();
+        assert!(e.contains("settings.egress.allow_hosts"), "{e}");
+        assert!(cfg("{egress: {allow_everything: true}}", "https://api.openai.com/v1").unwrap_err().contains("unknown field"));
+    }
+
+    #[test]
+    fn edge_settings_are_checked() {
+        let cfg = |edge: &str| ConfigFile::parse(&format!("settings: {{edge: {edge}}}")).map_err(|e| format!("{e:#}"));
+        let ok = cfg("{request_headers_timeout_seconds: 2, stream_idle_timeout_seconds: 30}").unwrap();
+        assert_eq!(ok.settings.edge.request_headers_timeout_seconds, 2);
+        assert_eq!(ok.settings.edge.request_receive_timeout_seconds, 60, "unset fields keep their defaults");
+        assert!(cfg("{request_receive_timeout_seconds: 0}").unwrap_err().contains("request_receive_timeout_seconds must be from 1"));
+        assert!(cfg("{max_request_headers_kb: 9000}").unwrap_err().contains("max_request_headers_kb"));
+        assert!(cfg("{max_headers_count: 0}").unwrap_err().contains("max_headers_count"));
+        assert!(cfg("{idle: 1}").unwrap_err().contains("unknown field"));
+    }
+
+    #[test]
     fn the_shipped_config_is_valid() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/tollgate.yaml");
-        let cfg = ConfigFile::load(&path).unwrap();
+        let cfg = ConfigFile::load(&path, &[8080, 9901]).unwrap();
         assert!(cfg.models.iter().any(|m| m.name == "tollgate-demo"));
     }
 

@@ -6,6 +6,7 @@ mod aws;
 mod clock;
 mod config_file;
 mod demo;
+mod egress;
 mod internal;
 mod model;
 mod publisher;
@@ -69,6 +70,10 @@ struct ServeArgs {
     gateway_addr: String,
     #[arg(long, env = "TOLLGATE_GATEWAY_PORT", default_value_t = 8080)]
     gateway_port: u16,
+    /// Envoy's admin port (the bootstrap's `admin:` address): refused as a provider destination,
+    /// like the gateway's and the control plane's own ports.
+    #[arg(long, env = "TOLLGATE_ENVOY_ADMIN_PORT", default_value_t = 9901)]
+    envoy_admin_port: u16,
     /// Folder with tollgate_gateway_filter.wasm and tollgate_provider_filter.wasm, as Envoy sees it.
     #[arg(long, env = "TOLLGATE_WASM_DIR", default_value = "target/wasm32-wasip1/release")]
     wasm_dir: PathBuf,
@@ -131,8 +136,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => format!("sqlite://{}?mode=rwc", absolute(&args.data_dir.join("tollgate.db"))?),
     };
     let store = Store::connect(&database_url).await?;
+    let own_ports: Vec<u16> = [args.xds_addr.port(), args.http_addr.port(), args.internal_addr.port(), args.gateway_port, args.envoy_admin_port]
+        .into_iter()
+        .filter(|p| *p != 0)
+        .collect();
     if let Some(path) = &args.config {
-        let cfg = ConfigFile::load(path)?;
+        let cfg = ConfigFile::load(path, &own_ports)?;
         store.replace_config(&cfg.settings, &cfg.credentials, &cfg.models, clock::unix_now()).await?;
         tracing::info!(path = %path.display(), models = cfg.models.len(), "configuration file loaded");
     }
@@ -159,6 +168,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             _ => None,
         },
         fault_injection: args.test_fault_injection,
+        own_ports: [own_ports.as_slice(), &[xds_local.port(), http_local.port(), internal_local.port()]].concat(),
     };
     if args.test_fault_injection {
         tracing::warn!("fault injection is on: requests can make the filters trap (tests only)");

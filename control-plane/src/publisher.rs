@@ -47,6 +47,11 @@ impl Publisher {
         (Arc::new(Self { store, env, secrets, snapshots, credentials, reported: Mutex::new(Vec::new()) }), rx)
     }
 
+    /// The gateway's own ports, refused as provider destinations.
+    pub fn own_ports(&self) -> &[u16] {
+        &self.env.own_ports
+    }
+
     /// What credential references resolve with.
     pub fn secrets(&self) -> &dyn Secrets {
         &*self.secrets
@@ -62,7 +67,7 @@ impl Publisher {
     pub async fn refresh(&self) -> anyhow::Result<bool> {
         let mut reported = self.reported.lock().await;
         let rows = self.store.load().await?;
-        let Resolved { model, problems } = model::resolve(&rows, &*self.secrets);
+        let Resolved { model, problems } = model::resolve(&rows, &*self.secrets, &self.env.own_ports);
         log_changes(&reported, &problems);
         *reported = problems;
         let doc = credentials_document(&model.credentials, &*self.secrets);

@@ -26,6 +26,7 @@ fn env() -> XdsEnv {
         upstream_ca_file: "/etc/ssl/ca.pem".into(),
         tls: None,
         fault_injection: false,
+        own_ports: vec![8080, 8081, 8082, 18000, 9901],
     }
 }
 
@@ -157,7 +158,7 @@ async fn the_credential_document_follows_the_secrets_and_is_served_from_memory()
     let mut gpt = demo_model();
     gpt.name = "gpt".into();
     gpt.deployments[0].provider = Provider::Openai;
-    gpt.deployments[0].base_url = Some("http://127.0.0.1:9/v1".into());
+    gpt.deployments[0].base_url = Some("http://provider.example:9/v1".into());
     gpt.deployments[0].credential = Some("c".into());
     t.store.replace_config(&Settings::default(), &refs, &[demo_model(), gpt], 1).await.unwrap();
     let secrets = Arc::new(Env::default());

@@ -195,7 +195,7 @@ impl Service {
     /// Every stored model as written, whether it is served, and what of it is not and why.
     pub async fn list_models(&self) -> Result<Vec<ModelView>, ServiceError> {
         let rows = self.store.load().await?;
-        let resolved = model::resolve(&rows, self.publisher.secrets());
+        let resolved = model::resolve(&rows, self.publisher.secrets(), self.publisher.own_ports());
         Ok(rows
             .models
             .into_iter()

@@ -40,13 +40,21 @@ impl UpstreamUrl {
         if authority.is_empty() || authority.contains('@') {
             return Err(UrlError::Authority);
         }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-                (h.to_owned(), p.parse::<u16>().map_err(|_| UrlError::Port)?)
-            }
-            _ => (authority.to_owned(), if tls { 443 } else { 80 }),
+        let default_port = if tls { 443 } else { 80 };
+        let port = |p: &str| p.parse::<u16>().map_err(|_| UrlError::Port);
+        let (host, port) = match authority.strip_prefix('[') {
+            // [v6] or [v6]:port
+            Some(rest) => match rest.split_once(']') {
+                Some((h, "")) => (h.to_owned(), default_port),
+                Some((h, tail)) => (h.to_owned(), port(tail.strip_prefix(':').ok_or(UrlError::Authority)?)?),
+                None => return Err(UrlError::Authority),
+            },
+            None => match authority.split_once(':') {
+                Some((_, p)) if p.contains(':') => return Err(UrlError::Authority), // IPv6 needs brackets
+                Some((h, p)) => (h.to_owned(), port(p)?),
+                None => (authority.to_owned(), default_port),
+            },
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         if host.is_empty() {
             return Err(UrlError::NoHost);
         }
@@ -81,6 +89,13 @@ mod tests {
         assert!(UpstreamUrl::parse("http://").is_err());
         assert!(UpstreamUrl::parse("http://h:notaport/").is_err());
         assert_eq!(UpstreamUrl::parse("http://user:pw@h/"), Err(UrlError::Authority));
+        let u = UpstreamUrl::parse("http://[::ffff:169.254.169.254]/x").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.authority()), ("::ffff:169.254.169.254", 80, "[::ffff:169.254.169.254]".to_owned()));
+        let u = UpstreamUrl::parse("https://[fd00::1]:8443").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("fd00::1", 8443));
+        assert_eq!(UpstreamUrl::parse("http://fd00::1/"), Err(UrlError::Authority));
+        assert_eq!(UpstreamUrl::parse("http://[fd00::1/"), Err(UrlError::Authority));
+        assert_eq!(UpstreamUrl::parse("http://[fd00::1]x/"), Err(UrlError::Authority));
         // the reason never repeats the URL (it may hold a password)
         assert!(!UrlError::Authority.to_string().contains("pw"));
     }

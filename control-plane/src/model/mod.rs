@@ -10,6 +10,7 @@
 //! chain, keys are digests.
 
 mod resolve;
+mod settings;
 mod spec;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use tollgate_contract::config::PromptTemplate;
 pub use resolve::{resolve, ModelRow, Problem, Resolved, StoredConfig};
 pub use spec::*;
 
+use crate::egress::{Egress, EgressError};
 use crate::upstream::{UpstreamUrl, UrlError};
 
 /// The Azure OpenAI `api-version` used when a deployment names none.
@@ -102,6 +104,8 @@ pub enum DeploymentError {
     NoBaseUrl,
     #[error("base_url {0}")]
     BaseUrl(#[from] UrlError),
+    #[error("base_url {0}")]
+    Egress(#[from] EgressError),
     #[error("credential `{0}` is not declared")]
     UnknownCredential(String),
     #[error("credential `{name}` cannot be read from the store: {reason}")]
@@ -112,8 +116,8 @@ pub enum DeploymentError {
 
 impl DeploymentSpec {
     /// Parses the stored deployment of model `served_name` into what the gateway serves, without
-    /// looking at its credential (see [`resolve`]).
-    pub fn parse(&self, served_name: &str) -> Result<Deployment, DeploymentError> {
+    /// looking at its credential (see [`resolve`]). Its base URL must pass the egress policy.
+    pub fn parse(&self, served_name: &str, egress: &Egress) -> Result<Deployment, DeploymentError> {
         if matches!(self.provider, Provider::Bedrock | Provider::Sagemaker) && self.region.is_none() {
             return Err(DeploymentError::NoRegion);
         }
@@ -125,8 +129,9 @@ impl DeploymentSpec {
             return Err(DeploymentError::ResponsesApiNotOpenai);
         }
         let url = || -> Result<UpstreamUrl, DeploymentError> {
-            let url = self.effective_base_url().ok_or(DeploymentError::NoBaseUrl)?;
-            Ok(UpstreamUrl::parse(&url)?)
+            let url = UpstreamUrl::parse(&self.effective_base_url().ok_or(DeploymentError::NoBaseUrl)?)?;
+            egress.check(&url)?;
+            Ok(url)
         };
         let region = || self.region.clone().unwrap_or_default();
         let upstream = match self.provider {

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::egress::Egress;
+
 use super::{CredentialRef, DeploymentError, KeyRecord, Model, ModelSpec, Secrets, ServedModel, Settings};
 
 /// One stored model row; `spec` is `Err` (with the parser's message) when the stored JSON does
@@ -65,7 +67,11 @@ impl Resolved {
 /// Parses the stored rows into the model the gateway serves now. A deployment is served when it
 /// parses and its credential (if any) resolves with `secrets`; a model is served when at least
 /// one of its deployments is.
-pub fn resolve(rows: &StoredConfig, secrets: &dyn Secrets) -> Resolved {
+///
+/// `own_ports` are the gateway's own ports (control plane and Envoy listeners), refused as
+/// provider destinations by the egress policy with the stored `settings.egress`.
+pub fn resolve(rows: &StoredConfig, secrets: &dyn Secrets, own_ports: &[u16]) -> Resolved {
+    let egress = Egress { settings: &rows.settings.egress, own_ports };
     let credentials: BTreeMap<String, CredentialRef> =
         rows.credentials.iter().filter_map(|(name, r)| Some((name.clone(), r.as_ref().ok()?.clone()))).collect();
     // Each credential is resolved once, so that every deployment sees the same answer.
@@ -92,7 +98,7 @@ pub fn resolve(rows: &StoredConfig, secrets: &dyn Secrets) -> Resolved {
         };
         let mut deployments = Vec::new();
         for (i, d) in spec.deployments.iter().enumerate() {
-            let parsed = d.parse(&row.name).and_then(|dep| match dep.credential.as_deref().and_then(credential_problem) {
+            let parsed = d.parse(&row.name, &egress).and_then(|dep| match dep.credential.as_deref().and_then(credential_problem) {
                 Some(e) => Err(e),
                 None => Ok(dep),
             });
@@ -160,7 +166,7 @@ mod tests {
             ModelRow { name: "garbled".into(), created: 1, spec: Err("unknown variant `vertex`".into()) },
             row("demo", vec![dep(Provider::Demo, None, None)]),
         ]);
-        let r = resolve(&stored, &env);
+        let r = resolve(&stored, &env, &[]);
         assert_eq!(r.model.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), vec!["m", "demo"]);
         let m = &r.model.models[0];
         assert_eq!(m.deployments.len(), 1);
@@ -181,6 +187,33 @@ mod tests {
     }
 
     #[test]
+    fn a_forbidden_destination_is_a_problem_of_its_deployment() {
+        let mut stored = rows(vec![
+            row("imds", vec![dep(Provider::Openai, Some("http://169.254.169.254/latest"), None)]),
+            row("mixed", vec![
+                dep(Provider::Openai, Some("http://0xA9FEA9FE/v1"), None),
+                dep(Provider::Openai, Some("http://127.0.0.1:5000/v1"), None),
+                dep(Provider::Openai, Some("http://127.0.0.1:8080/v1"), None),
+                dep(Provider::Openai, Some("https://api.openai.com/v1"), None),
+            ]),
+        ]);
+        let r = resolve(&stored, &env, &[8080]);
+        assert_eq!(r.model.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), vec!["mixed"]);
+        assert_eq!(r.model.models[0].deployments.len(), 1, "only the public deployment is served");
+        let shown: Vec<String> = r.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(shown[0], "deployment 0 of model imds: base_url points at a cloud metadata address; refused (list the host under settings.egress.allow_hosts to allow it)");
+        assert_eq!(shown[1], "model imds: none of its deployments can be served");
+        assert!(shown[2].starts_with("deployment 0 of model mixed: base_url points at a cloud metadata address"), "{shown:?}");
+        assert!(shown[3].contains("deployment 1 of model mixed: base_url points at a loopback address"), "{shown:?}");
+        assert!(shown[4].contains("deployment 2 of model mixed: base_url points at one of the gateway's own ports"), "{shown:?}");
+        // the stored settings open loopback, except the gateway's own ports
+        stored.settings.egress.allow_loopback = true;
+        let r = resolve(&stored, &env, &[8080]);
+        assert_eq!(r.model.models[0].deployments.len(), 2);
+        assert!(r.problems.iter().any(|p| p.reason.contains("the gateway's own ports")), "{:?}", r.problems);
+    }
+
+    #[test]
     fn credentials_that_do_not_resolve_leave_their_deployments_out() {
         let stored = rows(vec![
             row("unset", vec![dep(Provider::Openai, Some("http://x/v1"), Some("unset"))]),
@@ -191,7 +224,7 @@ mod tests {
                 dep(Provider::Anthropic, None, Some("set")),
             ]),
         ]);
-        let r = resolve(&stored, &env);
+        let r = resolve(&stored, &env, &[]);
         assert_eq!(r.model.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), vec!["mixed", "others"]);
         assert_eq!(r.model.models[0].deployments.len(), 1);
         let reasons: Vec<(&str, Option<usize>, &str)> =
@@ -213,7 +246,7 @@ mod tests {
         sm.model = Some("ep".into());
         sm.payload = Some(SagemakerPayload::Tgi);
         sm.prompt_template = Some(PromptTemplate::Chatml);
-        let d = sm.parse("m").unwrap();
+        let d = sm.parse("m", &Egress::DEFAULT).unwrap();
         assert_eq!(d.model, "ep");
         match d.upstream {
             Upstream::Sagemaker { url, region, container } => {
@@ -222,11 +255,11 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        let az = dep(Provider::Azure, Some("https://a.openai.azure.com/openai/deployments/d"), None).parse("m").unwrap();
+        let az = dep(Provider::Azure, Some("https://a.openai.azure.com/openai/deployments/d"), None).parse("m", &Egress::DEFAULT).unwrap();
         assert!(matches!(az.upstream, Upstream::Azure { api_version, .. } if api_version == crate::model::DEFAULT_AZURE_API_VERSION));
-        assert_eq!(dep(Provider::Bedrock, None, None).parse("m"), Err(DeploymentError::NoRegion));
+        assert_eq!(dep(Provider::Bedrock, None, None).parse("m", &Egress::DEFAULT), Err(DeploymentError::NoRegion));
         sm.prompt_template = Some(PromptTemplate::Unknown);
-        assert_eq!(sm.parse("m"), Err(DeploymentError::UnknownPromptTemplate));
-        assert_eq!(dep(Provider::Openai, None, None).parse("m"), Err(DeploymentError::NoBaseUrl));
+        assert_eq!(sm.parse("m", &Egress::DEFAULT), Err(DeploymentError::UnknownPromptTemplate));
+        assert_eq!(dep(Provider::Openai, None, None).parse("m", &Egress::DEFAULT), Err(DeploymentError::NoBaseUrl));
     }
 }

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use tollgate_contract::config::PromptTemplate;
 use tollgate_contract::keys::Role;
 
+pub use super::settings::{EdgeSettings, EgressSettings};
+
 /// Where a credential's secrets come from: names of the control plane's environment variables,
 /// or an AWS credential chain (`aws`). Only these references are stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -254,6 +256,12 @@ pub struct Settings {
     pub request_timeout_seconds: u64,
     #[serde(default = "default_retries")]
     pub num_retries: u32,
+    /// Envoy's client-facing limits and timeouts (see `EdgeSettings`).
+    #[serde(default)]
+    pub edge: EdgeSettings,
+    /// Which provider URLs may be used (see `EgressSettings`).
+    #[serde(default)]
+    pub egress: EgressSettings,
 }
 
 fn default_max_body() -> u64 {
@@ -268,7 +276,13 @@ fn default_retries() -> u32 {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { max_body_bytes: default_max_body(), request_timeout_seconds: default_timeout(), num_retries: default_retries() }
+        Self {
+            max_body_bytes: default_max_body(),
+            request_timeout_seconds: default_timeout(),
+            num_retries: default_retries(),
+            edge: EdgeSettings::default(),
+            egress: EgressSettings::default(),
+        }
     }
 }
 

@@ -50,7 +50,7 @@ async fn exercise(store: &Store) {
     assert_eq!(rows.models[2].spec.as_ref().unwrap(), &models[2]);
     assert_eq!(rows.models[0].created, 100, "creation time survives a reload");
     // a model whose only credential is unset is not served (the rule is the model's, not the store's)
-    let m = resolve(&rows, &env).model;
+    let m = resolve(&rows, &env, &[]).model;
     assert_eq!(m.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), vec!["zeta", "mixed"]);
     assert_eq!(m.models[1].deployments.len(), 1);
     // a row that does not parse is that row's problem only
@@ -60,7 +60,7 @@ async fn exercise(store: &Store) {
     assert!(rows.models[1].spec.as_ref().unwrap_err().contains("vertex"));
     assert!(rows.credentials["c2"].is_err());
     assert_eq!(store.credentials().await.unwrap().keys().collect::<Vec<_>>(), vec!["c1"]);
-    assert_eq!(resolve(&rows, &env).model.models.len(), 2);
+    assert_eq!(resolve(&rows, &env, &[]).model.models.len(), 2);
 
     store.insert_key(&key("a", Role::Admin)).await.unwrap();
     store.insert_key(&key("b", Role::User)).await.unwrap();

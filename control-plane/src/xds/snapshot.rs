@@ -24,7 +24,7 @@ use tollgate_contract::contract;
 
 use super::local_reply::local_reply_config;
 use super::resources::*;
-use crate::model::{Container, Model, ServedModel, Upstream};
+use crate::model::{Container, EdgeSettings, Model, ServedModel, Upstream};
 use crate::upstream::UpstreamUrl;
 
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
@@ -41,6 +41,7 @@ const WASM_RUNTIME: &str = "envoy.wasm.runtime.v8";
 /// until Envoy restarts.
 const FAILURE_POLICY: wasm::FailurePolicy = wasm::FailurePolicy::FailReload;
 const TLS_MATCH_KEY: &str = "tls_host";
+const UPSTREAM_IDLE_TIMEOUT_MS: u64 = 60_000;
 
 /// Facts about the environment the snapshot is built for (not part of the stored model).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -58,6 +59,9 @@ pub struct XdsEnv {
     pub tls: Option<ListenerTls>,
     /// Test stacks only: the filters trap on request (see `GatewayConfigDoc::fault_injection`).
     pub fault_injection: bool,
+    /// The ports of this gateway (control plane listeners, Envoy's listener and admin): never a
+    /// provider's (`crate::egress`).
+    pub own_ports: Vec<u16>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -212,10 +216,8 @@ fn gateway_listener(model: &Model, env: &XdsEnv) -> listener::Listener {
                 ..Default::default()
             },
         ],
-        // Long generations stream for minutes; idle streams are cut after 5 minutes.
-        stream_idle_timeout: Some(duration_ms(300_000)),
         local_reply_config: Some(local_reply_config()),
-        ..Default::default()
+        ..edge_settings(&model.settings.edge)
     };
     let hcm_filter = listener::Filter {
         name: "envoy.filters.network.http_connection_manager".to_owned(),
@@ -266,6 +268,44 @@ fn gateway_listener(model: &Model, env: &XdsEnv) -> listener::Listener {
         per_connection_buffer_limit_bytes: Some(u32v(buffer_limit(model))),
         filter_chains,
         listener_filters,
+        ..Default::default()
+    }
+}
+
+/// The client-facing limits of the connection manager, after Envoy's edge best practices (see
+/// `EdgeSettings` for what each timeout covers). A long streamed answer is limited only by the
+/// route timeout (`request_timeout_seconds`) and by the idle timeout between its bytes.
+fn edge_settings(edge: &EdgeSettings) -> hcm::HttpConnectionManager {
+    let secs = |s: u64| Some(duration_ms(s.saturating_mul(1000)));
+    hcm::HttpConnectionManager {
+        request_headers_timeout: secs(edge.request_headers_timeout_seconds),
+        request_timeout: secs(edge.request_receive_timeout_seconds),
+        stream_idle_timeout: secs(edge.stream_idle_timeout_seconds),
+        common_http_protocol_options: Some(core::HttpProtocolOptions {
+            idle_timeout: secs(edge.connection_idle_timeout_seconds),
+            max_headers_count: Some(u32v(edge.max_headers_count)),
+            // `x_tollgate_cluster` must not pass for `x-tollgate-cluster` anywhere downstream.
+            headers_with_underscores_action: core::http_protocol_options::HeadersWithUnderscoresAction::RejectRequest as i32,
+            ..Default::default()
+        }),
+        http2_protocol_options: Some(core::Http2ProtocolOptions {
+            max_concurrent_streams: Some(u32v(edge.max_concurrent_streams)),
+            initial_stream_window_size: Some(u32v(65_536)),
+            initial_connection_window_size: Some(u32v(1_048_576)),
+            ..Default::default()
+        }),
+        max_request_headers_kb: Some(u32v(edge.max_request_headers_kb)),
+        // Envoy is the edge: the client's address is the peer's, and X-Forwarded-For from the
+        // client is not believed beyond the configured trusted hops.
+        use_remote_address: Some(boolv(true)),
+        xff_num_trusted_hops: edge.xff_num_trusted_hops,
+        // `/v1/x/../y` and `//v1//y` are resolved before the filters see the path. Escaped
+        // slashes are kept as sent: Bedrock clients percent-encode model ARNs (`%2F`) in the
+        // path and the gateway filter decodes that one segment itself; an escaped slash anywhere
+        // else leaves an unknown path, which the gateway filter refuses.
+        normalize_path: Some(boolv(true)),
+        merge_slashes: true,
+        path_with_escaped_slashes_action: hcm::http_connection_manager::PathWithEscapedSlashesAction::KeepUnchanged as i32,
         ..Default::default()
     }
 }
@@ -422,6 +462,12 @@ fn model_cluster(name: &str, served: &ServedModel, model: &Model, env: &XdsEnv) 
         }),
     };
     let protocol = upstream_http::HttpProtocolOptions {
+        // Idle provider connections are closed after a minute (Envoy's default is an hour): the
+        // pool shrinks back after a burst, and a provider's own idle close is rarely raced.
+        common_http_protocol_options: Some(core::HttpProtocolOptions {
+            idle_timeout: Some(duration_ms(UPSTREAM_IDLE_TIMEOUT_MS)),
+            ..Default::default()
+        }),
         upstream_protocol_options: Some(upstream_http::http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
             upstream_http::http_protocol_options::ExplicitHttpConfig {
                 protocol_config: Some(

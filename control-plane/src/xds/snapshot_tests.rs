@@ -9,8 +9,13 @@ use tollgate_contract::config::{ContainerPayload, DeploymentMeta, GatewayConfig,
 use tollgate_contract::keys::Role;
 
 use super::*;
-use crate::model::{DeploymentSpec, KeyRecord, Provider, SagemakerPayload, Settings};
 
+/// The snapshot tests use private and loopback addresses (the egress policy has its own tests).
+static OPEN_SETTINGS: crate::model::EgressSettings =
+    crate::model::EgressSettings { allow_loopback: true, allow_private: true, allow_hosts: Vec::new() };
+static OPEN: crate::egress::Egress<'static> = crate::egress::Egress { settings: &OPEN_SETTINGS, own_ports: &[] };
+
+use crate::model::{DeploymentSpec, KeyRecord, Provider, SagemakerPayload, Settings};
 fn env() -> XdsEnv {
     XdsEnv {
         gateway_addr: "0.0.0.0".into(),
@@ -21,6 +26,7 @@ fn env() -> XdsEnv {
         upstream_ca_file: "/etc/ssl/ca.pem".into(),
         tls: None,
         fault_injection: false,
+        own_ports: vec![8080, 8081],
     }
 }
 
@@ -42,7 +48,7 @@ fn dep(provider: Provider, url: Option<&str>, priority: u32) -> DeploymentSpec {
 
 /// A served model from stored deployments (which must parse).
 fn served(name: &str, created: i64, deployments: Vec<DeploymentSpec>) -> ServedModel {
-    ServedModel { name: name.into(), created, deployments: deployments.iter().map(|d| d.parse(name).unwrap()).collect() }
+    ServedModel { name: name.into(), created, deployments: deployments.iter().map(|d| d.parse(name, &OPEN).unwrap()).collect() }
 }
 
 fn model() -> Model {
@@ -201,4 +207,32 @@ fn tls_listener_serves_tls_and_plain_on_one_port() {
     assert_eq!(l.listener_filters[0].name, "envoy.filters.listener.tls_inspector");
     let plain = build(&model(), &env());
     assert_ne!(plain.get(LISTENER_TYPE).unwrap().version, s.get(LISTENER_TYPE).unwrap().version);
+}
+
+#[test]
+fn the_listener_carries_the_edge_settings() {
+    use envoy_types::pb::envoy::config::listener::v3::{filter, Listener};
+    let mut m = model();
+    m.settings.edge.request_headers_timeout_seconds = 7;
+    m.settings.edge.max_request_headers_kb = 32;
+    m.settings.edge.xff_num_trusted_hops = 1;
+    let s = build(&m, &env());
+    let l = Listener::decode(s.get(LISTENER_TYPE).unwrap().items[LISTENER_NAME].value.as_slice()).unwrap();
+    let Some(filter::ConfigType::TypedConfig(any)) = &l.filter_chains[0].filters[0].config_type else { panic!("no HCM") };
+    let h = hcm::HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+    assert_eq!(h.request_headers_timeout.unwrap().seconds, 7);
+    assert_eq!(h.request_timeout.unwrap().seconds, 60);
+    assert_eq!(h.stream_idle_timeout.unwrap().seconds, 300);
+    assert_eq!(h.max_request_headers_kb.unwrap().value, 32);
+    assert_eq!((h.use_remote_address.unwrap().value, h.xff_num_trusted_hops), (true, 1));
+    let common = h.common_http_protocol_options.unwrap();
+    assert_eq!(common.headers_with_underscores_action, core::http_protocol_options::HeadersWithUnderscoresAction::RejectRequest as i32);
+    assert_eq!(common.max_headers_count.unwrap().value, 100);
+    assert_eq!(h.http2_protocol_options.unwrap().max_concurrent_streams.unwrap().value, 100);
+    assert!(h.normalize_path.unwrap().value && h.merge_slashes);
+    // Envoy's status-matched replies come before the protocol-error one (which also matches 431)
+    let statuses: Vec<u32> = h.local_reply_config.unwrap().mappers.iter().map(|m| m.status_code.unwrap().value).collect();
+    assert_eq!(&statuses[..4], &[431, 408, 400, 503]);
+    // the listener's version follows the edge settings
+    assert_ne!(s.get(LISTENER_TYPE).unwrap().version, build(&model(), &env()).get(LISTENER_TYPE).unwrap().version);
 }

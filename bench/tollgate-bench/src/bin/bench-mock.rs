@@ -3,8 +3,11 @@
 //! a request body is only scanned for `"stream": true`, and one thread serves everything.
 //!
 //! ```text
-//! bench-mock [--port 0] [--chunks 20] [--chunk-delay-us 0] [--api-key KEY]
+//! bench-mock [--port 0] [--chunks 20] [--chunk-delay-us 0] [--api-key KEY] [--error-every N]
 //! ```
+//!
+//! `--error-every N` (the soak's upstream faults): every Nth chat completion is answered with a
+//! 500 and an OpenAI `server_error` body (N = 20: 5% of requests).
 //!
 //! Prints `READY port=N` once listening. With `--api-key`, a request whose `Authorization` is
 //! not `Bearer KEY` gets a 401 (so a gateway that forgot to inject the provider key fails loudly).
@@ -43,6 +46,9 @@ struct Args {
     /// Require `Authorization: Bearer <KEY>` on every request.
     #[arg(long)]
     api_key: Option<String>,
+    /// Answer every Nth chat completion with a 500 (0: never).
+    #[arg(long, default_value_t = 0)]
+    error_every: u64,
 }
 
 const MODEL: &str = "mock-model-1";
@@ -64,6 +70,9 @@ struct Canned {
     bad_request: Bytes,
     expected_auth: Option<Bytes>,
     chunk_delay: Option<Duration>,
+    server_error: Bytes,
+    error_every: u64,
+    chats: std::sync::atomic::AtomicU64,
 }
 
 fn usage() -> serde_json::Value {
@@ -150,6 +159,9 @@ impl Canned {
             expected_auth: args.api_key.as_ref().map(|k| Bytes::from(format!("Bearer {k}"))),
             chunk_delay: (args.chunk_delay_us > 0)
                 .then(|| Duration::from_micros(args.chunk_delay_us)),
+            server_error: error("The server had an error while processing your request (bench fault).", "server_error"),
+            error_every: args.error_every,
+            chats: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -272,6 +284,10 @@ async fn handle(req: Request<Incoming>, canned: Arc<Canned>) -> Result<Response<
     };
     if embeddings {
         return Ok(json_response(StatusCode::OK, &canned.embeddings));
+    }
+    let n = canned.chats.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    if canned.error_every > 0 && n.is_multiple_of(canned.error_every) {
+        return Ok(json_response(StatusCode::INTERNAL_SERVER_ERROR, &canned.server_error));
     }
     if wants_stream(&body) {
         let body = MockBody::Stream {
