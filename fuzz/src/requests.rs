@@ -89,9 +89,9 @@ pub fn provider_response(data: &[u8]) {
         2 => openai_to_tgi::response(body, "m", "id", 1, &stop).map(|r| r.0),
         3 => anthropic_to_openai::response(body, "m").map(|r| r.0),
         4 => bedrock_to_openai::response(body).map(|r| r.0),
-        5 => bedrock_embeddings::response(body, bedrock_embeddings::Family::Titan, bedrock_embeddings::Encoding::Base64, "m")
+        5 => bedrock_embeddings::response(body, bedrock_embeddings::Family::Titan, bedrock_embeddings::Encoding::Base64, "m", None)
             .map(|r| r.0),
-        _ => bedrock_embeddings::response(body, bedrock_embeddings::Family::Cohere, bedrock_embeddings::Encoding::Float, "m")
+        _ => bedrock_embeddings::response(body, bedrock_embeddings::Family::Cohere, bedrock_embeddings::Encoding::Float, "m", Some(7))
             .map(|r| r.0),
     };
     if let Ok(out) = out {
