@@ -68,8 +68,10 @@ ROWS = [
                  "x-envoy-upstream-rq-timeout-ms": "1", "x-envoy-internal": "true"},
         upstream=3),  # the mock fails every attempt: the route's 2 retries, not 10
     Row("B-13 internal headers", chat(), 200, headers={
-        "x-tollgate-cluster": "wrong-key", "x_tollgate_cluster": "wrong-key",
-        "x-forwarded-host": "evil.example"}, upstream=1),
+        "x-tollgate-cluster": "wrong-key", "x-forwarded-host": "evil.example"}, upstream=1),
+    # Their underscore form is refused by Envoy before any filter (B-11: header names with `_`).
+    Row("B-13 internal header, underscore form", chat(), 400, "invalid_request_error",
+        headers={"x_tollgate_cluster": "wrong-key"}, upstream=0),
     # No usable credential at all is `missing_api_key` (documented); a wrong one `invalid_api_key`.
     Row("B-17 missing Authorization", chat(), 401, "authentication_error", "missing_api_key",
         key="none"),

@@ -22,9 +22,11 @@ HOSTILE_HEADERS = {
     "anthropic-beta": "computer-use-2024-10-22",
     "x-amzn-bedrock-guardrailidentifier": "gr-hostile", "x-amzn-bedrock-trace": "ENABLED",
     "cookie": "session=hostile", "proxy-authorization": "Basic aG9zdGlsZTpob3N0aWxl",
-    "x-forwarded-for": "169.254.169.254", "x_tollgate_cluster": "hostile",
+    "x-forwarded-for": "169.254.169.254",
     "accept-encoding": "gzip",
 }
+# The underscore form of an internal header (`x_tollgate_cluster`) never gets this far: Envoy
+# refuses any header name with `_` (B-11, tests/e2e/test_edge.py).
 # Forwarded as the client sent them (README: "What reaches a provider").
 ALLOWED = {"user-agent": "hardening-test/1.0", "x-stainless-lang": "python"}
 
