@@ -30,7 +30,7 @@ fn credentials_are_redacted() {
         ("Incorrect API key provided: sk-proj-abcDEF1234567890abcdef.", "Incorrect API key provided: [redacted]"),
         ("key sk-ant-api03-XYZ was refused", "key [redacted] was refused"),
         ("Incorrect API key provided: sk-abc***wxyz", "Incorrect API key provided: [redacted]***wxyz"),
-        ("The security token AKIAIOSFODNN7EXAMPLE is invalid", "The security token [redacted] is invalid"),
+        ("The security token ASIAFAKEFAKEFAKEFAKE is invalid", "The security token [redacted] is invalid"),
         ("ASIAXYZ0123456789ABC expired", "[redacted] expired"),
         ("header was Authorization: Bearer abc.def", "header was Authorization: Bearer [redacted]"),
         ("bearer: short", "bearer: [redacted]"),
