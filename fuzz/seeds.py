@@ -41,6 +41,8 @@ for name, body in fixtures("anthropic/openai_to_anthropic/request/*.in.json"):
 put("gateway_route", "chat-min", select(0) + b'{"model":"b","messages":[{"role":"user","content":"hi"}]}')
 put("gateway_route", "chat-only-a", select(0x10) + b'{"model":"b","messages":[{"role":"user","content":"hi"}]}')
 put("gateway_route", "embeddings", select(1) + b'{"model":"a","input":["x","y"]}')
+put("gateway_route", "huge-number", select(0) + b'{"model":"b","messages":[{"role":"user","content":"hi"}],"x":[1,2E2222]}')
+put("gateway_route", "forbidden", select(0) + b'{"model":"b","messages":[{"role":"user","content":"hi"}],"api_base":"http://x"}')
 put("gateway_route", "deep", select(0) + b'{"model":"a","messages":[],"x":' + b"[" * 130 + b"]" * 130 + b"}")
 for name, body in fixtures("anthropic/anthropic_to_openai/request/*.in.json"):
     put("gateway_route", "anthropic-" + name, select(2) + body)
@@ -121,3 +123,11 @@ put("wasm_header_map", "binary", hmap([(b"x", b"\xff\x00")]))
 for i, url in enumerate(["https://api.openai.com/v1/", "http://127.0.0.1:8081/demo/v1", "http://[::1]:99/x",
                          "http://user:pw@h/", "https://h:notaport/", "http://169.254.169.254/latest"]):
     put("upstream_url", str(i), url)
+for i, url in enumerate(["https://api.openai.com/v1", "http://2852039166/latest", "http://0xA9FEA9FE/",
+                         "http://[::ffff:169.254.169.254]/", "http://[fd00:ec2::254]/", "http://10-0-0-1.sslip.io/",
+                         "http://metadata.google.internal/", "http://[fe80::1%25eth0]:80/", "http://localhost:9901/"]):
+    put("egress_classifier", "url-" + str(i), select(0) + url.encode())
+for name, ip in [("metadata", [169, 254, 169, 254]), ("loopback", [127, 0, 0, 1]), ("private", [10, 1, 2, 3]),
+                 ("public", [52, 94, 236, 248]), ("zero", [0, 0, 0, 0]), ("multicast", [239, 1, 2, 3])]:
+    put("egress_classifier", "ip-" + name, select(1) + bytes(ip))
+

@@ -1,4 +1,5 @@
 use super::*;
+use std::net::Ipv4Addr;
 
 fn settings() -> EgressSettings {
     EgressSettings::default()

@@ -6,6 +6,7 @@ mod aws;
 mod clock;
 mod config_file;
 mod demo;
+mod destination;
 mod egress;
 mod internal;
 mod model;

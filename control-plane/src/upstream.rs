@@ -14,6 +14,10 @@ pub enum UrlError {
     Port,
     #[error("has no host")]
     NoHost,
+    #[error("has a host that is neither a DNS name (letters, digits, '-', '.', '_') nor an IP address")]
+    Host,
+    #[error("has a path with a query, a fragment, a space or a control character")]
+    Path,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -58,6 +62,12 @@ impl UpstreamUrl {
         if host.is_empty() {
             return Err(UrlError::NoHost);
         }
+        if !valid_host(&host) {
+            return Err(UrlError::Host);
+        }
+        if path.bytes().any(|b| b == b'?' || b == b'#' || b <= b' ' || b == 0x7f) {
+            return Err(UrlError::Path);
+        }
         Ok(Self { tls, host, port, base_path: path.trim_end_matches('/').to_owned() })
     }
 
@@ -71,6 +81,20 @@ impl UpstreamUrl {
             format!("{host}:{}", self.port)
         }
     }
+}
+
+/// A DNS name (letters, digits, `-`, `.`, `_`), an IPv4 address, or an IPv6 address (written
+/// in brackets in the URL) with an optional zone id (`fe80::1%eth0`, `%25` as RFC 6874 writes it).
+fn valid_host(host: &str) -> bool {
+    let name_char = |b: u8| b.is_ascii_alphanumeric() || b"-._".contains(&b);
+    if !host.contains(':') {
+        return host.bytes().all(name_char);
+    }
+    let (addr, zone) = match host.split_once('%') {
+        Some((a, z)) => (a, Some(z.strip_prefix("25").filter(|z| !z.is_empty()).unwrap_or(z))),
+        None => (host, None),
+    };
+    addr.parse::<std::net::Ipv6Addr>().is_ok() && zone.is_none_or(|z| !z.is_empty() && z.bytes().all(name_char))
 }
 
 #[cfg(test)]
@@ -96,6 +120,16 @@ mod tests {
         assert_eq!(UpstreamUrl::parse("http://fd00::1/"), Err(UrlError::Authority));
         assert_eq!(UpstreamUrl::parse("http://[fd00::1/"), Err(UrlError::Authority));
         assert_eq!(UpstreamUrl::parse("http://[fd00::1]x/"), Err(UrlError::Authority));
+        // Hosts and paths a URL cannot mean (catalogue B-29; what the fuzzer found first).
+        for bad in ["http://\0\0[::1]:99/x", "http://h\0st/", "http://httpbin.org#/v1", "https://a b/",
+                    "http://[::1 ]/", "http://[not:v6]/", "http://[fe80::1%]/", "http://[::1]]/"] {
+            assert!(UpstreamUrl::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(UpstreamUrl::parse("https://us-east-1.evil#.amazonaws.com/"), Err(UrlError::Host));
+        assert_eq!(UpstreamUrl::parse("https://good.example/v1?api-version=1"), Err(UrlError::Path));
+        assert_eq!(UpstreamUrl::parse("https://good.example/v1 x"), Err(UrlError::Path));
+        assert_eq!(UpstreamUrl::parse("http://[fe80::1%25eth0]:8080/").unwrap().host, "fe80::1%25eth0");
+        assert_eq!(UpstreamUrl::parse("http://my_host.internal:1/").unwrap().host, "my_host.internal");
         // the reason never repeats the URL (it may hold a password)
         assert!(!UrlError::Authority.to_string().contains("pw"));
     }

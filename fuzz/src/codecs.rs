@@ -10,6 +10,11 @@ use tollgate_contract::state::RequestState;
 #[allow(dead_code)]
 mod upstream;
 
+/// The control plane's destination classifier (standard library only), compiled in the same way.
+#[path = "../../control-plane/src/destination.rs"]
+#[allow(dead_code)]
+mod destination;
+
 /// The config the control plane sends each filter: refused cleanly or compiled; every model a
 /// compiled config lists resolves by name.
 pub fn gateway_config(data: &[u8]) {
@@ -41,32 +46,77 @@ pub fn wasm_header_map(data: &[u8]) {
     }
 }
 
-/// Provider base URLs: a parsed URL whose host is a plain name or address, written back from
-/// its parts, parses to the same parts.
-///
-/// TODO(egress): `UpstreamUrl::parse` accepts any host text today, NULs, spaces and brackets
-/// inside included (what the fuzzer found first: `http://\0\0[::1]:99/x` gives host
-/// `\0\0[::1`, `http://::80` gives host `:`; fuzz/corpus/upstream_url/crash-*). The egress
-/// classifier being added to control-plane/src/upstream.rs should refuse such hosts; when it
-/// lands, assert here that every URL it allows has a host of `host_chars` only and is not
-/// link-local, loopback or metadata. It also refuses a bracketed IPv6 host without a port
-/// (`http://[::1]/v1` is a `Port` error: the last `:` is inside the brackets), so an IPv6 host
-/// on its scheme's default port is not round-tripped here (crash-b9d2f82b81402cf2).
+/// Provider base URLs: a parsed URL has a host of DNS-name characters or an IPv6 address (never
+/// NULs, spaces, brackets or `#`: the fuzzer's first finds, fuzz/corpus/upstream_url/crash-*),
+/// and written back from its parts it parses to the same parts.
 pub fn upstream_url(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let host_chars = |h: &str| {
         h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
-            || h.parse::<std::net::Ipv6Addr>().is_ok()
+            || h.split('%').next().is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok())
     };
     if let Ok(u) = upstream::UpstreamUrl::parse(text) {
         assert!(!u.host.is_empty());
-        let default_port = u.port == if u.tls { 443 } else { 80 };
-        if !host_chars(&u.host) || (u.host.contains(':') && default_port) {
-            return;
-        }
+        assert!(host_chars(&u.host), "host {:?} from {text:?}", u.host);
+        assert!(!u.base_path.contains(['?', '#']), "path {:?} from {text:?}", u.base_path);
         let scheme = if u.tls { "https" } else { "http" };
         let again = format!("{scheme}://{}{}", u.authority(), u.base_path);
         let back = upstream::UpstreamUrl::parse(&again).unwrap_or_else(|e| panic!("{again:?} does not parse back: {e}"));
         assert_eq!(back, u, "{again:?}");
+    }
+}
+
+/// The egress classifier (issue 9, finding 6). Two properties, chosen by the first byte:
+/// - even: the rest is a URL; when it parses, its host is classified, and a host that is an IP
+///   address in any standard form is never `Public` when the standard library calls it
+///   loopback, unspecified, link-local, private or multicast (IPv4 inside IPv6 included);
+/// - odd: the next four bytes are an IPv4 address; every way a URL can spell it (dotted,
+///   one 32-bit number in decimal, hex or octal, `a.b.c16`, `a.b24`, octal and hex parts,
+///   IPv4-mapped and NAT64 IPv6, a wildcard-DNS name) is classified as the dotted form.
+pub fn egress_classifier(data: &[u8]) {
+    use destination::{classify, Destination};
+    use std::net::{IpAddr, Ipv4Addr};
+    let (sel, rest) = crate::selector(data);
+    if sel % 2 == 0 {
+        let Ok(text) = std::str::from_utf8(rest) else { return };
+        let Ok(u) = upstream::UpstreamUrl::parse(text) else { return };
+        let class = classify(&u.host);
+        let internal_v4 = |v4: Ipv4Addr| {
+            v4.is_loopback() || v4.is_unspecified() || v4.is_link_local() || v4.is_private() || v4.is_multicast()
+        };
+        let internal = match u.host.parse::<IpAddr>() {
+            Ok(IpAddr::V4(v4)) => internal_v4(v4),
+            Ok(IpAddr::V6(v6)) => {
+                v6.is_loopback() || v6.is_unspecified() || v6.is_multicast() || v6.to_ipv4_mapped().is_some_and(internal_v4)
+                    || (v6.segments()[0] & 0xffc0) == 0xfe80 || (v6.segments()[0] & 0xfe00) == 0xfc00
+            }
+            Err(_) => false,
+        };
+        assert!(!(internal && class == Destination::Public), "{:?} classified public", u.host);
+        return;
+    }
+    let Some(&[a, b, c, d]) = rest.get(..4) else { return };
+    let ip = Ipv4Addr::new(a, b, c, d);
+    let n = u32::from(ip);
+    let want = classify(&ip.to_string());
+    let v6 = ip.to_ipv6_mapped();
+    let forms = [
+        n.to_string(),
+        format!("0x{n:x}"),
+        format!("0{n:o}"),
+        format!("{a}.{b}.{}", u32::from(c) << 8 | u32::from(d)),
+        format!("{a}.{}", u32::from(b) << 16 | u32::from(c) << 8 | u32::from(d)),
+        format!("0{a:o}.0{b:o}.0{c:o}.0{d:o}"),
+        format!("0x{a:x}.0x{b:x}.{c}.0{d:o}"),
+        format!("[{v6}]"),
+        format!("::ffff:{ip}"),
+        format!("64:ff9b::{ip}"),
+        format!("{ip}.nip.io"),
+        format!("{a}-{b}-{c}-{d}.sslip.io"),
+        format!("{ip}."),
+    ];
+    for form in forms {
+        let got = classify(&form);
+        assert_eq!(got, want, "{form:?} for {ip}");
     }
 }

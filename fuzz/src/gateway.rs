@@ -67,15 +67,16 @@ pub fn route(data: &[u8]) {
             assert!(cfg.model(&r.model).is_some(), "routed to an unknown model");
             assert!(key.models.permits(&r.model), "routed to a model the key may not use");
             assert_eq!(r.facts.body_len, u64::try_from(body.len()).ok());
-            // A routed body is well-formed JSON within serde_json's nesting limit, so the
-            // provider filter's parse cannot refuse it as malformed after routing (issue 9,
-            // finding 1: such a refusal was retried and counted against the deployment). Values
-            // the gateway does not read are not checked here: a number out of f64 range in an
-            // ignored field passes the gateway and the translator answers it with a 400.
-            assert!(
-                serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok(),
-                "routed a body that serde_json refuses"
-            );
+            // A routed body parses whole into a value, as the provider filter parses it: within
+            // serde_json's nesting limit, every number an f64 holds (issue 9, finding 1: a
+            // refusal after routing was retried and counted against the deployment), and no
+            // top-level routing or credential parameter (catalogue B-26).
+            let value = serde_json::from_slice::<serde_json::Value>(body);
+            assert!(value.is_ok(), "routed a body that serde_json refuses: {:?}", value.err());
+            if let Ok(serde_json::Value::Object(map)) = value {
+                let forbidden = tollgate_gateway::json_scan::FORBIDDEN_PARAMETERS;
+                assert!(!map.keys().any(|k| forbidden.contains(&k.as_str())), "routed a forbidden parameter");
+            }
         }
         Err(e) => {
             assert!((400..500).contains(&e.status()), "client body gave status {}", e.status());

@@ -44,9 +44,7 @@ pub const TARGETS: &[Target] = &[
     Target { name: "request_state", run: codecs::request_state },
     Target { name: "wasm_header_map", run: codecs::wasm_header_map },
     Target { name: "upstream_url", run: codecs::upstream_url },
-    // TODO(egress): the control plane's egress classifier (issue 9, finding 6) gets a target
-    // here when it lands in control-plane/src/upstream.rs: every URL it allows must parse with
-    // `UpstreamUrl::parse`, and no link-local, loopback or metadata address may be allowed.
+    Target { name: "egress_classifier", run: codecs::egress_classifier },
 ];
 
 /// The target with this name.

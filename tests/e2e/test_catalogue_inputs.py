@@ -91,16 +91,25 @@ ROWS = [
         key="restricted"),
     Row("B-24 trailing space", chat("gpt-mock "), 404, "not_found_error",
         "model_not_found", key="restricted"),
-    Row("B-26 api_base at the root", chat(api_base="http://169.254.169.254/v1"), 200,
-        upstream=1),
-    Row("B-26 api_key at the root", chat(api_key="sk-attacker"), 200,
-        upstream=1),
+    # Routing and credential parameters at the top level: refused, naming the parameter (the
+    # gateway never reads them; a 400 tells the client they had no effect). Nested, they are the
+    # client's data: never read, sent on as written. Either way the upstream is unchanged.
+    Row("B-26 api_base at the root", chat(api_base="http://169.254.169.254/v1"), 400,
+        "invalid_request_error", "forbidden_parameter"),
+    Row("B-26 api_key at the root", chat(api_key="sk-attacker"), 400,
+        "invalid_request_error", "forbidden_parameter"),
+    Row("B-26 escaped api_key at the root", b'{"model":"gpt-mock","messages":[{"role":"user","content":"TOKEN"}],"api\\u005fkey":"sk-attacker"}',
+        400, "invalid_request_error", "forbidden_parameter"),
+    Row("B-26 model_list / fallbacks", chat(fallbacks=["x"], model_list=[]), 400,
+        "invalid_request_error", "forbidden_parameter"),
     Row("B-26 base_url in metadata", chat(metadata={"base_url": "http://evil"}), 200,
-        upstream=1),
-    Row("B-26 model_list / fallbacks", chat(fallbacks=["x"], model_list=[]), 200,
         upstream=1),
     Row("B-26 aws_region_name nested", chat(extra_body={"aws_region_name": "evil"}), 200,
         upstream=1),
+    Row("B-26 api_base in the query string", chat(), 200, upstream=1,
+        path="/v1/chat/completions?api_base=http://169.254.169.254&api_key=sk-attacker"),
+    Row("huge number in a skipped field", b'{"model":"gpt-mock","messages":[{"role":"user","content":"TOKEN"}],"x":2E2222}',
+        400, "invalid_request_error", "invalid_json"),
 ]
 
 

@@ -67,6 +67,41 @@ def test_only_allowed_client_headers_reach_the_provider(dpx, model):
     assert not {h for h in HOSTILE_HEADERS if h.lower() in sent["headers"]}
 
 
+def _ejections(dp: DataPlaneStack) -> int:
+    assert dp.stack.envoy is not None
+    stats = http("GET", f"{dp.stack.envoy.admin_url}/stats?filter=outlier_detection.ejections_enforced_total").text
+    return sum(int(line.rsplit(":", 1)[1]) for line in stats.splitlines() if line.strip())
+
+
+@pytest.mark.parametrize("model", ["dp-anthropic", "dp-bedrock", "dp-sagemaker"])
+@pytest.mark.parametrize("extra,code,param", [
+    ('"x":2E2222', "invalid_json", None),
+    ('"x":[1,-1' + "0" * 400 + "]", "invalid_json", None),
+    ('"api_base":"http://169.254.169.254/v1"', "forbidden_parameter", "api_base"),
+    ('"aws_region_name":"eu-evil-1"', "forbidden_parameter", "aws_region_name"),
+])
+def test_what_fails_after_routing_is_refused_before_it(dpx, model, extra, code, param):
+    """Issue 9: a number no parser holds (`2E2222`) in a field the gateway skips passed the
+    gateway and failed the provider filter's parse on translated routes, after routing: an
+    upstream failure, retried and counted against the deployment's health. Routing and credential
+    parameters (catalogue B-26) are refused too, naming the parameter. Both are one 400, no
+    provider call, no ejection; the next request is served."""
+    token = unique()
+    body = '{"model":"%s","messages":[{"role":"user","content":"%s"}],%s}' % (model, token, extra)
+    before = _ejections(dpx)
+    for _ in range(3):
+        resp = http("POST", f"{dpx.stack.base_url}/chat/completions", data=body,
+                    headers={"Authorization": f"Bearer {dpx.key}", "Content-Type": "application/json"})
+        assert resp.status_code == 400, resp.text
+        error = resp.json()["error"]
+        assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", code, param)
+    assert not dpx.requests_with(model, token)
+    assert _ejections(dpx) == before
+    ok = unique()
+    resp = chat(dpx, model, ok, {})
+    assert resp.status_code == 200 and ok in resp.json()["choices"][0]["message"]["content"]
+
+
 def test_provider_error_text_is_redacted(dpx):
     openai_key = dpx.secrets["openai"]
     body = {"error": {"message": f"Invalid value; you sent key {openai_key} and header "

@@ -6,6 +6,7 @@ use tollgate_contract::error::{ErrorKind, GatewayError};
 use tollgate_contract::keys::{presented_key, KeyEntry, KeyRejection};
 pub use tollgate_contract::state::{BodyFacts, Operation};
 
+use crate::json_scan::{self, Problem};
 use crate::openai::{ChatCompletionRequest, EmbeddingsRequest, MessageRole, Model, ModelList};
 
 /// Maps `(method, path)` to an operation. The query string is ignored.
@@ -193,54 +194,40 @@ fn parse_object<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, Gate
         return Err(GatewayError::new(ErrorKind::InvalidRequest, "The request body must be a JSON object.")
             .code("invalid_json"));
     }
-    if nesting_exceeds(body, MAX_NESTING) {
-        return Err(GatewayError::new(
-            ErrorKind::InvalidRequest,
-            format!("The request body nests arrays and objects deeper than {MAX_NESTING} levels."),
-        )
-        .code("invalid_json"));
+    match json_scan::scan(body, MAX_NESTING) {
+        None => {}
+        Some(Problem::TooDeep) => {
+            return Err(GatewayError::new(
+                ErrorKind::InvalidRequest,
+                format!("The request body nests arrays and objects deeper than {MAX_NESTING} levels."),
+            )
+            .code("invalid_json"))
+        }
+        Some(Problem::NumberOutOfRange) => {
+            return Err(GatewayError::new(
+                ErrorKind::InvalidRequest,
+                "The request body has a number too large to represent (beyond ±1e308). Send it as a string or a smaller number.",
+            )
+            .code("invalid_json"))
+        }
+        Some(Problem::Forbidden(name)) => {
+            return Err(GatewayError::new(
+                ErrorKind::InvalidRequest,
+                format!("'{name}' cannot be set by a client: the gateway chooses the provider, its address and its credentials. Remove '{name}' from the request."),
+            )
+            .param(name)
+            .code("forbidden_parameter"))
+        }
     }
     serde_json::from_str(text).map_err(|e| invalid_json(&e))
 }
 
 /// The deepest nesting any parser on the way accepts: serde_json's recursion limit (it parses
 /// 127 levels), which the provider filter's parse and the translators enforce. The gateway's own
-/// parse skips unknown fields without a limit, so it checks here: a body accepted here must not fail there, where a
+/// parse skips unknown fields without a limit, so [`json_scan::scan`] checks: a body accepted here must not fail there, where a
 /// refusal would come after routing (as an upstream reset, retried and counted against the
 /// deployment's health).
 pub const MAX_NESTING: usize = 127;
-
-/// Whether arrays and objects nest deeper than `limit` (brackets inside strings do not count).
-/// A body with no more than `limit` opening brackets cannot, and is not scanned.
-pub fn nesting_exceeds(body: &[u8], limit: usize) -> bool {
-    if memchr::memchr2_iter(b'[', b'{', body).nth(limit).is_none() {
-        return false;
-    }
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in body {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > limit {
-                    return true;
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    false
-}
 
 fn validate_chat(body: &[u8]) -> Result<(String, BodyFacts), GatewayError> {
     let req: ChatCompletionRequest = parse_object(body)?;

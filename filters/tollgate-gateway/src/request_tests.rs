@@ -222,7 +222,7 @@ proptest::proptest! {
         for _ in 0..wrap {
             doc = format!(r#"{{"w":{doc}}}"#);
         }
-        let refused = nesting_exceeds(doc.as_bytes(), MAX_NESTING);
+        let refused = crate::json_scan::scan(doc.as_bytes(), MAX_NESTING).is_some();
         let parsed = serde_json::from_str::<serde_json::Value>(&doc).is_ok();
         proptest::prop_assert_eq!(refused, !parsed, "depth {} wrap {}", depth, wrap);
     }
