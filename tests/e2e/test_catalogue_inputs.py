@@ -63,6 +63,16 @@ ROWS = [
         400, "invalid_request_error", key="restricted"),
     Row("B-08 duplicate stream", b'{"model":"gpt-mock","stream":false,"stream":true,"messages":[{"role":"user","content":"TOKEN"}]}',
         400, "invalid_request_error"),
+    # A body declared as something other than JSON: 415 before the body is read. (No
+    # Content-Type at all is read as JSON: boto3's invoke_model sends none.)
+    Row("B-09 text/plain", chat(), 415, "invalid_request_error", "unsupported_media_type",
+        headers={"Content-Type": "text/plain"}),
+    Row("B-09 form", chat(), 415, "invalid_request_error", "unsupported_media_type",
+        headers={"Content-Type": "application/x-www-form-urlencoded"}),
+    Row("B-09 multipart, 30k-dash boundary", chat(), 415, "invalid_request_error",
+        "unsupported_media_type", headers={"Content-Type": "multipart/form-data; boundary=" + "-" * 30000}),
+    Row("B-09 JSON with charset", chat(), 200, headers={"Content-Type": "application/json; charset=utf-8"},
+        upstream=1),
     Row("B-12 x-envoy control headers", chat(), 500, "api_error",
         headers={"x-envoy-retry-on": "5xx", "x-envoy-max-retries": "10",
                  "x-envoy-upstream-rq-timeout-ms": "1", "x-envoy-internal": "true"},

@@ -47,6 +47,7 @@ struct RequestHeaders {
     path: Option<String>,
     authorization: Option<String>,
     x_api_key: Option<String>,
+    content_type: Option<String>,
 }
 
 /// A request waiting for its body.
@@ -82,6 +83,7 @@ fn read_headers<H: Host>(host: &H, fault_injection: bool) -> Result<RequestHeade
             ":path" => &mut out.path,
             "authorization" => &mut out.authorization,
             "x-api-key" => &mut out.x_api_key,
+            "content-type" => &mut out.content_type,
             n => {
                 let lower = n.to_ascii_lowercase();
                 if lower.starts_with(contract::INTERNAL_HEADER_PREFIX) || lower.starts_with(contract::ENVOY_HEADER_PREFIX) {
@@ -143,6 +145,7 @@ impl HttpFilter for GatewayHttp {
             | Operation::OpenAiResponses
             | Operation::BedrockInvoke { .. } => {}
         }
+        request::check_content_type(h.content_type.as_deref())?;
         if end_of_stream {
             return Err(GatewayError::new(ErrorKind::InvalidRequest, "The request has no body; send a JSON object.")
                 .code("invalid_json"));

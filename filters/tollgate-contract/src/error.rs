@@ -17,6 +17,8 @@ pub enum ErrorKind {
     MethodNotAllowed,
     /// 413: body over the configured limit.
     TooLarge,
+    /// 415: a body that is declared as something other than JSON.
+    UnsupportedMediaType,
     /// 429
     RateLimited,
     /// 502: the provider answered something we could not use.
@@ -38,6 +40,7 @@ impl ErrorKind {
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::TooLarge => 413,
+            Self::UnsupportedMediaType => 415,
             Self::RateLimited => 429,
             Self::BadGateway => 502,
             Self::Unavailable => 503,
@@ -49,7 +52,7 @@ impl ErrorKind {
     /// The OpenAI `error.type`.
     pub fn openai_type(self) -> &'static str {
         match self {
-            Self::InvalidRequest | Self::TooLarge | Self::MethodNotAllowed => "invalid_request_error",
+            Self::InvalidRequest | Self::TooLarge | Self::MethodNotAllowed | Self::UnsupportedMediaType => "invalid_request_error",
             Self::Authentication => "authentication_error",
             Self::Permission => "permission_error",
             Self::NotFound => "not_found_error",
@@ -111,7 +114,9 @@ impl GatewayError {
     /// The `x-amzn-errortype` an AWS SDK reads to pick the exception class.
     pub fn aws_error_type(&self) -> &'static str {
         match self.kind {
-            ErrorKind::InvalidRequest | ErrorKind::MethodNotAllowed | ErrorKind::TooLarge => "ValidationException",
+            ErrorKind::InvalidRequest | ErrorKind::MethodNotAllowed | ErrorKind::TooLarge | ErrorKind::UnsupportedMediaType => {
+                "ValidationException"
+            }
             ErrorKind::Authentication | ErrorKind::Permission => "AccessDeniedException",
             ErrorKind::NotFound => "ResourceNotFoundException",
             ErrorKind::RateLimited => "ThrottlingException",
@@ -124,7 +129,7 @@ impl GatewayError {
     /// `{"type": "error", "error": {"type", "message"}}`
     pub fn to_anthropic_json(&self) -> Vec<u8> {
         let kind = match self.kind {
-            ErrorKind::InvalidRequest | ErrorKind::MethodNotAllowed => "invalid_request_error",
+            ErrorKind::InvalidRequest | ErrorKind::MethodNotAllowed | ErrorKind::UnsupportedMediaType => "invalid_request_error",
             ErrorKind::Authentication => "authentication_error",
             ErrorKind::Permission => "permission_error",
             ErrorKind::NotFound => "not_found_error",

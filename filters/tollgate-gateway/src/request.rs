@@ -59,6 +59,28 @@ fn bedrock_path(path: &str) -> Option<Operation> {
     }
 }
 
+/// Every routable operation takes a JSON body. A body declared as something else (`text/plain`,
+/// a form, `multipart/form-data`: catalogue B-09) is refused before it is read, with what to send
+/// instead. A missing `Content-Type` is read as JSON: boto3's `invoke_model` sends none unless
+/// the caller passes `contentType`.
+pub fn check_content_type(content_type: Option<&str>) -> Result<(), GatewayError> {
+    let Some(value) = content_type else { return Ok(()) };
+    let media = value.split(';').next().unwrap_or_default().trim();
+    let json = media.eq_ignore_ascii_case("application/json")
+        || media.len() > 5 && media.get(media.len() - 5..).is_some_and(|t| t.eq_ignore_ascii_case("+json"));
+    if json {
+        return Ok(());
+    }
+    Err(GatewayError::new(
+        ErrorKind::UnsupportedMediaType,
+        format!(
+            "Unsupported Content-Type `{}`: this endpoint takes a JSON body. Send `Content-Type: application/json`.",
+            truncate(media, 100)
+        ),
+    )
+    .code("unsupported_media_type"))
+}
+
 pub fn authenticate<'c>(
     cfg: &'c GatewayConfig,
     authorization: Option<&str>,

@@ -259,3 +259,17 @@ fn responses_refuse_stateful_features_before_routing() {
     let r = route(&c, key, &Operation::OpenAiResponses, br#"{"model":"b","input":"x","stream":true,"store":false}"#).unwrap();
     assert!(r.facts.stream);
 }
+
+#[test]
+fn only_json_bodies_are_taken() {
+    for ok in [None, Some("application/json"), Some("Application/JSON; charset=utf-8"), Some("application/vnd.api+json")] {
+        assert!(check_content_type(ok).is_ok(), "{ok:?}");
+    }
+    for bad in ["text/plain", "multipart/form-data; boundary=----x", "application/x-www-form-urlencoded", "", "json", "+json"] {
+        let e = check_content_type(Some(bad)).unwrap_err();
+        assert_eq!((e.status(), e.code), (415, Some("unsupported_media_type")), "{bad}");
+    }
+    // A boundary of 100k dashes costs one split: the parameters are never parsed.
+    let long = format!("multipart/form-data; boundary={}", "-".repeat(100_000));
+    assert!(check_content_type(Some(&long)).unwrap_err().message.len() < 300);
+}

@@ -127,7 +127,7 @@ impl<P: Plugin> Dispatcher<P> {
             Ok(action) => action as u32,
             Err(e) => {
                 stream.closed = true;
-                if !matches!(e.kind, ErrorKind::InvalidRequest | ErrorKind::Authentication | ErrorKind::Permission | ErrorKind::NotFound | ErrorKind::MethodNotAllowed | ErrorKind::TooLarge) {
+                if !matches!(e.kind, ErrorKind::InvalidRequest | ErrorKind::Authentication | ErrorKind::Permission | ErrorKind::NotFound | ErrorKind::MethodNotAllowed | ErrorKind::TooLarge | ErrorKind::UnsupportedMediaType) {
                     log::warn!("{}: {e}", P::NAME);
                 }
                 reply_error(&Wasm, stream.filter.client_api(), &e);
