@@ -3,16 +3,18 @@
 //! listener (`crate::internal`).
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tollgate_contract::keys::presented_key;
 use tollgate_contract::{ErrorKind, GatewayError};
 
-use crate::service::{Actor, NewKey, Service, ServiceError};
+use crate::authz::Actor;
+use crate::service::{KeyPatch, NewKey, NewTeam, NewUser, RotateKey, Service, ServiceError, TeamPatch, UserPatch};
+use crate::store::{AuditQuery, KeyQuery};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -22,8 +24,14 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/admin/v1/me", get(me))
         .route("/admin/v1/keys", post(create_key).get(list_keys))
-        .route("/admin/v1/keys/{id}", delete(revoke_key))
+        .route("/admin/v1/keys/{id}", get(get_key).patch(update_key).delete(revoke_key))
+        .route("/admin/v1/keys/{id}/rotate", post(rotate_key))
+        .route("/admin/v1/teams", post(create_team).get(list_teams))
+        .route("/admin/v1/teams/{id}", get(get_team).patch(update_team))
+        .route("/admin/v1/users", post(create_user).get(list_users))
+        .route("/admin/v1/users/{id}", get(get_user).patch(update_user))
         .route("/admin/v1/models", get(list_models))
         .route("/admin/v1/audit", get(audit))
         .route("/demo/v1/chat/completions", post(crate::demo::chat))
@@ -52,6 +60,8 @@ impl From<ServiceError> for ApiError {
         match e {
             ServiceError::Invalid(m) => Self(GatewayError::new(ErrorKind::InvalidRequest, m)),
             ServiceError::NotFound(m) => Self(GatewayError::new(ErrorKind::NotFound, m)),
+            ServiceError::Forbidden(m) => Self(GatewayError::new(ErrorKind::Permission, m).code("forbidden")),
+            ServiceError::Conflict(m) => Self(GatewayError::new(ErrorKind::InvalidRequest, m).code("conflict")),
             ServiceError::Internal(err) => {
                 tracing::error!(error = %format!("{err:#}"), "admin API internal error");
                 Self(GatewayError::new(ErrorKind::Internal, "Internal error; see the control plane's log."))
@@ -64,15 +74,23 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn admin(state: &AppState, headers: &HeaderMap) -> Result<Actor, ApiError> {
+type Peer = ConnectInfo<std::net::SocketAddr>;
+
+/// The caller, from the key it presented (any active key whose owner has an admin-API role).
+async fn admin(state: &AppState, headers: &HeaderMap, peer: &Peer) -> Result<Actor, ApiError> {
     let unauthorized = || {
         ApiError(
-            GatewayError::new(ErrorKind::Authentication, "The admin API needs an admin key: Authorization: Bearer <admin key>.")
-                .code("invalid_admin_key"),
+            GatewayError::new(
+                ErrorKind::Authentication,
+                "The admin API needs a key with an admin-API role: Authorization: Bearer <key>.",
+            )
+            .code("invalid_admin_key"),
         )
     };
     let secret = presented_key(header_str(headers, "authorization"), header_str(headers, "x-api-key")).ok_or_else(unauthorized)?;
-    state.service.authenticate_admin(secret).await?.ok_or_else(unauthorized)
+    let mut actor = state.service.authenticate_admin(secret).await?.ok_or_else(unauthorized)?;
+    actor.source = Some(peer.0.ip().to_string());
+    Ok(actor)
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -81,32 +99,155 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     })
 }
 
-async fn create_key(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    let actor = admin(&state, &headers).await?;
+/// The query string as a typed filter; unknown parameters are a 400 naming them.
+fn parse_query<T: serde::de::DeserializeOwned + Default>(raw: Option<String>) -> Result<T, ApiError> {
+    let Some(raw) = raw.filter(|r| !r.is_empty()) else { return Ok(T::default()) };
+    let mut map = serde_json::Map::new();
+    for pair in raw.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (decode(k), decode(v));
+        let value = match v.parse::<i64>() {
+            Ok(n) if !matches!(k.as_str(), "actor" | "action" | "target" | "team_id" | "user_id" | "tag" | "after_id") => serde_json::Value::from(n),
+            _ if v == "true" || v == "false" => serde_json::Value::Bool(v == "true"),
+            _ => serde_json::Value::String(v),
+        };
+        map.insert(k, value);
+    }
+    serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| {
+        ApiError(GatewayError::new(ErrorKind::InvalidRequest, format!("Invalid query: {e}.")).code("invalid_query"))
+    })
+}
+
+/// `application/x-www-form-urlencoded` decoding (`+` is a space, `%XX` a byte).
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = |j: usize| bytes.get(j).and_then(|&c| char::from(c).to_digit(16));
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                if let (Some(h), Some(l)) = (hex(i + 1), hex(i + 2)) {
+                    out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+                    i += 3;
+                    continue;
+                }
+                out.push(b'%');
+            }
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn data<T: serde::Serialize>(items: Vec<T>) -> Response {
+    Json(json!({ "data": items })).into_response()
+}
+
+async fn me(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Result<Response, ApiError> {
+    let a = admin(&state, &headers, &peer).await?;
+    Ok(Json(json!({"key_id": a.key_id, "role": a.role, "user_id": a.user_id, "team_id": a.team_id, "models": a.models, "expires_at": a.expires_at})).into_response())
+}
+
+async fn create_key(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
     let req: NewKey = parse_json(&body)?;
     let created = state.service.create_key(&actor, req).await?;
     tracing::info!(key_id = %created.view.id, by = %actor.key_id, "key created");
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
-async fn list_keys(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    admin(&state, &headers).await?;
-    Ok(Json(json!({ "data": state.service.list_keys().await? })).into_response())
+async fn list_keys(State(state): State<AppState>, peer: Peer, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    let q: KeyQuery = parse_query(q)?;
+    Ok(data(state.service.list_keys(&actor, q).await?))
 }
 
-async fn revoke_key(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let actor = admin(&state, &headers).await?;
+async fn get_key(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    Ok(Json(state.service.get_key(&actor, &id).await?).into_response())
+}
+
+async fn update_key(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    let patch: KeyPatch = parse_json(&body)?;
+    let key = state.service.update_key(&actor, &id, patch).await?;
+    tracing::info!(key_id = %id, by = %actor.key_id, blocked = key.blocked, "key updated");
+    Ok(Json(key).into_response())
+}
+
+async fn rotate_key(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    let mut req: RotateKey = if body.is_empty() { RotateKey::default() } else { parse_json(&body)? };
+    if req.idempotency_key.is_none() {
+        req.idempotency_key = header_str(&headers, "idempotency-key").map(str::to_owned);
+    }
+    let rotated = state.service.rotate_key(&actor, &id, req).await?;
+    tracing::info!(key_id = %id, by = %actor.key_id, "key rotated");
+    Ok(Json(rotated).into_response())
+}
+
+async fn revoke_key(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
     let key = state.service.revoke_key(&actor, &id).await?;
     tracing::info!(key_id = %id, by = %actor.key_id, "key revoked");
     Ok(Json(key).into_response())
 }
 
-async fn list_models(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    admin(&state, &headers).await?;
-    Ok(Json(json!({ "data": state.service.list_models().await? })).into_response())
+async fn create_team(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    let team = state.service.create_team(&actor, parse_json::<NewTeam>(&body)?).await?;
+    Ok((StatusCode::CREATED, Json(team)).into_response())
 }
 
-async fn audit(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    admin(&state, &headers).await?;
-    Ok(Json(json!({ "data": state.service.audit_log().await? })).into_response())
+async fn list_teams(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    Ok(data(state.service.list_teams(&actor).await?))
+}
+
+async fn get_team(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    Ok(Json(state.service.get_team(&actor, &id).await?).into_response())
+}
+
+async fn update_team(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    Ok(Json(state.service.update_team(&actor, &id, parse_json::<TeamPatch>(&body)?).await?).into_response())
+}
+
+async fn create_user(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    let user = state.service.create_user(&actor, parse_json::<NewUser>(&body)?).await?;
+    Ok((StatusCode::CREATED, Json(user)).into_response())
+}
+
+async fn list_users(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    Ok(data(state.service.list_users(&actor).await?))
+}
+
+async fn get_user(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    Ok(Json(state.service.get_user(&actor, &id).await?).into_response())
+}
+
+async fn update_user(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    Ok(Json(state.service.update_user(&actor, &id, parse_json::<UserPatch>(&body)?).await?).into_response())
+}
+
+async fn list_models(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    if !crate::authz::allows(&actor, crate::authz::Verb::Read, crate::authz::Object::Models) {
+        return Err(ServiceError::Forbidden("Your role may not list models.".into()).into());
+    }
+    Ok(data(state.service.list_models().await?))
+}
+
+async fn audit(State(state): State<AppState>, peer: Peer, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    let q: AuditQuery = parse_query(q)?;
+    Ok(data(state.service.audit_log(&actor, q).await?))
 }

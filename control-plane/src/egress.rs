@@ -10,7 +10,7 @@
 //! spell an address (`169.254.169.254.nip.io`, `10-0-0-1.sslip.io`). A name that resolves to an
 //! internal address through DNS of its own (or DNS rebinding) is not caught here.
 
-pub use crate::destination::{classify, normalize_host, parse_ipv4_loose, Destination};
+pub use crate::destination::{classify, normalize_host, Destination};
 use crate::model::EgressSettings;
 use crate::upstream::UpstreamUrl;
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::destination::parse_ipv4_loose;
 use std::net::Ipv4Addr;
 
 fn settings() -> EgressSettings {

@@ -2,6 +2,7 @@
 //! model, and, on an internal listener, the data plane's credential endpoint.
 
 mod admin;
+mod authz;
 mod aws;
 mod clock;
 mod config_file;
@@ -177,7 +178,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let aws_credentials = Arc::new(aws::AwsCredentials::default());
     let (publisher, snapshots) = Publisher::new(store.clone(), env, aws_credentials.clone());
     let aws_changes = aws_credentials.changes();
-    let service = Service { store: store.clone(), publisher: publisher.clone() };
+    let service = Service::new(store.clone(), publisher.clone());
     if let Some(secret) = service.ensure_admin_key(std::env::var("TOLLGATE_ADMIN_KEY").ok().filter(|s| !s.is_empty())).await? {
         // Shown once, on first start; only its digest is stored.
         println!("ADMIN_KEY {secret}");
@@ -196,7 +197,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let internal_state = internal::InternalState { publisher: publisher.clone(), data_plane_token: Arc::new(token) };
     let app = admin::router(admin::AppState { service });
-    let http_task = tokio::spawn(async move { axum::serve(http_listener, app).with_graceful_shutdown(shutdown_signal()).await });
+    let http_task = tokio::spawn(async move { axum::serve(http_listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown_signal()).await });
     let internal_app = internal::router(internal_state);
     let internal_task =
         tokio::spawn(async move { axum::serve(internal_listener, internal_app).with_graceful_shutdown(shutdown_signal()).await });

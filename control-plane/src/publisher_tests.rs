@@ -12,7 +12,8 @@ use tollgate_contract::contract;
 
 use super::*;
 use crate::model::{AwsChainSpec, DeploymentSpec, ModelSpec, Provider, Settings};
-use crate::service::{Actor, NewKey, Service};
+use crate::authz::Actor;
+use crate::service::{NewKey, Service};
 use crate::upstream::UpstreamUrl;
 use crate::xds::snapshot::ECDS_TYPE;
 
@@ -111,10 +112,10 @@ async fn a_broken_deployment_row_does_not_stop_a_key_revocation() {
         t.store.execute_for_tests(sql).await.unwrap();
     }
     let (publisher, snapshots) = Publisher::new(t.store.clone(), env(), Arc::new(Env::default()));
-    let service = Service { store: t.store.clone(), publisher };
+    let service = Service::new(t.store.clone(), publisher);
     service.ensure_admin_key(Some("tg-admin-seed-for-the-test".into())).await.unwrap();
     let actor: Actor = service.authenticate_admin("tg-admin-seed-for-the-test").await.unwrap().unwrap();
-    let key = service.create_key(&actor, NewKey { name: "victim".into(), models: None, expires_at: None, role: None }).await.unwrap();
+    let key = service.create_key(&actor, NewKey { name: "victim".into(), ..Default::default() }).await.unwrap();
     let ids = |doc: &GatewayConfigDoc| doc.keys.iter().map(|k| k.id.clone()).collect::<Vec<_>>();
     assert!(ids(&gateway_doc(&snapshots)).contains(&key.view.id));
 

@@ -8,9 +8,11 @@ use serde::{Deserialize, Serialize};
 use tollgate_contract::keys::{digest_hex, Role, KEY_PREFIX};
 
 use crate::clock::unix_now;
-use crate::model::{self, DeploymentSpec, KeyRecord};
+use crate::model::{self, DeploymentSpec, KeyRecord, TeamRecord, UserRecord, UserRole};
 use crate::publisher::Publisher;
-use crate::store::{AuditEntry, Store};
+use crate::authz::{self, Actor, Object, Verb};
+use crate::model::access;
+use crate::store::{Audit, AuditEntry, AuditQuery, KeyQuery, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -18,17 +20,35 @@ pub enum ServiceError {
     Invalid(String),
     #[error("{0}")]
     NotFound(String),
+    /// The caller's role or tenant does not allow it.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A concurrent change, or an idempotent retry that cannot be answered again.
+    #[error("{0}")]
+    Conflict(String),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
+
+/// (key id, idempotency key) -> (kept until, the answer).
+pub type RotationCache = std::collections::HashMap<(String, String), (i64, CreatedKey)>;
 
 #[derive(Clone)]
 pub struct Service {
     pub store: Store,
     pub publisher: Arc<Publisher>,
+    /// Rotations answered in this process, by key id and idempotency key: a retry gets the same
+    /// answer (the new secret included) for as long as the old secret's grace lasts.
+    pub rotations: Arc<std::sync::Mutex<RotationCache>>,
 }
 
-#[derive(Debug, Deserialize)]
+impl Service {
+    pub fn new(store: Store, publisher: Arc<Publisher>) -> Self {
+        Self { store, publisher, rotations: Arc::default() }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
     pub name: String,
@@ -38,10 +58,18 @@ pub struct NewKey {
     pub expires_at: Option<i64>,
     #[serde(default)]
     pub role: Option<Role>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub team_id: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
 }
 
 /// A key as shown by the API: never the secret or its digest.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct KeyView {
     pub id: String,
     pub name: String,
@@ -50,6 +78,14 @@ pub struct KeyView {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    pub user_id: Option<String>,
+    pub team_id: Option<String>,
+    pub tags: Vec<String>,
+    pub metadata: Option<serde_json::Value>,
+    pub blocked: bool,
+    pub rotated_at: Option<i64>,
+    /// Until when the secret before the last rotation is still accepted.
+    pub previous_valid_until: Option<i64>,
 }
 
 impl From<KeyRecord> for KeyView {
@@ -62,12 +98,19 @@ impl From<KeyRecord> for KeyView {
             created_at: k.created_at,
             expires_at: k.expires_at,
             revoked_at: k.revoked_at,
+            user_id: k.user_id,
+            team_id: k.team_id,
+            tags: k.tags,
+            metadata: k.metadata,
+            blocked: k.blocked,
+            rotated_at: k.rotated_at,
+            previous_valid_until: k.previous_valid_until,
         }
     }
 }
 
-/// The answer to a key creation: the only time the secret is shown.
-#[derive(Debug, Serialize)]
+/// The answer to a key creation or rotation: the only time the secret is shown.
+#[derive(Debug, Clone, Serialize)]
 pub struct CreatedKey {
     #[serde(flatten)]
     pub view: KeyView,
@@ -93,31 +136,93 @@ pub struct ModelProblem {
     pub reason: String,
 }
 
-/// Who is calling the admin API (by public key id).
-#[derive(Debug, Clone)]
-pub struct Actor {
-    pub key_id: String,
-}
-
 pub fn new_secret() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     format!("{KEY_PREFIX}{}", hex::encode(bytes))
 }
 
-fn new_key_id() -> String {
+/// A public id: `prefix_` and 16 hex digits.
+pub fn new_id(prefix: &str) -> String {
     let mut bytes = [0u8; 8];
     rand::rng().fill_bytes(&mut bytes);
-    format!("key_{}", hex::encode(bytes))
+    format!("{prefix}_{}", hex::encode(bytes))
+}
+
+/// The grace period of a rotated secret when the request names none.
+pub const DEFAULT_GRACE_SECONDS: i64 = 3600;
+pub const MAX_GRACE_SECONDS: i64 = 30 * 86_400;
+
+fn validate_tags(tags: &[String]) -> Result<(), ServiceError> {
+    if tags.len() > 50 || tags.iter().any(|t| t.is_empty() || t.len() > 100) {
+        return Err(ServiceError::Invalid("'tags' takes at most 50 tags of 1 to 100 characters.".into()));
+    }
+    Ok(())
+}
+
+/// A change to a key; absent fields stay. `models: null` lifts the key's own bound;
+/// `expires_at: null` removes its expiry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPatch {
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "some")]
+    pub models: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "some")]
+    pub expires_at: Option<Option<i64>>,
+    pub tags: Option<Vec<String>>,
+    pub metadata: Option<serde_json::Value>,
+    pub blocked: Option<bool>,
+}
+
+/// A present field (even `null`) is `Some`.
+fn some<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKey {
+    pub grace_seconds: Option<i64>,
+    pub idempotency_key: Option<String>,
 }
 
 impl Service {
-    /// The admin key presented on the admin API, if it is an active admin key.
+    /// The caller of the admin API from the key it presented: an active, unblocked key that is
+    /// an admin key, or that belongs to a user (whose role it acts with). `None` otherwise.
     pub async fn authenticate_admin(&self, secret: &str) -> Result<Option<Actor>, ServiceError> {
-        let Some(k) = self.store.key_by_digest(&digest_hex(secret)).await? else { return Ok(None) };
         let now = unix_now();
-        let active = k.revoked_at.is_none() && k.expires_at.is_none_or(|t| now < t);
-        Ok((active && k.role == Role::Admin).then_some(Actor { key_id: k.id }))
+        let Some(k) = self.store.key_by_digest(&digest_hex(secret), now).await? else { return Ok(None) };
+        let active = k.revoked_at.is_none() && !k.blocked && k.expires_at.is_none_or(|t| now < t);
+        if !active {
+            return Ok(None);
+        }
+        let (role, team_id) = match (&k.user_id, k.role) {
+            (_, Role::Admin) => (UserRole::Admin, k.team_id.clone()),
+            (Some(user_id), Role::User) => match self.store.user(user_id).await? {
+                Some(u) => (u.role, u.team_id),
+                None => return Ok(None),
+            },
+            (None, Role::User) => return Ok(None),
+        };
+        let bound = access::owner_bound(k.user_id.as_deref(), k.team_id.as_deref(), &self.user_map().await?, &self.team_map().await?);
+        Ok(Some(Actor {
+            key_id: k.id,
+            role,
+            user_id: k.user_id,
+            team_id,
+            source: None,
+            models: access::intersect(k.models.as_deref(), bound.as_deref()),
+            expires_at: k.expires_at,
+        }))
+    }
+
+    async fn user_map(&self) -> Result<std::collections::BTreeMap<String, UserRecord>, ServiceError> {
+        Ok(self.store.users().await?.into_iter().map(|u| (u.id.clone(), u)).collect())
+    }
+
+    async fn team_map(&self) -> Result<std::collections::BTreeMap<String, TeamRecord>, ServiceError> {
+        Ok(self.store.teams().await?.into_iter().map(|t| (t.id.clone(), t)).collect())
     }
 
     /// Creates the first admin key if there is none. Returns the secret when it was generated
@@ -129,19 +234,34 @@ impl Service {
         let generated = seed.is_none();
         let secret = seed.unwrap_or_else(new_secret);
         let rec = KeyRecord {
-            id: new_key_id(),
+            id: new_id("key"),
             name: "admin (created on first start)".into(),
             digest: digest_hex(&secret),
             role: Role::Admin,
-            models: None,
             created_at: unix_now(),
-            expires_at: None,
-            revoked_at: None,
+            ..Default::default()
         };
-        self.store.insert_key(&rec).await?;
-        self.store.audit(rec.created_at, "system", "key.create", &rec.id).await?;
+        let after = serde_json::to_value(KeyView::from(rec.clone())).ok();
+        self.store
+            .insert_key(&rec, &Audit { at: rec.created_at, actor: "system", action: "key.create", target: &rec.id, after, ..Default::default() })
+            .await?;
         self.publisher.refresh().await?;
         Ok(generated.then_some(secret))
+    }
+
+    fn check(actor: &Actor, verb: Verb, object: Object<'_>) -> Result<(), ServiceError> {
+        if authz::allows(actor, verb, object) {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden(format!(
+                "Your role ({}) does not allow this here: ask an admin of the team, or a platform admin.",
+                actor.role.as_str()
+            )))
+        }
+    }
+
+    fn audit<'a>(actor: &'a Actor, action: &'a str, target: &'a str, team_id: Option<&'a str>, now: i64) -> Audit<'a> {
+        Audit { at: now, actor: &actor.key_id, action, target, team_id, source: actor.source.as_deref(), ..Default::default() }
     }
 
     pub async fn create_key(&self, actor: &Actor, req: NewKey) -> Result<CreatedKey, ServiceError> {
@@ -160,35 +280,236 @@ impl Service {
                 return Err(ServiceError::Invalid("'models' must not contain empty names.".into()));
             }
         }
+        validate_tags(&req.tags)?;
+        // Owners: a member's keys are its own, in its team; a team admin's go to its team.
+        let (user_id, team_id) = match actor.role {
+            UserRole::Admin => (req.user_id, req.team_id),
+            // The owner's team comes from the user when one is named.
+            _ if req.user_id.is_some() => (req.user_id, req.team_id),
+            _ => (actor.user_id.clone(), req.team_id.or_else(|| actor.team_id.clone())),
+        };
+        let team_id = match (&user_id, team_id) {
+            (Some(u), t) => {
+                let user = self.store.user(u).await?;
+                match (user, actor.role) {
+                    (Some(user), _) => match t {
+                        Some(t) if user.team_id.as_deref() != Some(t.as_str()) => {
+                            return Err(if actor.role == UserRole::Admin {
+                                ServiceError::Invalid(format!("User '{u}' is not in team '{t}'."))
+                            } else {
+                                ServiceError::Forbidden("Your role does not allow this here.".into())
+                            });
+                        }
+                        _ => user.team_id,
+                    },
+                    (None, UserRole::Admin) => return Err(ServiceError::NotFound(format!("No user with id '{u}'."))),
+                    (None, _) => return Err(ServiceError::Forbidden("Your role does not allow this here.".into())),
+                }
+            }
+            (None, t) => t,
+        };
+        if let Some(t) = &team_id {
+            if actor.role == UserRole::Admin && self.store.team(t).await?.is_none() {
+                return Err(ServiceError::NotFound(format!("No team with id '{t}'.")));
+            }
+        }
+        Self::check(actor, Verb::Write, Object::Key { user_id: user_id.as_deref(), team_id: team_id.as_deref() })?;
+        // Never more than the creator may: models, role, expiry.
+        if req.role == Some(Role::Admin) && actor.role != UserRole::Admin {
+            return Err(ServiceError::Forbidden("Only an admin can create an admin key.".into()));
+        }
+        let models = match (req.models, &actor.models) {
+            (None, bound) => bound.clone(),
+            (Some(m), bound) if access::within(Some(&m), bound.as_deref()) => Some(m),
+            (Some(_), _) => {
+                return Err(ServiceError::Forbidden("'models' names a model your own key may not use.".into()));
+            }
+        };
+        let expires_at = match (req.expires_at, actor.expires_at) {
+            (Some(e), Some(mine)) if e > mine => {
+                return Err(ServiceError::Forbidden("'expires_at' is later than your own key's expiry.".into()));
+            }
+            (None, mine) => mine,
+            (e, _) => e,
+        };
         let secret = new_secret();
         let rec = KeyRecord {
-            id: new_key_id(),
+            id: new_id("key"),
             name: name.to_owned(),
             digest: digest_hex(&secret),
             role: req.role.unwrap_or_default(),
-            models: req.models,
+            models,
             created_at: now,
-            expires_at: req.expires_at,
-            revoked_at: None,
+            expires_at,
+            user_id,
+            team_id,
+            tags: req.tags,
+            metadata: req.metadata,
+            ..Default::default()
         };
-        self.store.insert_key(&rec).await?;
-        self.store.audit(now, &actor.key_id, "key.create", &rec.id).await?;
+        let view = KeyView::from(rec.clone());
+        let audit = Audit { after: serde_json::to_value(&view).ok(), ..Self::audit(actor, "key.create", &rec.id, rec.team_id.as_deref(), now) };
+        self.store.insert_key(&rec, &audit).await?;
         self.publisher.refresh().await?;
-        Ok(CreatedKey { view: rec.into(), key: secret })
+        Ok(CreatedKey { view, key: secret })
     }
 
-    pub async fn list_keys(&self) -> Result<Vec<KeyView>, ServiceError> {
-        Ok(self.store.keys(true).await?.into_iter().map(KeyView::from).collect())
+    /// Keys the caller may see, filtered and paged (`after_id`). Outside admins and team-less
+    /// viewers, the caller's tenant is forced into the filter: a `team_id` of another team
+    /// returns nothing.
+    pub async fn list_keys(&self, actor: &Actor, mut q: KeyQuery) -> Result<Vec<KeyView>, ServiceError> {
+        match actor.role {
+            UserRole::Admin => {}
+            UserRole::Viewer if actor.team_id.is_none() => {}
+            UserRole::Member => {
+                if q.team_id.is_some() && q.team_id != actor.team_id {
+                    return Err(ServiceError::Forbidden("You may list only your own keys.".into()));
+                }
+                q.user_id = actor.user_id.clone();
+                q.team_id = None;
+            }
+            UserRole::TeamAdmin | UserRole::Viewer => {
+                if q.team_id.is_some() && q.team_id != actor.team_id {
+                    return Err(ServiceError::Forbidden("You may list only your own team's keys.".into()));
+                }
+                q.team_id = actor.team_id.clone();
+            }
+        }
+        let keys = self.store.list_keys(&q).await?;
+        Ok(keys
+            .into_iter()
+            .filter(|k| authz::allows(actor, Verb::Read, Object::Key { user_id: k.user_id.as_deref(), team_id: k.team_id.as_deref() }))
+            .map(KeyView::from)
+            .collect())
+    }
+
+    /// A key the caller may act on, or 403 (whether or not it exists) / 404 (for those who may
+    /// see everything).
+    async fn key_for(&self, actor: &Actor, verb: Verb, id: &str) -> Result<KeyRecord, ServiceError> {
+        let key = self.store.key(id).await?;
+        match key {
+            Some(k) if authz::allows(actor, verb, Object::Key { user_id: k.user_id.as_deref(), team_id: k.team_id.as_deref() }) => Ok(k),
+            None if actor.role == UserRole::Admin => Err(ServiceError::NotFound(format!("No key with id '{id}'."))),
+            _ => Err(ServiceError::Forbidden("This key is not yours or your team's, or does not exist.".into())),
+        }
+    }
+
+    pub async fn get_key(&self, actor: &Actor, id: &str) -> Result<KeyView, ServiceError> {
+        Ok(self.key_for(actor, Verb::Read, id).await?.into())
+    }
+
+    pub async fn update_key(&self, actor: &Actor, id: &str, patch: KeyPatch) -> Result<KeyView, ServiceError> {
+        let now = unix_now();
+        let old = self.key_for(actor, Verb::Write, id).await?;
+        if old.revoked_at.is_some() {
+            return Err(ServiceError::Invalid(format!("Key '{id}' is revoked; create a new key.")));
+        }
+        let mut new = old.clone();
+        if let Some(name) = patch.name {
+            let name = name.trim().to_owned();
+            if name.is_empty() || name.len() > 200 {
+                return Err(ServiceError::Invalid("'name' must be 1 to 200 characters.".into()));
+            }
+            new.name = name;
+        }
+        if let Some(tags) = patch.tags {
+            validate_tags(&tags)?;
+            new.tags = tags;
+        }
+        if let Some(metadata) = patch.metadata {
+            new.metadata = Some(metadata);
+        }
+        if let Some(blocked) = patch.blocked {
+            new.blocked = blocked;
+        }
+        if let Some(models) = patch.models {
+            if !access::within(models.as_deref(), actor.models.as_deref()) {
+                return Err(ServiceError::Forbidden("'models' names a model your own key may not use.".into()));
+            }
+            new.models = models;
+        }
+        if let Some(expires_at) = patch.expires_at {
+            if let (Some(e), Some(mine)) = (expires_at, actor.expires_at) {
+                if e > mine {
+                    return Err(ServiceError::Forbidden("'expires_at' is later than your own key's expiry.".into()));
+                }
+            }
+            new.expires_at = expires_at;
+        }
+        let action = match patch.blocked {
+            Some(true) if !old.blocked => "key.block",
+            Some(false) if old.blocked => "key.unblock",
+            _ => "key.update",
+        };
+        let audit = Audit {
+            before: serde_json::to_value(KeyView::from(old.clone())).ok(),
+            after: serde_json::to_value(KeyView::from(new.clone())).ok(),
+            ..Self::audit(actor, action, id, old.team_id.as_deref(), now)
+        };
+        if !self.store.update_key(&new, &old.digest, &audit).await? {
+            return Err(ServiceError::Conflict(format!("Key '{id}' changed while this request ran; read it again and retry.")));
+        }
+        self.publisher.refresh().await?;
+        Ok(new.into())
+    }
+
+    /// A new secret under the same key id; the old one stays valid for `grace_seconds` (default
+    /// [`DEFAULT_GRACE_SECONDS`]) and is refused after. With an `idempotency_key`, a retry of the
+    /// same rotation gets the same answer.
+    pub async fn rotate_key(&self, actor: &Actor, id: &str, req: RotateKey) -> Result<CreatedKey, ServiceError> {
+        let now = unix_now();
+        let grace = req.grace_seconds.unwrap_or(DEFAULT_GRACE_SECONDS);
+        if !(0..=MAX_GRACE_SECONDS).contains(&grace) {
+            return Err(ServiceError::Invalid(format!("'grace_seconds' must be 0 to {MAX_GRACE_SECONDS}.")));
+        }
+        let old = self.key_for(actor, Verb::Write, id).await?;
+        if let Some(idem) = &req.idempotency_key {
+            if idem.is_empty() || idem.len() > 200 {
+                return Err(ServiceError::Invalid("'idempotency_key' must be 1 to 200 characters.".into()));
+            }
+            let cached = self.rotations.lock().ok().and_then(|m| m.get(&(id.to_owned(), idem.clone())).cloned());
+            if let Some((_, answer)) = cached.filter(|(until, _)| *until > now) {
+                return Ok(answer);
+            }
+        }
+        if old.revoked_at.is_some() {
+            return Err(ServiceError::Invalid(format!("Key '{id}' is revoked; create a new key.")));
+        }
+        let secret = new_secret();
+        let new = KeyRecord {
+            digest: digest_hex(&secret),
+            previous_digest: (grace > 0).then(|| old.digest.clone()),
+            previous_valid_until: (grace > 0).then_some(now + grace),
+            rotated_at: Some(now),
+            ..old.clone()
+        };
+        let view = KeyView::from(new.clone());
+        let audit = Audit {
+            before: serde_json::to_value(KeyView::from(old.clone())).ok(),
+            after: serde_json::to_value(&view).ok(),
+            ..Self::audit(actor, "key.rotate", id, old.team_id.as_deref(), now)
+        };
+        if !self.store.update_key(&new, &old.digest, &audit).await? {
+            return Err(ServiceError::Conflict(format!("Key '{id}' was rotated by another request; read it again.")));
+        }
+        self.publisher.refresh().await?;
+        let answer = CreatedKey { view, key: secret };
+        if let (Some(idem), Ok(mut cache)) = (req.idempotency_key, self.rotations.lock()) {
+            cache.retain(|_, (until, _)| *until > now);
+            cache.insert((id.to_owned(), idem), (now + grace.max(60), answer.clone()));
+        }
+        Ok(answer)
     }
 
     pub async fn revoke_key(&self, actor: &Actor, id: &str) -> Result<KeyView, ServiceError> {
         let now = unix_now();
-        if !self.store.revoke_key(id, now).await? {
+        let old = self.key_for(actor, Verb::Write, id).await?;
+        let audit = Audit { before: serde_json::to_value(KeyView::from(old.clone())).ok(), ..Self::audit(actor, "key.revoke", id, old.team_id.as_deref(), now) };
+        if !self.store.revoke_key(id, now, &audit).await? {
             return Err(ServiceError::NotFound(format!("No active key with id '{id}'.")));
         }
-        self.store.audit(now, &actor.key_id, "key.revoke", id).await?;
         self.publisher.refresh().await?;
-        let key = self.store.keys(true).await?.into_iter().find(|k| k.id == id);
+        let key = self.store.key(id).await?;
         key.map(KeyView::from).ok_or_else(|| ServiceError::NotFound(format!("No key with id '{id}'.")))
     }
 
@@ -208,7 +529,223 @@ impl Service {
             .collect())
     }
 
-    pub async fn audit_log(&self) -> Result<Vec<AuditEntry>, ServiceError> {
-        Ok(self.store.audit_log(200).await?)
+    /// The audit trail, newest first, filtered; a caller who is not an admin (or a team-less
+    /// viewer) sees its own team's entries only.
+    pub async fn audit_log(&self, actor: &Actor, mut q: AuditQuery) -> Result<Vec<AuditEntry>, ServiceError> {
+        let everything = actor.role == UserRole::Admin || (actor.role == UserRole::Viewer && actor.team_id.is_none());
+        if !everything {
+            if q.team_id.is_some() && q.team_id != actor.team_id {
+                return Err(ServiceError::Forbidden("You may read only your own team's audit trail.".into()));
+            }
+            q.team_id = actor.team_id.clone();
+            Self::check(actor, Verb::Read, Object::Audit { team_id: q.team_id.as_deref() })?;
+        }
+        Ok(self.store.audit_log(&q).await?)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTeam {
+    pub name: String,
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamPatch {
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "some")]
+    pub models: Option<Option<Vec<String>>>,
+    pub metadata: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub name: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub team_id: Option<String>,
+    #[serde(default)]
+    pub role: UserRole,
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "some")]
+    pub email: Option<Option<String>>,
+    pub role: Option<UserRole>,
+    #[serde(default, deserialize_with = "some")]
+    pub models: Option<Option<Vec<String>>>,
+}
+
+fn checked_name(name: &str) -> Result<String, ServiceError> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(ServiceError::Invalid("'name' must be 1 to 200 characters.".into()));
+    }
+    Ok(name.to_owned())
+}
+
+fn checked_models(models: Option<&Vec<String>>) -> Result<(), ServiceError> {
+    if models.is_some_and(|m| m.iter().any(|m| m.is_empty() || m.len() > 200)) {
+        return Err(ServiceError::Invalid("'models' must hold model names of 1 to 200 characters.".into()));
+    }
+    Ok(())
+}
+
+impl Service {
+    pub async fn create_team(&self, actor: &Actor, req: NewTeam) -> Result<TeamRecord, ServiceError> {
+        Self::check(actor, Verb::Write, Object::Platform)?;
+        checked_models(req.models.as_ref())?;
+        let team = TeamRecord { id: new_id("team"), name: checked_name(&req.name)?, models: req.models, metadata: req.metadata, created_at: unix_now() };
+        if self.store.teams().await?.iter().any(|t| t.name == team.name) {
+            return Err(ServiceError::Conflict(format!("A team named '{}' exists.", team.name)));
+        }
+        let audit = Audit { after: serde_json::to_value(&team).ok(), ..Self::audit(actor, "team.create", &team.id, Some(&team.id), team.created_at) };
+        self.store.put_team(&team, true, &audit).await?;
+        Ok(team)
+    }
+
+    pub async fn list_teams(&self, actor: &Actor) -> Result<Vec<TeamRecord>, ServiceError> {
+        Ok(self.store.teams().await?.into_iter().filter(|t| authz::allows(actor, Verb::Read, Object::Team { id: &t.id })).collect())
+    }
+
+    async fn team_for(&self, actor: &Actor, verb: Verb, id: &str) -> Result<TeamRecord, ServiceError> {
+        match self.store.team(id).await? {
+            Some(t) if authz::allows(actor, verb, Object::Team { id }) => Ok(t),
+            None if actor.role == UserRole::Admin => Err(ServiceError::NotFound(format!("No team with id '{id}'."))),
+            _ => Err(ServiceError::Forbidden("This team is not yours, or does not exist.".into())),
+        }
+    }
+
+    pub async fn get_team(&self, actor: &Actor, id: &str) -> Result<TeamRecord, ServiceError> {
+        self.team_for(actor, Verb::Read, id).await
+    }
+
+    pub async fn update_team(&self, actor: &Actor, id: &str, patch: TeamPatch) -> Result<TeamRecord, ServiceError> {
+        let old = self.team_for(actor, Verb::Write, id).await?;
+        let mut new = old.clone();
+        if let Some(name) = patch.name {
+            new.name = checked_name(&name)?;
+        }
+        if let Some(models) = patch.models {
+            checked_models(models.as_ref())?;
+            new.models = models;
+        }
+        if let Some(metadata) = patch.metadata {
+            new.metadata = Some(metadata);
+        }
+        let audit = Audit {
+            before: serde_json::to_value(&old).ok(),
+            after: serde_json::to_value(&new).ok(),
+            ..Self::audit(actor, "team.update", id, Some(id), unix_now())
+        };
+        self.store.put_team(&new, false, &audit).await?;
+        // A team's allowance bounds its keys: republish.
+        self.publisher.refresh().await?;
+        Ok(new)
+    }
+
+    pub async fn create_user(&self, actor: &Actor, req: NewUser) -> Result<UserRecord, ServiceError> {
+        let team_id = match actor.role {
+            UserRole::Admin => req.team_id,
+            _ => req.team_id.or_else(|| actor.team_id.clone()),
+        };
+        Self::check(actor, Verb::Write, Object::User { id: "", team_id: team_id.as_deref() })?;
+        if !authz::may_grant(actor, req.role) {
+            return Err(ServiceError::Forbidden(format!("Your role cannot grant the role {}.", req.role.as_str())));
+        }
+        if let Some(t) = &team_id {
+            if self.store.team(t).await?.is_none() {
+                return Err(ServiceError::NotFound(format!("No team with id '{t}'.")));
+            }
+        }
+        if req.role == UserRole::TeamAdmin && team_id.is_none() {
+            return Err(ServiceError::Invalid("A team_admin needs a team_id.".into()));
+        }
+        checked_models(req.models.as_ref())?;
+        if !access::within(req.models.as_deref(), actor.models.as_deref()) && actor.role != UserRole::Admin {
+            return Err(ServiceError::Forbidden("'models' names a model your own key may not use.".into()));
+        }
+        let email = req.email.map(|e| e.trim().to_owned()).filter(|e| !e.is_empty());
+        if email.as_ref().is_some_and(|e| e.len() > 320 || !e.contains('@')) {
+            return Err(ServiceError::Invalid("'email' must be an email address.".into()));
+        }
+        if let Some(e) = &email {
+            if self.store.users().await?.iter().any(|u| u.email.as_deref() == Some(e)) {
+                return Err(ServiceError::Conflict("A user with this email exists.".into()));
+            }
+        }
+        let user = UserRecord { id: new_id("user"), name: checked_name(&req.name)?, email, team_id, role: req.role, models: req.models, created_at: unix_now() };
+        let audit = Audit { after: serde_json::to_value(&user).ok(), ..Self::audit(actor, "user.create", &user.id, user.team_id.as_deref(), user.created_at) };
+        self.store.put_user(&user, true, &audit).await?;
+        Ok(user)
+    }
+
+    pub async fn list_users(&self, actor: &Actor) -> Result<Vec<UserRecord>, ServiceError> {
+        Ok(self
+            .store
+            .users()
+            .await?
+            .into_iter()
+            .filter(|u| authz::allows(actor, Verb::Read, Object::User { id: &u.id, team_id: u.team_id.as_deref() }))
+            .collect())
+    }
+
+    async fn user_for(&self, actor: &Actor, verb: Verb, id: &str) -> Result<UserRecord, ServiceError> {
+        match self.store.user(id).await? {
+            Some(u) if authz::allows(actor, verb, Object::User { id, team_id: u.team_id.as_deref() }) => Ok(u),
+            None if actor.role == UserRole::Admin => Err(ServiceError::NotFound(format!("No user with id '{id}'."))),
+            _ => Err(ServiceError::Forbidden("This user is not in your team, or does not exist.".into())),
+        }
+    }
+
+    pub async fn get_user(&self, actor: &Actor, id: &str) -> Result<UserRecord, ServiceError> {
+        self.user_for(actor, Verb::Read, id).await
+    }
+
+    pub async fn update_user(&self, actor: &Actor, id: &str, patch: UserPatch) -> Result<UserRecord, ServiceError> {
+        let old = self.user_for(actor, Verb::Write, id).await?;
+        let mut new = old.clone();
+        if let Some(name) = patch.name {
+            new.name = checked_name(&name)?;
+        }
+        if let Some(email) = patch.email {
+            new.email = email;
+        }
+        if let Some(role) = patch.role {
+            if actor.user_id.as_deref() == Some(id) && actor.role != UserRole::Admin {
+                return Err(ServiceError::Forbidden("You cannot change your own role.".into()));
+            }
+            if !authz::may_grant(actor, role) || !authz::may_grant(actor, old.role) {
+                return Err(ServiceError::Forbidden(format!("Your role cannot grant the role {}.", role.as_str())));
+            }
+            new.role = role;
+        }
+        if let Some(models) = patch.models {
+            checked_models(models.as_ref())?;
+            if actor.role != UserRole::Admin && !access::within(models.as_deref(), actor.models.as_deref()) {
+                return Err(ServiceError::Forbidden("'models' names a model your own key may not use.".into()));
+            }
+            new.models = models;
+        }
+        let audit = Audit {
+            before: serde_json::to_value(&old).ok(),
+            after: serde_json::to_value(&new).ok(),
+            ..Self::audit(actor, "user.update", id, new.team_id.as_deref(), unix_now())
+        };
+        self.store.put_user(&new, false, &audit).await?;
+        self.publisher.refresh().await?;
+        Ok(new)
     }
 }

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use tollgate_contract::config::PromptTemplate;
 
+pub mod access;
 pub use resolve::{resolve, ModelRow, Problem, Resolved, StoredConfig};
 pub use spec::*;
 

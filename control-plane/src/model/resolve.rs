@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::egress::Egress;
 
-use super::{CredentialRef, DeploymentError, KeyRecord, Model, ModelSpec, Secrets, ServedModel, Settings};
+use super::{CredentialRef, DeploymentError, KeyRecord, Model, ModelSpec, Secrets, ServedModel, Settings, TeamRecord, UserRecord};
 
 /// One stored model row; `spec` is `Err` (with the parser's message) when the stored JSON does
 /// not parse (e.g. written by a newer version).
@@ -29,6 +29,10 @@ pub struct StoredConfig {
     pub models: Vec<ModelRow>,
     /// Keys that are not revoked.
     pub keys: Vec<KeyRecord>,
+    pub teams: BTreeMap<String, TeamRecord>,
+    pub users: BTreeMap<String, UserRecord>,
+    /// When the rows were read (a rotated key's grace entry is published until its end).
+    pub now: i64,
 }
 
 /// Something configured that is not served, and why (safe to log and to show: no secret, no URL).
@@ -113,7 +117,8 @@ pub fn resolve(rows: &StoredConfig, secrets: &dyn Secrets, own_ports: &[u16]) ->
         }
         models.push(ServedModel { name: row.name.clone(), created: row.created, deployments });
     }
-    Resolved { model: Model { settings: rows.settings.clone(), credentials, models, keys: rows.keys.clone() }, problems }
+    let keys = super::access::published_keys(&rows.keys, &rows.users, &rows.teams, rows.now);
+    Resolved { model: Model { settings: rows.settings.clone(), credentials, models, keys }, problems }
 }
 
 #[cfg(test)]

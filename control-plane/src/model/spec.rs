@@ -235,7 +235,7 @@ pub struct ModelSpec {
     pub deployments: Vec<DeploymentSpec>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRecord {
     pub id: String,
     pub name: String,
@@ -245,6 +245,71 @@ pub struct KeyRecord {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// The user the key belongs to (its admin-API role and model allowance come from them).
+    pub user_id: Option<String>,
+    /// The team whose key it is (whose allowance bounds it, whose admins manage it).
+    pub team_id: Option<String>,
+    pub tags: Vec<String>,
+    pub metadata: Option<serde_json::Value>,
+    /// A blocked key is refused until unblocked (not revoked: it can come back).
+    pub blocked: bool,
+    /// The secret's digest before the last rotation, accepted until `previous_valid_until`.
+    pub previous_digest: Option<String>,
+    pub previous_valid_until: Option<i64>,
+    pub rotated_at: Option<i64>,
+}
+
+/// A team: a tenant of the admin API, and a bound on what its keys may call.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeamRecord {
+    pub id: String,
+    pub name: String,
+    /// `None`: every model.
+    pub models: Option<Vec<String>>,
+    pub metadata: Option<serde_json::Value>,
+    pub created_at: i64,
+}
+
+/// An admin-API role.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserRole {
+    /// Read only (its team's objects; everything when it has no team).
+    Viewer,
+    /// Its own keys, within its team's and its own allowance.
+    #[default]
+    Member,
+    /// Its team's members, keys and limits.
+    TeamAdmin,
+    /// Everything.
+    Admin,
+}
+
+impl UserRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Member => "member",
+            Self::TeamAdmin => "team_admin",
+            Self::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Viewer, Self::Member, Self::TeamAdmin, Self::Admin].into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub id: String,
+    pub name: String,
+    pub email: Option<String>,
+    pub team_id: Option<String>,
+    pub role: UserRole,
+    /// `None`: whatever the team allows.
+    pub models: Option<Vec<String>>,
+    pub created_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,6 +14,31 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
         "CREATE TABLE audit_log (id BIGINT PRIMARY KEY GENERATED_ID, at BIGINT NOT NULL, actor TEXT NOT NULL, \
          action TEXT NOT NULL, target TEXT NOT NULL)",
     ],
+), (
+    2,
+    &[
+        // Governance (issue 11): teams, users with an admin-API role, key owners, blocking,
+        // rotation with a grace period, and an audit trail with its source and before/after.
+        "CREATE TABLE teams (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, models TEXT, metadata TEXT, \
+         created_at BIGINT NOT NULL)",
+        "CREATE TABLE users (id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT UNIQUE, team_id TEXT, \
+         role TEXT NOT NULL, models TEXT, created_at BIGINT NOT NULL)",
+        "ALTER TABLE api_keys ADD COLUMN user_id TEXT",
+        "ALTER TABLE api_keys ADD COLUMN team_id TEXT",
+        "ALTER TABLE api_keys ADD COLUMN tags TEXT",
+        "ALTER TABLE api_keys ADD COLUMN metadata TEXT",
+        "ALTER TABLE api_keys ADD COLUMN blocked BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE api_keys ADD COLUMN previous_digest TEXT",
+        "ALTER TABLE api_keys ADD COLUMN previous_valid_until BIGINT",
+        "ALTER TABLE api_keys ADD COLUMN rotated_at BIGINT",
+        "CREATE INDEX api_keys_team ON api_keys (team_id)",
+        "CREATE INDEX api_keys_previous_digest ON api_keys (previous_digest)",
+        "CREATE INDEX users_team ON users (team_id)",
+        "ALTER TABLE audit_log ADD COLUMN team_id TEXT",
+        "ALTER TABLE audit_log ADD COLUMN source TEXT",
+        "ALTER TABLE audit_log ADD COLUMN before_state TEXT",
+        "ALTER TABLE audit_log ADD COLUMN after_state TEXT",
+    ],
 )];
 
 pub async fn run(pool: &AnyPool) -> anyhow::Result<()> {

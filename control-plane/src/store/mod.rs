@@ -2,7 +2,10 @@
 //! when several control-plane replicas share state. SQL is kept to the common subset and uses
 //! `$n` placeholders, which both accept.
 
+mod governance;
 mod migrations;
+
+pub use governance::{Audit, AuditQuery, KeyQuery};
 
 use std::collections::BTreeMap;
 
@@ -20,10 +23,17 @@ pub struct Store {
 /// One admin-action record.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AuditEntry {
+    pub id: i64,
     pub at: i64,
     pub actor: String,
     pub action: String,
     pub target: String,
+    pub team_id: Option<String>,
+    /// The client address of the admin call (`None` for the system's own writes).
+    pub source: Option<String>,
+    /// The object before and after the change, secrets removed (digests included).
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
 }
 
 impl Store {
@@ -130,6 +140,9 @@ impl Store {
             credentials: self.credential_rows().await?,
             models: self.model_rows().await?,
             keys: self.keys(false).await?,
+            teams: self.teams().await?.into_iter().map(|t| (t.id.clone(), t)).collect(),
+            users: self.users().await?.into_iter().map(|u| (u.id.clone(), u)).collect(),
+            now: crate::clock::unix_now(),
         })
     }
 
@@ -140,54 +153,73 @@ impl Store {
         Ok(())
     }
 
-    pub async fn insert_key(&self, k: &KeyRecord) -> anyhow::Result<()> {
-        sqlx::query(
-            "INSERT INTO api_keys (id, name, digest, role, models, created_at, expires_at, revoked_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&k.id)
-        .bind(&k.name)
-        .bind(&k.digest)
-        .bind(role_str(k.role))
-        .bind(k.models.as_ref().map(serde_json::to_string).transpose()?)
-        .bind(k.created_at)
-        .bind(k.expires_at)
-        .bind(k.revoked_at)
-        .execute(&self.pool)
-        .await?;
+    pub async fn insert_key(&self, k: &KeyRecord, audit: &Audit<'_>) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(&format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"))
+            .bind(&k.id)
+            .bind(&k.name)
+            .bind(&k.digest)
+            .bind(role_str(k.role))
+            .bind(k.models.as_ref().map(serde_json::to_string).transpose()?)
+            .bind(k.created_at)
+            .bind(k.expires_at)
+            .bind(k.revoked_at)
+            .bind(k.user_id.as_deref())
+            .bind(k.team_id.as_deref())
+            .bind(serde_json::to_string(&k.tags)?)
+            .bind(k.metadata.as_ref().map(serde_json::to_string).transpose()?)
+            .bind(i64::from(k.blocked))
+            .bind(k.previous_digest.as_deref())
+            .bind(k.previous_valid_until)
+            .bind(k.rotated_at)
+            .execute(&mut *tx)
+            .await?;
+        governance::audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// Keys, oldest first; revoked ones only if asked.
     pub async fn keys(&self, include_revoked: bool) -> anyhow::Result<Vec<KeyRecord>> {
-        let sql = if include_revoked {
-            "SELECT id, name, digest, role, models, created_at, expires_at, revoked_at FROM api_keys ORDER BY created_at, id"
-        } else {
-            "SELECT id, name, digest, role, models, created_at, expires_at, revoked_at FROM api_keys \
-             WHERE revoked_at IS NULL ORDER BY created_at, id"
-        };
-        let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+        let filter = if include_revoked { "" } else { "WHERE revoked_at IS NULL " };
+        let rows = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys {filter}ORDER BY created_at, id"))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(key_from_row).collect()
     }
 
-    pub async fn key_by_digest(&self, digest: &str) -> anyhow::Result<Option<KeyRecord>> {
-        let row = sqlx::query(
-            "SELECT id, name, digest, role, models, created_at, expires_at, revoked_at FROM api_keys WHERE digest = $1",
-        )
+    pub async fn key(&self, id: &str) -> anyhow::Result<Option<KeyRecord>> {
+        let row = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    /// The key whose current secret has this digest, or whose previous secret has it and is
+    /// still within its grace period at `now`.
+    pub async fn key_by_digest(&self, digest: &str, now: i64) -> anyhow::Result<Option<KeyRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE digest = $1 OR (previous_digest = $1 AND previous_valid_until > $2)"
+        ))
         .bind(digest)
+        .bind(now)
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(key_from_row).transpose()
     }
 
     /// Marks a key revoked; false if there is no such active key.
-    pub async fn revoke_key(&self, id: &str, now: i64) -> anyhow::Result<bool> {
+    pub async fn revoke_key(&self, id: &str, now: i64, audit: &Audit<'_>) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(now)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        governance::audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     pub async fn count_admin_keys(&self) -> anyhow::Result<i64> {
@@ -196,30 +228,11 @@ impl Store {
             .await?;
         Ok(row.try_get::<i64, _>(0)?)
     }
-
-    pub async fn audit(&self, at: i64, actor: &str, action: &str, target: &str) -> anyhow::Result<()> {
-        sqlx::query("INSERT INTO audit_log (at, actor, action, target) VALUES ($1, $2, $3, $4)")
-            .bind(at)
-            .bind(actor)
-            .bind(action)
-            .bind(target)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn audit_log(&self, limit: i64) -> anyhow::Result<Vec<AuditEntry>> {
-        let rows = sqlx::query("SELECT at, actor, action, target FROM audit_log ORDER BY id DESC LIMIT $1")
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditEntry { at: r.try_get(0)?, actor: r.try_get(1)?, action: r.try_get(2)?, target: r.try_get(3)? })
-            })
-            .collect()
-    }
 }
+
+/// The columns of a key row, in the order [`key_from_row`] reads them.
+const KEY_COLUMNS: &str = "id, name, digest, role, models, created_at, expires_at, revoked_at, user_id, team_id, tags, \
+     metadata, blocked, previous_digest, previous_valid_until, rotated_at";
 
 fn role_str(r: tollgate_contract::keys::Role) -> &'static str {
     match r {
@@ -233,6 +246,9 @@ fn key_from_row(r: &AnyRow) -> anyhow::Result<KeyRecord> {
         "admin" => tollgate_contract::keys::Role::Admin,
         _ => tollgate_contract::keys::Role::User,
     };
+    let json = |i: usize| -> anyhow::Result<Option<serde_json::Value>> {
+        Ok(r.try_get::<Option<String>, _>(i)?.map(|s| serde_json::from_str(&s)).transpose()?)
+    };
     let models: Option<String> = r.try_get(4)?;
     Ok(KeyRecord {
         id: r.try_get(0)?,
@@ -243,6 +259,14 @@ fn key_from_row(r: &AnyRow) -> anyhow::Result<KeyRecord> {
         created_at: r.try_get(5)?,
         expires_at: r.try_get(6)?,
         revoked_at: r.try_get(7)?,
+        user_id: r.try_get(8)?,
+        team_id: r.try_get(9)?,
+        tags: json(10)?.map(serde_json::from_value).transpose()?.unwrap_or_default(),
+        metadata: json(11)?,
+        blocked: r.try_get::<i64, _>(12)? != 0,
+        previous_digest: r.try_get(13)?,
+        previous_valid_until: r.try_get(14)?,
+        rotated_at: r.try_get(15)?,
     })
 }
 

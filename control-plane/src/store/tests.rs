@@ -3,6 +3,7 @@
 //! TOLLGATE_REQUIRE_POSTGRES is unset).
 
 use super::*;
+use crate::model::{TeamRecord, UserRecord, UserRole};
 use crate::model::{resolve, DeploymentSpec, Provider};
 use tollgate_contract::keys::Role;
 
@@ -14,9 +15,12 @@ fn key(id: &str, role: Role) -> KeyRecord {
         role,
         models: Some(vec!["m".into()]),
         created_at: 10,
-        expires_at: None,
-        revoked_at: None,
+        ..Default::default()
     }
+}
+
+fn audit<'a>(action: &'a str, target: &'a str) -> Audit<'a> {
+    Audit { at: 1, actor: "a", action, target, ..Default::default() }
 }
 
 async fn exercise(store: &Store) {
@@ -62,25 +66,52 @@ async fn exercise(store: &Store) {
     assert_eq!(store.credentials().await.unwrap().keys().collect::<Vec<_>>(), vec!["c1"]);
     assert_eq!(resolve(&rows, &env, &[]).model.models.len(), 2);
 
-    store.insert_key(&key("a", Role::Admin)).await.unwrap();
-    store.insert_key(&key("b", Role::User)).await.unwrap();
-    assert!(store.insert_key(&key("b", Role::User)).await.is_err(), "duplicate id");
+    store.insert_key(&key("a", Role::Admin), &audit("key.create", "a")).await.unwrap();
+    store.insert_key(&key("b", Role::User), &audit("key.create", "b")).await.unwrap();
+    assert!(store.insert_key(&key("b", Role::User), &audit("key.create", "b")).await.is_err(), "duplicate id");
     assert_eq!(store.count_admin_keys().await.unwrap(), 1);
-    let found = store.key_by_digest(&tollgate_contract::keys::digest_hex("b")).await.unwrap().unwrap();
+    let found = store.key_by_digest(&tollgate_contract::keys::digest_hex("b"), 0).await.unwrap().unwrap();
     assert_eq!(found, key("b", Role::User));
-    assert!(store.revoke_key("b", 50).await.unwrap());
-    assert!(!store.revoke_key("b", 51).await.unwrap(), "already revoked");
-    assert!(!store.revoke_key("nope", 51).await.unwrap());
+    assert!(store.revoke_key("b", 50, &audit("key.revoke", "b")).await.unwrap());
+    assert!(!store.revoke_key("b", 51, &audit("key.revoke", "b")).await.unwrap(), "already revoked");
+    assert!(!store.revoke_key("nope", 51, &audit("key.revoke", "nope")).await.unwrap());
     assert_eq!(store.keys(false).await.unwrap().len(), 1);
     let all = store.keys(true).await.unwrap();
     assert_eq!(all.len(), 2);
     assert_eq!(all.iter().find(|k| k.id == "b").unwrap().revoked_at, Some(50));
     assert_eq!(store.load().await.unwrap().keys.len(), 1, "revoked keys are not sent to the data plane");
 
-    store.audit(1, "a", "key.create", "b").await.unwrap();
-    store.audit(2, "a", "key.revoke", "b").await.unwrap();
-    let log = store.audit_log(10).await.unwrap();
-    assert_eq!(log.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), vec!["key.revoke", "key.create"]);
+    // Each write above has its audit row (the failed duplicate and the no-op revocations none).
+    let log = store.audit_log(&AuditQuery::default()).await.unwrap();
+    assert_eq!(log.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), vec!["key.revoke", "key.create", "key.create"]);
+    let only_b = store.audit_log(&AuditQuery { target: Some("b".into()), limit: Some(1), ..Default::default() }).await.unwrap();
+    assert_eq!(only_b.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), vec!["key.revoke"]);
+    let older = store.audit_log(&AuditQuery { before_id: Some(only_b[0].id), ..Default::default() }).await.unwrap();
+    assert_eq!(older.len(), 2);
+
+    // Teams, users, key owners, rotation: stored byte-exact (SQL and script text is data).
+    let hostile = "x'); DROP TABLE api_keys;-- <script>{{7*7}}";
+    let team = TeamRecord { id: "t1".into(), name: hostile.into(), models: Some(vec!["m".into()]), metadata: Some(serde_json::json!({"k": hostile})), created_at: 5 };
+    store.put_team(&team, true, &Audit { team_id: Some("t1"), ..audit("team.create", "t1") }).await.unwrap();
+    assert_eq!(store.team("t1").await.unwrap().unwrap(), team);
+    let user = UserRecord { id: "u1".into(), name: hostile.into(), email: Some("a@b".into()), team_id: Some("t1".into()), role: UserRole::TeamAdmin, models: None, created_at: 6 };
+    store.put_user(&user, true, &audit("user.create", "u1")).await.unwrap();
+    assert_eq!(store.users().await.unwrap(), vec![user.clone()]);
+    let owned = KeyRecord { user_id: Some("u1".into()), team_id: Some("t1".into()), tags: vec![hostile.into()], ..key("c", Role::User) };
+    store.insert_key(&owned, &audit("key.create", "c")).await.unwrap();
+    let q = |team: &str| KeyQuery { team_id: Some(team.into()), ..Default::default() };
+    assert_eq!(store.list_keys(&q("t1")).await.unwrap(), vec![owned.clone()]);
+    assert!(store.list_keys(&q("t2")).await.unwrap().is_empty());
+    let tagged = store.list_keys(&KeyQuery { tag: Some(hostile.into()), ..Default::default() }).await.unwrap();
+    assert_eq!(tagged.len(), 1);
+    let rotated = KeyRecord { digest: "new".into(), previous_digest: Some(owned.digest.clone()), previous_valid_until: Some(100), rotated_at: Some(40), ..owned.clone() };
+    assert!(store.update_key(&rotated, &owned.digest, &audit("key.rotate", "c")).await.unwrap());
+    assert!(!store.update_key(&rotated, &owned.digest, &audit("key.rotate", "c")).await.unwrap(), "a stale rotation loses");
+    assert_eq!(store.key_by_digest(&owned.digest, 99).await.unwrap().unwrap().id, "c", "old secret within its grace");
+    assert!(store.key_by_digest(&owned.digest, 100).await.unwrap().is_none(), "old secret after its grace");
+    assert_eq!(store.key_by_digest("new", 1000).await.unwrap().unwrap(), rotated);
+    let rows = store.load().await.unwrap();
+    assert_eq!((rows.teams.len(), rows.users.len()), (1, 1));
 }
 
 #[tokio::test]
@@ -93,7 +124,7 @@ async fn sqlite_store() {
     store.close().await;
     // migrations are idempotent on restart
     let store = Store::connect(&url).await.unwrap();
-    assert_eq!(store.keys(true).await.unwrap().len(), 2);
+    assert_eq!(store.keys(true).await.unwrap().len(), 3);
     store.close().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -121,7 +152,7 @@ async fn postgres_store() {
         exercise(&store).await;
         store.close().await;
         let store = Store::connect(&url).await.unwrap();
-        assert_eq!(store.keys(true).await.unwrap().len(), 2);
+        assert_eq!(store.keys(true).await.unwrap().len(), 3);
         store.close().await;
     };
     result.await;

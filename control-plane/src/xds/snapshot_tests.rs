@@ -71,7 +71,7 @@ fn model() -> Model {
             models: Some(vec!["gpt".into()]),
             created_at: 1,
             expires_at: Some(99),
-            revoked_at: None,
+            ..Default::default()
         }],
     }
 }

@@ -1,0 +1,292 @@
+//! Teams, users, key updates and the audit trail. Every write takes its audit record and commits
+//! both in one transaction: a change without its record (or a record without its change) cannot
+//! be stored. The trail is append-only: nothing here updates or deletes an audit row.
+
+use anyhow::Context;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use super::{key_from_row, role_str, AuditEntry, Store, KEY_COLUMNS};
+use crate::model::{KeyRecord, TeamRecord, UserRecord, UserRole};
+
+/// One audit record, written with the change it describes.
+#[derive(Debug, Clone, Default)]
+pub struct Audit<'a> {
+    pub at: i64,
+    /// The public id of the key that made the call (`system` for the control plane's own).
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub target: &'a str,
+    pub team_id: Option<&'a str>,
+    pub source: Option<&'a str>,
+    /// Without secrets: callers pass views (no digest, no secret).
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+}
+
+pub(super) async fn audit_in(tx: &mut Transaction<'_, Any>, a: &Audit<'_>) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (at, actor, action, target, team_id, source, before_state, after_state) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(a.at)
+    .bind(a.actor)
+    .bind(a.action)
+    .bind(a.target)
+    .bind(a.team_id)
+    .bind(a.source)
+    .bind(a.before.as_ref().map(serde_json::Value::to_string))
+    .bind(a.after.as_ref().map(serde_json::Value::to_string))
+    .execute(&mut **tx)
+    .await
+    .context("writing the audit record")?;
+    Ok(())
+}
+
+/// Filters on the audit trail; newest first, `before_id` pages back.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub target: Option<String>,
+    pub team_id: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub before_id: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+/// Filters on keys; oldest first, `after_id` pages on.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyQuery {
+    pub team_id: Option<String>,
+    pub user_id: Option<String>,
+    pub tag: Option<String>,
+    /// Revoked keys are listed (with `revoked_at`) unless this is `false`.
+    pub include_revoked: Option<bool>,
+    pub after_id: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// A list page size: 1 to 1000, 100 by default.
+pub fn page_size(limit: Option<i64>) -> i64 {
+    limit.unwrap_or(100).clamp(1, 1000)
+}
+
+fn json_opt<T: serde::Serialize>(v: Option<&T>) -> anyhow::Result<Option<String>> {
+    Ok(v.map(serde_json::to_string).transpose()?)
+}
+
+fn team_from_row(r: &AnyRow) -> anyhow::Result<TeamRecord> {
+    Ok(TeamRecord {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        models: r.try_get::<Option<String>, _>(2)?.map(|s| serde_json::from_str(&s)).transpose()?,
+        metadata: r.try_get::<Option<String>, _>(3)?.map(|s| serde_json::from_str(&s)).transpose()?,
+        created_at: r.try_get(4)?,
+    })
+}
+
+fn user_from_row(r: &AnyRow) -> anyhow::Result<UserRecord> {
+    let role: String = r.try_get(4)?;
+    Ok(UserRecord {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        email: r.try_get(2)?,
+        team_id: r.try_get(3)?,
+        // An unknown stored role grants the least.
+        role: UserRole::parse(&role).unwrap_or(UserRole::Viewer),
+        models: r.try_get::<Option<String>, _>(5)?.map(|s| serde_json::from_str(&s)).transpose()?,
+        created_at: r.try_get(6)?,
+    })
+}
+
+const TEAM_COLUMNS: &str = "id, name, models, metadata, created_at";
+const USER_COLUMNS: &str = "id, name, email, team_id, role, models, created_at";
+
+impl Store {
+    pub async fn teams(&self) -> anyhow::Result<Vec<TeamRecord>> {
+        let rows = sqlx::query(&format!("SELECT {TEAM_COLUMNS} FROM teams ORDER BY created_at, id")).fetch_all(&self.pool).await?;
+        rows.iter().map(team_from_row).collect()
+    }
+
+    pub async fn team(&self, id: &str) -> anyhow::Result<Option<TeamRecord>> {
+        let row = sqlx::query(&format!("SELECT {TEAM_COLUMNS} FROM teams WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(team_from_row).transpose()
+    }
+
+    /// Inserts or replaces a team (by id).
+    pub async fn put_team(&self, t: &TeamRecord, create: bool, audit: &Audit<'_>) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let sql = if create {
+            "INSERT INTO teams (name, models, metadata, created_at, id) VALUES ($1, $2, $3, $4, $5)"
+        } else {
+            "UPDATE teams SET name = $1, models = $2, metadata = $3, created_at = $4 WHERE id = $5"
+        };
+        sqlx::query(sql)
+            .bind(&t.name)
+            .bind(json_opt(t.models.as_ref())?)
+            .bind(json_opt(t.metadata.as_ref())?)
+            .bind(t.created_at)
+            .bind(&t.id)
+            .execute(&mut *tx)
+            .await?;
+        audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn users(&self) -> anyhow::Result<Vec<UserRecord>> {
+        let rows = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, id")).fetch_all(&self.pool).await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    pub async fn user(&self, id: &str) -> anyhow::Result<Option<UserRecord>> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    /// Inserts or replaces a user (by id).
+    pub async fn put_user(&self, u: &UserRecord, create: bool, audit: &Audit<'_>) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let sql = if create {
+            "INSERT INTO users (name, email, team_id, role, models, created_at, id) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        } else {
+            "UPDATE users SET name = $1, email = $2, team_id = $3, role = $4, models = $5, created_at = $6 WHERE id = $7"
+        };
+        sqlx::query(sql)
+            .bind(&u.name)
+            .bind(u.email.as_deref())
+            .bind(u.team_id.as_deref())
+            .bind(u.role.as_str())
+            .bind(json_opt(u.models.as_ref())?)
+            .bind(u.created_at)
+            .bind(&u.id)
+            .execute(&mut *tx)
+            .await?;
+        audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Keys matching `q`, oldest first (by id within a second), one page.
+    pub async fn list_keys(&self, q: &KeyQuery) -> anyhow::Result<Vec<KeyRecord>> {
+        let mut sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE 1 = 1");
+        let mut binds: Vec<String> = Vec::new();
+        let mut bind = |sql: &mut String, clause: &str, v: &str| {
+            binds.push(v.to_owned());
+            sql.push_str(&clause.replace('?', &format!("${}", binds.len())));
+        };
+        if let Some(t) = &q.team_id {
+            bind(&mut sql, " AND team_id = ?", t);
+        }
+        if let Some(u) = &q.user_id {
+            bind(&mut sql, " AND user_id = ?", u);
+        }
+        if let Some(after) = &q.after_id {
+            bind(&mut sql, " AND id > ?", after);
+        }
+        if q.include_revoked == Some(false) {
+            sql.push_str(" AND revoked_at IS NULL");
+        }
+        sql.push_str(&format!(" ORDER BY id LIMIT {}", page_size(q.limit)));
+        let mut query = sqlx::query(&sql);
+        for b in &binds {
+            query = query.bind(b);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        let keys = rows.iter().map(key_from_row).collect::<anyhow::Result<Vec<_>>>()?;
+        // Tags are a JSON list: filtered here, exactly (no LIKE on user text).
+        Ok(match &q.tag {
+            Some(tag) => keys.into_iter().filter(|k| k.tags.iter().any(|t| t == tag)).collect(),
+            None => keys,
+        })
+    }
+
+    /// Replaces a key row, provided its secret digest is still `expected_digest` (a concurrent
+    /// rotation makes this one fail instead of losing either). False when nothing matched.
+    pub async fn update_key(&self, k: &KeyRecord, expected_digest: &str, audit: &Audit<'_>) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE api_keys SET name = $1, digest = $2, role = $3, models = $4, expires_at = $5, revoked_at = $6, \
+             user_id = $7, team_id = $8, tags = $9, metadata = $10, blocked = $11, previous_digest = $12, \
+             previous_valid_until = $13, rotated_at = $14 WHERE id = $15 AND digest = $16",
+        )
+        .bind(&k.name)
+        .bind(&k.digest)
+        .bind(role_str(k.role))
+        .bind(k.models.as_ref().map(serde_json::to_string).transpose()?)
+        .bind(k.expires_at)
+        .bind(k.revoked_at)
+        .bind(k.user_id.as_deref())
+        .bind(k.team_id.as_deref())
+        .bind(serde_json::to_string(&k.tags)?)
+        .bind(k.metadata.as_ref().map(serde_json::to_string).transpose()?)
+        .bind(i64::from(k.blocked))
+        .bind(k.previous_digest.as_deref())
+        .bind(k.previous_valid_until)
+        .bind(k.rotated_at)
+        .bind(&k.id)
+        .bind(expected_digest)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn audit_log(&self, q: &AuditQuery) -> anyhow::Result<Vec<AuditEntry>> {
+        let mut sql = "SELECT id, at, actor, action, target, team_id, source, before_state, after_state FROM audit_log WHERE 1 = 1".to_owned();
+        let mut text: Vec<String> = Vec::new();
+        let mut nums: Vec<i64> = Vec::new();
+        let mut n = 0usize;
+        let mut push = |sql: &mut String, clause: &str| {
+            n += 1;
+            sql.push_str(&clause.replace('?', &format!("${n}")));
+        };
+        for (clause, v) in [(" AND actor = ?", &q.actor), (" AND action = ?", &q.action), (" AND target = ?", &q.target), (" AND team_id = ?", &q.team_id)] {
+            if let Some(v) = v {
+                push(&mut sql, clause);
+                text.push(v.clone());
+            }
+        }
+        for (clause, v) in [(" AND at >= ?", q.since), (" AND at < ?", q.until), (" AND id < ?", q.before_id)] {
+            if let Some(v) = v {
+                push(&mut sql, clause);
+                nums.push(v);
+            }
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", page_size(q.limit)));
+        let mut query = sqlx::query(&sql);
+        for t in &text {
+            query = query.bind(t);
+        }
+        for v in &nums {
+            query = query.bind(*v);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        let json = |r: &AnyRow, i: usize| -> anyhow::Result<Option<serde_json::Value>> {
+            Ok(r.try_get::<Option<String>, _>(i)?.map(|s| serde_json::from_str(&s)).transpose()?)
+        };
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    id: r.try_get(0)?,
+                    at: r.try_get(1)?,
+                    actor: r.try_get(2)?,
+                    action: r.try_get(3)?,
+                    target: r.try_get(4)?,
+                    team_id: r.try_get(5)?,
+                    source: r.try_get(6)?,
+                    before: json(r, 7)?,
+                    after: json(r, 8)?,
+                })
+            })
+            .collect()
+    }
+}
