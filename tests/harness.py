@@ -416,14 +416,17 @@ class GatewayStack:
 
     def __init__(self, work_dir: Path, config: dict[str, Any] | str,
                  provider_env: dict[str, str | None], mock: Any = None,
-                 database_url: str | None = None) -> None:
+                 database_url: str | None = None, admin_key: str | None = None,
+                 data_plane_token: str | None = None) -> None:
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.mock = mock
         if mock is not None:
             mock.start()  # idempotent; the config needs its port
-        self.admin_key = random_secret("tg-admin-")
-        self.data_plane_token = random_secret("tg-dp-")
+        # A replica of another stack's control plane (one database) shares its admin key and
+        # data-plane token.
+        self.admin_key = admin_key or random_secret("tg-admin-")
+        self.data_plane_token = data_plane_token or random_secret("tg-dp-")
         self.provider_env = dict(provider_env)
         self.gateway_port = free_port()
         self.envoy_admin_port = free_port()

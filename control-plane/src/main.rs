@@ -187,6 +187,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Deployments on an AWS chain credential are served once their first keys are obtained.
     aws::spawn_refresher(store.clone(), aws_credentials);
     publisher.clone().spawn_refresher(Duration::from_secs(2), aws_changes);
+    if database_url.starts_with("postgres") {
+        crate::store::notify::spawn_listener(database_url.clone(), publisher.clone());
+    }
 
     let ads = AggregatedDiscoveryServiceServer::new(xds::server::AdsServer::new(snapshots));
     let xds_task = tokio::spawn(

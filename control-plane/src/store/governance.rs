@@ -40,7 +40,7 @@ pub(super) async fn audit_in(tx: &mut Transaction<'_, Any>, a: &Audit<'_>) -> an
     .execute(&mut **tx)
     .await
     .context("writing the audit record")?;
-    Ok(())
+    super::notify::notify_in(tx, a.action).await
 }
 
 /// Filters on the audit trail; newest first, `before_id` pages back.

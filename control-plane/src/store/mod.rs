@@ -4,6 +4,7 @@
 
 mod governance;
 mod migrations;
+pub mod notify;
 
 pub use governance::{Audit, AuditQuery, KeyQuery};
 
@@ -94,6 +95,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        notify::notify_in(&mut tx, "config.load").await?;
         tx.commit().await?;
         Ok(())
     }
