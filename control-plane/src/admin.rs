@@ -13,7 +13,7 @@ use tollgate_contract::keys::presented_key;
 use tollgate_contract::{ErrorKind, GatewayError};
 
 use crate::authz::Actor;
-use crate::service::{KeyPatch, NewKey, NewTeam, NewUser, RotateKey, Service, ServiceError, TeamPatch, UserPatch};
+use crate::service::{AccessGroupPatch, NewAccessGroup, KeyPatch, NewKey, NewTeam, NewUser, RotateKey, Service, ServiceError, TeamPatch, UserPatch};
 use crate::store::{AuditQuery, KeyQuery};
 
 #[derive(Clone)]
@@ -32,6 +32,8 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/v1/teams/{id}", get(get_team).patch(update_team))
         .route("/admin/v1/users", post(create_user).get(list_users))
         .route("/admin/v1/users/{id}", get(get_user).patch(update_user))
+        .route("/admin/v1/access-groups", post(create_access_group).get(list_access_groups))
+        .route("/admin/v1/access-groups/{name}", axum::routing::patch(update_access_group).delete(delete_access_group))
         .route("/admin/v1/models", get(list_models))
         .route("/admin/v1/audit", get(audit))
         .route("/demo/v1/chat/completions", post(crate::demo::chat))
@@ -250,4 +252,27 @@ async fn audit(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Ra
     let actor = admin(&state, &headers, &peer).await?;
     let q: AuditQuery = parse_query(q)?;
     Ok(data(state.service.audit_log(&actor, q).await?))
+}
+
+async fn create_access_group(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    let group = state.service.create_access_group(&actor, parse_json::<NewAccessGroup>(&body)?).await?;
+    Ok((StatusCode::CREATED, Json(group)).into_response())
+}
+
+async fn list_access_groups(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    Ok(data(state.service.list_access_groups(&actor).await?))
+}
+
+async fn update_access_group(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    let group = state.service.update_access_group(&actor, &name, Some(parse_json::<AccessGroupPatch>(&body)?)).await?;
+    Ok(Json(group).into_response())
+}
+
+async fn delete_access_group(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    state.service.update_access_group(&actor, &name, None).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -66,6 +66,8 @@ pub struct NewKey {
     pub tags: Vec<String>,
     #[serde(default)]
     pub metadata: Option<serde_json::Value>,
+    #[serde(default)]
+    pub access_groups: Vec<String>,
 }
 
 /// A key as shown by the API: never the secret or its digest.
@@ -82,6 +84,7 @@ pub struct KeyView {
     pub team_id: Option<String>,
     pub tags: Vec<String>,
     pub metadata: Option<serde_json::Value>,
+    pub access_groups: Vec<String>,
     pub blocked: bool,
     pub rotated_at: Option<i64>,
     /// Until when the secret before the last rotation is still accepted.
@@ -102,6 +105,7 @@ impl From<KeyRecord> for KeyView {
             team_id: k.team_id,
             tags: k.tags,
             metadata: k.metadata,
+            access_groups: k.access_groups,
             blocked: k.blocked,
             rotated_at: k.rotated_at,
             previous_valid_until: k.previous_valid_until,
@@ -173,6 +177,7 @@ pub struct KeyPatch {
     pub tags: Option<Vec<String>>,
     pub metadata: Option<serde_json::Value>,
     pub blocked: Option<bool>,
+    pub access_groups: Option<Vec<String>>,
 }
 
 /// A present field (even `null`) is `Some`.
@@ -205,16 +210,39 @@ impl Service {
             },
             (None, Role::User) => return Ok(None),
         };
-        let bound = access::owner_bound(k.user_id.as_deref(), k.team_id.as_deref(), &self.user_map().await?, &self.team_map().await?);
+        let catalog = self.catalog().await?;
+        let models = catalog.key_allowance(&k, &self.user_map().await?, &self.team_map().await?);
         Ok(Some(Actor {
             key_id: k.id,
             role,
             user_id: k.user_id,
             team_id,
             source: None,
-            models: access::intersect(k.models.as_deref(), bound.as_deref()),
+            models,
             expires_at: k.expires_at,
         }))
+    }
+
+    /// The models that exist and the access groups, to evaluate allowances with.
+    async fn catalog(&self) -> Result<access::Catalog, ServiceError> {
+        Ok(access::Catalog {
+            models: self.store.model_rows().await?.into_iter().map(|m| m.name).collect(),
+            groups: self.store.access_groups().await?.into_iter().map(|g| (g.name, g.models)).collect(),
+        })
+    }
+
+    /// A level's allowance as asked (`models` and `access_groups`), checked: every group exists,
+    /// and (unless the caller is an admin) it stays within the caller's own allowance.
+    async fn checked_level(&self, actor: &Actor, models: Option<&[String]>, groups: &[String]) -> Result<(), ServiceError> {
+        checked_models(models.map(<[String]>::to_vec).as_ref())?;
+        let catalog = self.catalog().await?;
+        if let Some(g) = groups.iter().find(|g| !catalog.groups.contains_key(*g)) {
+            return Err(ServiceError::Invalid(format!("No access group named '{g}'.")));
+        }
+        if actor.role != UserRole::Admin && !access::within(catalog.level(models, groups).as_deref(), actor.models.as_deref()) {
+            return Err(ServiceError::Forbidden("'models' or 'access_groups' name a model your own key may not use.".into()));
+        }
+        Ok(())
     }
 
     async fn user_map(&self) -> Result<std::collections::BTreeMap<String, UserRecord>, ServiceError> {
@@ -318,12 +346,12 @@ impl Service {
         if req.role == Some(Role::Admin) && actor.role != UserRole::Admin {
             return Err(ServiceError::Forbidden("Only an admin can create an admin key.".into()));
         }
-        let models = match (req.models, &actor.models) {
-            (None, bound) => bound.clone(),
-            (Some(m), bound) if access::within(Some(&m), bound.as_deref()) => Some(m),
-            (Some(_), _) => {
-                return Err(ServiceError::Forbidden("'models' names a model your own key may not use.".into()));
-            }
+        // Nothing asked: the creator's own allowance (a non-admin's key never has more).
+        let models = if req.models.is_none() && req.access_groups.is_empty() && actor.role != UserRole::Admin {
+            actor.models.clone()
+        } else {
+            self.checked_level(actor, req.models.as_deref(), &req.access_groups).await?;
+            req.models
         };
         let expires_at = match (req.expires_at, actor.expires_at) {
             (Some(e), Some(mine)) if e > mine => {
@@ -345,6 +373,7 @@ impl Service {
             team_id,
             tags: req.tags,
             metadata: req.metadata,
+            access_groups: req.access_groups,
             ..Default::default()
         };
         let view = KeyView::from(rec.clone());
@@ -422,11 +451,12 @@ impl Service {
         if let Some(blocked) = patch.blocked {
             new.blocked = blocked;
         }
-        if let Some(models) = patch.models {
-            if !access::within(models.as_deref(), actor.models.as_deref()) {
-                return Err(ServiceError::Forbidden("'models' names a model your own key may not use.".into()));
-            }
+        if patch.models.is_some() || patch.access_groups.is_some() {
+            let models = patch.models.unwrap_or_else(|| new.models.clone());
+            let groups = patch.access_groups.unwrap_or_else(|| new.access_groups.clone());
+            self.checked_level(actor, models.as_deref(), &groups).await?;
             new.models = models;
+            new.access_groups = groups;
         }
         if let Some(expires_at) = patch.expires_at {
             if let (Some(e), Some(mine)) = (expires_at, actor.expires_at) {
@@ -551,6 +581,8 @@ pub struct NewTeam {
     #[serde(default)]
     pub models: Option<Vec<String>>,
     #[serde(default)]
+    pub access_groups: Vec<String>,
+    #[serde(default)]
     pub metadata: Option<serde_json::Value>,
 }
 
@@ -560,6 +592,7 @@ pub struct TeamPatch {
     pub name: Option<String>,
     #[serde(default, deserialize_with = "some")]
     pub models: Option<Option<Vec<String>>>,
+    pub access_groups: Option<Vec<String>>,
     pub metadata: Option<serde_json::Value>,
 }
 
@@ -575,6 +608,8 @@ pub struct NewUser {
     pub role: UserRole,
     #[serde(default)]
     pub models: Option<Vec<String>>,
+    #[serde(default)]
+    pub access_groups: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -586,6 +621,7 @@ pub struct UserPatch {
     pub role: Option<UserRole>,
     #[serde(default, deserialize_with = "some")]
     pub models: Option<Option<Vec<String>>>,
+    pub access_groups: Option<Vec<String>>,
 }
 
 fn checked_name(name: &str) -> Result<String, ServiceError> {
@@ -606,8 +642,15 @@ fn checked_models(models: Option<&Vec<String>>) -> Result<(), ServiceError> {
 impl Service {
     pub async fn create_team(&self, actor: &Actor, req: NewTeam) -> Result<TeamRecord, ServiceError> {
         Self::check(actor, Verb::Write, Object::Platform)?;
-        checked_models(req.models.as_ref())?;
-        let team = TeamRecord { id: new_id("team"), name: checked_name(&req.name)?, models: req.models, metadata: req.metadata, created_at: unix_now() };
+        self.checked_level(actor, req.models.as_deref(), &req.access_groups).await?;
+        let team = TeamRecord {
+            id: new_id("team"),
+            name: checked_name(&req.name)?,
+            models: req.models,
+            access_groups: req.access_groups,
+            metadata: req.metadata,
+            created_at: unix_now(),
+        };
         if self.store.teams().await?.iter().any(|t| t.name == team.name) {
             return Err(ServiceError::Conflict(format!("A team named '{}' exists.", team.name)));
         }
@@ -638,9 +681,12 @@ impl Service {
         if let Some(name) = patch.name {
             new.name = checked_name(&name)?;
         }
-        if let Some(models) = patch.models {
-            checked_models(models.as_ref())?;
+        if patch.models.is_some() || patch.access_groups.is_some() {
+            let models = patch.models.unwrap_or_else(|| new.models.clone());
+            let groups = patch.access_groups.unwrap_or_else(|| new.access_groups.clone());
+            self.checked_level(actor, models.as_deref(), &groups).await?;
             new.models = models;
+            new.access_groups = groups;
         }
         if let Some(metadata) = patch.metadata {
             new.metadata = Some(metadata);
@@ -673,10 +719,7 @@ impl Service {
         if req.role == UserRole::TeamAdmin && team_id.is_none() {
             return Err(ServiceError::Invalid("A team_admin needs a team_id.".into()));
         }
-        checked_models(req.models.as_ref())?;
-        if !access::within(req.models.as_deref(), actor.models.as_deref()) && actor.role != UserRole::Admin {
-            return Err(ServiceError::Forbidden("'models' names a model your own key may not use.".into()));
-        }
+        self.checked_level(actor, req.models.as_deref(), &req.access_groups).await?;
         let email = req.email.map(|e| e.trim().to_owned()).filter(|e| !e.is_empty());
         if email.as_ref().is_some_and(|e| e.len() > 320 || !e.contains('@')) {
             return Err(ServiceError::Invalid("'email' must be an email address.".into()));
@@ -686,7 +729,16 @@ impl Service {
                 return Err(ServiceError::Conflict("A user with this email exists.".into()));
             }
         }
-        let user = UserRecord { id: new_id("user"), name: checked_name(&req.name)?, email, team_id, role: req.role, models: req.models, created_at: unix_now() };
+        let user = UserRecord {
+            id: new_id("user"),
+            name: checked_name(&req.name)?,
+            email,
+            team_id,
+            role: req.role,
+            models: req.models,
+            access_groups: req.access_groups,
+            created_at: unix_now(),
+        };
         let audit = Audit { after: serde_json::to_value(&user).ok(), ..Self::audit(actor, "user.create", &user.id, user.team_id.as_deref(), user.created_at) };
         self.store.put_user(&user, true, &audit).await?;
         Ok(user)
@@ -732,12 +784,12 @@ impl Service {
             }
             new.role = role;
         }
-        if let Some(models) = patch.models {
-            checked_models(models.as_ref())?;
-            if actor.role != UserRole::Admin && !access::within(models.as_deref(), actor.models.as_deref()) {
-                return Err(ServiceError::Forbidden("'models' names a model your own key may not use.".into()));
-            }
+        if patch.models.is_some() || patch.access_groups.is_some() {
+            let models = patch.models.unwrap_or_else(|| new.models.clone());
+            let groups = patch.access_groups.unwrap_or_else(|| new.access_groups.clone());
+            self.checked_level(actor, models.as_deref(), &groups).await?;
             new.models = models;
+            new.access_groups = groups;
         }
         let audit = Audit {
             before: serde_json::to_value(&old).ok(),
@@ -747,5 +799,70 @@ impl Service {
         self.store.put_user(&new, false, &audit).await?;
         self.publisher.refresh().await?;
         Ok(new)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAccessGroup {
+    pub name: String,
+    pub models: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessGroupPatch {
+    pub models: Vec<String>,
+}
+
+fn checked_group_name(name: &str) -> Result<(), ServiceError> {
+    if name.is_empty() || name.len() > 100 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) {
+        return Err(ServiceError::Invalid("'name' must be 1 to 100 letters, digits, '-', '_', '.' or ':'.".into()));
+    }
+    Ok(())
+}
+
+impl Service {
+    pub async fn list_access_groups(&self, actor: &Actor) -> Result<Vec<crate::model::AccessGroup>, ServiceError> {
+        Self::check(actor, Verb::Read, Object::Models)?;
+        Ok(self.store.access_groups().await?)
+    }
+
+    pub async fn create_access_group(&self, actor: &Actor, req: NewAccessGroup) -> Result<crate::model::AccessGroup, ServiceError> {
+        Self::check(actor, Verb::Write, Object::Platform)?;
+        checked_group_name(&req.name)?;
+        checked_models(Some(&req.models))?;
+        if self.store.access_groups().await?.iter().any(|g| g.name == req.name) {
+            return Err(ServiceError::Conflict(format!("An access group named '{}' exists.", req.name)));
+        }
+        let group = crate::model::AccessGroup { name: req.name, models: req.models, created_at: unix_now() };
+        let audit = Audit { after: serde_json::to_value(&group).ok(), ..Self::audit(actor, "access_group.create", &group.name, None, group.created_at) };
+        self.store.put_access_group(&group, true, false, &audit).await?;
+        self.publisher.refresh().await?;
+        Ok(group)
+    }
+
+    pub async fn update_access_group(&self, actor: &Actor, name: &str, patch: Option<AccessGroupPatch>) -> Result<Option<crate::model::AccessGroup>, ServiceError> {
+        Self::check(actor, Verb::Write, Object::Platform)?;
+        let Some(old) = self.store.access_groups().await?.into_iter().find(|g| g.name == name) else {
+            return Err(ServiceError::NotFound(format!("No access group named '{name}'.")));
+        };
+        let delete = patch.is_none();
+        let new = match patch {
+            Some(p) => {
+                checked_models(Some(&p.models))?;
+                crate::model::AccessGroup { models: p.models, ..old.clone() }
+            }
+            None => old.clone(),
+        };
+        let action = if delete { "access_group.delete" } else { "access_group.update" };
+        let audit = Audit {
+            before: serde_json::to_value(&old).ok(),
+            after: (!delete).then(|| serde_json::to_value(&new).ok()).flatten(),
+            ..Self::audit(actor, action, name, None, unix_now())
+        };
+        self.store.put_access_group(&new, false, delete, &audit).await?;
+        self.publisher.refresh().await?;
+        Ok((!delete).then_some(new))
     }
 }

@@ -245,3 +245,31 @@ def test_admin_strings_are_data(gw):
     listed = ok(gw.admin("GET", "/admin/v1/keys", params={"tag": hostile}))["data"]
     assert [k["id"] for k in listed] == [key["id"]] and listed[0]["name"] == hostile
     assert gw.admin("GET", "/admin/v1/keys?order_by=secret").status_code == 400
+
+
+def test_access_groups_with_wildcards_and_deny_by_default(gw):
+    group = uid("grp")
+    ok(gw.admin("POST", "/admin/v1/access-groups", json={"name": group, "models": ["gpt-*", "as-*"]}), 201)
+    team = ok(gw.admin("POST", "/admin/v1/teams", json={"name": uid("team"), "access_groups": [group]}), 201)
+    key = ok(gw.admin("POST", "/admin/v1/keys", json={"name": uid("k"), "team_id": team["id"]}), 201)
+    gw.secrets[f"virtual key {key['id']}"] = key["key"]
+    gw.wait_key_usable(key["key"])
+    # The gateway's model list and what it serves agree with the group's patterns.
+    assert sorted(m.id for m in gw.client(key["key"]).models.list().data) == ["as-sent", "gpt-mock"]
+    assert chat_status(gw, key["key"]) == 200
+    resp = post_chat(gw, key["key"], {"model": "other-model", "messages": user_message("x")})
+    assert assert_openai_error(resp, 403)["code"] == "model_not_allowed"
+    # An unknown group is refused when named; a group narrowed or deleted later grants less.
+    resp = gw.admin("POST", "/admin/v1/keys", json={"name": "x", "access_groups": ["no-such-group"]})
+    assert resp.status_code == 400 and "no-such-group" in resp.json()["error"]["message"]
+    ok(gw.admin("PATCH", f"/admin/v1/access-groups/{group}", json={"models": ["as-*"]}))
+    wait_until(lambda: [m.id for m in gw.client(key["key"]).models.list().data] == ["as-sent"], 3,
+               "the narrowed group to reach the gateway")
+    assert gw.admin("DELETE", f"/admin/v1/access-groups/{group}").status_code == 204
+    wait_until(lambda: gw.client(key["key"]).models.list().data == [], 3, "the deleted group to grant nothing")
+    assert post_chat(gw, key["key"], {"model": "as-sent", "messages": user_message("x")}).status_code == 403
+    actions = [r["action"] for r in ok(gw.admin("GET", f"/admin/v1/audit?target={group}"))["data"]]
+    assert actions == ["access_group.delete", "access_group.update", "access_group.create"]
+    # Only admins manage groups.
+    t = make_tenant(gw)
+    assert gw.admin("POST", "/admin/v1/access-groups", key=t.team_admin[1], json={"name": uid("g"), "models": ["*"]}).status_code == 403

@@ -31,6 +31,8 @@ pub struct StoredConfig {
     pub keys: Vec<KeyRecord>,
     pub teams: BTreeMap<String, TeamRecord>,
     pub users: BTreeMap<String, UserRecord>,
+    /// Access groups by name: their model patterns.
+    pub groups: BTreeMap<String, Vec<String>>,
     /// When the rows were read (a rotated key's grace entry is published until its end).
     pub now: i64,
 }
@@ -117,7 +119,8 @@ pub fn resolve(rows: &StoredConfig, secrets: &dyn Secrets, own_ports: &[u16]) ->
         }
         models.push(ServedModel { name: row.name.clone(), created: row.created, deployments });
     }
-    let keys = super::access::published_keys(&rows.keys, &rows.users, &rows.teams, rows.now);
+    let catalog = super::access::Catalog { models: rows.models.iter().map(|m| m.name.clone()).collect(), groups: rows.groups.clone() };
+    let keys = super::access::published_keys(&rows.keys, &rows.users, &rows.teams, &catalog, rows.now);
     Resolved { model: Model { settings: rows.settings.clone(), credentials, models, keys }, problems }
 }
 

@@ -251,6 +251,8 @@ pub struct KeyRecord {
     pub team_id: Option<String>,
     pub tags: Vec<String>,
     pub metadata: Option<serde_json::Value>,
+    /// Named model sets ([`AccessGroup`]) added to `models`.
+    pub access_groups: Vec<String>,
     /// A blocked key is refused until unblocked (not revoked: it can come back).
     pub blocked: bool,
     /// The secret's digest before the last rotation, accepted until `previous_valid_until`.
@@ -264,9 +266,19 @@ pub struct KeyRecord {
 pub struct TeamRecord {
     pub id: String,
     pub name: String,
-    /// `None`: every model.
+    /// `None` (and no access group): every model.
     pub models: Option<Vec<String>>,
+    pub access_groups: Vec<String>,
     pub metadata: Option<serde_json::Value>,
+    pub created_at: i64,
+}
+
+/// A named set of models, by name or `*` pattern (`claude-*`), referenced by keys, users and
+/// teams. An empty group, or a name no group has, grants nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessGroup {
+    pub name: String,
+    pub models: Vec<String>,
     pub created_at: i64,
 }
 
@@ -307,8 +319,9 @@ pub struct UserRecord {
     pub email: Option<String>,
     pub team_id: Option<String>,
     pub role: UserRole,
-    /// `None`: whatever the team allows.
+    /// `None` (and no access group): whatever the team allows.
     pub models: Option<Vec<String>>,
+    pub access_groups: Vec<String>,
     pub created_at: i64,
 }
 

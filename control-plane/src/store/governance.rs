@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::{key_from_row, role_str, AuditEntry, Store, KEY_COLUMNS};
-use crate::model::{KeyRecord, TeamRecord, UserRecord, UserRole};
+use crate::model::{AccessGroup, KeyRecord, TeamRecord, UserRecord, UserRole};
 
 /// One audit record, written with the change it describes.
 #[derive(Debug, Clone, Default)]
@@ -79,6 +79,10 @@ fn json_opt<T: serde::Serialize>(v: Option<&T>) -> anyhow::Result<Option<String>
     Ok(v.map(serde_json::to_string).transpose()?)
 }
 
+fn groups_at(r: &AnyRow, i: usize) -> anyhow::Result<Vec<String>> {
+    Ok(r.try_get::<Option<String>, _>(i)?.map(|s| serde_json::from_str(&s)).transpose()?.unwrap_or_default())
+}
+
 fn team_from_row(r: &AnyRow) -> anyhow::Result<TeamRecord> {
     Ok(TeamRecord {
         id: r.try_get(0)?,
@@ -86,6 +90,7 @@ fn team_from_row(r: &AnyRow) -> anyhow::Result<TeamRecord> {
         models: r.try_get::<Option<String>, _>(2)?.map(|s| serde_json::from_str(&s)).transpose()?,
         metadata: r.try_get::<Option<String>, _>(3)?.map(|s| serde_json::from_str(&s)).transpose()?,
         created_at: r.try_get(4)?,
+        access_groups: groups_at(r, 5)?,
     })
 }
 
@@ -100,11 +105,12 @@ fn user_from_row(r: &AnyRow) -> anyhow::Result<UserRecord> {
         role: UserRole::parse(&role).unwrap_or(UserRole::Viewer),
         models: r.try_get::<Option<String>, _>(5)?.map(|s| serde_json::from_str(&s)).transpose()?,
         created_at: r.try_get(6)?,
+        access_groups: groups_at(r, 7)?,
     })
 }
 
-const TEAM_COLUMNS: &str = "id, name, models, metadata, created_at";
-const USER_COLUMNS: &str = "id, name, email, team_id, role, models, created_at";
+const TEAM_COLUMNS: &str = "id, name, models, metadata, created_at, access_groups";
+const USER_COLUMNS: &str = "id, name, email, team_id, role, models, created_at, access_groups";
 
 impl Store {
     pub async fn teams(&self) -> anyhow::Result<Vec<TeamRecord>> {
@@ -121,15 +127,16 @@ impl Store {
     pub async fn put_team(&self, t: &TeamRecord, create: bool, audit: &Audit<'_>) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
         let sql = if create {
-            "INSERT INTO teams (name, models, metadata, created_at, id) VALUES ($1, $2, $3, $4, $5)"
+            "INSERT INTO teams (name, models, metadata, created_at, access_groups, id) VALUES ($1, $2, $3, $4, $5, $6)"
         } else {
-            "UPDATE teams SET name = $1, models = $2, metadata = $3, created_at = $4 WHERE id = $5"
+            "UPDATE teams SET name = $1, models = $2, metadata = $3, created_at = $4, access_groups = $5 WHERE id = $6"
         };
         sqlx::query(sql)
             .bind(&t.name)
             .bind(json_opt(t.models.as_ref())?)
             .bind(json_opt(t.metadata.as_ref())?)
             .bind(t.created_at)
+            .bind(serde_json::to_string(&t.access_groups)?)
             .bind(&t.id)
             .execute(&mut *tx)
             .await?;
@@ -152,9 +159,9 @@ impl Store {
     pub async fn put_user(&self, u: &UserRecord, create: bool, audit: &Audit<'_>) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
         let sql = if create {
-            "INSERT INTO users (name, email, team_id, role, models, created_at, id) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            "INSERT INTO users (name, email, team_id, role, models, created_at, access_groups, id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
         } else {
-            "UPDATE users SET name = $1, email = $2, team_id = $3, role = $4, models = $5, created_at = $6 WHERE id = $7"
+            "UPDATE users SET name = $1, email = $2, team_id = $3, role = $4, models = $5, created_at = $6, access_groups = $7 WHERE id = $8"
         };
         sqlx::query(sql)
             .bind(&u.name)
@@ -163,6 +170,7 @@ impl Store {
             .bind(u.role.as_str())
             .bind(json_opt(u.models.as_ref())?)
             .bind(u.created_at)
+            .bind(serde_json::to_string(&u.access_groups)?)
             .bind(&u.id)
             .execute(&mut *tx)
             .await?;
@@ -212,7 +220,7 @@ impl Store {
         let done = sqlx::query(
             "UPDATE api_keys SET name = $1, digest = $2, role = $3, models = $4, expires_at = $5, revoked_at = $6, \
              user_id = $7, team_id = $8, tags = $9, metadata = $10, blocked = $11, previous_digest = $12, \
-             previous_valid_until = $13, rotated_at = $14 WHERE id = $15 AND digest = $16",
+             previous_valid_until = $13, rotated_at = $14, access_groups = $17 WHERE id = $15 AND digest = $16",
         )
         .bind(&k.name)
         .bind(&k.digest)
@@ -230,8 +238,43 @@ impl Store {
         .bind(k.rotated_at)
         .bind(&k.id)
         .bind(expected_digest)
+        .bind(serde_json::to_string(&k.access_groups)?)
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn access_groups(&self) -> anyhow::Result<Vec<AccessGroup>> {
+        let rows = sqlx::query("SELECT name, models, created_at FROM access_groups ORDER BY name").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| Ok(AccessGroup { name: r.try_get(0)?, models: serde_json::from_str(&r.try_get::<String, _>(1)?)?, created_at: r.try_get(2)? }))
+            .collect()
+    }
+
+    /// Creates, replaces (`create: false`) or, with `delete`, removes an access group.
+    pub async fn put_access_group(&self, g: &AccessGroup, create: bool, delete: bool, audit: &Audit<'_>) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = if delete {
+            sqlx::query("DELETE FROM access_groups WHERE name = $1").bind(&g.name).execute(&mut *tx).await?
+        } else if create {
+            sqlx::query("INSERT INTO access_groups (models, created_at, name) VALUES ($1, $2, $3)")
+                .bind(serde_json::to_string(&g.models)?)
+                .bind(g.created_at)
+                .bind(&g.name)
+                .execute(&mut *tx)
+                .await?
+        } else {
+            sqlx::query("UPDATE access_groups SET models = $1 WHERE name = $2")
+                .bind(serde_json::to_string(&g.models)?)
+                .bind(&g.name)
+                .execute(&mut *tx)
+                .await?
+        };
         if done.rows_affected() == 0 {
             return Ok(false);
         }

@@ -39,6 +39,15 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
         "ALTER TABLE audit_log ADD COLUMN before_state TEXT",
         "ALTER TABLE audit_log ADD COLUMN after_state TEXT",
     ],
+), (
+    3,
+    &[
+        // Access groups: named model sets referenced by keys, users and teams.
+        "CREATE TABLE access_groups (name TEXT PRIMARY KEY, models TEXT NOT NULL, created_at BIGINT NOT NULL)",
+        "ALTER TABLE api_keys ADD COLUMN access_groups TEXT",
+        "ALTER TABLE users ADD COLUMN access_groups TEXT",
+        "ALTER TABLE teams ADD COLUMN access_groups TEXT",
+    ],
 )];
 
 pub async fn run(pool: &AnyPool) -> anyhow::Result<()> {

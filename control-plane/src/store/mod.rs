@@ -144,6 +144,7 @@ impl Store {
             keys: self.keys(false).await?,
             teams: self.teams().await?.into_iter().map(|t| (t.id.clone(), t)).collect(),
             users: self.users().await?.into_iter().map(|u| (u.id.clone(), u)).collect(),
+            groups: self.access_groups().await?.into_iter().map(|g| (g.name, g.models)).collect(),
             now: crate::clock::unix_now(),
         })
     }
@@ -157,7 +158,7 @@ impl Store {
 
     pub async fn insert_key(&self, k: &KeyRecord, audit: &Audit<'_>) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(&format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"))
+        sqlx::query(&format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"))
             .bind(&k.id)
             .bind(&k.name)
             .bind(&k.digest)
@@ -174,6 +175,7 @@ impl Store {
             .bind(k.previous_digest.as_deref())
             .bind(k.previous_valid_until)
             .bind(k.rotated_at)
+            .bind(serde_json::to_string(&k.access_groups)?)
             .execute(&mut *tx)
             .await?;
         governance::audit_in(&mut tx, audit).await?;
@@ -234,7 +236,7 @@ impl Store {
 
 /// The columns of a key row, in the order [`key_from_row`] reads them.
 const KEY_COLUMNS: &str = "id, name, digest, role, models, created_at, expires_at, revoked_at, user_id, team_id, tags, \
-     metadata, blocked, previous_digest, previous_valid_until, rotated_at";
+     metadata, blocked, previous_digest, previous_valid_until, rotated_at, access_groups";
 
 fn role_str(r: tollgate_contract::keys::Role) -> &'static str {
     match r {
@@ -269,6 +271,7 @@ fn key_from_row(r: &AnyRow) -> anyhow::Result<KeyRecord> {
         previous_digest: r.try_get(13)?,
         previous_valid_until: r.try_get(14)?,
         rotated_at: r.try_get(15)?,
+        access_groups: json(16)?.map(serde_json::from_value).transpose()?.unwrap_or_default(),
     })
 }
 

@@ -91,10 +91,10 @@ async fn exercise(store: &Store) {
 
     // Teams, users, key owners, rotation: stored byte-exact (SQL and script text is data).
     let hostile = "x'); DROP TABLE api_keys;-- <script>{{7*7}}";
-    let team = TeamRecord { id: "t1".into(), name: hostile.into(), models: Some(vec!["m".into()]), metadata: Some(serde_json::json!({"k": hostile})), created_at: 5 };
+    let team = TeamRecord { id: "t1".into(), name: hostile.into(), models: Some(vec!["m".into()]), metadata: Some(serde_json::json!({"k": hostile})), created_at: 5, access_groups: vec!["g".into()] };
     store.put_team(&team, true, &Audit { team_id: Some("t1"), ..audit("team.create", "t1") }).await.unwrap();
     assert_eq!(store.team("t1").await.unwrap().unwrap(), team);
-    let user = UserRecord { id: "u1".into(), name: hostile.into(), email: Some("a@b".into()), team_id: Some("t1".into()), role: UserRole::TeamAdmin, models: None, created_at: 6 };
+    let user = UserRecord { id: "u1".into(), name: hostile.into(), email: Some("a@b".into()), team_id: Some("t1".into()), role: UserRole::TeamAdmin, models: None, created_at: 6, access_groups: vec![] };
     store.put_user(&user, true, &audit("user.create", "u1")).await.unwrap();
     assert_eq!(store.users().await.unwrap(), vec![user.clone()]);
     let owned = KeyRecord { user_id: Some("u1".into()), team_id: Some("t1".into()), tags: vec![hostile.into()], ..key("c", Role::User) };
@@ -110,8 +110,13 @@ async fn exercise(store: &Store) {
     assert_eq!(store.key_by_digest(&owned.digest, 99).await.unwrap().unwrap().id, "c", "old secret within its grace");
     assert!(store.key_by_digest(&owned.digest, 100).await.unwrap().is_none(), "old secret after its grace");
     assert_eq!(store.key_by_digest("new", 1000).await.unwrap().unwrap(), rotated);
+    let group = crate::model::AccessGroup { name: "g".into(), models: vec!["claude-*".into()], created_at: 7 };
+    assert!(store.put_access_group(&group, true, false, &audit("access_group.create", "g")).await.unwrap());
+    assert_eq!(store.access_groups().await.unwrap(), vec![group.clone()]);
     let rows = store.load().await.unwrap();
-    assert_eq!((rows.teams.len(), rows.users.len()), (1, 1));
+    assert_eq!((rows.teams.len(), rows.users.len(), rows.groups.len()), (1, 1, 1));
+    assert!(store.put_access_group(&group, false, true, &audit("access_group.delete", "g")).await.unwrap());
+    assert!(store.access_groups().await.unwrap().is_empty());
 }
 
 #[tokio::test]
