@@ -13,7 +13,7 @@ use tollgate_contract::keys::presented_key;
 use tollgate_contract::{ErrorKind, GatewayError};
 
 use crate::authz::Actor;
-use crate::service::{AccessGroupPatch, NewAccessGroup, KeyPatch, NewKey, NewTeam, NewUser, RotateKey, Service, ServiceError, TeamPatch, UserPatch};
+use crate::service::{AccessGroupPatch, CredentialInput, NewAccessGroup, KeyPatch, NewKey, NewTeam, NewUser, RotateKey, Service, ServiceError, TeamPatch, UserPatch};
 use crate::store::{AuditQuery, KeyQuery};
 
 #[derive(Clone)]
@@ -34,7 +34,10 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/v1/users/{id}", get(get_user).patch(update_user))
         .route("/admin/v1/access-groups", post(create_access_group).get(list_access_groups))
         .route("/admin/v1/access-groups/{name}", axum::routing::patch(update_access_group).delete(delete_access_group))
-        .route("/admin/v1/models", get(list_models))
+        .route("/admin/v1/credentials", post(create_credential).get(list_credentials))
+        .route("/admin/v1/credentials/{name}", axum::routing::put(replace_credential).delete(delete_credential))
+        .route("/admin/v1/models", get(list_models).post(create_model))
+        .route("/admin/v1/models/{name}", axum::routing::put(replace_model).delete(delete_model))
         .route("/admin/v1/audit", get(audit))
         .route("/demo/v1/chat/completions", post(crate::demo::chat))
         .route("/demo/v1/embeddings", post(crate::demo::embeddings))
@@ -61,6 +64,13 @@ impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
             ServiceError::Invalid(m) => Self(GatewayError::new(ErrorKind::InvalidRequest, m)),
+            ServiceError::InvalidCode(m, code) => {
+                let e = GatewayError::new(ErrorKind::InvalidRequest, m);
+                Self(match code {
+                    Some(c) => e.code(c),
+                    None => e,
+                })
+            }
             ServiceError::NotFound(m) => Self(GatewayError::new(ErrorKind::NotFound, m)),
             ServiceError::Forbidden(m) => Self(GatewayError::new(ErrorKind::Permission, m).code("forbidden")),
             ServiceError::Conflict(m) => Self(GatewayError::new(ErrorKind::InvalidRequest, m).code("conflict")),
@@ -274,5 +284,53 @@ async fn update_access_group(State(state): State<AppState>, peer: Peer, headers:
 async fn delete_access_group(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(name): Path<String>) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     state.service.update_access_group(&actor, &name, None).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn create_credential(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    let input: CredentialInput = parse_json(&body)?;
+    let name = input.name.clone().ok_or_else(|| ApiError(GatewayError::new(ErrorKind::InvalidRequest, "Missing required parameter: 'name'.").param("name")))?;
+    let view = state.service.put_credential(&actor, &name, input, false).await?;
+    tracing::info!(credential = %name, by = %actor.key_id, "credential created");
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+async fn list_credentials(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    Ok(data(state.service.list_credentials(&actor).await?))
+}
+
+async fn replace_credential(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    let view = state.service.put_credential(&actor, &name, parse_json(&body)?, true).await?;
+    tracing::info!(credential = %name, by = %actor.key_id, "credential replaced");
+    Ok(Json(view).into_response())
+}
+
+async fn delete_credential(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    state.service.delete_credential(&actor, &name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn create_model(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    let spec: crate::model::ModelSpec = parse_json(&body)?;
+    let name = spec.name.clone();
+    state.service.put_model(&actor, &name, Some(spec), false).await?;
+    tracing::info!(model = %name, by = %actor.key_id, "model created");
+    Ok((StatusCode::CREATED, Json(json!({"name": name}))).into_response())
+}
+
+async fn replace_model(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    state.service.put_model(&actor, &name, Some(parse_json(&body)?), true).await?;
+    Ok(Json(json!({"name": name})).into_response())
+}
+
+async fn delete_model(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    state.service.put_model(&actor, &name, None, true).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -62,6 +62,9 @@ impl ConfigFile {
             }
         }
         for (name, c) in &self.credentials {
+            if c.stored.is_some() {
+                bail!("credential `{name}`: `stored` secrets are written by the admin API; reference an environment variable here");
+            }
             if c.required_env().iter().any(|v| v.is_empty()) {
                 bail!("credential `{name}`: an environment variable name is empty");
             }

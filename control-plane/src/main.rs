@@ -10,6 +10,7 @@ mod demo;
 mod destination;
 mod egress;
 mod internal;
+mod kek;
 mod model;
 mod publisher;
 mod service;
@@ -137,6 +138,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(u) => u.clone(),
         None => format!("sqlite://{}?mode=rwc", absolute(&args.data_dir.join("tollgate.db"))?),
     };
+    let keyring = kek::init().map_err(|e| anyhow::anyhow!(e))?;
+    match &keyring.current {
+        Some(k) => tracing::info!(kek_id = k.id(), previous = keyring.previous.as_ref().map(|p| p.id()), "key-encryption key loaded"),
+        None => tracing::info!("no {} set: provider secrets can be referenced by environment variable, not stored through the admin API", kek::KEK_ENV),
+    }
     let store = Store::connect(&database_url).await?;
     let own_ports: Vec<u16> = [args.xds_addr.port(), args.http_addr.port(), args.internal_addr.port(), args.gateway_port, args.envoy_admin_port]
         .into_iter()
@@ -183,6 +189,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // Shown once, on first start; only its digest is stored.
         println!("ADMIN_KEY {secret}");
     }
+    service.reencrypt_credentials(keyring).await?;
     publisher.refresh().await?;
     // Deployments on an AWS chain credential are served once their first keys are obtained.
     aws::spawn_refresher(store.clone(), aws_credentials);

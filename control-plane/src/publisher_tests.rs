@@ -213,3 +213,30 @@ async fn the_credential_document_follows_the_secrets_and_is_served_from_memory()
     task.abort();
     t.close().await;
 }
+
+#[tokio::test]
+async fn a_kek_rotation_re_encrypts_stored_secrets_and_the_old_kek_can_go() {
+    use crate::kek::{Kek, Keyring};
+    use crate::model::{CredentialRef, SecretMaterial};
+    let t = TempStore::new("kek").await;
+    let (publisher, _snapshots) = Publisher::new(t.store.clone(), env(), Arc::new(Env::default()));
+    let service = Service::new(t.store.clone(), publisher);
+    let k = |b: u8| Kek::parse(&hex::encode([b; 32])).unwrap();
+    let material = SecretMaterial { api_key: Some("sk-stored-secret".into()), ..Default::default() };
+    let old = Keyring { current: Some(k(1)), previous: None };
+    let spec = CredentialRef { stored: Some(old.encrypt("c", &material).unwrap()), ..Default::default() };
+    let audit = crate::store::Audit { actor: "test", action: "credential.create", target: "c", ..Default::default() };
+    assert!(t.store.put_credential("c", &spec, true, &audit).await.unwrap());
+    // Without the old KEK the secret does not decrypt, and nothing is rewritten.
+    assert_eq!(service.reencrypt_credentials(&Keyring { current: Some(k(2)), previous: None }).await.unwrap(), 0);
+    let rotating = Keyring { current: Some(k(2)), previous: Some(k(1)) };
+    assert_eq!(service.reencrypt_credentials(&rotating).await.unwrap(), 1);
+    assert_eq!(service.reencrypt_credentials(&rotating).await.unwrap(), 0, "idempotent");
+    let stored = t.store.credentials().await.unwrap()["c"].stored.clone().unwrap();
+    let new_only = Keyring { current: Some(k(2)), previous: None };
+    assert_eq!(new_only.decrypt("c", &stored), Some(material));
+    assert_eq!(old.decrypt("c", &stored), None);
+    let log = t.store.audit_log(&Default::default()).await.unwrap();
+    assert_eq!(log[0].action, "credential.reencrypt");
+    t.close().await;
+}

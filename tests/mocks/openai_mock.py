@@ -341,7 +341,7 @@ class _Handler(MockHandler):
             raise MockError(401, "You didn't provide an API key. You need to provide your API "
                                  "key in an Authorization header using Bearer auth (i.e. "
                                  "Authorization: Bearer YOUR_KEY).", "invalid_request_error")
-        if key != self.server.mock.api_key:
+        if key != self.server.mock.api_key and key not in self.server.mock.also_accept:
             raise MockError(401, f"Incorrect API key provided: {mask_key(key)}. You can find "
                                  "your API key at https://platform.openai.com/account/api-keys.",
                             "invalid_request_error", None, "invalid_api_key")
@@ -601,6 +601,8 @@ class MockOpenAI(MockServer):
     def __init__(self, api_key: str = "sk-mock-key", host: str = "127.0.0.1", port: int = 0,
                  models: tuple[str, ...] = DEFAULT_MODELS, verbose: bool = False) -> None:
         self.api_key = api_key
+        # More keys valid at once, as an account with several active keys (key rotation).
+        self.also_accept: set[str] = set()
         self.models = tuple(models)
         super().__init__(host, port, verbose)
 

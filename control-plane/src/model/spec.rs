@@ -27,6 +27,55 @@ pub struct CredentialRef {
     /// control plane (`crate::aws`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws: Option<AwsChainSpec>,
+    /// Secret values given through the admin API, encrypted (`crate::kek`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<StoredSecret>,
+}
+
+/// A provider secret encrypted at rest: AES-256-GCM under the KEK `kek_id`, the credential's
+/// name as associated data. `fingerprint` identifies the secret without revealing it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredSecret {
+    pub kek_id: String,
+    pub nonce: String,
+    pub ciphertext: String,
+    pub fingerprint: String,
+}
+
+/// The secret values of a credential given through the admin API (only ever in memory, or
+/// encrypted in a [`StoredSecret`]).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretMaterial {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_access_key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_secret_access_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_session_token: Option<String>,
+}
+
+impl std::fmt::Debug for SecretMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretMaterial").field("fingerprint", &self.fingerprint()).finish_non_exhaustive()
+    }
+}
+
+impl SecretMaterial {
+    /// `sha256:` and the first 12 hex digits of the SHA-256 of the values: enough to tell two
+    /// secrets apart in a list or an audit row, not to recover either.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [&self.api_key, &self.aws_access_key_id, &self.aws_secret_access_key, &self.aws_session_token] {
+            h.update(part.as_deref().unwrap_or_default().as_bytes());
+            h.update([0]);
+        }
+        format!("sha256:{}", &hex::encode(h.finalize())[..12])
+    }
 }
 
 /// Where the AWS credential chain starts.
@@ -108,6 +157,10 @@ pub trait Secrets: Send + Sync {
     fn aws_chain(&self, _name: &str, _spec: &AwsChainSpec) -> Option<tollgate_contract::config::AwsCredential> {
         None
     }
+    /// The secret values of a credential stored through the admin API.
+    fn decrypt(&self, name: &str, stored: &StoredSecret) -> Option<SecretMaterial> {
+        crate::kek::keyring().decrypt(name, stored)
+    }
 }
 
 impl<F: Fn(&str) -> Option<String> + Send + Sync> Secrets for F {
@@ -129,6 +182,16 @@ impl CredentialRef {
     /// empty, or its AWS chain has no current credentials.
     pub fn resolve(&self, name: &str, secrets: &dyn Secrets) -> Option<tollgate_contract::config::Credential> {
         let get = |var: &str| secrets.env(var).filter(|v| !v.is_empty());
+        if let Some(stored) = &self.stored {
+            let m = secrets.decrypt(name, stored)?;
+            let aws = match (m.aws_access_key_id, m.aws_secret_access_key) {
+                (Some(access_key_id), Some(secret_access_key)) => {
+                    Some(tollgate_contract::config::AwsCredential { access_key_id, secret_access_key, session_token: m.aws_session_token })
+                }
+                _ => None,
+            };
+            return Some(tollgate_contract::config::Credential { api_key: m.api_key, aws });
+        }
         let api_key = match &self.api_key_env {
             Some(n) => Some(get(n)?),
             None => None,

@@ -249,6 +249,78 @@ impl Store {
         Ok(true)
     }
 
+    /// Where each credential row came from (`file` or `api`).
+    pub async fn credential_sources(&self) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+        let rows = sqlx::query("SELECT name, source FROM credentials").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    }
+
+    /// Creates (`create`) or replaces an API-managed credential; false when the row to replace is
+    /// not there.
+    pub async fn put_credential(&self, name: &str, spec: &crate::model::CredentialRef, create: bool, audit: &Audit<'_>) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let json = serde_json::to_string(spec)?;
+        let done = if create {
+            sqlx::query("INSERT INTO credentials (name, spec, source) VALUES ($1, $2, 'api')").bind(name).bind(&json).execute(&mut *tx).await?
+        } else {
+            sqlx::query("UPDATE credentials SET spec = $1 WHERE name = $2 AND source = 'api'").bind(&json).bind(name).execute(&mut *tx).await?
+        };
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn delete_credential(&self, name: &str, audit: &Audit<'_>) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("DELETE FROM credentials WHERE name = $1 AND source = 'api'").bind(name).execute(&mut *tx).await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Where each model row came from (`file` or `api`).
+    pub async fn model_sources(&self) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+        let rows = sqlx::query("SELECT name, source FROM models").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    }
+
+    /// Creates (after every other model), replaces or deletes (`spec: None`) an API-managed model.
+    pub async fn put_model(&self, name: &str, spec: Option<&crate::model::ModelSpec>, create: bool, now: i64, audit: &Audit<'_>) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = match (spec, create) {
+            (Some(spec), true) => {
+                let next: i64 = sqlx::query("SELECT COALESCE(MAX(position), -1) + 1 FROM models").fetch_one(&mut *tx).await?.try_get(0)?;
+                sqlx::query("INSERT INTO models (name, position, spec, created_at, source) VALUES ($1, $2, $3, $4, 'api')")
+                    .bind(name)
+                    .bind(next)
+                    .bind(serde_json::to_string(spec)?)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+            }
+            (Some(spec), false) => {
+                sqlx::query("UPDATE models SET spec = $1 WHERE name = $2 AND source = 'api'")
+                    .bind(serde_json::to_string(spec)?)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?
+            }
+            (None, _) => sqlx::query("DELETE FROM models WHERE name = $1 AND source = 'api'").bind(name).execute(&mut *tx).await?,
+        };
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     pub async fn access_groups(&self) -> anyhow::Result<Vec<AccessGroup>> {
         let rows = sqlx::query("SELECT name, models, created_at FROM access_groups ORDER BY name").fetch_all(&self.pool).await?;
         rows.iter()

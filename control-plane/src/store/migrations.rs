@@ -48,6 +48,14 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
         "ALTER TABLE users ADD COLUMN access_groups TEXT",
         "ALTER TABLE teams ADD COLUMN access_groups TEXT",
     ],
+), (
+    4,
+    &[
+        // Credentials and models managed at runtime beside the config file's: a file load
+        // replaces the file's rows only.
+        "ALTER TABLE credentials ADD COLUMN source TEXT NOT NULL DEFAULT 'file'",
+        "ALTER TABLE models ADD COLUMN source TEXT NOT NULL DEFAULT 'file'",
+    ],
 )];
 
 pub async fn run(pool: &AnyPool) -> anyhow::Result<()> {

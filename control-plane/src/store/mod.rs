@@ -70,8 +70,11 @@ impl Store {
             .bind(serde_json::to_string(settings)?)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM credentials").execute(&mut *tx).await?;
+        // The file's credentials and models replace the file's (and any of the API's with the
+        // same name); those created through the admin API stay.
+        sqlx::query("DELETE FROM credentials WHERE source = 'file'").execute(&mut *tx).await?;
         for (name, c) in credentials {
+            sqlx::query("DELETE FROM credentials WHERE name = $1").bind(name).execute(&mut *tx).await?;
             sqlx::query("INSERT INTO credentials (name, spec) VALUES ($1, $2)")
                 .bind(name)
                 .bind(serde_json::to_string(c)?)
@@ -85,8 +88,9 @@ impl Store {
             .iter()
             .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
             .collect::<Result<_, sqlx::Error>>()?;
-        sqlx::query("DELETE FROM models").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM models WHERE source = 'file'").execute(&mut *tx).await?;
         for (pos, m) in models.iter().enumerate() {
+            sqlx::query("DELETE FROM models WHERE name = $1").bind(&m.name).execute(&mut *tx).await?;
             sqlx::query("INSERT INTO models (name, position, spec, created_at) VALUES ($1, $2, $3, $4)")
                 .bind(&m.name)
                 .bind(pos as i64)
