@@ -13,7 +13,10 @@ use tollgate_contract::keys::presented_key;
 use tollgate_contract::{ErrorKind, GatewayError};
 
 use crate::authz::Actor;
-use crate::service::{AccessGroupPatch, CredentialInput, NewAccessGroup, KeyPatch, NewKey, NewTeam, NewUser, RotateKey, Service, ServiceError, TeamPatch, UserPatch};
+use crate::service::{
+    AccessGroupPatch, CreatedKey, CredentialInput, CredentialView, KeyPatch, KeyView, NewAccessGroup, NewKey, NewTeam, NewUser, RotateKey, Service,
+    ServiceError, TeamPatch, UserPatch,
+};
 use crate::store::{AuditQuery, KeyQuery};
 
 #[derive(Clone)]
@@ -24,6 +27,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/admin/v1/openapi.json", get(openapi))
         .route("/admin/v1/me", get(me))
         .route("/admin/v1/keys", post(create_key).get(list_keys))
         .route("/admin/v1/keys/{id}", get(get_key).patch(update_key).delete(revoke_key))
@@ -158,11 +162,13 @@ fn data<T: serde::Serialize>(items: Vec<T>) -> Response {
     Json(json!({ "data": items })).into_response()
 }
 
+#[utoipa::path(get, path = "/admin/v1/me", tag = "caller", responses((status = 200, description = "The caller: key id, role, user, team, allowance"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn me(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Result<Response, ApiError> {
     let a = admin(&state, &headers, &peer).await?;
     Ok(Json(json!({"key_id": a.key_id, "role": a.role, "user_id": a.user_id, "team_id": a.team_id, "models": a.models, "expires_at": a.expires_at})).into_response())
 }
 
+#[utoipa::path(post, path = "/admin/v1/keys", tag = "keys", request_body = NewKey, responses((status = 201, body = CreatedKey), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn create_key(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     let req: NewKey = parse_json(&body)?;
@@ -171,17 +177,20 @@ async fn create_key(State(state): State<AppState>, peer: Peer, headers: HeaderMa
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
+#[utoipa::path(get, path = "/admin/v1/keys", tag = "keys", params(KeyQuery), responses((status = 200, description = "`{\"data\": [KeyView]}`"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn list_keys(State(state): State<AppState>, peer: Peer, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     let q: KeyQuery = parse_query(q)?;
     Ok(data(state.service.list_keys(&actor, q).await?))
 }
 
+#[utoipa::path(get, path = "/admin/v1/keys/{id}", tag = "keys", params(("id" = String, Path, description = "The object's id")), responses((status = 200, body = KeyView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn get_key(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     Ok(Json(state.service.get_key(&actor, &id).await?).into_response())
 }
 
+#[utoipa::path(patch, path = "/admin/v1/keys/{id}", tag = "keys", params(("id" = String, Path, description = "The object's id")), request_body = KeyPatch, responses((status = 200, body = KeyView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn update_key(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     let patch: KeyPatch = parse_json(&body)?;
@@ -190,6 +199,7 @@ async fn update_key(State(state): State<AppState>, peer: Peer, headers: HeaderMa
     Ok(Json(key).into_response())
 }
 
+#[utoipa::path(post, path = "/admin/v1/keys/{id}/rotate", tag = "keys", params(("id" = String, Path, description = "The object's id")), request_body = RotateKey, responses((status = 200, body = CreatedKey), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn rotate_key(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     let mut req: RotateKey = if body.is_empty() { RotateKey::default() } else { parse_json(&body)? };
@@ -201,6 +211,7 @@ async fn rotate_key(State(state): State<AppState>, peer: Peer, headers: HeaderMa
     Ok(Json(rotated).into_response())
 }
 
+#[utoipa::path(delete, path = "/admin/v1/keys/{id}", tag = "keys", params(("id" = String, Path, description = "The object's id")), responses((status = 200, body = KeyView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn revoke_key(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     let key = state.service.revoke_key(&actor, &id).await?;
@@ -208,48 +219,57 @@ async fn revoke_key(State(state): State<AppState>, peer: Peer, headers: HeaderMa
     Ok(Json(key).into_response())
 }
 
+#[utoipa::path(post, path = "/admin/v1/teams", tag = "teams", request_body = NewTeam, responses((status = 201, body = crate::model::TeamRecord), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn create_team(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     let team = state.service.create_team(&actor, parse_json::<NewTeam>(&body)?).await?;
     Ok((StatusCode::CREATED, Json(team)).into_response())
 }
 
+#[utoipa::path(get, path = "/admin/v1/teams", tag = "teams", responses((status = 200, description = "`{\"data\": [TeamRecord]}`"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn list_teams(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     Ok(data(state.service.list_teams(&actor).await?))
 }
 
+#[utoipa::path(get, path = "/admin/v1/teams/{id}", tag = "teams", params(("id" = String, Path, description = "The object's id")), responses((status = 200, body = crate::model::TeamRecord), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn get_team(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     Ok(Json(state.service.get_team(&actor, &id).await?).into_response())
 }
 
+#[utoipa::path(patch, path = "/admin/v1/teams/{id}", tag = "teams", params(("id" = String, Path, description = "The object's id")), request_body = TeamPatch, responses((status = 200, body = crate::model::TeamRecord), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn update_team(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     Ok(Json(state.service.update_team(&actor, &id, parse_json::<TeamPatch>(&body)?).await?).into_response())
 }
 
+#[utoipa::path(post, path = "/admin/v1/users", tag = "users", request_body = NewUser, responses((status = 201, body = crate::model::UserRecord), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn create_user(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     let user = state.service.create_user(&actor, parse_json::<NewUser>(&body)?).await?;
     Ok((StatusCode::CREATED, Json(user)).into_response())
 }
 
+#[utoipa::path(get, path = "/admin/v1/users", tag = "users", responses((status = 200, description = "`{\"data\": [UserRecord]}`"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn list_users(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     Ok(data(state.service.list_users(&actor).await?))
 }
 
+#[utoipa::path(get, path = "/admin/v1/users/{id}", tag = "users", params(("id" = String, Path, description = "The object's id")), responses((status = 200, body = crate::model::UserRecord), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn get_user(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     Ok(Json(state.service.get_user(&actor, &id).await?).into_response())
 }
 
+#[utoipa::path(patch, path = "/admin/v1/users/{id}", tag = "users", params(("id" = String, Path, description = "The object's id")), request_body = UserPatch, responses((status = 200, body = crate::model::UserRecord), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn update_user(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     Ok(Json(state.service.update_user(&actor, &id, parse_json::<UserPatch>(&body)?).await?).into_response())
 }
 
+#[utoipa::path(get, path = "/admin/v1/models", tag = "models", responses((status = 200, description = "`{\"data\": [ModelView]}`"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn list_models(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     if !crate::authz::allows(&actor, crate::authz::Verb::Read, crate::authz::Object::Models) {
@@ -258,35 +278,41 @@ async fn list_models(State(state): State<AppState>, peer: Peer, headers: HeaderM
     Ok(data(state.service.list_models().await?))
 }
 
+#[utoipa::path(get, path = "/admin/v1/audit", tag = "audit", params(AuditQuery), responses((status = 200, description = "`{\"data\": [AuditEntry]}`"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn audit(State(state): State<AppState>, peer: Peer, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     let q: AuditQuery = parse_query(q)?;
     Ok(data(state.service.audit_log(&actor, q).await?))
 }
 
+#[utoipa::path(post, path = "/admin/v1/access-groups", tag = "access groups", request_body = NewAccessGroup, responses((status = 201, body = crate::model::AccessGroup), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn create_access_group(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     let group = state.service.create_access_group(&actor, parse_json::<NewAccessGroup>(&body)?).await?;
     Ok((StatusCode::CREATED, Json(group)).into_response())
 }
 
+#[utoipa::path(get, path = "/admin/v1/access-groups", tag = "access groups", responses((status = 200, description = "`{\"data\": [AccessGroup]}`"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn list_access_groups(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     Ok(data(state.service.list_access_groups(&actor).await?))
 }
 
+#[utoipa::path(patch, path = "/admin/v1/access-groups/{name}", tag = "access groups", params(("name" = String, Path, description = "The object's name")), request_body = AccessGroupPatch, responses((status = 200, body = crate::model::AccessGroup), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn update_access_group(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     let group = state.service.update_access_group(&actor, &name, Some(parse_json::<AccessGroupPatch>(&body)?)).await?;
     Ok(Json(group).into_response())
 }
 
+#[utoipa::path(delete, path = "/admin/v1/access-groups/{name}", tag = "access groups", params(("name" = String, Path, description = "The object's name")), responses((status = 204, description = "Deleted"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn delete_access_group(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(name): Path<String>) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     state.service.update_access_group(&actor, &name, None).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(post, path = "/admin/v1/credentials", tag = "credentials", request_body = CredentialInput, responses((status = 201, body = CredentialView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn create_credential(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     let input: CredentialInput = parse_json(&body)?;
@@ -296,11 +322,13 @@ async fn create_credential(State(state): State<AppState>, peer: Peer, headers: H
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
+#[utoipa::path(get, path = "/admin/v1/credentials", tag = "credentials", responses((status = 200, description = "`{\"data\": [CredentialView]}`"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn list_credentials(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     Ok(data(state.service.list_credentials(&actor).await?))
 }
 
+#[utoipa::path(put, path = "/admin/v1/credentials/{name}", tag = "credentials", params(("name" = String, Path, description = "The object's name")), request_body = CredentialInput, responses((status = 200, body = CredentialView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn replace_credential(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     let view = state.service.put_credential(&actor, &name, parse_json(&body)?, true).await?;
@@ -308,12 +336,14 @@ async fn replace_credential(State(state): State<AppState>, peer: Peer, headers: 
     Ok(Json(view).into_response())
 }
 
+#[utoipa::path(delete, path = "/admin/v1/credentials/{name}", tag = "credentials", params(("name" = String, Path, description = "The object's name")), responses((status = 204, description = "Deleted"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn delete_credential(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(name): Path<String>) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     state.service.delete_credential(&actor, &name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(post, path = "/admin/v1/models", tag = "models", request_body = crate::model::ModelSpec, responses((status = 201, description = "`{\"name\"}`"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn create_model(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     let spec: crate::model::ModelSpec = parse_json(&body)?;
@@ -323,14 +353,111 @@ async fn create_model(State(state): State<AppState>, peer: Peer, headers: Header
     Ok((StatusCode::CREATED, Json(json!({"name": name}))).into_response())
 }
 
+#[utoipa::path(put, path = "/admin/v1/models/{name}", tag = "models", params(("name" = String, Path, description = "The object's name")), request_body = crate::model::ModelSpec, responses((status = 200, description = "`{\"name\"}`"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn replace_model(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     state.service.put_model(&actor, &name, Some(parse_json(&body)?), true).await?;
     Ok(Json(json!({"name": name})).into_response())
 }
 
+#[utoipa::path(delete, path = "/admin/v1/models/{name}", tag = "models", params(("name" = String, Path, description = "The object's name")), responses((status = 204, description = "Deleted"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn delete_model(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(name): Path<String>) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
     state.service.put_model(&actor, &name, None, true).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// An error, in OpenAI's format (for the OpenAPI document).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    pub message: String,
+    /// `invalid_request_error`, `authentication_error`, `permission_error`, `not_found_error`...
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub param: Option<String>,
+    /// e.g. `invalid_admin_key`, `forbidden`, `conflict`, `forbidden_destination`, `invalid_query`
+    pub code: Option<String>,
+}
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+/// The admin API, as served: every handler above with its types.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Tollgate admin API", description = "Teams, users, keys, access groups, credentials, models and the audit trail. Authenticate with `Authorization: Bearer <key>`; what a key may do follows its user's role and team."),
+    paths(
+        me, create_key, list_keys, get_key, update_key, rotate_key, revoke_key, create_team, list_teams, get_team, update_team,
+        create_user, list_users, get_user, update_user, list_models, create_model, replace_model, delete_model, audit,
+        create_access_group, list_access_groups, update_access_group, delete_access_group, create_credential,
+        list_credentials, replace_credential, delete_credential
+    ),
+    components(schemas(ErrorBody, ErrorDetail, crate::service::ModelView, crate::store::AuditEntry)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+/// `GET /admin/v1/openapi.json`: the document (no key needed: it holds no data).
+async fn openapi() -> Response {
+    use utoipa::OpenApi;
+    match ApiDoc::openapi().to_json() {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => ApiError(GatewayError::new(ErrorKind::Internal, format!("could not render the OpenAPI document: {e}"))).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::OpenApi;
+
+    /// Every route of the admin router is in the document, with its methods, and nothing else.
+    #[test]
+    fn the_openapi_document_lists_every_admin_route() {
+        let doc = super::ApiDoc::openapi();
+        let documented: std::collections::BTreeSet<(String, String)> = doc
+            .paths
+            .paths
+            .iter()
+            .flat_map(|(path, item)| {
+                let methods = [
+                    ("get", item.get.is_some()),
+                    ("post", item.post.is_some()),
+                    ("put", item.put.is_some()),
+                    ("patch", item.patch.is_some()),
+                    ("delete", item.delete.is_some()),
+                ];
+                methods.into_iter().filter(|(_, on)| *on).map(move |(m, _)| (path.clone(), m.to_owned()))
+            })
+            .collect();
+        // The routes as registered in `router` (this file's source, the one place they are).
+        let source = include_str!("admin.rs");
+        let mut routed = std::collections::BTreeSet::new();
+        for line in source.lines().map(str::trim).filter(|l| l.starts_with(".route(\"/admin/v1/")) {
+            let path = line.split('"').nth(1).unwrap_or_default().to_owned();
+            if path.ends_with("openapi.json") {
+                continue;
+            }
+            for m in ["get", "post", "put", "patch", "delete"] {
+                if line.contains(&format!("{m}(")) {
+                    routed.insert((path.clone(), m.to_owned()));
+                }
+            }
+        }
+        assert!(!routed.is_empty());
+        assert_eq!(documented, routed);
+        let json = doc.to_json().unwrap();
+        assert!(json.contains("\"bearer\"") && json.contains("KeyView") && json.contains("CredentialInput"));
+    }
 }

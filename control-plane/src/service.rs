@@ -51,7 +51,7 @@ impl Service {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
     pub name: String,
@@ -60,6 +60,7 @@ pub struct NewKey {
     #[serde(default)]
     pub expires_at: Option<i64>,
     #[serde(default)]
+    #[schema(value_type = Option<String>, example = "user")]
     pub role: Option<Role>,
     #[serde(default)]
     pub user_id: Option<String>,
@@ -67,6 +68,7 @@ pub struct NewKey {
     pub team_id: Option<String>,
     #[serde(default)]
     pub tags: Vec<String>,
+    #[schema(value_type = Option<Object>)]
     #[serde(default)]
     pub metadata: Option<serde_json::Value>,
     #[serde(default)]
@@ -74,10 +76,12 @@ pub struct NewKey {
 }
 
 /// A key as shown by the API: never the secret or its digest.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct KeyView {
     pub id: String,
     pub name: String,
+    /// `user` or `admin` (an admin key may use the admin API with every right).
+    #[schema(value_type = String, example = "user")]
     pub role: Role,
     pub models: Option<Vec<String>>,
     pub created_at: i64,
@@ -86,6 +90,7 @@ pub struct KeyView {
     pub user_id: Option<String>,
     pub team_id: Option<String>,
     pub tags: Vec<String>,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
     pub access_groups: Vec<String>,
     pub blocked: bool,
@@ -117,7 +122,7 @@ impl From<KeyRecord> for KeyView {
 }
 
 /// The answer to a key creation or rotation: the only time the secret is shown.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     #[serde(flatten)]
     pub view: KeyView,
@@ -125,7 +130,7 @@ pub struct CreatedKey {
 }
 
 /// A model as shown by the admin API.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ModelView {
     pub name: String,
     /// As stored (empty when the stored row does not parse).
@@ -136,7 +141,7 @@ pub struct ModelView {
     pub problems: Vec<ModelProblem>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ModelProblem {
     /// Index into `deployments`; `null`: the model as a whole.
     pub deployment: Option<usize>,
@@ -169,15 +174,18 @@ fn validate_tags(tags: &[String]) -> Result<(), ServiceError> {
 
 /// A change to a key; absent fields stay. `models: null` lifts the key's own bound;
 /// `expires_at: null` removes its expiry.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyPatch {
     pub name: Option<String>,
+    #[schema(value_type = Option<Vec<String>>, nullable)]
     #[serde(default, deserialize_with = "some")]
     pub models: Option<Option<Vec<String>>>,
+    #[schema(value_type = Option<i64>, nullable)]
     #[serde(default, deserialize_with = "some")]
     pub expires_at: Option<Option<i64>>,
     pub tags: Option<Vec<String>>,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
     pub blocked: Option<bool>,
     pub access_groups: Option<Vec<String>>,
@@ -188,7 +196,7 @@ fn some<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<O
     T::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateKey {
     pub grace_seconds: Option<i64>,
@@ -577,7 +585,7 @@ impl Service {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTeam {
     pub name: String,
@@ -585,21 +593,24 @@ pub struct NewTeam {
     pub models: Option<Vec<String>>,
     #[serde(default)]
     pub access_groups: Vec<String>,
+    #[schema(value_type = Option<Object>)]
     #[serde(default)]
     pub metadata: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TeamPatch {
     pub name: Option<String>,
+    #[schema(value_type = Option<Vec<String>>, nullable)]
     #[serde(default, deserialize_with = "some")]
     pub models: Option<Option<Vec<String>>>,
     pub access_groups: Option<Vec<String>>,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     pub name: String,
@@ -615,13 +626,15 @@ pub struct NewUser {
     pub access_groups: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
     pub name: Option<String>,
+    #[schema(value_type = Option<String>, nullable)]
     #[serde(default, deserialize_with = "some")]
     pub email: Option<Option<String>>,
     pub role: Option<UserRole>,
+    #[schema(value_type = Option<Vec<String>>, nullable)]
     #[serde(default, deserialize_with = "some")]
     pub models: Option<Option<Vec<String>>>,
     pub access_groups: Option<Vec<String>>,
@@ -805,14 +818,14 @@ impl Service {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAccessGroup {
     pub name: String,
     pub models: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccessGroupPatch {
     pub models: Vec<String>,
@@ -872,7 +885,7 @@ impl Service {
 
 /// A provider credential as the admin API takes it: secret values (stored encrypted), or
 /// references to environment variables, or an AWS credential chain, as in the config file.
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialInput {
     #[serde(default)]
@@ -898,7 +911,7 @@ pub struct CredentialInput {
 }
 
 /// A credential as shown: never a secret value; a fingerprint for stored ones.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CredentialView {
     pub name: String,
     /// `api_key`, `aws_static` or `aws_chain`.

@@ -10,7 +10,7 @@ pub use super::settings::{EdgeSettings, EgressSettings};
 
 /// Where a credential's secrets come from: names of the control plane's environment variables,
 /// or an AWS credential chain (`aws`). Only these references are stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialRef {
     /// An API key (OpenAI, Anthropic, or a Bedrock API key).
@@ -34,7 +34,7 @@ pub struct CredentialRef {
 
 /// A provider secret encrypted at rest: AES-256-GCM under the KEK `kek_id`, the credential's
 /// name as associated data. `fingerprint` identifies the secret without revealing it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StoredSecret {
     pub kek_id: String,
@@ -79,7 +79,7 @@ impl SecretMaterial {
 }
 
 /// Where the AWS credential chain starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AwsSource {
     /// aws-config's default chain: environment, shared profile (`AWS_PROFILE` or `default`, with
@@ -91,7 +91,7 @@ pub enum AwsSource {
 }
 
 /// An AWS credential resolved by the control plane, optionally with a role assumed on top.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AwsChainSpec {
     pub source: AwsSource,
@@ -209,7 +209,7 @@ impl CredentialRef {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Provider {
     /// OpenAI or any OpenAI-compatible endpoint.
@@ -226,7 +226,7 @@ pub enum Provider {
     Demo,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentSpec {
     pub provider: Provider,
@@ -255,6 +255,7 @@ pub struct DeploymentSpec {
     pub payload: Option<SagemakerPayload>,
     /// SageMaker with `payload: tgi`: how chat messages become the prompt (required there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "llama3")]
     pub prompt_template: Option<PromptTemplate>,
     /// OpenAI: the endpoint serves the Responses API (`POST /responses`), so Responses requests
     /// pass through instead of being translated to chat completions.
@@ -263,7 +264,7 @@ pub struct DeploymentSpec {
 }
 
 /// The payload format of a SageMaker endpoint's container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SagemakerPayload {
     /// OpenAI-style chat completions (e.g. vLLM, LMI, TGI's Messages API).
@@ -291,7 +292,7 @@ fn one() -> u32 {
     1
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     pub name: String,
@@ -325,20 +326,21 @@ pub struct KeyRecord {
 }
 
 /// A team: a tenant of the admin API, and a bound on what its keys may call.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TeamRecord {
     pub id: String,
     pub name: String,
     /// `None` (and no access group): every model.
     pub models: Option<Vec<String>>,
     pub access_groups: Vec<String>,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
     pub created_at: i64,
 }
 
 /// A named set of models, by name or `*` pattern (`claude-*`), referenced by keys, users and
 /// teams. An empty group, or a name no group has, grants nothing.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AccessGroup {
     pub name: String,
     pub models: Vec<String>,
@@ -346,7 +348,7 @@ pub struct AccessGroup {
 }
 
 /// An admin-API role.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UserRole {
     /// Read only (its team's objects; everything when it has no team).
@@ -375,7 +377,7 @@ impl UserRole {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserRecord {
     pub id: String,
     pub name: String,

@@ -44,7 +44,8 @@ pub(super) async fn audit_in(tx: &mut Transaction<'_, Any>, a: &Audit<'_>) -> an
 }
 
 /// Filters on the audit trail; newest first, `before_id` pages back.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     pub actor: Option<String>,
@@ -58,7 +59,8 @@ pub struct AuditQuery {
 }
 
 /// Filters on keys; oldest first, `after_id` pages on.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct KeyQuery {
     pub team_id: Option<String>,

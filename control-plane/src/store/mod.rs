@@ -22,7 +22,7 @@ pub struct Store {
 }
 
 /// One admin-action record.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
     pub at: i64,
@@ -33,7 +33,9 @@ pub struct AuditEntry {
     /// The client address of the admin call (`None` for the system's own writes).
     pub source: Option<String>,
     /// The object before and after the change, secrets removed (digests included).
+    #[schema(value_type = Option<Object>)]
     pub before: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
     pub after: Option<serde_json::Value>,
 }
 
