@@ -1,5 +1,6 @@
 //! Schema migrations, applied in order at start, recorded in `schema_migrations`.
-//! Each is plain SQL accepted by both SQLite and PostgreSQL.
+//! Each is plain SQL accepted by both SQLite and PostgreSQL, or marked `sqlite: ` or
+//! `postgres: ` for one of them.
 
 use sqlx::{AnyPool, Row};
 
@@ -56,6 +57,20 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
         "ALTER TABLE credentials ADD COLUMN source TEXT NOT NULL DEFAULT 'file'",
         "ALTER TABLE models ADD COLUMN source TEXT NOT NULL DEFAULT 'file'",
     ],
+), (
+    5,
+    &[
+        // The audit trail is append-only in the database itself: an UPDATE or DELETE of a row
+        // fails, whoever runs it.
+        "sqlite: CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log \
+         BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
+        "sqlite: CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log \
+         BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
+        "postgres: CREATE FUNCTION tollgate_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$",
+        "postgres: CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log \
+         FOR EACH ROW EXECUTE FUNCTION tollgate_audit_append_only()",
+    ],
 )];
 
 pub async fn run(pool: &AnyPool) -> anyhow::Result<()> {
@@ -74,6 +89,13 @@ pub async fn run(pool: &AnyPool) -> anyhow::Result<()> {
         }
         let mut tx = pool.begin().await?;
         for sql in *statements {
+            // A statement for one backend only says so first.
+            let sql = match (sql.strip_prefix("sqlite: "), sql.strip_prefix("postgres: ")) {
+                (Some(s), _) if sqlite => s,
+                (_, Some(s)) if !sqlite => s,
+                (Some(_), _) | (_, Some(_)) => continue,
+                _ => sql,
+            };
             let mut sql = sql.replace("GENERATED_ID", generated_id);
             if sqlite {
                 sql = sql.replace("id BIGINT PRIMARY KEY ", "id INTEGER PRIMARY KEY ");

@@ -88,6 +88,12 @@ async fn exercise(store: &Store) {
     assert_eq!(only_b.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), vec!["key.revoke"]);
     let older = store.audit_log(&AuditQuery { before_id: Some(only_b[0].id), ..Default::default() }).await.unwrap();
     assert_eq!(older.len(), 2);
+    // Append-only, in the database itself.
+    let err = store.execute_for_tests("UPDATE audit_log SET actor = 'someone else'").await.unwrap_err();
+    assert!(format!("{err:#}").contains("append-only"), "{err:#}");
+    let err = store.execute_for_tests("DELETE FROM audit_log").await.unwrap_err();
+    assert!(format!("{err:#}").contains("append-only"), "{err:#}");
+    assert_eq!(store.audit_log(&AuditQuery::default()).await.unwrap().len(), 3);
 
     // Teams, users, key owners, rotation: stored byte-exact (SQL and script text is data).
     let hostile = "x'); DROP TABLE api_keys;-- <script>{{7*7}}";
