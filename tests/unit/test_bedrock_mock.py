@@ -84,7 +84,9 @@ def test_tampered_requests_get_403(mock, tamper):
     elif tamper == "path":
         url = url.replace(quote(MODEL, safe=""), quote("anthropic.claude-v2", safe=""))
     elif tamper == "header":
-        headers["X-Amz-Date"] = headers["X-Amz-Date"][:-3] + "00Z"
+        # Another second than the one signed (a date signed at :00 gets :01).
+        date = headers["X-Amz-Date"]
+        headers["X-Amz-Date"] = date[:-3] + ("01Z" if date.endswith("00Z") else "00Z")
     elif tamper == "token":
         headers["X-Amz-Security-Token"] = "stolen"
     resp = requests.post(url, data=data, headers=headers, timeout=10)
