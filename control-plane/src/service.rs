@@ -504,6 +504,7 @@ impl Service {
             return Err(ServiceError::Invalid(format!("'grace_seconds' must be 0 to {MAX_GRACE_SECONDS}.")));
         }
         let old = self.key_for(actor, Verb::Write, id).await?;
+        let idem_hash = req.idempotency_key.as_deref().map(|idem| digest_hex(&format!("{id}\0{idem}")));
         if let Some(idem) = &req.idempotency_key {
             if idem.is_empty() || idem.len() > 200 {
                 return Err(ServiceError::Invalid("'idempotency_key' must be 1 to 200 characters.".into()));
@@ -512,16 +513,40 @@ impl Service {
             if let Some((_, answer)) = cached.filter(|(until, _)| *until > now) {
                 return Ok(answer);
             }
+            // Made by another replica (or before a restart): the stored, encrypted answer.
+            let answered_until = old.previous_valid_until.max(old.rotated_at.map(|t| t + 60));
+            if old.rotation_idempotency == idem_hash && answered_until.is_some_and(|t| t > now) {
+                let secret = old
+                    .rotation_answer
+                    .as_ref()
+                    .and_then(|a| crate::kek::keyring().decrypt(&format!("rotation:{id}"), a))
+                    .and_then(|m| m.api_key);
+                return match secret {
+                    Some(key) => Ok(CreatedKey { view: KeyView::from(old), key }),
+                    None => Err(ServiceError::Conflict(
+                        "This rotation was already made (same idempotency key), and its secret cannot be shown again here \
+                         (no TOLLGATE_KEK to keep it encrypted). If it was lost, rotate again with a new idempotency key."
+                            .into(),
+                    )),
+                };
+            }
         }
         if old.revoked_at.is_some() {
             return Err(ServiceError::Invalid(format!("Key '{id}' is revoked; create a new key.")));
         }
         let secret = new_secret();
+        // The answer, kept encrypted for a retry on another replica (only with a KEK).
+        let rotation_answer = idem_hash.as_ref().and_then(|_| {
+            let m = model::SecretMaterial { api_key: Some(secret.clone()), ..Default::default() };
+            crate::kek::keyring().encrypt(&format!("rotation:{id}"), &m).ok()
+        });
         let new = KeyRecord {
             digest: digest_hex(&secret),
             previous_digest: (grace > 0).then(|| old.digest.clone()),
             previous_valid_until: (grace > 0).then_some(now + grace),
             rotated_at: Some(now),
+            rotation_idempotency: idem_hash,
+            rotation_answer,
             ..old.clone()
         };
         let view = KeyView::from(new.clone());

@@ -5,6 +5,8 @@ and republishes), and the audit trail holds both replicas' writes."""
 
 from __future__ import annotations
 
+import base64
+import os
 import subprocess
 import time
 import uuid
@@ -27,7 +29,8 @@ def replicas(tmp_path_factory):
     except (OSError, subprocess.CalledProcessError) as err:
         pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is needed for the replica test: {err}", pytrace=False)
     url = f"postgres://postgres@127.0.0.1:5432/{db}"
-    provider_env = {PROVIDER_KEY_ENV: harness.random_secret("sk-mock-"), WRONG_KEY_ENV: harness.random_secret("sk-wrong-")}
+    provider_env = {PROVIDER_KEY_ENV: harness.random_secret("sk-mock-"), WRONG_KEY_ENV: harness.random_secret("sk-wrong-"),
+                    "TOLLGATE_KEK": base64.b64encode(os.urandom(32)).decode()}
     mock = MockOpenAI(api_key=provider_env[PROVIDER_KEY_ENV])
     config = stack_config(dead_port=harness.free_port())
     stacks = []
@@ -80,3 +83,22 @@ def test_blocking_on_one_replica_is_enforced_by_both(replicas):
     until(lambda: a.key_works(secret) and b.key_works(secret), 3.0)
     assert a.admin("PATCH", f"/admin/v1/keys/{key_id}", json={"blocked": True}).status_code == 200
     until(lambda: not a.key_works(secret) and not b.key_works(secret), 1.0)
+
+
+def test_a_rotation_retried_on_the_other_replica_gets_the_same_answer(replicas):
+    a, b = replicas
+    key_id, secret = a.create_key(name="rotated-twice")
+    idem = uuid.uuid4().hex
+    first = a.admin("POST", f"/admin/v1/keys/{key_id}/rotate", json={"grace_seconds": 30}, headers={"Idempotency-Key": idem})
+    assert first.status_code == 200, first.text
+    a.secrets["rotated key"] = first.json()["key"]
+    again = b.admin("POST", f"/admin/v1/keys/{key_id}/rotate", json={"grace_seconds": 30}, headers={"Idempotency-Key": idem})
+    assert again.status_code == 200, again.text
+    assert again.json() == first.json(), "a retry on another replica is answered as the first"
+    rows = b.admin("GET", f"/admin/v1/audit?target={key_id}&action=key.rotate").json()["data"]
+    assert len(rows) == 1, "the retry rotated nothing"
+    until(lambda: b.key_works(first.json()["key"]) and b.key_works(secret), 2.0)
+    # Another idempotency key is another rotation.
+    other = a.admin("POST", f"/admin/v1/keys/{key_id}/rotate", json={"grace_seconds": 0, "idempotency_key": uuid.uuid4().hex})
+    assert other.status_code == 200 and other.json()["key"] != first.json()["key"]
+    a.secrets["rotated key 2"] = other.json()["key"]

@@ -115,7 +115,15 @@ pub fn published_keys(
     let mut out = Vec::with_capacity(keys.len());
     for k in keys.iter().filter(|k| !k.blocked && k.revoked_at.is_none()) {
         let models = catalog.key_allowance(k, users, teams);
-        let mut key = KeyRecord { models, previous_digest: None, previous_valid_until: None, metadata: None, ..k.clone() };
+        let mut key = KeyRecord {
+            models,
+            previous_digest: None,
+            previous_valid_until: None,
+            metadata: None,
+            rotation_idempotency: None,
+            rotation_answer: None,
+            ..k.clone()
+        };
         if let (Some(previous), Some(until)) = (&k.previous_digest, k.previous_valid_until) {
             if until > now {
                 let expires_at = Some(k.expires_at.map_or(until, |e| e.min(until)));

@@ -323,6 +323,11 @@ pub struct KeyRecord {
     pub previous_digest: Option<String>,
     pub previous_valid_until: Option<i64>,
     pub rotated_at: Option<i64>,
+    /// SHA-256 (hex) of the key id and the idempotency key of the last rotation, and its answer
+    /// (the new secret, encrypted under the KEK when there is one): a retry of that rotation,
+    /// on any replica, gets the same answer while the old secret's grace lasts.
+    pub rotation_idempotency: Option<String>,
+    pub rotation_answer: Option<StoredSecret>,
 }
 
 /// A team: a tenant of the admin API, and a bound on what its keys may call.

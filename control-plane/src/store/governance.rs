@@ -222,7 +222,8 @@ impl Store {
         let done = sqlx::query(
             "UPDATE api_keys SET name = $1, digest = $2, role = $3, models = $4, expires_at = $5, revoked_at = $6, \
              user_id = $7, team_id = $8, tags = $9, metadata = $10, blocked = $11, previous_digest = $12, \
-             previous_valid_until = $13, rotated_at = $14, access_groups = $17 WHERE id = $15 AND digest = $16",
+             previous_valid_until = $13, rotated_at = $14, access_groups = $17, rotation_idempotency = $18, \
+             rotation_answer = $19 WHERE id = $15 AND digest = $16",
         )
         .bind(&k.name)
         .bind(&k.digest)
@@ -241,6 +242,8 @@ impl Store {
         .bind(&k.id)
         .bind(expected_digest)
         .bind(serde_json::to_string(&k.access_groups)?)
+        .bind(k.rotation_idempotency.as_deref())
+        .bind(k.rotation_answer.as_ref().map(serde_json::to_string).transpose()?)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {

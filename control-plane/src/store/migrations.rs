@@ -71,6 +71,13 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
         "postgres: CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log \
          FOR EACH ROW EXECUTE FUNCTION tollgate_audit_append_only()",
     ],
+), (
+    6,
+    &[
+        // Idempotent key rotation across replicas.
+        "ALTER TABLE api_keys ADD COLUMN rotation_idempotency TEXT",
+        "ALTER TABLE api_keys ADD COLUMN rotation_answer TEXT",
+    ],
 )];
 
 pub async fn run(pool: &AnyPool) -> anyhow::Result<()> {

@@ -164,7 +164,7 @@ impl Store {
 
     pub async fn insert_key(&self, k: &KeyRecord, audit: &Audit<'_>) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(&format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"))
+        sqlx::query(&format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"))
             .bind(&k.id)
             .bind(&k.name)
             .bind(&k.digest)
@@ -182,6 +182,8 @@ impl Store {
             .bind(k.previous_valid_until)
             .bind(k.rotated_at)
             .bind(serde_json::to_string(&k.access_groups)?)
+            .bind(k.rotation_idempotency.as_deref())
+            .bind(k.rotation_answer.as_ref().map(serde_json::to_string).transpose()?)
             .execute(&mut *tx)
             .await?;
         governance::audit_in(&mut tx, audit).await?;
@@ -242,7 +244,7 @@ impl Store {
 
 /// The columns of a key row, in the order [`key_from_row`] reads them.
 const KEY_COLUMNS: &str = "id, name, digest, role, models, created_at, expires_at, revoked_at, user_id, team_id, tags, \
-     metadata, blocked, previous_digest, previous_valid_until, rotated_at, access_groups";
+     metadata, blocked, previous_digest, previous_valid_until, rotated_at, access_groups, rotation_idempotency, rotation_answer";
 
 fn role_str(r: tollgate_contract::keys::Role) -> &'static str {
     match r {
@@ -278,6 +280,8 @@ fn key_from_row(r: &AnyRow) -> anyhow::Result<KeyRecord> {
         previous_valid_until: r.try_get(14)?,
         rotated_at: r.try_get(15)?,
         access_groups: json(16)?.map(serde_json::from_value).transpose()?.unwrap_or_default(),
+        rotation_idempotency: r.try_get(17)?,
+        rotation_answer: json(18)?.map(serde_json::from_value).transpose()?,
     })
 }
 
