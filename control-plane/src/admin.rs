@@ -40,6 +40,8 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/v1/access-groups/{name}", axum::routing::patch(update_access_group).delete(delete_access_group))
         .route("/admin/v1/credentials", post(create_credential).get(list_credentials))
         .route("/admin/v1/credentials/{name}", axum::routing::put(replace_credential).delete(delete_credential))
+        .route("/admin/v1/spend", get(spend))
+        .route("/admin/v1/prices", get(list_prices).post(add_price))
         .route("/admin/v1/models", get(list_models).post(create_model))
         .route("/admin/v1/models/{name}", axum::routing::put(replace_model).delete(delete_model))
         .route("/admin/v1/audit", get(audit))
@@ -402,9 +404,9 @@ impl utoipa::Modify for BearerAuth {
         me, create_key, list_keys, get_key, update_key, rotate_key, revoke_key, create_team, list_teams, get_team, update_team,
         create_user, list_users, get_user, update_user, list_models, create_model, replace_model, delete_model, audit,
         create_access_group, list_access_groups, update_access_group, delete_access_group, create_credential,
-        list_credentials, replace_credential, delete_credential
+        list_credentials, replace_credential, delete_credential, spend, list_prices, add_price
     ),
-    components(schemas(ErrorBody, ErrorDetail, crate::service::ModelView, crate::store::AuditEntry)),
+    components(schemas(ErrorBody, ErrorDetail, crate::service::ModelView, crate::store::AuditEntry, crate::store::SpendRow)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -460,4 +462,24 @@ mod tests {
         let json = doc.to_json().unwrap();
         assert!(json.contains("\"bearer\"") && json.contains("KeyView") && json.contains("CredentialInput"));
     }
+}
+
+#[utoipa::path(get, path = "/admin/v1/spend", tag = "spend", params(crate::store::SpendQuery), responses((status = 200, description = "`{\"data\": [SpendRow]}`"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+async fn spend(State(state): State<AppState>, peer: Peer, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    let q: crate::store::SpendQuery = parse_query(q)?;
+    Ok(data(state.service.spend(&actor, q).await?))
+}
+
+#[utoipa::path(get, path = "/admin/v1/prices", tag = "spend", responses((status = 200, description = "`{\"version\", \"overrides\": [PriceEntry], \"defaults\": [PriceEntry]}`"), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+async fn list_prices(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    Ok(Json(state.service.list_prices(&actor).await?).into_response())
+}
+
+#[utoipa::path(post, path = "/admin/v1/prices", tag = "spend", request_body = crate::metering::prices::PriceEntry, responses((status = 201, description = "`{\"version\", \"entry\"}`"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+async fn add_price(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    let out = state.service.add_price(&actor, parse_json(&body)?).await?;
+    Ok((StatusCode::CREATED, Json(out)).into_response())
 }

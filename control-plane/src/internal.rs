@@ -7,7 +7,8 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::body::Bytes;
+use axum::routing::{get, post};
 use axum::Router;
 use subtle::ConstantTimeEq;
 use tollgate_contract::keys::presented_key;
@@ -19,6 +20,8 @@ use crate::publisher::Publisher;
 #[derive(Clone)]
 pub struct InternalState {
     pub publisher: Arc<Publisher>,
+    /// Usage ingestion.
+    pub service: crate::service::Service,
     /// The token the data plane presents to fetch credentials.
     pub data_plane_token: Arc<String>,
 }
@@ -26,16 +29,33 @@ pub struct InternalState {
 pub fn router(state: InternalState) -> Router {
     Router::new()
         .route(tollgate_contract::contract::CREDENTIALS_PATH, get(credentials))
+        .route(tollgate_contract::contract::USAGE_PATH, post(usage))
         .fallback(|| async { ApiError::from(GatewayError::new(ErrorKind::NotFound, "Unknown path.").code("unknown_url")) })
         .with_state(state)
 }
 
-pub async fn credentials(State(state): State<InternalState>, headers: HeaderMap) -> Result<Response, ApiError> {
+fn data_plane(state: &InternalState, headers: &HeaderMap) -> Result<(), ApiError> {
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let presented = presented_key(authorization, None).unwrap_or("");
     if presented.is_empty() || !bool::from(presented.as_bytes().ct_eq(state.data_plane_token.as_bytes())) {
         return Err(ApiError::from(GatewayError::new(ErrorKind::Authentication, "Invalid data-plane token.")));
     }
+    Ok(())
+}
+
+/// `POST /internal/v1/usage`: a batch of usage records, stored once (idempotent by request id
+/// and attempt); answers how many were new.
+pub async fn usage(State(state): State<InternalState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    data_plane(&state, &headers)?;
+    let batch: tollgate_contract::usage::UsageBatch = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::from(GatewayError::new(ErrorKind::InvalidRequest, format!("Invalid usage batch: {e}.")).code("invalid_json"))
+    })?;
+    let ack = state.service.ingest_usage(batch).await?;
+    Ok(axum::Json(ack).into_response())
+}
+
+pub async fn credentials(State(state): State<InternalState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    data_plane(&state, &headers)?;
     let doc = state.publisher.credentials();
     let etag = format!("\"{}\"", doc.version);
     if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {

@@ -11,6 +11,7 @@ mod destination;
 mod egress;
 mod internal;
 mod kek;
+mod metering;
 mod model;
 mod publisher;
 mod service;
@@ -205,7 +206,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .add_service(ads)
             .serve_with_incoming_shutdown(TcpListenerStream::new(xds_listener), shutdown_signal()),
     );
-    let internal_state = internal::InternalState { publisher: publisher.clone(), data_plane_token: Arc::new(token) };
+    let internal_state = internal::InternalState { publisher: publisher.clone(), service: service.clone(), data_plane_token: Arc::new(token) };
     let app = admin::router(admin::AppState { service });
     let http_task = tokio::spawn(async move { axum::serve(http_listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown_signal()).await });
     let internal_app = internal::router(internal_state);

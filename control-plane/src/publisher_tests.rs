@@ -187,7 +187,8 @@ async fn the_credential_document_follows_the_secrets_and_is_served_from_memory()
 
     // served on the internal listener only, from memory, with the version as ETag
     let token = "tg-dp-token-for-the-test-0123456789".to_owned();
-    let state = crate::internal::InternalState { publisher: publisher.clone(), data_plane_token: Arc::new(token.clone()) };
+    let service = Service::new(t.store.clone(), publisher.clone());
+    let state = crate::internal::InternalState { publisher: publisher.clone(), service, data_plane_token: Arc::new(token.clone()) };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(async move { axum::serve(listener, crate::internal::router(state)).await });

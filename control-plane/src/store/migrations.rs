@@ -78,6 +78,24 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
         "ALTER TABLE api_keys ADD COLUMN rotation_idempotency TEXT",
         "ALTER TABLE api_keys ADD COLUMN rotation_answer TEXT",
     ],
+), (
+    7,
+    &[
+        // Metering: one row per attempt (idempotent by request id and attempt), daily aggregates
+        // per scope (key, user, team, model, provider), price overrides.
+        "CREATE TABLE usage_records (request_id TEXT NOT NULL, attempt BIGINT NOT NULL, at_ms BIGINT NOT NULL, \
+         key_id TEXT NOT NULL, user_id TEXT, team_id TEXT, model TEXT NOT NULL, provider TEXT NOT NULL, \
+         provider_model TEXT NOT NULL, status BIGINT NOT NULL, stream BIGINT NOT NULL, input_tokens BIGINT NOT NULL, \
+         output_tokens BIGINT NOT NULL, cache_read_tokens BIGINT NOT NULL, cache_write_tokens BIGINT NOT NULL, \
+         estimated BIGINT NOT NULL, latency_ms BIGINT NOT NULL, ttft_ms BIGINT, cost_nanos BIGINT, price_version TEXT NOT NULL, \
+         PRIMARY KEY (request_id, attempt))",
+        "CREATE INDEX usage_records_at ON usage_records (at_ms)",
+        "CREATE TABLE spend_daily (day TEXT NOT NULL, scope TEXT NOT NULL, scope_id TEXT NOT NULL, requests BIGINT NOT NULL, \
+         input_tokens BIGINT NOT NULL, output_tokens BIGINT NOT NULL, cache_read_tokens BIGINT NOT NULL, \
+         cache_write_tokens BIGINT NOT NULL, cost_nanos BIGINT NOT NULL, unpriced BIGINT NOT NULL, \
+         PRIMARY KEY (day, scope, scope_id))",
+        "CREATE TABLE prices (position BIGINT NOT NULL, entry TEXT NOT NULL, created_at BIGINT NOT NULL)",
+    ],
 )];
 
 pub async fn run(pool: &AnyPool) -> anyhow::Result<()> {

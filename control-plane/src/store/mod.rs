@@ -3,10 +3,12 @@
 //! `$n` placeholders, which both accept.
 
 mod governance;
+mod ledger;
 mod migrations;
 pub mod notify;
 
 pub use governance::{Audit, AuditQuery, KeyQuery};
+pub use ledger::{SpendQuery, SpendRow};
 
 use std::collections::BTreeMap;
 

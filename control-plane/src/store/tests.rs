@@ -121,6 +121,7 @@ async fn exercise(store: &Store) {
     assert_eq!(store.access_groups().await.unwrap(), vec![group.clone()]);
     let rows = store.load().await.unwrap();
     assert_eq!((rows.teams.len(), rows.users.len(), rows.groups.len()), (1, 1, 1));
+    ledger(store).await;
     assert!(store.put_access_group(&group, false, true, &audit("access_group.delete", "g")).await.unwrap());
     assert!(store.access_groups().await.unwrap().is_empty());
 }
@@ -174,4 +175,99 @@ async fn postgres_store() {
 fn redacts_database_passwords() {
     assert_eq!(redact_url("postgres://u:pw@h:5432/db"), "postgres://<credentials>@h:5432/db");
     assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+}
+
+/// The ledger: a batch stored once however often it is sent, aggregates equal to the rows.
+async fn ledger(store: &Store) {
+    use crate::metering::{price, prices, Owners};
+    use tollgate_contract::usage::UsageRecord;
+    let cat = prices::Catalogue::new(&[], &prices::default_entries());
+    let mut owners = std::collections::HashMap::new();
+    owners.insert("c".to_owned(), Owners { user_id: Some("u1".into()), team_id: Some("t1".into()) });
+    let rec = |i: u32, attempt: u32, model: &str| UsageRecord {
+        request_id: format!("req-{i}"),
+        attempt,
+        at_ms: 1_733_270_400_000 + u64::from(i),
+        key_id: "c".into(),
+        model: "gpt".into(),
+        provider: "openai".into(),
+        provider_model: model.into(),
+        status: 200,
+        input_tokens: 1000,
+        output_tokens: 500,
+        ..Default::default()
+    };
+    let mut batch: Vec<UsageRecord> = (0..1200).map(|i| rec(i, 0, "gpt-4o-mini")).collect();
+    batch.push(rec(0, 1, "gpt-4o-mini")); // a retry of request 0
+    batch.push(rec(5000, 0, "unpriced-model"));
+    let rows = price(batch.clone(), &cat, &owners);
+    assert_eq!(store.ingest(&rows).await.unwrap(), 1202);
+    assert_eq!(store.ingest(&rows).await.unwrap(), 0, "sent twice, stored once");
+    assert_eq!(store.ingest(&rows[..10]).await.unwrap(), 0);
+    assert_eq!(store.usage_count().await.unwrap(), 1202);
+    let q = |scope: &str, id: Option<&str>| crate::store::SpendQuery { scope: scope.into(), scope_id: id.map(str::to_owned), ..Default::default() };
+    let team = store.spend(&q("team", Some("t1"))).await.unwrap();
+    assert_eq!(team.len(), 1);
+    assert_eq!((team[0].day.as_str(), team[0].requests, team[0].unpriced), ("2024-12-04", 1202, 1));
+    assert_eq!(team[0].input_tokens, 1202 * 1000);
+    // 1201 priced records × 450,000 nano-USD
+    assert_eq!(team[0].cost_usd, super::ledger::usd(1201 * 450_000));
+    let by_key = store.spend(&q("key", Some("c"))).await.unwrap();
+    assert_eq!(by_key[0].cost_usd, team[0].cost_usd);
+    assert!(store.spend(&q("team", Some("t2"))).await.unwrap().is_empty());
+    let range = crate::store::SpendQuery { from: Some("2024-12-05".into()), ..q("model", None) };
+    assert!(store.spend(&range).await.unwrap().is_empty());
+}
+
+/// Ingest throughput into PostgreSQL (issue 12: at least 20,000 records/s): 200,000 records in
+/// batches of 5,000, each with 5 distinct keys over 3 days. Run with
+/// `cargo test -p tollgate-control-plane --release ingest_throughput -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement, not a check: prints records per second"]
+async fn ingest_throughput_postgres() {
+    use crate::metering::{price, prices, Owners};
+    use tollgate_contract::usage::UsageRecord;
+    let admin_url = std::env::var("TOLLGATE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect(&admin_url).await.unwrap();
+    let db = format!("tollgate_ingest_{}_{}", std::process::id(), rand::random::<u32>());
+    sqlx::query(&format!("CREATE DATABASE {db}")).execute(&admin).await.unwrap();
+    let url = format!("{}/{db}", admin_url.rsplit_once('/').unwrap().0);
+    let store = Store::connect(&url).await.unwrap();
+    let cat = prices::Catalogue::new(&[], &prices::default_entries());
+    let owners: std::collections::HashMap<String, Owners> =
+        (0..5).map(|k| (format!("key_{k}"), Owners { user_id: Some(format!("u{k}")), team_id: Some("t".into()) })).collect();
+    let (total, per_batch) = (200_000u32, 5_000u32);
+    let started = std::time::Instant::now();
+    for b in 0..total / per_batch {
+        let batch: Vec<UsageRecord> = (0..per_batch)
+            .map(|i| {
+                let n = b * per_batch + i;
+                UsageRecord {
+                    request_id: format!("req-{n:08}-0123456789abcdef"),
+                    at_ms: 1_733_270_400_000 + u64::from(n % 3) * 86_400_000,
+                    key_id: format!("key_{}", n % 5),
+                    model: "gpt-4o-mini".into(),
+                    provider: "openai".into(),
+                    provider_model: "gpt-4o-mini-2024-07-18".into(),
+                    status: 200,
+                    input_tokens: 812,
+                    output_tokens: 233,
+                    latency_ms: 420,
+                    ..Default::default()
+                }
+            })
+            .collect();
+        store.ingest(&price(batch, &cat, &owners)).await.unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let bytes: i64 = sqlx::query("SELECT pg_total_relation_size('usage_records')").fetch_one(&store.pool).await.unwrap().try_get(0).unwrap();
+    println!(
+        "{{\"ingest_records\": {total}, \"seconds\": {secs:.2}, \"ingest_records_per_s\": {:.0}, \"bytes_per_row_with_indexes\": {}}}",
+        f64::from(total) / secs,
+        bytes / i64::from(total)
+    );
+    assert_eq!(store.usage_count().await.unwrap(), i64::from(total));
+    store.close().await;
+    sqlx::query(&format!("DROP DATABASE {db}")).execute(&admin).await.unwrap();
 }

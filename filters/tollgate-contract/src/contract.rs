@@ -38,6 +38,10 @@ pub const CONTROL_PLANE_HTTP_CLUSTER: &str = "tollgate_control_plane_http";
 pub const CONTROL_PLANE_INTERNAL_CLUSTER: &str = "tollgate_control_plane_internal";
 /// Path of the credential document on the control plane.
 pub const CREDENTIALS_PATH: &str = "/internal/v1/credentials";
+
+/// Where the data plane posts usage batches ([`crate::usage::UsageBatch`]), on the same
+/// listener and with the same token.
+pub const USAGE_PATH: &str = "/internal/v1/usage";
 /// Environment variable holding the token the data plane presents to fetch credentials.
 /// Envoy passes it into the service VM only (`vm_config.environment_variables.host_env_keys`
 /// in the bootstrap), so only its name appears in Envoy's configuration and the filters' VMs

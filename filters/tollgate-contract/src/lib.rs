@@ -11,5 +11,6 @@ pub mod contract;
 pub mod error;
 pub mod keys;
 pub mod state;
+pub mod usage;
 
 pub use error::{ClientApi, ErrorKind, GatewayError};
