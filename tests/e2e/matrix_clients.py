@@ -225,7 +225,130 @@ class BedrockConverse(ClientApi):
         return usage["inputTokens"], usage["outputTokens"]
 
 
-# The client APIs of the matrix. Issue 10 §4 adds Bedrock InvokeModel ("bedrock-invoke") and
-# §5 the OpenAI Responses API ("openai-responses"): one ClientApi subclass each, listed here.
+class OpenAIResponses(ClientApi):
+    """The Responses API (`client.responses.create`). It has no finish reason: an answer is
+    `completed`, a function call shows as a `function_call` output item, a stop short of the end
+    as `incomplete` with its reason (`content_filter`)."""
+    name, finish_text, finish_tool = "openai-responses", "completed", "function_call"
+
+    def call(self, model, turns, tools, stream):
+        client = openai.OpenAI(base_url=self.ctx.stack.base_url, api_key=self.ctx.key,
+                               max_retries=0, timeout=30)
+        items: list[dict[str, Any]] = []
+        for turn in turns:
+            if turn[0] == "user":
+                items.append({"role": "user", "content": turn[1]})
+            elif turn[0] == "tool_call":
+                call = turn[1]
+                items.append({"type": "function_call", "call_id": call.id, "name": call.name,
+                              "arguments": json.dumps(call.arguments)})
+            else:
+                items.append({"type": "function_call_output", "call_id": turn[1], "output": turn[2]})
+        kwargs: dict[str, Any] = {"model": model, "input": items}
+        if tools:
+            kwargs["tools"] = [{"type": "function", "name": TOOL["name"],
+                                "description": TOOL["description"], "parameters": TOOL["schema"]}]
+        events: list[Any] = []
+        try:
+            if not stream:
+                resp = client.responses.create(**kwargs)
+            else:
+                for event in client.responses.create(stream=True, **kwargs):
+                    events.append(event)
+                    if event.type in ("error", "response.failed"):
+                        return Refusal(200, json.dumps(event.model_dump()), mid_stream=True)
+                [done] = [e for e in events if e.type in ("response.completed", "response.incomplete")]
+                resp = done.response
+                # The event sequence as OpenAI sends it: numbered, created first, done last.
+                assert events[0].type == "response.created", events[0].type
+                numbers = [e.sequence_number for e in events]
+                assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), numbers
+                deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+                assert deltas == resp.output_text, (deltas, resp.output_text)
+        except openai.APIStatusError as err:
+            return Refusal(err.status_code, json.dumps(err.body))
+        except openai.APIError as err:
+            return Refusal(200, json.dumps(err.body), mid_stream=bool(events))
+        calls = [ToolCall(o.call_id, o.name, json.loads(o.arguments))
+                 for o in resp.output if o.type == "function_call"]
+        if resp.status == "incomplete":
+            finish = resp.incomplete_details.reason
+        else:
+            finish = "function_call" if calls else resp.status
+        return Outcome(resp.output_text, finish, resp.usage.model_dump(), calls)
+
+    def usage_pair(self, usage):
+        assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+        return usage["input_tokens"], usage["output_tokens"]
+
+
+class BedrockInvoke(ClientApi):
+    """InvokeModel and InvokeModelWithResponseStream (boto3) with the Anthropic-on-Bedrock body,
+    answered as Claude on Bedrock answers: the Messages JSON, or `chunk` events whose `bytes`
+    are Anthropic stream events, the last with `amazon-bedrock-invocationMetrics`."""
+    name, finish_text, finish_tool = "bedrock-invoke", "end_turn", "tool_use"
+
+    def call(self, model, turns, tools, stream):
+        client = self.ctx.bedrock_client()
+        messages: list[dict[str, Any]] = []
+        for turn in turns:
+            if turn[0] == "user":
+                messages.append({"role": "user", "content": [{"type": "text", "text": turn[1]}]})
+            elif turn[0] == "tool_call":
+                call = turn[1]
+                messages.append({"role": "assistant", "content": [{
+                    "type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments}]})
+            else:
+                messages.append({"role": "user", "content": [{
+                    "type": "tool_result", "tool_use_id": turn[1], "content": turn[2]}]})
+        body: dict[str, Any] = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 256,
+                                "messages": messages}
+        if tools:
+            body["tools"] = [{"name": TOOL["name"], "description": TOOL["description"],
+                              "input_schema": TOOL["schema"]}]
+        try:
+            if not stream:
+                out = client.invoke_model(modelId=model, body=json.dumps(body),
+                                          contentType="application/json", accept="application/json")
+                msg = json.loads(out["body"].read())
+                text = "".join(b["text"] for b in msg["content"] if b["type"] == "text")
+                calls = [ToolCall(b["id"], b["name"], b["input"]) for b in msg["content"]
+                         if b["type"] == "tool_use"]
+                return Outcome(text, msg["stop_reason"], msg["usage"], calls)
+            out = client.invoke_model_with_response_stream(modelId=model, body=json.dumps(body))
+        except ClientError as err:
+            return Refusal(err.response["ResponseMetadata"]["HTTPStatusCode"],
+                           f'{err.response["Error"]["Code"]}: {err.response["Error"]["Message"]}')
+        events = []
+        try:
+            for event in out["body"]:
+                events.append(json.loads(event["chunk"]["bytes"]))
+        except EventStreamError as err:
+            return Refusal(200, f'{err.response["Error"]["Code"]}: '
+                                f'{err.response["Error"]["Message"]}', mid_stream=True)
+        kinds = [e["type"] for e in events]
+        assert kinds[0] == "message_start" and kinds[-1] == "message_stop", kinds
+        text = "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta")
+        starts = [e["content_block"] for e in events
+                  if e["type"] == "content_block_start" and e["content_block"]["type"] == "tool_use"]
+        calls = []
+        if starts:
+            args = "".join(e["delta"].get("partial_json", "") for e in events
+                           if e["type"] == "content_block_delta")
+            calls = [ToolCall(starts[0]["id"], starts[0]["name"], json.loads(args))]
+        [delta] = [e for e in events if e["type"] == "message_delta"]
+        metrics = events[-1]["amazon-bedrock-invocationMetrics"]
+        # The output count is in message_delta as Anthropic sends it; Bedrock's metrics repeat
+        # both counts on the last event (the input count is known only at the end when the
+        # provider is not Anthropic's, so message_start may carry 0: see README).
+        assert delta["usage"]["output_tokens"] == metrics["outputTokenCount"], (delta, metrics)
+        usage = {"input_tokens": metrics["inputTokenCount"], "output_tokens": metrics["outputTokenCount"]}
+        return Outcome(text, delta["delta"]["stop_reason"], usage, calls)
+
+    def usage_pair(self, usage):
+        return usage["input_tokens"], usage["output_tokens"]
+
+
+# The client APIs of the matrix: one ClientApi subclass each, listed here.
 CLIENT_APIS: dict[str, type[ClientApi]] = {
-    c.name: c for c in (OpenAIChat, AnthropicMessages, BedrockConverse)}
+    c.name: c for c in (OpenAIChat, OpenAIResponses, AnthropicMessages, BedrockConverse, BedrockInvoke)}

@@ -62,7 +62,10 @@ PROVIDERS: dict[str, Provider] = {p.kind: p for p in (
     Provider("openai", True, echo, lambda q, r: echo(q), _pair("prompt_tokens", "completion_tokens")),
     Provider("azure", True, echo, lambda q, r: echo(q), _pair("prompt_tokens", "completion_tokens")),
     Provider("anthropic", True, echo, lambda q, r: echo(r), _pair("input_tokens", "output_tokens")),
-    Provider("bedrock", True, echo, lambda q, r: echo(r), _pair("inputTokens", "outputTokens")),
+    # Converse usage, or InvokeModel's Anthropic usage (a Claude body sent to Bedrock as is).
+    Provider("bedrock", True, echo, lambda q, r: echo(r),
+             lambda u: _pair("inputTokens", "outputTokens")(u) if "inputTokens" in u
+             else _pair("input_tokens", "output_tokens")(u)),
     Provider("sagemaker-openai", True, lambda t: ANSWER_PREFIX + "naïve " + t,
              lambda q, r: ANSWER_PREFIX + "naïve " + q, _pair("prompt_tokens", "completion_tokens")),
     Provider("sagemaker-tgi", False, lambda t: ANSWER_PREFIX_TGI + "naïve " + t,
@@ -272,17 +275,24 @@ PROVIDER_ERRORS = [
     ProviderError("bedrock-throttling-429", "bedrock", {"status": 429}, False, {
         "openai-chat": (429, False, '"type": "rate_limit_error"'),
         "anthropic-messages": (429, False, '"type": "rate_limit_error"'),
-        "bedrock-converse": (429, False, "ThrottlingException: ")}),
+        "bedrock-converse": (429, False, "ThrottlingException: "),
+        "openai-responses": (429, False, '"type": "rate_limit_error"'),
+        "bedrock-invoke": (429, False, "ThrottlingException: ")}),
     ProviderError("bedrock-model-stream-error", "bedrock",
                   {"stream_exception": "modelStreamErrorException"}, True, {
         "openai-chat": (200, True, '"code": "modelStreamErrorException"'),
         "anthropic-messages": (200, True, '"type": "api_error"'),
-        "bedrock-converse": (200, True, "modelStreamErrorException: The model stream failed")}),
+        "bedrock-converse": (200, True, "modelStreamErrorException: The model stream failed"),
+        # The Responses API's `error` event, numbered in the stream's sequence.
+        "openai-responses": (200, True, '"message": "The model stream failed (mock fault).", "param": null, "sequence_number"'),
+        "bedrock-invoke": (200, True, "modelStreamErrorException: The model stream failed")}),
     ProviderError("anthropic-overloaded-mid-stream", "anthropic",
                   {"stream_error": "overloaded_error"}, True, {
         "openai-chat": (200, True, '"code": "overloaded_error"'),
         "anthropic-messages": (200, True, '"type": "overloaded_error", "message": "Overloaded"'),
-        "bedrock-converse": (200, True, "modelStreamErrorException: Overloaded")}),
+        "bedrock-converse": (200, True, "modelStreamErrorException: Overloaded"),
+        "openai-responses": (200, True, '"message": "Overloaded"'),
+        "bedrock-invoke": (200, True, "modelStreamErrorException: Overloaded")}),
 ]
 
 
@@ -304,7 +314,9 @@ def test_provider_error_reaches_each_client_api(mx, case, api_name):
 
 # An Azure content filter is not an error: the text before it, and the filter as each API's stop.
 CONTENT_FILTER_FINISH = {"openai-chat": "content_filter", "anthropic-messages": "refusal",
-                         "bedrock-converse": "content_filtered"}
+                         "bedrock-converse": "content_filtered",
+                         # Responses: `status: incomplete`, `incomplete_details.reason`
+                         "openai-responses": "content_filter", "bedrock-invoke": "refusal"}
 
 
 @pytest.mark.parametrize("api_name", list(CLIENT_APIS))
