@@ -4,6 +4,7 @@
 mod admin;
 mod authz;
 mod aws;
+mod cli;
 mod clock;
 mod config_file;
 mod demo;
@@ -40,6 +41,8 @@ use crate::xds::snapshot::XdsEnv;
 #[derive(Parser)]
 #[command(name = "tollgate", about = "Tollgate AI gateway control plane")]
 struct Cli {
+    #[command(flatten)]
+    conn: cli::Conn,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,7 +51,12 @@ struct Cli {
 enum Command {
     /// Run the control plane.
     Serve(ServeArgs),
+    /// Call the admin API (key in TOLLGATE_ADMIN_KEY): keys, teams, users, access-groups,
+    /// credentials, models, audit, spend, api.
+    #[command(flatten)]
+    Admin(cli::Command),
 }
+
 
 #[derive(clap::Args)]
 struct ServeArgs {
@@ -116,6 +124,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Admin(cmd) => std::process::exit(runtime.block_on(cli::run(cli.conn, cmd))),
     }
 }
 
