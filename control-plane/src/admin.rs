@@ -30,6 +30,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/v1/openapi.json", get(openapi))
         .route("/admin/v1/me", get(me))
         .route("/admin/v1/keys", post(create_key).get(list_keys))
+        .route("/admin/v1/keys/bulk", post(create_keys))
         .route("/admin/v1/keys/{id}", get(get_key).patch(update_key).delete(revoke_key))
         .route("/admin/v1/keys/{id}/rotate", post(rotate_key))
         .route("/admin/v1/teams", post(create_team).get(list_teams))
@@ -401,7 +402,7 @@ impl utoipa::Modify for BearerAuth {
 #[openapi(
     info(title = "Tollgate admin API", description = "Teams, users, keys, access groups, credentials, models and the audit trail. Authenticate with `Authorization: Bearer <key>`; what a key may do follows its user's role and team."),
     paths(
-        me, create_key, list_keys, get_key, update_key, rotate_key, revoke_key, create_team, list_teams, get_team, update_team,
+        me, create_key, create_keys, list_keys, get_key, update_key, rotate_key, revoke_key, create_team, list_teams, get_team, update_team,
         create_user, list_users, get_user, update_user, list_models, create_model, replace_model, delete_model, audit,
         create_access_group, list_access_groups, update_access_group, delete_access_group, create_credential,
         list_credentials, replace_credential, delete_credential, spend, list_prices, add_price
@@ -482,4 +483,20 @@ async fn add_price(State(state): State<AppState>, peer: Peer, headers: HeaderMap
     let actor = admin(&state, &headers, &peer).await?;
     let out = state.service.add_price(&actor, parse_json(&body)?).await?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+/// `{"keys": [NewKey, ...]}`
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkKeys {
+    pub keys: Vec<NewKey>,
+}
+
+#[utoipa::path(post, path = "/admin/v1/keys/bulk", tag = "keys", request_body = BulkKeys, responses((status = 201, description = "`{\"data\": [CreatedKey]}`: every secret, once"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+async fn create_keys(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    let req: BulkKeys = parse_json(&body)?;
+    let created = state.service.create_keys(&actor, req.keys).await?;
+    tracing::info!(keys = created.len(), by = %actor.key_id, "keys created in bulk");
+    Ok((StatusCode::CREATED, data(created)).into_response())
 }

@@ -286,3 +286,25 @@ def test_openapi_document_is_served_and_matches_the_api(gw):
     # The documented request schema is what the server takes: a field it lists is accepted.
     fields = set(doc["components"]["schemas"]["NewKey"]["properties"])
     assert {"name", "models", "access_groups", "user_id", "team_id", "tags", "metadata", "expires_at"} <= fields
+
+
+def test_bulk_key_creation_is_all_or_nothing(gw, tenants):
+    a, _ = tenants
+    names = [uid("bulk") for _ in range(3)]
+    resp = gw.admin("POST", "/admin/v1/keys/bulk", key=a.team_admin[1], json={"keys": [{"name": n} for n in names]})
+    created = ok(resp, 201)["data"]
+    assert [k["name"] for k in created] == names and all(k["team_id"] == a.team for k in created)
+    for k in created:
+        gw.secrets[f"virtual key {k['id']}"] = k["key"]
+    gw.wait_key_usable(created[-1]["key"])
+    assert all(chat_status(gw, k["key"]) == 200 for k in created)
+    for k in created:
+        rows = ok(gw.admin("GET", f"/admin/v1/audit?target={k['id']}"))["data"]
+        assert [r["action"] for r in rows] == ["key.create"]
+    # one bad spec: nothing is created, and the error names it
+    before = len(gw.list_keys())
+    resp = gw.admin("POST", "/admin/v1/keys/bulk", key=a.team_admin[1],
+                    json={"keys": [{"name": "fine"}, {"name": "x", "role": "admin"}]})
+    assert resp.status_code == 403 and "keys[1]" in resp.json()["error"]["message"]
+    assert len(gw.list_keys()) == before
+    assert gw.admin("POST", "/admin/v1/keys/bulk", json={"keys": []}).status_code == 400

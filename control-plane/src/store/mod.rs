@@ -165,30 +165,37 @@ impl Store {
     }
 
     pub async fn insert_key(&self, k: &KeyRecord, audit: &Audit<'_>) -> anyhow::Result<()> {
+        self.insert_keys(&[(k, audit)]).await
+    }
+
+    /// Keys and their audit rows, all in one transaction.
+    pub async fn insert_keys(&self, rows: &[(&KeyRecord, &Audit<'_>)]) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(&format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"))
-            .bind(&k.id)
-            .bind(&k.name)
-            .bind(&k.digest)
-            .bind(role_str(k.role))
-            .bind(k.models.as_ref().map(serde_json::to_string).transpose()?)
-            .bind(k.created_at)
-            .bind(k.expires_at)
-            .bind(k.revoked_at)
-            .bind(k.user_id.as_deref())
-            .bind(k.team_id.as_deref())
-            .bind(serde_json::to_string(&k.tags)?)
-            .bind(k.metadata.as_ref().map(serde_json::to_string).transpose()?)
-            .bind(i64::from(k.blocked))
-            .bind(k.previous_digest.as_deref())
-            .bind(k.previous_valid_until)
-            .bind(k.rotated_at)
-            .bind(serde_json::to_string(&k.access_groups)?)
-            .bind(k.rotation_idempotency.as_deref())
-            .bind(k.rotation_answer.as_ref().map(serde_json::to_string).transpose()?)
-            .execute(&mut *tx)
-            .await?;
-        governance::audit_in(&mut tx, audit).await?;
+        for (k, audit) in rows {
+            sqlx::query(&format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"))
+                .bind(&k.id)
+                .bind(&k.name)
+                .bind(&k.digest)
+                .bind(role_str(k.role))
+                .bind(k.models.as_ref().map(serde_json::to_string).transpose()?)
+                .bind(k.created_at)
+                .bind(k.expires_at)
+                .bind(k.revoked_at)
+                .bind(k.user_id.as_deref())
+                .bind(k.team_id.as_deref())
+                .bind(serde_json::to_string(&k.tags)?)
+                .bind(k.metadata.as_ref().map(serde_json::to_string).transpose()?)
+                .bind(i64::from(k.blocked))
+                .bind(k.previous_digest.as_deref())
+                .bind(k.previous_valid_until)
+                .bind(k.rotated_at)
+                .bind(serde_json::to_string(&k.access_groups)?)
+                .bind(k.rotation_idempotency.as_deref())
+                .bind(k.rotation_answer.as_ref().map(serde_json::to_string).transpose()?)
+                .execute(&mut *tx)
+                .await?;
+            governance::audit_in(&mut tx, audit).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
