@@ -78,13 +78,19 @@ def main() -> int:
             bulk_s = time.monotonic() - t0
             time.sleep(3)  # let Envoy settle after the last bulk push
             cpu0 = cpu_seconds(pid)
-            key_id, secret = stack.create_key(name="probe")
-            created_to_use = until(lambda: stack.key_works(secret), 60)
-            stack.revoke_key(key_id)
-            revoke_to_refusal = until(lambda: not stack.key_works(secret), 60)
+            t1 = time.monotonic()
+            created = stack.admin("POST", "/admin/v1/keys", json={"name": "probe"}, timeout=300).json()
+            api_create_s = time.monotonic() - t1
+            key_id, secret = created["id"], created["key"]
+            created_to_use = until(lambda: stack.key_works(secret), 120)
+            t2 = time.monotonic()
+            assert stack.admin("DELETE", f"/admin/v1/keys/{key_id}", timeout=300).status_code == 200
+            api_revoke_s = time.monotonic() - t2
+            revoke_to_refusal = until(lambda: not stack.key_works(secret), 120)
             time.sleep(1)
             cpu_two_changes = cpu_seconds(pid) - cpu0
             print(json.dumps({"keys": have, "bulk_create_s": round(bulk_s, 2),
+                              "api_create_s": round(api_create_s, 3), "api_revoke_s": round(api_revoke_s, 3),
                               "created_to_first_use_s": round(created_to_use, 3),
                               "revoked_to_refused_s": round(revoke_to_refusal, 3),
                               "envoy_cpu_s_two_changes": round(cpu_two_changes, 3),
