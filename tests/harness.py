@@ -301,6 +301,7 @@ class ControlPlane(ManagedProcess):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.xds_port = free_port()
         self.http_port = free_port()
+        self.grpc_port = free_port()
         self.internal_port = free_port()
         argv = [str(tollgate_bin()), "serve",
                 "--config", str(config_path),
@@ -308,6 +309,7 @@ class ControlPlane(ManagedProcess):
                 "--xds-addr", f"127.0.0.1:{self.xds_port}",
                 "--http-addr", f"127.0.0.1:{self.http_port}",
                 "--internal-addr", f"127.0.0.1:{self.internal_port}",
+                "--grpc-addr", f"127.0.0.1:{self.grpc_port}",
                 "--gateway-addr", "127.0.0.1",
                 "--gateway-port", str(gateway_port),
                 "--wasm-dir", str(wasm_dir())]

@@ -10,6 +10,7 @@ mod config_file;
 mod demo;
 mod destination;
 mod egress;
+mod grpc_admin;
 mod internal;
 mod kek;
 mod metering;
@@ -74,6 +75,9 @@ struct ServeArgs {
     /// The admin API and the demo model.
     #[arg(long, env = "TOLLGATE_HTTP_ADDR", default_value = "127.0.0.1:8081")]
     http_addr: SocketAddr,
+    /// The admin API over gRPC (server reflection on).
+    #[arg(long, env = "TOLLGATE_GRPC_ADDR", default_value = "127.0.0.1:8083")]
+    grpc_addr: SocketAddr,
     /// The data plane's credential endpoint (`GET /internal/v1/credentials`, data-plane token).
     #[arg(long, env = "TOLLGATE_INTERNAL_ADDR", default_value = "127.0.0.1:8082")]
     internal_addr: SocketAddr,
@@ -154,7 +158,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => tracing::info!("no {} set: provider secrets can be referenced by environment variable, not stored through the admin API", kek::KEK_ENV),
     }
     let store = Store::connect(&database_url).await?;
-    let own_ports: Vec<u16> = [args.xds_addr.port(), args.http_addr.port(), args.internal_addr.port(), args.gateway_port, args.envoy_admin_port]
+    let own_ports: Vec<u16> = [args.xds_addr.port(), args.http_addr.port(), args.internal_addr.port(), args.grpc_addr.port(), args.gateway_port, args.envoy_admin_port]
         .into_iter()
         .filter(|p| *p != 0)
         .collect();
@@ -216,6 +220,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .serve_with_incoming_shutdown(TcpListenerStream::new(xds_listener), shutdown_signal()),
     );
     let internal_state = internal::InternalState { publisher: publisher.clone(), service: service.clone(), data_plane_token: Arc::new(token) };
+    let grpc_listener = TcpListener::bind(args.grpc_addr).await.with_context(|| format!("binding the admin gRPC API on {}", args.grpc_addr))?;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(grpc_admin::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building gRPC reflection")?;
+    tracing::info!(addr = %grpc_listener.local_addr()?, "admin gRPC API listening");
+    let grpc_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(grpc_admin::AdminGrpc::server(service.clone()))
+            .add_service(reflection)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), shutdown_signal()),
+    );
     let app = admin::router(admin::AppState { service });
     let http_task = tokio::spawn(async move { axum::serve(http_listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown_signal()).await });
     let internal_app = internal::router(internal_state);
@@ -223,10 +239,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(async move { axum::serve(internal_listener, internal_app).with_graceful_shutdown(shutdown_signal()).await });
     println!("READY xds={xds_local} http={http_local} internal={internal_local}");
     tracing::info!(xds = %xds_local, http = %http_local, internal = %internal_local, "control plane ready");
-    let (x, h, i) = tokio::join!(xds_task, http_task, internal_task);
+    let (x, h, i, g) = tokio::join!(xds_task, http_task, internal_task, grpc_task);
     x??;
     h??;
     i??;
+    g??;
     store.close().await;
     Ok(())
 }
