@@ -8,6 +8,7 @@ DATA=${TOLLGATE_DATA_DIR:-.tollgate}
 GATEWAY_PORT=${TOLLGATE_GATEWAY_PORT:-8080}
 HTTP_PORT=${TOLLGATE_HTTP_PORT:-8081}
 INTERNAL_PORT=${TOLLGATE_INTERNAL_PORT:-8082}
+GRPC_PORT=${TOLLGATE_GRPC_PORT:-8083}
 XDS_PORT=${TOLLGATE_XDS_PORT:-18000}
 ENVOY_ADMIN_PORT=${TOLLGATE_ENVOY_ADMIN_PORT:-9901}
 CONFIG=${TOLLGATE_CONFIG:-config/tollgate.yaml}
@@ -53,7 +54,7 @@ echo "==> starting the control plane (log: $DATA/control-plane.log)"
 TOLLGATE_ADMIN_KEY="$ADMIN_KEY" target/release/tollgate serve \
   --config "$CONFIG" --data-dir "$DATA" \
   --xds-addr "127.0.0.1:$XDS_PORT" --http-addr "127.0.0.1:$HTTP_PORT" \
-  --internal-addr "127.0.0.1:$INTERNAL_PORT" \
+  --internal-addr "127.0.0.1:$INTERNAL_PORT" --grpc-addr "127.0.0.1:$GRPC_PORT" \
   --gateway-port "$GATEWAY_PORT" --envoy-admin-port "$ENVOY_ADMIN_PORT" --wasm-dir target/wasm32-wasip1/release \
   --tls-cert-file "$TLS_CERT" --tls-key-file "$TLS_KEY" \
   >"$DATA/control-plane.out" 2>"$DATA/control-plane.log" &
@@ -92,6 +93,7 @@ Tollgate is up.
   Anthropic-compatible:         http://127.0.0.1:$GATEWAY_PORT/v1/messages
   Bedrock-runtime-compatible:   https://localhost:$GATEWAY_PORT/bedrock   (boto3 endpoint_url)
   Admin API:                    http://127.0.0.1:$HTTP_PORT/admin/v1
+  Admin API over gRPC:          127.0.0.1:$GRPC_PORT (tollgate.admin.v1.AdminService, reflection on)
   Envoy admin (loopback only):  http://127.0.0.1:$ENVOY_ADMIN_PORT
 MSG
 if [ -n "$ADMIN_KEY" ]; then

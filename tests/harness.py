@@ -333,6 +333,11 @@ class ControlPlane(ManagedProcess):
         """The internal listener: the data plane's credential document, nothing else."""
         return f"http://127.0.0.1:{self.internal_port}"
 
+    @property
+    def grpc_addr(self) -> str:
+        """The gRPC admin API (`tollgate.admin.v1.AdminService`), host:port."""
+        return f"127.0.0.1:{self.grpc_port}"
+
     def wait_ready(self, timeout: float = 30.0) -> None:
         match = self.wait_for_stdout(READY_RE, timeout)
         ports = (int(match["xds_port"]), int(match["http_port"]), int(match["internal_port"]))
@@ -506,6 +511,11 @@ class GatewayStack:
     def internal_url(self) -> str:
         assert self.cp is not None
         return self.cp.internal_url
+
+    @property
+    def grpc_addr(self) -> str:
+        assert self.cp is not None
+        return self.cp.grpc_addr
 
     @property
     def envoy_admin_url(self) -> str:

@@ -52,7 +52,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-pub struct ApiError(GatewayError);
+pub struct ApiError(pub(crate) GatewayError);
 
 impl From<GatewayError> for ApiError {
     fn from(e: GatewayError) -> Self {
@@ -96,7 +96,7 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 type Peer = ConnectInfo<std::net::SocketAddr>;
 
 /// The caller, from the key it presented (any active key whose owner has an admin-API role).
-async fn admin(state: &AppState, headers: &HeaderMap, peer: &Peer) -> Result<Actor, ApiError> {
+pub(crate) async fn admin(state: &AppState, headers: &HeaderMap, peer: &Peer) -> Result<Actor, ApiError> {
     let unauthorized = || {
         ApiError(
             GatewayError::new(
@@ -275,10 +275,7 @@ async fn update_user(State(state): State<AppState>, peer: Peer, headers: HeaderM
 #[utoipa::path(get, path = "/admin/v1/models", tag = "models", responses((status = 200, description = "`{\"data\": [ModelView]}`"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn list_models(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Result<Response, ApiError> {
     let actor = admin(&state, &headers, &peer).await?;
-    if !crate::authz::allows(&actor, crate::authz::Verb::Read, crate::authz::Object::Models) {
-        return Err(ServiceError::Forbidden("Your role may not list models.".into()).into());
-    }
-    Ok(data(state.service.list_models().await?))
+    Ok(data(state.service.list_models_as(&actor).await?))
 }
 
 #[utoipa::path(get, path = "/admin/v1/audit", tag = "audit", params(AuditQuery), responses((status = 200, description = "`{\"data\": [AuditEntry]}`"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]

@@ -8,11 +8,16 @@
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
+mod table;
+
 #[derive(Args)]
 pub struct Conn {
     /// The control plane's admin API.
     #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8081", global = true)]
     pub url: String,
+    /// Print a compact table instead of JSON.
+    #[arg(long, global = true)]
+    pub table: bool,
 }
 
 #[derive(Subcommand)]
@@ -259,7 +264,10 @@ async fn call(conn: Conn, cmd: Command) -> anyhow::Result<i32> {
     let text = resp.text().await?;
     if status.is_success() {
         match serde_json::from_str::<Value>(&text) {
-            Ok(v) => println!("{}", serde_json::to_string_pretty(&v)?),
+            Ok(v) => match table::render(&v).filter(|_| conn.table) {
+                Some(t) => print!("{t}"),
+                None => println!("{}", serde_json::to_string_pretty(&v)?),
+            },
             Err(_) if text.is_empty() => {}
             Err(_) => println!("{text}"),
         }

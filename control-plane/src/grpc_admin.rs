@@ -1,194 +1,348 @@
-//! The admin API over gRPC (`proto/tollgate/admin/v1/admin.proto`), on `--grpc-addr`, with
-//! server reflection. Every call authenticates with the `authorization: Bearer <key>` metadata
-//! and goes through the same service layer, with the same authorisation and audit trail, as
-//! the REST API; errors keep the service's messages, mapped to gRPC codes.
+//! The admin API over gRPC (tonic): `tollgate.admin.v1.AdminService`, generated from
+//! proto/tollgate/admin/v1/admin.proto, served with server reflection (v1 and v1alpha, so
+//! `grpcurl` works without the .proto file).
+//!
+//! Thin glue, like the REST handlers in `crate::admin`: each RPC authenticates the caller with the
+//! REST code (same keys, same `authorization: Bearer` / `x-api-key`, the peer address as the
+//! audit source), calls the same `Service` method, and maps the answer to the proto messages.
+//! Errors go through the REST error mapping first, so the message is the REST message; the gRPC
+//! code follows the REST status (see the .proto's header).
 
 use std::net::SocketAddr;
 
-use tollgate_contract::keys::{presented_key, Role};
-use tonic::{Request, Response, Status};
+use axum::extract::ConnectInfo;
+use tollgate_contract::keys::Role;
+use tollgate_contract::ErrorKind;
+use tonic::{Code, Request, Response, Status};
 
+use crate::admin::{ApiError, AppState};
 use crate::authz::Actor;
-use crate::model::{TeamRecord, UserRecord, UserRole};
-use crate::service::{CreatedKey, KeyPatch, KeyView, NewKey, NewTeam, NewUser, RotateKey, Service, ServiceError};
+use crate::model::{AccessGroup, TeamRecord, UserRecord, UserRole};
+use crate::service::{
+    AccessGroupPatch, CreatedKey, KeyPatch, KeyView, ModelView, NewAccessGroup, NewKey, NewTeam, NewUser, RotateKey, Service,
+    ServiceError, TeamPatch, UserPatch,
+};
 use crate::store::{AuditEntry, AuditQuery, KeyQuery};
 
-#[allow(clippy::all, clippy::pedantic, clippy::nursery, unreachable_pub, missing_docs)]
+#[allow(clippy::all, clippy::pedantic, dead_code, missing_docs)]
 pub mod pb {
     tonic::include_proto!("tollgate.admin.v1");
-    /// For server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/admin_descriptor.bin"));
+
+    /// The encoded descriptors of admin.proto, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tollgate_admin_v1_descriptor.bin"));
 }
 
 use pb::admin_service_server::{AdminService, AdminServiceServer};
 
+/// The trailing metadata that carries the REST error code (`forbidden`, `conflict`...).
+pub const ERROR_CODE_METADATA: &str = "tollgate-error-code";
+
 pub struct AdminGrpc {
-    service: Service,
+    state: AppState,
 }
 
-impl From<ServiceError> for Status {
-    fn from(e: ServiceError) -> Self {
-        match e {
-            ServiceError::Invalid(m) | ServiceError::InvalidCode(m, _) => Status::invalid_argument(m),
-            ServiceError::NotFound(m) => Status::not_found(m),
-            ServiceError::Forbidden(m) => Status::permission_denied(m),
-            ServiceError::Conflict(m) => Status::aborted(m),
-            ServiceError::Internal(err) => {
-                tracing::error!(error = %format!("{err:#}"), "admin gRPC internal error");
-                Status::internal("Internal error; see the control plane's log.")
-            }
+/// The admin service and the reflection services, ready for a tonic server.
+pub fn routes(service: Service) -> Result<tonic::service::Routes, tonic_reflection::server::Error> {
+    let v1 = tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET).build_v1()?;
+    let v1alpha =
+        tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET).build_v1alpha()?;
+    let admin = AdminServiceServer::new(AdminGrpc { state: AppState { service } });
+    Ok(tonic::service::Routes::new(admin).add_service(v1).add_service(v1alpha))
+}
+
+/// Serves the admin service on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    service: Service,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let routes = routes(service)?;
+    tonic::transport::Server::builder()
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// The REST error as a gRPC status: the same message, the REST code in trailing metadata.
+/// A conflict is `conflict` (`ALREADY_EXISTS` when creating, `ABORTED` otherwise).
+fn to_status(e: ApiError, conflict: Code) -> Status {
+    let e = e.0;
+    let code = match (e.kind, e.code) {
+        (_, Some("conflict")) => conflict,
+        (ErrorKind::InvalidRequest, _) => Code::InvalidArgument,
+        (ErrorKind::Authentication, _) => Code::Unauthenticated,
+        (ErrorKind::Permission, _) => Code::PermissionDenied,
+        (ErrorKind::NotFound, _) => Code::NotFound,
+        _ => Code::Internal,
+    };
+    let mut status = Status::new(code, e.message);
+    if let Some(c) = e.code.and_then(|c| c.parse().ok()) {
+        status.metadata_mut().insert(ERROR_CODE_METADATA, c);
+    }
+    status
+}
+
+/// For every RPC but the `Create*` ones.
+fn status(e: ServiceError) -> Status {
+    to_status(e.into(), Code::Aborted)
+}
+
+fn created(e: ServiceError) -> Status {
+    to_status(e.into(), Code::AlreadyExists)
+}
+
+fn invalid(message: String) -> Status {
+    to_status(ServiceError::Invalid(message).into(), Code::Aborted)
+}
+
+impl AdminGrpc {
+    /// The caller, authenticated exactly as on REST (the peer's address is the audit source).
+    async fn actor<T>(&self, req: &Request<T>) -> Result<Actor, Status> {
+        let peer = req.remote_addr();
+        let headers = req.metadata().clone().into_headers();
+        let mut actor = crate::admin::admin(&self.state, &headers, &ConnectInfo(peer.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))))
+            .await
+            .map_err(|e| to_status(e, Code::Aborted))?;
+        if peer.is_none() {
+            actor.source = None;
         }
+        Ok(actor)
+    }
+
+    fn service(&self) -> &Service {
+        &self.state.service
     }
 }
 
-fn models(m: Option<Vec<String>>) -> Option<pb::ModelList> {
-    m.map(|names| pb::ModelList { names })
+fn list(v: Option<Vec<String>>) -> Option<pb::StringList> {
+    v.map(|values| pb::StringList { values })
+}
+
+fn unlist(v: Option<pb::StringList>) -> Option<Vec<String>> {
+    v.map(|l| l.values)
 }
 
 fn json_text(v: Option<serde_json::Value>) -> Option<String> {
     v.map(|v| v.to_string())
 }
 
-fn parse_json(text: Option<String>, field: &str) -> Result<Option<serde_json::Value>, Status> {
-    text.map(|t| serde_json::from_str(&t).map_err(|e| Status::invalid_argument(format!("'{field}' is not JSON: {e}")))).transpose()
+fn json_value(field: &str, text: Option<String>) -> Result<Option<serde_json::Value>, Status> {
+    text.map(|t| serde_json::from_str(&t).map_err(|e| invalid(format!("'{field}' is not JSON: {e}."))))
+        .transpose()
 }
 
-fn key(k: KeyView) -> pb::Key {
-    pb::Key {
-        id: k.id,
-        name: k.name,
-        role: match k.role {
-            Role::Admin => "admin".into(),
-            Role::User => "user".into(),
-        },
-        models: models(k.models),
-        created_at: k.created_at,
-        expires_at: k.expires_at,
-        revoked_at: k.revoked_at,
-        user_id: k.user_id,
-        team_id: k.team_id,
-        tags: k.tags,
-        metadata_json: json_text(k.metadata),
-        access_groups: k.access_groups,
-        blocked: k.blocked,
-        rotated_at: k.rotated_at,
-        previous_valid_until: k.previous_valid_until,
+/// A field that an update may set, leave, or clear (REST: a value, absent, or `null`).
+fn tri<T>(field: &str, clear: bool, value: Option<T>) -> Result<Option<Option<T>>, Status> {
+    match (clear, value) {
+        (true, Some(_)) => Err(invalid(format!("'{field}' and 'clear_{field}' are both set."))),
+        (true, None) => Ok(Some(None)),
+        (false, v) => Ok(v.map(Some)),
     }
 }
 
-fn created(c: CreatedKey) -> pb::CreatedKey {
-    pb::CreatedKey { key: Some(key(c.view)), secret: c.key }
-}
-
-fn team(t: TeamRecord) -> pb::Team {
-    pb::Team {
-        id: t.id,
-        name: t.name,
-        models: models(t.models),
-        access_groups: t.access_groups,
-        metadata_json: json_text(t.metadata),
-        created_at: t.created_at,
+fn key_role(s: Option<String>) -> Result<Option<Role>, Status> {
+    match s.as_deref() {
+        None => Ok(None),
+        Some("user") => Ok(Some(Role::User)),
+        Some("admin") => Ok(Some(Role::Admin)),
+        Some(_) => Err(invalid("'role' must be user or admin.".into())),
     }
 }
 
-fn user(u: UserRecord) -> pb::User {
-    pb::User {
-        id: u.id,
-        name: u.name,
-        email: u.email,
-        team_id: u.team_id,
-        role: u.role.as_str().into(),
-        models: models(u.models),
-        access_groups: u.access_groups,
-        created_at: u.created_at,
+fn user_role(s: Option<String>) -> Result<Option<UserRole>, Status> {
+    s.map(|s| UserRole::parse(&s).ok_or_else(|| invalid("'role' must be admin, team_admin, member or viewer.".into()))).transpose()
+}
+
+fn role_str(r: Role) -> String {
+    match r {
+        Role::User => "user",
+        Role::Admin => "admin",
+    }
+    .to_owned()
+}
+
+fn new_key(r: pb::CreateKeyRequest) -> Result<NewKey, Status> {
+    Ok(NewKey {
+        name: r.name,
+        models: unlist(r.models),
+        expires_at: r.expires_at,
+        role: key_role(r.role)?,
+        user_id: r.user_id,
+        team_id: r.team_id,
+        tags: r.tags,
+        metadata: json_value("metadata_json", r.metadata_json)?,
+        access_groups: r.access_groups,
+    })
+}
+
+impl From<KeyView> for pb::Key {
+    fn from(k: KeyView) -> Self {
+        let KeyView {
+            id,
+            name,
+            role,
+            models,
+            created_at,
+            expires_at,
+            revoked_at,
+            user_id,
+            team_id,
+            tags,
+            metadata,
+            access_groups,
+            blocked,
+            rotated_at,
+            previous_valid_until,
+        } = k;
+        Self {
+            id,
+            name,
+            role: role_str(role),
+            models: list(models),
+            created_at,
+            expires_at,
+            revoked_at,
+            user_id,
+            team_id,
+            tags,
+            metadata_json: json_text(metadata),
+            access_groups,
+            blocked,
+            rotated_at,
+            previous_valid_until,
+        }
     }
 }
 
-fn audit(e: AuditEntry) -> pb::AuditEvent {
-    pb::AuditEvent {
-        id: e.id,
-        at: e.at,
-        actor: e.actor,
-        action: e.action,
-        target: e.target,
-        team_id: e.team_id,
-        source: e.source,
-        before_json: json_text(e.before),
-        after_json: json_text(e.after),
+impl From<CreatedKey> for pb::CreatedKey {
+    fn from(c: CreatedKey) -> Self {
+        Self { key: Some(c.view.into()), secret: c.key }
     }
 }
 
-impl AdminGrpc {
-    pub fn server(service: Service) -> AdminServiceServer<Self> {
-        AdminServiceServer::new(Self { service })
+impl From<TeamRecord> for pb::Team {
+    fn from(t: TeamRecord) -> Self {
+        let TeamRecord { id, name, models, access_groups, metadata, created_at } = t;
+        Self { id, name, models: list(models), access_groups, metadata_json: json_text(metadata), created_at }
     }
+}
 
-    /// The caller, from the presented key; the peer address goes to the audit trail.
-    async fn actor<T>(&self, req: &Request<T>) -> Result<Actor, Status> {
-        let authorization = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        let unauthenticated =
-            || Status::unauthenticated("The admin API needs a key with an admin-API role: authorization: Bearer <key>.");
-        let secret = presented_key(authorization, None).ok_or_else(unauthenticated)?;
-        let mut actor = self.service.authenticate_admin(secret).await?.ok_or_else(unauthenticated)?;
-        actor.source = req.remote_addr().map(|a: SocketAddr| a.ip().to_string());
-        Ok(actor)
+impl From<UserRecord> for pb::User {
+    fn from(u: UserRecord) -> Self {
+        let UserRecord { id, name, email, team_id, role, models, access_groups, created_at } = u;
+        Self { id, name, email, team_id, role: role.as_str().to_owned(), models: list(models), access_groups, created_at }
     }
+}
+
+impl From<AccessGroup> for pb::AccessGroup {
+    fn from(g: AccessGroup) -> Self {
+        let AccessGroup { name, models, created_at } = g;
+        Self { name, models, created_at }
+    }
+}
+
+impl From<ModelView> for pb::Model {
+    fn from(m: ModelView) -> Self {
+        let ModelView { name, deployments, served, problems } = m;
+        Self {
+            name,
+            deployments_json: serde_json::to_string(&deployments).unwrap_or_else(|_| "[]".into()),
+            served,
+            problems: problems
+                .into_iter()
+                .map(|p| pb::ModelProblem { deployment: p.deployment.and_then(|d| u32::try_from(d).ok()), reason: p.reason })
+                .collect(),
+        }
+    }
+}
+
+impl From<AuditEntry> for pb::AuditEntry {
+    fn from(a: AuditEntry) -> Self {
+        let AuditEntry { id, at, actor, action, target, team_id, source, before, after } = a;
+        Self { id, at, actor, action, target, team_id, source, before_json: json_text(before), after_json: json_text(after) }
+    }
+}
+
+fn ok<T>(v: T) -> Result<Response<T>, Status> {
+    Ok(Response::new(v))
 }
 
 #[tonic::async_trait]
 impl AdminService for AdminGrpc {
-    async fn me(&self, req: Request<pb::MeRequest>) -> Result<Response<pb::MeResponse>, Status> {
+    async fn who_am_i(&self, req: Request<pb::WhoAmIRequest>) -> Result<Response<pb::Caller>, Status> {
         let a = self.actor(&req).await?;
-        Ok(Response::new(pb::MeResponse { key_id: a.key_id, role: a.role.as_str().into(), user_id: a.user_id, team_id: a.team_id }))
+        ok(pb::Caller {
+            key_id: a.key_id,
+            role: a.role.as_str().to_owned(),
+            user_id: a.user_id,
+            team_id: a.team_id,
+            models: list(a.models),
+            expires_at: a.expires_at,
+        })
     }
 
     async fn create_key(&self, req: Request<pb::CreateKeyRequest>) -> Result<Response<pb::CreatedKey>, Status> {
         let actor = self.actor(&req).await?;
-        let r = req.into_inner();
-        let new = NewKey {
-            name: r.name,
-            models: r.models.map(|m| m.names),
-            expires_at: r.expires_at,
-            role: None,
-            user_id: r.user_id,
-            team_id: r.team_id,
-            tags: r.tags,
-            metadata: parse_json(r.metadata_json, "metadata_json")?,
-            access_groups: r.access_groups,
-        };
-        Ok(Response::new(created(self.service.create_key(&actor, new).await?)))
+        let created = self.service().create_key(&actor, new_key(req.into_inner())?).await.map_err(created)?;
+        tracing::info!(key_id = %created.view.id, by = %actor.key_id, api = "grpc", "key created");
+        ok(created.into())
+    }
+
+    async fn create_keys(&self, req: Request<pb::CreateKeysRequest>) -> Result<Response<pb::CreateKeysResponse>, Status> {
+        let actor = self.actor(&req).await?;
+        let new = req.into_inner().keys.into_iter().map(new_key).collect::<Result<Vec<_>, _>>()?;
+        let created = self.service().create_keys(&actor, new).await.map_err(created)?;
+        tracing::info!(keys = created.len(), by = %actor.key_id, api = "grpc", "keys created in bulk");
+        ok(pb::CreateKeysResponse { keys: created.into_iter().map(Into::into).collect() })
     }
 
     async fn list_keys(&self, req: Request<pb::ListKeysRequest>) -> Result<Response<pb::ListKeysResponse>, Status> {
         let actor = self.actor(&req).await?;
         let r = req.into_inner();
-        let q = KeyQuery { team_id: r.team_id, user_id: r.user_id, tag: r.tag, include_revoked: None, after_id: r.after_id, limit: r.limit };
-        let keys = self.service.list_keys(&actor, q).await?;
-        Ok(Response::new(pb::ListKeysResponse { keys: keys.into_iter().map(key).collect() }))
+        let q = KeyQuery { team_id: r.team_id, user_id: r.user_id, tag: r.tag, include_revoked: r.include_revoked, after_id: r.after_id, limit: r.limit };
+        let keys = self.service().list_keys(&actor, q).await.map_err(status)?;
+        ok(pb::ListKeysResponse { keys: keys.into_iter().map(Into::into).collect() })
     }
 
-    async fn get_key(&self, req: Request<pb::KeyId>) -> Result<Response<pb::Key>, Status> {
+    async fn get_key(&self, req: Request<pb::GetKeyRequest>) -> Result<Response<pb::Key>, Status> {
         let actor = self.actor(&req).await?;
-        Ok(Response::new(key(self.service.get_key(&actor, &req.into_inner().id).await?)))
+        ok(self.service().get_key(&actor, &req.into_inner().id).await.map_err(status)?.into())
     }
 
-    async fn set_key_blocked(&self, req: Request<pb::SetKeyBlockedRequest>) -> Result<Response<pb::Key>, Status> {
+    async fn update_key(&self, req: Request<pb::UpdateKeyRequest>) -> Result<Response<pb::Key>, Status> {
         let actor = self.actor(&req).await?;
         let r = req.into_inner();
-        let patch = KeyPatch { blocked: Some(r.blocked), ..Default::default() };
-        Ok(Response::new(key(self.service.update_key(&actor, &r.id, patch).await?)))
+        let patch = KeyPatch {
+            name: r.name,
+            models: tri("models", r.clear_models, unlist(r.models))?,
+            expires_at: tri("expires_at", r.clear_expires_at, r.expires_at)?,
+            tags: unlist(r.tags),
+            metadata: json_value("metadata_json", r.metadata_json)?,
+            blocked: r.blocked,
+            access_groups: unlist(r.access_groups),
+        };
+        let key = self.service().update_key(&actor, &r.id, patch).await.map_err(status)?;
+        tracing::info!(key_id = %r.id, by = %actor.key_id, blocked = key.blocked, api = "grpc", "key updated");
+        ok(key.into())
     }
 
     async fn rotate_key(&self, req: Request<pb::RotateKeyRequest>) -> Result<Response<pb::CreatedKey>, Status> {
         let actor = self.actor(&req).await?;
+        let header = req.metadata().get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let r = req.into_inner();
-        let rotate = RotateKey { grace_seconds: r.grace_seconds, idempotency_key: r.idempotency_key };
-        Ok(Response::new(created(self.service.rotate_key(&actor, &r.id, rotate).await?)))
+        let rotate = RotateKey { grace_seconds: r.grace_seconds, idempotency_key: r.idempotency_key.or(header) };
+        let rotated = self.service().rotate_key(&actor, &r.id, rotate).await.map_err(status)?;
+        tracing::info!(key_id = %r.id, by = %actor.key_id, api = "grpc", "key rotated");
+        ok(rotated.into())
     }
 
-    async fn revoke_key(&self, req: Request<pb::KeyId>) -> Result<Response<pb::Key>, Status> {
+    async fn revoke_key(&self, req: Request<pb::RevokeKeyRequest>) -> Result<Response<pb::Key>, Status> {
         let actor = self.actor(&req).await?;
-        Ok(Response::new(key(self.service.revoke_key(&actor, &req.into_inner().id).await?)))
+        let id = req.into_inner().id;
+        let key = self.service().revoke_key(&actor, &id).await.map_err(status)?;
+        tracing::info!(key_id = %id, by = %actor.key_id, api = "grpc", "key revoked");
+        ok(key.into())
     }
 
     async fn create_team(&self, req: Request<pb::CreateTeamRequest>) -> Result<Response<pb::Team>, Status> {
@@ -196,37 +350,125 @@ impl AdminService for AdminGrpc {
         let r = req.into_inner();
         let new = NewTeam {
             name: r.name,
-            models: r.models.map(|m| m.names),
+            models: unlist(r.models),
             access_groups: r.access_groups,
-            metadata: parse_json(r.metadata_json, "metadata_json")?,
+            metadata: json_value("metadata_json", r.metadata_json)?,
         };
-        Ok(Response::new(team(self.service.create_team(&actor, new).await?)))
+        ok(self.service().create_team(&actor, new).await.map_err(created)?.into())
     }
 
     async fn list_teams(&self, req: Request<pb::ListTeamsRequest>) -> Result<Response<pb::ListTeamsResponse>, Status> {
         let actor = self.actor(&req).await?;
-        Ok(Response::new(pb::ListTeamsResponse { teams: self.service.list_teams(&actor).await?.into_iter().map(team).collect() }))
+        let teams = self.service().list_teams(&actor).await.map_err(status)?;
+        ok(pb::ListTeamsResponse { teams: teams.into_iter().map(Into::into).collect() })
+    }
+
+    async fn get_team(&self, req: Request<pb::GetTeamRequest>) -> Result<Response<pb::Team>, Status> {
+        let actor = self.actor(&req).await?;
+        ok(self.service().get_team(&actor, &req.into_inner().id).await.map_err(status)?.into())
+    }
+
+    async fn update_team(&self, req: Request<pb::UpdateTeamRequest>) -> Result<Response<pb::Team>, Status> {
+        let actor = self.actor(&req).await?;
+        let r = req.into_inner();
+        let patch = TeamPatch {
+            name: r.name,
+            models: tri("models", r.clear_models, unlist(r.models))?,
+            access_groups: unlist(r.access_groups),
+            metadata: json_value("metadata_json", r.metadata_json)?,
+        };
+        ok(self.service().update_team(&actor, &r.id, patch).await.map_err(status)?.into())
     }
 
     async fn create_user(&self, req: Request<pb::CreateUserRequest>) -> Result<Response<pb::User>, Status> {
         let actor = self.actor(&req).await?;
         let r = req.into_inner();
-        let role = UserRole::parse(&r.role)
-            .ok_or_else(|| Status::invalid_argument("'role' must be admin, team_admin, member or viewer."))?;
-        let new = NewUser { name: r.name, email: r.email, team_id: r.team_id, role, models: r.models.map(|m| m.names), access_groups: r.access_groups };
-        Ok(Response::new(user(self.service.create_user(&actor, new).await?)))
+        let new = NewUser {
+            name: r.name,
+            email: r.email,
+            team_id: r.team_id,
+            role: user_role(r.role)?.unwrap_or_default(),
+            models: unlist(r.models),
+            access_groups: r.access_groups,
+        };
+        ok(self.service().create_user(&actor, new).await.map_err(created)?.into())
     }
 
     async fn list_users(&self, req: Request<pb::ListUsersRequest>) -> Result<Response<pb::ListUsersResponse>, Status> {
         let actor = self.actor(&req).await?;
-        Ok(Response::new(pb::ListUsersResponse { users: self.service.list_users(&actor).await?.into_iter().map(user).collect() }))
+        let users = self.service().list_users(&actor).await.map_err(status)?;
+        ok(pb::ListUsersResponse { users: users.into_iter().map(Into::into).collect() })
     }
 
-    async fn list_audit_events(&self, req: Request<pb::ListAuditEventsRequest>) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+    async fn get_user(&self, req: Request<pb::GetUserRequest>) -> Result<Response<pb::User>, Status> {
+        let actor = self.actor(&req).await?;
+        ok(self.service().get_user(&actor, &req.into_inner().id).await.map_err(status)?.into())
+    }
+
+    async fn update_user(&self, req: Request<pb::UpdateUserRequest>) -> Result<Response<pb::User>, Status> {
         let actor = self.actor(&req).await?;
         let r = req.into_inner();
-        let q = AuditQuery { actor: r.actor, action: r.action, target: r.target, team_id: r.team_id, before_id: r.before_id, limit: r.limit, ..Default::default() };
-        let events = self.service.audit_log(&actor, q).await?;
-        Ok(Response::new(pb::ListAuditEventsResponse { events: events.into_iter().map(audit).collect() }))
+        let patch = UserPatch {
+            name: r.name,
+            email: tri("email", r.clear_email, r.email)?,
+            role: user_role(r.role)?,
+            models: tri("models", r.clear_models, unlist(r.models))?,
+            access_groups: unlist(r.access_groups),
+        };
+        ok(self.service().update_user(&actor, &r.id, patch).await.map_err(status)?.into())
+    }
+
+    async fn create_access_group(&self, req: Request<pb::CreateAccessGroupRequest>) -> Result<Response<pb::AccessGroup>, Status> {
+        let actor = self.actor(&req).await?;
+        let r = req.into_inner();
+        let group = self.service().create_access_group(&actor, NewAccessGroup { name: r.name, models: r.models }).await.map_err(created)?;
+        ok(group.into())
+    }
+
+    async fn list_access_groups(&self, req: Request<pb::ListAccessGroupsRequest>) -> Result<Response<pb::ListAccessGroupsResponse>, Status> {
+        let actor = self.actor(&req).await?;
+        let groups = self.service().list_access_groups(&actor).await.map_err(status)?;
+        ok(pb::ListAccessGroupsResponse { access_groups: groups.into_iter().map(Into::into).collect() })
+    }
+
+    async fn update_access_group(&self, req: Request<pb::UpdateAccessGroupRequest>) -> Result<Response<pb::AccessGroup>, Status> {
+        let actor = self.actor(&req).await?;
+        let r = req.into_inner();
+        let group = self.service().update_access_group(&actor, &r.name, Some(AccessGroupPatch { models: r.models })).await.map_err(status)?;
+        // An update (not a deletion) always answers the group.
+        ok(group.map(Into::into).ok_or_else(|| Status::internal("The access group was not returned."))?)
+    }
+
+    async fn delete_access_group(&self, req: Request<pb::DeleteAccessGroupRequest>) -> Result<Response<pb::DeleteAccessGroupResponse>, Status> {
+        let actor = self.actor(&req).await?;
+        self.service().update_access_group(&actor, &req.into_inner().name, None).await.map_err(status)?;
+        ok(pb::DeleteAccessGroupResponse {})
+    }
+
+    async fn list_models(&self, req: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsResponse>, Status> {
+        let actor = self.actor(&req).await?;
+        let models = self.service().list_models_as(&actor).await.map_err(status)?;
+        ok(pb::ListModelsResponse { models: models.into_iter().map(Into::into).collect() })
+    }
+
+    async fn list_audit_entries(&self, req: Request<pb::ListAuditEntriesRequest>) -> Result<Response<pb::ListAuditEntriesResponse>, Status> {
+        let actor = self.actor(&req).await?;
+        let r = req.into_inner();
+        let q = AuditQuery {
+            actor: r.actor,
+            action: r.action,
+            target: r.target,
+            team_id: r.team_id,
+            since: r.since,
+            until: r.until,
+            before_id: r.before_id,
+            limit: r.limit,
+        };
+        let entries = self.service().audit_log(&actor, q).await.map_err(status)?;
+        ok(pb::ListAuditEntriesResponse { entries: entries.into_iter().map(Into::into).collect() })
     }
 }
+
+#[cfg(test)]
+#[path = "grpc_admin_tests.rs"]
+mod tests;

@@ -75,7 +75,7 @@ struct ServeArgs {
     /// The admin API and the demo model.
     #[arg(long, env = "TOLLGATE_HTTP_ADDR", default_value = "127.0.0.1:8081")]
     http_addr: SocketAddr,
-    /// The admin API over gRPC (server reflection on).
+    /// The admin API over gRPC (`tollgate.admin.v1.AdminService`, with server reflection).
     #[arg(long, env = "TOLLGATE_GRPC_ADDR", default_value = "127.0.0.1:8083")]
     grpc_addr: SocketAddr,
     /// The data plane's credential endpoint (`GET /internal/v1/credentials`, data-plane token).
@@ -173,9 +173,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let internal_listener = TcpListener::bind(args.internal_addr)
         .await
         .with_context(|| format!("binding the internal listener on {}", args.internal_addr))?;
+    let grpc_listener = TcpListener::bind(args.grpc_addr).await.with_context(|| format!("binding the gRPC admin API on {}", args.grpc_addr))?;
     let xds_local = xds_listener.local_addr()?;
     let http_local = http_listener.local_addr()?;
     let internal_local = internal_listener.local_addr()?;
+    let grpc_local = grpc_listener.local_addr()?;
     let demo_host = if http_local.ip().is_unspecified() { "127.0.0.1".to_owned() } else { http_local.ip().to_string() };
     let demo_base_url = args.demo_base_url.clone().unwrap_or_else(|| format!("http://{demo_host}:{}/demo/v1", http_local.port()));
     let env = XdsEnv {
@@ -190,7 +192,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             _ => None,
         },
         fault_injection: args.test_fault_injection,
-        own_ports: [own_ports.as_slice(), &[xds_local.port(), http_local.port(), internal_local.port()]].concat(),
+        own_ports: [own_ports.as_slice(), &[xds_local.port(), http_local.port(), internal_local.port(), grpc_local.port()]].concat(),
     };
     if args.test_fault_injection {
         tracing::warn!("fault injection is on: requests can make the filters trap (tests only)");
@@ -220,25 +222,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .serve_with_incoming_shutdown(TcpListenerStream::new(xds_listener), shutdown_signal()),
     );
     let internal_state = internal::InternalState { publisher: publisher.clone(), service: service.clone(), data_plane_token: Arc::new(token) };
-    let grpc_listener = TcpListener::bind(args.grpc_addr).await.with_context(|| format!("binding the admin gRPC API on {}", args.grpc_addr))?;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(grpc_admin::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building gRPC reflection")?;
-    tracing::info!(addr = %grpc_listener.local_addr()?, "admin gRPC API listening");
-    let grpc_task = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(grpc_admin::AdminGrpc::server(service.clone()))
-            .add_service(reflection)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), shutdown_signal()),
-    );
+    let grpc_task = tokio::spawn(grpc_admin::serve(grpc_listener, service.clone(), shutdown_signal()));
     let app = admin::router(admin::AppState { service });
     let http_task = tokio::spawn(async move { axum::serve(http_listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown_signal()).await });
     let internal_app = internal::router(internal_state);
     let internal_task =
         tokio::spawn(async move { axum::serve(internal_listener, internal_app).with_graceful_shutdown(shutdown_signal()).await });
     println!("READY xds={xds_local} http={http_local} internal={internal_local}");
-    tracing::info!(xds = %xds_local, http = %http_local, internal = %internal_local, "control plane ready");
+    tracing::info!(xds = %xds_local, http = %http_local, internal = %internal_local, grpc = %grpc_local, "control plane ready");
     let (x, h, i, g) = tokio::join!(xds_task, http_task, internal_task, grpc_task);
     x??;
     h??;

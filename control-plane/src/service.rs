@@ -1,4 +1,4 @@
-//! The service layer: every admin operation, used by the REST API (and the gRPC API to come).
+//! The service layer: every admin operation, used by the REST API and the gRPC API alike.
 //! It validates, writes the store, records the audit trail, and republishes the snapshot.
 
 use std::sync::Arc;
@@ -633,6 +633,14 @@ impl Service {
                 name: row.name,
             })
             .collect())
+    }
+
+    /// `list_models` for an admin-API caller (REST and gRPC).
+    pub async fn list_models_as(&self, actor: &Actor) -> Result<Vec<ModelView>, ServiceError> {
+        if !authz::allows(actor, Verb::Read, Object::Models) {
+            return Err(ServiceError::Forbidden("Your role may not list models.".into()));
+        }
+        self.list_models().await
     }
 
     /// The audit trail, newest first, filtered; a caller who is not an admin (or a team-less

@@ -57,3 +57,31 @@ def test_refusals_exit_non_zero_with_the_apis_message(gw):
     assert out.returncode == 1 and "could not reach" in out.stderr
     out = cli(gw, "credentials", "create", "x")
     assert out.returncode == 1 and "TOLLGATE_CREDENTIAL_API_KEY" in out.stderr
+
+
+def test_table_output(gw):
+    team = f"cli-table-{uuid.uuid4().hex[:6]}"
+    out = cli(gw, "teams", "create", team, "--table")
+    assert out.returncode == 0, out.stderr
+    header, row = out.stdout.splitlines()
+    assert header.split()[:2] == ["id", "name"] and row.split()[1] == team
+    team_id = row.split()[0]
+    assert team_id.startswith("team_")
+    # the creation's row holds the secret, whole; the list's rows never do
+    out = cli(gw, "keys", "create", "table-key", "--team", team_id, "--table")
+    assert out.returncode == 0, out.stderr
+    header, row = out.stdout.splitlines()
+    columns = dict(zip(header.split(), row.split()))
+    assert columns["name"] == "table-key" and columns["team_id"] == team_id
+    assert columns["key"].startswith("tg-") and len(columns["key"]) == 67
+    gw.secrets[f"virtual key {columns['id']}"] = columns["key"]
+    out = cli(gw, "keys", "list", "--team", team_id, "--table")
+    lines = out.stdout.splitlines()
+    assert out.returncode == 0 and len(lines) == 2 and lines[1].split()[0] == columns["id"]
+    assert "key" not in lines[0].split() and columns["key"] not in out.stdout
+    teams = cli(gw, "teams", "list", "--table")
+    assert any(line.split()[:2] == [team_id, team] for line in teams.stdout.splitlines())
+    empty = cli(gw, "keys", "list", "--team", "team_none", "--table")
+    assert (empty.returncode, empty.stdout) == (0, "(none)\n")
+    for out in (teams, cli(gw, "audit", "--table")):
+        assert out.returncode == 0 and gw.admin_key not in out.stdout + out.stderr
