@@ -339,9 +339,14 @@ class BedrockInvoke(ClientApi):
         [delta] = [e for e in events if e["type"] == "message_delta"]
         metrics = events[-1]["amazon-bedrock-invocationMetrics"]
         # The output count is in message_delta as Anthropic sends it; Bedrock's metrics repeat
-        # both counts on the last event (the input count is known only at the end when the
-        # provider is not Anthropic's, so message_start may carry 0: see README).
+        # both counts on the last event. Claude on Bedrock puts the input count in message_start;
+        # a translated stream puts 0 there (an OpenAI-format provider reports it only at the end)
+        # and the real count in message_delta, as Anthropic's API now also does: see README.
+        start_input = events[0]["message"]["usage"]["input_tokens"]
+        assert start_input in (0, metrics["inputTokenCount"]), (events[0], metrics)
         assert delta["usage"]["output_tokens"] == metrics["outputTokenCount"], (delta, metrics)
+        assert delta["usage"].get("input_tokens", start_input) == metrics["inputTokenCount"], (
+            events[0], delta, metrics)
         usage = {"input_tokens": metrics["inputTokenCount"], "output_tokens": metrics["outputTokenCount"]}
         return Outcome(text, delta["delta"]["stop_reason"], usage, calls)
 

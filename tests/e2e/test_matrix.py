@@ -202,6 +202,14 @@ def test_text(mx, api_name, kind, stream):
     assert_usage(api, provider, mock, outcome)
 
 
+# A refused parameter, in each client API's own error shape (as its SDK raises it).
+TOOLS_REFUSAL = {"openai-chat": '"type": "invalid_request_error", "param": "tools"',
+                 "openai-responses": '"type": "invalid_request_error", "param": "tools"',
+                 "anthropic-messages": '"type": "invalid_request_error"}, "type": "error"}',
+                 "bedrock-converse": "ValidationException: 'tools' ",
+                 "bedrock-invoke": "ValidationException: 'tools' "}
+
+
 @pytest.mark.parametrize("api_name,kind,stream", cells())
 def test_tool_round_trip(mx, api_name, kind, stream):
     api, provider, mock = CLIENT_APIS[api_name](mx), PROVIDERS[kind], mx.mocks[kind]
@@ -210,6 +218,7 @@ def test_tool_round_trip(mx, api_name, kind, stream):
     if not provider.tools:
         assert isinstance(first, Refusal), first
         assert first.status == 400 and "tools" in first.message, first
+        assert TOOLS_REFUSAL[api_name] in first.message and not first.mid_stream, first
         assert mock.last_usage is None, "a refused request never reaches the provider"
         return
     assert isinstance(first, Outcome), first
