@@ -18,7 +18,6 @@ use crate::model::Secrets;
 use crate::publisher::Publisher;
 use crate::service::Service;
 use crate::store::Store;
-use crate::upstream::UpstreamUrl;
 use crate::xds::snapshot::XdsEnv;
 
 const ADMIN: &str = "tg-admin-seed-for-the-grpc-test";
@@ -32,17 +31,7 @@ impl Secrets for NoSecrets {
 }
 
 fn env() -> XdsEnv {
-    XdsEnv {
-        gateway_addr: "127.0.0.1".into(),
-        gateway_port: 8080,
-        gateway_filter_wasm: "/w/g.wasm".into(),
-        provider_filter_wasm: "/w/p.wasm".into(),
-        demo_url: UpstreamUrl::parse("http://127.0.0.1:8081/demo/v1").unwrap(),
-        upstream_ca_file: "/etc/ssl/ca.pem".into(),
-        tls: None,
-        fault_injection: false,
-        own_ports: vec![8080, 8081, 8082, 8083, 18000, 9901],
-    }
+    XdsEnv::for_tests()
 }
 
 /// The control plane's admin side on ephemeral ports: gRPC, and REST to compare answers with.

@@ -14,21 +14,10 @@ use super::*;
 use crate::model::{AwsChainSpec, DeploymentSpec, ModelSpec, Provider, Settings};
 use crate::authz::Actor;
 use crate::service::{NewKey, Service};
-use crate::upstream::UpstreamUrl;
 use crate::xds::snapshot::ECDS_TYPE;
 
 fn env() -> XdsEnv {
-    XdsEnv {
-        gateway_addr: "127.0.0.1".into(),
-        gateway_port: 8080,
-        gateway_filter_wasm: "/w/g.wasm".into(),
-        provider_filter_wasm: "/w/p.wasm".into(),
-        demo_url: UpstreamUrl::parse("http://127.0.0.1:8081/demo/v1").unwrap(),
-        upstream_ca_file: "/etc/ssl/ca.pem".into(),
-        tls: None,
-        fault_injection: false,
-        own_ports: vec![8080, 8081, 8082, 18000, 9901],
-    }
+    XdsEnv::for_tests()
 }
 
 /// Secrets whose one environment variable (`PROVIDER_KEY`) the test sets and unsets.

@@ -63,6 +63,8 @@ fn bench(c: &mut Criterion) {
     c.bench_function("validate + route 2 KB chat", |b| {
         b.iter(|| request::route(&cfg, key, &Operation::ChatCompletions, black_box(&body)).unwrap())
     });
+    // The pre-routing scan inside it (depth, number range, forbidden top-level parameters).
+    c.bench_function("json scan 2 KB chat", |b| b.iter(|| tollgate_gateway::json_scan::scan(black_box(&body), 127)));
     let m = meta(ProviderKind::Openai);
     c.bench_function("OpenAI passthrough rewrite 2 KB", |b| {
         b.iter(|| provider::request(&m, &Operation::ChatCompletions, black_box(&body)).unwrap())

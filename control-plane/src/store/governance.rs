@@ -6,7 +6,7 @@ use anyhow::Context;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::{key_from_row, role_str, AuditEntry, Store, KEY_COLUMNS};
+use super::{bind_key, key_from_row, AuditEntry, Store, KEY_COLUMNS, KEY_COLUMN_COUNT};
 use crate::model::{AccessGroup, KeyRecord, TeamRecord, UserRecord, UserRole};
 
 /// One audit record, written with the change it describes.
@@ -219,31 +219,11 @@ impl Store {
     /// rotation makes this one fail instead of losing either). False when nothing matched.
     pub async fn update_key(&self, k: &KeyRecord, expected_digest: &str, audit: &Audit<'_>) -> anyhow::Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "UPDATE api_keys SET name = $1, digest = $2, role = $3, models = $4, expires_at = $5, revoked_at = $6, \
-             user_id = $7, team_id = $8, tags = $9, metadata = $10, blocked = $11, previous_digest = $12, \
-             previous_valid_until = $13, rotated_at = $14, access_groups = $17, rotation_idempotency = $18, \
-             rotation_answer = $19 WHERE id = $15 AND digest = $16",
-        )
-        .bind(&k.name)
-        .bind(&k.digest)
-        .bind(role_str(k.role))
-        .bind(k.models.as_ref().map(serde_json::to_string).transpose()?)
-        .bind(k.expires_at)
-        .bind(k.revoked_at)
-        .bind(k.user_id.as_deref())
-        .bind(k.team_id.as_deref())
-        .bind(serde_json::to_string(&k.tags)?)
-        .bind(k.metadata.as_ref().map(serde_json::to_string).transpose()?)
-        .bind(i64::from(k.blocked))
-        .bind(k.previous_digest.as_deref())
-        .bind(k.previous_valid_until)
-        .bind(k.rotated_at)
-        .bind(&k.id)
-        .bind(expected_digest)
-        .bind(serde_json::to_string(&k.access_groups)?)
-        .bind(k.rotation_idempotency.as_deref())
-        .bind(k.rotation_answer.as_ref().map(serde_json::to_string).transpose()?)
+        // Every column but the id, from the same binds as an insert; `$20` the digest expected.
+        let set = KEY_COLUMNS.split(',').map(str::trim).enumerate().skip(1).map(|(i, c)| format!("{c} = ${}", i + 1)).collect::<Vec<_>>().join(", ");
+        let sql = format!("UPDATE api_keys SET {set} WHERE id = $1 AND digest = ${}", KEY_COLUMN_COUNT + 1);
+        let done = bind_key(sqlx::query(&sql), k)?
+            .bind(expected_digest)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {

@@ -172,26 +172,9 @@ impl Store {
     pub async fn insert_keys(&self, rows: &[(&KeyRecord, &Audit<'_>)]) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
         for (k, audit) in rows {
-            sqlx::query(&format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"))
-                .bind(&k.id)
-                .bind(&k.name)
-                .bind(&k.digest)
-                .bind(role_str(k.role))
-                .bind(k.models.as_ref().map(serde_json::to_string).transpose()?)
-                .bind(k.created_at)
-                .bind(k.expires_at)
-                .bind(k.revoked_at)
-                .bind(k.user_id.as_deref())
-                .bind(k.team_id.as_deref())
-                .bind(serde_json::to_string(&k.tags)?)
-                .bind(k.metadata.as_ref().map(serde_json::to_string).transpose()?)
-                .bind(i64::from(k.blocked))
-                .bind(k.previous_digest.as_deref())
-                .bind(k.previous_valid_until)
-                .bind(k.rotated_at)
-                .bind(serde_json::to_string(&k.access_groups)?)
-                .bind(k.rotation_idempotency.as_deref())
-                .bind(k.rotation_answer.as_ref().map(serde_json::to_string).transpose()?)
+            let values = (1..=KEY_COLUMN_COUNT).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+            let sql = format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ({values})");
+            bind_key(sqlx::query(&sql), k)?
                 .execute(&mut *tx)
                 .await?;
             governance::audit_in(&mut tx, audit).await?;
@@ -250,6 +233,45 @@ impl Store {
         Ok(row.try_get::<i64, _>(0)?)
     }
 }
+
+/// Binds a key row's values, in [`KEY_COLUMNS`] order, as `$1` to `$KEY_COLUMN_COUNT`.
+fn bind_key<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    k: &'q KeyRecord,
+) -> anyhow::Result<sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>> {
+    Ok(q.bind(&k.id)
+        .bind(&k.name)
+        .bind(&k.digest)
+        .bind(role_str(k.role))
+        .bind(k.models.as_ref().map(serde_json::to_string).transpose()?)
+        .bind(k.created_at)
+        .bind(k.expires_at)
+        .bind(k.revoked_at)
+        .bind(k.user_id.as_deref())
+        .bind(k.team_id.as_deref())
+        .bind(serde_json::to_string(&k.tags)?)
+        .bind(k.metadata.as_ref().map(serde_json::to_string).transpose()?)
+        .bind(i64::from(k.blocked))
+        .bind(k.previous_digest.as_deref())
+        .bind(k.previous_valid_until)
+        .bind(k.rotated_at)
+        .bind(serde_json::to_string(&k.access_groups)?)
+        .bind(k.rotation_idempotency.as_deref())
+        .bind(k.rotation_answer.as_ref().map(serde_json::to_string).transpose()?))
+}
+
+/// How many columns [`KEY_COLUMNS`] names (its commas, plus one).
+const KEY_COLUMN_COUNT: usize = {
+    let bytes = KEY_COLUMNS.as_bytes();
+    let (mut n, mut i) = (1, 0);
+    while i < bytes.len() {
+        if bytes[i] == b',' {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+};
 
 /// The columns of a key row, in the order [`key_from_row`] reads them.
 const KEY_COLUMNS: &str = "id, name, digest, role, models, created_at, expires_at, revoked_at, user_id, team_id, tags, \

@@ -64,6 +64,24 @@ pub struct XdsEnv {
     pub own_ports: Vec<u16>,
 }
 
+#[cfg(test)]
+impl XdsEnv {
+    /// The environment tests of the publisher and the admin APIs build snapshots with.
+    pub fn for_tests() -> Self {
+        Self {
+            gateway_addr: "127.0.0.1".into(),
+            gateway_port: 8080,
+            gateway_filter_wasm: "/w/g.wasm".into(),
+            provider_filter_wasm: "/w/p.wasm".into(),
+            demo_url: crate::upstream::UpstreamUrl { tls: false, host: "127.0.0.1".into(), port: 8081, base_path: "/demo/v1".into() },
+            upstream_ca_file: "/etc/ssl/ca.pem".into(),
+            tls: None,
+            fault_injection: false,
+            own_ports: vec![8080, 8081, 8082, 8083, 18000, 9901],
+        }
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ListenerTls {
     pub cert_file: String,

@@ -1,0 +1,82 @@
+//! Metering through the admin API and the internal listener: prices, usage ingestion, spend.
+
+use super::*;
+
+impl Service {
+    /// The catalogue in force: the admin's entries before the shipped defaults.
+    pub async fn catalogue(&self) -> Result<crate::metering::prices::Catalogue, ServiceError> {
+        let overrides = self.store.price_overrides().await?;
+        Ok(crate::metering::prices::Catalogue::new(&overrides, &crate::metering::prices::default_entries()))
+    }
+
+    /// A batch of usage records from the data plane: checked, priced, stored once.
+    pub async fn ingest_usage(&self, batch: tollgate_contract::usage::UsageBatch) -> Result<tollgate_contract::usage::UsageAck, ServiceError> {
+        if batch.records.len() > 50_000 {
+            return Err(ServiceError::Invalid("A usage batch holds at most 50,000 records.".into()));
+        }
+        for (i, r) in batch.records.iter().enumerate() {
+            crate::metering::validate(r).map_err(|e| ServiceError::Invalid(format!("records[{i}]: {e}")))?;
+        }
+        let total = batch.records.len() as u64;
+        let mut ids: Vec<&str> = batch.records.iter().map(|r| r.key_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let owners = self.store.key_owners(&ids).await?;
+        let rows = crate::metering::price(batch.records, &self.catalogue().await?, &owners);
+        let accepted = self.store.ingest(&rows).await?;
+        Ok(tollgate_contract::usage::UsageAck { accepted, duplicates: total - accepted })
+    }
+
+    /// Daily spend of a scope. Admins and team-less viewers see every scope; others see their
+    /// team, its users and its keys.
+    pub async fn spend(&self, actor: &Actor, q: crate::store::SpendQuery) -> Result<Vec<crate::store::SpendRow>, ServiceError> {
+        if !["key", "user", "team", "model", "provider"].contains(&q.scope.as_str()) {
+            return Err(ServiceError::Invalid("'scope' must be key, user, team, model or provider.".into()));
+        }
+        let everything = actor.role == UserRole::Admin || (actor.role == UserRole::Viewer && actor.team_id.is_none());
+        if !everything {
+            let id = q.scope_id.as_deref().ok_or_else(|| ServiceError::Forbidden("Name the scope_id of your team, one of its users or keys.".into()))?;
+            let team = match q.scope.as_str() {
+                "team" => Some(id.to_owned()),
+                "user" => self.store.user(id).await?.and_then(|u| u.team_id),
+                "key" => self.store.key(id).await?.and_then(|k| k.team_id),
+                _ => None,
+            };
+            let own = team.is_some() && team == actor.team_id;
+            let member_ok = actor.role != UserRole::Member
+                || match q.scope.as_str() {
+                    "user" => actor.user_id.as_deref() == Some(id),
+                    "key" => self.store.key(id).await?.is_some_and(|k| k.user_id == actor.user_id),
+                    _ => false,
+                };
+            if !own || !member_ok {
+                return Err(ServiceError::Forbidden("You may read the spend of your own team, its users and keys only.".into()));
+            }
+        }
+        Ok(self.store.spend(&q).await?)
+    }
+
+    pub async fn list_prices(&self, actor: &Actor) -> Result<serde_json::Value, ServiceError> {
+        Self::check(actor, Verb::Read, Object::Models)?;
+        let overrides = self.store.price_overrides().await?;
+        let catalogue = self.catalogue().await?;
+        Ok(serde_json::json!({
+            "version": catalogue.version,
+            "overrides": overrides,
+            "defaults": crate::metering::prices::default_entries(),
+        }))
+    }
+
+    pub async fn add_price(&self, actor: &Actor, entry: crate::metering::prices::PriceEntry) -> Result<serde_json::Value, ServiceError> {
+        Self::check(actor, Verb::Write, Object::Platform)?;
+        entry.rates().map_err(ServiceError::Invalid)?;
+        if entry.provider.is_empty() || entry.model.is_empty() || entry.as_of.len() != 10 {
+            return Err(ServiceError::Invalid("'provider', 'model' and 'as_of' (YYYY-MM-DD) are required.".into()));
+        }
+        let now = unix_now();
+        let target = format!("{}:{}", entry.provider, entry.model);
+        let audit = Audit { after: serde_json::to_value(&entry).ok(), ..Self::audit(actor, "price.create", &target, None, now) };
+        self.store.add_price(&entry, now, &audit).await?;
+        Ok(serde_json::json!({"version": self.catalogue().await?.version, "entry": entry}))
+    }
+}
