@@ -248,6 +248,9 @@ class SharedData:
     def __init__(self) -> None:
         self._data: dict[bytes, tuple[bytes, int]] = {}
         self._next_cas = 1
+        # Shared queues (process wide too): (vm_id, name) -> id, and each queue's items.
+        self.queues: dict[tuple[bytes, bytes], int] = {}
+        self.queue_items: dict[int, list[bytes]] = {}
 
     def get(self, key: Bytesish) -> Optional[tuple[bytes, int]]:
         return self._data.get(_b(key))

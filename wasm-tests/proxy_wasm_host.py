@@ -101,6 +101,7 @@ class Host:
         clusters: Optional[Iterable[str]] = None,
         root_id: int = 1,
         fuel_per_call: int = DEFAULT_FUEL_PER_CALL,
+        vm_id: str = "tollgate",
     ):
         self.wasm_path = os.fspath(wasm_path)
         self.module = load_module(wasm_path)
@@ -113,6 +114,8 @@ class Host:
         self.shared_data = shared_data if shared_data is not None else SharedData()
         self.clusters = None if clusters is None else set(clusters)
         self.fuel_per_call = fuel_per_call
+        self.vm_id = vm_id.encode()
+        self.registered_queues: set[int] = set()
 
         self.logs: list[LogRecord] = []
         self.stdout = bytearray()
@@ -402,6 +405,10 @@ class Host:
             "proxy_close_stream": self._proxy_close_stream,
             "proxy_set_effective_context": self._proxy_set_effective_context,
             "proxy_done": self._proxy_done,
+            "proxy_register_shared_queue": self._proxy_register_shared_queue,
+            "proxy_resolve_shared_queue": self._proxy_resolve_shared_queue,
+            "proxy_enqueue_shared_queue": self._proxy_enqueue_shared_queue,
+            "proxy_dequeue_shared_queue": self._proxy_dequeue_shared_queue,
             "proxy_define_metric": self._proxy_define_metric,
             "proxy_increment_metric": self._proxy_increment_metric,
             "proxy_record_metric": self._proxy_record_metric,
@@ -684,6 +691,51 @@ class Host:
 
     def _proxy_done(self, caller):
         return Status.OK
+
+    def _proxy_register_shared_queue(self, caller, name_ptr, name_size, id_ptr):
+        name = self._read(caller, name_ptr, name_size)
+        if name is None:
+            return Status.INVALID_MEMORY_ACCESS
+        queues = self.shared_data.queues
+        qid = queues.setdefault((self.vm_id, name), len(queues) + 1)
+        self.shared_data.queue_items.setdefault(qid, [])
+        self.registered_queues.add(qid)
+        return Status.OK if self._write_u32(caller, id_ptr, qid) else Status.INVALID_MEMORY_ACCESS
+
+    def _proxy_resolve_shared_queue(self, caller, vm_ptr, vm_size, name_ptr, name_size, id_ptr):
+        vm_id = self._read(caller, vm_ptr, vm_size)
+        name = self._read(caller, name_ptr, name_size)
+        if vm_id is None or name is None:
+            return Status.INVALID_MEMORY_ACCESS
+        qid = self.shared_data.queues.get((vm_id, name))
+        if qid is None:
+            return Status.NOT_FOUND
+        return Status.OK if self._write_u32(caller, id_ptr, qid) else Status.INVALID_MEMORY_ACCESS
+
+    def _proxy_enqueue_shared_queue(self, caller, qid, value_ptr, value_size):
+        value = self._read(caller, value_ptr, value_size)
+        if value is None:
+            return Status.INVALID_MEMORY_ACCESS
+        items = self.shared_data.queue_items.get(qid & MASK32)
+        if items is None:
+            return Status.NOT_FOUND
+        items.append(value)
+        return Status.OK
+
+    def _proxy_dequeue_shared_queue(self, caller, qid, ptr_ptr, size_ptr):
+        items = self.shared_data.queue_items.get(qid & MASK32)
+        if items is None:
+            return Status.NOT_FOUND
+        if not items:
+            return Status.EMPTY
+        return self._return_bytes(caller, items.pop(0), ptr_ptr, size_ptr)
+
+    def queue_ready(self) -> None:
+        """Delivers `proxy_on_queue_ready` for every queue this VM registered that holds items
+        (Envoy posts it to the registering thread after each enqueue)."""
+        for qid in sorted(self.registered_queues):
+            if self.shared_data.queue_items.get(qid):
+                self._call("proxy_on_queue_ready", self.root_id, self.root_id, qid)
 
     def _proxy_define_metric(self, caller, metric_type, name_ptr, name_size, id_ptr):
         name = self._read(caller, name_ptr, name_size)

@@ -29,4 +29,4 @@ def test_provider_filter_exports_request_response_and_tick(provider_wasm):
 
 
 def test_service_vm_exports_its_timer_and_callout_callbacks_only(service_wasm):
-    assert exports(service_wasm) == ALWAYS | {"proxy_on_tick", "proxy_on_http_call_response"}
+    assert exports(service_wasm) == ALWAYS | {"proxy_on_tick", "proxy_on_http_call_response", "proxy_on_queue_ready"}

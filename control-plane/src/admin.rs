@@ -42,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/v1/credentials", post(create_credential).get(list_credentials))
         .route("/admin/v1/credentials/{name}", axum::routing::put(replace_credential).delete(delete_credential))
         .route("/admin/v1/spend", get(spend))
+        .route("/admin/v1/usage", get(usage_records))
         .route("/admin/v1/prices", get(list_prices).post(add_price))
         .route("/admin/v1/models", get(list_models).post(create_model))
         .route("/admin/v1/models/{name}", axum::routing::put(replace_model).delete(delete_model))
@@ -402,9 +403,9 @@ impl utoipa::Modify for BearerAuth {
         me, create_key, create_keys, list_keys, get_key, update_key, rotate_key, revoke_key, create_team, list_teams, get_team, update_team,
         create_user, list_users, get_user, update_user, list_models, create_model, replace_model, delete_model, audit,
         create_access_group, list_access_groups, update_access_group, delete_access_group, create_credential,
-        list_credentials, replace_credential, delete_credential, spend, list_prices, add_price
+        list_credentials, replace_credential, delete_credential, spend, usage_records, list_prices, add_price
     ),
-    components(schemas(ErrorBody, ErrorDetail, crate::service::ModelView, crate::store::AuditEntry, crate::store::SpendRow)),
+    components(schemas(ErrorBody, ErrorDetail, crate::service::ModelView, crate::store::AuditEntry, crate::store::SpendRow, crate::store::UsageRow)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -467,6 +468,13 @@ async fn spend(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Ra
     let actor = admin(&state, &headers, &peer).await?;
     let q: crate::store::SpendQuery = parse_query(q)?;
     Ok(data(state.service.spend(&actor, q).await?))
+}
+
+#[utoipa::path(get, path = "/admin/v1/usage", tag = "spend", params(crate::store::UsageQuery), responses((status = 200, description = "`{\"data\": [UsageRow]}`, newest first"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+async fn usage_records(State(state): State<AppState>, peer: Peer, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    let q: crate::store::UsageQuery = parse_query(q)?;
+    Ok(data(state.service.usage_records(&actor, q).await?))
 }
 
 #[utoipa::path(get, path = "/admin/v1/prices", tag = "spend", responses((status = 200, description = "`{\"version\", \"overrides\": [PriceEntry], \"defaults\": [PriceEntry]}`"), (status = 401, body = ErrorBody)), security(("bearer" = [])))]

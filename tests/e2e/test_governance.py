@@ -70,6 +70,7 @@ ROUTES = {
     "audit of team": ("GET", "/admin/v1/audit?team_id={team}", None),
     "create user in team": ("POST", "/admin/v1/users", {"name": "x", "team_id": "{team}", "role": "member"}),
     "create key for user": ("POST", "/admin/v1/keys", {"name": "x", "user_id": "{user}"}),
+    "raw usage of key": ("GET", "/admin/v1/usage?key_id={key}", None),
 }
 
 # role -> route -> (status on its own tenant, status on the other tenant). The "user" of a route
@@ -80,18 +81,21 @@ MATRIX = {
         "update user role": (200, 403), "read key": (200, 403), "update key": (200, 403),
         "list keys of team": (200, 403), "audit of team": (200, 403),
         "create user in team": (201, 403), "create key for user": (201, 403),
+        "raw usage of key": (403, 403),
     },
     "member": {
         "read team": (200, 403), "update team": (403, 403), "read user": (200, 403),
         "update user role": (403, 403), "read key": (200, 403), "update key": (200, 403),
         "list keys of team": (200, 403), "audit of team": (403, 403),
         "create user in team": (403, 403), "create key for user": (201, 403),
+        "raw usage of key": (403, 403),
     },
     "viewer": {
         "read team": (200, 403), "update team": (403, 403), "read user": (200, 403),
         "update user role": (403, 403), "read key": (200, 403), "update key": (403, 403),
         "list keys of team": (200, 403), "audit of team": (200, 403),
         "create user in team": (403, 403), "create key for user": (403, 403),
+        "raw usage of key": (403, 403),
     },
 }
 

@@ -139,6 +139,7 @@ class MockHandler(BaseHTTPRequestHandler):
             pass
 
     def _dispatch(self) -> None:
+        note_request(self.headers)
         path = urlsplit(self.path).path
         if not self.body_errors_close:
             self._guarded(lambda: self._route(path, self._read_body()))
@@ -274,6 +275,33 @@ class MockHandler(BaseHTTPRequestHandler):
             raise self._control_not_found(path)
 
 
+_current_request = threading.local()
+
+
+def note_request(headers: Any) -> None:
+    """Remembers, for this handler thread, which gateway request and attempt is being answered
+    (Envoy's `x-request-id` and `x-envoy-attempt-count`), for the usage log."""
+    _current_request.request_id = headers.get("x-request-id")
+    attempt = headers.get("x-envoy-attempt-count")
+    _current_request.attempt = int(attempt) - 1 if attempt and attempt.isdigit() else None
+
+
+class LastUsage:
+    """`mock.last_usage`: the usage the provider reported in its last answer, in its own API's
+    field names. Every value set is also appended to `mock.usage_log` with the request id and
+    attempt it answered: what the metering tests compare with the gateway's ledger."""
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        return None if obj is None else obj.__dict__.get("_last_usage")
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__["_last_usage"] = value
+        if value is not None:
+            obj.__dict__.setdefault("usage_log", []).append(
+                {"request_id": getattr(_current_request, "request_id", None),
+                 "attempt": getattr(_current_request, "attempt", None), "usage": dict(value)})
+
+
 class MockServer:
     """An in-process mock provider (or, through `run_standalone`, a subprocess).
 
@@ -284,11 +312,13 @@ class MockServer:
     thread_name = "mock"
     handler_class: type[BaseHTTPRequestHandler]
     fault_class: Any
+    last_usage = LastUsage()
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, verbose: bool = False) -> None:
         # The usage the provider reported in its last chat answer, in its own API's field names
         # (what a test compares with what the client was told).
-        self.last_usage: dict[str, Any] | None = None
+        self.last_usage = None
+        self.usage_log: list[dict[str, Any]] = []
         self.host = host
         self.verbose = verbose
         self._requested_port = port

@@ -62,11 +62,11 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 try:
-    from .base import _Server, write_chunk
+    from .base import LastUsage, _Server, note_request, write_chunk
     from .bedrock_mock import BedrockError, encode_frame, verify_sigv4
     from .openai_mock import _maybe_tool_call
 except ImportError:  # run as a script / imported without the package
-    from base import _Server, write_chunk  # type: ignore[no-redef]
+    from base import LastUsage, _Server, note_request, write_chunk  # type: ignore[no-redef]
     from bedrock_mock import BedrockError, encode_frame, verify_sigv4  # type: ignore[no-redef]
     from openai_mock import _maybe_tool_call  # type: ignore[no-redef]
 
@@ -366,6 +366,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         mock: MockSageMaker = self.server.mock  # type: ignore[assignment]
+        note_request(self.headers)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
         path = urlsplit(self.path).path
@@ -459,6 +460,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class MockSageMaker:
+    last_usage = LastUsage()
     def __init__(self, endpoint: str = "llm-endpoint", access_key: str = "AKIDMOCKSAGEMAKER",
                  secret_key: str = "mock-sagemaker-secret", region: str = "us-east-1",
                  payload: str = "openai", prompt_template: str = "llama3") -> None:
@@ -472,7 +474,8 @@ class MockSageMaker:
         self.stream_failure: str | None = None
         # (status, body): the container fails every invocation, answered as 424 ModelError
         self.container_error: tuple[int, str] | None = None
-        self.last_usage: dict[str, int] | None = None
+        self.last_usage = None
+        self.usage_log: list[dict[str, Any]] = []
         self.endpoint = endpoint
         self.access_key = access_key
         self.secret_key = secret_key

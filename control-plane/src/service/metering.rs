@@ -14,17 +14,37 @@ impl Service {
         if batch.records.len() > 50_000 {
             return Err(ServiceError::Invalid("A usage batch holds at most 50,000 records.".into()));
         }
-        for (i, r) in batch.records.iter().enumerate() {
-            crate::metering::validate(r).map_err(|e| ServiceError::Invalid(format!("records[{i}]: {e}")))?;
+        // A record that fails the checks is refused alone (counted and logged), so that one bad
+        // record never holds back a batch the data plane would otherwise retry for ever.
+        let mut records = Vec::with_capacity(batch.records.len());
+        let mut rejected = 0u64;
+        for (i, r) in batch.records.into_iter().enumerate() {
+            match crate::metering::validate(&r) {
+                Ok(()) => records.push(r),
+                Err(e) => {
+                    if rejected == 0 {
+                        tracing::warn!("usage batch: records[{i}] refused: {e}");
+                    }
+                    rejected += 1;
+                }
+            }
         }
-        let total = batch.records.len() as u64;
-        let mut ids: Vec<&str> = batch.records.iter().map(|r| r.key_id.as_str()).collect();
+        let total = records.len() as u64;
+        let mut ids: Vec<&str> = records.iter().map(|r| r.key_id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
         let owners = self.store.key_owners(&ids).await?;
-        let rows = crate::metering::price(batch.records, &self.catalogue().await?, &owners);
+        let rows = crate::metering::price(records, &self.catalogue().await?, &owners);
         let accepted = self.store.ingest(&rows).await?;
-        Ok(tollgate_contract::usage::UsageAck { accepted, duplicates: total - accepted })
+        Ok(tollgate_contract::usage::UsageAck { accepted, duplicates: total - accepted, rejected })
+    }
+
+    /// Raw usage records: admins and team-less viewers only (they name every tenant's keys).
+    pub async fn usage_records(&self, actor: &Actor, q: crate::store::UsageQuery) -> Result<Vec<crate::store::UsageRow>, ServiceError> {
+        if !(actor.role == UserRole::Admin || (actor.role == UserRole::Viewer && actor.team_id.is_none())) {
+            return Err(ServiceError::Forbidden("Only administrators read raw usage records; use /admin/v1/spend.".into()));
+        }
+        Ok(self.store.usage_records(&q).await?)
     }
 
     /// Daily spend of a scope. Admins and team-less viewers see every scope; others see their

@@ -43,6 +43,45 @@ pub struct SpendQuery {
     pub to: Option<String>,
 }
 
+/// Raw usage records (`GET /admin/v1/usage`), newest first.
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    pub key_id: Option<String>,
+    pub request_id: Option<String>,
+    /// Records at or after this time (Unix milliseconds).
+    pub since_ms: Option<i64>,
+    /// At most this many (default 100, at most 10,000).
+    pub limit: Option<i64>,
+}
+
+/// One stored usage record: what the data plane reported, its owners and its price.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct UsageRow {
+    pub request_id: String,
+    pub attempt: i64,
+    pub at_ms: i64,
+    pub key_id: String,
+    pub user_id: Option<String>,
+    pub team_id: Option<String>,
+    pub model: String,
+    pub provider: String,
+    pub provider_model: String,
+    pub status: i64,
+    pub stream: bool,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub estimated: bool,
+    pub latency_ms: i64,
+    pub ttft_ms: Option<i64>,
+    /// Decimal USD; `None`: unpriced.
+    pub cost_usd: Option<String>,
+    pub price_version: String,
+}
+
 /// The UTC day of a Unix-milliseconds time, `YYYY-MM-DD` (civil-from-days, no time zone data).
 pub fn utc_day(at_ms: u64) -> String {
     let days = i64::try_from(at_ms / 86_400_000).unwrap_or(0);
@@ -209,6 +248,48 @@ impl Store {
                     cache_write_tokens: r.try_get(7)?,
                     cost_usd: usd(r.try_get(8)?),
                     unpriced: r.try_get(9)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Raw usage records, newest first.
+    pub async fn usage_records(&self, q: &UsageQuery) -> anyhow::Result<Vec<UsageRow>> {
+        let rows = sqlx::query(
+            "SELECT request_id, attempt, at_ms, key_id, user_id, team_id, model, provider, provider_model, status, stream, \
+             input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, estimated, latency_ms, ttft_ms, cost_nanos, \
+             price_version FROM usage_records WHERE ($1 = '' OR key_id = $1) AND ($2 = '' OR request_id = $2) AND at_ms >= $3 \
+             ORDER BY at_ms DESC, request_id, attempt LIMIT $4",
+        )
+        .bind(q.key_id.as_deref().unwrap_or(""))
+        .bind(q.request_id.as_deref().unwrap_or(""))
+        .bind(q.since_ms.unwrap_or(0))
+        .bind(q.limit.unwrap_or(100).clamp(1, 10_000))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UsageRow {
+                    request_id: r.try_get(0)?,
+                    attempt: r.try_get(1)?,
+                    at_ms: r.try_get(2)?,
+                    key_id: r.try_get(3)?,
+                    user_id: r.try_get(4)?,
+                    team_id: r.try_get(5)?,
+                    model: r.try_get(6)?,
+                    provider: r.try_get(7)?,
+                    provider_model: r.try_get(8)?,
+                    status: r.try_get(9)?,
+                    stream: r.try_get::<i64, _>(10)? != 0,
+                    input_tokens: r.try_get(11)?,
+                    output_tokens: r.try_get(12)?,
+                    cache_read_tokens: r.try_get(13)?,
+                    cache_write_tokens: r.try_get(14)?,
+                    estimated: r.try_get::<i64, _>(15)? != 0,
+                    latency_ms: r.try_get(16)?,
+                    ttft_ms: r.try_get(17)?,
+                    cost_usd: r.try_get::<Option<i64>, _>(18)?.map(usd),
+                    price_version: r.try_get(19)?,
                 })
             })
             .collect()

@@ -388,6 +388,9 @@ fn route_config(model: &Model) -> route::RouteConfiguration {
                 request_headers_to_remove: vec![contract::HEADER_CLUSTER.to_owned()],
                 ..Default::default()
             }],
+            // `x-envoy-attempt-count` on each attempt: the provider filter's usage record is
+            // keyed by request id and attempt (retries and failovers are records of their own).
+            include_request_attempt_count: true,
             ..Default::default()
         }],
         // Routes never depend on a cluster existing at load time (models come and go).

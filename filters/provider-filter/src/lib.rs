@@ -8,6 +8,8 @@
 //! publishes the document it fetches from the control plane: this filter makes no callout. The
 //! root re-reads the document on a timer and on a stream that finds none yet.
 
+mod meter;
+
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -21,6 +23,8 @@ use tollgate_provider::plan::{self, Attempt, AttemptKind, HeaderAttempt, Plan, R
 use tollgate_provider::rewrite::provider_error;
 use tollgate_provider::sanitize;
 use tollgate_wasm::{Action, Buffer, Host, HttpFilter, Map, Plugin, WholeBody};
+
+use meter::{Meter, Outbox};
 
 tollgate_wasm::plugin!(
     ProviderPlugin,
@@ -61,6 +65,7 @@ type SharedCredentials = Rc<RefCell<Credentials>>;
 pub struct ProviderPlugin {
     credentials: SharedCredentials,
     config: ProviderConfigDoc,
+    outbox: Rc<RefCell<Outbox>>,
 }
 
 impl Plugin for ProviderPlugin {
@@ -68,7 +73,7 @@ impl Plugin for ProviderPlugin {
     const NAME: &'static str = "provider filter";
 
     fn new() -> Self {
-        Self { credentials: SharedCredentials::default(), config: ProviderConfigDoc::default() }
+        Self { credentials: SharedCredentials::default(), config: ProviderConfigDoc::default(), outbox: Rc::default() }
     }
 
     fn configure<H: Host>(&mut self, host: &H, config: &[u8]) -> Result<(), String> {
@@ -91,11 +96,16 @@ impl Plugin for ProviderPlugin {
             usage: None,
             header_tokens: None,
             api: ClientApi::OpenAi,
+            meter: Meter::default(),
+            outbox: self.outbox.clone(),
         }
     }
 
     fn on_tick<H: Host>(&mut self, host: &H) {
         self.credentials.borrow_mut().refresh(host);
+        if let Ok(mut outbox) = self.outbox.try_borrow_mut() {
+            outbox.flush(host);
+        }
     }
 }
 
@@ -121,6 +131,8 @@ pub struct ProviderHttp {
     header_tokens: Option<u64>,
     /// The client's API: errors are answered in its format.
     api: ClientApi,
+    meter: Meter,
+    outbox: Rc<RefCell<Outbox>>,
 }
 
 /// The deployment's credential from the document (`None` when it names none).
@@ -225,6 +237,7 @@ impl ProviderHttp {
         let a = Attempt { meta: &attempt.meta, op: &attempt.op, credential, body: &body, request_id: &request_id, now };
         let plan = plan::plan_with(&a, &attempt.kind)?;
         self.apply(host, plan, &headers)?;
+        self.meter.sent(host, &headers, attempt.kind.needs_clock().then_some(now));
         Ok(Action::Continue)
     }
 
@@ -279,6 +292,13 @@ impl ProviderHttp {
     fn translate_response<H: Host>(&mut self, host: &H, body_size: usize, end_of_stream: bool) -> Result<Action, GatewayError> {
         match &mut self.response {
             ResponsePlan::Passthrough => Ok(Action::Continue),
+            ResponsePlan::Tap(reader) => {
+                reader.feed(&host.buffer(Buffer::ResponseBody, 0, body_size)?);
+                if end_of_stream {
+                    self.usage = reader.finish();
+                }
+                Ok(Action::Continue)
+            }
             ResponsePlan::Json(json) => {
                 if !end_of_stream {
                     return Ok(Action::Pause);
@@ -337,7 +357,9 @@ impl HttpFilter for ProviderHttp {
             std::process::abort();
         }
         let meta = deployment(host)?;
-        let RequestState { op, facts, model: client_model, .. } = request_state(host)?;
+        let state = request_state(host)?;
+        self.meter.prepare(&state, &meta);
+        let RequestState { op, facts, model: client_model, .. } = state;
         self.api = op.client_api();
         if end_of_stream {
             return Err(GatewayError::new(ErrorKind::InvalidRequest, "The request has no body."));
@@ -350,6 +372,7 @@ impl HttpFilter for ProviderHttp {
             // The body goes out as the client sent it: nothing to wait for.
             let headers = host.headers(Map::RequestHeaders)?;
             self.apply(host, plan?, &headers)?;
+            self.meter.sent(host, &headers, None);
             return Ok(Action::Continue);
         }
         self.attempt = Some(PendingAttempt { meta, op, kind, credentials: creds });
@@ -375,6 +398,7 @@ impl HttpFilter for ProviderHttp {
             .header(Map::ResponseHeaders, ":status")?
             .and_then(|s| std::str::from_utf8(&s).ok().and_then(|s| s.parse::<u16>().ok()))
             .unwrap_or(0);
+        self.meter.status = status;
         if status >= 400 {
             if status == 429 || status == 503 {
                 self.bound_retry_after(host)?;
@@ -388,7 +412,7 @@ impl HttpFilter for ProviderHttp {
             return Ok(Action::Pause);
         }
         match &self.response {
-            ResponsePlan::Passthrough => Ok(Action::Continue),
+            ResponsePlan::Passthrough | ResponsePlan::Tap(_) => Ok(Action::Continue),
             ResponsePlan::Json(json) => {
                 if json.wants_token_count_header() {
                     // Cohere Embed on Bedrock: one header read, on this path only.
@@ -413,6 +437,7 @@ impl HttpFilter for ProviderHttp {
     }
 
     fn on_response_body<H: Host>(&mut self, host: &H, body_size: usize, end_of_stream: bool) -> Result<Action, GatewayError> {
+        self.meter.chunk(host, body_size);
         if let Some(status) = self.error_status {
             if !end_of_stream {
                 return Ok(Action::Pause);
@@ -423,5 +448,13 @@ impl HttpFilter for ProviderHttp {
             return Ok(Action::Continue);
         }
         self.translate_response(host, body_size, end_of_stream)
+    }
+
+    fn on_done<H: Host>(&mut self, host: &H) {
+        if let Some(record) = self.meter.record(host, self.usage) {
+            if let Ok(mut outbox) = self.outbox.try_borrow_mut() {
+                outbox.push(host, &record);
+            }
+        }
     }
 }

@@ -3,7 +3,11 @@
 //! All of the data plane's I/O with the control plane happens here, once per Envoy instead of
 //! once per worker: today the provider credential document, fetched with a conditional GET
 //! (an unchanged document costs a 304) and published under
-//! [`contract::SHARED_CREDENTIALS_KEY`]. Workers never call out.
+//! [`contract::SHARED_CREDENTIALS_KEY`]; and the usage records the workers hand over through a
+//! shared queue, posted to the control plane's ledger in batches ([`usage`]). Workers never
+//! call out.
+
+mod usage;
 
 use std::time::Duration;
 
@@ -13,7 +17,7 @@ use tollgate_contract::contract;
 use tollgate_contract::ClientApi;
 use tollgate_wasm::{Buffer, Host, HttpFilter, Map, Plugin};
 
-tollgate_wasm::plugin!(ServicePlugin, [tick, http_call_response]);
+tollgate_wasm::plugin!(ServicePlugin, [tick, http_call_response, queue_ready]);
 
 /// Poll period until the first document is in, and after.
 const FAST_TICK: Duration = Duration::from_millis(200);
@@ -35,6 +39,7 @@ pub struct ServicePlugin {
     version: Option<String>,
     in_flight: Option<u32>,
     slow: bool,
+    usage: usage::UsageShipper,
 }
 
 /// The service VM has no HTTP streams; Envoy never creates one for a bootstrap extension.
@@ -77,12 +82,21 @@ impl ServicePlugin {
     }
 }
 
+impl ServicePlugin {
+    fn ship_usage<H: Host>(&mut self, host: &H) {
+        self.usage.drain(host);
+        if let (Some(cluster), Some(token)) = (self.cluster.as_deref(), self.token.as_deref()) {
+            self.usage.send(host, cluster, token);
+        }
+    }
+}
+
 impl Plugin for ServicePlugin {
     type Http = NoStreams;
     const NAME: &'static str = "tollgate service";
 
     fn new() -> Self {
-        Self { cluster: None, token: None, version: None, in_flight: None, slow: false }
+        Self { cluster: None, token: None, version: None, in_flight: None, slow: false, usage: usage::UsageShipper::default() }
     }
 
     fn configure<H: Host>(&mut self, host: &H, config: &[u8]) -> Result<(), String> {
@@ -98,6 +112,7 @@ impl Plugin for ServicePlugin {
         }
         let slow = self.version.is_some();
         self.set_tick(host, slow);
+        self.usage.register(host);
         Ok(())
     }
 
@@ -106,6 +121,7 @@ impl Plugin for ServicePlugin {
     }
 
     fn on_tick<H: Host>(&mut self, host: &H) {
+        self.ship_usage(host);
         if self.in_flight.is_some() {
             return;
         }
@@ -127,7 +143,23 @@ impl Plugin for ServicePlugin {
         }
     }
 
+    fn on_queue_ready<H: Host>(&mut self, host: &H, queue: u32) {
+        if self.usage.owns_queue(queue) {
+            self.usage.drain(host);
+            if self.usage.buffered_bytes() >= usage::MAX_BATCH_BYTES {
+                self.ship_usage(host);
+            }
+        }
+    }
+
     fn on_http_call_response<H: Host>(&mut self, host: &H, token: u32, _num_headers: usize, body_size: usize) {
+        if self.usage.owns_call(token) {
+            let status = host.header(Map::CallResponseHeaders, ":status").ok().flatten();
+            self.usage.answered(host, status.as_deref());
+            // The next batch goes at once when one is ready (a backlog drains call after call).
+            self.ship_usage(host);
+            return;
+        }
         if self.in_flight != Some(token) {
             return;
         }

@@ -140,6 +140,20 @@ pub enum ProviderKind {
     Unknown,
 }
 
+impl ProviderKind {
+    /// The provider's name as usage records and the price catalogue spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Openai => "openai",
+            Self::Bedrock => "bedrock",
+            Self::Anthropic => "anthropic",
+            Self::Azure => "azure",
+            Self::Sagemaker => "sagemaker",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
 /// One deployment as the provider filter sees it, carried in the endpoint metadata of the
 /// model's cluster (no secrets: credentials are referenced by name).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -42,6 +42,10 @@ pub const CREDENTIALS_PATH: &str = "/internal/v1/credentials";
 /// Where the data plane posts usage batches ([`crate::usage::UsageBatch`]), on the same
 /// listener and with the same token.
 pub const USAGE_PATH: &str = "/internal/v1/usage";
+/// The shared queue (registered by the service VM under [`VM_ID`]) through which the provider
+/// filter's workers hand usage records to the service VM: each item is JSON lines, one
+/// [`crate::usage::UsageRecord`] a line.
+pub const USAGE_QUEUE: &str = "tollgate.usage.v1";
 /// Environment variable holding the token the data plane presents to fetch credentials.
 /// Envoy passes it into the service VM only (`vm_config.environment_variables.host_env_keys`
 /// in the bootstrap), so only its name appears in Envoy's configuration and the filters' VMs

@@ -60,4 +60,7 @@ pub struct UsageBatch {
 pub struct UsageAck {
     pub accepted: u64,
     pub duplicates: u64,
+    /// Records that failed the checks (each refused alone; the rest of the batch is stored).
+    #[serde(default)]
+    pub rejected: u64,
 }

@@ -42,6 +42,7 @@ pub mod sagemaker;
 pub mod sse;
 pub mod tgi;
 pub mod usage;
+pub mod usage_reader;
 
 pub use error::TranslateError;
 pub use usage::Usage;

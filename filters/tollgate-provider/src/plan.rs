@@ -9,6 +9,7 @@ use tollgate_llm::openai::ChatRequest;
 use tollgate_llm::openai_to_tgi::{self, PromptTemplate};
 use tollgate_llm::responses_to_openai::{self, Echo};
 use tollgate_llm::{anthropic_to_openai, bedrock_embeddings, bedrock_invoke, bedrock_to_openai, openai_stream, openai_to_anthropic, openai_to_bedrock, sagemaker, Chain, StreamTranslator, TranslateError, Usage};
+use tollgate_llm::usage_reader::{UsageFormat, UsageReader};
 use tollgate_contract::config::{self, ContainerPayload, Credential, DeploymentMeta, ProviderKind};
 use crate::rewrite as provider;
 use tollgate_contract::state::{BodyFacts, Operation};
@@ -42,8 +43,10 @@ pub struct Attempt<'a> {
 
 /// How the provider's (successful) response reaches the client.
 pub enum ResponsePlan {
-    /// Same API: bytes pass untouched, streaming included.
+    /// Same API: bytes pass untouched, streaming included; nothing is read.
     Passthrough,
+    /// Same API: bytes pass untouched, streaming included; the usage is read on the way.
+    Tap(UsageReader),
     /// Buffer the whole JSON body and translate it.
     Json(JsonResponse),
     /// Translate the stream chunk by chunk.
@@ -356,8 +359,10 @@ fn openai_as_sent(a: &Attempt<'_>, stream: bool) -> Result<Plan, GatewayError> {
     let response = if stream {
         // The client asked for the usage chunk: it passes through, and is read on the way.
         ResponsePlan::Stream(Box::new(openai_stream::UsageTap::new(true)))
+    } else if *a.op == Operation::OpenAiResponses {
+        ResponsePlan::Tap(UsageReader::new(UsageFormat::OpenAiResponses))
     } else {
-        ResponsePlan::Passthrough
+        ResponsePlan::Tap(UsageReader::new(UsageFormat::OpenAiChat))
     };
     let mut plan = Plan::new(path, a.meta.authority.clone(), Vec::new(), response);
     openai_compatible_transport(&mut plan, a, stream)?;
@@ -387,7 +392,8 @@ pub fn plan_with(a: &Attempt<'_>, kind: &AttemptKind) -> Result<Plan, GatewayErr
 fn responses_passthrough(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
     let path = provider::openai_path(a.meta, a.op)?;
     let body = provider::rewrite_model(a.body, &a.meta.model)?;
-    let mut plan = Plan::new(path, a.meta.authority.clone(), body, ResponsePlan::Passthrough);
+    let reader = UsageReader::new(UsageFormat::OpenAiResponses);
+    let mut plan = Plan::new(path, a.meta.authority.clone(), body, ResponsePlan::Tap(reader));
     openai_compatible_transport(&mut plan, a, false)?;
     Ok(plan)
 }
@@ -398,7 +404,7 @@ fn openai_passthrough(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
         let tap: Box<dyn StreamTranslator> = Box::new(openai_stream::UsageTap::new(edit.client_wants_usage));
         ResponsePlan::Stream(unwrap_transport(a.meta.provider, tap))
     } else {
-        ResponsePlan::Passthrough
+        ResponsePlan::Tap(UsageReader::new(UsageFormat::OpenAiChat))
     };
     let mut plan = Plan::new(edit.path, edit.authority, edit.body, response);
     openai_compatible_transport(&mut plan, a, edit.stream)?;
@@ -458,7 +464,7 @@ fn anthropic_passthrough(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
 
 fn anthropic_plan(a: &Attempt<'_>, body: Vec<u8>) -> Result<Plan, GatewayError> {
     let path = format!("{}{}", a.meta.base_path.trim_end_matches('/'), openai_to_anthropic::MESSAGES_SUFFIX);
-    let mut plan = Plan::new(path, a.meta.authority.clone(), body, ResponsePlan::Passthrough);
+    let mut plan = Plan::new(path, a.meta.authority.clone(), body, ResponsePlan::Tap(UsageReader::new(UsageFormat::Anthropic)));
     anthropic_auth(&mut plan, a)?;
     Ok(plan)
 }
@@ -468,7 +474,8 @@ fn bedrock_passthrough(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
         return Err(GatewayError::new(ErrorKind::Internal, "not a Converse request"));
     };
     let path = format!("{}{}", a.meta.base_path.trim_end_matches('/'), openai_to_bedrock::converse_path(&a.meta.model, *stream));
-    let mut plan = Plan::new(path, a.meta.authority.clone(), a.body.to_vec(), ResponsePlan::Passthrough);
+    let reader = UsageReader::new(UsageFormat::BedrockConverse { stream: *stream });
+    let mut plan = Plan::new(path, a.meta.authority.clone(), a.body.to_vec(), ResponsePlan::Tap(reader));
     plan.set("accept", if *stream { "application/vnd.amazon.eventstream" } else { "application/json" });
     bedrock_auth(&mut plan, a)?;
     Ok(plan)
@@ -480,7 +487,8 @@ fn bedrock_invoke_passthrough(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
         return Err(GatewayError::new(ErrorKind::Internal, "not an InvokeModel request"));
     };
     let path = format!("{}{}", a.meta.base_path.trim_end_matches('/'), bedrock_invoke::invoke_path(&a.meta.model, *stream));
-    let mut plan = Plan::new(path, a.meta.authority.clone(), a.body.to_vec(), ResponsePlan::Passthrough);
+    let reader = UsageReader::new(UsageFormat::BedrockInvoke { stream: *stream });
+    let mut plan = Plan::new(path, a.meta.authority.clone(), a.body.to_vec(), ResponsePlan::Tap(reader));
     plan.set("accept", if *stream { "application/vnd.amazon.eventstream" } else { "application/json" });
     bedrock_auth(&mut plan, a)?;
     Ok(plan)

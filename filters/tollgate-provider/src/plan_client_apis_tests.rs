@@ -57,7 +57,7 @@ fn responses_pass_through_only_to_a_declared_openai_deployment() {
     let p = plan_for(&renamed, &op, RESPONSES).unwrap();
     assert_eq!(p.path, "/v1/responses");
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&p.body).unwrap()["model"], "gpt-x");
-    assert!(matches!(p.response, ResponsePlan::Passthrough));
+    assert!(matches!(p.response, ResponsePlan::Tap(_)));
     for provider in [ProviderKind::Openai, ProviderKind::Azure, ProviderKind::Anthropic, ProviderKind::Bedrock] {
         let m = meta(provider, "x", false);
         assert_eq!(kind(&m, &op, 5, false).body, BodyUse::Translated, "{provider:?}");
@@ -84,7 +84,7 @@ fn invoke_model_is_native_on_bedrock_and_translated_elsewhere() {
     assert_eq!(p.path, "/model/us.anthropic.claude-3-5-haiku-20241022-v1%3A0/invoke-with-response-stream");
     assert_eq!(p.body, TITAN);
     assert!(p.header("authorization").is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256")));
-    assert!(matches!(p.response, ResponsePlan::Passthrough));
+    assert!(matches!(p.response, ResponsePlan::Tap(_)));
 
     let oa = meta(ProviderKind::Openai, "gpt-x", false);
     assert_eq!(kind(&oa, &op, 5, true).body, BodyUse::Translated);

@@ -55,7 +55,7 @@ fn openai_passthrough_sets_bearer_and_clears_other_provider_headers() {
         assert_eq!(p.header(h), None, "{h}");
         assert!(p.headers.iter().any(|(n, _)| *n == h), "{h} must be explicitly removed");
     }
-    assert!(matches!(p.response, ResponsePlan::Passthrough));
+    assert!(matches!(p.response, ResponsePlan::Tap(_)));
 }
 
 #[test]
@@ -145,7 +145,7 @@ fn sagemaker_is_signed_for_the_sagemaker_service() {
     let p = plan(&attempt(&m, &cred, CHAT)).unwrap();
     assert_eq!(p.path, "/endpoints/my-llm-endpoint/invocations");
     assert!(p.header("authorization").unwrap().contains("/us-east-1/sagemaker/aws4_request"));
-    assert!(matches!(p.response, ResponsePlan::Passthrough));
+    assert!(matches!(p.response, ResponsePlan::Tap(_)));
     let sp = plan(&attempt(&m, &cred, STREAM)).unwrap();
     assert_eq!(sp.path, "/endpoints/my-llm-endpoint/invocations-response-stream");
     assert!(matches!(sp.response, ResponsePlan::Stream(_)));
@@ -267,7 +267,7 @@ fn a_body_that_goes_as_sent_is_planned_from_the_headers() {
     assert!(p.body_as_sent == Some(100) && p.body.is_empty());
     assert_eq!((p.path.as_str(), p.authority.as_str()), ("/v1/chat/completions", "api.openai.com"));
     assert_eq!(p.header("authorization"), Some("Bearer sk-test"));
-    assert!(matches!(p.response, ResponsePlan::Passthrough));
+    assert!(matches!(p.response, ResponsePlan::Tap(_)));
     // The same headers as the plan that reads the body.
     let full = plan(&attempt(&openai, &cred, br#"{"model":"gpt-x","messages":[]}"#)).unwrap();
     assert_eq!((p.path.clone(), p.headers.clone()), (full.path, full.headers));

@@ -12,6 +12,7 @@ use std::ptr::null_mut;
 /// Status codes of the ABI (proxy-wasm spec, `WasmResult`).
 pub const OK: u32 = 0;
 pub const NOT_FOUND: u32 = 1;
+pub const EMPTY: u32 = 7;
 pub const CAS_MISMATCH: u32 = 8;
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub const UNIMPLEMENTED: u32 = 12;
@@ -67,6 +68,12 @@ imports! {
     fn proxy_get_shared_data(key_data: *const u8, key_size: usize, return_data: *mut *mut u8, return_size: *mut usize, return_cas: *mut u32) -> u32;
     fn proxy_set_shared_data(key_data: *const u8, key_size: usize, value_data: *const u8, value_size: usize, cas: u32) -> u32;
     fn proxy_send_local_response(status_code: u32, details_data: *const u8, details_size: usize, body_data: *const u8, body_size: usize, headers_data: *const u8, headers_size: usize, grpc_status: i32) -> u32;
+    fn proxy_register_shared_queue(name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
+    fn proxy_resolve_shared_queue(vm_id_data: *const u8, vm_id_size: usize, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
+    fn proxy_enqueue_shared_queue(queue_id: u32, value_data: *const u8, value_size: usize) -> u32;
+    fn proxy_dequeue_shared_queue(queue_id: u32, return_data: *mut *mut u8, return_size: *mut usize) -> u32;
+    fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     fn proxy_http_call(upstream_data: *const u8, upstream_size: usize, headers_data: *const u8, headers_size: usize, body_data: *const u8, body_size: usize, trailers_data: *const u8, trailers_size: usize, timeout_ms: u32, return_token: *mut u32) -> u32;
 }
 
@@ -264,4 +271,52 @@ pub fn http_call(cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_m
         )
     })?;
     Ok(token)
+}
+
+/// Registers a shared queue under this VM's id; its items reach this root's `on_queue_ready`.
+pub fn register_shared_queue(name: &str) -> Result<u32, HostError> {
+    let mut id = 0u32;
+    // SAFETY: the name is a live &str; out-pointer to a live local.
+    check("register_shared_queue", unsafe { proxy_register_shared_queue(name.as_ptr(), name.len(), &mut id) })?;
+    Ok(id)
+}
+
+/// The id of a queue another VM registered (`NOT_FOUND` until it has).
+pub fn resolve_shared_queue(vm_id: &str, name: &str) -> Result<u32, HostError> {
+    let mut id = 0u32;
+    // SAFETY: pointers and lengths of live strs; out-pointer to a live local.
+    check("resolve_shared_queue", unsafe {
+        proxy_resolve_shared_queue(vm_id.as_ptr(), vm_id.len(), name.as_ptr(), name.len(), &mut id)
+    })?;
+    Ok(id)
+}
+
+pub fn enqueue_shared_queue(queue: u32, value: &[u8]) -> Result<(), HostError> {
+    // SAFETY: pointer and length of a live slice.
+    check("enqueue_shared_queue", unsafe { proxy_enqueue_shared_queue(queue, value.as_ptr(), value.len()) })
+}
+
+/// The next item of a queue, `None` when it is empty.
+pub fn dequeue_shared_queue(queue: u32) -> Result<Option<Vec<u8>>, HostError> {
+    let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: out-pointers to live locals; the returned buffer is taken over by `take`.
+    let status = unsafe { proxy_dequeue_shared_queue(queue, &mut data, &mut size) };
+    match status {
+        OK => Ok(Some(take(data, size).unwrap_or_default())),
+        EMPTY => Ok(None),
+        s => Err(HostError { call: "dequeue_shared_queue", status: s }),
+    }
+}
+
+/// Defines a counter (metric type 0) and returns its id.
+pub fn define_counter(name: &str) -> Result<u32, HostError> {
+    let mut id = 0u32;
+    // SAFETY: the name is a live &str; out-pointer to a live local.
+    check("define_metric", unsafe { proxy_define_metric(0, name.as_ptr(), name.len(), &mut id) })?;
+    Ok(id)
+}
+
+pub fn increment_metric(id: u32, by: i64) -> Result<(), HostError> {
+    // SAFETY: no pointers.
+    check("increment_metric", unsafe { proxy_increment_metric(id, by) })
 }

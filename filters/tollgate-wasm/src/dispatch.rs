@@ -64,10 +64,12 @@ impl<P: Plugin> Dispatcher<P> {
     }
 
     pub fn delete(&self, id: u32) {
-        if let Ok(mut streams) = self.streams.try_borrow_mut() {
-            if streams.remove(&id).is_some() {
-                return;
+        let stream = self.streams.try_borrow_mut().ok().and_then(|mut streams| streams.remove(&id));
+        if let Some(stream) = stream {
+            if let Ok(mut stream) = stream.try_borrow_mut() {
+                stream.filter.on_done(&Wasm);
             }
+            return;
         }
         if let Ok(mut roots) = self.roots.try_borrow_mut() {
             roots.remove(&id);
@@ -98,6 +100,14 @@ impl<P: Plugin> Dispatcher<P> {
         if let Some(root) = self.root(id) {
             if let Ok(mut root) = root.try_borrow_mut() {
                 root.on_tick(&Wasm);
+            }
+        }
+    }
+
+    pub fn queue_ready(&self, id: u32, queue: u32) {
+        if let Some(root) = self.root(id) {
+            if let Ok(mut root) = root.try_borrow_mut() {
+                root.on_queue_ready(&Wasm, queue);
             }
         }
     }

@@ -32,6 +32,16 @@ pub trait Host {
     /// the returned token.
     fn http_call(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout: Duration) -> Result<u32, HostError>;
     fn set_tick_period(&self, period: Duration) -> Result<(), HostError>;
+    /// Registers a shared queue (this root receives its items in `on_queue_ready`).
+    fn register_queue(&self, name: &str) -> Result<u32, HostError>;
+    /// The id of a queue registered by a VM with `vm_id`.
+    fn resolve_queue(&self, vm_id: &str, name: &str) -> Result<u32, HostError>;
+    fn enqueue(&self, queue: u32, value: &[u8]) -> Result<(), HostError>;
+    /// The next item, `None` when the queue is empty.
+    fn dequeue(&self, queue: u32) -> Result<Option<Vec<u8>>, HostError>;
+    /// Defines a counter (Envoy stat) and returns its id.
+    fn define_counter(&self, name: &str) -> Result<u32, HostError>;
+    fn increment_counter(&self, id: u32, by: u64) -> Result<(), HostError>;
 }
 
 /// The proxy-wasm host (Envoy).
@@ -89,5 +99,29 @@ impl Host for Wasm {
 
     fn set_tick_period(&self, period: Duration) -> Result<(), HostError> {
         abi::set_tick_period_ms(u32::try_from(period.as_millis()).unwrap_or(u32::MAX))
+    }
+
+    fn register_queue(&self, name: &str) -> Result<u32, HostError> {
+        abi::register_shared_queue(name)
+    }
+
+    fn resolve_queue(&self, vm_id: &str, name: &str) -> Result<u32, HostError> {
+        abi::resolve_shared_queue(vm_id, name)
+    }
+
+    fn enqueue(&self, queue: u32, value: &[u8]) -> Result<(), HostError> {
+        abi::enqueue_shared_queue(queue, value)
+    }
+
+    fn dequeue(&self, queue: u32) -> Result<Option<Vec<u8>>, HostError> {
+        abi::dequeue_shared_queue(queue)
+    }
+
+    fn define_counter(&self, name: &str) -> Result<u32, HostError> {
+        abi::define_counter(name)
+    }
+
+    fn increment_counter(&self, id: u32, by: u64) -> Result<(), HostError> {
+        abi::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX))
     }
 }

@@ -62,6 +62,11 @@ pub trait HttpFilter: 'static {
     fn on_response_body<H: Host>(&mut self, _host: &H, _body_size: usize, _end_of_stream: bool) -> Result<Action, GatewayError> {
         Ok(Action::Continue)
     }
+
+    /// The stream is over (Envoy deletes its context, a VM entry every stream has anyway):
+    /// whatever it ended with, completed, reset or abandoned by the client. Stream-independent
+    /// host calls only (the clock, shared data, queues).
+    fn on_done<H: Host>(&mut self, _host: &H) {}
 }
 
 /// A filter's root: its configuration and what its streams share.
@@ -83,6 +88,9 @@ pub trait Plugin: Sized + 'static {
 
     /// The answer to a callout this root made ([`Host::http_call`]).
     fn on_http_call_response<H: Host>(&mut self, _host: &H, _token: u32, _num_headers: usize, _body_size: usize) {}
+
+    /// Items are waiting in a shared queue this root registered.
+    fn on_queue_ready<H: Host>(&mut self, _host: &H, _queue: u32) {}
 }
 
 impl From<HostError> for GatewayError {
@@ -151,7 +159,7 @@ impl WholeBody {
 /// ```
 ///
 /// Known callbacks: `request_headers`, `request_body`, `request_trailers`,
-/// `response_headers`, `response_body`, `tick`, `http_call_response`. Context creation,
+/// `response_headers`, `response_body`, `tick`, `http_call_response`, `queue_ready`. Context creation,
 /// configuration and deletion are always exported.
 #[macro_export]
 macro_rules! plugin {
@@ -227,6 +235,12 @@ macro_rules! plugin {
         #[cfg_attr(target_arch = "wasm32", no_mangle)]
         pub extern "C" fn proxy_on_tick(context_id: u32) {
             TOLLGATE_DISPATCHER.with(|d| d.tick(context_id));
+        }
+    };
+    (@callback queue_ready) => {
+        #[cfg_attr(target_arch = "wasm32", no_mangle)]
+        pub extern "C" fn proxy_on_queue_ready(context_id: u32, queue_id: u32) {
+            TOLLGATE_DISPATCHER.with(|d| d.queue_ready(context_id, queue_id));
         }
     };
     (@callback http_call_response) => {
