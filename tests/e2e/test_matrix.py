@@ -14,6 +14,7 @@ answering 503) in front of each provider kind. One gateway stack serves every ce
 from __future__ import annotations
 
 import subprocess
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -342,3 +343,53 @@ def test_azure_content_filter_reaches_each_client_api(mx, api_name, stream):
     assert outcome.text == "echo: say"
     assert outcome.finish == CONTENT_FILTER_FINISH[api_name]
     assert_usage(api, provider, mock, outcome)
+
+
+def ledger_tokens(kind: str, usage: dict[str, Any]) -> tuple[int, int, int, int]:
+    """(input, output, cache read, cache write) as the ledger keeps them, from a provider's own
+    usage fields (input never counting cached tokens)."""
+    if "prompt_tokens" in usage:
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+        return usage["prompt_tokens"] - cached, usage["completion_tokens"], cached, 0
+    if "inputTokens" in usage:
+        return (usage["inputTokens"], usage["outputTokens"], usage.get("cacheReadInputTokens") or 0,
+                usage.get("cacheWriteInputTokens") or 0)
+    return (usage["input_tokens"], usage["output_tokens"], usage.get("cache_read_input_tokens") or 0,
+            usage.get("cache_creation_input_tokens") or 0)
+
+
+def test_every_upstream_call_of_the_matrix_is_one_ledger_record_with_its_usage(mx):
+    """Metering across every client API × provider × stream pair above (issue 12): each call a
+    mock received is one record (same request id and attempt), and each answer that reported
+    usage is recorded with exactly the provider's counts. Runs last in this module."""
+    mocks = {**mx.mocks, "failing": mx.failing}
+    calls = {(r["headers"]["x-request-id"], int(r["headers"].get("x-envoy-attempt-count", "1")) - 1): kind
+             for kind, mock in mocks.items() for r in mock.requests if "x-request-id" in r["headers"]}
+    assert len(calls) > 150, len(calls)
+
+    def ledger() -> dict[tuple[str, int], dict[str, Any]]:
+        resp = mx.stack.admin("GET", "/admin/v1/usage?limit=10000")
+        assert resp.status_code == 200, resp.text
+        return {(r["request_id"], r["attempt"]): r for r in resp.json()["data"]}
+
+    harness.wait_until(lambda: set(calls) <= set(ledger()), 20, "a ledger record for every upstream call",
+                       on_timeout=lambda: sorted(set(calls) - set(ledger()))[:10])
+    time.sleep(1.5)
+    rows = ledger()
+    assert set(rows) == set(calls), "no record without an upstream call"
+    checked, wrong = 0, []
+    for kind, mock in mocks.items():
+        for u in mock.usage_log:
+            if u["request_id"] is None:
+                continue
+            r = rows[(u["request_id"], u["attempt"])]
+            got = (r["input_tokens"], r["output_tokens"], r["cache_read_tokens"], r["cache_write_tokens"])
+            if u.get("cut"):
+                # A stream the provider ended with an error before its final usage: what it
+                # reported before the error (Anthropic's message_start), or an estimate, flagged.
+                if not (r["estimated"] or got[1] < ledger_tokens(kind, u["usage"])[1]):
+                    wrong.append((kind, "cut", got, r["estimated"]))
+            elif got != ledger_tokens(kind, u["usage"]) or r["estimated"]:
+                wrong.append((kind, "stream" if r["stream"] else "whole", got, ledger_tokens(kind, u["usage"]), r["estimated"]))
+            checked += 1
+    assert wrong == [] and checked > 120, (checked, wrong)

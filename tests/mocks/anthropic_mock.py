@@ -52,10 +52,10 @@ import uuid
 from typing import Any
 
 try:  # imported as `mocks.anthropic_mock`, or run as `python tests/mocks/anthropic_mock.py`
-    from mocks.base import MockHandler, MockServer, _is_int, run_standalone
+    from mocks.base import MockHandler, MockServer, _is_int, note_stream_cut, run_standalone
 except ImportError:  # pragma: no cover
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-    from mocks.base import MockHandler, MockServer, _is_int, run_standalone
+    from mocks.base import MockHandler, MockServer, _is_int, note_stream_cut, run_standalone
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 DEFAULT_MODEL = "claude-mock-1"
@@ -365,6 +365,7 @@ class _Handler(MockHandler):
             if index == 0:
                 events.append(("ping", {"type": "ping"}))
             if error_type is not None or truncate:
+                note_stream_cut(self.server.mock)
                 events.extend(deltas[:1])
                 if error_type is not None:
                     events.append(("error", {"type": "error", "error": {

@@ -286,6 +286,17 @@ def note_request(headers: Any) -> None:
     _current_request.attempt = int(attempt) - 1 if attempt and attempt.isdigit() else None
 
 
+def note_stream_cut(mock: Any) -> None:
+    """The answer to the current request ends with an error before its final usage: its usage
+    log entry is marked `cut` (the usage logged is what the mock meant to report, not what the
+    client saw)."""
+    rid = getattr(_current_request, "request_id", None)
+    for entry in reversed(mock.__dict__.get("usage_log", [])):
+        if entry["request_id"] == rid:
+            entry["cut"] = True
+            return
+
+
 class LastUsage:
     """`mock.last_usage`: the usage the provider reported in its last answer, in its own API's
     field names. Every value set is also appended to `mock.usage_log` with the request id and

@@ -73,13 +73,13 @@ from botocore.awsrequest import AWSRequest, HTTPHeaders
 from botocore.credentials import Credentials
 
 try:  # run as `python tests/mocks/bedrock_mock.py` or imported as `mocks.bedrock_mock`
-    from mocks.base import MockHandler, MockServer, run_standalone
+    from mocks.base import MockHandler, MockServer, note_stream_cut, run_standalone
     from mocks import bedrock_invoke
     from mocks.openai_mock import FaultState, MockError as _OpenAiMockError, embedding_vector
 except ImportError:  # pragma: no cover
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     from mocks import bedrock_invoke
-    from mocks.base import MockHandler, MockServer, run_standalone
+    from mocks.base import MockHandler, MockServer, note_stream_cut, run_standalone
     from mocks.openai_mock import FaultState, MockError as _OpenAiMockError, embedding_vector
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -560,6 +560,8 @@ class _Handler(MockHandler):
         frames = [event_frame("messageStart", {"role": "assistant"})]
         exception = faults["stream_exception"]
         after = faults["stream_exception_after"]
+        if exception:
+            note_stream_cut(mock)
         for i, word in enumerate(answer.words):
             if exception and i == after:
                 break
@@ -599,6 +601,7 @@ class _Handler(MockHandler):
         faults = self.server.mock._stream_faults()
         exception = faults["stream_exception"]
         if exception:
+            note_stream_cut(self.server.mock)
             keep = first_text + min(faults["stream_exception_after"], text_frames)
             frames = frames[:keep] + [exception_frame(
                 exception, STREAM_EXCEPTIONS.get(exception, f"{exception} (mock fault)"))]
