@@ -10,7 +10,7 @@ ENVOY := $(VENV)/bin/envoy
 WASM_TARGET := wasm32-wasip1
 WASM_DIR := target/$(WASM_TARGET)/release
 
-.PHONY: up test setup wasm build build-debug unit lint wasm-tests e2e fuzz bench bench-tools bench-quick soak clean
+.PHONY: up test setup wasm build build-debug unit lint wasm-tests e2e fuzz bench bench-tools bench-quick soak clean accuracy
 
 setup: $(VENV)/.installed
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || { echo "==> adding the $(WASM_TARGET) Rust target"; rustup target add $(WASM_TARGET); }
@@ -88,3 +88,8 @@ soak: bench-tools
 clean:
 	cargo clean
 	rm -rf $(VENV) .tollgate
+
+# Ledger accuracy under load with faults (issue 12): real Envoy, control plane on PostgreSQL,
+# mocks; the last line is one JSON object of figures.
+accuracy: build-debug
+	TOLLGATE_BIN=target/debug/tollgate $(PY) bench/accuracy.py $(ACCURACY_ARGS)

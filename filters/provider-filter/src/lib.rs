@@ -399,6 +399,7 @@ impl HttpFilter for ProviderHttp {
             .and_then(|s| std::str::from_utf8(&s).ok().and_then(|s| s.parse::<u16>().ok()))
             .unwrap_or(0);
         self.meter.status = status;
+        self.meter.complete |= end_of_stream;
         if status >= 400 {
             if status == 429 || status == 503 {
                 self.bound_retry_after(host)?;
@@ -438,6 +439,7 @@ impl HttpFilter for ProviderHttp {
 
     fn on_response_body<H: Host>(&mut self, host: &H, body_size: usize, end_of_stream: bool) -> Result<Action, GatewayError> {
         self.meter.chunk(host, body_size);
+        self.meter.complete |= end_of_stream;
         if let Some(status) = self.error_status {
             if !end_of_stream {
                 return Ok(Action::Pause);

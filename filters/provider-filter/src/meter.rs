@@ -106,6 +106,8 @@ pub struct Meter {
     first_byte: Option<SystemTime>,
     /// Response body bytes the client was sent (for an estimate when no usage came).
     pub delivered: u64,
+    /// The response reached its end (not reset, not abandoned by the client).
+    pub complete: bool,
 }
 
 fn header_str<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> Option<&'h str> {
@@ -159,17 +161,25 @@ impl Meter {
             ttft_ms: self.first_byte.map(|t| ms(started, t)),
             ..UsageRecord::default()
         };
+        let ok = (200..300).contains(&self.status);
         match usage {
             Some(u) => {
                 r.input_tokens = u.input.unwrap_or(0);
                 r.output_tokens = u.output.unwrap_or(0);
                 r.cache_read_tokens = u.cache_read.unwrap_or(0);
                 r.cache_write_tokens = u.cache_write.unwrap_or(0);
+                // A stream cut short (the client went away, the connection reset) after a first
+                // count (Anthropic's message_start): the input is exact, the output is at least
+                // what was delivered; flagged as estimated.
+                if ok && !self.complete {
+                    r.estimated = true;
+                    r.output_tokens = r.output_tokens.max(self.delivered.div_ceil(4));
+                }
             }
             // A successful answer whose usage never came (the client went away mid-stream, a
             // provider that does not report it): about four bytes a token of what was sent and
             // delivered, flagged as estimated.
-            None if (200..300).contains(&self.status) => {
+            None if ok => {
                 r.estimated = true;
                 r.input_tokens = self.request_bytes.div_ceil(4);
                 r.output_tokens = self.delivered.div_ceil(4);
