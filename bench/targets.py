@@ -304,6 +304,7 @@ class Tollgate(Target):
         self.version = envoy_version()
 
     bedrock = False  # True: the model's deployment is Bedrock (OpenAI -> Converse + SigV4)
+    metering = True  # False: `settings.metering: false` (what metering costs, issue 12)
 
     def deployment(self, mock: Mock) -> dict[str, Any]:
         if self.bedrock:
@@ -318,7 +319,7 @@ class Tollgate(Target):
             "settings": {"max_body_bytes": 8388608, "request_timeout_seconds": 600,
                          "num_retries": 2,
                          # the bench mock listens on 127.0.0.1 (refused by default)
-                         "egress": {"allow_loopback": True}},
+                         "egress": {"allow_loopback": True}, "metering": self.metering},
             "credentials": {"mock": {"api_key_env": "BENCH_MOCK_KEY"},
                             "aws": {"aws_access_key_id_env": "BENCH_AWS_ID",
                                     "aws_secret_access_key_env": "BENCH_AWS_SECRET"}},
@@ -356,6 +357,12 @@ class Tollgate(Target):
 
     def side_pids(self) -> dict[str, list[int]]:
         return {"control_plane": process_tree(self._cp.pid) if self._cp.pid else []}
+
+
+class TollgateNoMetering(Tollgate):
+    """Tollgate with `settings.metering: false`: no usage read, no records (to measure their cost)."""
+
+    metering = False
 
 
 class TollgateBedrock(Tollgate):
@@ -475,7 +482,11 @@ def make_targets() -> dict[str, Target]:
                              features=["virtual-key auth (SHA-256, allowed-model list)",
                                        "request validation (body parse)", "model routing",
                                        "provider rewrite + provider key injection",
-                                       "retries/failover policy", "Envoy --concurrency 1"]),
+                                       "retries/failover policy", "usage records (metering)",
+                                       "Envoy --concurrency 1"]),
+        "tollgate-nometer": TollgateNoMetering(
+            "tollgate-nometer", "Tollgate, metering off",
+            features=["as Tollgate", "settings.metering: false (no usage read, no records)"]),
         "tollgate-bedrock": TollgateBedrock(
             "tollgate-bedrock", "Tollgate, OpenAI client -> Bedrock",
             features=["as Tollgate", "OpenAI -> Converse translation", "SigV4 signing",

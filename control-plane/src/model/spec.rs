@@ -410,6 +410,13 @@ pub struct Settings {
     /// Which provider URLs may be used (see `EgressSettings`).
     #[serde(default)]
     pub egress: EgressSettings,
+    /// Usage records for the ledger (on by default; off only to measure what metering costs).
+    #[serde(default = "default_metering")]
+    pub metering: bool,
+}
+
+fn default_metering() -> bool {
+    true
 }
 
 fn default_max_body() -> u64 {
@@ -430,6 +437,7 @@ impl Default for Settings {
             num_retries: default_retries(),
             edge: EdgeSettings::default(),
             egress: EgressSettings::default(),
+            metering: true,
         }
     }
 }

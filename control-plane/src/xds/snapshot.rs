@@ -157,8 +157,8 @@ pub fn build(model: &Model, env: &XdsEnv) -> Snapshot {
     snapshot
 }
 
-fn provider_config_json(env: &XdsEnv) -> String {
-    let doc = ProviderConfigDoc { fault_injection: env.fault_injection };
+fn provider_config_json(env: &XdsEnv, model: &Model) -> String {
+    let doc = ProviderConfigDoc { fault_injection: env.fault_injection, metering_off: !model.settings.metering };
     serde_json::to_string(&doc).unwrap_or_else(|_| "{}".to_owned())
 }
 
@@ -470,7 +470,7 @@ fn model_cluster(name: &str, served: &ServedModel, model: &Model, env: &XdsEnv) 
     let provider_filter = Wasm {
         config: Some(wasm::PluginConfig {
             name: "tollgate.provider".to_owned(),
-            configuration: Some(any(&StringValue { value: provider_config_json(env) })),
+            configuration: Some(any(&StringValue { value: provider_config_json(env, model) })),
             allow_on_headers_stop_iteration: Some(boolv(true)),
             failure_policy: FAILURE_POLICY as i32,
             vm: Some(wasm::plugin_config::Vm::VmConfig(wasm::VmConfig {

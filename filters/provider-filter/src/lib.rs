@@ -89,6 +89,7 @@ impl Plugin for ProviderPlugin {
         ProviderHttp {
             credentials: self.credentials.clone(),
             fault_injection: self.config.fault_injection,
+            metering: !self.config.metering_off,
             attempt: None,
             body: WholeBody::default(),
             response: ResponsePlan::Passthrough,
@@ -121,6 +122,8 @@ struct PendingAttempt {
 pub struct ProviderHttp {
     credentials: SharedCredentials,
     fault_injection: bool,
+    /// Usage records on (`settings.metering`, on by default).
+    metering: bool,
     attempt: Option<PendingAttempt>,
     body: WholeBody,
     response: ResponsePlan,
@@ -237,7 +240,9 @@ impl ProviderHttp {
         let a = Attempt { meta: &attempt.meta, op: &attempt.op, credential, body: &body, request_id: &request_id, now };
         let plan = plan::plan_with(&a, &attempt.kind)?;
         self.apply(host, plan, &headers)?;
-        self.meter.sent(host, &headers, attempt.kind.needs_clock().then_some(now));
+        if self.metering {
+            self.meter.sent(host, &headers, attempt.kind.needs_clock().then_some(now));
+        }
         Ok(Action::Continue)
     }
 
@@ -292,6 +297,7 @@ impl ProviderHttp {
     fn translate_response<H: Host>(&mut self, host: &H, body_size: usize, end_of_stream: bool) -> Result<Action, GatewayError> {
         match &mut self.response {
             ResponsePlan::Passthrough => Ok(Action::Continue),
+            ResponsePlan::Tap(_) if !self.metering => Ok(Action::Continue),
             ResponsePlan::Tap(reader) => {
                 reader.feed(&host.buffer(Buffer::ResponseBody, 0, body_size)?);
                 if end_of_stream {
@@ -372,7 +378,9 @@ impl HttpFilter for ProviderHttp {
             // The body goes out as the client sent it: nothing to wait for.
             let headers = host.headers(Map::RequestHeaders)?;
             self.apply(host, plan?, &headers)?;
-            self.meter.sent(host, &headers, None);
+            if self.metering {
+                self.meter.sent(host, &headers, None);
+            }
             return Ok(Action::Continue);
         }
         self.attempt = Some(PendingAttempt { meta, op, kind, credentials: creds });
@@ -438,7 +446,9 @@ impl HttpFilter for ProviderHttp {
     }
 
     fn on_response_body<H: Host>(&mut self, host: &H, body_size: usize, end_of_stream: bool) -> Result<Action, GatewayError> {
-        self.meter.chunk(host, body_size);
+        if self.metering {
+            self.meter.chunk(host, body_size);
+        }
         self.meter.complete |= end_of_stream;
         if let Some(status) = self.error_status {
             if !end_of_stream {

@@ -44,6 +44,9 @@ pub struct ProviderConfigDoc {
     /// As [`GatewayConfigDoc::fault_injection`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fault_injection: bool,
+    /// No usage records (`settings.metering: false`): to measure what metering costs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub metering_off: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
