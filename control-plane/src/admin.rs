@@ -81,6 +81,7 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::NotFound(m) => Self(GatewayError::new(ErrorKind::NotFound, m)),
             ServiceError::Forbidden(m) => Self(GatewayError::new(ErrorKind::Permission, m).code("forbidden")),
+            ServiceError::Unauthenticated => Self(GatewayError::new(ErrorKind::Authentication, "Invalid API key.").code("invalid_api_key")),
             ServiceError::Conflict(m) => Self(GatewayError::new(ErrorKind::InvalidRequest, m).code("conflict")),
             ServiceError::Internal(err) => {
                 tracing::error!(error = %format!("{err:#}"), "admin API internal error");
@@ -120,7 +121,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 }
 
 /// The query string as a typed filter; unknown parameters are a 400 naming them.
-fn parse_query<T: serde::de::DeserializeOwned + Default>(raw: Option<String>) -> Result<T, ApiError> {
+pub(crate) fn parse_query<T: serde::de::DeserializeOwned + Default>(raw: Option<String>) -> Result<T, ApiError> {
     let Some(raw) = raw.filter(|r| !r.is_empty()) else { return Ok(T::default()) };
     let mut map = serde_json::Map::new();
     for pair in raw.split('&').filter(|p| !p.is_empty()) {

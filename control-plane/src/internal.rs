@@ -1,10 +1,12 @@
 //! The internal listener (`--internal-addr`), for the data plane only and apart from the admin
 //! API: `GET /internal/v1/credentials`, authenticated by the data-plane token, served from the
-//! document the publisher keeps in memory (ETag = its version; `If-None-Match` → 304).
+//! document the publisher keeps in memory (ETag = its version; `If-None-Match` → 304);
+//! `POST /internal/v1/usage` (usage batches, same token); and `GET /v1/usage`, a key holder's
+//! own spend, which the gateway filter routes here and which the key itself authenticates.
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::body::Bytes;
@@ -30,6 +32,7 @@ pub fn router(state: InternalState) -> Router {
     Router::new()
         .route(tollgate_contract::contract::CREDENTIALS_PATH, get(credentials))
         .route(tollgate_contract::contract::USAGE_PATH, post(usage))
+        .route(tollgate_contract::contract::KEY_USAGE_PATH, get(key_usage))
         .fallback(|| async { ApiError::from(GatewayError::new(ErrorKind::NotFound, "Unknown path.").code("unknown_url")) })
         .with_state(state)
 }
@@ -52,6 +55,32 @@ pub async fn usage(State(state): State<InternalState>, headers: HeaderMap, body:
     })?;
     let ack = state.service.ingest_usage(batch).await?;
     Ok(axum::Json(ack).into_response())
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyUsageQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// `GET /v1/usage` (routed here by the gateway filter once it has checked the key): the
+/// presenting key's own usage and spend per day (`?from=YYYY-MM-DD&to=...`), authenticated by
+/// the key itself.
+pub async fn key_usage(State(state): State<InternalState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let header = |name| headers.get(name).and_then(|v: &axum::http::HeaderValue| v.to_str().ok());
+    let secret = presented_key(header(header::AUTHORIZATION.as_str()), header("x-api-key"))
+        .ok_or_else(|| ApiError::from(crate::service::ServiceError::Unauthenticated))?
+        .to_owned();
+    let q: KeyUsageQuery = crate::admin::parse_query(q)?;
+    for day in [&q.from, &q.to].into_iter().flatten() {
+        let ok = day.len() == 10 && day.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
+        if !ok {
+            return Err(ApiError::from(GatewayError::new(ErrorKind::InvalidRequest, "'from' and 'to' are days, YYYY-MM-DD.").code("invalid_query")));
+        }
+    }
+    let view = state.service.key_usage(&secret, q.from, q.to).await?;
+    Ok(axum::Json(view).into_response())
 }
 
 pub async fn credentials(State(state): State<InternalState>, headers: HeaderMap) -> Result<Response, ApiError> {

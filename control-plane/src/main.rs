@@ -106,6 +106,10 @@ struct ServeArgs {
     /// Private key (PEM) for --tls-cert-file. Only its path travels to Envoy.
     #[arg(long, env = "TOLLGATE_TLS_KEY_FILE", requires = "tls_cert_file")]
     tls_key_file: Option<PathBuf>,
+    /// Raw usage records older than this many days are deleted (in batches, every 10 minutes);
+    /// the daily spend aggregates are kept. 0 keeps them for ever.
+    #[arg(long, env = "TOLLGATE_USAGE_RETENTION_DAYS", default_value_t = 90)]
+    usage_retention_days: u32,
     /// For tests of VM failure handling only: a request with `x-tollgate-fault: trap-gateway`
     /// (or `trap-provider`) makes that filter's VM trap. Never set in production.
     #[arg(long, env = "TOLLGATE_TEST_FAULT_INJECTION", hide = true)]
@@ -210,6 +214,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Deployments on an AWS chain credential are served once their first keys are obtained.
     aws::spawn_refresher(store.clone(), aws_credentials);
     publisher.clone().spawn_refresher(Duration::from_secs(2), aws_changes);
+    if args.usage_retention_days > 0 {
+        crate::metering::spawn_retention(store.clone(), args.usage_retention_days);
+    }
     if database_url.starts_with("postgres") {
         crate::store::notify::spawn_listener(database_url.clone(), publisher.clone());
     }

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 import harness
-from e2e_util import bearer, unique, user_message
+from e2e_util import assert_openai_error, bearer, unique, user_message
 
 
 def records(gw: Any, key_id: str) -> list[dict[str, Any]]:
@@ -108,3 +108,33 @@ def test_records_made_while_the_control_plane_is_down_arrive_once(gw, mock):
     assert len(calls) == 20
     rows = wait_records(gw, key_id, 20, timeout=30)
     assert sorted((r["request_id"], r["attempt"]) for r in rows) == sorted((c["request_id"], c["attempt"]) for c in calls)
+
+
+def test_a_key_holder_reads_its_own_usage_and_spend(gw, mock):
+    # a negotiated price for the mock's model, so that the cost is known exactly
+    price = {"provider": "openai", "model": "mock-model-1", "input": "1.25", "output": "10.00",
+             "as_of": "2026-12-04", "source": "test"}
+    assert gw.admin("POST", "/admin/v1/prices", json=price).status_code == 201
+    key_id, secret = gw.create_key(name="metering-self")
+    other_id, other = gw.create_key(name="metering-other")
+    gw.wait_key_usable(other)
+    client = gw.client(secret)
+    word = unique()
+    for i in range(3):
+        client.chat.completions.create(model="gpt-mock", messages=user_message(f"{word} {i} spend"))
+    rows = wait_records(gw, key_id, 3)
+    nanos = sum(r["input_tokens"] * 1250 + r["output_tokens"] * 10_000 for r in rows)
+    resp = harness.http("GET", f"{gw.base_url}/usage", headers=bearer(secret))
+    assert resp.status_code == 200, resp.text
+    usage = resp.json()
+    assert (usage["object"], usage["key_id"]) == ("usage", key_id)
+    total = usage["total"]
+    assert total["requests"] == 3 and total["unpriced"] == 0
+    assert total["input_tokens"] == sum(r["input_tokens"] for r in rows)
+    assert total["cost_usd"] == f"{nanos // 10**9}.{nanos % 10**9:09d}"
+    assert [d["day"] for d in usage["data"]] == [time.strftime("%Y-%m-%d", time.gmtime())]
+    # another key sees only itself; a bad key is refused at the edge, in the OpenAI format
+    assert harness.http("GET", f"{gw.base_url}/usage", headers=bearer(other)).json()["total"]["requests"] == 0
+    assert_openai_error(harness.http("GET", f"{gw.base_url}/usage", headers=bearer("tg-" + "x" * 43)), 401)
+    assert harness.http("GET", f"{gw.base_url}/usage?from=yesterday", headers=bearer(secret)).status_code == 400
+    assert harness.http("POST", f"{gw.base_url}/usage", headers=bearer(secret)).status_code == 405

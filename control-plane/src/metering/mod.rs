@@ -56,6 +56,39 @@ pub fn price(records: Vec<UsageRecord>, catalogue: &Catalogue, owners: &std::col
         .collect()
 }
 
+/// Rows deleted by one statement of the retention task.
+pub const RETENTION_BATCH: i64 = 10_000;
+
+/// Deletes raw usage records older than `days`, every 10 minutes, in batches of
+/// [`RETENTION_BATCH`] with a pause between them (a large backlog never holds the table long).
+pub fn spawn_retention(store: crate::store::Store, days: u32) {
+    tokio::spawn(async move {
+        loop {
+            let cutoff = (crate::clock::unix_now() - i64::from(days) * 86_400) * 1000;
+            let mut total = 0u64;
+            loop {
+                match store.delete_usage_before(cutoff, RETENTION_BATCH).await {
+                    Ok(n) => {
+                        total += n;
+                        if n < RETENTION_BATCH as u64 {
+                            break;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "usage retention: deletion failed; retried in 10 minutes");
+                        break;
+                    }
+                }
+            }
+            if total > 0 {
+                tracing::info!(deleted = total, days, "usage retention: raw records past the retention deleted");
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+        }
+    });
+}
+
 /// Checks a record from the network before it is stored.
 pub fn validate(r: &UsageRecord) -> Result<(), String> {
     let text = |v: &str, what: &str, max: usize| {

@@ -39,6 +39,35 @@ impl Service {
         Ok(tollgate_contract::usage::UsageAck { accepted, duplicates: total - accepted, rejected })
     }
 
+    /// `GET /v1/usage`: the presenting key's own spend per day and in total (any active key; a
+    /// key sees only itself).
+    pub async fn key_usage(&self, secret: &str, from: Option<String>, to: Option<String>) -> Result<serde_json::Value, ServiceError> {
+        let now = unix_now();
+        let key = self.store.key_by_digest(&tollgate_contract::keys::digest_hex(secret), now).await?;
+        let Some(k) = key.filter(|k| k.revoked_at.is_none() && !k.blocked && k.expires_at.is_none_or(|t| now < t)) else {
+            return Err(ServiceError::Unauthenticated);
+        };
+        let q = crate::store::SpendQuery { scope: "key".into(), scope_id: Some(k.id.clone()), from: from.clone(), to: to.clone() };
+        let days = self.store.spend(&q).await?;
+        let sum = |f: fn(&crate::store::SpendRow) -> i64| days.iter().map(f).sum::<i64>();
+        Ok(serde_json::json!({
+            "object": "usage",
+            "key_id": k.id,
+            "from": from,
+            "to": to,
+            "total": {
+                "requests": sum(|d| d.requests),
+                "input_tokens": sum(|d| d.input_tokens),
+                "output_tokens": sum(|d| d.output_tokens),
+                "cache_read_tokens": sum(|d| d.cache_read_tokens),
+                "cache_write_tokens": sum(|d| d.cache_write_tokens),
+                "cost_usd": crate::store::usd(sum(|d| d.cost_nanos)),
+                "unpriced": sum(|d| d.unpriced),
+            },
+            "data": days,
+        }))
+    }
+
     /// Raw usage records: admins and team-less viewers only (they name every tenant's keys).
     pub async fn usage_records(&self, actor: &Actor, q: crate::store::UsageQuery) -> Result<Vec<crate::store::UsageRow>, ServiceError> {
         if !(actor.role == UserRole::Admin || (actor.role == UserRole::Viewer && actor.team_id.is_none())) {

@@ -38,6 +38,9 @@ pub enum ServiceError {
     /// The caller's role or tenant does not allow it.
     #[error("{0}")]
     Forbidden(String),
+    /// The presented key is unknown, revoked, blocked or expired.
+    #[error("invalid key")]
+    Unauthenticated,
     /// A concurrent change, or an idempotent retry that cannot be answered again.
     #[error("{0}")]
     Conflict(String),

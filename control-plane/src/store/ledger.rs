@@ -28,6 +28,9 @@ pub struct SpendRow {
     pub cost_usd: String,
     /// Requests whose model has no price (not counted in `cost_usd`).
     pub unpriced: i64,
+    /// `cost_usd` in nano-dollars, for exact sums.
+    #[serde(skip)]
+    pub cost_nanos: i64,
 }
 
 #[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
@@ -248,9 +251,24 @@ impl Store {
                     cache_write_tokens: r.try_get(7)?,
                     cost_usd: usd(r.try_get(8)?),
                     unpriced: r.try_get(9)?,
+                    cost_nanos: r.try_get(8)?,
                 })
             })
             .collect()
+    }
+
+    /// Deletes at most `limit` raw usage records older than `before_ms` (the daily aggregates
+    /// stay); returns how many went.
+    pub async fn delete_usage_before(&self, before_ms: i64, limit: i64) -> anyhow::Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM usage_records WHERE (request_id, attempt) IN \
+             (SELECT request_id, attempt FROM usage_records WHERE at_ms < $1 ORDER BY at_ms LIMIT $2)",
+        )
+        .bind(before_ms)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// Raw usage records, newest first.

@@ -8,7 +8,7 @@ mod migrations;
 pub mod notify;
 
 pub use governance::{Audit, AuditQuery, KeyQuery};
-pub use ledger::{SpendQuery, SpendRow, UsageQuery, UsageRow};
+pub use ledger::{usd, SpendQuery, SpendRow, UsageQuery, UsageRow};
 
 use std::collections::BTreeMap;
 

@@ -217,6 +217,17 @@ async fn ledger(store: &Store) {
     assert!(store.spend(&q("team", Some("t2"))).await.unwrap().is_empty());
     let range = crate::store::SpendQuery { from: Some("2024-12-05".into()), ..q("model", None) };
     assert!(store.spend(&range).await.unwrap().is_empty());
+    // Raw records: newest first, by key and request id.
+    let raw = store.usage_records(&crate::store::UsageQuery { request_id: Some("req-0".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(raw.iter().map(|r| r.attempt).collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!((raw[0].user_id.as_deref(), raw[0].cost_usd.as_deref()), (Some("u1"), Some("0.000450000")));
+    // Retention: batches delete the raw rows older than the cutoff, the aggregates stay.
+    let cutoff = 1_733_270_400_000 + 1000; // requests 0..999 (and 0's retry) are older
+    assert_eq!(store.delete_usage_before(cutoff, 600).await.unwrap(), 600);
+    assert_eq!(store.delete_usage_before(cutoff, 600).await.unwrap(), 401);
+    assert_eq!(store.delete_usage_before(cutoff, 600).await.unwrap(), 0);
+    assert_eq!(store.usage_count().await.unwrap(), 1202 - 1001);
+    assert_eq!(store.spend(&q("team", Some("t1"))).await.unwrap()[0].requests, 1202, "aggregates kept");
 }
 
 /// Ingest throughput into PostgreSQL (issue 12: at least 20,000 records/s): 200,000 records in

@@ -138,6 +138,11 @@ impl HttpFilter for GatewayHttp {
         match &op {
             Operation::ListModels => return reply_json(host, &request::list_models(&cfg, key)),
             Operation::RetrieveModel(name) => return reply_json(host, &request::retrieve_model(&cfg, key, name)?),
+            // The key is good: the control plane answers with its spend (it checks the key again).
+            Operation::KeyUsage => {
+                host.set_header(Map::RequestHeaders, contract::HEADER_CLUSTER, Some(contract::CONTROL_PLANE_INTERNAL_CLUSTER.as_bytes()))?;
+                return Ok(Action::Continue);
+            }
             Operation::ChatCompletions
             | Operation::Embeddings
             | Operation::AnthropicMessages

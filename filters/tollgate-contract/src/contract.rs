@@ -34,8 +34,11 @@ pub const METADATA_DEPLOYMENT_KEY: &str = "deployment";
 /// (the built-in demo model).
 pub const CONTROL_PLANE_HTTP_CLUSTER: &str = "tollgate_control_plane_http";
 /// Cluster (in the Envoy bootstrap) of the control plane's internal listener
-/// (`--internal-addr`), which serves only [`CREDENTIALS_PATH`] to the data plane.
+/// (`--internal-addr`), which serves [`CREDENTIALS_PATH`] and [`USAGE_PATH`] to the data plane
+/// and [`KEY_USAGE_PATH`] to key holders (routed there by the gateway filter).
 pub const CONTROL_PLANE_INTERNAL_CLUSTER: &str = "tollgate_control_plane_internal";
+/// A key holder's own usage and spend, authenticated by the key itself.
+pub const KEY_USAGE_PATH: &str = "/v1/usage";
 /// Path of the credential document on the control plane.
 pub const CREDENTIALS_PATH: &str = "/internal/v1/credentials";
 

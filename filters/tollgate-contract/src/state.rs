@@ -39,6 +39,9 @@ pub enum Operation {
     /// Bedrock Runtime InvokeModel (`POST [/bedrock]/model/{modelId}/invoke` and
     /// `/invoke-with-response-stream`); the model is in the path, the body is the model's own.
     BedrockInvoke { model: String, stream: bool },
+    /// The key's own usage and spend (`GET /v1/usage`): authenticated here, answered by the
+    /// control plane's internal listener.
+    KeyUsage,
 }
 
 impl Operation {
@@ -76,7 +79,7 @@ impl Operation {
             Self::OpenAiResponses => Some(6),
             Self::BedrockInvoke { stream: false, .. } => Some(7),
             Self::BedrockInvoke { stream: true, .. } => Some(8),
-            Self::ListModels | Self::RetrieveModel(_) => None,
+            Self::ListModels | Self::RetrieveModel(_) | Self::KeyUsage => None,
         }
     }
 

@@ -17,6 +17,7 @@ pub fn classify(method: &str, path: &str) -> Result<Operation, GatewayError> {
         "/v1/chat/completions" | "/chat/completions" => ("POST", Operation::ChatCompletions),
         "/v1/embeddings" | "/embeddings" => ("POST", Operation::Embeddings),
         "/v1/models" | "/models" => ("GET", Operation::ListModels),
+        "/v1/usage" | "/usage" => ("GET", Operation::KeyUsage),
         "/v1/messages" => ("POST", Operation::AnthropicMessages),
         "/v1/responses" | "/responses" => ("POST", Operation::OpenAiResponses),
         p => match (p.strip_prefix("/v1/models/").filter(|m| !m.is_empty()), bedrock_path(p)) {
@@ -154,7 +155,7 @@ pub fn route<'c>(
             facts = f;
             model
         }
-        Operation::ListModels | Operation::RetrieveModel(_) => {
+        Operation::ListModels | Operation::RetrieveModel(_) | Operation::KeyUsage => {
             return Err(GatewayError::new(ErrorKind::Internal, "operation has no body to route"))
         }
     };

@@ -117,7 +117,7 @@ impl ClientWire {
             Operation::AnthropicMessages => Self::Anthropic,
             Operation::BedrockConverse { .. } => Self::BedrockConverse,
             Operation::BedrockInvoke { .. } => Self::BedrockInvoke,
-            Operation::ChatCompletions | Operation::Embeddings | Operation::ListModels | Operation::RetrieveModel(_) => {
+            Operation::ChatCompletions | Operation::Embeddings | Operation::ListModels | Operation::RetrieveModel(_) | Operation::KeyUsage => {
                 Self::OpenAiChat
             }
         }
@@ -570,7 +570,7 @@ fn translated(a: &Attempt<'_>, client: ClientWire, provider: ProviderApi) -> Res
     if *a.op == Operation::Embeddings && provider == ProviderApi::Bedrock {
         return bedrock_embeddings_plan(a);
     }
-    if matches!(a.op, Operation::Embeddings | Operation::ListModels | Operation::RetrieveModel(_)) {
+    if matches!(a.op, Operation::Embeddings | Operation::ListModels | Operation::RetrieveModel(_) | Operation::KeyUsage) {
         return Err(GatewayError::new(
             ErrorKind::InvalidRequest,
             format!("The {:?} deployments of this model serve chat only.", a.meta.provider),

@@ -65,6 +65,7 @@ pub fn openai_path(meta: &DeploymentMeta, op: &Operation) -> Result<String, Gate
         Operation::Embeddings => "/embeddings",
         Operation::OpenAiResponses => "/responses",
         Operation::ListModels
+        | Operation::KeyUsage
         | Operation::RetrieveModel(_)
         | Operation::AnthropicMessages
         | Operation::BedrockConverse { .. }
