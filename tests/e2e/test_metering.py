@@ -137,4 +137,14 @@ def test_a_key_holder_reads_its_own_usage_and_spend(gw, mock):
     assert harness.http("GET", f"{gw.base_url}/usage", headers=bearer(other)).json()["total"]["requests"] == 0
     assert_openai_error(harness.http("GET", f"{gw.base_url}/usage", headers=bearer("tg-" + "x" * 43)), 401)
     assert harness.http("GET", f"{gw.base_url}/usage?from=yesterday", headers=bearer(secret)).status_code == 400
+    # the cost of a non-streamed answer comes back in a header, as the ledger prices it
+    body = {"model": "gpt-mock", "messages": user_message(f"{word} costed answer")}
+    resp = harness.http("POST", f"{gw.base_url}/chat/completions", json=body, headers=bearer(secret))
+    assert resp.status_code == 200 and resp.json()["choices"][0]["message"]["content"]
+    rid = next(r["headers"]["x-request-id"] for r in mock.requests if f"{word} costed" in r["body"])
+    harness.wait_until(lambda: any(r["request_id"] == rid for r in records(gw, key_id)), 15, "the costed record")
+    [row] = [r for r in records(gw, key_id) if r["request_id"] == rid]
+    assert resp.headers["x-tollgate-cost-usd"] == row["cost_usd"], (resp.headers, row)
+    streamed = harness.http("POST", f"{gw.base_url}/chat/completions", json={**body, "stream": True}, headers=bearer(secret))
+    assert streamed.status_code == 200 and "x-tollgate-cost-usd" not in streamed.headers
     assert harness.http("POST", f"{gw.base_url}/usage", headers=bearer(secret)).status_code == 405

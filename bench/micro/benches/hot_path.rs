@@ -44,6 +44,7 @@ fn meta(provider: ProviderKind) -> DeploymentMeta {
         api_version: None,
         payload: None,
         responses_api: false,
+        price: None,
     }
 }
 

@@ -40,6 +40,22 @@ pub struct Deployment {
     pub weight: u32,
     /// Lower is tried first.
     pub priority: u32,
+    /// The catalogue's rates for this deployment (nano-dollars per token), if it has them.
+    pub price: Option<tollgate_contract::config::Price>,
+}
+
+impl Upstream {
+    /// The provider's name as usage records and the price catalogue spell it (the demo model
+    /// speaks OpenAI).
+    pub fn provider_name(&self) -> &'static str {
+        match self {
+            Self::Demo | Self::Openai { .. } => "openai",
+            Self::Anthropic { .. } => "anthropic",
+            Self::Azure { .. } => "azure",
+            Self::Bedrock { .. } => "bedrock",
+            Self::Sagemaker { .. } => "sagemaker",
+        }
+    }
 }
 
 /// Where a deployment is and what it speaks, with exactly the fields its provider needs.
@@ -151,7 +167,7 @@ impl DeploymentSpec {
             (None, Provider::Demo) => crate::demo::DEMO_MODEL_ID.to_owned(),
             (None, _) => served_name.to_owned(),
         };
-        Ok(Deployment { upstream, model, credential: self.credential.clone(), weight: self.weight.max(1), priority: self.priority })
+        Ok(Deployment { upstream, model, credential: self.credential.clone(), weight: self.weight.max(1), priority: self.priority, price: None })
     }
 
     /// `payload` and `prompt_template` are SageMaker options; `payload: tgi` needs a known template.

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::egress::Egress;
 
-use super::{CredentialRef, DeploymentError, KeyRecord, Model, ModelSpec, Secrets, ServedModel, Settings, TeamRecord, UserRecord};
+use super::{CredentialRef, Deployment, DeploymentError, KeyRecord, Model, ModelSpec, Secrets, ServedModel, Settings, TeamRecord, UserRecord};
 
 /// One stored model row; `spec` is `Err` (with the parser's message) when the stored JSON does
 /// not parse (e.g. written by a newer version).
@@ -35,6 +35,8 @@ pub struct StoredConfig {
     pub groups: BTreeMap<String, Vec<String>>,
     /// When the rows were read (a rotated key's grace entry is published until its end).
     pub now: i64,
+    /// The admin's price entries (before the shipped defaults).
+    pub prices: Vec<crate::metering::prices::PriceEntry>,
 }
 
 /// Something configured that is not served, and why (safe to log and to show: no secret, no URL).
@@ -92,6 +94,7 @@ pub fn resolve(rows: &StoredConfig, secrets: &dyn Secrets, own_ports: &[u16]) ->
         }
     };
     let mut problems = Vec::new();
+    let prices = crate::metering::prices::Catalogue::new(&rows.prices, &crate::metering::prices::default_entries());
     let mut models = Vec::new();
     for row in &rows.models {
         let problem = |deployment, reason: String| Problem { model: row.name.clone(), deployment, reason };
@@ -102,14 +105,22 @@ pub fn resolve(rows: &StoredConfig, secrets: &dyn Secrets, own_ports: &[u16]) ->
                 continue;
             }
         };
-        let mut deployments = Vec::new();
+        let mut deployments: Vec<Deployment> = Vec::new();
         for (i, d) in spec.deployments.iter().enumerate() {
             let parsed = d.parse(&row.name, &egress).and_then(|dep| match dep.credential.as_deref().and_then(credential_problem) {
                 Some(e) => Err(e),
                 None => Ok(dep),
             });
             match parsed {
-                Ok(dep) => deployments.push(dep),
+                Ok(mut dep) => {
+                    dep.price = prices.rates(dep.upstream.provider_name(), &dep.model).map(|r| tollgate_contract::config::Price {
+                        input: r.input.unsigned_abs(),
+                        output: r.output.unsigned_abs(),
+                        cache_read: r.cache_read.unsigned_abs(),
+                        cache_write: r.cache_write.unsigned_abs(),
+                    });
+                    deployments.push(dep)
+                }
                 Err(e) => problems.push(problem(Some(i), e.to_string())),
             }
         }

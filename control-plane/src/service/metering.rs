@@ -126,6 +126,8 @@ impl Service {
         let target = format!("{}:{}", entry.provider, entry.model);
         let audit = Audit { after: serde_json::to_value(&entry).ok(), ..Self::audit(actor, "price.create", &target, None, now) };
         self.store.add_price(&entry, now, &audit).await?;
+        // The data plane prices non-streamed answers for the client with the new rates.
+        self.publisher.refresh().await?;
         Ok(serde_json::json!({"version": self.catalogue().await?.version, "entry": entry}))
     }
 }

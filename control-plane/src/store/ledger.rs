@@ -12,6 +12,10 @@ use crate::metering::LedgerRow;
 /// Rows per INSERT statement: 21 values each, well under SQLite's and PostgreSQL's parameter
 /// limits.
 const ROWS_PER_STATEMENT: usize = 500;
+/// On SQLite: sqlx looks each bound parameter up by name among all of the statement's, so a
+/// 500-row statement (10,000 parameters) cost 257 µs of CPU a row; with 8 rows ingestion costs
+/// 19 µs a row in all (release build, this machine).
+const ROWS_PER_STATEMENT_SQLITE: usize = 8;
 
 /// One scope's spend over a day range.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -123,7 +127,7 @@ impl Store {
     pub async fn ingest(&self, rows: &[LedgerRow]) -> anyhow::Result<u64> {
         let mut tx = self.pool.begin().await?;
         let mut new: Vec<&LedgerRow> = Vec::with_capacity(rows.len());
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        for chunk in rows.chunks(if self.sqlite { ROWS_PER_STATEMENT_SQLITE } else { ROWS_PER_STATEMENT }) {
             let mut sql = String::from(
                 "INSERT INTO usage_records (request_id, attempt, at_ms, key_id, user_id, team_id, model, provider, provider_model, \
                  status, stream, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, estimated, latency_ms, ttft_ms, \

@@ -21,6 +21,9 @@ use crate::model::{CredentialRef, KeyRecord, ModelRow, ModelSpec, Settings, Stor
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// SQLite (else PostgreSQL): sqlx binds SQLite parameters in time quadratic in their number
+    /// per statement, so multi-row statements stay short there.
+    sqlite: bool,
 }
 
 /// One admin-action record.
@@ -51,7 +54,7 @@ impl Store {
             .connect(url)
             .await
             .with_context(|| format!("connecting to the database ({})", redact_url(url)))?;
-        let store = Self { pool };
+        let store = Self { pool, sqlite: is_sqlite };
         migrations::run(&store.pool).await?;
         Ok(store)
     }
@@ -154,6 +157,7 @@ impl Store {
             users: self.users().await?.into_iter().map(|u| (u.id.clone(), u)).collect(),
             groups: self.access_groups().await?.into_iter().map(|g| (g.name, g.models)).collect(),
             now: crate::clock::unix_now(),
+            prices: self.price_overrides().await?,
         })
     }
 

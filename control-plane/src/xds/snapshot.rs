@@ -444,6 +444,7 @@ fn model_cluster(name: &str, served: &ServedModel, model: &Model, env: &XdsEnv) 
             api_version: api_version.map(str::to_owned),
             payload,
             responses_api,
+            price: d.price,
         };
         let mut ns = vec![(contract::METADATA_NAMESPACE, strukt(vec![(contract::METADATA_DEPLOYMENT_KEY, string_value(&json_string(&meta)))]))];
         if url.tls {

@@ -293,15 +293,30 @@ impl ProviderHttp {
         Ok(())
     }
 
+    /// `x-tollgate-cost-usd` on a non-streamed answer of a priced deployment (its headers are
+    /// held until now).
+    fn set_cost_header<H: Host>(&self, host: &H) -> Result<(), GatewayError> {
+        if !self.metering || !self.meter.prices_answer() {
+            return Ok(());
+        }
+        if let Some(cost) = self.meter.cost_header(self.usage) {
+            host.set_header(Map::ResponseHeaders, contract::HEADER_COST, Some(cost.as_bytes()))?;
+        }
+        Ok(())
+    }
+
     /// Translates a successful provider response into the client's API.
     fn translate_response<H: Host>(&mut self, host: &H, body_size: usize, end_of_stream: bool) -> Result<Action, GatewayError> {
         match &mut self.response {
             ResponsePlan::Passthrough => Ok(Action::Continue),
             ResponsePlan::Tap(_) if !self.metering => Ok(Action::Continue),
+            ResponsePlan::Tap(_) if self.meter.prices_answer() && !end_of_stream => Ok(Action::Pause),
             ResponsePlan::Tap(reader) => {
+                // A held answer is read whole at its end (the buffer holds every chunk).
                 reader.feed(&host.buffer(Buffer::ResponseBody, 0, body_size)?);
                 if end_of_stream {
                     self.usage = reader.finish();
+                    self.set_cost_header(host)?;
                 }
                 Ok(Action::Continue)
             }
@@ -313,6 +328,7 @@ impl ProviderHttp {
                 let out = match json.translate_with_header_tokens(&body, self.header_tokens) {
                     Ok((out, usage)) => {
                         self.usage = Some(usage);
+                        self.set_cost_header(host)?;
                         out
                     }
                     Err(e) => {
@@ -421,7 +437,10 @@ impl HttpFilter for ProviderHttp {
             return Ok(Action::Pause);
         }
         match &self.response {
-            ResponsePlan::Passthrough | ResponsePlan::Tap(_) => Ok(Action::Continue),
+            ResponsePlan::Passthrough => Ok(Action::Continue),
+            // Held until the body is read, for its cost header.
+            ResponsePlan::Tap(_) if self.metering && self.meter.prices_answer() => Ok(Action::Pause),
+            ResponsePlan::Tap(_) => Ok(Action::Continue),
             ResponsePlan::Json(json) => {
                 if json.wants_token_count_header() {
                     // Cohere Embed on Bedrock: one header read, on this path only.

@@ -11,7 +11,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tollgate_contract::config::DeploymentMeta;
+use tollgate_contract::config::{DeploymentMeta, Price};
 use tollgate_contract::contract;
 use tollgate_contract::state::{Operation, RequestState};
 use tollgate_contract::usage::UsageRecord;
@@ -108,6 +108,8 @@ pub struct Meter {
     pub delivered: u64,
     /// The response reached its end (not reset, not abandoned by the client).
     pub complete: bool,
+    /// The deployment's rates, for the cost header of a non-streamed answer.
+    pub price: Option<Price>,
 }
 
 fn header_str<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> Option<&'h str> {
@@ -124,6 +126,20 @@ impl Meter {
         self.stream = state.facts.stream
             || matches!(state.op, Operation::BedrockConverse { stream: true, .. } | Operation::BedrockInvoke { stream: true, .. });
         self.request_bytes = state.facts.body_len.unwrap_or(0);
+        self.price = meta.price;
+    }
+
+    /// Whether the answer's cost goes back to the client in a header: a non-streamed answer of
+    /// a priced deployment (its response headers are then held until its body is read).
+    pub fn prices_answer(&self) -> bool {
+        self.price.is_some() && !self.stream
+    }
+
+    /// `x-tollgate-cost-usd` for this usage, if priced.
+    pub fn cost_header(&self, usage: Option<Usage>) -> Option<String> {
+        let (price, u) = (self.price?, usage?);
+        let n = |v: Option<u64>| v.unwrap_or(0);
+        Some(tollgate_contract::config::usd(price.cost_nanos(n(u.input), n(u.output), n(u.cache_read), n(u.cache_write))))
     }
 
     /// The attempt goes out now (its request headers are final); `now` if the caller has

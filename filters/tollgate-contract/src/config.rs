@@ -185,6 +185,37 @@ pub struct DeploymentMeta {
     /// Responses requests pass through instead of being translated to chat completions.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub responses_api: bool,
+    /// The price catalogue's rates for this deployment's model, when it has them: the provider
+    /// filter tells the client the cost of a non-streamed answer (`x-tollgate-cost-usd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<Price>,
+}
+
+/// Nano-dollars per token (a price has at most three decimals per million tokens, so these are
+/// exact integers).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Price {
+    pub input: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+}
+
+impl Price {
+    /// The cost of these token counts in nano-dollars (saturating).
+    pub fn cost_nanos(&self, input: u64, output: u64, cache_read: u64, cache_write: u64) -> u64 {
+        input
+            .saturating_mul(self.input)
+            .saturating_add(output.saturating_mul(self.output))
+            .saturating_add(cache_read.saturating_mul(self.cache_read))
+            .saturating_add(cache_write.saturating_mul(self.cache_write))
+    }
+}
+
+/// Nano-dollars as decimal USD with nine places (`1234` → `"0.000001234"`), as the ledger
+/// shows them.
+pub fn usd(nanos: u64) -> String {
+    format!("{}.{:09}", nanos / 1_000_000_000, nanos % 1_000_000_000)
 }
 
 /// The payload format of a SageMaker endpoint's container.

@@ -6,6 +6,9 @@
 /// (the route uses `cluster_header`). Clients cannot set it: every `x-tollgate-` header a client
 /// sends is removed first.
 pub const HEADER_CLUSTER: &str = "x-tollgate-cluster";
+/// Response header: the cost of a non-streamed answer in USD (nine decimals), from the
+/// deployment's catalogue price and the usage the provider reported.
+pub const HEADER_COST: &str = "x-tollgate-cost-usd";
 /// Test builds only ([`crate::config::GatewayConfigDoc::fault_injection`]): `trap-gateway` makes
 /// the gateway filter trap, `trap-provider` the provider filter. Without fault injection it is
 /// an internal header like any other and is stripped.

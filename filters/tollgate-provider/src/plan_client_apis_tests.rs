@@ -18,6 +18,7 @@ fn meta(provider: ProviderKind, model: &str, responses_api: bool) -> DeploymentM
         api_version: None,
         payload: None,
         responses_api,
+        price: None,
     }
 }
 

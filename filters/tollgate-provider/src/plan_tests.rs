@@ -16,6 +16,7 @@ fn meta(provider: ProviderKind, authority: &str, base: &str, model: &str) -> Dep
         api_version: None,
         payload: None,
         responses_api: false,
+        price: None,
     }
 }
 

@@ -225,6 +225,7 @@ mod tests {
             api_version: None,
             payload: None,
             responses_api: false,
+            price: None,
         }
     }
 
