@@ -467,6 +467,158 @@ impl AdminService for AdminGrpc {
         let entries = self.service().audit_log(&actor, q).await.map_err(status)?;
         ok(pb::ListAuditEntriesResponse { entries: entries.into_iter().map(Into::into).collect() })
     }
+
+    async fn put_model(&self, req: Request<pb::PutModelRequest>) -> Result<Response<pb::PutModelResponse>, Status> {
+        let actor = self.actor(&req).await?;
+        let r = req.into_inner();
+        let spec: crate::model::ModelSpec = from_json(&r.spec_json, "spec_json")?;
+        let err = if r.replace { status } else { created };
+        self.service().put_model(&actor, &r.name, Some(spec), r.replace).await.map_err(err)?;
+        ok(pb::PutModelResponse { name: r.name })
+    }
+
+    async fn delete_model(&self, req: Request<pb::DeleteModelRequest>) -> Result<Response<pb::PutModelResponse>, Status> {
+        let actor = self.actor(&req).await?;
+        let name = req.into_inner().name;
+        self.service().put_model(&actor, &name, None, true).await.map_err(status)?;
+        ok(pb::PutModelResponse { name })
+    }
+
+    async fn list_credentials(&self, req: Request<pb::ListCredentialsRequest>) -> Result<Response<pb::ListCredentialsResponse>, Status> {
+        let actor = self.actor(&req).await?;
+        let views = self.service().list_credentials(&actor).await.map_err(status)?;
+        ok(pb::ListCredentialsResponse { credentials: views.into_iter().map(Into::into).collect() })
+    }
+
+    async fn put_credential(&self, req: Request<pb::PutCredentialRequest>) -> Result<Response<pb::Credential>, Status> {
+        let actor = self.actor(&req).await?;
+        let r = req.into_inner();
+        let input: crate::service::CredentialInput = from_json(&r.credential_json, "credential_json")?;
+        let err = if r.replace { status } else { created };
+        let view = self.service().put_credential(&actor, &r.name, input, r.replace).await.map_err(err)?;
+        ok(view.into())
+    }
+
+    async fn delete_credential(&self, req: Request<pb::DeleteCredentialRequest>) -> Result<Response<pb::DeleteCredentialResponse>, Status> {
+        let actor = self.actor(&req).await?;
+        let name = req.into_inner().name;
+        self.service().delete_credential(&actor, &name).await.map_err(status)?;
+        ok(pb::DeleteCredentialResponse { name })
+    }
+
+    async fn get_spend(&self, req: Request<pb::GetSpendRequest>) -> Result<Response<pb::GetSpendResponse>, Status> {
+        let actor = self.actor(&req).await?;
+        let r = req.into_inner();
+        let q = crate::store::SpendQuery { scope: r.scope, scope_id: r.scope_id, from: r.from, to: r.to };
+        let rows = self.service().spend(&actor, q).await.map_err(status)?;
+        ok(pb::GetSpendResponse {
+            rows: rows
+                .into_iter()
+                .map(|d| pb::SpendRow {
+                    day: d.day,
+                    scope: d.scope,
+                    scope_id: d.scope_id,
+                    requests: d.requests,
+                    input_tokens: d.input_tokens,
+                    output_tokens: d.output_tokens,
+                    cache_read_tokens: d.cache_read_tokens,
+                    cache_write_tokens: d.cache_write_tokens,
+                    cost_usd: d.cost_usd,
+                    unpriced: d.unpriced,
+                })
+                .collect(),
+        })
+    }
+
+    async fn list_usage_records(&self, req: Request<pb::ListUsageRecordsRequest>) -> Result<Response<pb::ListUsageRecordsResponse>, Status> {
+        let actor = self.actor(&req).await?;
+        let r = req.into_inner();
+        let q = crate::store::UsageQuery { key_id: r.key_id, request_id: r.request_id, since_ms: r.since_ms, limit: r.limit };
+        let rows = self.service().usage_records(&actor, q).await.map_err(status)?;
+        ok(pb::ListUsageRecordsResponse { records: rows.into_iter().map(Into::into).collect() })
+    }
+
+    async fn list_prices(&self, req: Request<pb::ListPricesRequest>) -> Result<Response<pb::ListPricesResponse>, Status> {
+        let actor = self.actor(&req).await?;
+        prices(self.service().list_prices(&actor).await.map_err(status)?)
+    }
+
+    async fn add_price(&self, req: Request<pb::PriceEntry>) -> Result<Response<pb::ListPricesResponse>, Status> {
+        let actor = self.actor(&req).await?;
+        let e = req.into_inner();
+        let entry = PriceEntry {
+            provider: e.provider,
+            model: e.model,
+            input: e.input,
+            output: e.output,
+            cache_read: e.cache_read,
+            cache_write: e.cache_write,
+            as_of: e.as_of,
+            source: e.source,
+        };
+        self.service().add_price(&actor, entry).await.map_err(created)?;
+        prices(self.service().list_prices(&actor).await.map_err(status)?)
+    }
+}
+
+use crate::metering::prices::PriceEntry;
+
+/// A `*_json` field of a request, parsed as the REST body would be.
+fn from_json<T: serde::de::DeserializeOwned>(text: &str, field: &str) -> Result<T, Status> {
+    serde_json::from_str(text).map_err(|e| invalid(format!("Invalid JSON in {field}: {e}.")))
+}
+
+impl From<PriceEntry> for pb::PriceEntry {
+    fn from(e: PriceEntry) -> Self {
+        let PriceEntry { provider, model, input, output, cache_read, cache_write, as_of, source } = e;
+        Self { provider, model, input, output, cache_read, cache_write, as_of, source }
+    }
+}
+
+/// The catalogue as the service shows it (version, overrides, defaults).
+fn prices(v: serde_json::Value) -> Result<Response<pb::ListPricesResponse>, Status> {
+    #[derive(serde::Deserialize)]
+    struct Catalogue {
+        version: String,
+        overrides: Vec<PriceEntry>,
+        defaults: Vec<PriceEntry>,
+    }
+    let c: Catalogue = serde_json::from_value(v).map_err(|e| Status::internal(format!("price catalogue: {e}")))?;
+    let list = |v: Vec<PriceEntry>| v.into_iter().map(Into::into).collect();
+    ok(pb::ListPricesResponse { version: c.version, overrides: list(c.overrides), defaults: list(c.defaults) })
+}
+
+impl From<crate::service::CredentialView> for pb::Credential {
+    fn from(v: crate::service::CredentialView) -> Self {
+        Self { name: v.name, kind: v.kind.to_owned(), source: v.source, fingerprint: v.fingerprint, env: v.env, usable: v.usable }
+    }
+}
+
+impl From<crate::store::UsageRow> for pb::UsageRecord {
+    fn from(r: crate::store::UsageRow) -> Self {
+        Self {
+            request_id: r.request_id,
+            attempt: r.attempt,
+            at_ms: r.at_ms,
+            key_id: r.key_id,
+            user_id: r.user_id,
+            team_id: r.team_id,
+            model: r.model,
+            provider: r.provider,
+            provider_model: r.provider_model,
+            status: r.status,
+            stream: r.stream,
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+            cache_read_tokens: r.cache_read_tokens,
+            cache_write_tokens: r.cache_write_tokens,
+            estimated: r.estimated,
+            latency_ms: r.latency_ms,
+            ttft_ms: r.ttft_ms,
+            cost_usd: r.cost_usd,
+            price_version: r.price_version,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -320,6 +320,60 @@ async fn the_admin_api_over_grpc_with_tenants_rotation_revocation_and_audit() {
     s.close().await;
 }
 
+/// Models, credentials, prices, spend and raw usage over gRPC: the REST bodies as `*_json`, no
+/// secret in any answer, the REST authorisation (a member may not read raw usage).
+#[tokio::test]
+async fn models_credentials_prices_and_spend_over_grpc() {
+    let s = Servers::start().await;
+    let mut c = s.grpc.clone();
+    let cred = c
+        .put_credential(with(ADMIN, pb::PutCredentialRequest { name: "c1".into(), credential_json: r#"{"api_key_env":"TG_GRPC_TEST_KEY"}"#.into(), replace: false }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((cred.name.as_str(), cred.kind.as_str(), cred.source.as_str(), cred.env.clone()), ("c1", "api_key", "api", vec!["TG_GRPC_TEST_KEY".to_owned()]));
+    let again = c.put_credential(with(ADMIN, pb::PutCredentialRequest { name: "c1".into(), credential_json: "{}".into(), replace: false })).await.unwrap_err();
+    assert!(matches!(again.code(), Code::AlreadyExists | Code::InvalidArgument), "{again:?}");
+    let bad = c.put_credential(with(ADMIN, pb::PutCredentialRequest { name: "c2".into(), credential_json: "{not json".into(), replace: false })).await.unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert_eq!(c.list_credentials(with(ADMIN, pb::ListCredentialsRequest {})).await.unwrap().into_inner().credentials.len(), 1);
+
+    let spec = r#"{"name":"grpc-model","deployments":[{"provider":"openai","base_url":"https://8.8.8.8/v1","model":"gpt-4o-mini","credential":"c1"}]}"#;
+    let put = c.put_model(with(ADMIN, pb::PutModelRequest { name: "grpc-model".into(), spec_json: spec.into(), replace: false })).await;
+    assert_eq!(put.unwrap().into_inner().name, "grpc-model");
+    let models = c.list_models(with(ADMIN, pb::ListModelsRequest {})).await.unwrap().into_inner().models;
+    assert!(models.iter().any(|m| m.name == "grpc-model"), "{models:?}");
+    c.delete_model(with(ADMIN, pb::DeleteModelRequest { name: "grpc-model".into() })).await.unwrap();
+    c.delete_credential(with(ADMIN, pb::DeleteCredentialRequest { name: "c1".into() })).await.unwrap();
+    assert!(c.list_credentials(with(ADMIN, pb::ListCredentialsRequest {})).await.unwrap().into_inner().credentials.is_empty());
+
+    let price = pb::PriceEntry { provider: "openai".into(), model: "grpc-model-id".into(), input: "1.00".into(), output: "2.00".into(), as_of: "2026-12-04".into(), ..Default::default() };
+    let catalogue = c.add_price(with(ADMIN, price)).await.unwrap().into_inner();
+    assert_eq!(catalogue.overrides[0].model, "grpc-model-id");
+    assert!(!catalogue.defaults.is_empty() && !catalogue.version.is_empty());
+
+    let record = tollgate_contract::usage::UsageRecord {
+        request_id: "grpc-req".into(),
+        at_ms: 1_796_400_000_000,
+        key_id: "key_grpc".into(),
+        model: "m".into(),
+        provider: "openai".into(),
+        provider_model: "grpc-model-id".into(),
+        status: 200,
+        input_tokens: 1000,
+        output_tokens: 10,
+        ..Default::default()
+    };
+    let service = crate::service::Service::new(s.store.clone(), Publisher::new(s.store.clone(), env(), Arc::new(NoSecrets)).0);
+    service.ingest_usage(tollgate_contract::usage::UsageBatch { records: vec![record] }).await.unwrap();
+    let spend = c.get_spend(with(ADMIN, pb::GetSpendRequest { scope: "key".into(), scope_id: Some("key_grpc".into()), ..Default::default() })).await.unwrap().into_inner();
+    assert_eq!((spend.rows.len(), spend.rows[0].requests, spend.rows[0].cost_usd.as_str()), (1, 1, "0.001020000"));
+    let raw = c.list_usage_records(with(ADMIN, pb::ListUsageRecordsRequest { key_id: Some("key_grpc".into()), ..Default::default() })).await.unwrap().into_inner();
+    assert_eq!((raw.records[0].request_id.as_str(), raw.records[0].cost_usd.as_deref()), ("grpc-req", Some("0.001020000")));
+    assert_eq!(c.get_spend(with(ADMIN, pb::GetSpendRequest { scope: "galaxy".into(), ..Default::default() })).await.unwrap_err().code(), Code::InvalidArgument);
+    s.close().await;
+}
+
 /// What `grpcurl list` and `grpcurl describe` ask: the service by reflection, with its file.
 #[tokio::test]
 async fn server_reflection_describes_the_admin_service() {
@@ -341,7 +395,7 @@ async fn server_reflection_describes_the_admin_service() {
     let file = prost_types::FileDescriptorProto::decode(files[0].as_slice()).unwrap();
     assert_eq!((file.package(), file.name()), ("tollgate.admin.v1", "tollgate/admin/v1/admin.proto"));
     let methods: Vec<&str> = file.service[0].method.iter().map(|m| m.name()).collect();
-    for m in ["CreateKey", "ListKeys", "RotateKey", "RevokeKey", "ListAuditEntries", "WhoAmI"] {
+    for m in ["CreateKey", "ListKeys", "RotateKey", "RevokeKey", "ListAuditEntries", "WhoAmI", "PutModel", "PutCredential", "GetSpend", "ListUsageRecords", "AddPrice"] {
         assert!(methods.contains(&m), "{m} missing from {methods:?}");
     }
     s.close().await;
