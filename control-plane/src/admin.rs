@@ -44,6 +44,8 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/v1/spend", get(spend))
         .route("/admin/v1/usage", get(usage_records))
         .route("/admin/v1/prices", get(list_prices).post(add_price))
+        .route("/admin/v1/quotas", get(list_quotas).post(create_quota))
+        .route("/admin/v1/quotas/{id}", axum::routing::delete(delete_quota))
         .route("/admin/v1/models", get(list_models).post(create_model))
         .route("/admin/v1/models/{name}", axum::routing::put(replace_model).delete(delete_model))
         .route("/admin/v1/audit", get(audit))
@@ -404,9 +406,9 @@ impl utoipa::Modify for BearerAuth {
         me, create_key, create_keys, list_keys, get_key, update_key, rotate_key, revoke_key, create_team, list_teams, get_team, update_team,
         create_user, list_users, get_user, update_user, list_models, create_model, replace_model, delete_model, audit,
         create_access_group, list_access_groups, update_access_group, delete_access_group, create_credential,
-        list_credentials, replace_credential, delete_credential, spend, usage_records, list_prices, add_price
+        list_credentials, replace_credential, delete_credential, spend, usage_records, list_prices, add_price, list_quotas, create_quota, delete_quota
     ),
-    components(schemas(ErrorBody, ErrorDetail, crate::service::ModelView, crate::store::AuditEntry, crate::store::SpendRow, crate::store::UsageRow)),
+    components(schemas(ErrorBody, ErrorDetail, crate::service::ModelView, crate::store::AuditEntry, crate::store::SpendRow, crate::store::UsageRow, crate::store::QuotaSpec)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -476,6 +478,26 @@ async fn usage_records(State(state): State<AppState>, peer: Peer, headers: Heade
     let actor = admin(&state, &headers, &peer).await?;
     let q: crate::store::UsageQuery = parse_query(q)?;
     Ok(data(state.service.usage_records(&actor, q).await?))
+}
+
+#[utoipa::path(get, path = "/admin/v1/quotas", tag = "quotas", responses((status = 200, description = "`{\"data\": [QuotaSpec]}`"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+async fn list_quotas(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    Ok(data(state.service.list_quotas(&actor).await?))
+}
+
+#[utoipa::path(post, path = "/admin/v1/quotas", tag = "quotas", request_body = crate::store::QuotaSpec, responses((status = 201, body = crate::store::QuotaSpec), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+async fn create_quota(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    let q = state.service.create_quota(&actor, parse_json(&body)?).await?;
+    Ok((StatusCode::CREATED, Json(q)).into_response())
+}
+
+#[utoipa::path(delete, path = "/admin/v1/quotas/{id}", tag = "quotas", params(("id" = String, Path, description = "The quota's id")), responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn delete_quota(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    state.service.delete_quota(&actor, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[utoipa::path(get, path = "/admin/v1/prices", tag = "spend", responses((status = 200, description = "`{\"version\", \"overrides\": [PriceEntry], \"defaults\": [PriceEntry]}`"), (status = 401, body = ErrorBody)), security(("bearer" = [])))]

@@ -221,7 +221,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         crate::store::notify::spawn_listener(database_url.clone(), publisher.clone());
     }
 
-    let ads = AggregatedDiscoveryServiceServer::new(xds::server::AdsServer::new(snapshots));
+    let ads = AggregatedDiscoveryServiceServer::new(xds::server::AdsServer::new(snapshots, publisher.envoys()));
     let xds_task = tokio::spawn(
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))

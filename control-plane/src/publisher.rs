@@ -38,13 +38,22 @@ pub struct Publisher {
     credentials: watch::Sender<Arc<CredentialsDocument>>,
     /// Serialises refreshes; holds the problems of the last one (to log only what changed).
     reported: Mutex<Vec<Problem>>,
+    /// Envoys connected over ADS now (the ADS server counts them): each enforces an equal
+    /// share of every quota.
+    envoys: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Publisher {
     pub fn new(store: Store, env: XdsEnv, secrets: Arc<dyn Secrets>) -> (Arc<Self>, watch::Receiver<Arc<Snapshot>>) {
         let (snapshots, rx) = watch::channel(Arc::new(Snapshot::default()));
         let credentials = watch::channel(Arc::new(CredentialsDocument::default())).0;
-        (Arc::new(Self { store, env, secrets, snapshots, credentials, reported: Mutex::new(Vec::new()) }), rx)
+        let envoys = Arc::default();
+        (Arc::new(Self { store, env, secrets, snapshots, credentials, reported: Mutex::new(Vec::new()), envoys }), rx)
+    }
+
+    /// The count of connected Envoys, for the ADS server to keep.
+    pub fn envoys(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.envoys.clone()
     }
 
     /// The gateway's own ports, refused as provider destinations.
@@ -67,7 +76,8 @@ impl Publisher {
     pub async fn refresh(&self) -> anyhow::Result<bool> {
         let mut reported = self.reported.lock().await;
         let rows = self.store.load().await?;
-        let Resolved { model, problems } = model::resolve(&rows, &*self.secrets, &self.env.own_ports);
+        let Resolved { mut model, problems } = model::resolve(&rows, &*self.secrets, &self.env.own_ports);
+        model.envoys = self.envoys.load(std::sync::atomic::Ordering::Relaxed).max(1) as u64;
         log_changes(&reported, &problems);
         *reported = problems;
         let doc = credentials_document(&model.credentials, &*self.secrets);

@@ -13,6 +13,7 @@ fn config() -> &'static GatewayConfig {
     CFG.get_or_init(|| {
         GatewayConfig::compile(GatewayConfigDoc {
             schema: SCHEMA_VERSION,
+            quotas: Vec::new(),
             max_body_bytes: 1 << 20,
             keys: vec![
                 KeyDoc { id: "all".into(), digest: digest_hex("tg-all"), role: Role::User, models: None, expires_at: None },

@@ -97,6 +97,9 @@ pub struct Model {
     pub models: Vec<ServedModel>,
     /// Keys that are not revoked (expired ones stay: the filter refuses them by time).
     pub keys: Vec<KeyRecord>,
+    pub quotas: Vec<crate::store::QuotaSpec>,
+    /// Envoys sharing the quotas (at least 1): each admits `limit / envoys` of each.
+    pub envoys: u64,
 }
 
 /// Why a stored deployment cannot be served. Messages are safe to show and to log: they name

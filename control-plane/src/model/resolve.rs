@@ -37,6 +37,7 @@ pub struct StoredConfig {
     pub now: i64,
     /// The admin's price entries (before the shipped defaults).
     pub prices: Vec<crate::metering::prices::PriceEntry>,
+    pub quotas: Vec<crate::store::QuotaSpec>,
 }
 
 /// Something configured that is not served, and why (safe to log and to show: no secret, no URL).
@@ -132,7 +133,7 @@ pub fn resolve(rows: &StoredConfig, secrets: &dyn Secrets, own_ports: &[u16]) ->
     }
     let catalog = super::access::Catalog { models: rows.models.iter().map(|m| m.name.clone()).collect(), groups: rows.groups.clone() };
     let keys = super::access::published_keys(&rows.keys, &rows.users, &rows.teams, &catalog, rows.now);
-    Resolved { model: Model { settings: rows.settings.clone(), credentials, models, keys }, problems }
+    Resolved { model: Model { settings: rows.settings.clone(), credentials, models, keys, quotas: rows.quotas.clone(), envoys: 1 }, problems }
 }
 
 #[cfg(test)]

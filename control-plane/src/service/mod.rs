@@ -19,6 +19,7 @@ mod credentials;
 mod keys;
 mod metering;
 mod models;
+mod quotas;
 mod teams;
 
 pub use access_groups::*;

@@ -96,6 +96,12 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
          PRIMARY KEY (day, scope, scope_id))",
         "CREATE TABLE prices (position BIGINT NOT NULL, entry TEXT NOT NULL, created_at BIGINT NOT NULL)",
     ],
+), (
+    8,
+    &[
+        // Quotas (issue 13): the spec as JSON.
+        "CREATE TABLE quotas (id TEXT PRIMARY KEY, spec TEXT NOT NULL, created_at BIGINT NOT NULL)",
+    ],
 )];
 
 pub async fn run(pool: &AnyPool) -> anyhow::Result<()> {

@@ -6,9 +6,11 @@ mod governance;
 mod ledger;
 mod migrations;
 pub mod notify;
+mod quotas;
 
 pub use governance::{Audit, AuditQuery, KeyQuery};
 pub use ledger::{usd, SpendQuery, SpendRow, UsageQuery, UsageRow};
+pub use quotas::QuotaSpec;
 
 use std::collections::BTreeMap;
 
@@ -158,6 +160,7 @@ impl Store {
             groups: self.access_groups().await?.into_iter().map(|g| (g.name, g.models)).collect(),
             now: crate::clock::unix_now(),
             prices: self.price_overrides().await?,
+            quotas: self.quotas().await?,
         })
     }
 

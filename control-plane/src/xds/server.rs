@@ -20,11 +20,13 @@ use super::snapshot::Snapshot;
 
 pub struct AdsServer {
     snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// Envoys connected now (an ADS stream that has named its node).
+    envoys: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl AdsServer {
-    pub fn new(snapshots: watch::Receiver<Arc<Snapshot>>) -> Self {
-        Self { snapshots }
+    pub fn new(snapshots: watch::Receiver<Arc<Snapshot>>, envoys: Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        Self { snapshots, envoys }
     }
 }
 
@@ -66,9 +68,11 @@ impl AggregatedDiscoveryService for AdsServer {
         let mut incoming = request.into_inner();
         let mut snapshots = self.snapshots.clone();
         let (tx, rx) = mpsc::channel(16);
+        let envoys = self.envoys.clone();
         tokio::spawn(async move {
             let mut state = AdsState::default();
             let mut node = String::from("unknown");
+            let mut counted = false;
             loop {
                 tokio::select! {
                     msg = incoming.next() => {
@@ -81,6 +85,10 @@ impl AggregatedDiscoveryService for AdsServer {
                             if node != n.id {
                                 node = n.id.clone();
                                 info!(node = %node, "Envoy connected");
+                                if !counted {
+                                    counted = true;
+                                    envoys.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                }
                             }
                         }
                         let snap = snapshots.borrow().clone();
@@ -92,6 +100,9 @@ impl AggregatedDiscoveryService for AdsServer {
                         if !send_all(&tx, &node, state.on_snapshot(&snap)).await { break; }
                     }
                 }
+            }
+            if counted {
+                envoys.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

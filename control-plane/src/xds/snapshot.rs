@@ -125,6 +125,19 @@ pub fn build(model: &Model, env: &XdsEnv) -> Snapshot {
     }
     let gateway_doc = GatewayConfigDoc {
         schema: SCHEMA_VERSION,
+        // Until leases from a quota authority exist, each connected Envoy admits an equal share.
+        quotas: model
+            .quotas
+            .iter()
+            .map(|q| tollgate_contract::quota::QuotaDoc {
+                id: q.id.clone(),
+                metric: q.metric,
+                window_seconds: q.window_seconds,
+                limit: q.limit / model.envoys.max(1),
+                key_id: q.key_id.clone(),
+                model: q.model.clone(),
+            })
+            .collect(),
         max_body_bytes: model.settings.max_body_bytes,
         keys: model
             .keys

@@ -63,6 +63,8 @@ fn model() -> Model {
                 vec![dep(Provider::Openai, Some("https://api.example.com/v1"), 10), dep(Provider::Openai, Some("http://10.0.0.1:9000/v1"), 20)],
             ),
         ],
+        quotas: Vec::new(),
+        envoys: 1,
         keys: vec![KeyRecord {
             id: "key_1".into(),
             name: "n".into(),

@@ -3,6 +3,8 @@
 //! `tollgate_gateway::request`, and applies what they decide: a local answer, or the cluster
 //! header and one filter-state value for the provider filter.
 
+mod quotas;
+
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
@@ -36,7 +38,7 @@ impl Plugin for GatewayPlugin {
     }
 
     fn http_context(&mut self) -> GatewayHttp {
-        GatewayHttp { config: self.config.clone(), pending: None, body: WholeBody::default(), api: ClientApi::OpenAi }
+        GatewayHttp { config: self.config.clone(), pending: None, body: WholeBody::default(), api: ClientApi::OpenAi, holds: Vec::new() }
     }
 }
 
@@ -62,6 +64,8 @@ pub struct GatewayHttp {
     body: WholeBody,
     /// The client's API, once known: errors are answered in its format.
     api: ClientApi,
+    /// What the request holds of its quotas, given back when it ends.
+    holds: Vec<tollgate_contract::quota::Hold>,
 }
 
 /// Reads the headers the gateway needs in one host call, and removes every internal and
@@ -99,6 +103,36 @@ fn read_headers<H: Host>(host: &H, fault_injection: bool) -> Result<RequestHeade
     Ok(out)
 }
 
+/// A 429 in the client's API format naming the quota, with `retry-after`.
+fn refuse<H: Host>(host: &H, api: ClientApi, r: &quotas::Refusal<'_>) -> Result<Action, GatewayError> {
+    use tollgate_contract::quota::Metric;
+    let what = match r.quota.metric {
+        Metric::Requests => "requests",
+        Metric::InputTokens => "input tokens",
+        Metric::OutputTokens => "output tokens",
+        Metric::TotalTokens => "tokens",
+        Metric::Concurrency => "concurrent requests",
+    };
+    let per = match r.quota.window_seconds {
+        0 if r.quota.metric == Metric::Concurrency => String::new(),
+        0 => " in total".to_owned(),
+        w => format!(" per {w} s"),
+    };
+    let err = GatewayError::new(
+        ErrorKind::RateLimited,
+        format!("Quota {} ({} {what}{per}) is used up; retry after {} s.", r.quota.id, r.quota.limit, r.retry_after),
+    )
+    .code("rate_limit_exceeded");
+    let body = err.to_json(api);
+    let retry_after = r.retry_after.to_string();
+    let mut headers = vec![("content-type", "application/json"), ("retry-after", retry_after.as_str())];
+    if api == ClientApi::Bedrock {
+        headers.push(("x-amzn-errortype", err.aws_error_type()));
+    }
+    host.send_response(429, &headers, &body)?;
+    Ok(Action::Pause)
+}
+
 fn reply_json<H: Host>(host: &H, body: &[u8]) -> Result<Action, GatewayError> {
     host.send_response(200, &[("content-type", "application/json")], body)?;
     Ok(Action::Pause)
@@ -111,7 +145,21 @@ impl GatewayHttp {
             return Ok(Action::Continue);
         };
         let body = self.body.read(host, Buffer::RequestBody)?;
-        let route = request::route(cfg, &pending.key, &pending.op, &body)?;
+        let mut route = request::route(cfg, &pending.key, &pending.op, &body)?;
+        if !cfg.quotas.is_empty() {
+            let now = host.now()?.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let len = u64::try_from(body.len()).unwrap_or(u64::MAX);
+            match quotas::admit(host, &cfg.quotas, &pending.key.id, &route.model, len, now)? {
+                Ok(holds) if holds.holds.is_empty() => {}
+                Ok(holds) => {
+                    let encoded = serde_json::to_vec(&holds).map_err(|_| GatewayError::new(ErrorKind::Internal, "quota state"))?;
+                    self.holds = holds.holds;
+                    host.set_property(&[tollgate_contract::quota::STATE_QUOTA], &encoded)?;
+                    route.facts.quotas = true;
+                }
+                Err(refusal) => return refuse(host, self.api, &refusal),
+            }
+        }
         host.set_header(Map::RequestHeaders, contract::HEADER_CLUSTER, Some(route.cluster.as_bytes()))?;
         let state = RequestState::encode_from(&pending.op, route.facts, &pending.key.id, &route.model)
             .map_err(|e| GatewayError::new(ErrorKind::InvalidRequest, format!("The request cannot be routed: {e}.")))?;
@@ -172,5 +220,13 @@ impl HttpFilter for GatewayHttp {
 
     fn on_request_trailers<H: Host>(&mut self, host: &H) -> Result<Action, GatewayError> {
         self.finish(host)
+    }
+
+    fn on_done<H: Host>(&mut self, host: &H) {
+        if let Some(cfg) = self.config.as_deref() {
+            if !self.holds.is_empty() {
+                quotas::release(host, &cfg.quotas, &self.holds, false);
+            }
+        }
     }
 }

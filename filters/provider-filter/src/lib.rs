@@ -99,6 +99,7 @@ impl Plugin for ProviderPlugin {
             api: ClientApi::OpenAi,
             meter: Meter::default(),
             outbox: self.outbox.clone(),
+            holds: None,
         }
     }
 
@@ -136,6 +137,8 @@ pub struct ProviderHttp {
     api: ClientApi,
     meter: Meter,
     outbox: Rc<RefCell<Outbox>>,
+    /// What the request holds of its quotas (read only when the gateway filter says so).
+    holds: Option<tollgate_contract::quota::Holds>,
 }
 
 /// The deployment's credential from the document (`None` when it names none).
@@ -381,6 +384,10 @@ impl HttpFilter for ProviderHttp {
         let meta = deployment(host)?;
         let state = request_state(host)?;
         self.meter.prepare(&state, &meta);
+        if state.facts.quotas {
+            let raw = host.property(&[tollgate_contract::quota::STATE_QUOTA])?;
+            self.holds = raw.and_then(|b| serde_json::from_slice(&b).ok());
+        }
         let RequestState { op, facts, model: client_model, .. } = state;
         self.api = op.client_api();
         if end_of_stream {
@@ -423,6 +430,11 @@ impl HttpFilter for ProviderHttp {
             .and_then(|s| std::str::from_utf8(&s).ok().and_then(|s| s.parse::<u16>().ok()))
             .unwrap_or(0);
         self.meter.status = status;
+        if let Some(holds) = &self.holds {
+            for (name, value) in &holds.headers {
+                host.set_header(Map::ResponseHeaders, name, Some(value.as_bytes()))?;
+            }
+        }
         self.meter.complete |= end_of_stream;
         if status >= 400 {
             if status == 429 || status == 503 {
@@ -482,7 +494,25 @@ impl HttpFilter for ProviderHttp {
     }
 
     fn on_done<H: Host>(&mut self, host: &H) {
-        if let Some(record) = self.meter.record(host, self.usage) {
+        let record = self.meter.record(host, self.usage);
+        if let Some(holds) = &self.holds {
+            // This attempt's tokens count against its token quotas (estimated ones included).
+            let (input, output) = match (&record, self.usage) {
+                (Some(r), _) => (r.input_tokens + r.cache_read_tokens + r.cache_write_tokens, r.output_tokens),
+                (None, Some(u)) => (u.prompt_tokens(), u.completion_tokens()),
+                (None, None) => (0, 0),
+            };
+            for h in holds.holds.iter().filter(|h| h.metric.is_tokens()) {
+                let used = h.metric.of_usage(input, output);
+                let key = format!("{}{}", tollgate_contract::quota::SLOT_PREFIX, h.id);
+                if used > 0 {
+                    if let Err(e) = tollgate_wasm::quota_slot::add(host, &key, h.window, i64::try_from(used).unwrap_or(i64::MAX), None, true) {
+                        log::warn!("provider filter: could not count tokens against quota {} ({e})", h.id);
+                    }
+                }
+            }
+        }
+        if let Some(record) = record {
             if let Ok(mut outbox) = self.outbox.try_borrow_mut() {
                 outbox.push(host, &record);
             }

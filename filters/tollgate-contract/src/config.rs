@@ -35,6 +35,9 @@ pub struct GatewayConfigDoc {
     /// [`crate::contract::HEADER_FAULT`] makes the filter trap, to test VM failure handling.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fault_injection: bool,
+    /// Quotas with this Envoy's share of each limit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quotas: Vec<crate::quota::QuotaDoc>,
 }
 
 /// Configuration of the upstream provider filter (in each model cluster's filter chain).
@@ -83,6 +86,7 @@ pub struct GatewayConfig {
     /// In declaration order (the order `/v1/models` lists them).
     pub models: Vec<ModelDoc>,
     pub fault_injection: bool,
+    pub quotas: Vec<crate::quota::QuotaDoc>,
 }
 
 impl GatewayConfig {
@@ -116,7 +120,14 @@ impl GatewayConfig {
                 return Err(ConfigError::DuplicateModel { name: m.name.clone() });
             }
         }
-        Ok(Self { max_body_bytes: doc.max_body_bytes, keys, model_index, models: doc.models, fault_injection: doc.fault_injection })
+        Ok(Self {
+            max_body_bytes: doc.max_body_bytes,
+            keys,
+            model_index,
+            models: doc.models,
+            fault_injection: doc.fault_injection,
+            quotas: doc.quotas,
+        })
     }
 
     pub fn model(&self, name: &str) -> Option<&ModelDoc> {
@@ -298,6 +309,7 @@ mod tests {
     fn doc() -> GatewayConfigDoc {
         GatewayConfigDoc {
             schema: SCHEMA_VERSION,
+            quotas: Vec::new(),
             max_body_bytes: 1024,
             keys: vec![KeyDoc {
                 id: "k1".into(),

@@ -10,6 +10,7 @@ pub mod config;
 pub mod contract;
 pub mod error;
 pub mod keys;
+pub mod quota;
 pub mod state;
 pub mod usage;
 

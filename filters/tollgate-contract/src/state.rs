@@ -8,7 +8,8 @@
 //! byte 0      version (1)
 //! byte 1      operation code (see `Operation::code`; codes are only ever added, so a record
 //!             of an older build reads the same)
-//! byte 2      flags: bit 0 stream, bit 1 include_usage, bit 2 body length present
+//! byte 2      flags: bit 0 stream, bit 1 include_usage, bit 2 body length present, bit 3
+//!             quotas held (filter state `tollgate_quota`)
 //! [8 bytes]   body length, little endian (only with flag bit 2)
 //! 2 + n       key id: u16 little-endian length, then UTF-8 bytes
 //! 2 + n       model:  u16 little-endian length, then UTF-8 bytes
@@ -112,6 +113,8 @@ pub struct BodyFacts {
     /// `content-length` to it: the header map is shared by the attempts, and an earlier one
     /// may have sent a rewritten body of another length.
     pub body_len: Option<u64>,
+    /// Quotas applied: what the request holds is in filter state [`crate::quota::STATE_QUOTA`].
+    pub quotas: bool,
 }
 
 /// What the gateway filter hands on about a routed request.
@@ -141,6 +144,7 @@ pub enum StateError {
 const FLAG_STREAM: u8 = 1;
 const FLAG_USAGE: u8 = 2;
 const FLAG_LEN: u8 = 4;
+const FLAG_QUOTA: u8 = 8;
 
 impl RequestState {
     pub fn encode(&self) -> Result<Vec<u8>, StateError> {
@@ -160,6 +164,9 @@ impl RequestState {
         }
         if facts.body_len.is_some() {
             flags |= FLAG_LEN;
+        }
+        if facts.quotas {
+            flags |= FLAG_QUOTA;
         }
         out.extend_from_slice(&[STATE_VERSION, code, flags]);
         if let Some(len) = facts.body_len {
@@ -181,7 +188,7 @@ impl RequestState {
         }
         let code = r.byte()?;
         let flags = r.byte()?;
-        if flags & !(FLAG_STREAM | FLAG_USAGE | FLAG_LEN) != 0 {
+        if flags & !(FLAG_STREAM | FLAG_USAGE | FLAG_LEN | FLAG_QUOTA) != 0 {
             return Err(StateError::Malformed);
         }
         let body_len = if flags & FLAG_LEN != 0 {
@@ -196,7 +203,7 @@ impl RequestState {
             return Err(StateError::Malformed);
         }
         let op = Operation::from_code(code, model).ok_or(StateError::Malformed)?;
-        let facts = BodyFacts { stream: flags & FLAG_STREAM != 0, include_usage: flags & FLAG_USAGE != 0, body_len };
+        let facts = BodyFacts { stream: flags & FLAG_STREAM != 0, include_usage: flags & FLAG_USAGE != 0, body_len, quotas: flags & FLAG_QUOTA != 0 };
         Ok(Self { op, facts, key_id: key_id.to_owned(), model: model.to_owned() })
     }
 }
@@ -243,7 +250,7 @@ mod tests {
     proptest! {
         /// Every state the gateway filter can write reads back as itself.
         #[test]
-        fn round_trip(op in op_strategy(), stream: bool, include_usage: bool, body_len: Option<u64>,
+        fn round_trip(op in op_strategy(), stream: bool, include_usage: bool, body_len: Option<u64>, quotas: bool,
                       key_id in "\\PC{0,40}", model in "\\PC{0,80}") {
             // Bedrock operations carry the model in the record's model field.
             let op = match op {
@@ -251,7 +258,7 @@ mod tests {
                 Operation::BedrockInvoke { stream, .. } => Operation::BedrockInvoke { model: model.clone(), stream },
                 other => other,
             };
-            let state = RequestState { op, facts: BodyFacts { stream, include_usage, body_len }, key_id, model };
+            let state = RequestState { op, facts: BodyFacts { stream, include_usage, body_len, quotas }, key_id, model };
             let bytes = state.encode().unwrap();
             prop_assert_eq!(RequestState::decode(&bytes).unwrap(), state);
         }
@@ -301,7 +308,7 @@ mod tests {
 
     #[test]
     fn layout_is_as_documented() {
-        let facts = BodyFacts { stream: true, include_usage: false, body_len: Some(2048) };
+        let facts = BodyFacts { stream: true, include_usage: false, body_len: Some(2048), quotas: false };
         let bytes = RequestState::encode_from(&Operation::ChatCompletions, facts, "k1", "gpt").unwrap();
         let mut want = vec![1, 1, FLAG_STREAM | FLAG_LEN];
         want.extend_from_slice(&2048u64.to_le_bytes());

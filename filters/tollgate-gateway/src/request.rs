@@ -259,6 +259,7 @@ fn validate_chat(body: &[u8]) -> Result<(String, BodyFacts), GatewayError> {
         include_usage: req.stream_options.as_ref().and_then(|o| o.get("include_usage")).and_then(serde_json::Value::as_bool)
             == Some(true),
         body_len: None,
+        quotas: false,
     };
     let model = non_empty_model(req.model)?;
     let messages = req.messages.ok_or_else(|| missing("messages"))?;
@@ -370,7 +371,7 @@ fn validate_responses(body: &[u8]) -> Result<(String, BodyFacts), GatewayError> 
     if req.input.is_none() {
         return Err(missing("input"));
     }
-    Ok((model, BodyFacts { stream: req.stream == Some(true), include_usage: false, body_len: None }))
+    Ok((model, BodyFacts { stream: req.stream == Some(true), include_usage: false, body_len: None, quotas: false }))
 }
 
 fn validate_embeddings(body: &[u8]) -> Result<String, GatewayError> {

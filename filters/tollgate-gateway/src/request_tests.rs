@@ -7,6 +7,7 @@ use tollgate_contract::state::RequestState;
 fn cfg() -> GatewayConfig {
     GatewayConfig::compile(GatewayConfigDoc {
         schema: SCHEMA_VERSION,
+        quotas: Vec::new(),
         max_body_bytes: 1024,
         keys: vec![
             KeyDoc { id: "all".into(), digest: digest_hex("tg-all"), role: Role::User, models: None, expires_at: None },
@@ -179,9 +180,9 @@ fn chat_body_facts_travel_in_the_operation_state() {
     assert_eq!(facts(&format!(r#"{{"model":"b",{msgs}}}"#)), BodyFacts::default());
     assert_eq!(facts(&format!(r#"{{"model":"b","stream":false,{msgs}}}"#)), BodyFacts::default());
     let streamed = facts(&format!(r#"{{"model":"b","stream":true,"stream_options":null,{msgs}}}"#));
-    assert_eq!(streamed, BodyFacts { stream: true, include_usage: false, body_len: None });
+    assert_eq!(streamed, BodyFacts { stream: true, include_usage: false, body_len: None, quotas: false });
     let usage = facts(&format!(r#"{{"model":"b","stream":true,"stream_options":{{"include_usage":true}},{msgs}}}"#));
-    assert_eq!(usage, BodyFacts { stream: true, include_usage: true, body_len: None });
+    assert_eq!(usage, BodyFacts { stream: true, include_usage: true, body_len: None, quotas: false });
     assert!(!facts(&format!(r#"{{"model":"b","stream":true,"stream_options":{{"include_usage":"yes"}},{msgs}}}"#)).include_usage);
 
     let sized = BodyFacts { body_len: Some(2048), ..usage };

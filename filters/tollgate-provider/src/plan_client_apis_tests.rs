@@ -34,7 +34,7 @@ fn cred(provider: ProviderKind) -> Credential {
 
 fn kind(m: &DeploymentMeta, op: &Operation, len: u64, stream: bool) -> AttemptKind {
     let c = cred(m.provider);
-    let facts = BodyFacts { stream, include_usage: false, body_len: Some(len) };
+    let facts = BodyFacts { stream, include_usage: false, body_len: Some(len), quotas: false };
     AttemptKind::of(&HeaderAttempt { meta: m, op, facts, client_model: "alias", credential: Some(&c) }).unwrap()
 }
 

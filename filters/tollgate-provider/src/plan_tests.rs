@@ -273,7 +273,7 @@ fn a_body_that_goes_as_sent_is_planned_from_the_headers() {
     let full = plan(&attempt(&openai, &cred, br#"{"model":"gpt-x","messages":[]}"#)).unwrap();
     assert_eq!((p.path.clone(), p.headers.clone()), (full.path, full.headers));
 
-    let usage = BodyFacts { stream: true, include_usage: true, body_len: None };
+    let usage = BodyFacts { stream: true, include_usage: true, body_len: None, quotas: false };
     let p = without_body(&openai, &chat, usage, "gpt-x", &cred).expect("the client asked for usage");
     assert!(matches!(p.response, ResponsePlan::Stream(_)));
     let embeddings = without_body(&openai, &Operation::Embeddings, plain, "gpt-x", &cred).unwrap();
@@ -301,7 +301,7 @@ fn the_body_is_read_when_it_changes_or_is_signed() {
     let openai = meta(ProviderKind::Openai, "api.openai.com", "/v1", "gpt-x");
     // Another model id, or a stream whose usage the gateway must ask for.
     assert!(without_body(&openai, &chat, BodyFacts::default(), "alias", &cred).is_none());
-    assert!(without_body(&openai, &chat, BodyFacts { stream: true, include_usage: false, body_len: None }, "gpt-x", &cred).is_none());
+    assert!(without_body(&openai, &chat, BodyFacts { stream: true, include_usage: false, body_len: None, quotas: false }, "gpt-x", &cred).is_none());
     // Another API (translation), or SigV4 over the body.
     let anthropic = meta(ProviderKind::Anthropic, "api.anthropic.com", "/v1", "gpt-x");
     assert!(without_body(&anthropic, &chat, BodyFacts::default(), "gpt-x", &cred).is_none());

@@ -21,6 +21,7 @@ mod codec;
 mod dispatch;
 pub mod host;
 mod logger;
+pub mod quota_slot;
 
 pub use codec::{deserialize_map, serialize_map};
 pub use dispatch::Dispatcher;

@@ -1,0 +1,80 @@
+//! Admission against the quotas (issue 13): before a request is routed, every quota that applies
+//! takes its share in this Envoy's shared-data slot with compare-and-swap (exact across the
+//! workers); if one would go over its limit the ones already taken are given back and the
+//! request is refused with a 429. When the request ends its concurrency and its token
+//! reservations are given back here; the provider filter adds each attempt's real token usage.
+//! No host call is made for a request no quota applies to.
+
+use tollgate_contract::quota::{self, Hold, Holds, Metric, QuotaDoc};
+use tollgate_wasm::quota_slot::add;
+use tollgate_wasm::{Host, HostError};
+
+/// Why a request was refused.
+pub struct Refusal<'q> {
+    pub quota: &'q QuotaDoc,
+    pub retry_after: u64,
+}
+
+/// Takes every applicable quota's share for a request, or none of them.
+pub fn admit<'q, H: Host>(
+    host: &H,
+    quotas: &'q [QuotaDoc],
+    key_id: &str,
+    model: &str,
+    body_len: u64,
+    now: u64,
+) -> Result<Result<Holds, Refusal<'q>>, HostError> {
+    let mut holds = Holds::default();
+    let (mut requests, mut tokens): (Option<quota::Standing>, Option<quota::Standing>) = (None, None);
+    for q in quotas.iter().filter(|q| q.applies(key_id, model)) {
+        let window = if q.metric == Metric::Concurrency { 0 } else { q.window(now) };
+        let amount = match q.metric {
+            Metric::Requests | Metric::Concurrency => 1,
+            m => quota::token_reservation(m, body_len),
+        };
+        let taken = add(host, &q.slot_key(), window, i64::try_from(amount).unwrap_or(i64::MAX), Some(q.limit), false);
+        let used = match taken {
+            Ok(Some(used)) => used,
+            Ok(None) => {
+                release(host, quotas, &holds.holds, true);
+                let retry_after = if q.metric == Metric::Concurrency { 1 } else { q.resets_in(now).unwrap_or(60) };
+                return Ok(Err(Refusal { quota: q, retry_after }));
+            }
+            Err(e) => {
+                release(host, quotas, &holds.holds, true);
+                return Err(e);
+            }
+        };
+        let reserved = if q.metric.is_tokens() { amount } else { 0 };
+        holds.holds.push(Hold { id: q.id.clone(), metric: q.metric, window, reserved });
+        // The tightest quota of each kind names the headers.
+        let seen = (q.limit, q.limit.saturating_sub(used), q.resets_in(now));
+        let slot = match q.metric {
+            Metric::Requests => &mut requests,
+            Metric::Concurrency => continue,
+            _ => &mut tokens,
+        };
+        if slot.is_none_or(|(_, remaining, _)| seen.1 < remaining) {
+            *slot = Some(seen);
+        }
+    }
+    holds.headers = quota::rate_limit_headers(requests, tokens);
+    Ok(Ok(holds))
+}
+
+/// Gives back what a request held: its concurrency slots and token reservations (and, when
+/// `refused`, its requests too: a refused request does not count).
+pub fn release<H: Host>(host: &H, quotas: &[QuotaDoc], holds: &[Hold], refused: bool) {
+    for h in holds {
+        let delta = match h.metric {
+            Metric::Concurrency => 1,
+            Metric::Requests if refused => 1,
+            Metric::Requests => continue,
+            _ => h.reserved,
+        };
+        let key = quotas.iter().find(|q| q.id == h.id).map_or_else(|| format!("{}{}", quota::SLOT_PREFIX, h.id), QuotaDoc::slot_key);
+        if let Err(e) = add(host, &key, h.window, -i64::try_from(delta).unwrap_or(i64::MAX), None, true) {
+            log::warn!("gateway filter: could not give back quota {} ({e})", h.id);
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Quotas as the data plane enforces them (issue 13), pure: which quotas apply to a request, the
+//! shared-data slot each one counts in, and what a request holds of each until it ends.
+//!
+//! A quota is scope × metric × window × limit. The control plane pushes each Envoy its quotas
+//! with the share of the limit that Envoy may admit (`limit`; the shares of all Envoys never add
+//! up to more than the quota's limit). Each quota counts in one shared-data slot of 16 bytes,
+//! `(window index, used)`, changed only with compare-and-swap, so the workers of one Envoy are
+//! exact together; a slot whose window has passed starts again from zero (one slot a quota, so
+//! shared data does not grow with time).
+//!
+//! Requests count 1 when admitted. Tokens reserve a worst case when admitted (the input estimated
+//! from the body, about 4 bytes a token, plus [`OUTPUT_RESERVATION`]) and settle when the request
+//! ends: the reservation is given back and each attempt's real usage added. Concurrency counts 1
+//! while the request runs.
+
+use serde::{Deserialize, Serialize};
+
+/// Shared-data key prefix of the quota slots.
+pub const SLOT_PREFIX: &str = "tollgate.quota.";
+/// Filter state (`wasm.tollgate_quota`) in which the gateway filter hands on what a request holds.
+pub const STATE_QUOTA: &str = "tollgate_quota";
+/// Output tokens reserved for a request whose quota counts tokens (settled to the real count).
+pub const OUTPUT_RESERVATION: u64 = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    Requests,
+    InputTokens,
+    OutputTokens,
+    TotalTokens,
+    Concurrency,
+}
+
+impl Metric {
+    pub fn is_tokens(self) -> bool {
+        matches!(self, Self::InputTokens | Self::OutputTokens | Self::TotalTokens)
+    }
+
+    /// What an attempt's usage adds to this metric.
+    pub fn of_usage(self, input: u64, output: u64) -> u64 {
+        match self {
+            Self::InputTokens => input,
+            Self::OutputTokens => output,
+            Self::TotalTokens => input.saturating_add(output),
+            Self::Requests | Self::Concurrency => 0,
+        }
+    }
+}
+
+/// One quota as an Envoy receives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaDoc {
+    /// Public id (`quota_...`), named in refusals.
+    pub id: String,
+    pub metric: Metric,
+    /// Window length in seconds; 0: no window (a lifetime total, or concurrency).
+    #[serde(default)]
+    pub window_seconds: u64,
+    /// What this Envoy may admit per window.
+    pub limit: u64,
+    /// Applies to this key only (`None`: every key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// Applies to this model only (`None`: every model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+impl QuotaDoc {
+    pub fn applies(&self, key_id: &str, model: &str) -> bool {
+        self.key_id.as_deref().is_none_or(|k| k == key_id) && self.model.as_deref().is_none_or(|m| m == model)
+    }
+
+    /// The window `now` (Unix seconds) falls in (0 without windows).
+    pub fn window(&self, now: u64) -> u64 {
+        match self.window_seconds {
+            0 => 0,
+            w => now / w,
+        }
+    }
+
+    /// Seconds from `now` until the window ends (`None` without windows).
+    pub fn resets_in(&self, now: u64) -> Option<u64> {
+        match self.window_seconds {
+            0 => None,
+            w => Some(w - now % w),
+        }
+    }
+
+    pub fn slot_key(&self) -> String {
+        format!("{SLOT_PREFIX}{}", self.id)
+    }
+}
+
+/// A quota's count in shared data: the window it is for and what was used in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Slot {
+    pub window: u64,
+    pub used: u64,
+}
+
+impl Slot {
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let window = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+        let used = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
+        (bytes.len() == 16).then_some(Self { window, used })
+    }
+
+    pub fn encode(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&self.window.to_le_bytes());
+        out[8..].copy_from_slice(&self.used.to_le_bytes());
+        out
+    }
+
+    /// The slot as seen in `window`: a slot of an earlier window counts nothing any more.
+    pub fn in_window(self, window: u64) -> Self {
+        if self.window == window {
+            self
+        } else {
+            Self { window, used: 0 }
+        }
+    }
+}
+
+/// What a request holds of one quota until it ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    /// The quota's id.
+    pub id: String,
+    pub metric: Metric,
+    pub window: u64,
+    /// Reserved tokens, given back when the request ends (0 for requests and concurrency).
+    #[serde(default)]
+    pub reserved: u64,
+}
+
+/// What the gateway filter hands on (filter state [`STATE_QUOTA`]): the holds, and the
+/// rate-limit headers for the answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holds {
+    pub holds: Vec<Hold>,
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+}
+
+/// Tokens reserved for a request of `body_len` bytes.
+pub fn token_reservation(metric: Metric, body_len: u64) -> u64 {
+    let input = body_len.div_ceil(4);
+    match metric {
+        Metric::InputTokens => input,
+        Metric::OutputTokens => OUTPUT_RESERVATION,
+        Metric::TotalTokens => input.saturating_add(OUTPUT_RESERVATION),
+        Metric::Requests | Metric::Concurrency => 0,
+    }
+}
+
+/// What the headers say of one quota: limit, remaining, seconds until its window resets.
+pub type Standing = (u64, u64, Option<u64>);
+
+/// OpenAI-style headers for the tightest request and token quotas (`x-ratelimit-limit-requests`,
+/// `-remaining-requests`, `-reset-requests`, and the `-tokens` ones); `reset` as OpenAI writes
+/// it (`"12s"`).
+pub fn rate_limit_headers(requests: Option<Standing>, tokens: Option<Standing>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (what, v) in [("requests", requests), ("tokens", tokens)] {
+        if let Some((limit, remaining, reset)) = v {
+            out.push((format!("x-ratelimit-limit-{what}"), limit.to_string()));
+            out.push((format!("x-ratelimit-remaining-{what}"), remaining.to_string()));
+            if let Some(s) = reset {
+                out.push((format!("x-ratelimit-reset-{what}"), format!("{s}s")));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quota(metric: Metric, window_seconds: u64) -> QuotaDoc {
+        QuotaDoc { id: "quota_1".into(), metric, window_seconds, limit: 60, key_id: Some("key_a".into()), model: None }
+    }
+
+    #[test]
+    fn scope_window_and_reset() {
+        let q = quota(Metric::Requests, 60);
+        assert!(q.applies("key_a", "any") && !q.applies("key_b", "any"));
+        assert_eq!((q.window(120), q.window(179), q.window(180)), (2, 2, 3));
+        assert_eq!(q.resets_in(170), Some(10));
+        assert_eq!(quota(Metric::Concurrency, 0).resets_in(170), None);
+        let both = QuotaDoc { model: Some("m".into()), ..q };
+        assert!(both.applies("key_a", "m") && !both.applies("key_a", "n"));
+    }
+
+    #[test]
+    fn slots_round_trip_and_a_new_window_starts_from_zero() {
+        let s = Slot { window: 7, used: 59 };
+        assert_eq!(Slot::decode(&s.encode()), Some(s));
+        assert_eq!(Slot::decode(&[0; 15]), None);
+        assert_eq!(Slot::decode(&[0; 17]), None);
+        assert_eq!(s.in_window(7), s);
+        assert_eq!(s.in_window(8), Slot { window: 8, used: 0 });
+    }
+
+    #[test]
+    fn reservations_and_usage_by_metric() {
+        assert_eq!(token_reservation(Metric::TotalTokens, 2048), 512 + OUTPUT_RESERVATION);
+        assert_eq!(token_reservation(Metric::InputTokens, 5), 2);
+        assert_eq!(token_reservation(Metric::Requests, 5), 0);
+        assert_eq!(Metric::TotalTokens.of_usage(10, 5), 15);
+        assert_eq!(Metric::OutputTokens.of_usage(10, 5), 5);
+    }
+
+    #[test]
+    fn headers_are_openais() {
+        let h = rate_limit_headers(Some((60, 59, Some(12))), None);
+        assert_eq!(h, vec![
+            ("x-ratelimit-limit-requests".to_owned(), "60".to_owned()),
+            ("x-ratelimit-remaining-requests".to_owned(), "59".to_owned()),
+            ("x-ratelimit-reset-requests".to_owned(), "12s".to_owned()),
+        ]);
+    }
+}

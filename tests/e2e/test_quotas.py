@@ -1,0 +1,98 @@
+"""Quotas through real Envoy (issue 13, first part: one Envoy with 2 workers). A quota defined
+through the admin API reaches Envoy and is enforced before a request goes out: exactly its limit
+admitted across the workers, the rest refused with a 429 in the client's format naming the
+quota, with `retry-after`; OpenAI-style rate-limit headers on admitted answers; token
+reservations settled to the real usage; concurrency given back when a request ends."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from typing import Any
+
+import harness
+from e2e_util import assert_openai_error, bearer, unique, user_message
+
+
+def quota(gw: Any, **spec: Any) -> dict[str, Any]:
+    resp = gw.admin("POST", "/admin/v1/quotas", json=spec)
+    assert resp.status_code == 201, resp.text
+    time.sleep(0.5)  # pushed to Envoy over ECDS
+    return resp.json()
+
+
+def chat(gw: Any, secret: str, text: str, **body: Any):
+    return harness.http("POST", f"{gw.base_url}/chat/completions", headers=bearer(secret),
+                        json={"model": "gpt-mock", "messages": user_message(text), **body}, timeout=30)
+
+
+def away_from_a_minute_boundary() -> None:
+    left = 60 - time.time() % 60
+    if left < 15:
+        time.sleep(left + 0.5)
+
+
+def test_a_request_quota_admits_exactly_its_limit(gw, mock):
+    key_id, secret = gw.create_key(name="quota-rpm")
+    gw.wait_key_usable(secret)
+    away_from_a_minute_boundary()
+    q = quota(gw, metric="requests", window_seconds=60, limit=6, key_id=key_id)
+    word = unique()
+    with concurrent.futures.ThreadPoolExecutor(9) as pool:
+        answers = list(pool.map(lambda i: chat(gw, secret, f"{word} {i}"), range(18)))
+    ok = [a for a in answers if a.status_code == 200]
+    refused = [a for a in answers if a.status_code == 429]
+    assert (len(ok), len(refused)) == (6, 12), [a.status_code for a in answers]
+    assert len([r for r in mock.requests if word in r["body"]]) == 6, "refused requests never reach the provider"
+    err = assert_openai_error(refused[0], 429)
+    assert q["id"] in err["message"] and err["code"] == "rate_limit_exceeded"
+    assert 0 < int(refused[0].headers["retry-after"]) <= 60
+    assert {a.headers["x-ratelimit-limit-requests"] for a in ok} == {"6"}
+    assert sorted(int(a.headers["x-ratelimit-remaining-requests"]) for a in ok) == [0, 1, 2, 3, 4, 5]
+    assert ok[0].headers["x-ratelimit-reset-requests"].endswith("s")
+    # deleting the quota lifts it
+    assert gw.admin("DELETE", f"/admin/v1/quotas/{q['id']}").status_code == 204
+    harness.wait_until(lambda: chat(gw, secret, f"{word} after").status_code == 200, 5, "the quota to be lifted")
+
+
+def test_token_reservations_settle_to_the_real_usage(gw, mock):
+    key_id, secret = gw.create_key(name="quota-tpm")
+    gw.wait_key_usable(secret)
+    away_from_a_minute_boundary()
+    # one request reserves about 4,100 tokens (its input + 4,096 for the output); two at once
+    # do not fit, but one after another do, because each settles to its ~20 real tokens
+    quota(gw, metric="total_tokens", window_seconds=60, limit=6000, key_id=key_id)
+    for i in range(5):
+        resp = chat(gw, secret, f"{unique()} sequential {i}")
+        assert resp.status_code == 200, resp.text
+        assert int(resp.headers["x-ratelimit-remaining-tokens"]) < 6000 - 4096
+    mock.set_faults(chunk_delay_ms=400)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        pair = list(pool.map(lambda i: chat(gw, secret, f"{unique()} pair {i}", stream=True), range(2)))
+    assert sorted(a.status_code for a in pair) == [200, 429]
+
+
+def test_concurrency_is_limited_and_given_back(gw, mock):
+    key_id, secret = gw.create_key(name="quota-conc")
+    gw.wait_key_usable(secret)
+    quota(gw, metric="concurrency", limit=2, key_id=key_id)
+    mock.set_faults(chunk_delay_ms=300)
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        answers = list(pool.map(lambda i: chat(gw, secret, f"{unique()} slow {i}", stream=True), range(5)))
+    assert sorted(a.status_code for a in answers) == [200, 200, 429, 429, 429]
+    assert [a for a in answers if a.status_code == 429][0].headers["retry-after"] == "1"
+    mock.reset_faults()
+    assert chat(gw, secret, "after").status_code == 200, "the slots were given back"
+
+
+def test_only_platform_admins_define_quotas(gw):
+    team = gw.admin("POST", "/admin/v1/teams", json={"name": f"quota-team-{unique()}"}).json()
+    user = gw.admin("POST", "/admin/v1/users", json={"name": "ta", "team_id": team["id"], "role": "team_admin"}).json()
+    key = gw.admin("POST", "/admin/v1/keys", json={"name": "ta", "user_id": user["id"]}).json()
+    gw.secrets[f"virtual key {key['id']}"] = key["key"]
+    resp = gw.admin("POST", "/admin/v1/quotas", key=key["key"], json={"metric": "requests", "window_seconds": 60, "limit": 1})
+    assert resp.status_code == 403
+    bad = gw.admin("POST", "/admin/v1/quotas", json={"metric": "concurrency", "window_seconds": 60, "limit": 1})
+    assert bad.status_code == 400
+    assert gw.admin("POST", "/admin/v1/quotas", json={"metric": "requests", "limit": 0}).status_code == 400
+    assert gw.admin("POST", "/admin/v1/quotas", json={"metric": "requests", "limit": 1, "key_id": "key_nope"}).status_code == 400

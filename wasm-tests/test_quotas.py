@@ -1,0 +1,86 @@
+"""Quotas in the data plane (issue 13): admission with compare-and-swap on one shared-data slot
+per quota, exact across the workers of an Envoy (two VMs sharing one SharedData here, as
+Envoy's process-wide store joins its workers), a refused request given back, concurrency given
+back when a request ends, token reservations settled to the usage each attempt reports, and the
+OpenAI-style rate-limit headers."""
+
+from __future__ import annotations
+
+import json
+
+from proxy_wasm_host import SharedData
+from wasm_fixtures import (NOW, assert_openai_error, chat_body, config_bytes, deployment, gateway_config,
+                           provider_properties, send)
+
+QUOTA_STATE = ("tollgate_quota",)
+
+
+def with_quotas(*quotas) -> bytes:
+    return config_bytes(gateway_config(quotas=list(quotas)))
+
+
+def chat(gw):
+    return send(gw, "POST", "/v1/chat/completions", chat_body())
+
+
+def test_a_request_quota_admits_exactly_its_limit_across_workers(make_gateway):
+    shared = SharedData()
+    q = {"id": "quota_rpm", "metric": "requests", "window_seconds": 60, "limit": 5, "key_id": "k1"}
+    workers = [make_gateway(with_quotas(q), shared_data=shared) for _ in range(2)]
+    outcomes = [chat(workers[i % 2]) for i in range(9)]
+    admitted = [c for c in outcomes if c.local_response is None]
+    refused = [c.local_response for c in outcomes if c.local_response is not None]
+    assert len(admitted) == 5 and len(refused) == 4
+    err = assert_openai_error(refused[0], 429, "rate_limit_exceeded", "rate_limit_error")
+    assert "quota_rpm" in err["message"]
+    assert refused[0].header("retry-after") == str(60 - NOW % 60)
+    held = json.loads(admitted[-1].properties_set[QUOTA_STATE])
+    assert ["x-ratelimit-remaining-requests", "0"] in held["headers"]
+    assert ["x-ratelimit-limit-requests", "5"] in held["headers"]
+    # another key is not counted; the next window starts again
+    assert send(workers[0], "POST", "/v1/chat/completions", chat_body(), key=__import__("wasm_fixtures").K2_SECRET).local_response is None
+    for w in workers:
+        w.now += 60
+    assert chat(workers[1]).local_response is None
+
+
+def test_concurrency_is_given_back_when_the_request_ends(make_gateway):
+    shared = SharedData()
+    q = {"id": "quota_conc", "metric": "concurrency", "limit": 2}
+    gw = make_gateway(with_quotas(q), shared_data=shared)
+    first, second = chat(gw), chat(gw)
+    assert first.local_response is None and second.local_response is None
+    third = chat(gw)
+    assert third.local_response.status == 429 and third.local_response.header("retry-after") == "1"
+    first.finish()
+    assert chat(gw).local_response is None
+
+
+def test_tokens_reserve_the_worst_case_and_settle_to_the_usage(make_gateway, make_provider):
+    shared = SharedData()
+    q = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": 10000}
+    gw = make_gateway(with_quotas(q), shared_data=shared)
+    provider = make_provider(shared_data=shared)
+    shared.set("tollgate.credentials.v1", __import__("wasm_fixtures").credentials_doc())
+    provider.tick()
+    down = chat(gw)
+    assert down.local_response is None
+    slot = lambda: int.from_bytes(shared.value("tollgate.quota.quota_tpm")[8:16], "little")  # noqa: E731
+    assert slot() == (len(chat_body()) + 3) // 4 + 4096, "input estimate + the output reservation"
+    assert chat(gw).local_response is None and chat(gw).local_response.status == 429, "a third worst case is over"
+    # the attempt reports 12 + 7 tokens: they count, and the reservation is given back
+    props = provider_properties(deployment(), op=None)  # the request state is the gateway's own
+    props.update(down.properties_set)
+    up = provider.new_http_context(props)
+    up.request_headers(list(down.request_headers_map.pairs), end_of_stream=False)
+    up.send_request_body(bytes(down.request_body_forwarded))
+    answer = json.dumps({"id": "c", "object": "chat.completion", "created": 1, "model": "m", "choices": [],
+                         "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}}).encode()
+    up.response_headers([(":status", "200"), ("content-type", "application/json")])
+    assert up.response_headers_map.get("x-ratelimit-limit-tokens") == "10000"
+    up.response_body(answer, end_of_stream=True)
+    before = slot()
+    up.finish()
+    assert slot() == before + 19
+    down.finish()
+    assert slot() == before + 19 - ((len(chat_body()) + 3) // 4 + 4096)
