@@ -132,6 +132,27 @@ pub enum Command {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Quotas: `list`, `delete ID`, or `create METRIC LIMIT [--window SECONDS] [--key ID] [--model NAME]`
+    /// (METRIC: requests, input_tokens, output_tokens, total_tokens, concurrency).
+    Quotas {
+        action: String,
+        args: Vec<String>,
+        #[arg(long)]
+        window: Option<u64>,
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// Raw usage records, newest first (administrators).
+    Usage {
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long)]
+        request: Option<String>,
+        #[arg(long)]
+        limit: Option<i64>,
+    },
     /// Any admin call: `api GET /admin/v1/me`, `api POST /admin/v1/teams '{"name":"x"}'`.
     Api { method: String, path: String, body: Option<String> },
 }
@@ -216,6 +237,21 @@ fn request(cmd: Command) -> anyhow::Result<(&'static str, String, Option<Value>)
         Command::Spend { scope, id, from, to } => {
             ("GET", format!("/admin/v1/spend{}", q(&[("scope", Some(scope)), ("scope_id", id), ("from", from), ("to", to)])), None)
         }
+        Command::Quotas { action, args, window, key, model } => match (action.as_str(), args.as_slice()) {
+            ("list", []) => ("GET", "/admin/v1/quotas".into(), None),
+            ("delete", [id]) => ("DELETE", format!("/admin/v1/quotas/{}", encode(id)), None),
+            ("create", [metric, limit]) => {
+                let limit: u64 = limit.parse().map_err(|_| anyhow::anyhow!("LIMIT must be a whole number"))?;
+                let body = json!({"metric": metric, "limit": limit, "window_seconds": window.unwrap_or(0), "key_id": key, "model": model});
+                ("POST", "/admin/v1/quotas".into(), Some(body))
+            }
+            _ => anyhow::bail!("quotas: list | create METRIC LIMIT [--window SECONDS] [--key ID] [--model NAME] | delete ID"),
+        },
+        Command::Usage { key, request, limit } => (
+            "GET",
+            format!("/admin/v1/usage{}", q(&[("key_id", key), ("request_id", request), ("limit", limit.map(|l| l.to_string()))])),
+            None,
+        ),
         Command::Api { method, path, body } => {
             let method = match method.to_ascii_uppercase().as_str() {
                 "GET" => "GET",

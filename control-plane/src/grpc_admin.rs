@@ -559,9 +559,38 @@ impl AdminService for AdminGrpc {
         self.service().add_price(&actor, entry).await.map_err(created)?;
         prices(self.service().list_prices(&actor).await.map_err(status)?)
     }
+
+    async fn create_quota(&self, req: Request<pb::Quota>) -> Result<Response<pb::Quota>, Status> {
+        let actor = self.actor(&req).await?;
+        let q = req.into_inner();
+        let metric = serde_json::from_value(serde_json::Value::String(q.metric.clone()))
+            .map_err(|_| invalid(format!("Unknown metric '{}': requests, input_tokens, output_tokens, total_tokens or concurrency.", q.metric)))?;
+        let spec = crate::store::QuotaSpec { id: String::new(), metric, window_seconds: q.window_seconds, limit: q.limit, key_id: q.key_id, model: q.model, created_at: 0 };
+        ok(self.service().create_quota(&actor, spec).await.map_err(created)?.into())
+    }
+
+    async fn list_quotas(&self, req: Request<pb::ListQuotasRequest>) -> Result<Response<pb::ListQuotasResponse>, Status> {
+        let actor = self.actor(&req).await?;
+        let quotas = self.service().list_quotas(&actor).await.map_err(status)?;
+        ok(pb::ListQuotasResponse { quotas: quotas.into_iter().map(Into::into).collect() })
+    }
+
+    async fn delete_quota(&self, req: Request<pb::DeleteQuotaRequest>) -> Result<Response<pb::DeleteQuotaResponse>, Status> {
+        let actor = self.actor(&req).await?;
+        let id = req.into_inner().id;
+        self.service().delete_quota(&actor, &id).await.map_err(status)?;
+        ok(pb::DeleteQuotaResponse { id })
+    }
 }
 
 use crate::metering::prices::PriceEntry;
+
+impl From<crate::store::QuotaSpec> for pb::Quota {
+    fn from(q: crate::store::QuotaSpec) -> Self {
+        let metric = serde_json::to_value(q.metric).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        Self { id: q.id, metric, window_seconds: q.window_seconds, limit: q.limit, key_id: q.key_id, model: q.model, created_at: q.created_at }
+    }
+}
 
 /// A `*_json` field of a request, parsed as the REST body would be.
 fn from_json<T: serde::de::DeserializeOwned>(text: &str, field: &str) -> Result<T, Status> {

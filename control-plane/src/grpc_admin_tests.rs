@@ -371,6 +371,15 @@ async fn models_credentials_prices_and_spend_over_grpc() {
     let raw = c.list_usage_records(with(ADMIN, pb::ListUsageRecordsRequest { key_id: Some("key_grpc".into()), ..Default::default() })).await.unwrap().into_inner();
     assert_eq!((raw.records[0].request_id.as_str(), raw.records[0].cost_usd.as_deref()), ("grpc-req", Some("0.001020000")));
     assert_eq!(c.get_spend(with(ADMIN, pb::GetSpendRequest { scope: "galaxy".into(), ..Default::default() })).await.unwrap_err().code(), Code::InvalidArgument);
+
+    let q = pb::Quota { metric: "requests".into(), window_seconds: 60, limit: 600, ..Default::default() };
+    let created = c.create_quota(with(ADMIN, q)).await.unwrap().into_inner();
+    assert!(created.id.starts_with("quota_") && created.metric == "requests");
+    assert_eq!(c.list_quotas(with(ADMIN, pb::ListQuotasRequest {})).await.unwrap().into_inner().quotas, vec![created.clone()]);
+    let bad = pb::Quota { metric: "galaxies".into(), limit: 1, ..Default::default() };
+    assert_eq!(c.create_quota(with(ADMIN, bad)).await.unwrap_err().code(), Code::InvalidArgument);
+    c.delete_quota(with(ADMIN, pb::DeleteQuotaRequest { id: created.id })).await.unwrap();
+    assert!(c.list_quotas(with(ADMIN, pb::ListQuotasRequest {})).await.unwrap().into_inner().quotas.is_empty());
     s.close().await;
 }
 

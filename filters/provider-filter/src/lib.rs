@@ -100,6 +100,8 @@ impl Plugin for ProviderPlugin {
             meter: Meter::default(),
             outbox: self.outbox.clone(),
             holds: None,
+            end: None,
+            usage_final: false,
         }
     }
 
@@ -139,6 +141,10 @@ pub struct ProviderHttp {
     outbox: Rc<RefCell<Outbox>>,
     /// What the request holds of its quotas (read only when the gateway filter says so).
     holds: Option<tollgate_contract::quota::Holds>,
+    /// A translated stream's final usage event, looked for in the provider's bytes.
+    end: Option<tollgate_llm::usage_reader::EndMarker>,
+    /// The provider's final usage was read (else a stream cut short is estimated).
+    usage_final: bool,
 }
 
 /// The deployment's credential from the document (`None` when it names none).
@@ -319,6 +325,9 @@ impl ProviderHttp {
                 reader.feed(&host.buffer(Buffer::ResponseBody, 0, body_size)?);
                 if end_of_stream {
                     self.usage = reader.finish();
+                }
+                self.usage_final = reader.is_final();
+                if end_of_stream {
                     self.set_cost_header(host)?;
                 }
                 Ok(Action::Continue)
@@ -331,6 +340,7 @@ impl ProviderHttp {
                 let out = match json.translate_with_header_tokens(&body, self.header_tokens) {
                     Ok((out, usage)) => {
                         self.usage = Some(usage);
+                        self.usage_final = true;
                         self.set_cost_header(host)?;
                         out
                     }
@@ -345,6 +355,10 @@ impl ProviderHttp {
             }
             ResponsePlan::Stream(translator) => {
                 let chunk = host.buffer(Buffer::ResponseBody, 0, body_size)?;
+                if let Some(end) = &mut self.end {
+                    end.feed(&chunk);
+                    self.usage_final = end.seen();
+                }
                 let mut out = Vec::new();
                 let mut usage = None;
                 let mut step = |r: Result<tollgate_llm::StreamOutput, tollgate_llm::TranslateError>| match r {
@@ -384,6 +398,17 @@ impl HttpFilter for ProviderHttp {
         let meta = deployment(host)?;
         let state = request_state(host)?;
         self.meter.prepare(&state, &meta);
+        if self.metering {
+            use tollgate_contract::config::{ContainerPayload, ProviderKind};
+            use tollgate_llm::usage_reader::EndMarker;
+            let marker = match (meta.provider, meta.payload) {
+                (ProviderKind::Anthropic, _) => EndMarker::ANTHROPIC,
+                (ProviderKind::Bedrock, _) => EndMarker::BEDROCK,
+                (ProviderKind::Sagemaker, Some(ContainerPayload::Tgi { .. })) => EndMarker::TGI,
+                _ => EndMarker::OPENAI,
+            };
+            self.end = Some(EndMarker::new(marker));
+        }
         if state.facts.quotas {
             let raw = host.property(&[tollgate_contract::quota::STATE_QUOTA])?;
             self.holds = raw.and_then(|b| serde_json::from_slice(&b).ok());
@@ -494,7 +519,7 @@ impl HttpFilter for ProviderHttp {
     }
 
     fn on_done<H: Host>(&mut self, host: &H) {
-        let record = self.meter.record(host, self.usage);
+        let record = self.meter.record(host, self.usage, self.usage_final);
         if let Some(holds) = &self.holds {
             // This attempt's tokens count against its token quotas (estimated ones included).
             let (input, output) = match (&record, self.usage) {

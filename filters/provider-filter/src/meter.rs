@@ -159,7 +159,8 @@ impl Meter {
     }
 
     /// The record of a finished attempt (`None` if it never went out).
-    pub fn record<H: Host>(&self, host: &H, usage: Option<Usage>) -> Option<UsageRecord> {
+    /// `final_usage`: the provider's final count was read (not only a first one).
+    pub fn record<H: Host>(&self, host: &H, usage: Option<Usage>, final_usage: bool) -> Option<UsageRecord> {
         let started = self.started?;
         let ended = host.now().unwrap_or(started);
         let ms = |from: SystemTime, to: SystemTime| u32::try_from(millis(to).saturating_sub(millis(from))).unwrap_or(u32::MAX);
@@ -185,9 +186,9 @@ impl Meter {
                 r.cache_read_tokens = u.cache_read.unwrap_or(0);
                 r.cache_write_tokens = u.cache_write.unwrap_or(0);
                 // A stream cut short (the client went away, the connection reset) after a first
-                // count (Anthropic's message_start): the input is exact, the output is at least
-                // what was delivered; flagged as estimated.
-                if ok && !self.complete {
+                // count (Anthropic's message_start) but before the final one: the input is exact,
+                // the output is at least what was delivered; flagged as estimated.
+                if ok && !self.complete && !final_usage {
                     r.estimated = true;
                     r.output_tokens = r.output_tokens.max(self.delivered.div_ceil(4));
                 }

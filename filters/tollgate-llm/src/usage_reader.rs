@@ -45,6 +45,9 @@ pub struct UsageReader {
     format: UsageFormat,
     mode: Mode,
     usage: Option<Usage>,
+    /// The provider's final usage has been read (a cut stream may have reported a first,
+    /// partial count).
+    final_seen: bool,
 }
 
 impl UsageReader {
@@ -56,7 +59,12 @@ impl UsageReader {
             UsageFormat::OpenAiResponses | UsageFormat::Anthropic => Mode::Unknown,
             _ => Mode::Json(Vec::new()),
         };
-        Self { format, mode, usage: None }
+        Self { format, mode, usage: None, final_seen: false }
+    }
+
+    /// Whether the provider's final usage was read.
+    pub fn is_final(&self) -> bool {
+        self.final_seen
     }
 
     /// The usage known so far (streams report it as they go).
@@ -102,7 +110,10 @@ impl UsageReader {
     /// The response is over: the usage it reported, if any.
     pub fn finish(&mut self) -> Option<Usage> {
         match std::mem::replace(&mut self.mode, Mode::TooLarge) {
-            Mode::Json(body) => self.usage = json_usage(self.format, &body),
+            Mode::Json(body) => {
+                self.usage = json_usage(self.format, &body);
+                self.final_seen = self.usage.is_some();
+            }
             Mode::Sse(mut decoder) => {
                 if let Ok(events) = decoder.finish() {
                     for ev in events {
@@ -128,11 +139,13 @@ impl UsageReader {
                 }
                 if let Ok(Event { response: Some(Body { usage: Some(u) }) }) = serde_json::from_str(data) {
                     self.usage = Some(u.into());
+                    self.final_seen = true;
                 }
             }
             UsageFormat::Anthropic => {
-                if let Some(u) = anthropic_event_usage(data.as_bytes()) {
+                if let Some((u, last)) = anthropic_event_usage(data.as_bytes()) {
                     self.merge(u);
+                    self.final_seen |= last;
                 }
             }
             _ => {}
@@ -147,6 +160,7 @@ impl UsageReader {
             (UsageFormat::BedrockConverse { .. }, Some("metadata")) => {
                 if let Ok(Body { usage: Some(u) }) = serde_json::from_slice::<Body<TokenUsage>>(&m.payload) {
                     self.usage = Some(Usage::from(&u));
+                    self.final_seen = true;
                 }
             }
             (UsageFormat::BedrockInvoke { .. }, Some("chunk")) => {
@@ -156,13 +170,15 @@ impl UsageReader {
                 }
                 let Ok(chunk) = serde_json::from_slice::<Chunk>(&m.payload) else { return };
                 let Ok(event) = base64::engine::general_purpose::STANDARD.decode(chunk.bytes) else { return };
-                if let Some(u) = anthropic_event_usage(&event) {
+                if let Some((u, last)) = anthropic_event_usage(&event) {
                     self.merge(u);
+                    self.final_seen |= last;
                 } else if let Some(u) = invocation_metrics(&event) {
                     // Only when the model's own events carried none.
                     if self.usage.is_none() {
                         self.usage = Some(u);
                     }
+                    self.final_seen = true;
                 }
             }
             _ => {}
@@ -248,8 +264,8 @@ fn json_usage(format: UsageFormat, body: &[u8]) -> Option<Usage> {
 }
 
 /// The usage of one Anthropic stream event: `message_start` (in `message.usage`) or
-/// `message_delta` (in `usage`); `None` for the others.
-fn anthropic_event_usage(event: &[u8]) -> Option<Usage> {
+/// `message_delta` (in `usage`, the final count: `true`); `None` for the others.
+fn anthropic_event_usage(event: &[u8]) -> Option<(Usage, bool)> {
     #[derive(Deserialize)]
     struct Event {
         #[serde(rename = "type")]
@@ -259,8 +275,8 @@ fn anthropic_event_usage(event: &[u8]) -> Option<Usage> {
     }
     let e: Event = serde_json::from_slice(event).ok()?;
     match e.kind.as_str() {
-        "message_start" => e.message?.usage.as_ref().map(Usage::from),
-        "message_delta" => e.usage.as_ref().map(Usage::from),
+        "message_start" => e.message?.usage.as_ref().map(|u| (Usage::from(u), false)),
+        "message_delta" => e.usage.as_ref().map(|u| (Usage::from(u), true)),
         _ => None,
     }
 }
@@ -290,6 +306,47 @@ fn invocation_metrics(event: &[u8]) -> Option<Usage> {
         cache_write: m.cache_write_input_token_count,
         reasoning: None,
     })
+}
+
+/// Whether a provider stream that is translated reached its final usage event, from its raw
+/// bytes: a marker only that event carries (kept across chunk boundaries).
+pub struct EndMarker {
+    marker: &'static [u8],
+    tail: Vec<u8>,
+    seen: bool,
+}
+
+impl EndMarker {
+    /// Anthropic's `message_delta` (it carries the final usage).
+    pub const ANTHROPIC: &'static [u8] = b"\"message_delta\"";
+    /// A Converse stream's `metadata` event, by its `:event-type` header as framed.
+    pub const BEDROCK: &'static [u8] = b"\x0b:event-type\x07\x00\x08metadata";
+    /// OpenAI-compatible streams end with `[DONE]` after the usage chunk.
+    pub const OPENAI: &'static [u8] = b"[DONE]";
+    /// TGI's last event is the only one with a `generated_text` string.
+    pub const TGI: &'static [u8] = b"\"generated_text\":\"";
+
+    pub fn new(marker: &'static [u8]) -> Self {
+        Self { marker, tail: Vec::new(), seen: false }
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if self.seen || self.marker.is_empty() {
+            return;
+        }
+        let mut window = std::mem::take(&mut self.tail);
+        window.extend_from_slice(chunk);
+        if window.windows(self.marker.len()).any(|w| w == self.marker) {
+            self.seen = true;
+            return;
+        }
+        let keep = window.len().saturating_sub(self.marker.len() - 1);
+        self.tail = window.split_off(keep);
+    }
+
+    pub fn seen(&self) -> bool {
+        self.seen
+    }
 }
 
 #[cfg(test)]

@@ -113,3 +113,35 @@ fn unreadable_or_usage_free_bodies_report_none() {
     big.feed(br#"{"usage":{"prompt_tokens":1}}"#);
     assert_eq!(big.finish(), None);
 }
+
+#[test]
+fn final_usage_is_told_from_a_first_count() {
+    let mut r = UsageReader::new(UsageFormat::Anthropic);
+    r.feed(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n");
+    assert!(r.usage().is_some() && !r.is_final());
+    r.feed(b"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":9}}\n\n");
+    assert!(r.is_final());
+}
+
+#[test]
+fn end_markers_are_found_across_chunk_boundaries() {
+    let stream = b"data: {\"x\":1}\n\ndata: [DONE]\n\n";
+    for cut in 0..stream.len() {
+        let mut m = EndMarker::new(EndMarker::OPENAI);
+        m.feed(&stream[..cut]);
+        m.feed(&stream[cut..]);
+        assert!(m.seen(), "cut at {cut}");
+    }
+    let mut bytes = EndMarker::new(EndMarker::OPENAI);
+    for b in stream.iter() {
+        bytes.feed(std::slice::from_ref(b));
+    }
+    assert!(bytes.seen());
+    let mut none = EndMarker::new(EndMarker::ANTHROPIC);
+    none.feed(b"event: message_start\ndata: {}\n\n");
+    assert!(!none.seen());
+    let frame = eventstream::encode(&[(":event-type", "metadata"), (":message-type", "event")], b"{}");
+    let mut bedrock = EndMarker::new(EndMarker::BEDROCK);
+    bedrock.feed(&frame);
+    assert!(bedrock.seen());
+}
