@@ -85,3 +85,18 @@ def test_table_output(gw):
     assert (empty.returncode, empty.stdout) == (0, "(none)\n")
     for out in (teams, cli(gw, "audit", "--table")):
         assert out.returncode == 0 and gw.admin_key not in out.stdout + out.stderr
+
+
+def test_quotas_and_usage_through_the_cli(gw):
+    key_id, secret = gw.create_key(name="cli-quota")
+    out = cli(gw, "quotas", "create", "requests", "100", "--window", "60", "--key", key_id)
+    assert out.returncode == 0, out.stderr
+    q = json.loads(out.stdout)
+    assert (q["metric"], q["limit"], q["window_seconds"], q["key_id"]) == ("requests", 100, 60, key_id)
+    assert q["id"] in [x["id"] for x in json.loads(cli(gw, "quotas", "list").stdout)["data"]]
+    bad = cli(gw, "quotas", "create", "galaxies", "1")
+    assert bad.returncode != 0 and "total_tokens" in bad.stderr, bad.stderr
+    assert cli(gw, "quotas", "delete", q["id"]).returncode == 0
+    assert q["id"] not in [x["id"] for x in json.loads(cli(gw, "quotas", "list").stdout)["data"]]
+    out = cli(gw, "usage", "--key", key_id, "--limit", "5")
+    assert out.returncode == 0 and json.loads(out.stdout)["data"] == []
