@@ -96,3 +96,19 @@ def test_only_platform_admins_define_quotas(gw):
     assert bad.status_code == 400
     assert gw.admin("POST", "/admin/v1/quotas", json={"metric": "requests", "limit": 0}).status_code == 400
     assert gw.admin("POST", "/admin/v1/quotas", json={"metric": "requests", "limit": 1, "key_id": "key_nope"}).status_code == 400
+
+
+def test_anthropic_clients_get_anthropics_headers(gw, mock):
+    key_id, secret = gw.create_key(name="quota-anthropic")
+    gw.wait_key_usable(secret)
+    away_from_a_minute_boundary()
+    quota(gw, metric="requests", window_seconds=60, limit=50, key_id=key_id)
+    resp = harness.http("POST", f"{gw.base_url.removesuffix('/v1')}/v1/messages",
+                        headers={"x-api-key": secret, "anthropic-version": "2023-06-01"},
+                        json={"model": "gpt-mock", "max_tokens": 50, "messages": user_message("hello")})
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["anthropic-ratelimit-requests-limit"] == "50"
+    assert resp.headers["anthropic-ratelimit-requests-remaining"] == "49"
+    reset = resp.headers["anthropic-ratelimit-requests-reset"]
+    assert len(reset) == 20 and reset.endswith("Z") and reset[10] == "T", reset
+    assert "x-ratelimit-limit-requests" not in resp.headers

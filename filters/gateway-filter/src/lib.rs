@@ -149,7 +149,7 @@ impl GatewayHttp {
         if !cfg.quotas.is_empty() {
             let now = host.now()?.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let len = u64::try_from(body.len()).unwrap_or(u64::MAX);
-            match quotas::admit(host, &cfg.quotas, &pending.key.id, &route.model, len, now)? {
+            match quotas::admit(host, &cfg.quotas, &pending.key.id, &route.model, len, now, self.api)? {
                 Ok(holds) if holds.holds.is_empty() => {}
                 Ok(holds) => {
                     let encoded = serde_json::to_vec(&holds).map_err(|_| GatewayError::new(ErrorKind::Internal, "quota state"))?;

@@ -23,6 +23,7 @@ pub fn admit<'q, H: Host>(
     model: &str,
     body_len: u64,
     now: u64,
+    api: tollgate_contract::ClientApi,
 ) -> Result<Result<Holds, Refusal<'q>>, HostError> {
     let mut holds = Holds::default();
     let (mut requests, mut tokens): (Option<quota::Standing>, Option<quota::Standing>) = (None, None);
@@ -58,7 +59,10 @@ pub fn admit<'q, H: Host>(
             *slot = Some(seen);
         }
     }
-    holds.headers = quota::rate_limit_headers(requests, tokens);
+    holds.headers = match api {
+        tollgate_contract::ClientApi::Anthropic => quota::anthropic_rate_limit_headers(requests, tokens, now),
+        _ => quota::rate_limit_headers(requests, tokens),
+    };
     Ok(Ok(holds))
 }
 

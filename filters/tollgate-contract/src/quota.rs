@@ -177,6 +177,38 @@ pub fn rate_limit_headers(requests: Option<Standing>, tokens: Option<Standing>) 
     out
 }
 
+/// Anthropic's headers (`anthropic-ratelimit-requests-limit`, `-requests-remaining`,
+/// `-requests-reset` as an RFC 3339 time, and the `-tokens-` ones) for `/v1/messages` clients.
+pub fn anthropic_rate_limit_headers(requests: Option<Standing>, tokens: Option<Standing>, now: u64) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (what, v) in [("requests", requests), ("tokens", tokens)] {
+        if let Some((limit, remaining, reset)) = v {
+            out.push((format!("anthropic-ratelimit-{what}-limit"), limit.to_string()));
+            out.push((format!("anthropic-ratelimit-{what}-remaining"), remaining.to_string()));
+            if let Some(s) = reset {
+                out.push((format!("anthropic-ratelimit-{what}-reset"), rfc3339(now.saturating_add(s))));
+            }
+        }
+    }
+    out
+}
+
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (UTC; civil-from-days, no time-zone data needed).
+pub fn rfc3339(unix: u64) -> String {
+    let days = i64::try_from(unix / 86_400).unwrap_or(0);
+    let secs = unix % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +245,16 @@ mod tests {
         assert_eq!(token_reservation(Metric::Requests, 5), 0);
         assert_eq!(Metric::TotalTokens.of_usage(10, 5), 15);
         assert_eq!(Metric::OutputTokens.of_usage(10, 5), 5);
+    }
+
+    #[test]
+    fn anthropic_headers_reset_at_a_time() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_796_427_600), "2026-12-04T23:40:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        let h = anthropic_rate_limit_headers(None, Some((1000, 10, Some(30))), 1_796_427_570);
+        assert_eq!(h[0], ("anthropic-ratelimit-tokens-limit".to_owned(), "1000".to_owned()));
+        assert_eq!(h[2], ("anthropic-ratelimit-tokens-reset".to_owned(), "2026-12-04T23:40:00Z".to_owned()));
     }
 
     #[test]
