@@ -305,6 +305,7 @@ class Tollgate(Target):
 
     bedrock = False  # True: the model's deployment is Bedrock (OpenAI -> Converse + SigV4)
     metering = True  # False: `settings.metering: false` (what metering costs, issue 12)
+    quotas = False  # True: the bench key has a request and a token quota (never reached)
 
     def deployment(self, mock: Mock) -> dict[str, Any]:
         if self.bedrock:
@@ -345,6 +346,13 @@ class Tollgate(Target):
         if resp.status_code != 201:
             raise TargetError(f"creating a key: {resp.status_code} {resp.text[:300]}")
         key = resp.json()["key"]
+        if self.quotas:
+            for spec in ({"metric": "requests", "window_seconds": 60, "limit": 10**12},
+                         {"metric": "total_tokens", "window_seconds": 60, "limit": 10**15}):
+                q = harness.http("POST", f"{cp.url}/admin/v1/quotas", headers={"Authorization": f"Bearer {admin_key}"},
+                                 json={**spec, "key_id": resp.json()["id"]})
+                if q.status_code != 201:
+                    raise TargetError(f"creating a quota: {q.status_code} {q.text[:300]}")
         envoy = harness.Envoy(work, cp, token, f"tollgate-bench-{secrets.token_hex(4)}")
         argv = list(envoy.argv)
         argv[argv.index("--concurrency") + 1] = "1"
@@ -363,6 +371,12 @@ class TollgateNoMetering(Tollgate):
     """Tollgate with `settings.metering: false`: no usage read, no records (to measure their cost)."""
 
     metering = False
+
+
+class TollgateQuotas(Tollgate):
+    """Tollgate with a per-minute request quota and a per-minute token quota on the bench key."""
+
+    quotas = True
 
 
 class TollgateBedrock(Tollgate):
@@ -487,6 +501,9 @@ def make_targets() -> dict[str, Target]:
         "tollgate-nometer": TollgateNoMetering(
             "tollgate-nometer", "Tollgate, metering off",
             features=["as Tollgate", "settings.metering: false (no usage read, no records)"]),
+        "tollgate-quotas": TollgateQuotas(
+            "tollgate-quotas", "Tollgate, key with RPM and TPM quotas",
+            features=["as Tollgate", "a requests/minute and a tokens/minute quota on the key (never reached)"]),
         "tollgate-bedrock": TollgateBedrock(
             "tollgate-bedrock", "Tollgate, OpenAI client -> Bedrock",
             features=["as Tollgate", "OpenAI -> Converse translation", "SigV4 signing",
