@@ -84,3 +84,33 @@ def test_tokens_reserve_the_worst_case_and_settle_to_the_usage(make_gateway, mak
     assert slot() == before + 19
     down.finish()
     assert slot() == before + 19 - ((len(chat_body()) + 3) // 4 + 4096)
+
+
+def test_a_budget_reserves_at_the_dearest_price_and_settles_at_the_deployments(make_gateway, make_provider):
+    shared = SharedData()
+    q = {"id": "quota_budget", "metric": "cost_usd", "window_seconds": 0, "limit": 20_000_000}
+    cfg = gateway_config(quotas=[q], model_prices={"gpt-a": {"input": 1000, "output": 2000, "cache_read": 0, "cache_write": 0}})
+    gw = make_gateway(config_bytes(cfg), shared_data=shared)
+    provider = make_provider(shared_data=shared)
+    shared.set("tollgate.credentials.v1", __import__("wasm_fixtures").credentials_doc())
+    provider.tick()
+    slot = lambda: int.from_bytes(shared.value("tollgate.quota.quota_budget")[8:16], "little")  # noqa: E731
+    reserved = (len(chat_body()) + 3) // 4 * 1000 + 4096 * 2000
+    down = chat(gw)
+    assert down.local_response is None and slot() == reserved
+    assert chat(gw).local_response is None, "two worst cases fit in $0.02"
+    third = chat(gw).local_response
+    err = assert_openai_error(third, 429, "budget_exceeded", "rate_limit_error")
+    assert "quota_budget" in err["message"]
+    props = provider_properties(json.dumps({**json.loads(deployment()), "price": {"input": 500, "output": 1000, "cache_read": 0, "cache_write": 0}}), op=None)
+    props.update(down.properties_set)
+    up = provider.new_http_context(props)
+    up.request_headers(list(down.request_headers_map.pairs), end_of_stream=False)
+    up.send_request_body(bytes(down.request_body_forwarded))
+    up.response_headers([(":status", "200"), ("content-type", "application/json")])
+    up.response_body(json.dumps({"id": "c", "object": "chat.completion", "created": 1, "model": "m", "choices": [],
+                                 "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}}).encode(), end_of_stream=True)
+    before = slot()
+    up.finish()
+    down.finish()
+    assert slot() == before + 12 * 500 + 7 * 1000 - reserved, "the deployment's price, the reservation given back"

@@ -133,7 +133,8 @@ pub enum Command {
         to: Option<String>,
     },
     /// Quotas: `list`, `delete ID`, or `create METRIC LIMIT [--window SECONDS] [--key ID] [--model NAME]`
-    /// (METRIC: requests, input_tokens, output_tokens, total_tokens, concurrency).
+    /// (METRIC: requests, input_tokens, output_tokens, total_tokens, concurrency, or cost_usd
+    /// with LIMIT in dollars: a budget).
     Quotas {
         action: String,
         args: Vec<String>,
@@ -241,8 +242,12 @@ fn request(cmd: Command) -> anyhow::Result<(&'static str, String, Option<Value>)
             ("list", []) => ("GET", "/admin/v1/quotas".into(), None),
             ("delete", [id]) => ("DELETE", format!("/admin/v1/quotas/{}", encode(id)), None),
             ("create", [metric, limit]) => {
-                let limit: u64 = limit.parse().map_err(|_| anyhow::anyhow!("LIMIT must be a whole number"))?;
-                let body = json!({"metric": metric, "limit": limit, "window_seconds": window.unwrap_or(0), "key_id": key, "model": model});
+                let mut body = json!({"metric": metric, "window_seconds": window.unwrap_or(0), "key_id": key, "model": model});
+                if metric == "cost_usd" {
+                    body["limit_usd"] = json!(limit);
+                } else {
+                    body["limit"] = json!(limit.parse::<u64>().map_err(|_| anyhow::anyhow!("LIMIT must be a whole number (dollars for cost_usd)"))?);
+                }
                 ("POST", "/admin/v1/quotas".into(), Some(body))
             }
             _ => anyhow::bail!("quotas: list | create METRIC LIMIT [--window SECONDS] [--key ID] [--model NAME] | delete ID"),

@@ -565,7 +565,16 @@ impl AdminService for AdminGrpc {
         let q = req.into_inner();
         let metric = serde_json::from_value(serde_json::Value::String(q.metric.clone()))
             .map_err(|_| invalid(format!("Unknown metric '{}': requests, input_tokens, output_tokens, total_tokens or concurrency.", q.metric)))?;
-        let spec = crate::store::QuotaSpec { id: String::new(), metric, window_seconds: q.window_seconds, limit: q.limit, key_id: q.key_id, model: q.model, created_at: 0 };
+        let spec = crate::store::QuotaSpec {
+            id: String::new(),
+            metric,
+            window_seconds: q.window_seconds,
+            limit: q.limit,
+            limit_usd: q.limit_usd,
+            key_id: q.key_id,
+            model: q.model,
+            created_at: 0,
+        };
         ok(self.service().create_quota(&actor, spec).await.map_err(created)?.into())
     }
 
@@ -588,7 +597,16 @@ use crate::metering::prices::PriceEntry;
 impl From<crate::store::QuotaSpec> for pb::Quota {
     fn from(q: crate::store::QuotaSpec) -> Self {
         let metric = serde_json::to_value(q.metric).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-        Self { id: q.id, metric, window_seconds: q.window_seconds, limit: q.limit, key_id: q.key_id, model: q.model, created_at: q.created_at }
+        Self {
+            id: q.id,
+            metric,
+            window_seconds: q.window_seconds,
+            limit: q.limit,
+            key_id: q.key_id,
+            model: q.model,
+            created_at: q.created_at,
+            limit_usd: q.limit_usd,
+        }
     }
 }
 

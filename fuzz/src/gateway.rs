@@ -14,6 +14,7 @@ fn config() -> &'static GatewayConfig {
         GatewayConfig::compile(GatewayConfigDoc {
             schema: SCHEMA_VERSION,
             quotas: Vec::new(),
+            model_prices: Default::default(),
             max_body_bytes: 1 << 20,
             keys: vec![
                 KeyDoc { id: "all".into(), digest: digest_hex("tg-all"), role: Role::User, models: None, expires_at: None },

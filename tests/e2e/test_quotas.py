@@ -112,3 +112,29 @@ def test_anthropic_clients_get_anthropics_headers(gw, mock):
     reset = resp.headers["anthropic-ratelimit-requests-reset"]
     assert len(reset) == 20 and reset.endswith("Z") and reset[10] == "T", reset
     assert "x-ratelimit-limit-requests" not in resp.headers
+
+
+def test_a_budget_is_never_overspent(gw, mock):
+    """A $ budget (cost_usd) reserves each request's worst case at its model's price and settles
+    to what the ledger charges: requests pass while the worst case fits, then 429
+    `budget_exceeded`; the spend recorded never exceeds the budget."""
+    price = {"provider": "openai", "model": "mock-model-1", "input": "1.00", "output": "2.00",
+             "as_of": "2026-12-04", "source": "test"}
+    assert gw.admin("POST", "/admin/v1/prices", json=price).status_code == 201
+    key_id, secret = gw.create_key(name="quota-budget")
+    gw.wait_key_usable(secret)
+    q = quota(gw, metric="cost_usd", limit_usd="0.0085", key_id=key_id)
+    assert q["limit"] == 8_500_000
+    statuses = []
+    for i in range(40):
+        resp = chat(gw, secret, f"{unique()} budget {i}")
+        statuses.append(resp.status_code)
+        if resp.status_code == 429:
+            err = assert_openai_error(resp, 429)
+            assert err["code"] == "budget_exceeded" and q["id"] in err["message"]
+            break
+    assert statuses[-1] == 429 and statuses.count(200) >= 2, statuses
+    harness.wait_until(lambda: len(gw.admin("GET", f"/admin/v1/usage?key_id={key_id}").json()["data"]) == statuses.count(200),
+                       15, "the budget's records")
+    spent = sum(int(r["cost_usd"].replace(".", "")) for r in gw.admin("GET", f"/admin/v1/usage?key_id={key_id}").json()["data"])
+    assert 0 < spent <= 8_500_000, spent

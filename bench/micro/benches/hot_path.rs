@@ -25,6 +25,7 @@ fn config(keys: usize) -> GatewayConfig {
     GatewayConfig::compile(GatewayConfigDoc {
         schema: SCHEMA_VERSION,
         quotas: Vec::new(),
+        model_prices: Default::default(),
         max_body_bytes: 8 << 20,
         keys,
         models: vec![ModelDoc { name: "bench-model".into(), cluster: "c".into(), owned_by: "t".into(), created: 0 }],

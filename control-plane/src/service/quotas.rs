@@ -4,6 +4,30 @@
 use super::*;
 use crate::store::QuotaSpec;
 
+/// `"25.50"` → 25,500,000,000 nano-dollars; at most nine decimals, at most $1,000,000,000.
+fn usd_to_nanos(usd: &str) -> Option<u64> {
+    let (whole, frac) = usd.split_once('.').unwrap_or((usd, ""));
+    if whole.is_empty() || whole.len() > 10 || frac.len() > 9 || !whole.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let whole: u64 = whole.parse().ok()?;
+    let frac: u64 = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().ok()? };
+    (whole <= 1_000_000_000).then(|| whole * 1_000_000_000 + frac)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dollars_to_nano_dollars() {
+        assert_eq!(super::usd_to_nanos("25.50"), Some(25_500_000_000));
+        assert_eq!(super::usd_to_nanos("0.000000001"), Some(1));
+        assert_eq!(super::usd_to_nanos("3"), Some(3_000_000_000));
+        for bad in ["", ".5", "1.0000000001", "-1", "1e3", "1,5", "99999999999"] {
+            assert_eq!(super::usd_to_nanos(bad), None, "{bad}");
+        }
+    }
+}
+
 /// The longest window: a year.
 const MAX_WINDOW_SECONDS: u64 = 365 * 86_400;
 
@@ -15,6 +39,12 @@ impl Service {
 
     pub async fn create_quota(&self, actor: &Actor, mut q: QuotaSpec) -> Result<QuotaSpec, ServiceError> {
         Self::check(actor, Verb::Write, Object::Platform)?;
+        match (q.metric == tollgate_contract::quota::Metric::CostUsd, q.limit_usd.as_deref()) {
+            (true, Some(usd)) => q.limit = usd_to_nanos(usd).ok_or_else(|| ServiceError::Invalid("'limit_usd' must be a decimal amount of dollars, e.g. \"25.00\" (at most nine decimals).".into()))?,
+            (true, None) => return Err(ServiceError::Invalid("A cost_usd quota (a budget) needs 'limit_usd', e.g. \"25.00\".".into())),
+            (false, Some(_)) => return Err(ServiceError::Invalid("'limit_usd' is for cost_usd quotas; use 'limit'.".into())),
+            (false, None) => {}
+        }
         if q.limit == 0 {
             return Err(ServiceError::Invalid("'limit' must be positive.".into()));
         }

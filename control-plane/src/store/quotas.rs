@@ -13,14 +13,21 @@ pub struct QuotaSpec {
     /// `quota_...`, given at creation.
     #[serde(default)]
     pub id: String,
-    /// `requests`, `input_tokens`, `output_tokens`, `total_tokens` or `concurrency`.
+    /// `requests`, `input_tokens`, `output_tokens`, `total_tokens`, `concurrency` or `cost_usd`
+    /// (a budget).
     #[schema(value_type = String)]
     pub metric: tollgate_contract::quota::Metric,
     /// Window in seconds (1 to 31,536,000); absent or 0: no window (a lifetime total;
     /// concurrency has none).
     #[serde(default)]
     pub window_seconds: u64,
+    /// Requests, tokens or concurrent requests; for `cost_usd`, nano-dollars (set from
+    /// `limit_usd`).
+    #[serde(default)]
     pub limit: u64,
+    /// A budget's limit in USD, e.g. `"25.00"` (nine decimals at most).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_usd: Option<String>,
     /// The key it applies to (absent: every key).
     #[serde(default)]
     pub key_id: Option<String>,

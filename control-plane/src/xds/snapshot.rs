@@ -125,6 +125,19 @@ pub fn build(model: &Model, env: &XdsEnv) -> Snapshot {
     }
     let gateway_doc = GatewayConfigDoc {
         schema: SCHEMA_VERSION,
+        // A budget reserves a request's worst case at its model's dearest deployment.
+        model_prices: model
+            .models
+            .iter()
+            .filter_map(|m| {
+                let priced: Vec<_> = m.deployments.iter().filter_map(|d| d.price).collect();
+                let max = |f: fn(&tollgate_contract::config::Price) -> u64| priced.iter().map(f).max().unwrap_or(0);
+                (!priced.is_empty()).then(|| {
+                    let p = tollgate_contract::config::Price { input: max(|p| p.input), output: max(|p| p.output), cache_read: max(|p| p.cache_read), cache_write: max(|p| p.cache_write) };
+                    (m.name.clone(), p)
+                })
+            })
+            .collect(),
         // Until leases from a quota authority exist, each connected Envoy admits an equal share.
         quotas: model
             .quotas

@@ -112,6 +112,7 @@ fn refuse<H: Host>(host: &H, api: ClientApi, r: &quotas::Refusal<'_>) -> Result<
         Metric::OutputTokens => "output tokens",
         Metric::TotalTokens => "tokens",
         Metric::Concurrency => "concurrent requests",
+        Metric::CostUsd => "nano-dollars",
     };
     let per = match r.quota.window_seconds {
         0 if r.quota.metric == Metric::Concurrency => String::new(),
@@ -122,7 +123,7 @@ fn refuse<H: Host>(host: &H, api: ClientApi, r: &quotas::Refusal<'_>) -> Result<
         ErrorKind::RateLimited,
         format!("Quota {} ({} {what}{per}) is used up; retry after {} s.", r.quota.id, r.quota.limit, r.retry_after),
     )
-    .code("rate_limit_exceeded");
+    .code(if r.quota.metric == Metric::CostUsd { "budget_exceeded" } else { "rate_limit_exceeded" });
     let body = err.to_json(api);
     let retry_after = r.retry_after.to_string();
     let mut headers = vec![("content-type", "application/json"), ("retry-after", retry_after.as_str())];
@@ -149,7 +150,8 @@ impl GatewayHttp {
         if !cfg.quotas.is_empty() {
             let now = host.now()?.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let len = u64::try_from(body.len()).unwrap_or(u64::MAX);
-            match quotas::admit(host, &cfg.quotas, &pending.key.id, &route.model, len, now, self.api)? {
+            let price = cfg.model_prices.get(route.model.as_str());
+            match quotas::admit(host, &cfg.quotas, &pending.key.id, &route.model, len, now, self.api, price)? {
                 Ok(holds) if holds.holds.is_empty() => {}
                 Ok(holds) => {
                     let encoded = serde_json::to_vec(&holds).map_err(|_| GatewayError::new(ErrorKind::Internal, "quota state"))?;

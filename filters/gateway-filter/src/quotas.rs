@@ -24,6 +24,7 @@ pub fn admit<'q, H: Host>(
     body_len: u64,
     now: u64,
     api: tollgate_contract::ClientApi,
+    price: Option<&tollgate_contract::config::Price>,
 ) -> Result<Result<Holds, Refusal<'q>>, HostError> {
     let mut holds = Holds::default();
     let (mut requests, mut tokens): (Option<quota::Standing>, Option<quota::Standing>) = (None, None);
@@ -31,7 +32,7 @@ pub fn admit<'q, H: Host>(
         let window = if q.metric == Metric::Concurrency { 0 } else { q.window(now) };
         let amount = match q.metric {
             Metric::Requests | Metric::Concurrency => 1,
-            m => quota::token_reservation(m, body_len),
+            m => quota::reservation(m, body_len, price),
         };
         let taken = add(host, &q.slot_key(), window, i64::try_from(amount).unwrap_or(i64::MAX), Some(q.limit), false);
         let used = match taken {
@@ -52,7 +53,7 @@ pub fn admit<'q, H: Host>(
         let seen = (q.limit, q.limit.saturating_sub(used), q.resets_in(now));
         let slot = match q.metric {
             Metric::Requests => &mut requests,
-            Metric::Concurrency => continue,
+            Metric::Concurrency | Metric::CostUsd => continue,
             _ => &mut tokens,
         };
         if slot.is_none_or(|(_, remaining, _)| seen.1 < remaining) {

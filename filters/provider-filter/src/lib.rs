@@ -527,8 +527,14 @@ impl HttpFilter for ProviderHttp {
                 (None, Some(u)) => (u.prompt_tokens(), u.completion_tokens()),
                 (None, None) => (0, 0),
             };
+            // A budget counts what the ledger will charge: the deployment's price, cache tiers apart.
+            let cost = match (&record, self.meter.price) {
+                (Some(r), Some(p)) => p.cost_nanos(r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens),
+                (None, Some(p)) => p.cost_nanos(input, output, 0, 0),
+                (_, None) => 0,
+            };
             for h in holds.holds.iter().filter(|h| h.metric.is_tokens()) {
-                let used = h.metric.of_usage(input, output);
+                let used = if h.metric == tollgate_contract::quota::Metric::CostUsd { cost } else { h.metric.of_usage(input, output) };
                 let key = format!("{}{}", tollgate_contract::quota::SLOT_PREFIX, h.id);
                 if used > 0 {
                     if let Err(e) = tollgate_wasm::quota_slot::add(host, &key, h.window, i64::try_from(used).unwrap_or(i64::MAX), None, true) {

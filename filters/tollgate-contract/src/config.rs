@@ -38,6 +38,9 @@ pub struct GatewayConfigDoc {
     /// Quotas with this Envoy's share of each limit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quotas: Vec<crate::quota::QuotaDoc>,
+    /// Each priced model's highest deployment rates, for budgets' worst-case reservations.
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    pub model_prices: HashMap<String, Price>,
 }
 
 /// Configuration of the upstream provider filter (in each model cluster's filter chain).
@@ -87,6 +90,7 @@ pub struct GatewayConfig {
     pub models: Vec<ModelDoc>,
     pub fault_injection: bool,
     pub quotas: Vec<crate::quota::QuotaDoc>,
+    pub model_prices: HashMap<String, Price>,
 }
 
 impl GatewayConfig {
@@ -127,6 +131,7 @@ impl GatewayConfig {
             models: doc.models,
             fault_injection: doc.fault_injection,
             quotas: doc.quotas,
+            model_prices: doc.model_prices,
         })
     }
 
@@ -310,6 +315,7 @@ mod tests {
         GatewayConfigDoc {
             schema: SCHEMA_VERSION,
             quotas: Vec::new(),
+            model_prices: Default::default(),
             max_body_bytes: 1024,
             keys: vec![KeyDoc {
                 id: "k1".into(),

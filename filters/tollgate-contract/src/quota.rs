@@ -30,11 +30,14 @@ pub enum Metric {
     OutputTokens,
     TotalTokens,
     Concurrency,
+    /// Cost in nano-dollars, from the price catalogue (a budget).
+    CostUsd,
 }
 
 impl Metric {
+    /// Reserved when admitted and settled to the real usage when the request ends.
     pub fn is_tokens(self) -> bool {
-        matches!(self, Self::InputTokens | Self::OutputTokens | Self::TotalTokens)
+        matches!(self, Self::InputTokens | Self::OutputTokens | Self::TotalTokens | Self::CostUsd)
     }
 
     /// What an attempt's usage adds to this metric.
@@ -43,9 +46,10 @@ impl Metric {
             Self::InputTokens => input,
             Self::OutputTokens => output,
             Self::TotalTokens => input.saturating_add(output),
-            Self::Requests | Self::Concurrency => 0,
+            Self::Requests | Self::Concurrency | Self::CostUsd => 0,
         }
     }
+
 }
 
 /// One quota as an Envoy receives it.
@@ -146,13 +150,19 @@ pub struct Holds {
     pub headers: Vec<(String, String)>,
 }
 
-/// Tokens reserved for a request of `body_len` bytes.
+/// Tokens (or, for a budget, nano-dollars at the model's highest deployment price) reserved
+/// for a request of `body_len` bytes.
 pub fn token_reservation(metric: Metric, body_len: u64) -> u64 {
+    reservation(metric, body_len, None)
+}
+
+pub fn reservation(metric: Metric, body_len: u64, price: Option<&crate::config::Price>) -> u64 {
     let input = body_len.div_ceil(4);
     match metric {
         Metric::InputTokens => input,
         Metric::OutputTokens => OUTPUT_RESERVATION,
         Metric::TotalTokens => input.saturating_add(OUTPUT_RESERVATION),
+        Metric::CostUsd => price.map_or(0, |p| p.cost_nanos(input, OUTPUT_RESERVATION, 0, 0)),
         Metric::Requests | Metric::Concurrency => 0,
     }
 }
