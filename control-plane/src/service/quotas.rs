@@ -15,19 +15,6 @@ fn usd_to_nanos(usd: &str) -> Option<u64> {
     (whole <= 1_000_000_000).then(|| whole * 1_000_000_000 + frac)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn dollars_to_nano_dollars() {
-        assert_eq!(super::usd_to_nanos("25.50"), Some(25_500_000_000));
-        assert_eq!(super::usd_to_nanos("0.000000001"), Some(1));
-        assert_eq!(super::usd_to_nanos("3"), Some(3_000_000_000));
-        for bad in ["", ".5", "1.0000000001", "-1", "1e3", "1,5", "99999999999"] {
-            assert_eq!(super::usd_to_nanos(bad), None, "{bad}");
-        }
-    }
-}
-
 /// The longest window: a year.
 const MAX_WINDOW_SECONDS: u64 = 365 * 86_400;
 
@@ -81,5 +68,18 @@ impl Service {
         self.store.delete_quota(id, &audit).await?;
         self.publisher.refresh().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dollars_to_nano_dollars() {
+        assert_eq!(super::usd_to_nanos("25.50"), Some(25_500_000_000));
+        assert_eq!(super::usd_to_nanos("0.000000001"), Some(1));
+        assert_eq!(super::usd_to_nanos("3"), Some(3_000_000_000));
+        for bad in ["", ".5", "1.0000000001", "-1", "1e3", "1,5", "99999999999"] {
+            assert_eq!(super::usd_to_nanos(bad), None, "{bad}");
+        }
     }
 }

@@ -151,7 +151,8 @@ impl GatewayHttp {
             let now = host.now()?.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let len = u64::try_from(body.len()).unwrap_or(u64::MAX);
             let price = cfg.model_prices.get(route.model.as_str());
-            match quotas::admit(host, &cfg.quotas, &pending.key.id, &route.model, len, now, self.api, price)? {
+            let asking = quotas::Asking { key_id: &pending.key.id, model: &route.model, body_len: len, now, api: self.api, price };
+            match quotas::admit(host, &cfg.quotas, &asking)? {
                 Ok(holds) if holds.holds.is_empty() => {}
                 Ok(holds) => {
                     let encoded = serde_json::to_vec(&holds).map_err(|_| GatewayError::new(ErrorKind::Internal, "quota state"))?;

@@ -15,17 +15,22 @@ pub struct Refusal<'q> {
     pub retry_after: u64,
 }
 
+/// The request as the quotas see it.
+pub struct Asking<'a> {
+    pub key_id: &'a str,
+    pub model: &'a str,
+    pub body_len: u64,
+    /// Unix seconds.
+    pub now: u64,
+    /// Whose rate-limit headers to write.
+    pub api: tollgate_contract::ClientApi,
+    /// The model's dearest deployment rates (for budgets).
+    pub price: Option<&'a tollgate_contract::config::Price>,
+}
+
 /// Takes every applicable quota's share for a request, or none of them.
-pub fn admit<'q, H: Host>(
-    host: &H,
-    quotas: &'q [QuotaDoc],
-    key_id: &str,
-    model: &str,
-    body_len: u64,
-    now: u64,
-    api: tollgate_contract::ClientApi,
-    price: Option<&tollgate_contract::config::Price>,
-) -> Result<Result<Holds, Refusal<'q>>, HostError> {
+pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], r: &Asking<'_>) -> Result<Result<Holds, Refusal<'q>>, HostError> {
+    let Asking { key_id, model, body_len, now, api, price } = *r;
     let mut holds = Holds::default();
     let (mut requests, mut tokens): (Option<quota::Standing>, Option<quota::Standing>) = (None, None);
     for q in quotas.iter().filter(|q| q.applies(key_id, model)) {
