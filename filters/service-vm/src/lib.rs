@@ -3,7 +3,10 @@
 //! All of the data plane's I/O with the control plane happens here, once per Envoy instead of
 //! once per worker: today the provider credential document, fetched with a conditional GET
 //! (an unchanged document costs a 304) and published under
-//! [`contract::SHARED_CREDENTIALS_KEY`]. Workers never call out.
+//! [`contract::SHARED_CREDENTIALS_KEY`]; and the key table, kept by a long poll (`keys`).
+//! Workers never call out. Callout answers are dispatched by their call token.
+
+mod keys;
 
 use std::time::Duration;
 
@@ -35,6 +38,7 @@ pub struct ServicePlugin {
     version: Option<String>,
     in_flight: Option<u32>,
     slow: bool,
+    keys: keys::KeyPoller,
 }
 
 /// The service VM has no HTTP streams; Envoy never creates one for a bootstrap extension.
@@ -82,7 +86,7 @@ impl Plugin for ServicePlugin {
     const NAME: &'static str = "tollgate service";
 
     fn new() -> Self {
-        Self { cluster: None, token: None, version: None, in_flight: None, slow: false }
+        Self { cluster: None, token: None, version: None, in_flight: None, slow: false, keys: keys::KeyPoller::default() }
     }
 
     fn configure<H: Host>(&mut self, host: &H, config: &[u8]) -> Result<(), String> {
@@ -96,6 +100,7 @@ impl Plugin for ServicePlugin {
         if let Ok((Some(bytes), _)) = host.shared_data(contract::SHARED_CREDENTIALS_KEY) {
             self.version = serde_json::from_slice::<CredentialsDoc>(&bytes).ok().map(|d| d.version);
         }
+        self.keys.restore(host);
         let slow = self.version.is_some();
         self.set_tick(host, slow);
         Ok(())
@@ -106,11 +111,12 @@ impl Plugin for ServicePlugin {
     }
 
     fn on_tick<H: Host>(&mut self, host: &H) {
+        let (Some(cluster), Some(token)) = (self.cluster.as_deref(), self.token.as_deref()) else { return };
+        let auth = format!("Bearer {token}");
+        self.keys.poll(host, cluster, &auth);
         if self.in_flight.is_some() {
             return;
         }
-        let (Some(cluster), Some(token)) = (self.cluster.as_deref(), self.token.as_deref()) else { return };
-        let auth = format!("Bearer {token}");
         let version = self.version.as_ref().map(|v| format!("\"{v}\""));
         let mut headers = vec![
             (":method", "GET"),
@@ -128,6 +134,12 @@ impl Plugin for ServicePlugin {
     }
 
     fn on_http_call_response<H: Host>(&mut self, host: &H, token: u32, _num_headers: usize, body_size: usize) {
+        if self.keys.owns(token) {
+            if let (Some(cluster), Some(secret)) = (self.cluster.as_deref(), self.token.as_deref()) {
+                self.keys.on_response(host, body_size, cluster, &format!("Bearer {secret}"));
+            }
+            return;
+        }
         if self.in_flight != Some(token) {
             return;
         }

@@ -49,7 +49,7 @@ pub struct EntrySpec<'a> {
 /// no two equal).
 pub fn encode_shard(index: u8, epoch: u64, version: u64, entries: &[EntrySpec<'_>]) -> Result<Vec<u8>, KeyTableError> {
     let mut sorted: Vec<&EntrySpec<'_>> = entries.iter().collect();
-    sorted.sort_unstable_by(|a, b| a.digest.cmp(&b.digest));
+    sorted.sort_unstable_by_key(|e| e.digest);
     let mut sets: Vec<Option<&[String]>> = Vec::new();
     let mut set_bytes = Vec::new();
     let mut ids = Vec::new();

@@ -86,7 +86,7 @@ fn encoder_refuses_what_the_decoder_would() {
     assert!(matches!(encode_shard(e.digest[0], 1, 1, &[e.clone(), e.clone()]), Err(KeyTableError::Record { .. })));
     let long = "x".repeat(256);
     let e2 = spec("tg-x", &long, None, None);
-    assert!(encode_shard(e2.digest[0], 1, 1, &[e2.clone()]).is_err());
+    assert!(encode_shard(e2.digest[0], 1, 1, std::slice::from_ref(&e2)).is_err());
 }
 
 #[test]
