@@ -13,6 +13,7 @@ mod egress;
 mod grpc_admin;
 mod internal;
 mod kek;
+mod keytable;
 mod metering;
 mod model;
 mod publisher;

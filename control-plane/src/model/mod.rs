@@ -79,8 +79,6 @@ pub struct Model {
     /// Credential references that parsed (the credential document is resolved from these).
     pub credentials: BTreeMap<String, CredentialRef>,
     pub models: Vec<ServedModel>,
-    /// Keys that are not revoked (expired ones stay: the filter refuses them by time).
-    pub keys: Vec<KeyRecord>,
 }
 
 /// Why a stored deployment cannot be served. Messages are safe to show and to log: they name
