@@ -203,3 +203,18 @@ def test_service_and_workers_together(make_service, make_gateway):
     i = shard_of(K1_SECRET)
     answer_poll(service, [kt.table([k for k in KEYS if k["id"] != "k1"], 5, 2)[i]])
     assert send(worker, "POST", CHAT, chat_body()).local_response.status == 401
+
+
+def test_a_configuration_change_keeps_the_workers_table(make_gateway):
+    from wasm_fixtures import config_bytes, gateway_config
+
+    host = make_gateway()
+    assert key_id_of(send(host, "POST", CHAT, chat_body(), key=K1_SECRET)) == "k1"
+    host.crossings.clear()
+    assert key_id_of(send(host, "POST", CHAT, chat_body(), key=K1_SECRET)) == "k1"
+    assert host.crossings["host:proxy_get_shared_data"] == 1, "a request reads the version key only"
+    # a new root context (ECDS update): the table stays, nothing is copied again
+    assert host.reconfigure(config_bytes(gateway_config(max_body_bytes=2048))) is True
+    host.crossings.clear()
+    assert key_id_of(send(host, "POST", CHAT, chat_body(), key=K1_SECRET)) == "k1"
+    assert host.crossings["host:proxy_get_shared_data"] == 1, dict(host.crossings)

@@ -7,8 +7,22 @@
 //! A shard that cannot be read or decoded is kept as it was and the CAS is not recorded, so the
 //! next request tries again; the error is logged once per version.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use tollgate_contract::keytable::{self, Manifest, Shard, Table};
 use tollgate_wasm::Host;
+
+thread_local! {
+    /// The VM's one table. Envoy makes a new root context for each configuration change and keeps
+    /// the VM: each root takes this table rather than copying every shard again.
+    static VM_TABLE: Rc<RefCell<Keys>> = Rc::default();
+}
+
+/// The table of this VM.
+pub fn vm_table() -> Rc<RefCell<Keys>> {
+    VM_TABLE.with(Rc::clone)
+}
 
 #[derive(Default)]
 pub struct Keys {

@@ -23,7 +23,8 @@ tollgate_wasm::plugin!(GatewayPlugin, [request_headers, request_body, request_tr
 
 pub struct GatewayPlugin {
     config: Option<Rc<GatewayConfig>>,
-    /// The worker's key table, shared by its requests (a VM runs one callback at a time).
+    /// The worker's key table, shared by its requests (a VM runs one callback at a time) and by
+    /// every root context of this VM: a configuration change (a new root) keeps it.
     keys: Rc<RefCell<keys::Keys>>,
 }
 
@@ -32,7 +33,7 @@ impl Plugin for GatewayPlugin {
     const NAME: &'static str = "gateway filter";
 
     fn new() -> Self {
-        Self { config: None, keys: Rc::default() }
+        Self { config: None, keys: keys::vm_table() }
     }
 
     fn configure<H: Host>(&mut self, _host: &H, config: &[u8]) -> Result<(), String> {
