@@ -69,6 +69,30 @@ fn bench(c: &mut Criterion) {
             b.iter(|| request::authenticate(Some(&table), Some(black_box("Bearer tg-key-7")), None, 0).unwrap())
         });
     }
+    // What a worker does when keys change: decode (check) one changed shard of a 100,000-key
+    // table, and every shard (the first load).
+    let ids: Vec<String> = (0..100_000).map(|i| format!("key_{i:020}")).collect();
+    let entries: Vec<EntrySpec<'_>> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| EntrySpec { digest: digest(&format!("tg-key-{i}")), id, role: Role::User, expires_at: None, models: None })
+        .collect();
+    let shards: Vec<Vec<u8>> = (0..=u8::MAX)
+        .map(|i| {
+            let mine: Vec<EntrySpec<'_>> = entries.iter().filter(|e| e.digest[0] == i).cloned().collect();
+            tollgate_contract::keytable::encode_shard(i, 1, 1, &mine).unwrap()
+        })
+        .collect();
+    c.bench_function("decode one shard of a 100k-key table", |b| {
+        b.iter(|| tollgate_contract::keytable::Shard::decode(black_box(&shards[7]), 7).unwrap())
+    });
+    c.bench_function("decode all 256 shards (100k keys)", |b| {
+        b.iter(|| {
+            for (i, s) in (0..=u8::MAX).zip(&shards) {
+                black_box(tollgate_contract::keytable::Shard::decode(s, i).unwrap());
+            }
+        })
+    });
     let table = keys(16);
     let body = body_for_bench_model();
     let key = request::authenticate(Some(&table), Some("Bearer tg-key-1"), None, 0).unwrap();
