@@ -14,6 +14,8 @@ each size measures:
   (from the call to 0.5 s after the refusal): each worker (`wrk:worker_N`, which copies the
   changed shard on its next request) and the main thread (the service VM, which receives and
   publishes it), next to the same window with the same probe requests and no change;
+- the time of an admin call that changes what allowances are made of (a new access group), for
+  which the control plane recomputes every key's entries in memory;
 - Envoy's and the control plane's RSS.
 
 Prints one JSON line per size.
@@ -135,9 +137,17 @@ def main() -> int:
             revoke_to_refusal += api_revoke_s
             time.sleep(0.5)
             change = delta_ms(cpu0, thread_cpu_ns(pid))
+
+            # A change to what allowances are made of (a new access group): the control plane
+            # recomputes every key's entries in memory (no key row read); no shard changes.
+            t3 = time.monotonic()
+            resp = stack.admin("POST", "/admin/v1/access-groups", timeout=300,
+                               json={"name": f"group-{size}", "models": ["gpt-*"]})
+            assert resp.status_code == 201, resp.text[:300]
+            api_group_s = time.monotonic() - t3
             print(json.dumps({"keys": have, "bulk_create_s": round(bulk_s, 2),
                               "api_create_s": round(api_create_s, 3), "created_to_first_use_s": round(created_to_use, 3),
-                              "api_revoke_s": round(api_revoke_s, 3),
+                              "api_revoke_s": round(api_revoke_s, 3), "api_access_group_s": round(api_group_s, 3),
                               "revoke_call_to_refused_everywhere_s": round(revoke_to_refusal, 3),
                               "probe_rounds": asked,
                               "envoy_cpu_ms_revocation": change, "envoy_cpu_ms_same_probes_no_change": baseline,

@@ -29,6 +29,9 @@ pub struct InternalState {
     pub service: crate::service::Service,
     /// The token the data plane presents to fetch credentials.
     pub data_plane_token: Arc<String>,
+    /// Becomes true when the process is stopping: a held key poll then answers at once, so that
+    /// a graceful shutdown does not wait out the poll.
+    pub closing: tokio::sync::watch::Receiver<bool>,
 }
 
 pub fn router(state: InternalState) -> Router {
@@ -66,16 +69,23 @@ pub async fn keys(State(state): State<InternalState>, headers: HeaderMap, Query(
         ApiError::from(GatewayError::new(ErrorKind::InvalidRequest, format!("Invalid key manifest: {e}.")).code("invalid_manifest"))
     })?;
     let mut table = state.publisher.key_table();
+    let mut closing = state.closing.clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.min(MAX_WAIT_SECONDS));
     loop {
         let update = table.borrow_and_update().update_for(&have);
         if let Some(update) = update {
             return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/octet-stream")], update).into_response());
         }
-        match tokio::time::timeout_at(deadline, table.changed()).await {
-            Ok(Ok(())) => {}
-            // The wait is over (or the publisher is gone): nothing changed.
-            Ok(Err(_)) | Err(_) => return Ok(StatusCode::NOT_MODIFIED.into_response()),
+        if *closing.borrow_and_update() {
+            return Ok(StatusCode::NOT_MODIFIED.into_response());
+        }
+        tokio::select! {
+            changed = tokio::time::timeout_at(deadline, table.changed()) => match changed {
+                Ok(Ok(())) => {}
+                // The wait is over (or the publisher is gone): nothing changed.
+                Ok(Err(_)) | Err(_) => return Ok(StatusCode::NOT_MODIFIED.into_response()),
+            },
+            _ = closing.changed() => {}
         }
     }
 }

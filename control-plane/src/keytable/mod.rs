@@ -147,6 +147,8 @@ impl KeyTableState {
                 }
             }
             if k.revoked_at.is_none() {
+                // Kept in memory for later changes: only what its entries depend on.
+                let k = KeyRecord { name: String::new(), tags: Vec::new(), metadata: None, rotation_idempotency: None, rotation_answer: None, ..k };
                 if !full {
                     self.add_entries(&k, allowances, now, &mut dirty);
                 }
