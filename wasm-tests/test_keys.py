@@ -218,3 +218,16 @@ def test_a_configuration_change_keeps_the_workers_table(make_gateway):
     host.crossings.clear()
     assert key_id_of(send(host, "POST", CHAT, chat_body(), key=K1_SECRET)) == "k1"
     assert host.crossings["host:proxy_get_shared_data"] == 1, dict(host.crossings)
+
+
+def test_a_first_table_that_cannot_be_read_whole_is_not_served_from(make_gateway):
+    shared = SharedData()
+    kt.publish(shared, full_table(), 5, 1)
+    i = shard_of(K1_SECRET)
+    shared.set(kt.shard_key(i), b"garbage", 0)
+    host = make_gateway(shared_data=shared)
+    for secret in (K1_SECRET, K2_SECRET):
+        ctx = send(host, "POST", CHAT, chat_body("gpt-a"), key=secret)
+        assert_openai_error(ctx.local_response, 503, "keys_not_loaded", "api_error")
+    shared.set(kt.shard_key(i), full_table()[i], 0)
+    assert key_id_of(send(host, "POST", CHAT, chat_body("gpt-a"), key=K2_SECRET)) == "k2"

@@ -5,7 +5,8 @@
 //! `(epoch, version)` differ from its own (one shard for one changed key).
 //!
 //! A shard that cannot be read or decoded is kept as it was and the CAS is not recorded, so the
-//! next request tries again; the error is logged once per version.
+//! next request tries again; the error is logged once per version. A worker that has never
+//! brought its table up to date answers as if there were none (503, fail closed).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -29,7 +30,8 @@ pub struct Keys {
     table: Table,
     /// CAS of the version key when the table was last brought up to date.
     synced: Option<u32>,
-    /// A version key was seen at least once (a table, possibly partial, is in).
+    /// The table was brought up to date at least once: until then a presented key gets a 503
+    /// (a table that could not be read whole is not served from).
     loaded: bool,
     /// The CAS at which a failure was last logged.
     logged: Option<u32>,
@@ -61,11 +63,10 @@ impl Keys {
                         self.logged = Some(cas);
                     }
                     // What was copied is in; the rest comes with a later request.
-                    self.loaded = true;
                 }
             }
         }
-        Some(&self.table)
+        self.loaded.then_some(&self.table)
     }
 
     /// Copies every shard whose version differs from the manifest's; returns how many.
