@@ -16,6 +16,8 @@ each size measures:
   publishes it), next to the same window with the same probe requests and no change;
 - the time of an admin call that changes what allowances are made of (a new access group), for
   which the control plane recomputes every key's entries in memory;
+- Envoy's CPU per thread around a control-plane restart (a new epoch: every shard is sent
+  again, and each worker copies the whole table on its next request);
 - Envoy's and the control plane's RSS.
 
 Prints one JSON line per size.
@@ -145,6 +147,19 @@ def main() -> int:
                                json={"name": f"group-{size}", "models": ["gpt-*"]})
             assert resp.status_code == 201, resp.text[:300]
             api_group_s = time.monotonic() - t3
+
+            # A restarted control plane has a new epoch: the service VM gets every shard again and
+            # each worker copies the whole table on its next request (the largest key change).
+            time.sleep(0.5)
+            cpu_r0 = thread_cpu_ns(pid)
+            t4 = time.monotonic()
+            stack.cp.restart(60)
+            restart_s = time.monotonic() - t4
+            time.sleep(3)  # the control plane loads the keys; the service VM polls and publishes
+            other = stack.admin("POST", "/admin/v1/keys", json={"name": "probe-after"}, timeout=300).json()["key"]
+            until(lambda: statuses(stack, other) == [200] * PROBES, 60)
+            time.sleep(0.5)
+            restart_cpu = delta_ms(cpu_r0, thread_cpu_ns(pid))
             print(json.dumps({"keys": have, "bulk_create_s": round(bulk_s, 2),
                               "api_create_s": round(api_create_s, 3), "created_to_first_use_s": round(created_to_use, 3),
                               "api_revoke_s": round(api_revoke_s, 3), "api_access_group_s": round(api_group_s, 3),
@@ -152,6 +167,8 @@ def main() -> int:
                               "probe_rounds": asked,
                               "envoy_cpu_ms_revocation": change, "envoy_cpu_ms_same_probes_no_change": baseline,
                               "envoy_cpu_ms_bulk": cpu_bulk,
+                              "control_plane_restart_s": round(restart_s, 2),
+                              "envoy_cpu_ms_control_plane_restart": restart_cpu,
                               "envoy_rss_mb": round(rss_mb(pid), 1),
                               "control_plane_rss_mb": round(rss_mb(stack.cp.pid), 1)}), flush=True)
     finally:
