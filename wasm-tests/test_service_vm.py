@@ -2,7 +2,7 @@
 document from the control plane (tick → http call → response) and publishes it in shared data,
 where the provider filter on every worker reads it (same VM id). The provider side is in
 test_provider_filter.py; here one SharedData joins the two as Envoy's process-wide store does.
-The service VM's other callout, the key table's long poll, is in test_keys.py; here only the
+The service VM's other callout, the key table's long poll, is in test_key_table.py; here only the
 credential calls are looked at."""
 
 from __future__ import annotations
