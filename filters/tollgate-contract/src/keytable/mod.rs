@@ -41,6 +41,8 @@ pub enum KeyTableError {
     Magic { what: &'static str },
     #[error("unsupported {what} format {actual}")]
     Format { what: &'static str, actual: u8 },
+    #[error("reserved bytes of the {what} are not zero")]
+    Reserved { what: &'static str },
     #[error("{actual} trailing bytes after the {what}")]
     Trailing { what: &'static str, actual: usize },
     #[error("shard {actual} where shard {expected} was expected")]

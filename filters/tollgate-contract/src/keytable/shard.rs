@@ -251,7 +251,9 @@ impl Shard {
             return Err(KeyTableError::Format { what: "key shard", actual: format });
         }
         let index = r.u8("shard header")?;
-        r.take(2, "shard header")?;
+        if r.take(2, "shard header")? != [0, 0] {
+            return Err(KeyTableError::Reserved { what: "key shard" });
+        }
         Ok((index, r.u64("shard header")?, r.u64("shard header")?))
     }
 

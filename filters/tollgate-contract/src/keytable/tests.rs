@@ -112,6 +112,9 @@ fn decoder_checks_every_field() {
     format[4] = 2;
     assert!(matches!(Shard::decode(&format, i), Err(KeyTableError::Format { .. })));
     let rec = shard::HEADER_LEN;
+    let mut reserved = good.clone();
+    reserved[6] = 1;
+    assert_eq!(Shard::decode(&reserved, i).unwrap_err(), KeyTableError::Reserved { what: "key shard" });
     let mut flags = good.clone();
     flags[rec + 40] |= 0x80;
     assert!(matches!(Shard::decode(&flags, i), Err(KeyTableError::Record { .. })));
@@ -135,6 +138,10 @@ fn manifest_and_update_round_trip() {
     assert_eq!(back, m);
     assert_eq!(back.get(3), (11, 12));
     assert!(Manifest::decode(&m.encode()[..100]).is_err());
+    // found by the fuzzer (fuzz/corpus/key_shard/crash-a81100b91cfd3823): reserved bytes must be zero
+    let mut reserved = m.encode();
+    reserved[5] = 2;
+    assert_eq!(Manifest::decode(&reserved), Err(KeyTableError::Reserved { what: "key manifest" }));
     let s1 = encode_shard(1, 1, 1, &[]).unwrap();
     let s2 = encode_shard(2, 1, 1, &[]).unwrap();
     let msg = Update::encode(&[&s1, &s2]);

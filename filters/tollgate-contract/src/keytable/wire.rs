@@ -72,7 +72,9 @@ impl Manifest {
         if format != FORMAT {
             return Err(KeyTableError::Format { what: "key manifest", actual: format });
         }
-        r.take(3, "manifest")?;
+        if r.take(3, "manifest")? != [0, 0, 0] {
+            return Err(KeyTableError::Reserved { what: "key manifest" });
+        }
         let mut shards = Vec::with_capacity(SHARDS);
         for _ in 0..SHARDS {
             shards.push((r.u64("manifest")?, r.u64("manifest")?));
@@ -115,7 +117,9 @@ impl<'a> Update<'a> {
         if format != FORMAT {
             return Err(KeyTableError::Format { what: "key update", actual: format });
         }
-        r.take(3, "key update")?;
+        if r.take(3, "key update")? != [0, 0, 0] {
+            return Err(KeyTableError::Reserved { what: "key update" });
+        }
         let count = r.u32("key update")? as usize;
         if count > SHARDS {
             return Err(KeyTableError::TooLarge { what: "shards in an update", actual: count, limit: SHARDS });
