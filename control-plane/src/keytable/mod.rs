@@ -1,6 +1,6 @@
 //! The data plane's key table, kept incrementally. The state holds every key that is not
 //! revoked and, per shard (first digest byte), the entries the data plane gets; a change
-//! re-reads only the key rows stamped since the last read (migration 8's counter), rebuilds only
+//! re-reads only the key rows stamped since the last read (migration 9's counter), rebuilds only
 //! the shards those keys are in, and gives them the next generation as their version. A change
 //! to what allowances are made of (models, access groups, users, teams) recomputes every entry
 //! in memory (no key row is read again) and versions the shards whose entries changed.

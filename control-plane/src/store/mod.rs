@@ -192,7 +192,7 @@ impl Store {
         rows.iter().map(key_from_row).collect()
     }
 
-    /// The key rows stamped after `after` (migration 8's change counter), revoked ones too, with
+    /// The key rows stamped after `after` (migration 9's change counter), revoked ones too, with
     /// the highest stamp read (`after` when none). With `after = None`, the first full load:
     /// every key that is not revoked, and the highest stamp at the time.
     pub async fn changed_keys(&self, after: Option<i64>) -> anyhow::Result<(Vec<KeyRecord>, i64)> {

@@ -127,7 +127,7 @@ async fn exercise(store: &Store) {
     key_changes(store).await;
 }
 
-/// Migration 8's change stamps: a change is read back alone, revocations included, and the
+/// Migration 9's change stamps: a change is read back alone, revocations included, and the
 /// first load is every key that is not revoked.
 async fn key_changes(store: &Store) {
     let ids = |keys: &[KeyRecord]| {
