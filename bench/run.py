@@ -44,6 +44,9 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, default=20, help="content chunks per stream")
     parser.add_argument("--chunk-delay-us", type=int, default=1000,
                         help="mock's delay between streamed chunks (default 1000 µs)")
+    parser.add_argument("--keys", type=int, default=0,
+                        help="virtual keys created besides the bench key in the Tollgate targets "
+                             "(the request path with a large key table; e.g. 100000)")
     args = parser.parse_args()
     duration = args.duration or (1.5 if args.quick else 10.0)
     warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 3.0)
@@ -68,12 +71,15 @@ def main() -> int:
                     "rate": args.rate, "stream_chunks": args.chunks,
                     "chunk_delay_us": args.chunk_delay_us,
                     "request_bytes": CHAT_BODY.stat().st_size,
-                    "envoy_concurrency": 1},
+                    "envoy_concurrency": 1, "extra_keys": args.keys},
         "scenarios": [vars(s) for s in scs],
         "targets": {},
     }
     mock = Mock(work, args.chunks, args.chunk_delay_us).start()
     all_targets = make_targets()
+    for t in all_targets.values():
+        if hasattr(t, "extra_keys"):
+            t.extra_keys = args.keys
     try:
         for tname in args.targets:
             target = all_targets[tname]

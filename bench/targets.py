@@ -306,6 +306,9 @@ class Tollgate(Target):
     bedrock = False  # True: the model's deployment is Bedrock (OpenAI -> Converse + SigV4)
     metering = True  # False: `settings.metering: false` (what metering costs, issue 12)
     quotas = False  # True: the bench key has a request and a token quota (never reached)
+    # Virtual keys created (in bulk) besides the bench key before Envoy starts (`run.py --keys`):
+    # the request path with a large key table.
+    extra_keys = 0
 
     def deployment(self, mock: Mock) -> dict[str, Any]:
         if self.bedrock:
@@ -353,6 +356,15 @@ class Tollgate(Target):
                                  json={**spec, "key_id": resp.json()["id"]})
                 if q.status_code != 201:
                     raise TargetError(f"creating a quota: {q.status_code} {q.text[:300]}")
+        made = 0
+        while made < self.extra_keys:
+            n = min(10_000, self.extra_keys - made)
+            resp = harness.http("POST", f"{cp.url}/admin/v1/keys/bulk", timeout=600,
+                                headers={"Authorization": f"Bearer {admin_key}"},
+                                json={"keys": [{"name": f"bench-{made + i}"} for i in range(n)]})
+            if resp.status_code != 201:
+                raise TargetError(f"creating keys in bulk: {resp.status_code} {resp.text[:300]}")
+            made += n
         envoy = harness.Envoy(work, cp, token, f"tollgate-bench-{secrets.token_hex(4)}")
         argv = list(envoy.argv)
         argv[argv.index("--concurrency") + 1] = "1"
@@ -362,6 +374,10 @@ class Tollgate(Target):
         envoy.wait_ready(30)
         self.headers = {"Authorization": f"Bearer {key}"}
         self._cp = cp
+        # The key table is in once the bench key is no longer answered 503 keys_not_loaded.
+        models = f"http://127.0.0.1:{self.port}/v1/models"
+        harness.wait_until(lambda: harness.http("GET", models, headers=self.headers, timeout=5).status_code == 200,
+                           60, "the gateway to load its key table")
 
     def side_pids(self) -> dict[str, list[int]]:
         return {"control_plane": process_tree(self._cp.pid) if self._cp.pid else []}

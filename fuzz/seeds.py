@@ -105,10 +105,9 @@ put("sse_decoder", "small-limit", select(1) + select(1) + b"event: a\ndata: " + 
 
 # codecs
 digest = "0" * 64
-put("gateway_config", "min", '{"schema":%d,"max_body_bytes":1024,"keys":[],"models":[],"fault_injection":false}' % 1)
-put("gateway_config", "full", '{"schema":1,"max_body_bytes":1024,"keys":[{"id":"k","digest":"%s","role":"user",'
-    '"models":["a"],"expires_at":10}],"models":[{"name":"a","cluster":"ca","owned_by":"t","created":1}],'
-    '"fault_injection":true}' % digest)
+put("gateway_config", "min", '{"schema":%d,"max_body_bytes":1024,"models":[],"fault_injection":false}' % 1)
+put("gateway_config", "full", '{"schema":1,"max_body_bytes":1024,"models":[{"name":"a","cluster":"ca","owned_by":"t","created":1}],'
+    '"fault_injection":true}')
 put("request_state", "chat", bytes([1, 1, 7]) + struct.pack("<Q", 57) + struct.pack("<H", 3) + b"key" + struct.pack("<H", 1) + b"b")
 put("request_state", "converse", bytes([1, 5, 0]) + struct.pack("<H", 0) + struct.pack("<H", 2) + b"mm")
 def hmap(pairs):
@@ -131,3 +130,15 @@ for name, ip in [("metadata", [169, 254, 169, 254]), ("loopback", [127, 0, 0, 1]
                  ("public", [52, 94, 236, 248]), ("zero", [0, 0, 0, 0]), ("multicast", [239, 1, 2, 3])]:
     put("egress_classifier", "ip-" + name, select(1) + bytes(ip))
 
+
+# key table (the encoder in wasm-tests/keytable_codec.py, written from the layout, not from the Rust)
+import sys
+sys.path.insert(0, os.path.join(ROOT, "..", "wasm-tests"))
+import keytable_codec as kt  # noqa: E402
+shard = bytes([7]) + b"\x07" * 31
+entries = [{"digest": bytes([7]) + bytes([i]) * 31, "id": f"key_{i}", "models": ["a", "b"] if i % 2 else None,
+            "expires_at": 10 if i % 3 == 0 else None, "role": "admin" if i == 4 else "user"} for i in range(1, 9)]
+put("key_shard", "shard-7", select(7) + kt.encode_shard(7, 3, 9, entries))
+put("key_shard", "shard-empty", select(0) + kt.encode_shard(0, 1, 1, []))
+put("key_shard", "manifest", kt.encode_manifest([(1, i) for i in range(256)]))
+put("key_shard", "update", kt.encode_update([kt.encode_shard(1, 1, 1, []), kt.encode_shard(7, 3, 9, entries[:2])]))

@@ -17,16 +17,18 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from proxy_wasm_host import Host  # noqa: E402
+from proxy_wasm_host import Host, SharedData  # noqa: E402
 from wasm_fixtures import (  # noqa: E402
     DATA_PLANE_TOKEN,
     GATEWAY_WASM,
+    KEYS,
     NOW,
     PROVIDER_WASM,
     SERVICE_WASM,
     SECRETS,
     config_bytes,
     gateway_config,
+    publish_keys,
 )
 
 
@@ -75,9 +77,18 @@ def _factory(wasm, hosts, default_config: bytes, default_env: dict):
 
 @pytest.fixture
 def make_gateway(gateway_wasm, hosts):
+    """A gateway filter host whose shared data holds the key table of `keys` (default
+    `KEYS`; `keys=None`: no table published yet), unless `shared_data` is given."""
     make = _factory(gateway_wasm, hosts, config_bytes(gateway_config()), {})
-    return lambda config=None, **kw: make(
-        config if config is None or isinstance(config, (bytes, str)) else config_bytes(config), **kw)
+
+    def make_gateway_host(config=None, keys=KEYS, **kw):
+        if "shared_data" not in kw:
+            kw["shared_data"] = SharedData()
+            if keys is not None:
+                publish_keys(kw["shared_data"], keys)
+        return make(config if config is None or isinstance(config, (bytes, str)) else config_bytes(config), **kw)
+
+    return make_gateway_host
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from proxy_wasm_host import Host, SharedData  # noqa: E402
 from wasm_fixtures import (  # noqa: E402
     GATEWAY_WASM, NOW, PROVIDER_WASM, SHARED_CREDENTIALS_KEY, DEPLOYMENT_PATH, chat_body, config_bytes,
-    credentials_doc, deployment, gateway_config, request_headers,
+    credentials_doc, deployment, gateway_config, publish_keys, request_headers,
 )
 
 AWS = {"aws": {"access_key_id": "AKIDCROSSING", "secret_access_key": "crossing-secret"}}
@@ -67,11 +67,13 @@ SCENARIOS = {
 # for a stream's time to first byte, and one body read for a passed-through JSON answer's usage.
 # The record itself costs no host call per request: it waits in the worker's outbox, handed to
 # the service VM on the timer in batches (`test_usage_records.py`).
+# The gateway's (4, 5, 3) since the key table left its configuration: one shared-data read per
+# request (the key table's version key, whose CAS says whether any shard changed) and its value.
 BUDGETS = {
-    "chat, body as sent": {"gateway": (4, 4, 2), "provider": (5, 13, 5)},
-    "chat, model id rewritten": {"gateway": (4, 4, 2), "provider": (6, 15, 6)},
-    "stream (11 chunks), usage asked": {"gateway": (4, 4, 2), "provider": (15, 26, 15)},
-    "chat, OpenAI -> Bedrock (translate, SigV4)": {"gateway": (4, 4, 2), "provider": (6, 20, 6)},
+    "chat, body as sent": {"gateway": (4, 5, 3), "provider": (5, 13, 5)},
+    "chat, model id rewritten": {"gateway": (4, 5, 3), "provider": (6, 15, 6)},
+    "stream (11 chunks), usage asked": {"gateway": (4, 5, 3), "provider": (15, 26, 15)},
+    "chat, OpenAI -> Bedrock (translate, SigV4)": {"gateway": (4, 5, 3), "provider": (6, 20, 6)},
 }
 
 
@@ -79,7 +81,13 @@ def one_request(name: str) -> dict[str, Counter]:
     body, dep, content_type, chunks = SCENARIOS[name]
     cfg = gateway_config()
     cfg["models"][0]["name"] = "real-model" if b'"real-model"' in body else cfg["models"][0]["name"]
-    gateway = Host(GATEWAY_WASM, config_bytes(cfg), now=NOW)
+    keys = SharedData()
+    publish_keys(keys)
+    gateway = Host(GATEWAY_WASM, config_bytes(cfg), now=NOW, shared_data=keys)
+    # The worker copies the key table on its first request; count a request after that.
+    warm = gateway.new_http_context()
+    warm.request_headers(request_headers("GET", "/v1/models"), end_of_stream=True)
+    warm.finish()
     shared = SharedData()
     shared.set(SHARED_CREDENTIALS_KEY, credentials_doc(aws=AWS))
     provider = Host(PROVIDER_WASM, b"", now=NOW, shared_data=shared)

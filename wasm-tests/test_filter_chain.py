@@ -43,7 +43,7 @@ def test_client_request_reaches_the_provider_rewritten(gateway, make_provider, m
     shared = SharedData()
     service, provider = make_service(shared_data=shared), make_provider(shared_data=shared)
     service.tick()
-    (token,) = service.pending_http_calls
+    (token,) = [t for t, c in service.pending_http_calls.items() if c.header(":path") == "/internal/v1/credentials"]
     service.respond_http_call(token, 200, body=credentials_doc())
     provider.tick()
 

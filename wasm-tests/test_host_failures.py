@@ -64,7 +64,7 @@ def test_gateway_filter_survives_failing_host_calls(make_gateway, fail):
         ctx, actions = drive_gateway(host)
         assert host.crashed is None, f"{name}: trapped"
         if name in ("*", "proxy_get_header_map_pairs", "proxy_set_property", "proxy_get_buffer_bytes",
-                    "proxy_replace_header_map_value"):
+                    "proxy_replace_header_map_value", "proxy_get_shared_data"):
             # The request could not be authenticated or routed: it must not pass.
             assert not gateway_passed(ctx, actions), f"{name}: a request passed"
         # The VM still serves once the host works again.

@@ -1,7 +1,9 @@
 """The service VM (one per Envoy, an `envoy.bootstrap.wasm` singleton): fetches the credential
 document from the control plane (tick → http call → response) and publishes it in shared data,
 where the provider filter on every worker reads it (same VM id). The provider side is in
-test_provider_filter.py; here one SharedData joins the two as Envoy's process-wide store does."""
+test_provider_filter.py; here one SharedData joins the two as Envoy's process-wide store does.
+The service VM's other callout, the key table's long poll, is in test_key_table.py; here only the
+credential calls are looked at."""
 
 from __future__ import annotations
 
@@ -25,9 +27,14 @@ from wasm_fixtures import (
 JSON = [("content-type", "application/json")]
 
 
+def credential_calls(service) -> dict:
+    """The pending credential fetches (the key poll runs beside them)."""
+    return {t: c for t, c in service.pending_http_calls.items() if c.header(":path") == CREDENTIALS_PATH}
+
+
 def answer(service, status=200, body=None, headers=JSON):
     service.tick()
-    (token,) = service.pending_http_calls
+    (token,) = credential_calls(service)
     service.respond_http_call(token, status, headers, credentials_doc() if body is None else body)
 
 
@@ -42,7 +49,7 @@ def test_fetch_flow_and_conditional_polls(service):
     assert service.tick_period_ms == 200
     assert service.pending_http_calls == {}
     service.tick()
-    (call,) = service.pending_http_calls.values()
+    (call,) = credential_calls(service).values()
     assert call.upstream == CREDENTIALS_CLUSTER
     assert call.context_id == service.root_id
     assert (call.header(":method"), call.header(":path")) == ("GET", CREDENTIALS_PATH)
@@ -50,7 +57,7 @@ def test_fetch_flow_and_conditional_polls(service):
     assert call.header("if-none-match") is None
     assert call.body == b"" and call.timeout_ms > 0
     service.tick()  # one call in flight at a time
-    assert len(service.pending_http_calls) == 1
+    assert len(credential_calls(service)) == 1
 
     doc = credentials_doc("v1", API_KEY)
     service.respond_http_call(call.token, 200, JSON + [("etag", '"v1"')], doc)
@@ -58,7 +65,7 @@ def test_fetch_flow_and_conditional_polls(service):
     assert service.tick_period_ms == 1000  # loaded: poll slowly
 
     service.tick()
-    (call2,) = service.pending_http_calls.values()
+    (call2,) = credential_calls(service).values()
     assert call2.token != call.token and "v1" in call2.header("if-none-match")
     service.respond_http_call(call2.token, 304)
     assert service.shared_data.value(SHARED_CREDENTIALS_KEY) == doc
@@ -89,17 +96,17 @@ def test_a_bad_answer_keeps_the_published_document(service, status, body):
     assert len(service.logs_at(LogLevel.WARN)) == warnings + 1
     assert service.shared_data.value(SHARED_CREDENTIALS_KEY) == credentials_doc()
     service.tick()  # not stuck "in flight"
-    assert len(service.pending_http_calls) == 1
+    assert len(credential_calls(service)) == 1
 
 
 def test_a_failed_call_keeps_the_document_and_retries(service):
     answer(service)
     service.tick()
-    (token,) = service.pending_http_calls
+    (token,) = credential_calls(service)
     service.fail_http_call(token)  # reset / timeout: no headers, no body
     assert service.shared_data.value(SHARED_CREDENTIALS_KEY) == credentials_doc()
     service.tick()
-    assert len(service.pending_http_calls) == 1
+    assert len(credential_calls(service)) == 1
 
 
 def test_a_failed_first_fetch_keeps_polling_fast(service):
@@ -125,7 +132,7 @@ def test_dispatch_failure_is_logged_and_retried(make_service):
     host.tick()
     host.tick()
     assert host.pending_http_calls == {}
-    assert len([m for m in host.logs_at(LogLevel.WARN) if "control plane" in m]) == 2
+    assert len([m for m in host.logs_at(LogLevel.WARN) if "control plane for credentials" in m]) == 2
 
 
 def test_a_restarted_service_continues_from_shared_data(make_service):
@@ -135,7 +142,7 @@ def test_a_restarted_service_continues_from_shared_data(make_service):
     second = make_service(shared_data=shared)
     assert second.tick_period_ms == 1000
     second.tick()
-    (call,) = second.pending_http_calls.values()
+    (call,) = credential_calls(second).values()
     assert "v1" in call.header("if-none-match")
 
 

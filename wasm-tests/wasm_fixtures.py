@@ -46,15 +46,25 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+# The key table the gateway fixtures publish in shared data (as the service VM does).
+KEYS = [
+    {"id": "k1", "digest": digest(K1_SECRET), "role": "user", "models": None, "expires_at": None},
+    {"id": "k2", "digest": digest(K2_SECRET), "role": "user", "models": ["gpt-a"], "expires_at": None},
+    {"id": "k3", "digest": digest(K3_SECRET), "role": "user", "models": None, "expires_at": EXPIRES_AT},
+]
+
+
+def publish_keys(shared_data, keys=KEYS, epoch: int = 1, version: int = 1) -> None:
+    """Puts a whole key table of `keys` into `shared_data`, as the service VM publishes it."""
+    import keytable_codec
+
+    keytable_codec.publish(shared_data, keytable_codec.table(keys, epoch, version), epoch, version)
+
+
 def gateway_config(**overrides) -> dict:
     cfg = {
         "schema": 1,
         "max_body_bytes": 1024,
-        "keys": [
-            {"id": "k1", "digest": digest(K1_SECRET), "role": "user", "models": None, "expires_at": None},
-            {"id": "k2", "digest": digest(K2_SECRET), "role": "user", "models": ["gpt-a"], "expires_at": None},
-            {"id": "k3", "digest": digest(K3_SECRET), "role": "user", "models": None, "expires_at": EXPIRES_AT},
-        ],
         "models": [
             {"name": "gpt-a", "cluster": "tg_a", "owned_by": "tollgate", "created": 1},
             {"name": "gpt-b", "cluster": "tg_b", "owned_by": "tollgate", "created": 2},

@@ -1,12 +1,17 @@
 //! The internal listener (`--internal-addr`), for the data plane only and apart from the admin
 //! API: `GET /internal/v1/credentials`, authenticated by the data-plane token, served from the
 //! document the publisher keeps in memory (ETag = its version; `If-None-Match` → 304);
-//! `POST /internal/v1/usage` (usage batches, same token); and `GET /v1/usage`, a key holder's
-//! own spend, which the gateway filter routes here and which the key itself authenticates.
+//! `POST /internal/v1/keys?wait=N`, the key table's long poll (same token; the body is the
+//! service VM's manifest; the answer the shards that differ from it, or 304 when none did for N
+//! seconds); `POST /internal/v1/usage` (usage batches, same token); and `GET /v1/usage`, a key
+//! holder's own spend, which the gateway filter routes here and which the key itself
+//! authenticates.
 
 use std::sync::Arc;
 
-use axum::extract::{RawQuery, State};
+use std::time::Duration;
+
+use axum::extract::{Query, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::body::Bytes;
@@ -26,11 +31,15 @@ pub struct InternalState {
     pub service: crate::service::Service,
     /// The token the data plane presents to fetch credentials.
     pub data_plane_token: Arc<String>,
+    /// Becomes true when the process is stopping: a held key poll then answers at once, so that
+    /// a graceful shutdown does not wait out the poll.
+    pub closing: tokio::sync::watch::Receiver<bool>,
 }
 
 pub fn router(state: InternalState) -> Router {
     Router::new()
         .route(tollgate_contract::contract::CREDENTIALS_PATH, get(credentials))
+        .route(tollgate_contract::contract::KEYS_PATH, post(keys))
         .route(tollgate_contract::contract::USAGE_PATH, post(usage))
         .route(tollgate_contract::contract::KEY_USAGE_PATH, get(key_usage))
         .fallback(|| async { ApiError::from(GatewayError::new(ErrorKind::NotFound, "Unknown path.").code("unknown_url")) })
@@ -44,6 +53,44 @@ fn data_plane(state: &InternalState, headers: &HeaderMap) -> Result<(), ApiError
         return Err(ApiError::from(GatewayError::new(ErrorKind::Authentication, "Invalid data-plane token.")));
     }
     Ok(())
+}
+
+/// The longest a key poll is held.
+const MAX_WAIT_SECONDS: u64 = 60;
+
+#[derive(serde::Deserialize)]
+pub struct KeysQuery {
+    #[serde(default)]
+    wait: u64,
+}
+
+/// `POST /internal/v1/keys?wait=N`: the shards that differ from the manifest in the body, at
+/// once when some do, else as soon as a change makes some differ, else 304 after N seconds.
+pub async fn keys(State(state): State<InternalState>, headers: HeaderMap, Query(q): Query<KeysQuery>, body: Bytes) -> Result<Response, ApiError> {
+    data_plane(&state, &headers)?;
+    let have = tollgate_contract::keytable::Manifest::decode(&body).map_err(|e| {
+        ApiError::from(GatewayError::new(ErrorKind::InvalidRequest, format!("Invalid key manifest: {e}.")).code("invalid_manifest"))
+    })?;
+    let mut table = state.publisher.key_table();
+    let mut closing = state.closing.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.min(MAX_WAIT_SECONDS));
+    loop {
+        let update = table.borrow_and_update().update_for(&have);
+        if let Some(update) = update {
+            return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/octet-stream")], update).into_response());
+        }
+        if *closing.borrow_and_update() {
+            return Ok(StatusCode::NOT_MODIFIED.into_response());
+        }
+        tokio::select! {
+            changed = tokio::time::timeout_at(deadline, table.changed()) => match changed {
+                Ok(Ok(())) => {}
+                // The wait is over (or the publisher is gone): nothing changed.
+                Ok(Err(_)) | Err(_) => return Ok(StatusCode::NOT_MODIFIED.into_response()),
+            },
+            _ = closing.changed() => {}
+        }
+    }
 }
 
 /// `POST /internal/v1/usage`: a batch of usage records, stored once (idempotent by request id

@@ -13,6 +13,7 @@ mod egress;
 mod grpc_admin;
 mod internal;
 mod kek;
+mod keytable;
 mod metering;
 mod model;
 mod publisher;
@@ -228,7 +229,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .add_service(ads)
             .serve_with_incoming_shutdown(TcpListenerStream::new(xds_listener), shutdown_signal()),
     );
-    let internal_state = internal::InternalState { publisher: publisher.clone(), service: service.clone(), data_plane_token: Arc::new(token) };
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        closing_tx.send_replace(true);
+    });
+    let internal_state =
+        internal::InternalState { publisher: publisher.clone(), service: service.clone(), data_plane_token: Arc::new(token), closing };
     let grpc_task = tokio::spawn(grpc_admin::serve(grpc_listener, service.clone(), shutdown_signal()));
     let app = admin::router(admin::AppState { service });
     let http_task = tokio::spawn(async move { axum::serve(http_listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown_signal()).await });

@@ -2,7 +2,8 @@
 //! servable model (`crate::model::resolve`, which cannot fail), builds the xDS snapshot
 //! (`snapshot::build`, which cannot fail) and the credential document, and publishes each when
 //! it changed. Both are kept in memory and served from there, versioned by one scheme
-//! ([`snapshot::content_version`]). Called after every admin change, on a timer (so replicas
+//! ([`snapshot::content_version`]). The virtual keys are not in the snapshot: the key table
+//! (`crate::keytable`) is kept beside it, from the key rows changed since the last refresh. Called after every admin change, on a timer (so replicas
 //! sharing a PostgreSQL store converge), and whenever the secrets announce a change.
 //!
 //! What cannot be served is logged once when it appears (and once when it goes away), never
@@ -16,7 +17,9 @@ use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 use tollgate_contract::config::{Credential, CredentialsDoc};
 
-use crate::model::{self, CredentialRef, Problem, Resolved, Secrets};
+use crate::keytable::{Allowances, KeyTableState, Published};
+use crate::model::access::Catalog;
+use crate::model::{self, CredentialRef, Problem, Resolved, Secrets, StoredConfig};
 use crate::store::Store;
 use crate::xds::snapshot::{self, Snapshot, XdsEnv};
 
@@ -41,14 +44,21 @@ pub struct Publisher {
     /// Envoys connected over ADS now (the ADS server counts them): each enforces an equal
     /// share of every quota.
     envoys: Arc<std::sync::atomic::AtomicUsize>,
+    keys: Mutex<KeyTableState>,
+    key_table: watch::Sender<Arc<Published>>,
 }
 
 impl Publisher {
     pub fn new(store: Store, env: XdsEnv, secrets: Arc<dyn Secrets>) -> (Arc<Self>, watch::Receiver<Arc<Snapshot>>) {
         let (snapshots, rx) = watch::channel(Arc::new(Snapshot::default()));
         let credentials = watch::channel(Arc::new(CredentialsDocument::default())).0;
+        // This process's table: a data plane that comes from another control plane (or from
+        // this one before a restart) gets every shard again.
+        let keys = KeyTableState::new(rand::random::<u64>());
+        let key_table = watch::channel(keys.published()).0;
+        let reported = Mutex::new(Vec::new());
         let envoys = Arc::default();
-        (Arc::new(Self { store, env, secrets, snapshots, credentials, reported: Mutex::new(Vec::new()), envoys }), rx)
+        (Arc::new(Self { store, env, secrets, snapshots, credentials, reported, keys: Mutex::new(keys), key_table, envoys }), rx)
     }
 
     /// The count of connected Envoys, for the ADS server to keep.
@@ -71,6 +81,11 @@ impl Publisher {
         self.credentials.borrow().clone()
     }
 
+    /// The key table as last published, and its changes.
+    pub fn key_table(&self) -> watch::Receiver<Arc<Published>> {
+        self.key_table.subscribe()
+    }
+
     /// Rebuilds and publishes; returns whether the snapshot changed. Fails only when the store
     /// cannot be read (the last snapshot and document then stay).
     pub async fn refresh(&self) -> anyhow::Result<bool> {
@@ -89,10 +104,25 @@ impl Publisher {
         let changed = !self.snapshots.borrow().same_versions(&snap);
         if changed {
             let versions: Vec<String> = snap.by_type.values().map(|r| r.version.clone()).collect();
-            tracing::info!(versions = ?versions, models = model.models.len(), keys = model.keys.len(), "snapshot published");
+            tracing::info!(versions = ?versions, models = model.models.len(), "snapshot published");
             self.snapshots.send_replace(Arc::new(snap));
         }
+        self.refresh_keys(rows).await?;
         Ok(changed)
+    }
+
+    /// Reads the key rows changed since the last refresh and publishes the shards they change.
+    async fn refresh_keys(&self, rows: StoredConfig) -> anyhow::Result<()> {
+        let mut keys = self.keys.lock().await;
+        let (changed, upto) = self.store.changed_keys(keys.stamp()).await?;
+        let read = changed.len();
+        let StoredConfig { models, groups, users, teams, now, .. } = rows;
+        let allowances = Allowances { catalog: Catalog { models: models.into_iter().map(|m| m.name).collect(), groups }, users, teams };
+        if let Some(p) = keys.apply(changed, upto, &allowances, now) {
+            tracing::info!(generation = p.generation, keys = p.entries, rows_read = read, "key table published");
+            self.key_table.send_replace(p);
+        }
+        Ok(())
     }
 
     /// Refreshes every `every`, and each time `changes` is marked changed (e.g. the AWS

@@ -74,6 +74,21 @@ fn demo_model() -> ModelSpec {
 }
 
 /// The gateway filter's configuration in the published snapshot.
+/// The key table the publisher serves, as a data plane that had nothing would hold it.
+fn key_table(publisher: &Publisher) -> tollgate_contract::keytable::Table {
+    use tollgate_contract::keytable::{Manifest, Shard, Table, Update};
+    let p = publisher.key_table().borrow().clone();
+    let (mut table, mut have) = (Table::default(), Manifest::default());
+    while let Some(update) = p.update_for(&have) {
+        for bytes in Update::decode(&update).unwrap().shards {
+            let (i, e, v) = Shard::peek(bytes).unwrap();
+            table.replace(Shard::decode(bytes, i).unwrap());
+            have.set(i, e, v);
+        }
+    }
+    table
+}
+
 fn gateway_doc(snapshots: &watch::Receiver<Arc<Snapshot>>) -> GatewayConfigDoc {
     let snap = snapshots.borrow().clone();
     let any = &snap.get(ECDS_TYPE).unwrap().items[contract::ECDS_GATEWAY_FILTER];
@@ -101,18 +116,18 @@ async fn a_broken_deployment_row_does_not_stop_a_key_revocation() {
         t.store.execute_for_tests(sql).await.unwrap();
     }
     let (publisher, snapshots) = Publisher::new(t.store.clone(), env(), Arc::new(Env::default()));
-    let service = Service::new(t.store.clone(), publisher);
+    let service = Service::new(t.store.clone(), publisher.clone());
     service.ensure_admin_key(Some("tg-admin-seed-for-the-test".into())).await.unwrap();
     let actor: Actor = service.authenticate_admin("tg-admin-seed-for-the-test").await.unwrap().unwrap();
     let key = service.create_key(&actor, NewKey { name: "victim".into(), ..Default::default() }).await.unwrap();
-    let ids = |doc: &GatewayConfigDoc| doc.keys.iter().map(|k| k.id.clone()).collect::<Vec<_>>();
-    assert!(ids(&gateway_doc(&snapshots)).contains(&key.view.id));
+    assert_eq!(key_table(&publisher).authenticate(&key.key, 0).unwrap().id, key.view.id);
 
     let revoked = service.revoke_key(&actor, &key.view.id).await.unwrap();
     assert!(revoked.revoked_at.is_some());
     let doc = gateway_doc(&snapshots);
-    assert!(!ids(&doc).contains(&key.view.id), "the revoked key is still in the gateway filter's configuration");
-    assert!(ids(&doc).contains(&actor.key_id));
+    let table = key_table(&publisher);
+    assert!(table.authenticate(&key.key, 0).is_err(), "the revoked key is still in the key table");
+    assert_eq!(table.authenticate("tg-admin-seed-for-the-test", 0).unwrap().id, actor.key_id);
     // the good model is served, the broken ones are not
     assert_eq!(doc.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), vec!["tollgate-demo"]);
 
@@ -177,7 +192,8 @@ async fn the_credential_document_follows_the_secrets_and_is_served_from_memory()
     // served on the internal listener only, from memory, with the version as ETag
     let token = "tg-dp-token-for-the-test-0123456789".to_owned();
     let service = Service::new(t.store.clone(), publisher.clone());
-    let state = crate::internal::InternalState { publisher: publisher.clone(), service, data_plane_token: Arc::new(token.clone()) };
+    let closing = watch::channel(false).1;
+    let state = crate::internal::InternalState { publisher: publisher.clone(), service, data_plane_token: Arc::new(token.clone()), closing };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(async move { axum::serve(listener, crate::internal::router(state)).await });
@@ -228,5 +244,68 @@ async fn a_kek_rotation_re_encrypts_stored_secrets_and_the_old_kek_can_go() {
     assert_eq!(old.decrypt("c", &stored), None);
     let log = t.store.audit_log(&Default::default()).await.unwrap();
     assert_eq!(log[0].action, "credential.reencrypt");
+    t.close().await;
+}
+
+/// `POST /internal/v1/keys`: every shard for an empty manifest, 304 when nothing differs, a held
+/// poll answered by the next change with only its shard, and ended at once by a shutdown.
+#[tokio::test]
+async fn the_key_poll_answers_changes_and_ends_on_shutdown() {
+    use tollgate_contract::keytable::{Manifest, Shard, Update};
+    let t = TempStore::new("keypoll").await;
+    let (publisher, _snapshots) = Publisher::new(t.store.clone(), env(), Arc::new(Env::default()));
+    let service = Service::new(t.store.clone(), publisher.clone());
+    service.ensure_admin_key(Some("tg-admin-seed-for-the-poll".into())).await.unwrap();
+    let actor: Actor = service.authenticate_admin("tg-admin-seed-for-the-poll").await.unwrap().unwrap();
+    let token = "tg-dp-token-for-the-poll-0123456789".to_owned();
+    let (closing_tx, closing) = watch::channel(false);
+    let state = crate::internal::InternalState { publisher: publisher.clone(), service: service.clone(), data_plane_token: Arc::new(token.clone()), closing };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}{}", listener.local_addr().unwrap(), contract::KEYS_PATH);
+    let server = tokio::spawn(async move { axum::serve(listener, crate::internal::router(state)).await });
+    let client = reqwest::Client::new();
+    let poll = |have: &Manifest, wait: u64| client.post(format!("{url}?wait={wait}")).bearer_auth(&token).body(have.encode()).send();
+
+    // a data plane with nothing gets every shard
+    let mut have = Manifest::default();
+    let resp = poll(&have, 0).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.bytes().await.unwrap();
+    let update = Update::decode(&body).unwrap();
+    assert_eq!(update.shards.len(), 256);
+    for bytes in update.shards {
+        let (i, e, v) = Shard::peek(bytes).unwrap();
+        have.set(i, e, v);
+    }
+    // up to date: 304 after the wait
+    assert_eq!(poll(&have, 0).await.unwrap().status(), 304);
+    // a held poll is answered by the next change, with only that change's shard
+    let held = tokio::spawn(poll(&have, 20));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let key = service.create_key(&actor, NewKey { name: "polled".into(), ..Default::default() }).await.unwrap();
+    let resp = held.await.unwrap().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert_eq!(resp.status(), 200);
+    let body = resp.bytes().await.unwrap();
+    let update = Update::decode(&body).unwrap();
+    assert_eq!(update.shards.len(), 1);
+    let digest = tollgate_contract::keys::digest(&key.key);
+    let shard = Shard::decode(update.shards[0], digest[0]).unwrap();
+    assert_eq!(shard.lookup(&digest).unwrap().id, key.view.id);
+    have.set(shard.index(), shard.epoch(), shard.version());
+    // a held poll ends at once when the process stops
+    let held = tokio::spawn(poll(&have, 20));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    closing_tx.send_replace(true);
+    assert_eq!(held.await.unwrap().unwrap().status(), 304);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // the data-plane token, and a manifest that is one
+    let refused = client.post(&url).bearer_auth("wrong").body(have.encode()).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let bad = client.post(&url).bearer_auth(&token).body("not a manifest").send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+    server.abort();
     t.close().await;
 }

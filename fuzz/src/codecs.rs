@@ -25,6 +25,27 @@ pub fn gateway_config(data: &[u8]) {
     }
 }
 
+/// The key table's wire forms: a shard (for the shard its first byte names), the manifest and
+/// the update message. Each is refused cleanly or decodes; every record a decoded shard holds is
+/// found again by its digest, and a decoded manifest encodes back to the same bytes.
+pub fn key_shard(data: &[u8]) {
+    use tollgate_contract::keytable::{Manifest, Shard, Update};
+    let (index, bytes) = crate::selector(data);
+    if let Ok(shard) = Shard::decode(bytes, index) {
+        let records = bytes.get(tollgate_contract::keytable::shard::HEADER_LEN..).unwrap_or_default();
+        for rec in records.chunks_exact(tollgate_contract::keytable::shard::RECORD_LEN).take(shard.len()) {
+            let digest: [u8; 32] = rec[..32].try_into().expect("32 bytes");
+            assert!(shard.lookup(&digest).is_some(), "a record of a decoded shard is not found");
+        }
+    }
+    if let Ok(m) = Manifest::decode(data) {
+        assert_eq!(m.encode(), data, "a decoded manifest does not encode back");
+    }
+    if let Ok(u) = Update::decode(data) {
+        assert!(u.shards.len() <= tollgate_contract::keytable::SHARDS);
+    }
+}
+
 /// The gateway→provider request-state record: decoded records encode back to the same record.
 pub fn request_state(data: &[u8]) {
     if let Ok(state) = RequestState::decode(data) {

@@ -3,8 +3,9 @@
 
 use std::sync::OnceLock;
 
-use tollgate_contract::config::{GatewayConfig, GatewayConfigDoc, KeyDoc, ModelDoc, SCHEMA_VERSION};
-use tollgate_contract::keys::{digest_hex, Role};
+use tollgate_contract::config::{GatewayConfig, GatewayConfigDoc, ModelDoc, SCHEMA_VERSION};
+use tollgate_contract::keys::{digest, Role};
+use tollgate_contract::keytable::{EntrySpec, Table};
 use tollgate_contract::state::Operation;
 use tollgate_gateway::request;
 
@@ -16,16 +17,6 @@ fn config() -> &'static GatewayConfig {
             quotas: Vec::new(),
             model_prices: Default::default(),
             max_body_bytes: 1 << 20,
-            keys: vec![
-                KeyDoc { id: "all".into(), digest: digest_hex("tg-all"), role: Role::User, models: None, expires_at: None },
-                KeyDoc {
-                    id: "only-a".into(),
-                    digest: digest_hex("tg-only-a"),
-                    role: Role::User,
-                    models: Some(vec!["a".into()]),
-                    expires_at: None,
-                },
-            ],
             models: vec![
                 ModelDoc { name: "a".into(), cluster: "ca".into(), owned_by: "t".into(), created: 1 },
                 ModelDoc { name: "b".into(), cluster: "cb".into(), owned_by: "t".into(), created: 1 },
@@ -34,6 +25,16 @@ fn config() -> &'static GatewayConfig {
             fault_injection: false,
         })
         .expect("the fuzz configuration compiles")
+    })
+}
+
+fn keys() -> &'static Table {
+    static KEYS: OnceLock<Table> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let only_a = ["a".to_owned()];
+        let key = |secret: &str, id: &'static str, models| EntrySpec { digest: digest(secret), id, role: Role::User, expires_at: None, models };
+        Table::from_entries(1, 1, &[key("tg-all", "all", None), key("tg-only-a", "only-a", Some(&only_a[..]))])
+            .expect("the fuzz key table encodes")
     })
 }
 
@@ -57,14 +58,14 @@ pub fn route(data: &[u8]) {
     let (sel, body) = crate::selector(data);
     let cfg = config();
     let secret = if sel & 0x10 == 0 { "Bearer tg-all" } else { "Bearer tg-only-a" };
-    let key = request::authenticate(cfg, Some(secret), None, 0).expect("fuzz key authenticates");
+    let key = request::authenticate(Some(keys()), Some(secret), None, 0).expect("fuzz key authenticates");
     let op = match sel % 4 {
         0 => Operation::ChatCompletions,
         1 => Operation::Embeddings,
         2 => Operation::AnthropicMessages,
         _ => Operation::BedrockConverse { model: "m".into(), stream: sel & 0x20 != 0 },
     };
-    match request::route(cfg, key, &op, body) {
+    match request::route(cfg, &key, &op, body) {
         Ok(r) => {
             assert!(cfg.model(&r.model).is_some(), "routed to an unknown model");
             assert!(key.models.permits(&r.model), "routed to a model the key may not use");

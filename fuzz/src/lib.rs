@@ -42,6 +42,7 @@ pub const TARGETS: &[Target] = &[
     Target { name: "stream_translator", run: streams::stream_translator },
     Target { name: "gateway_config", run: codecs::gateway_config },
     Target { name: "request_state", run: codecs::request_state },
+    Target { name: "key_shard", run: codecs::key_shard },
     Target { name: "wasm_header_map", run: codecs::wasm_header_map },
     Target { name: "upstream_url", run: codecs::upstream_url },
     Target { name: "egress_classifier", run: codecs::egress_classifier },

@@ -5,9 +5,10 @@ rewrites every body in the worker's wasm memory).
 Envoy 1.40 has no gauge of a VM's linear memory, so the test holds what can be observed: every
 response arrives whole and correct, no VM fails or is reloaded (Envoy's wasm failure stats), and
 Envoy's resident memory grows by a bounded amount (a worker VM handles one callback at a time, so
-its memory peaks at a few bodies, not at 100). Shared data: the filters use one key (the
-credential document, written by the service VM), so the catalogue's "10k shared-data keys" cannot
-happen here; `test_only_one_shared_data_key_is_used` keeps it so.
+its memory peaks at a few bodies, not at 100). Shared data: the filters use a fixed set of keys
+(the credential document, and the key table's version key, manifest and 256 shard keys, all
+written by the service VM), so the catalogue's "10k shared-data keys" cannot happen here;
+`test_shared_data_keys_are_a_fixed_set` keeps it so.
 """
 
 from __future__ import annotations
@@ -79,10 +80,11 @@ def test_100_concurrent_900kb_translated_responses(dp):  # noqa: F811
     assert resp.status_code == 200 and resp.json()["choices"][0]["message"]["content"] == "echo: " + token
 
 
-def test_only_one_shared_data_key_is_used():
+def test_shared_data_keys_are_a_fixed_set():
     """Shared data is process-wide and never expires: the filters must not make keys per request
     (catalogue F-13). Every `set_shared_data` / `shared_data` call in the filter sources names the
-    one credential-document key."""
+    credential-document key or one of the key table's: its version key, its manifest, or a shard
+    key (`shared_shard_key` takes a `u8`: at most 256)."""
     root = Path(__file__).resolve().parents[2] / "filters"
     calls = []
     for src in root.rglob("*.rs"):
@@ -93,5 +95,8 @@ def test_only_one_shared_data_key_is_used():
     assert calls, "no shared-data calls found: has the credential hand-off moved?"
     keys = {arg for _, arg in calls}
     # The ABI wrappers pass their parameter on (`key`); every filter names the one constant.
-    assert keys <= {"contract::SHARED_CREDENTIALS_KEY", "key"}, calls
+    assert keys <= {"contract::SHARED_CREDENTIALS_KEY", "key", "keytable::SHARED_VERSION_KEY",
+                    "keytable::SHARED_MANIFEST_KEY", "&keytable::shared_shard_key(i", "&keytable::shared_shard_key(index"}, calls
     assert ("contract::SHARED_CREDENTIALS_KEY" in keys), calls
+    shard_key = Path(root / "tollgate-contract/src/keytable/mod.rs").read_text()
+    assert "pub fn shared_shard_key(i: u8) -> String" in shard_key

@@ -9,8 +9,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use criterion::{criterion_group, criterion_main, Criterion};
 use tollgate_llm::openai::ChatRequest;
 use tollgate_llm::{eventstream, openai_to_bedrock, StreamTranslator};
-use tollgate_contract::config::{DeploymentMeta, GatewayConfig, GatewayConfigDoc, KeyDoc, ModelDoc, ProviderKind, SCHEMA_VERSION};
-use tollgate_contract::keys::{digest_hex, Role};
+use tollgate_contract::config::{DeploymentMeta, GatewayConfig, GatewayConfigDoc, ModelDoc, ProviderKind, SCHEMA_VERSION};
+use tollgate_contract::keys::{digest, Role};
+use tollgate_contract::keytable::{EntrySpec, Table};
 use tollgate_provider::plan::{self, Attempt};
 use tollgate_provider::rewrite as provider;
 use tollgate_contract::state::Operation;
@@ -18,16 +19,23 @@ use tollgate_gateway::request;
 
 const BODY: &[u8] = include_bytes!("../../requests/chat-2k.json");
 
-fn config(keys: usize) -> GatewayConfig {
-    let keys = (0..keys)
-        .map(|i| KeyDoc { id: format!("k{i}"), digest: digest_hex(&format!("tg-key-{i}")), role: Role::User, models: None, expires_at: None })
+/// A key table of `n` keys, as a worker holds it.
+fn keys(n: usize) -> Table {
+    let ids: Vec<String> = (0..n).map(|i| format!("key_{i:020}")).collect();
+    let entries: Vec<EntrySpec<'_>> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| EntrySpec { digest: digest(&format!("tg-key-{i}")), id, role: Role::User, expires_at: None, models: None })
         .collect();
+    Table::from_entries(1, 1, &entries).unwrap()
+}
+
+fn config() -> GatewayConfig {
     GatewayConfig::compile(GatewayConfigDoc {
         schema: SCHEMA_VERSION,
         quotas: Vec::new(),
         model_prices: Default::default(),
         max_body_bytes: 8 << 20,
-        keys,
         models: vec![ModelDoc { name: "bench-model".into(), cluster: "c".into(), owned_by: "t".into(), created: 0 }],
         fault_injection: false,
     })
@@ -57,14 +65,42 @@ fn body_for_bench_model() -> Vec<u8> {
 }
 
 fn bench(c: &mut Criterion) {
-    let cfg = config(10_000);
-    c.bench_function("key lookup (10k keys)", |b| {
-        b.iter(|| request::authenticate(&cfg, Some(black_box("Bearer tg-key-4242")), None, 0).unwrap())
+    let cfg = config();
+    for n in [16, 100_000] {
+        let table = keys(n);
+        c.bench_function(&format!("key lookup ({n} keys)"), |b| {
+            b.iter(|| request::authenticate(Some(&table), Some(black_box("Bearer tg-key-7")), None, 0).unwrap())
+        });
+    }
+    // What a worker does when keys change: decode (check) one changed shard of a 100,000-key
+    // table, and every shard (the first load).
+    let ids: Vec<String> = (0..100_000).map(|i| format!("key_{i:020}")).collect();
+    let entries: Vec<EntrySpec<'_>> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| EntrySpec { digest: digest(&format!("tg-key-{i}")), id, role: Role::User, expires_at: None, models: None })
+        .collect();
+    let shards: Vec<Vec<u8>> = (0..=u8::MAX)
+        .map(|i| {
+            let mine: Vec<EntrySpec<'_>> = entries.iter().filter(|e| e.digest[0] == i).cloned().collect();
+            tollgate_contract::keytable::encode_shard(i, 1, 1, &mine).unwrap()
+        })
+        .collect();
+    c.bench_function("decode one shard of a 100k-key table", |b| {
+        b.iter(|| tollgate_contract::keytable::Shard::decode(black_box(&shards[7]), 7).unwrap())
     });
+    c.bench_function("decode all 256 shards (100k keys)", |b| {
+        b.iter(|| {
+            for (i, s) in (0..=u8::MAX).zip(&shards) {
+                black_box(tollgate_contract::keytable::Shard::decode(s, i).unwrap());
+            }
+        })
+    });
+    let table = keys(16);
     let body = body_for_bench_model();
-    let key = request::authenticate(&cfg, Some("Bearer tg-key-1"), None, 0).unwrap();
+    let key = request::authenticate(Some(&table), Some("Bearer tg-key-1"), None, 0).unwrap();
     c.bench_function("validate + route 2 KB chat", |b| {
-        b.iter(|| request::route(&cfg, key, &Operation::ChatCompletions, black_box(&body)).unwrap())
+        b.iter(|| request::route(&cfg, &key, &Operation::ChatCompletions, black_box(&body)).unwrap())
     });
     // The pre-routing scan inside it (depth, number range, forbidden top-level parameters).
     c.bench_function("json scan 2 KB chat", |b| b.iter(|| tollgate_gateway::json_scan::scan(black_box(&body), 127)));

@@ -95,8 +95,6 @@ pub struct Model {
     /// Credential references that parsed (the credential document is resolved from these).
     pub credentials: BTreeMap<String, CredentialRef>,
     pub models: Vec<ServedModel>,
-    /// Keys that are not revoked (expired ones stay: the filter refuses them by time).
-    pub keys: Vec<KeyRecord>,
     pub quotas: Vec<crate::store::QuotaSpec>,
     /// Envoys sharing the quotas (at least 1): each admits `limit / envoys` of each.
     pub envoys: u64,

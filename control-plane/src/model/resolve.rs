@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::egress::Egress;
 
-use super::{CredentialRef, Deployment, DeploymentError, KeyRecord, Model, ModelSpec, Secrets, ServedModel, Settings, TeamRecord, UserRecord};
+use super::{CredentialRef, Deployment, DeploymentError, Model, ModelSpec, Secrets, ServedModel, Settings, TeamRecord, UserRecord};
 
 /// One stored model row; `spec` is `Err` (with the parser's message) when the stored JSON does
 /// not parse (e.g. written by a newer version).
@@ -27,13 +27,11 @@ pub struct StoredConfig {
     pub credentials: BTreeMap<String, Result<CredentialRef, String>>,
     /// In declaration order.
     pub models: Vec<ModelRow>,
-    /// Keys that are not revoked.
-    pub keys: Vec<KeyRecord>,
     pub teams: BTreeMap<String, TeamRecord>,
     pub users: BTreeMap<String, UserRecord>,
     /// Access groups by name: their model patterns.
     pub groups: BTreeMap<String, Vec<String>>,
-    /// When the rows were read (a rotated key's grace entry is published until its end).
+    /// When the rows were read.
     pub now: i64,
     /// The admin's price entries (before the shipped defaults).
     pub prices: Vec<crate::metering::prices::PriceEntry>,
@@ -131,9 +129,7 @@ pub fn resolve(rows: &StoredConfig, secrets: &dyn Secrets, own_ports: &[u16]) ->
         }
         models.push(ServedModel { name: row.name.clone(), created: row.created, deployments });
     }
-    let catalog = super::access::Catalog { models: rows.models.iter().map(|m| m.name.clone()).collect(), groups: rows.groups.clone() };
-    let keys = super::access::published_keys(&rows.keys, &rows.users, &rows.teams, &catalog, rows.now);
-    Resolved { model: Model { settings: rows.settings.clone(), credentials, models, keys, quotas: rows.quotas.clone(), envoys: 1 }, problems }
+    Resolved { model: Model { settings: rows.settings.clone(), credentials, models, quotas: rows.quotas.clone(), envoys: 1 }, problems }
 }
 
 #[cfg(test)]

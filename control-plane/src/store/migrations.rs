@@ -102,6 +102,30 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
         // Quotas (issue 13): the spec as JSON.
         "CREATE TABLE quotas (id TEXT PRIMARY KEY, spec TEXT NOT NULL, created_at BIGINT NOT NULL)",
     ],
+), (
+    9,
+    &[
+        // The data plane's key table is kept incrementally: every insert or update of a key row
+        // stamps it with the next value of one counter, so a change re-reads only the rows
+        // stamped since the last read. The counter is a row (not a sequence) so that writers
+        // take it in commit order on PostgreSQL: a reader that has seen stamp n has seen every
+        // stamp below n. Rows from before this migration keep 0 (read by the first full load).
+        "CREATE TABLE key_changes (id BIGINT PRIMARY KEY, seq BIGINT NOT NULL)",
+        "INSERT INTO key_changes (id, seq) VALUES (1, 0)",
+        "ALTER TABLE api_keys ADD COLUMN seq BIGINT NOT NULL DEFAULT 0",
+        "CREATE INDEX api_keys_seq ON api_keys (seq)",
+        "sqlite: CREATE TRIGGER api_keys_seq_insert AFTER INSERT ON api_keys BEGIN \
+         UPDATE key_changes SET seq = seq + 1 WHERE id = 1; \
+         UPDATE api_keys SET seq = (SELECT seq FROM key_changes WHERE id = 1) WHERE rowid = NEW.rowid; END",
+        // (the trigger's own stamp changes seq, so it does not fire itself)
+        "sqlite: CREATE TRIGGER api_keys_seq_update AFTER UPDATE ON api_keys WHEN NEW.seq = OLD.seq BEGIN \
+         UPDATE key_changes SET seq = seq + 1 WHERE id = 1; \
+         UPDATE api_keys SET seq = (SELECT seq FROM key_changes WHERE id = 1) WHERE rowid = NEW.rowid; END",
+        "postgres: CREATE FUNCTION tollgate_api_keys_seq() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN UPDATE key_changes SET seq = seq + 1 WHERE id = 1 RETURNING seq INTO NEW.seq; RETURN NEW; END $$",
+        "postgres: CREATE TRIGGER api_keys_seq BEFORE INSERT OR UPDATE ON api_keys \
+         FOR EACH ROW EXECUTE FUNCTION tollgate_api_keys_seq()",
+    ],
 )];
 
 pub async fn run(pool: &AnyPool) -> anyhow::Result<()> {

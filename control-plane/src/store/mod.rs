@@ -154,7 +154,6 @@ impl Store {
             settings,
             credentials: self.credential_rows().await?,
             models: self.model_rows().await?,
-            keys: self.keys(false).await?,
             teams: self.teams().await?.into_iter().map(|t| (t.id.clone(), t)).collect(),
             users: self.users().await?.into_iter().map(|u| (u.id.clone(), u)).collect(),
             groups: self.access_groups().await?.into_iter().map(|g| (g.name, g.models)).collect(),
@@ -191,12 +190,38 @@ impl Store {
     }
 
     /// Keys, oldest first; revoked ones only if asked.
+    #[cfg(test)]
     pub async fn keys(&self, include_revoked: bool) -> anyhow::Result<Vec<KeyRecord>> {
         let filter = if include_revoked { "" } else { "WHERE revoked_at IS NULL " };
         let rows = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys {filter}ORDER BY created_at, id"))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(key_from_row).collect()
+    }
+
+    /// The key rows stamped after `after` (migration 9's change counter), revoked ones too, with
+    /// the highest stamp read (`after` when none). With `after = None`, the first full load:
+    /// every key that is not revoked, and the highest stamp at the time.
+    pub async fn changed_keys(&self, after: Option<i64>) -> anyhow::Result<(Vec<KeyRecord>, i64)> {
+        let Some(after) = after else {
+            let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM api_keys").fetch_one(&self.pool).await?;
+            let upto: i64 = row.try_get(0)?;
+            // A row stamped after `upto` meanwhile is read by the next call.
+            let rows = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE seq <= $1 AND revoked_at IS NULL"))
+                .bind(upto)
+                .fetch_all(&self.pool)
+                .await?;
+            return Ok((rows.iter().map(key_from_row).collect::<anyhow::Result<_>>()?, upto));
+        };
+        let rows = sqlx::query(&format!("SELECT {KEY_COLUMNS}, seq FROM api_keys WHERE seq > $1 ORDER BY seq"))
+            .bind(after)
+            .fetch_all(&self.pool)
+            .await?;
+        let upto = match rows.last() {
+            Some(r) => r.try_get::<i64, _>(KEY_COLUMN_COUNT)?,
+            None => after,
+        };
+        Ok((rows.iter().map(key_from_row).collect::<anyhow::Result<_>>()?, upto))
     }
 
     pub async fn key(&self, id: &str) -> anyhow::Result<Option<KeyRecord>> {

@@ -79,7 +79,7 @@ async fn exercise(store: &Store) {
     let all = store.keys(true).await.unwrap();
     assert_eq!(all.len(), 2);
     assert_eq!(all.iter().find(|k| k.id == "b").unwrap().revoked_at, Some(50));
-    assert_eq!(store.load().await.unwrap().keys.len(), 1, "revoked keys are not sent to the data plane");
+    assert_eq!(store.changed_keys(None).await.unwrap().0.len(), 1, "revoked keys are not sent to the data plane");
 
     // Each write above has its audit row (the failed duplicate and the no-op revocations none).
     let log = store.audit_log(&AuditQuery::default()).await.unwrap();
@@ -124,6 +124,37 @@ async fn exercise(store: &Store) {
     ledger(store).await;
     assert!(store.put_access_group(&group, false, true, &audit("access_group.delete", "g")).await.unwrap());
     assert!(store.access_groups().await.unwrap().is_empty());
+    key_changes(store).await;
+}
+
+/// Migration 9's change stamps: a change is read back alone, revocations included, and the
+/// first load is every key that is not revoked.
+async fn key_changes(store: &Store) {
+    let ids = |keys: &[KeyRecord]| {
+        let mut v: Vec<String> = keys.iter().map(|k| k.id.clone()).collect();
+        v.sort();
+        v
+    };
+    let (active, s0) = store.changed_keys(None).await.unwrap();
+    assert_eq!(ids(&active), vec!["a", "c"], "the first load: every key not revoked");
+    assert!(s0 > 0);
+    assert_eq!(store.changed_keys(Some(s0)).await.unwrap(), (vec![], s0), "nothing changed since");
+    store.insert_key(&key("d", Role::User), &audit("key.create", "d")).await.unwrap();
+    let (changed, s1) = store.changed_keys(Some(s0)).await.unwrap();
+    assert_eq!((ids(&changed), s1 > s0), (vec!["d".to_owned()], true));
+    assert!(store.revoke_key("d", 60, &audit("key.revoke", "d")).await.unwrap());
+    let (changed, s2) = store.changed_keys(Some(s1)).await.unwrap();
+    assert_eq!((ids(&changed), changed[0].revoked_at, s2 > s1), (vec!["d".to_owned()], Some(60), true));
+    // a bulk insert stamps every row; an update of another row stamps it after them
+    let (e, f) = (key("e", Role::User), key("f", Role::User));
+    store.insert_keys(&[(&e, &audit("key.create", "e")), (&f, &audit("key.create", "f"))]).await.unwrap();
+    let blocked = KeyRecord { blocked: true, ..store.key("a").await.unwrap().unwrap() };
+    assert!(store.update_key(&blocked, &blocked.digest, &audit("key.block", "a")).await.unwrap());
+    let (changed, s3) = store.changed_keys(Some(s2)).await.unwrap();
+    assert_eq!(changed.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), vec!["e", "f", "a"]);
+    assert!(changed[2].blocked && s3 > s2);
+    let (_, s4) = store.changed_keys(Some(s3 - 1)).await.unwrap();
+    assert_eq!(s4, s3);
 }
 
 #[tokio::test]
@@ -136,7 +167,7 @@ async fn sqlite_store() {
     store.close().await;
     // migrations are idempotent on restart
     let store = Store::connect(&url).await.unwrap();
-    assert_eq!(store.keys(true).await.unwrap().len(), 3);
+    assert_eq!(store.keys(true).await.unwrap().len(), 6);
     store.close().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -164,7 +195,7 @@ async fn postgres_store() {
         exercise(&store).await;
         store.close().await;
         let store = Store::connect(&url).await.unwrap();
-        assert_eq!(store.keys(true).await.unwrap().len(), 3);
+        assert_eq!(store.keys(true).await.unwrap().len(), 6);
         store.close().await;
     };
     result.await;

@@ -1,6 +1,7 @@
 //! The pure snapshot builder: `build(&Model, &XdsEnv) -> Snapshot`. Every resource is derived
 //! from the model; each type is versioned by the hash of its encoded resources, so an update
-//! that does not change a type does not touch it in Envoy (keys change only ECDS).
+//! that does not change a type does not touch it in Envoy. Virtual keys are not in any xDS
+//! resource: they travel as the key table (`crate::keytable`, the internal listener's long poll).
 
 use std::collections::BTreeMap;
 
@@ -19,7 +20,7 @@ use envoy_types::pb::envoy::extensions::wasm::v3 as wasm;
 use envoy_types::pb::google::protobuf::{Any, StringValue};
 use prost::Name;
 use sha2::{Digest, Sha256};
-use tollgate_contract::config::{ContainerPayload, DeploymentMeta, GatewayConfigDoc, KeyDoc, ModelDoc, ProviderConfigDoc, ProviderKind, SCHEMA_VERSION};
+use tollgate_contract::config::{ContainerPayload, DeploymentMeta, GatewayConfigDoc, ModelDoc, ProviderConfigDoc, ProviderKind, SCHEMA_VERSION};
 use tollgate_contract::contract;
 
 use super::local_reply::local_reply_config;
@@ -152,17 +153,6 @@ pub fn build(model: &Model, env: &XdsEnv) -> Snapshot {
             })
             .collect(),
         max_body_bytes: model.settings.max_body_bytes,
-        keys: model
-            .keys
-            .iter()
-            .map(|k| KeyDoc {
-                id: k.id.clone(),
-                digest: k.digest.clone(),
-                role: k.role,
-                models: k.models.clone(),
-                expires_at: k.expires_at.map(|t| t.max(0) as u64),
-            })
-            .collect(),
         models: model_docs,
         fault_injection: env.fault_injection,
     };

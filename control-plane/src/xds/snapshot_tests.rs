@@ -6,7 +6,6 @@ use envoy_types::pb::envoy::extensions::wasm::v3::plugin_config::Vm;
 use envoy_types::pb::google::protobuf::StringValue;
 use prost::Message;
 use tollgate_contract::config::{ContainerPayload, DeploymentMeta, GatewayConfig, PromptTemplate};
-use tollgate_contract::keys::Role;
 
 use super::*;
 
@@ -15,7 +14,7 @@ static OPEN_SETTINGS: crate::model::EgressSettings =
     crate::model::EgressSettings { allow_loopback: true, allow_private: true, allow_hosts: Vec::new() };
 static OPEN: crate::egress::Egress<'static> = crate::egress::Egress { settings: &OPEN_SETTINGS, own_ports: &[] };
 
-use crate::model::{DeploymentSpec, KeyRecord, Provider, SagemakerPayload, Settings};
+use crate::model::{DeploymentSpec, Provider, SagemakerPayload, Settings};
 fn env() -> XdsEnv {
     XdsEnv {
         gateway_addr: "0.0.0.0".into(),
@@ -65,16 +64,6 @@ fn model() -> Model {
         ],
         quotas: Vec::new(),
         envoys: 1,
-        keys: vec![KeyRecord {
-            id: "key_1".into(),
-            name: "n".into(),
-            digest: tollgate_contract::keys::digest_hex("tg-secret-value"),
-            role: Role::User,
-            models: Some(vec!["gpt".into()]),
-            created_at: 1,
-            expires_at: Some(99),
-            ..Default::default()
-        }],
     }
 }
 
@@ -99,10 +88,9 @@ fn has_every_type() {
 fn gateway_filter_config_parses_in_the_filter_and_holds_no_secret() {
     let s = build(&model(), &env());
     let (json, wasm) = gateway_config(&s);
-    assert!(!json.contains("tg-secret-value"));
     let cfg = GatewayConfig::parse(json.as_bytes()).unwrap();
-    assert_eq!(cfg.keys.len(), 1);
-    assert_eq!(cfg.keys.authenticate("tg-secret-value", 0).unwrap().expires_at, Some(99));
+    // the keys travel as the key table, not in the configuration
+    assert!(!json.contains("keys") && !json.contains("digest"), "{json}");
     assert_eq!(cfg.model("gpt").unwrap().cluster, cluster_name("gpt"));
     assert_eq!(cfg.models[0].name, "demo");
     let pc = wasm.config.unwrap();
@@ -112,17 +100,9 @@ fn gateway_filter_config_parses_in_the_filter_and_holds_no_secret() {
 }
 
 #[test]
-fn key_change_touches_only_ecds() {
+fn building_twice_is_deterministic() {
     let m1 = model();
-    let mut m2 = model();
-    m2.keys.clear();
-    let (a, b) = (build(&m1, &env()), build(&m2, &env()));
-    for t in [LISTENER_TYPE, ROUTE_TYPE, CLUSTER_TYPE] {
-        assert_eq!(a.get(t).unwrap().version, b.get(t).unwrap().version, "{t}");
-    }
-    assert_ne!(a.get(ECDS_TYPE).unwrap().version, b.get(ECDS_TYPE).unwrap().version);
-    // and building twice is deterministic
-    assert!(build(&m1, &env()).same_versions(&a));
+    assert!(build(&m1, &env()).same_versions(&build(&m1, &env())));
 }
 
 #[test]

@@ -1,10 +1,14 @@
 //! The downstream (per-listener) filter: key auth, request validation, model resolution and
 //! routing. It collects inputs from the host, calls the pure functions of
 //! `tollgate_gateway::request`, and applies what they decide: a local answer, or the cluster
-//! header and one filter-state value for the provider filter.
+//! header and one filter-state value for the provider filter. The virtual keys are not in the
+//! configuration: each worker keeps a copy of the key table the service VM publishes in shared
+//! data (`keys`), brought up to date at the start of a request when it changed.
 
+mod keys;
 mod quotas;
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
@@ -20,6 +24,9 @@ tollgate_wasm::plugin!(GatewayPlugin, [request_headers, request_body, request_tr
 
 pub struct GatewayPlugin {
     config: Option<Rc<GatewayConfig>>,
+    /// The worker's key table, shared by its requests (a VM runs one callback at a time) and by
+    /// every root context of this VM: a configuration change (a new root) keeps it.
+    keys: Rc<RefCell<keys::Keys>>,
 }
 
 impl Plugin for GatewayPlugin {
@@ -27,18 +34,18 @@ impl Plugin for GatewayPlugin {
     const NAME: &'static str = "gateway filter";
 
     fn new() -> Self {
-        Self { config: None }
+        Self { config: None, keys: keys::vm_table() }
     }
 
     fn configure<H: Host>(&mut self, _host: &H, config: &[u8]) -> Result<(), String> {
         let cfg = GatewayConfig::parse(config).map_err(|e| e.to_string())?;
-        log::info!("gateway filter: configuration loaded: {} keys, {} models", cfg.keys.len(), cfg.models.len());
+        log::info!("gateway filter: configuration loaded: {} models", cfg.models.len());
         self.config = Some(Rc::new(cfg));
         Ok(())
     }
 
     fn http_context(&mut self) -> GatewayHttp {
-        GatewayHttp { config: self.config.clone(), pending: None, body: WholeBody::default(), api: ClientApi::OpenAi, holds: Vec::new() }
+        GatewayHttp { config: self.config.clone(), keys: self.keys.clone(), pending: None, body: WholeBody::default(), api: ClientApi::OpenAi, holds: Vec::new() }
     }
 }
 
@@ -60,6 +67,7 @@ struct Pending {
 
 pub struct GatewayHttp {
     config: Option<Rc<GatewayConfig>>,
+    keys: Rc<RefCell<keys::Keys>>,
     pending: Option<Pending>,
     body: WholeBody,
     /// The client's API, once known: errors are answered in its format.
@@ -185,10 +193,16 @@ impl HttpFilter for GatewayHttp {
         let op = request::classify(h.method.as_deref().unwrap_or_default(), h.path.as_deref().unwrap_or_default())?;
         self.api = op.client_api();
         let now = || host.now().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(u64::MAX, |d| d.as_secs());
-        let key = request::authenticate_at(&cfg, h.authorization.as_deref(), h.x_api_key.as_deref(), now)?;
+        let key = {
+            let mut keys = self
+                .keys
+                .try_borrow_mut()
+                .map_err(|_| GatewayError::new(ErrorKind::Internal, "The key table is busy; retry in a moment."))?;
+            request::authenticate_at(keys.sync(host), h.authorization.as_deref(), h.x_api_key.as_deref(), now)?
+        };
         match &op {
-            Operation::ListModels => return reply_json(host, &request::list_models(&cfg, key)),
-            Operation::RetrieveModel(name) => return reply_json(host, &request::retrieve_model(&cfg, key, name)?),
+            Operation::ListModels => return reply_json(host, &request::list_models(&cfg, &key)),
+            Operation::RetrieveModel(name) => return reply_json(host, &request::retrieve_model(&cfg, &key, name)?),
             // The key is good: the control plane answers with its spend (it checks the key again).
             Operation::KeyUsage => {
                 host.set_header(Map::RequestHeaders, contract::HEADER_CLUSTER, Some(contract::CONTROL_PLANE_INTERNAL_CLUSTER.as_bytes()))?;
@@ -206,7 +220,7 @@ impl HttpFilter for GatewayHttp {
             return Err(GatewayError::new(ErrorKind::InvalidRequest, "The request has no body; send a JSON object.")
                 .code("invalid_json"));
         }
-        self.pending = Some(Pending { op, key: key.clone() });
+        self.pending = Some(Pending { op, key });
         Ok(Action::Pause)
     }
 

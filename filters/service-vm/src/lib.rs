@@ -3,10 +3,12 @@
 //! All of the data plane's I/O with the control plane happens here, once per Envoy instead of
 //! once per worker: today the provider credential document, fetched with a conditional GET
 //! (an unchanged document costs a 304) and published under
-//! [`contract::SHARED_CREDENTIALS_KEY`]; and the usage records the workers hand over through a
-//! shared queue, posted to the control plane's ledger in batches ([`usage`]). Workers never
-//! call out.
+//! [`contract::SHARED_CREDENTIALS_KEY`]; the key table, kept by a long poll (`keys`); and the
+//! usage records the workers hand over through a shared queue, posted to the control plane's
+//! ledger in batches ([`usage`]). Workers never call out. Callout answers are dispatched by
+//! their call token.
 
+mod keys;
 mod usage;
 
 use std::time::Duration;
@@ -40,6 +42,7 @@ pub struct ServicePlugin {
     in_flight: Option<u32>,
     slow: bool,
     usage: usage::UsageShipper,
+    keys: keys::KeyPoller,
 }
 
 /// The service VM has no HTTP streams; Envoy never creates one for a bootstrap extension.
@@ -96,7 +99,7 @@ impl Plugin for ServicePlugin {
     const NAME: &'static str = "tollgate service";
 
     fn new() -> Self {
-        Self { cluster: None, token: None, version: None, in_flight: None, slow: false, usage: usage::UsageShipper::default() }
+        Self { cluster: None, token: None, version: None, in_flight: None, slow: false, usage: usage::UsageShipper::default(), keys: keys::KeyPoller::default() }
     }
 
     fn configure<H: Host>(&mut self, host: &H, config: &[u8]) -> Result<(), String> {
@@ -110,6 +113,7 @@ impl Plugin for ServicePlugin {
         if let Ok((Some(bytes), _)) = host.shared_data(contract::SHARED_CREDENTIALS_KEY) {
             self.version = serde_json::from_slice::<CredentialsDoc>(&bytes).ok().map(|d| d.version);
         }
+        self.keys.restore(host);
         let slow = self.version.is_some();
         self.set_tick(host, slow);
         self.usage.register(host);
@@ -122,11 +126,12 @@ impl Plugin for ServicePlugin {
 
     fn on_tick<H: Host>(&mut self, host: &H) {
         self.ship_usage(host);
+        let (Some(cluster), Some(token)) = (self.cluster.as_deref(), self.token.as_deref()) else { return };
+        let auth = format!("Bearer {token}");
+        self.keys.poll(host, cluster, &auth);
         if self.in_flight.is_some() {
             return;
         }
-        let (Some(cluster), Some(token)) = (self.cluster.as_deref(), self.token.as_deref()) else { return };
-        let auth = format!("Bearer {token}");
         let version = self.version.as_ref().map(|v| format!("\"{v}\""));
         let mut headers = vec![
             (":method", "GET"),
@@ -158,6 +163,12 @@ impl Plugin for ServicePlugin {
             self.usage.answered(host, status.as_deref());
             // The next batch goes at once when one is ready (a backlog drains call after call).
             self.ship_usage(host);
+            return;
+        }
+        if self.keys.owns(token) {
+            if let (Some(cluster), Some(secret)) = (self.cluster.as_deref(), self.token.as_deref()) {
+                self.keys.on_response(host, body_size, cluster, &format!("Bearer {secret}"));
+            }
             return;
         }
         if self.in_flight != Some(token) {

@@ -7,7 +7,6 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::keys::{parse_digest_hex, AllowedModels, KeyEntry, KeyTable, Role};
 
 pub const SCHEMA_VERSION: u32 = 1;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
@@ -18,8 +17,6 @@ pub enum ConfigError {
     Json(String),
     #[error("unsupported configuration schema {actual}, this filter supports {supported}")]
     Schema { actual: u32, supported: u32 },
-    #[error("key {id}: digest is not 64 hex characters")]
-    BadDigest { id: String },
     #[error("model {name}: declared twice")]
     DuplicateModel { name: String },
 }
@@ -29,7 +26,9 @@ pub enum ConfigError {
 pub struct GatewayConfigDoc {
     pub schema: u32,
     pub max_body_bytes: u64,
-    pub keys: Vec<KeyDoc>,
+    /// The virtual keys are not here: they travel as a binary table of shards
+    /// ([`crate::keytable`]) fetched by the service VM, so that a change to one key costs a
+    /// worker one shard, not the whole table.
     pub models: Vec<ModelDoc>,
     /// Test builds of the stack only (`tollgate serve --test-fault-injection`): a request with
     /// [`crate::contract::HEADER_FAULT`] makes the filter trap, to test VM failure handling.
@@ -56,21 +55,6 @@ pub struct ProviderConfigDoc {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct KeyDoc {
-    /// Public id, safe to log.
-    pub id: String,
-    /// Hex SHA-256 of the secret.
-    pub digest: String,
-    #[serde(default)]
-    pub role: Role,
-    /// `None`: every model.
-    #[serde(default)]
-    pub models: Option<Vec<String>>,
-    #[serde(default)]
-    pub expires_at: Option<u64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ModelDoc {
     pub name: String,
     /// Envoy cluster serving this model.
@@ -83,7 +67,6 @@ pub struct ModelDoc {
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub max_body_bytes: u64,
-    pub keys: KeyTable,
     /// Model name → index into `models`.
     pub model_index: HashMap<String, usize>,
     /// In declaration order (the order `/v1/models` lists them).
@@ -104,20 +87,6 @@ impl GatewayConfig {
         if doc.schema != SCHEMA_VERSION {
             return Err(ConfigError::Schema { actual: doc.schema, supported: SCHEMA_VERSION });
         }
-        let mut keys = KeyTable::default();
-        for k in doc.keys {
-            let digest =
-                parse_digest_hex(&k.digest).ok_or_else(|| ConfigError::BadDigest { id: k.id.clone() })?;
-            keys.insert(
-                digest,
-                KeyEntry {
-                    id: k.id,
-                    role: k.role,
-                    models: AllowedModels::from_list(k.models),
-                    expires_at: k.expires_at,
-                },
-            );
-        }
         let mut model_index = HashMap::with_capacity(doc.models.len());
         for (i, m) in doc.models.iter().enumerate() {
             if model_index.insert(m.name.clone(), i).is_some() {
@@ -126,7 +95,6 @@ impl GatewayConfig {
         }
         Ok(Self {
             max_body_bytes: doc.max_body_bytes,
-            keys,
             model_index,
             models: doc.models,
             fault_injection: doc.fault_injection,
@@ -309,7 +277,6 @@ impl fmt::Debug for Credential {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::digest_hex;
 
     fn doc() -> GatewayConfigDoc {
         GatewayConfigDoc {
@@ -317,13 +284,6 @@ mod tests {
             quotas: Vec::new(),
             model_prices: Default::default(),
             max_body_bytes: 1024,
-            keys: vec![KeyDoc {
-                id: "k1".into(),
-                digest: digest_hex("tg-x"),
-                role: Role::User,
-                models: None,
-                expires_at: None,
-            }],
             models: vec![ModelDoc { name: "m".into(), cluster: "c".into(), owned_by: "o".into(), created: 1 }],
             fault_injection: false,
         }
@@ -333,16 +293,12 @@ mod tests {
     fn parses_roundtrip() {
         let json = serde_json::to_vec(&doc()).unwrap();
         let cfg = GatewayConfig::parse(&json).unwrap();
-        assert_eq!(cfg.keys.len(), 1);
         assert_eq!(cfg.model("m").unwrap().cluster, "c");
         assert!(cfg.model("n").is_none());
     }
 
     #[test]
-    fn rejects_bad_digest_schema_and_duplicates() {
-        let mut d = doc();
-        d.keys[0].digest = "nothex".into();
-        assert_eq!(GatewayConfig::compile(d).unwrap_err(), ConfigError::BadDigest { id: "k1".into() });
+    fn rejects_bad_schema_and_duplicates() {
         let mut d = doc();
         d.schema = 99;
         assert!(matches!(GatewayConfig::compile(d), Err(ConfigError::Schema { .. })));

@@ -44,6 +44,10 @@ pub const CONTROL_PLANE_INTERNAL_CLUSTER: &str = "tollgate_control_plane_interna
 pub const KEY_USAGE_PATH: &str = "/v1/usage";
 /// Path of the credential document on the control plane.
 pub const CREDENTIALS_PATH: &str = "/internal/v1/credentials";
+/// Path of the key table's long poll on the control plane (same listener, same token):
+/// `POST` with the service VM's [`crate::keytable::Manifest`], answered with an
+/// [`crate::keytable::Update`] of the shards that differ, or 304 after `?wait=` seconds.
+pub const KEYS_PATH: &str = "/internal/v1/keys";
 
 /// Where the data plane posts usage batches ([`crate::usage::UsageBatch`]), on the same
 /// listener and with the same token.

@@ -1,11 +1,8 @@
 //! Virtual keys: only their SHA-256 digests travel and are stored. Keys are 256-bit random
 //! values, so an unsalted digest is safe; the lookup compares full digests in constant time.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 /// Prefix of every virtual key (`tg-` + 43 base64url characters).
 pub const KEY_PREFIX: &str = "tg-";
@@ -70,53 +67,6 @@ pub enum KeyRejection {
     Expired,
 }
 
-/// The key set, compiled once per configuration.
-#[derive(Debug, Default, Clone)]
-pub struct KeyTable {
-    /// Buckets by the first 8 digest bytes; the full digest is compared in constant time.
-    buckets: HashMap<[u8; 8], Vec<(KeyDigest, KeyEntry)>>,
-    len: usize,
-}
-
-impl KeyTable {
-    pub fn insert(&mut self, digest: KeyDigest, entry: KeyEntry) {
-        let mut prefix = [0u8; 8];
-        prefix.copy_from_slice(&digest[..8]);
-        self.buckets.entry(prefix).or_default().push((digest, entry));
-        self.len += 1;
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Looks a presented secret up; `now` is unix seconds.
-    pub fn authenticate(&self, secret: &str, now: u64) -> Result<&KeyEntry, KeyRejection> {
-        self.authenticate_at(secret, || now)
-    }
-
-    /// As [`KeyTable::authenticate`], reading the clock only for a key that expires.
-    pub fn authenticate_at(&self, secret: &str, now: impl FnOnce() -> u64) -> Result<&KeyEntry, KeyRejection> {
-        let d = digest(secret);
-        let mut prefix = [0u8; 8];
-        prefix.copy_from_slice(&d[..8]);
-        let bucket = self.buckets.get(&prefix).ok_or(KeyRejection::Unknown)?;
-        let entry = bucket
-            .iter()
-            .find(|(stored, _)| bool::from(stored.ct_eq(&d)))
-            .map(|(_, e)| e)
-            .ok_or(KeyRejection::Unknown)?;
-        match entry.expires_at {
-            Some(t) if now() >= t => Err(KeyRejection::Expired),
-            _ => Ok(entry),
-        }
-    }
-}
-
 /// Extracts the presented key: `Authorization: Bearer <key>` or `x-api-key: <key>`. The same
 /// rule serves the gateway (client keys) and the control plane's admin API.
 pub fn presented_key<'a>(authorization: Option<&'a str>, x_api_key: Option<&'a str>) -> Option<&'a str> {
@@ -140,42 +90,6 @@ pub fn parse_digest_hex(s: &str) -> Option<KeyDigest> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn table() -> KeyTable {
-        let mut t = KeyTable::default();
-        t.insert(
-            digest("tg-alpha"),
-            KeyEntry { id: "k1".into(), role: Role::User, models: AllowedModels::All, expires_at: None },
-        );
-        t.insert(
-            digest("tg-beta"),
-            KeyEntry {
-                id: "k2".into(),
-                role: Role::User,
-                models: AllowedModels::Only(vec!["m".into()]),
-                expires_at: Some(100),
-            },
-        );
-        t
-    }
-
-    #[test]
-    fn finds_known_key() {
-        assert_eq!(table().authenticate("tg-alpha", 0).unwrap().id, "k1");
-    }
-
-    #[test]
-    fn rejects_unknown_key() {
-        assert_eq!(table().authenticate("tg-gamma", 0), Err(KeyRejection::Unknown));
-        assert_eq!(table().authenticate("", 0), Err(KeyRejection::Unknown));
-    }
-
-    #[test]
-    fn expiry_is_exclusive_at_the_instant() {
-        let t = table();
-        assert_eq!(t.authenticate("tg-beta", 99).unwrap().id, "k2");
-        assert_eq!(t.authenticate("tg-beta", 100), Err(KeyRejection::Expired));
-    }
 
     #[test]
     fn allowed_models() {

@@ -1,5 +1,6 @@
 //! The contract between Tollgate's components: the filter configuration schema the control
-//! plane pushes (`config`), the virtual-key table (`keys`), the constants both sides name
+//! plane pushes (`config`), virtual keys (`keys`) and the binary key table the data plane
+//! searches (`keytable`), the constants both sides name
 //! (`contract`), the per-request state the gateway filter hands to the provider filter
 //! (`state`), and errors as the client sees them (`error`).
 //!
@@ -10,6 +11,7 @@ pub mod config;
 pub mod contract;
 pub mod error;
 pub mod keys;
+pub mod keytable;
 pub mod quota;
 pub mod state;
 pub mod usage;

@@ -4,6 +4,7 @@
 use tollgate_contract::config::GatewayConfig;
 use tollgate_contract::error::{ErrorKind, GatewayError};
 use tollgate_contract::keys::{presented_key, KeyEntry, KeyRejection};
+use tollgate_contract::keytable::Table;
 pub use tollgate_contract::state::{BodyFacts, Operation};
 
 use crate::json_scan::{self, Problem};
@@ -82,22 +83,23 @@ pub fn check_content_type(content_type: Option<&str>) -> Result<(), GatewayError
     .code("unsupported_media_type"))
 }
 
-pub fn authenticate<'c>(
-    cfg: &'c GatewayConfig,
+pub fn authenticate(
+    keys: Option<&Table>,
     authorization: Option<&str>,
     x_api_key: Option<&str>,
     now: u64,
-) -> Result<&'c KeyEntry, GatewayError> {
-    authenticate_at(cfg, authorization, x_api_key, || now)
+) -> Result<KeyEntry, GatewayError> {
+    authenticate_at(keys, authorization, x_api_key, || now)
 }
 
-/// As [`authenticate`], reading the clock only for a key that expires.
-pub fn authenticate_at<'c>(
-    cfg: &'c GatewayConfig,
+/// As [`authenticate`], reading the clock only for a key that expires. `keys` is `None` until
+/// the data plane has a key table: a presented key is then refused with a 503 (fail closed).
+pub fn authenticate_at(
+    keys: Option<&Table>,
     authorization: Option<&str>,
     x_api_key: Option<&str>,
     now: impl FnOnce() -> u64,
-) -> Result<&'c KeyEntry, GatewayError> {
+) -> Result<KeyEntry, GatewayError> {
     let Some(secret) = presented_key(authorization, x_api_key) else {
         return Err(GatewayError::new(
             ErrorKind::Authentication,
@@ -105,7 +107,11 @@ pub fn authenticate_at<'c>(
         )
         .code("missing_api_key"));
     };
-    cfg.keys.authenticate_at(secret, now).map_err(|r| match r {
+    let Some(keys) = keys else {
+        return Err(GatewayError::new(ErrorKind::Unavailable, "The gateway has not loaded its keys yet; retry in a moment.")
+            .code("keys_not_loaded"));
+    };
+    keys.authenticate_at(secret, now).map_err(|r| match r {
         KeyRejection::Unknown => GatewayError::new(
             ErrorKind::Authentication,
             "Incorrect API key provided. Check the key, or ask your administrator for a new one.",

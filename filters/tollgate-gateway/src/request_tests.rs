@@ -1,7 +1,8 @@
 use super::*;
-use tollgate_contract::config::{GatewayConfigDoc, KeyDoc, ModelDoc, SCHEMA_VERSION};
+use tollgate_contract::config::{GatewayConfigDoc, ModelDoc, SCHEMA_VERSION};
 use tollgate_contract::error::ClientApi;
-use tollgate_contract::keys::{digest_hex, presented_key, Role};
+use tollgate_contract::keys::{digest, presented_key, Role};
+use tollgate_contract::keytable::{EntrySpec, Table};
 use tollgate_contract::state::RequestState;
 
 fn cfg() -> GatewayConfig {
@@ -10,23 +11,23 @@ fn cfg() -> GatewayConfig {
         quotas: Vec::new(),
         model_prices: Default::default(),
         max_body_bytes: 1024,
-        keys: vec![
-            KeyDoc { id: "all".into(), digest: digest_hex("tg-all"), role: Role::User, models: None, expires_at: None },
-            KeyDoc {
-                id: "only-a".into(),
-                digest: digest_hex("tg-only-a"),
-                role: Role::User,
-                models: Some(vec!["a".into()]),
-                expires_at: None,
-            },
-            KeyDoc { id: "old".into(), digest: digest_hex("tg-old"), role: Role::User, models: None, expires_at: Some(10) },
-        ],
         models: vec![
             ModelDoc { name: "a".into(), cluster: "ca".into(), owned_by: "tollgate".into(), created: 1 },
             ModelDoc { name: "b".into(), cluster: "cb".into(), owned_by: "tollgate".into(), created: 1 },
         ],
         fault_injection: false,
     })
+    .unwrap()
+}
+
+fn keys() -> Table {
+    let only_a = ["a".to_owned()];
+    let key = |secret: &str, id: &'static str, models, expires_at| EntrySpec { digest: digest(secret), id, role: Role::User, expires_at, models };
+    Table::from_entries(
+        1,
+        1,
+        &[key("tg-all", "all", None, None), key("tg-only-a", "only-a", Some(&only_a[..]), None), key("tg-old", "old", None, Some(10))],
+    )
     .unwrap()
 }
 
@@ -67,18 +68,21 @@ fn key_extraction() {
 
 #[test]
 fn authentication_errors() {
-    let c = cfg();
-    assert_eq!(authenticate(&c, None, None, 0).unwrap_err().code, Some("missing_api_key"));
-    assert_eq!(authenticate(&c, Some("Bearer tg-nope"), None, 0).unwrap_err().code, Some("invalid_api_key"));
-    assert_eq!(authenticate(&c, Some("Bearer tg-old"), None, 11).unwrap_err().code, Some("expired_api_key"));
-    assert_eq!(authenticate(&c, Some("Bearer tg-old"), None, 9).unwrap().id, "old");
+    assert_eq!(authenticate(Some(&keys()), None, None, 0).unwrap_err().code, Some("missing_api_key"));
+    assert_eq!(authenticate(Some(&keys()), Some("Bearer tg-nope"), None, 0).unwrap_err().code, Some("invalid_api_key"));
+    assert_eq!(authenticate(Some(&keys()), Some("Bearer tg-old"), None, 11).unwrap_err().code, Some("expired_api_key"));
+    // no key table yet: a presented key is refused with a 503 (fail closed), a missing one is still a 401
+    let not_loaded = authenticate(None, Some("Bearer tg-all"), None, 0).unwrap_err();
+    assert_eq!((not_loaded.status(), not_loaded.code), (503, Some("keys_not_loaded")));
+    assert_eq!(authenticate(None, None, None, 0).unwrap_err().code, Some("missing_api_key"));
+    assert_eq!(authenticate(Some(&keys()), Some("Bearer tg-old"), None, 9).unwrap().id, "old");
 }
 
 #[test]
 fn routes_chat() {
     let c = cfg();
-    let key = authenticate(&c, Some("Bearer tg-all"), None, 0).unwrap();
-    let r = route(&c, key, &Operation::ChatCompletions, br#"{"model":"b","messages":[{"role":"user","content":"hi"}]}"#)
+    let key = authenticate(Some(&keys()), Some("Bearer tg-all"), None, 0).unwrap();
+    let r = route(&c, &key, &Operation::ChatCompletions, br#"{"model":"b","messages":[{"role":"user","content":"hi"}]}"#)
         .unwrap();
     let len = Some(57);
     assert_eq!(r, Route { model: "b".into(), cluster: "cb", facts: BodyFacts { body_len: len, ..BodyFacts::default() } });
@@ -87,9 +91,9 @@ fn routes_chat() {
 #[test]
 fn chat_validation_errors() {
     let c = cfg();
-    let key = authenticate(&c, Some("Bearer tg-all"), None, 0).unwrap();
+    let key = authenticate(Some(&keys()), Some("Bearer tg-all"), None, 0).unwrap();
     let op = Operation::ChatCompletions;
-    let err = |body: &[u8]| route(&c, key, &op, body).unwrap_err();
+    let err = |body: &[u8]| route(&c, &key, &op, body).unwrap_err();
     assert_eq!(err(b"{not json").code, Some("invalid_json"));
     assert_eq!(err(b"").code, Some("invalid_json"));
     assert_eq!(err(b"[]").status(), 400);
@@ -107,38 +111,38 @@ fn chat_validation_errors() {
 #[test]
 fn model_permission() {
     let c = cfg();
-    let key = authenticate(&c, Some("Bearer tg-only-a"), None, 0).unwrap();
+    let key = authenticate(Some(&keys()), Some("Bearer tg-only-a"), None, 0).unwrap();
     let body = br#"{"model":"b","messages":[{"role":"user","content":"hi"}]}"#;
-    let e = route(&c, key, &Operation::ChatCompletions, body).unwrap_err();
+    let e = route(&c, &key, &Operation::ChatCompletions, body).unwrap_err();
     assert_eq!(e.status(), 403);
     assert_eq!(e.code, Some("model_not_allowed"));
-    let list: serde_json::Value = serde_json::from_slice(&list_models(&c, key)).unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&list_models(&c, &key)).unwrap();
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
     assert_eq!(list["data"][0]["id"], "a");
-    assert_eq!(retrieve_model(&c, key, "b").unwrap_err().status(), 403);
-    assert!(retrieve_model(&c, key, "a").is_ok());
+    assert_eq!(retrieve_model(&c, &key, "b").unwrap_err().status(), 403);
+    assert!(retrieve_model(&c, &key, "a").is_ok());
 }
 
 #[test]
 fn embeddings_validation() {
     let c = cfg();
-    let key = authenticate(&c, Some("Bearer tg-all"), None, 0).unwrap();
+    let key = authenticate(Some(&keys()), Some("Bearer tg-all"), None, 0).unwrap();
     let op = Operation::Embeddings;
-    assert_eq!(route(&c, key, &op, br#"{"model":"a","input":["x"]}"#).unwrap().cluster, "ca");
-    assert_eq!(route(&c, key, &op, br#"{"model":"a"}"#).unwrap_err().param.as_deref(), Some("input"));
+    assert_eq!(route(&c, &key, &op, br#"{"model":"a","input":["x"]}"#).unwrap().cluster, "ca");
+    assert_eq!(route(&c, &key, &op, br#"{"model":"a"}"#).unwrap_err().param.as_deref(), Some("input"));
 }
 
 #[test]
 fn anthropic_messages_validation() {
     let c = cfg();
-    let key = authenticate(&c, None, Some("tg-all"), 0).unwrap();
+    let key = authenticate(Some(&keys()), None, Some("tg-all"), 0).unwrap();
     let op = classify("POST", "/v1/messages").unwrap();
     assert_eq!(op.client_api(), ClientApi::Anthropic);
     let ok = br#"{"model":"a","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
-    assert_eq!(route(&c, key, &op, ok).unwrap().cluster, "ca");
+    assert_eq!(route(&c, &key, &op, ok).unwrap().cluster, "ca");
     let no_max = br#"{"model":"a","messages":[{"role":"user","content":"hi"}]}"#;
-    assert_eq!(route(&c, key, &op, no_max).unwrap_err().param.as_deref(), Some("max_tokens"));
-    assert_eq!(route(&c, key, &op, br#"{"model":"a","max_tokens":1,"messages":[]}"#).unwrap_err().status(), 400);
+    assert_eq!(route(&c, &key, &op, no_max).unwrap_err().param.as_deref(), Some("max_tokens"));
+    assert_eq!(route(&c, &key, &op, br#"{"model":"a","max_tokens":1,"messages":[]}"#).unwrap_err().status(), 400);
     let state = RequestState { op: op.clone(), facts: BodyFacts::default(), key_id: "k".into(), model: "a".into() };
     assert_eq!(RequestState::decode(&state.encode().unwrap()).unwrap().op, op);
 }
@@ -156,12 +160,12 @@ fn bedrock_converse_paths() {
     assert_eq!(classify("POST", "/bedrock/model/a/count-tokens").unwrap_err().status(), 404);
     assert_eq!(classify("GET", "/bedrock/model/a/converse").unwrap_err().status(), 405);
     let c = cfg();
-    let key = authenticate(&c, Some("Bearer tg-all"), None, 0).unwrap();
+    let key = authenticate(Some(&keys()), Some("Bearer tg-all"), None, 0).unwrap();
     let op = Operation::BedrockConverse { model: "a".into(), stream: true };
-    assert_eq!(route(&c, key, &op, br#"{"messages":[{"role":"user","content":[{"text":"hi"}]}]}"#).unwrap().model, "a");
-    assert_eq!(route(&c, key, &op, br#"{"messages":[]}"#).unwrap_err().status(), 400);
+    assert_eq!(route(&c, &key, &op, br#"{"messages":[{"role":"user","content":[{"text":"hi"}]}]}"#).unwrap().model, "a");
+    assert_eq!(route(&c, &key, &op, br#"{"messages":[]}"#).unwrap_err().status(), 400);
     let op = Operation::BedrockConverse { model: "zz".into(), stream: false };
-    assert_eq!(route(&c, key, &op, br#"{"messages":[{"role":"user"}]}"#).unwrap_err().status(), 404);
+    assert_eq!(route(&c, &key, &op, br#"{"messages":[{"role":"user"}]}"#).unwrap_err().status(), 404);
     // The model travels in the request state's model field.
     let state = RequestState { op: op.clone(), facts: BodyFacts::default(), key_id: "k".into(), model: "zz".into() };
     assert_eq!(RequestState::decode(&state.encode().unwrap()).unwrap().op, op);
@@ -170,10 +174,10 @@ fn bedrock_converse_paths() {
 #[test]
 fn chat_body_facts_travel_in_the_operation_state() {
     let c = cfg();
-    let key = authenticate(&c, Some("Bearer tg-all"), None, 0).unwrap();
+    let key = authenticate(Some(&keys()), Some("Bearer tg-all"), None, 0).unwrap();
     let op = Operation::ChatCompletions;
     let facts = |body: &str| {
-        let f = route(&c, key, &op, body.as_bytes()).unwrap().facts;
+        let f = route(&c, &key, &op, body.as_bytes()).unwrap().facts;
         assert_eq!(f.body_len, Some(body.len() as u64));
         BodyFacts { body_len: None, ..f }
     };
@@ -199,20 +203,20 @@ fn chat_body_facts_travel_in_the_operation_state() {
 fn nesting_deeper_than_any_parser_on_the_way_accepts_is_refused() {
     let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
     let c = cfg();
-    let key = authenticate(&c, Some("Bearer tg-all"), None, 0).unwrap();
+    let key = authenticate(Some(&keys()), Some("Bearer tg-all"), None, 0).unwrap();
     let body = |depth: usize| {
         format!(r#"{{"model":"a","messages":[{{"role":"user","content":"hi"}}],"extra":{}}}"#, nested(depth))
     };
     // The top-level object, and the two levels of messages, count too.
-    assert!(route(&c, key, &Operation::ChatCompletions, body(MAX_NESTING - 1).as_bytes()).is_ok());
-    let err = route(&c, key, &Operation::ChatCompletions, body(MAX_NESTING).as_bytes()).unwrap_err();
+    assert!(route(&c, &key, &Operation::ChatCompletions, body(MAX_NESTING - 1).as_bytes()).is_ok());
+    let err = route(&c, &key, &Operation::ChatCompletions, body(MAX_NESTING).as_bytes()).unwrap_err();
     assert_eq!((err.status(), err.code), (400, Some("invalid_json")));
-    assert!(route(&c, key, &Operation::ChatCompletions, body(10_000).as_bytes()).is_err());
+    assert!(route(&c, &key, &Operation::ChatCompletions, body(10_000).as_bytes()).is_err());
     // Brackets inside strings are text.
     let text = format!(r#"{{"model":"a","messages":[{{"role":"user","content":"{}"}}]}}"#, "[{".repeat(500));
-    assert!(route(&c, key, &Operation::ChatCompletions, text.as_bytes()).is_ok());
+    assert!(route(&c, &key, &Operation::ChatCompletions, text.as_bytes()).is_ok());
     let escaped = format!(r#"{{"model":"a","messages":[{{"role":"user","content":"\"{}"}}]}}"#, "[".repeat(500));
-    assert!(route(&c, key, &Operation::ChatCompletions, escaped.as_bytes()).is_ok());
+    assert!(route(&c, &key, &Operation::ChatCompletions, escaped.as_bytes()).is_ok());
 }
 
 proptest::proptest! {
@@ -247,7 +251,7 @@ fn classifies_responses_and_invoke_model() {
 #[test]
 fn responses_refuse_stateful_features_before_routing() {
     let c = cfg();
-    let key = authenticate(&c, Some("Bearer tg-all"), None, 0).unwrap();
+    let key = authenticate(Some(&keys()), Some("Bearer tg-all"), None, 0).unwrap();
     for (body, param) in [
         (r#"{"model":"b","input":"x","previous_response_id":"r"}"#, "previous_response_id"),
         (r#"{"model":"b","input":"x","store":true}"#, "store"),
@@ -255,10 +259,10 @@ fn responses_refuse_stateful_features_before_routing() {
         (r#"{"model":"b","input":"x","background":true}"#, "background"),
         (r#"{"model":"b"}"#, "input"),
     ] {
-        let e = route(&c, key, &Operation::OpenAiResponses, body.as_bytes()).unwrap_err();
+        let e = route(&c, &key, &Operation::OpenAiResponses, body.as_bytes()).unwrap_err();
         assert_eq!((e.status(), e.param.as_deref()), (400, Some(param)), "{body}");
     }
-    let r = route(&c, key, &Operation::OpenAiResponses, br#"{"model":"b","input":"x","stream":true,"store":false}"#).unwrap();
+    let r = route(&c, &key, &Operation::OpenAiResponses, br#"{"model":"b","input":"x","stream":true,"store":false}"#).unwrap();
     assert!(r.facts.stream);
 }
 
