@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from proxy_wasm_host import SharedData
-from wasm_fixtures import (NOW, assert_openai_error, chat_body, config_bytes, deployment, gateway_config,
+from wasm_fixtures import (NOW, assert_openai_error, chat_body, config_bytes, deployment, gateway_config, publish_keys,
                            provider_properties, send)
 
 QUOTA_STATE = ("tollgate_quota",)
@@ -25,6 +25,7 @@ def chat(gw):
 
 def test_a_request_quota_admits_exactly_its_limit_across_workers(make_gateway):
     shared = SharedData()
+    publish_keys(shared)
     q = {"id": "quota_rpm", "metric": "requests", "window_seconds": 60, "limit": 5, "key_id": "k1"}
     workers = [make_gateway(with_quotas(q), shared_data=shared) for _ in range(2)]
     outcomes = [chat(workers[i % 2]) for i in range(9)]
@@ -46,6 +47,7 @@ def test_a_request_quota_admits_exactly_its_limit_across_workers(make_gateway):
 
 def test_concurrency_is_given_back_when_the_request_ends(make_gateway):
     shared = SharedData()
+    publish_keys(shared)
     q = {"id": "quota_conc", "metric": "concurrency", "limit": 2}
     gw = make_gateway(with_quotas(q), shared_data=shared)
     first, second = chat(gw), chat(gw)
@@ -58,6 +60,7 @@ def test_concurrency_is_given_back_when_the_request_ends(make_gateway):
 
 def test_tokens_reserve_the_worst_case_and_settle_to_the_usage(make_gateway, make_provider):
     shared = SharedData()
+    publish_keys(shared)
     q = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": 10000}
     gw = make_gateway(with_quotas(q), shared_data=shared)
     provider = make_provider(shared_data=shared)
@@ -88,6 +91,7 @@ def test_tokens_reserve_the_worst_case_and_settle_to_the_usage(make_gateway, mak
 
 def test_a_budget_reserves_at_the_dearest_price_and_settles_at_the_deployments(make_gateway, make_provider):
     shared = SharedData()
+    publish_keys(shared)
     q = {"id": "quota_budget", "metric": "cost_usd", "window_seconds": 0, "limit": 20_000_000}
     cfg = gateway_config(quotas=[q], model_prices={"gpt-a": {"input": 1000, "output": 2000, "cache_read": 0, "cache_write": 0}})
     gw = make_gateway(config_bytes(cfg), shared_data=shared)
