@@ -2,7 +2,7 @@
 //! `*Doc` types are the JSON wire form; `parse` compiles them ("parse, don't validate") so a bad
 //! configuration is rejected in `on_configure` (Envoy NACKs it and keeps the last good one).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -37,9 +37,11 @@ pub struct GatewayConfigDoc {
     /// Quotas with this Envoy's share of each limit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quotas: Vec<crate::quota::QuotaDoc>,
-    /// Each priced model's highest deployment rates, for budgets' worst-case reservations.
-    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
-    pub model_prices: HashMap<String, Price>,
+    /// Each priced model's highest deployment rates, for budgets' worst-case reservations
+    /// (ordered: the same prices always serialise to the same bytes, so the config's version
+    /// does not change when nothing did).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_prices: BTreeMap<String, Price>,
 }
 
 /// Configuration of the upstream provider filter (in each model cluster's filter chain).
@@ -73,7 +75,7 @@ pub struct GatewayConfig {
     pub models: Vec<ModelDoc>,
     pub fault_injection: bool,
     pub quotas: Vec<crate::quota::QuotaDoc>,
-    pub model_prices: HashMap<String, Price>,
+    pub model_prices: BTreeMap<String, Price>,
 }
 
 impl GatewayConfig {
