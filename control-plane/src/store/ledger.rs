@@ -91,16 +91,7 @@ pub struct UsageRow {
 
 /// The UTC day of a Unix-milliseconds time, `YYYY-MM-DD` (civil-from-days, no time zone data).
 pub fn utc_day(at_ms: u64) -> String {
-    let days = i64::try_from(at_ms / 86_400_000).unwrap_or(0);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = tollgate_contract::quota::civil_date(at_ms / 86_400_000);
     format!("{y:04}-{m:02}-{d:02}")
 }
 

@@ -203,10 +203,16 @@ pub fn anthropic_rate_limit_headers(requests: Option<Standing>, tokens: Option<S
     out
 }
 
-/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (UTC; civil-from-days, no time-zone data needed).
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (UTC; no time-zone data needed).
 pub fn rfc3339(unix: u64) -> String {
-    let days = i64::try_from(unix / 86_400).unwrap_or(0);
+    let (y, m, d) = civil_date(unix / 86_400);
     let secs = unix % 86_400;
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+/// (year, month, day) of a count of days since 1970-01-01 (Howard Hinnant's civil-from-days).
+pub fn civil_date(days: u64) -> (i64, i64, i64) {
+    let days = i64::try_from(days).unwrap_or(0);
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -216,7 +222,7 @@ pub fn rfc3339(unix: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+    (y, m, d)
 }
 
 #[cfg(test)]
