@@ -244,14 +244,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(async move { axum::serve(internal_listener, internal_app).with_graceful_shutdown(shutdown_signal()).await });
     println!("READY xds={xds_local} http={http_local} internal={internal_local}");
     tracing::info!(xds = %xds_local, http = %http_local, internal = %internal_local, grpc = %grpc_local, "control plane ready");
-    let (x, h, i, g) = tokio::join!(xds_task, http_task, internal_task, grpc_task);
-    x??;
-    h??;
-    i??;
-    g??;
+    let servers = async { tokio::join!(xds_task, http_task, internal_task, grpc_task) };
+    // Envoy keeps its ADS stream open for ever, which would hold the xDS server's graceful
+    // shutdown: once asked to stop, the servers get a moment to finish what they are answering,
+    // then the process ends (Envoy keeps serving on its last configuration and reconnects).
+    let deadline = async {
+        shutdown_signal().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        (x, h, i, g) = servers => {
+            x??;
+            h??;
+            i??;
+            g??;
+        }
+        () = deadline => tracing::info!(grace_seconds = SHUTDOWN_GRACE.as_secs(), "stopping with xDS streams still open"),
+    }
     store.close().await;
     Ok(())
 }
+
+/// How long the servers may take to finish once the process is asked to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 async fn shutdown_signal() {
     let ctrl_c = async {

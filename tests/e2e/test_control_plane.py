@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 
 import pytest
 
@@ -92,3 +93,16 @@ def test_a_broken_deployment_row_does_not_stop_a_key_revocation(demo_stack):
         (-1, "none of its deployments can be served"),
         (0, "base_url must start with http:// or https://")], broken
     assert all(r["level"] == "WARN" for r in records)
+
+
+def test_the_control_plane_stops_promptly_with_envoy_connected(gw):
+    """SIGTERM ends the control plane within its 2 s grace even though Envoy's ADS stream stays
+    open (it used to hold the graceful shutdown until the harness killed it); Envoy keeps
+    serving and reconnects when the control plane is back."""
+    assert gw.cp is not None and gw.cp.proc is not None
+    started = time.monotonic()
+    gw.cp.proc.terminate()
+    code = gw.cp.proc.wait(timeout=15)
+    took = time.monotonic() - started
+    gw.cp.restart()
+    assert code == 0 and took < 5, (code, took)
