@@ -95,10 +95,10 @@ pub fn utc_day(at_ms: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// Signed nano-dollars as decimal USD (the data plane's [`tollgate_contract::config::usd`]).
 pub fn usd(nanos: i64) -> String {
     let sign = if nanos < 0 { "-" } else { "" };
-    let n = nanos.unsigned_abs();
-    format!("{sign}{}.{:09}", n / 1_000_000_000, n % 1_000_000_000)
+    format!("{sign}{}", tollgate_contract::config::usd(nanos.unsigned_abs()))
 }
 
 #[derive(Default, Clone, Copy)]

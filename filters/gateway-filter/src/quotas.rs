@@ -65,10 +65,8 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], r: &Asking<'_>) -> R
             *slot = Some(seen);
         }
     }
-    holds.headers = match api {
-        tollgate_contract::ClientApi::Anthropic => quota::anthropic_rate_limit_headers(requests, tokens, now),
-        _ => quota::rate_limit_headers(requests, tokens),
-    };
+    let anthropic_at = (api == tollgate_contract::ClientApi::Anthropic).then_some(now);
+    holds.headers = quota::rate_limit_headers(requests, tokens, anthropic_at);
     Ok(Ok(holds))
 }
 

@@ -152,10 +152,6 @@ pub struct Holds {
 
 /// Tokens (or, for a budget, nano-dollars at the model's highest deployment price) reserved
 /// for a request of `body_len` bytes.
-pub fn token_reservation(metric: Metric, body_len: u64) -> u64 {
-    reservation(metric, body_len, None)
-}
-
 pub fn reservation(metric: Metric, body_len: u64, price: Option<&crate::config::Price>) -> u64 {
     let input = body_len.div_ceil(4);
     match metric {
@@ -170,34 +166,26 @@ pub fn reservation(metric: Metric, body_len: u64, price: Option<&crate::config::
 /// What the headers say of one quota: limit, remaining, seconds until its window resets.
 pub type Standing = (u64, u64, Option<u64>);
 
-/// OpenAI-style headers for the tightest request and token quotas (`x-ratelimit-limit-requests`,
-/// `-remaining-requests`, `-reset-requests`, and the `-tokens` ones); `reset` as OpenAI writes
-/// it (`"12s"`).
-pub fn rate_limit_headers(requests: Option<Standing>, tokens: Option<Standing>) -> Vec<(String, String)> {
+/// The rate-limit headers for the tightest request and token quotas, in the client's style:
+/// OpenAI's (`x-ratelimit-limit-requests`, `-remaining-requests`, `-reset-requests` as `"12s"`,
+/// and the `-tokens` ones), or with `anthropic_at: Some(now)` Anthropic's for `/v1/messages`
+/// (`anthropic-ratelimit-requests-limit`, `-remaining`, `-reset` as an RFC 3339 time...).
+pub fn rate_limit_headers(requests: Option<Standing>, tokens: Option<Standing>, anthropic_at: Option<u64>) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (what, v) in [("requests", requests), ("tokens", tokens)] {
-        if let Some((limit, remaining, reset)) = v {
-            out.push((format!("x-ratelimit-limit-{what}"), limit.to_string()));
-            out.push((format!("x-ratelimit-remaining-{what}"), remaining.to_string()));
-            if let Some(s) = reset {
-                out.push((format!("x-ratelimit-reset-{what}"), format!("{s}s")));
-            }
-        }
-    }
-    out
-}
-
-/// Anthropic's headers (`anthropic-ratelimit-requests-limit`, `-requests-remaining`,
-/// `-requests-reset` as an RFC 3339 time, and the `-tokens-` ones) for `/v1/messages` clients.
-pub fn anthropic_rate_limit_headers(requests: Option<Standing>, tokens: Option<Standing>, now: u64) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for (what, v) in [("requests", requests), ("tokens", tokens)] {
-        if let Some((limit, remaining, reset)) = v {
-            out.push((format!("anthropic-ratelimit-{what}-limit"), limit.to_string()));
-            out.push((format!("anthropic-ratelimit-{what}-remaining"), remaining.to_string()));
-            if let Some(s) = reset {
-                out.push((format!("anthropic-ratelimit-{what}-reset"), rfc3339(now.saturating_add(s))));
-            }
+        let Some((limit, remaining, reset)) = v else { continue };
+        let name = |part: &str| match anthropic_at {
+            Some(_) => format!("anthropic-ratelimit-{what}-{part}"),
+            None => format!("x-ratelimit-{part}-{what}"),
+        };
+        out.push((name("limit"), limit.to_string()));
+        out.push((name("remaining"), remaining.to_string()));
+        if let Some(s) = reset {
+            let at = match anthropic_at {
+                Some(now) => rfc3339(now.saturating_add(s)),
+                None => format!("{s}s"),
+            };
+            out.push((name("reset"), at));
         }
     }
     out
@@ -256,9 +244,9 @@ mod tests {
 
     #[test]
     fn reservations_and_usage_by_metric() {
-        assert_eq!(token_reservation(Metric::TotalTokens, 2048), 512 + OUTPUT_RESERVATION);
-        assert_eq!(token_reservation(Metric::InputTokens, 5), 2);
-        assert_eq!(token_reservation(Metric::Requests, 5), 0);
+        assert_eq!(reservation(Metric::TotalTokens, 2048, None), 512 + OUTPUT_RESERVATION);
+        assert_eq!(reservation(Metric::InputTokens, 5, None), 2);
+        assert_eq!(reservation(Metric::Requests, 5, None), 0);
         assert_eq!(Metric::TotalTokens.of_usage(10, 5), 15);
         assert_eq!(Metric::OutputTokens.of_usage(10, 5), 5);
     }
@@ -268,14 +256,14 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_796_427_600), "2026-12-04T23:40:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        let h = anthropic_rate_limit_headers(None, Some((1000, 10, Some(30))), 1_796_427_570);
+        let h = rate_limit_headers(None, Some((1000, 10, Some(30))), Some(1_796_427_570));
         assert_eq!(h[0], ("anthropic-ratelimit-tokens-limit".to_owned(), "1000".to_owned()));
         assert_eq!(h[2], ("anthropic-ratelimit-tokens-reset".to_owned(), "2026-12-04T23:40:00Z".to_owned()));
     }
 
     #[test]
     fn headers_are_openais() {
-        let h = rate_limit_headers(Some((60, 59, Some(12))), None);
+        let h = rate_limit_headers(Some((60, 59, Some(12))), None, None);
         assert_eq!(h, vec![
             ("x-ratelimit-limit-requests".to_owned(), "60".to_owned()),
             ("x-ratelimit-remaining-requests".to_owned(), "59".to_owned()),
