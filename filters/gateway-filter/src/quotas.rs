@@ -34,17 +34,18 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], r: &Asking<'_>) -> R
     let mut holds = Holds::default();
     let (mut requests, mut tokens): (Option<quota::Standing>, Option<quota::Standing>) = (None, None);
     for q in quotas.iter().filter(|q| q.applies(key_id, model)) {
-        let window = if q.metric == Metric::Concurrency { 0 } else { q.window(now) };
+        let period = q.period(now);
+        let window = period.window;
         let amount = match q.metric {
             Metric::Requests | Metric::Concurrency => 1,
             m => quota::reservation(m, body_len, price),
         };
-        let taken = add(host, &q.slot_key(), window, i64::try_from(amount).unwrap_or(i64::MAX), Some(q.limit), false);
+        let taken = add(host, &q.slot_key(), window, i64::try_from(amount).unwrap_or(i64::MAX), Some(period.limit), false);
         let used = match taken {
             Ok(Some(used)) => used,
             Ok(None) => {
                 release(host, quotas, &holds.holds, true);
-                let retry_after = if q.metric == Metric::Concurrency { 1 } else { q.resets_in(now).unwrap_or(60) };
+                let retry_after = if q.metric == Metric::Concurrency { 1 } else { period.resets_in(now).unwrap_or(60) };
                 return Ok(Err(Refusal { quota: q, retry_after }));
             }
             Err(e) => {
@@ -55,7 +56,7 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], r: &Asking<'_>) -> R
         let reserved = if q.metric.is_tokens() { amount } else { 0 };
         holds.holds.push(Hold { id: q.id.clone(), metric: q.metric, window, reserved });
         // The tightest quota of each kind names the headers.
-        let seen = (q.limit, q.limit.saturating_sub(used), q.resets_in(now));
+        let seen = (period.limit, period.limit.saturating_sub(used), period.resets_in(now));
         let slot = match q.metric {
             Metric::Requests => &mut requests,
             Metric::Concurrency | Metric::CostUsd => continue,

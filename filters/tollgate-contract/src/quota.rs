@@ -93,8 +93,35 @@ impl QuotaDoc {
         }
     }
 
+    /// The period `now` falls in: the window's id (the same in every Envoy and in the control
+    /// plane), the limit that holds in it, and when it ends. Concurrency has no window.
+    pub fn period(&self, now: u64) -> Period {
+        if self.metric == Metric::Concurrency {
+            return Period { window: 0, limit: self.limit, ends: None };
+        }
+        Period { window: self.window(now), limit: self.limit, ends: self.resets_in(now).map(|s| now.saturating_add(s)) }
+    }
+
     pub fn slot_key(&self) -> String {
         format!("{SLOT_PREFIX}{}", self.id)
+    }
+}
+
+/// The period a request falls in (see [`QuotaDoc::period`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    /// The window's id: the same for every Envoy and the control plane at the same time.
+    pub window: u64,
+    /// What may be admitted in the window (this Envoy's share, or the whole limit under leases).
+    pub limit: u64,
+    /// Unix seconds at which the window ends (`None`: it never does).
+    pub ends: Option<u64>,
+}
+
+impl Period {
+    /// Seconds from `now` until the window ends.
+    pub fn resets_in(&self, now: u64) -> Option<u64> {
+        self.ends.map(|e| e.saturating_sub(now).max(1))
     }
 }
 
