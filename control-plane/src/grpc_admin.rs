@@ -573,6 +573,10 @@ impl AdminService for AdminGrpc {
             limit_usd: q.limit_usd,
             key_id: q.key_id,
             model: q.model,
+            fail_mode: q
+                .fail_mode
+                .map(|f| serde_json::from_value(serde_json::Value::String(f.clone())).map_err(|_| invalid(format!("Unknown fail_mode '{f}': closed or share."))))
+                .transpose()?,
             created_at: 0,
         };
         ok(self.service().create_quota(&actor, spec).await.map_err(created)?.into())
@@ -606,6 +610,7 @@ impl From<crate::store::QuotaSpec> for pb::Quota {
             model: q.model,
             created_at: q.created_at,
             limit_usd: q.limit_usd,
+            fail_mode: q.fail_mode.and_then(|f| serde_json::to_value(f).ok()).and_then(|v| v.as_str().map(str::to_owned)),
         }
     }
 }

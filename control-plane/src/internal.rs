@@ -34,6 +34,7 @@ pub struct InternalState {
     /// Becomes true when the process is stopping: a held key poll then answers at once, so that
     /// a graceful shutdown does not wait out the poll.
     pub closing: tokio::sync::watch::Receiver<bool>,
+    pub authority: crate::authority::Authority,
 }
 
 pub fn router(state: InternalState) -> Router {
@@ -42,6 +43,7 @@ pub fn router(state: InternalState) -> Router {
         .route(tollgate_contract::contract::KEYS_PATH, post(keys))
         .route(tollgate_contract::contract::USAGE_PATH, post(usage))
         .route(tollgate_contract::contract::KEY_USAGE_PATH, get(key_usage))
+        .route(tollgate_contract::quota_lease::GRANTS_PATH, post(grants))
         .fallback(|| async { ApiError::from(GatewayError::new(ErrorKind::NotFound, "Unknown path.").code("unknown_url")) })
         .with_state(state)
 }
@@ -53,6 +55,22 @@ fn data_plane(state: &InternalState, headers: &HeaderMap) -> Result<(), ApiError
         return Err(ApiError::from(GatewayError::new(ErrorKind::Authentication, "Invalid data-plane token.")));
     }
     Ok(())
+}
+
+/// `POST /internal/v1/quota/grants`: leases of quotas (the quota authority), for the service VM
+/// (data-plane token) or a worker whose request waits (the grant ticket the service VM minted).
+pub async fn grants(State(state): State<InternalState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let now = crate::clock::unix_now();
+    let ticket = headers.get(tollgate_contract::quota_lease::HEADER_TICKET).and_then(|v| v.to_str().ok());
+    let by_ticket = ticket.is_some_and(|t| tollgate_contract::quota_lease::check_ticket(&state.data_plane_token, t, u64::try_from(now).unwrap_or(0)));
+    if !by_ticket {
+        data_plane(&state, &headers)?;
+    }
+    let req: tollgate_contract::quota_lease::GrantRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::from(GatewayError::new(ErrorKind::InvalidRequest, format!("Invalid grant request: {e}.")).code("invalid_json"))
+    })?;
+    let answer = state.authority.grant(&state.service, &req, now).await.map_err(crate::service::ServiceError::Internal)?;
+    Ok(axum::Json(answer).into_response())
 }
 
 /// The longest a key poll is held.

@@ -2,6 +2,7 @@
 //! model, and, on an internal listener, the data plane's credential endpoint.
 
 mod admin;
+mod authority;
 mod authz;
 mod aws;
 mod cli;
@@ -235,7 +236,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         closing_tx.send_replace(true);
     });
     let internal_state =
-        internal::InternalState { publisher: publisher.clone(), service: service.clone(), data_plane_token: Arc::new(token), closing };
+        internal::InternalState { publisher: publisher.clone(), service: service.clone(), data_plane_token: Arc::new(token), closing, authority: authority::Authority::default() };
     let grpc_task = tokio::spawn(grpc_admin::serve(grpc_listener, service.clone(), shutdown_signal()));
     let app = admin::router(admin::AppState { service });
     let http_task = tokio::spawn(async move { axum::serve(http_listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown_signal()).await });

@@ -92,7 +92,10 @@ impl Publisher {
         let mut reported = self.reported.lock().await;
         let rows = self.store.load().await?;
         let Resolved { mut model, problems } = model::resolve(&rows, &*self.secrets, &self.env.own_ports);
-        model.envoys = self.envoys.load(std::sync::atomic::Ordering::Relaxed).max(1) as u64;
+        // The Envoys sharing the quotas: those connected here, or more if more asked the quota
+        // authority lately (other control-plane replicas' Envoys).
+        let asked = self.store.quota_envoys_since(crate::clock::unix_now() - crate::authority::ENVOY_SEEN_SECONDS).await.unwrap_or(1);
+        model.envoys = (self.envoys.load(std::sync::atomic::Ordering::Relaxed) as u64).max(asked).max(1);
         log_changes(&reported, &problems);
         *reported = problems;
         let doc = credentials_document(&model.credentials, &*self.secrets);

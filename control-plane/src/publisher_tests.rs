@@ -193,7 +193,7 @@ async fn the_credential_document_follows_the_secrets_and_is_served_from_memory()
     let token = "tg-dp-token-for-the-test-0123456789".to_owned();
     let service = Service::new(t.store.clone(), publisher.clone());
     let closing = watch::channel(false).1;
-    let state = crate::internal::InternalState { publisher: publisher.clone(), service, data_plane_token: Arc::new(token.clone()), closing };
+    let state = crate::internal::InternalState { publisher: publisher.clone(), service, data_plane_token: Arc::new(token.clone()), closing, authority: crate::authority::Authority::default() };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(async move { axum::serve(listener, crate::internal::router(state)).await });
@@ -259,7 +259,7 @@ async fn the_key_poll_answers_changes_and_ends_on_shutdown() {
     let actor: Actor = service.authenticate_admin("tg-admin-seed-for-the-poll").await.unwrap().unwrap();
     let token = "tg-dp-token-for-the-poll-0123456789".to_owned();
     let (closing_tx, closing) = watch::channel(false);
-    let state = crate::internal::InternalState { publisher: publisher.clone(), service: service.clone(), data_plane_token: Arc::new(token.clone()), closing };
+    let state = crate::internal::InternalState { publisher: publisher.clone(), service: service.clone(), data_plane_token: Arc::new(token.clone()), closing, authority: crate::authority::Authority::default() };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}{}", listener.local_addr().unwrap(), contract::KEYS_PATH);
     let server = tokio::spawn(async move { axum::serve(listener, crate::internal::router(state)).await });

@@ -126,6 +126,15 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
         "postgres: CREATE TRIGGER api_keys_seq BEFORE INSERT OR UPDATE ON api_keys \
          FOR EACH ROW EXECUTE FUNCTION tollgate_api_keys_seq()",
     ],
+), (
+    10,
+    &[
+        // The quota authority (issue 13): what has been granted of each quota's window, and
+        // the Envoys that asked lately (their number sets the fall-back shares).
+        "CREATE TABLE quota_grants (quota_id TEXT NOT NULL, win BIGINT NOT NULL, granted BIGINT NOT NULL, \
+         updated_at BIGINT NOT NULL, PRIMARY KEY (quota_id, win))",
+        "CREATE TABLE quota_envoys (envoy TEXT PRIMARY KEY, seen_at BIGINT NOT NULL)",
+    ],
 )];
 
 pub async fn run(pool: &AnyPool) -> anyhow::Result<()> {

@@ -2,6 +2,7 @@
 //! same transaction.
 
 use sqlx::Row;
+use tollgate_contract::quota::{Metric, QuotaDoc};
 
 use super::governance::audit_in;
 use super::{Audit, Store};
@@ -34,8 +35,53 @@ pub struct QuotaSpec {
     /// The model it applies to (absent: every model).
     #[serde(default)]
     pub model: Option<String>,
+    /// What this quota does while the quota authority cannot be reached: `closed` (refuse once
+    /// the Envoy's lease is spent; the default for budgets and totals without a window) or
+    /// `share` (each Envoy admits its share of the limit; the default for rate limits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub fail_mode: Option<FailMode>,
     #[serde(default)]
     pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailMode {
+    Closed,
+    Share,
+}
+
+/// Windows shorter than this are not leased: each Envoy admits its share (a grant round trip
+/// would be a good part of the window).
+pub const MIN_LEASED_WINDOW_SECONDS: u64 = 10;
+
+impl QuotaSpec {
+    pub fn fail_mode(&self) -> FailMode {
+        self.fail_mode.unwrap_or(if self.metric == Metric::CostUsd || self.window_seconds == 0 { FailMode::Closed } else { FailMode::Share })
+    }
+
+    /// Whether Envoys spend it from leases granted by the authority (concurrency and short
+    /// windows are counted by each Envoy for its share alone).
+    pub fn leased(&self) -> bool {
+        self.metric != Metric::Concurrency && (self.window_seconds == 0 || self.window_seconds >= MIN_LEASED_WINDOW_SECONDS)
+    }
+
+    /// The quota as an Envoy receives it, `envoys` sharing it.
+    pub fn doc(&self, envoys: u64) -> QuotaDoc {
+        let share = self.limit / envoys.max(1);
+        let lease = self.leased();
+        QuotaDoc {
+            id: self.id.clone(),
+            metric: self.metric,
+            window_seconds: self.window_seconds,
+            limit: if lease { self.limit } else { share },
+            lease,
+            share: if lease && self.fail_mode() == FailMode::Share { share } else { 0 },
+            key_id: self.key_id.clone(),
+            model: self.model.clone(),
+        }
+    }
 }
 
 impl Store {
@@ -67,5 +113,78 @@ impl Store {
         audit_in(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(true)
+    }
+}
+
+impl Store {
+    /// Grants part of `want` of a quota's window (limit `limit`), never taking the window past
+    /// its limit: the row is locked (PostgreSQL `FOR UPDATE`; SQLite has one writer) from the
+    /// read to the write, so that control-plane replicas sharing the database agree. Returns
+    /// (granted, left to grant).
+    ///
+    /// The first grant of a window drops the rows of the quota's windows before `current`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn grant_quota(&self, quota: &str, win: u64, current: u64, limit: u64, want: u64, need: u64, envoys: u64, now: i64) -> anyhow::Result<(u64, u64)> {
+        let win = i64::try_from(win)?;
+        let mut tx = self.pool.begin().await?;
+        let created = sqlx::query("INSERT INTO quota_grants (quota_id, win, granted, updated_at) VALUES ($1, $2, 0, $3) ON CONFLICT (quota_id, win) DO NOTHING")
+            .bind(quota)
+            .bind(win)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if created > 0 {
+            sqlx::query("DELETE FROM quota_grants WHERE quota_id = $1 AND win < $2").bind(quota).bind(i64::try_from(current)?).execute(&mut *tx).await?;
+        }
+        let select = if self.sqlite {
+            "SELECT granted FROM quota_grants WHERE quota_id = $1 AND win = $2"
+        } else {
+            "SELECT granted FROM quota_grants WHERE quota_id = $1 AND win = $2 FOR UPDATE"
+        };
+        let granted: i64 = sqlx::query(select).bind(quota).bind(win).fetch_one(&mut *tx).await?.try_get(0)?;
+        let granted = u64::try_from(granted).unwrap_or(0);
+        let free = limit.saturating_sub(granted);
+        let give = tollgate_contract::quota_lease::grant_size(free, want, need, envoys);
+        if give > 0 {
+            sqlx::query("UPDATE quota_grants SET granted = $1, updated_at = $2 WHERE quota_id = $3 AND win = $4")
+                .bind(i64::try_from(granted + give)?)
+                .bind(now)
+                .bind(quota)
+                .bind(win)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok((give, free - give))
+    }
+
+    /// What has been granted of a quota's window.
+    pub async fn quota_granted(&self, quota: &str, win: u64) -> anyhow::Result<u64> {
+        let row = sqlx::query("SELECT granted FROM quota_grants WHERE quota_id = $1 AND win = $2")
+            .bind(quota)
+            .bind(i64::try_from(win)?)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => u64::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0),
+            None => 0,
+        })
+    }
+
+    /// Records that `envoy` asked at `now`; returns how many Envoys asked since `since`.
+    pub async fn touch_quota_envoy(&self, envoy: &str, now: i64, since: i64) -> anyhow::Result<u64> {
+        sqlx::query("INSERT INTO quota_envoys (envoy, seen_at) VALUES ($1, $2) ON CONFLICT (envoy) DO UPDATE SET seen_at = $2")
+            .bind(envoy)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        self.quota_envoys_since(since).await
+    }
+
+    /// How many Envoys asked the authority since `since` (at least 1).
+    pub async fn quota_envoys_since(&self, since: i64) -> anyhow::Result<u64> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM quota_envoys WHERE seen_at >= $1").bind(since).fetch_one(&self.pool).await?.try_get(0)?;
+        Ok(u64::try_from(n).unwrap_or(1).max(1))
     }
 }

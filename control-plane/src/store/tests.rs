@@ -23,7 +23,41 @@ fn audit<'a>(action: &'a str, target: &'a str) -> Audit<'a> {
     Audit { at: 1, actor: "a", action, target, ..Default::default() }
 }
 
+/// The quota authority's grants: never more than the limit in all, even from concurrent
+/// callers (PostgreSQL's row lock; SQLite's one writer); a new window starts from zero and
+/// drops the rows of windows before the current one.
+async fn exercise_grants(store: &Store) {
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut got = 0;
+                for _ in 0..40 {
+                    got += store.grant_quota("quota_g", 5, 5, 600, 7, u64::from(i % 2 == 0), 2, 100).await.unwrap().0;
+                }
+                got
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert_eq!(total, 600, "every unit granted once");
+    assert_eq!(store.quota_granted("quota_g", 5).await.unwrap(), 600);
+    assert_eq!(store.grant_quota("quota_g", 5, 5, 600, 7, 1, 2, 100).await.unwrap(), (0, 0));
+    assert_eq!(store.grant_quota("quota_g", 6, 5, 600, 7, 0, 2, 100).await.unwrap(), (7, 593), "the next window, ahead");
+    assert_eq!(store.quota_granted("quota_g", 5).await.unwrap(), 600, "the current window's row is kept");
+    assert_eq!(store.grant_quota("quota_g", 7, 7, 600, 7, 0, 2, 100).await.unwrap(), (7, 593));
+    assert_eq!(store.quota_granted("quota_g", 5).await.unwrap(), 0, "windows before the current one are dropped");
+    assert_eq!(store.quota_granted("quota_g", 7).await.unwrap(), 7);
+    assert_eq!(store.touch_quota_envoy("envoy-a", 100, 50).await.unwrap(), 1);
+    assert_eq!(store.touch_quota_envoy("envoy-b", 110, 50).await.unwrap(), 2);
+    assert_eq!(store.touch_quota_envoy("envoy-a", 200, 150).await.unwrap(), 1, "envoy-b has not asked lately");
+}
+
 async fn exercise(store: &Store) {
+    exercise_grants(store).await;
     let mut creds = BTreeMap::new();
     creds.insert("c1".to_owned(), CredentialRef { api_key_env: Some("TG_TEST_SET".into()), ..Default::default() });
     creds.insert("c2".to_owned(), CredentialRef { api_key_env: Some("TG_TEST_UNSET".into()), ..Default::default() });

@@ -139,19 +139,7 @@ pub fn build(model: &Model, env: &XdsEnv) -> Snapshot {
                 })
             })
             .collect(),
-        // Until leases from a quota authority exist, each connected Envoy admits an equal share.
-        quotas: model
-            .quotas
-            .iter()
-            .map(|q| tollgate_contract::quota::QuotaDoc {
-                id: q.id.clone(),
-                metric: q.metric,
-                window_seconds: q.window_seconds,
-                limit: q.limit / model.envoys.max(1),
-                key_id: q.key_id.clone(),
-                model: q.model.clone(),
-            })
-            .collect(),
+        quotas: model.quotas.iter().map(|q| q.doc(model.envoys)).collect(),
         max_body_bytes: model.settings.max_body_bytes,
         models: model_docs,
         fault_injection: env.fault_injection,

@@ -20,13 +20,19 @@ use tollgate_contract::{ClientApi, ErrorKind, GatewayError};
 use tollgate_gateway::request;
 use tollgate_wasm::{Action, Buffer, Host, HttpFilter, Map, Plugin, WholeBody};
 
-tollgate_wasm::plugin!(GatewayPlugin, [request_headers, request_body, request_trailers]);
+tollgate_wasm::plugin!(GatewayPlugin, [request_headers, request_body, request_trailers, http_call_response]);
+
+/// How long a request waits for a quota grant before its quotas fall back (rate limits to this
+/// Envoy's share, budgets closed).
+const GRANT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct GatewayPlugin {
     config: Option<Rc<GatewayConfig>>,
     /// The worker's key table, shared by its requests (a VM runs one callback at a time) and by
     /// every root context of this VM: a configuration change (a new root) keeps it.
     keys: Rc<RefCell<keys::Keys>>,
+    /// Counter of requests that waited for a quota grant.
+    waits_counter: Option<u32>,
 }
 
 impl Plugin for GatewayPlugin {
@@ -34,18 +40,31 @@ impl Plugin for GatewayPlugin {
     const NAME: &'static str = "gateway filter";
 
     fn new() -> Self {
-        Self { config: None, keys: keys::vm_table() }
+        Self { config: None, keys: keys::vm_table(), waits_counter: None }
     }
 
-    fn configure<H: Host>(&mut self, _host: &H, config: &[u8]) -> Result<(), String> {
+    fn configure<H: Host>(&mut self, host: &H, config: &[u8]) -> Result<(), String> {
         let cfg = GatewayConfig::parse(config).map_err(|e| e.to_string())?;
         log::info!("gateway filter: configuration loaded: {} models", cfg.models.len());
+        publish_leased_quotas(host, &cfg);
+        if self.waits_counter.is_none() && cfg.quotas.iter().any(|q| q.lease) {
+            self.waits_counter = host.define_counter("tollgate_quota_network_waits").ok();
+        }
         self.config = Some(Rc::new(cfg));
         Ok(())
     }
 
     fn http_context(&mut self) -> GatewayHttp {
-        GatewayHttp { config: self.config.clone(), keys: self.keys.clone(), pending: None, body: WholeBody::default(), api: ClientApi::OpenAi, holds: Vec::new() }
+        GatewayHttp {
+            config: self.config.clone(),
+            keys: self.keys.clone(),
+            pending: None,
+            body: WholeBody::default(),
+            api: ClientApi::OpenAi,
+            holds: Vec::new(),
+            waiting: None,
+            waits_counter: self.waits_counter,
+        }
     }
 }
 
@@ -65,6 +84,29 @@ struct Pending {
     key: KeyEntry,
 }
 
+/// A routed request waiting for a quota grant.
+struct Waiting {
+    pending: Pending,
+    model: String,
+    cluster: String,
+    facts: tollgate_contract::state::BodyFacts,
+    body_len: u64,
+    call: u32,
+}
+
+/// Publishes the leased quotas for the service VM (which keeps their leases topped up), when
+/// they changed. Every worker's VM does so with the same value.
+fn publish_leased_quotas<H: Host>(host: &H, cfg: &GatewayConfig) {
+    let leased: Vec<_> = cfg.quotas.iter().filter(|q| q.lease).collect();
+    let Ok(doc) = serde_json::to_vec(&leased) else { return };
+    let current = host.shared_data(tollgate_contract::quota_lease::SHARED_DOCS_KEY).ok().and_then(|(v, _)| v);
+    if current.as_deref() != Some(doc.as_slice()) {
+        if let Err(e) = host.set_shared_data(tollgate_contract::quota_lease::SHARED_DOCS_KEY, &doc, None) {
+            log::warn!("gateway filter: could not publish the leased quotas ({e})");
+        }
+    }
+}
+
 pub struct GatewayHttp {
     config: Option<Rc<GatewayConfig>>,
     keys: Rc<RefCell<keys::Keys>>,
@@ -74,6 +116,9 @@ pub struct GatewayHttp {
     api: ClientApi,
     /// What the request holds of its quotas, given back when it ends.
     holds: Vec<tollgate_contract::quota::Hold>,
+    /// The request waits for a quota grant.
+    waiting: Option<Waiting>,
+    waits_counter: Option<u32>,
 }
 
 /// Reads the headers the gateway needs in one host call, and removes every internal and
@@ -148,34 +193,59 @@ fn reply_json<H: Host>(host: &H, body: &[u8]) -> Result<Action, GatewayError> {
 }
 
 impl GatewayHttp {
-    /// The whole body is here (end of stream, or trailers): validate, route, continue.
+    /// The whole body is here (end of stream, or trailers): validate, route, take the quotas,
+    /// continue.
     fn finish<H: Host>(&mut self, host: &H) -> Result<Action, GatewayError> {
-        let (Some(cfg), Some(pending)) = (self.config.as_deref(), self.pending.take()) else {
+        let (Some(cfg), Some(pending)) = (self.config.clone(), self.pending.take()) else {
             return Ok(Action::Continue);
         };
         let body = self.body.read(host, Buffer::RequestBody)?;
-        let mut route = request::route(cfg, &pending.key, &pending.op, &body)?;
+        let route = request::route(&cfg, &pending.key, &pending.op, &body)?;
+        let body_len = u64::try_from(body.len()).unwrap_or(u64::MAX);
+        let waiting = Waiting { pending, model: route.model, cluster: route.cluster.to_owned(), facts: route.facts, body_len, call: 0 };
+        self.admit(host, &cfg, waiting, quotas::Pass::First)
+    }
+
+    /// Takes the request's quotas (or refuses it, or makes it wait for a grant) and sends it on.
+    fn admit<H: Host>(&mut self, host: &H, cfg: &GatewayConfig, mut w: Waiting, pass: quotas::Pass) -> Result<Action, GatewayError> {
         if !cfg.quotas.is_empty() {
             let now = host.now()?.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            let len = u64::try_from(body.len()).unwrap_or(u64::MAX);
-            let price = cfg.model_prices.get(route.model.as_str());
-            let asking = quotas::Asking { key_id: &pending.key.id, model: &route.model, body_len: len, now, api: self.api, price };
-            match quotas::admit(host, &cfg.quotas, &asking)? {
-                Ok(holds) if holds.holds.is_empty() => {}
-                Ok(holds) => {
+            let price = cfg.model_prices.get(w.model.as_str());
+            let asking = quotas::Asking { key_id: &w.pending.key.id, model: &w.model, body_len: w.body_len, now, api: self.api, price };
+            match quotas::admit(host, &cfg.quotas, &asking, pass)? {
+                quotas::Admission::Admitted(holds) if holds.holds.is_empty() => {}
+                quotas::Admission::Admitted(holds) => {
                     let encoded = serde_json::to_vec(&holds).map_err(|_| GatewayError::new(ErrorKind::Internal, "quota state"))?;
                     self.holds = holds.holds;
                     host.set_property(&[tollgate_contract::quota::STATE_QUOTA], &encoded)?;
-                    route.facts.quotas = true;
+                    w.facts.quotas = true;
                 }
-                Err(refusal) => return refuse(host, self.api, &refusal),
+                quotas::Admission::Refused(refusal) => return refuse(host, self.api, &refusal),
+                quotas::Admission::Wait(asks) => {
+                    w.call = self.ask_authority(host, asks)?;
+                    self.waiting = Some(w);
+                    return Ok(Action::Pause);
+                }
             }
         }
-        host.set_header(Map::RequestHeaders, contract::HEADER_CLUSTER, Some(route.cluster.as_bytes()))?;
-        let state = RequestState::encode_from(&pending.op, route.facts, &pending.key.id, &route.model)
+        host.set_header(Map::RequestHeaders, contract::HEADER_CLUSTER, Some(w.cluster.as_bytes()))?;
+        let state = RequestState::encode_from(&w.pending.op, w.facts, &w.pending.key.id, &w.model)
             .map_err(|e| GatewayError::new(ErrorKind::InvalidRequest, format!("The request cannot be routed: {e}.")))?;
         host.set_property(&[contract::STATE_REQUEST], &state)?;
         Ok(Action::Continue)
+    }
+
+    /// Asks the quota authority for leases, with the ticket the service VM published.
+    fn ask_authority<H: Host>(&self, host: &H, asks: Vec<tollgate_contract::quota_lease::Ask>) -> Result<u32, GatewayError> {
+        use tollgate_contract::quota_lease::{GrantRequest, GRANTS_PATH, HEADER_TICKET, SHARED_TICKET_KEY};
+        if let Some(id) = self.waits_counter {
+            let _ = host.increment_counter(id, 1);
+        }
+        let ticket = host.shared_data(SHARED_TICKET_KEY)?.0.map(|t| String::from_utf8_lossy(&t).into_owned()).unwrap_or_default();
+        let envoy = host.property(&["node", "id"]).ok().flatten().map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
+        let body = serde_json::to_vec(&GrantRequest { envoy, asks }).map_err(|_| GatewayError::new(ErrorKind::Internal, "quota grant"))?;
+        let headers = [(":method", "POST"), (":path", GRANTS_PATH), (":authority", "tollgate-control-plane"), ("content-type", "application/json"), (HEADER_TICKET, ticket.as_str())];
+        Ok(host.http_call(contract::CONTROL_PLANE_INTERNAL_CLUSTER, &headers, &body, GRANT_TIMEOUT)?)
     }
 }
 
@@ -237,6 +307,28 @@ impl HttpFilter for GatewayHttp {
 
     fn on_request_trailers<H: Host>(&mut self, host: &H) -> Result<Action, GatewayError> {
         self.finish(host)
+    }
+
+    fn on_http_call_response<H: Host>(&mut self, host: &H, token: u32, _num_headers: usize, body_size: usize) -> Result<Action, GatewayError> {
+        let (Some(cfg), Some(w)) = (self.config.clone(), self.waiting.take_if(|w| w.call == token)) else {
+            return Ok(Action::Pause);
+        };
+        let status = host.header(Map::CallResponseHeaders, ":status").ok().flatten();
+        let grants = match status.as_deref() {
+            Some(b"200") => serde_json::from_slice::<tollgate_contract::quota_lease::GrantResponse>(&host.buffer(Buffer::CallResponseBody, 0, body_size)?).ok(),
+            _ => None,
+        };
+        let pass = match grants {
+            Some(g) => {
+                quotas::apply(host, &cfg.quotas, &g);
+                quotas::Pass::Granted
+            }
+            None => {
+                log::warn!("gateway filter: the quota authority did not answer a grant (status {}); quotas fall back", status.as_deref().map_or("none".into(), String::from_utf8_lossy));
+                quotas::Pass::AuthorityDown
+            }
+        };
+        self.admit(host, &cfg, w, pass)
     }
 
     fn on_done<H: Host>(&mut self, host: &H) {

@@ -1,12 +1,15 @@
 //! Admission against the quotas (issue 13): before a request is routed, every quota that applies
 //! takes its share in this Envoy's shared-data slot with compare-and-swap (exact across the
-//! workers); if one would go over its limit the ones already taken are given back and the
-//! request is refused with a 429. When the request ends its concurrency and its token
-//! reservations are given back here; the provider filter adds each attempt's real token usage.
+//! workers); if one would go over, the ones already taken are given back and the request is
+//! refused with a 429. A leased quota is spent from the lease the authority granted this Envoy
+//! (`tollgate_contract::quota_lease`); when that is used up the request waits once for a grant
+//! (the caller makes the call) and is tried again. When the request ends its concurrency and its
+//! token reservations are given back here; the provider filter adds each attempt's real usage.
 //! No host call is made for a request no quota applies to.
 
 use tollgate_contract::quota::{self, Hold, Holds, Metric, QuotaDoc};
-use tollgate_wasm::quota_slot::add;
+use tollgate_contract::quota_lease::{self, Ask};
+use tollgate_wasm::quota_slot::{add, Cap};
 use tollgate_wasm::{Host, HostError};
 
 /// Why a request was refused.
@@ -28,25 +31,69 @@ pub struct Asking<'a> {
     pub price: Option<&'a tollgate_contract::config::Price>,
 }
 
+/// Which try this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// A spent lease makes the request wait for a grant.
+    First,
+    /// After the grant: a spent lease refuses.
+    Granted,
+    /// The grant call failed: rate limits fall back to this Envoy's share, budgets refuse.
+    AuthorityDown,
+}
+
+pub enum Admission<'q> {
+    Admitted(Holds),
+    Refused(Refusal<'q>),
+    /// Leases to ask the authority for before trying again.
+    Wait(Vec<Ask>),
+}
+
+fn amount(q: &QuotaDoc, r: &Asking<'_>) -> u64 {
+    match q.metric {
+        Metric::Requests | Metric::Concurrency => 1,
+        m => quota::reservation(m, r.body_len, r.price),
+    }
+}
+
+/// Whether the service VM has found the authority unreachable.
+fn authority_down<H: Host>(host: &H) -> bool {
+    matches!(host.shared_data(quota_lease::SHARED_AUTHORITY_KEY), Ok((Some(v), _)) if v == b"down")
+}
+
 /// Takes every applicable quota's share for a request, or none of them.
-pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], r: &Asking<'_>) -> Result<Result<Holds, Refusal<'q>>, HostError> {
-    let Asking { key_id, model, body_len, now, api, price } = *r;
+pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], r: &Asking<'_>, pass: Pass) -> Result<Admission<'q>, HostError> {
+    let now = r.now;
     let mut holds = Holds::default();
     let (mut requests, mut tokens): (Option<quota::Standing>, Option<quota::Standing>) = (None, None);
-    for q in quotas.iter().filter(|q| q.applies(key_id, model)) {
+    let mut down = pass == Pass::AuthorityDown;
+    for q in quotas.iter().filter(|q| q.applies(r.key_id, r.model)) {
         let period = q.period(now);
         let window = period.window;
-        let amount = match q.metric {
-            Metric::Requests | Metric::Concurrency => 1,
-            m => quota::reservation(m, body_len, price),
-        };
-        let taken = add(host, &q.slot_key(), window, i64::try_from(amount).unwrap_or(i64::MAX), Some(period.limit), false);
-        let used = match taken {
-            Ok(Some(used)) => used,
+        let amount = amount(q, r);
+        let delta = i64::try_from(amount).unwrap_or(i64::MAX);
+        let (key, next) = (q.slot_key(), quota_lease::next_key(&q.slot_key()));
+        let cap = |floor| if q.lease { Cap::Lease { next: &next, floor } } else { Cap::Limit(period.limit) };
+        let mut taken = add(host, &key, window, delta, cap(if down { q.share } else { 0 }), false);
+        if matches!(taken, Ok(None)) && q.lease && pass == Pass::First && !down {
+            if authority_down(host) {
+                down = true;
+                taken = add(host, &key, window, delta, cap(q.share), false);
+            } else {
+                let asks = asks(host, quotas, r);
+                // Nothing to ask for: the authority has said it has nothing left.
+                if !asks.is_empty() {
+                    release(host, quotas, &holds.holds, true);
+                    return Ok(Admission::Wait(asks));
+                }
+            }
+        }
+        let slot = match taken {
+            Ok(Some(slot)) => slot,
             Ok(None) => {
                 release(host, quotas, &holds.holds, true);
                 let retry_after = if q.metric == Metric::Concurrency { 1 } else { period.resets_in(now).unwrap_or(60) };
-                return Ok(Err(Refusal { quota: q, retry_after }));
+                return Ok(Admission::Refused(Refusal { quota: q, retry_after }));
             }
             Err(e) => {
                 release(host, quotas, &holds.holds, true);
@@ -55,20 +102,52 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], r: &Asking<'_>) -> R
         };
         let reserved = if q.metric.is_tokens() { amount } else { 0 };
         holds.holds.push(Hold { id: q.id.clone(), metric: q.metric, window, reserved });
-        // The tightest quota of each kind names the headers.
-        let seen = (period.limit, period.limit.saturating_sub(used), period.resets_in(now));
-        let slot = match q.metric {
+        // The tightest quota of each kind names the headers; a leased quota's remaining is what
+        // the authority had left plus what this Envoy holds unspent.
+        let remaining = if q.lease { slot.free.saturating_add(slot.spare()).min(period.limit) } else { period.limit.saturating_sub(slot.used) };
+        let seen = (period.limit, remaining, period.resets_in(now));
+        let standing = match q.metric {
             Metric::Requests => &mut requests,
             Metric::Concurrency | Metric::CostUsd => continue,
             _ => &mut tokens,
         };
-        if slot.is_none_or(|(_, remaining, _)| seen.1 < remaining) {
-            *slot = Some(seen);
+        if standing.is_none_or(|(_, left, _)| seen.1 < left) {
+            *standing = Some(seen);
         }
     }
-    let anthropic_at = (api == tollgate_contract::ClientApi::Anthropic).then_some(now);
+    let anthropic_at = (r.api == tollgate_contract::ClientApi::Anthropic).then_some(now);
     holds.headers = quota::rate_limit_headers(requests, tokens, anthropic_at);
-    Ok(Ok(holds))
+    Ok(Admission::Admitted(holds))
+}
+
+/// What to ask the authority for: every leased quota of the request whose lease cannot cover
+/// it (a slot that cannot be read is asked for too), unless the authority said when it last
+/// granted that none of the window was left.
+fn asks<H: Host>(host: &H, quotas: &[QuotaDoc], r: &Asking<'_>) -> Vec<Ask> {
+    quotas
+        .iter()
+        .filter(|q| q.lease && q.applies(r.key_id, r.model))
+        .filter_map(|q| {
+            let window = q.period(r.now).window;
+            let need = amount(q, r);
+            let slot = match host.shared_data(&q.slot_key()) {
+                Ok((Some(b), _)) => quota::Slot::decode(&b).filter(|s| s.window == window),
+                _ => None,
+            };
+            let spent = slot.is_some_and(|s| s.leased > 0 && s.free == 0);
+            (!spent && slot.map_or(0, |s| s.spare()) < need).then(|| Ask { quota: q.id.clone(), window, want: need.max(q.limit / 50).max(1), need })
+        })
+        .collect()
+}
+
+/// Applies the authority's answer to the slots.
+pub fn apply<H: Host>(host: &H, quotas: &[QuotaDoc], grants: &quota_lease::GrantResponse) {
+    for g in &grants.grants {
+        let Some(q) = quotas.iter().find(|q| q.id == g.quota) else { continue };
+        if let Err(e) = tollgate_wasm::quota_slot::lease(host, &q.slot_key(), g.window, g.granted, g.free) {
+            log::warn!("gateway filter: could not record a lease of quota {} ({e})", q.id);
+        }
+    }
 }
 
 /// Gives back what a request held: its concurrency slots and token reservations (and, when
@@ -82,7 +161,7 @@ pub fn release<H: Host>(host: &H, quotas: &[QuotaDoc], holds: &[Hold], refused: 
             _ => h.reserved,
         };
         let key = quotas.iter().find(|q| q.id == h.id).map_or_else(|| format!("{}{}", quota::SLOT_PREFIX, h.id), QuotaDoc::slot_key);
-        if let Err(e) = add(host, &key, h.window, -i64::try_from(delta).unwrap_or(i64::MAX), None, true) {
+        if let Err(e) = add(host, &key, h.window, -i64::try_from(delta).unwrap_or(i64::MAX), Cap::None, true) {
             log::warn!("gateway filter: could not give back quota {} ({e})", h.id);
         }
     }

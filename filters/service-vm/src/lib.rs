@@ -9,6 +9,7 @@
 //! their call token.
 
 mod keys;
+mod leases;
 mod usage;
 
 use std::time::Duration;
@@ -43,6 +44,9 @@ pub struct ServicePlugin {
     slow: bool,
     usage: usage::UsageShipper,
     keys: keys::KeyPoller,
+    leases: leases::LeaseKeeper,
+    /// Ticks since the last credential fetch (the timer runs fast while quotas are leased).
+    ticks: u32,
 }
 
 /// The service VM has no HTTP streams; Envoy never creates one for a bootstrap extension.
@@ -57,7 +61,7 @@ impl HttpFilter for NoStreams {
 impl ServicePlugin {
     fn set_tick<H: Host>(&mut self, host: &H, slow: bool) {
         self.slow = slow;
-        if let Err(e) = host.set_tick_period(if slow { SLOW_TICK } else { FAST_TICK }) {
+        if let Err(e) = host.set_tick_period(if slow && !self.leases.active() { SLOW_TICK } else { FAST_TICK }) {
             log::error!("tollgate service: could not set its timer ({e})");
         }
     }
@@ -99,7 +103,7 @@ impl Plugin for ServicePlugin {
     const NAME: &'static str = "tollgate service";
 
     fn new() -> Self {
-        Self { cluster: None, token: None, version: None, in_flight: None, slow: false, usage: usage::UsageShipper::default(), keys: keys::KeyPoller::default() }
+        Self { cluster: None, token: None, version: None, in_flight: None, slow: false, usage: usage::UsageShipper::default(), keys: keys::KeyPoller::default(), leases: leases::LeaseKeeper::default(), ticks: 0 }
     }
 
     fn configure<H: Host>(&mut self, host: &H, config: &[u8]) -> Result<(), String> {
@@ -129,9 +133,22 @@ impl Plugin for ServicePlugin {
         let (Some(cluster), Some(token)) = (self.cluster.as_deref(), self.token.as_deref()) else { return };
         let auth = format!("Bearer {token}");
         self.keys.poll(host, cluster, &auth);
-        if self.in_flight.is_some() {
+        let leasing = self.leases.active();
+        self.leases.tick(host, cluster, token);
+        if leasing != self.leases.active() {
+            let period = if self.slow && !self.leases.active() { SLOW_TICK } else { FAST_TICK };
+            if let Err(e) = host.set_tick_period(period) {
+                log::error!("tollgate service: could not set its timer ({e})");
+            }
+        }
+        // Credentials are fetched once a second at most (the timer ticks faster while quotas
+        // are leased).
+        self.ticks = self.ticks.saturating_add(1);
+        let per_second = (SLOW_TICK.as_millis() / FAST_TICK.as_millis()) as u32;
+        if self.in_flight.is_some() || (self.leases.active() && self.slow && self.ticks < per_second) {
             return;
         }
+        self.ticks = 0;
         let version = self.version.as_ref().map(|v| format!("\"{v}\""));
         let mut headers = vec![
             (":method", "GET"),
@@ -163,6 +180,10 @@ impl Plugin for ServicePlugin {
             self.usage.answered(host, status.as_deref());
             // The next batch goes at once when one is ready (a backlog drains call after call).
             self.ship_usage(host);
+            return;
+        }
+        if self.leases.owns(token) {
+            self.leases.on_response(host, body_size);
             return;
         }
         if self.keys.owns(token) {

@@ -13,6 +13,7 @@ pub mod error;
 pub mod keys;
 pub mod keytable;
 pub mod quota;
+pub mod quota_lease;
 pub mod state;
 pub mod usage;
 

@@ -62,14 +62,26 @@ pub struct QuotaDoc {
     /// Window length in seconds; 0: no window (a lifetime total, or concurrency).
     #[serde(default)]
     pub window_seconds: u64,
-    /// What this Envoy may admit per window.
+    /// What may be admitted per window: the quota's limit when leased, else this Envoy's share.
     pub limit: u64,
+    /// Spent from leases granted by the authority ([`crate::quota_lease`]); otherwise this
+    /// Envoy admits `limit` alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lease: bool,
+    /// What this Envoy admits per window while the authority cannot be reached (its share of
+    /// the limit); 0: nothing beyond its lease (the quota fails closed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub share: u64,
     /// Applies to this key only (`None`: every key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
     /// Applies to this model only (`None`: every model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl QuotaDoc {
@@ -125,24 +137,38 @@ impl Period {
     }
 }
 
-/// A quota's count in shared data: the window it is for and what was used in it.
+/// A quota's count in shared data: the window it is for, what was used in it (reservations
+/// included) and, for a leased quota, what this Envoy holds of it and what the authority had
+/// left to grant when it last answered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Slot {
     pub window: u64,
     pub used: u64,
+    pub leased: u64,
+    pub free: u64,
 }
 
+/// The encoded size of a [`Slot`].
+pub const SLOT_BYTES: usize = 32;
+
 impl Slot {
-    pub fn decode(bytes: &[u8]) -> Option<Self> {
-        let window = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
-        let used = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
-        (bytes.len() == 16).then_some(Self { window, used })
+    pub fn new(window: u64) -> Self {
+        Self { window, ..Self::default() }
     }
 
-    pub fn encode(&self) -> [u8; 16] {
-        let mut out = [0u8; 16];
-        out[..8].copy_from_slice(&self.window.to_le_bytes());
-        out[8..].copy_from_slice(&self.used.to_le_bytes());
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != SLOT_BYTES {
+            return None;
+        }
+        let at = |i: usize| bytes.get(i * 8..i * 8 + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+        Some(Self { window: at(0)?, used: at(1)?, leased: at(2)?, free: at(3)? })
+    }
+
+    pub fn encode(&self) -> [u8; SLOT_BYTES] {
+        let mut out = [0u8; SLOT_BYTES];
+        for (i, v) in [self.window, self.used, self.leased, self.free].into_iter().enumerate() {
+            out[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+        }
         out
     }
 
@@ -151,8 +177,13 @@ impl Slot {
         if self.window == window {
             self
         } else {
-            Self { window, used: 0 }
+            Self::new(window)
         }
+    }
+
+    /// What is left of this Envoy's lease.
+    pub fn spare(&self) -> u64 {
+        self.leased.saturating_sub(self.used)
     }
 }
 
@@ -245,7 +276,7 @@ mod tests {
     use super::*;
 
     fn quota(metric: Metric, window_seconds: u64) -> QuotaDoc {
-        QuotaDoc { id: "quota_1".into(), metric, window_seconds, limit: 60, key_id: Some("key_a".into()), model: None }
+        QuotaDoc { id: "quota_1".into(), metric, window_seconds, limit: 60, lease: false, share: 0, key_id: Some("key_a".into()), model: None }
     }
 
     #[test]
@@ -261,12 +292,13 @@ mod tests {
 
     #[test]
     fn slots_round_trip_and_a_new_window_starts_from_zero() {
-        let s = Slot { window: 7, used: 59 };
+        let s = Slot { window: 7, used: 59, leased: 70, free: 3 };
         assert_eq!(Slot::decode(&s.encode()), Some(s));
-        assert_eq!(Slot::decode(&[0; 15]), None);
-        assert_eq!(Slot::decode(&[0; 17]), None);
+        assert_eq!(Slot::decode(&[0; 16]), None);
+        assert_eq!(Slot::decode(&[0; 33]), None);
         assert_eq!(s.in_window(7), s);
-        assert_eq!(s.in_window(8), Slot { window: 8, used: 0 });
+        assert_eq!(s.in_window(8), Slot::new(8));
+        assert_eq!(s.spare(), 11);
     }
 
     #[test]

@@ -74,6 +74,7 @@ imports! {
     fn proxy_dequeue_shared_queue(queue_id: u32, return_data: *mut *mut u8, return_size: *mut usize) -> u32;
     fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
     fn proxy_http_call(upstream_data: *const u8, upstream_size: usize, headers_data: *const u8, headers_size: usize, body_data: *const u8, body_size: usize, trailers_data: *const u8, trailers_size: usize, timeout_ms: u32, return_token: *mut u32) -> u32;
 }
 
@@ -133,6 +134,12 @@ pub fn now_nanos() -> Result<u64, HostError> {
     // SAFETY: `t` is a live u64 the host writes.
     check("get_current_time", unsafe { proxy_get_current_time_nanoseconds(&mut t) })?;
     Ok(t)
+}
+
+/// Resumes the paused request of the calling stream (`WasmStreamType::Request`).
+pub fn continue_request() -> Result<(), HostError> {
+    // SAFETY: no pointers.
+    check("continue_stream", unsafe { proxy_continue_stream(0) })
 }
 
 pub fn set_tick_period_ms(ms: u32) -> Result<(), HostError> {

@@ -113,6 +113,17 @@ impl<P: Plugin> Dispatcher<P> {
     }
 
     pub fn http_call_response(&self, id: u32, token: u32, num_headers: usize, body_size: usize) {
+        if self.stream(id).is_some() {
+            // A stream's callout: its request waits for it. Resumed on `Continue`; an error was
+            // answered (a local reply) and a `Pause` keeps waiting.
+            let action = self.request(id, |f, h| f.on_http_call_response(h, token, num_headers, body_size));
+            if action == Action::Continue as u32 {
+                if let Err(e) = Wasm.continue_request() {
+                    log::warn!("{}: could not resume a request after its callout ({e})", P::NAME);
+                }
+            }
+            return;
+        }
         if let Some(root) = self.root(id) {
             if let Ok(mut root) = root.try_borrow_mut() {
                 root.on_http_call_response(&Wasm, token, num_headers, body_size);

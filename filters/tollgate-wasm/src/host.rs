@@ -28,10 +28,12 @@ pub trait Host {
     fn now(&self) -> Result<SystemTime, HostError>;
     /// Answers the request from the filter; the stream ends there.
     fn send_response(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), HostError>;
-    /// Starts an HTTP callout; the answer comes to the root's `on_http_call_response` with
-    /// the returned token.
+    /// Starts an HTTP callout; the answer comes with the returned token to the
+    /// `on_http_call_response` of the context that made it (the root, or a stream).
     fn http_call(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout: Duration) -> Result<u32, HostError>;
     fn set_tick_period(&self, period: Duration) -> Result<(), HostError>;
+    /// Resumes the request of the stream whose callback this is, paused earlier.
+    fn continue_request(&self) -> Result<(), HostError>;
     /// Registers a shared queue (this root receives its items in `on_queue_ready`).
     fn register_queue(&self, name: &str) -> Result<u32, HostError>;
     /// The id of a queue registered by a VM with `vm_id`.
@@ -99,6 +101,10 @@ impl Host for Wasm {
 
     fn set_tick_period(&self, period: Duration) -> Result<(), HostError> {
         abi::set_tick_period_ms(u32::try_from(period.as_millis()).unwrap_or(u32::MAX))
+    }
+
+    fn continue_request(&self) -> Result<(), HostError> {
+        abi::continue_request()
     }
 
     fn register_queue(&self, name: &str) -> Result<u32, HostError> {

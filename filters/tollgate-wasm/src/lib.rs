@@ -64,6 +64,12 @@ pub trait HttpFilter: 'static {
         Ok(Action::Continue)
     }
 
+    /// The answer to a callout this stream made while its request was paused. `Continue`
+    /// resumes the request; an error is answered in the client's format.
+    fn on_http_call_response<H: Host>(&mut self, _host: &H, _token: u32, _num_headers: usize, _body_size: usize) -> Result<Action, GatewayError> {
+        Ok(Action::Continue)
+    }
+
     /// The stream is over (Envoy deletes its context, a VM entry every stream has anyway):
     /// whatever it ended with, completed, reset or abandoned by the client. Stream-independent
     /// host calls only (the clock, shared data, queues).

@@ -1,0 +1,199 @@
+//! Quota leases (`tollgate_contract::quota_lease`): keeps this Envoy's leases topped up so that
+//! requests seldom wait on the network. On every tick, for each leased quota the gateway filter
+//! published: what the workers used since the last tick gives a rate; a lease with less than
+//! about one second of use left is topped up to two seconds' worth, and near a window's end the
+//! next window's lease is taken ahead. One grant call is in flight at a time. A failed call
+//! marks the authority down in shared data (rate limits then fall back to this Envoy's share,
+//! budgets stay closed) with one log line per change and a counter; the next good answer marks
+//! it up. Also mints the workers' grant ticket from the data-plane token.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tollgate_contract::quota::{QuotaDoc, Slot};
+use tollgate_contract::quota_lease::{self, Ask, GrantRequest, GrantResponse};
+use tollgate_wasm::quota_slot;
+use tollgate_wasm::{Buffer, Host, Map};
+
+/// Seconds of use a lease is topped up to.
+const HORIZON_SECONDS: f64 = 2.0;
+const CALL_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct Seen {
+    window: u64,
+    used: u64,
+    /// Units used per second, smoothed.
+    rate: f64,
+    at_ms: u64,
+}
+
+#[derive(Default)]
+pub struct LeaseKeeper {
+    docs_raw: Vec<u8>,
+    docs: Vec<QuotaDoc>,
+    seen: HashMap<String, Seen>,
+    in_flight: Option<u32>,
+    ticket_expires: u64,
+    down: bool,
+    failures: Option<u32>,
+    envoy: Option<String>,
+}
+
+fn read_slot<H: Host>(host: &H, key: &str) -> Option<Slot> {
+    host.shared_data(key).ok()?.0.as_deref().and_then(Slot::decode)
+}
+
+impl LeaseKeeper {
+    pub fn owns(&self, token: u32) -> bool {
+        self.in_flight == Some(token)
+    }
+
+    /// Whether any quota is leased (the service VM then ticks fast).
+    pub fn active(&self) -> bool {
+        !self.docs.is_empty()
+    }
+
+    fn refresh_docs<H: Host>(&mut self, host: &H) {
+        let Ok((Some(raw), _)) = host.shared_data(quota_lease::SHARED_DOCS_KEY) else { return };
+        if raw == self.docs_raw {
+            return;
+        }
+        match serde_json::from_slice::<Vec<QuotaDoc>>(&raw) {
+            Ok(docs) => {
+                log::info!("tollgate service: {} leased quotas", docs.len());
+                self.docs = docs;
+                self.seen.retain(|id, _| self.docs.iter().any(|d| &d.id == id));
+            }
+            Err(e) => log::warn!("tollgate service: the leased quotas could not be read ({e})"),
+        }
+        self.docs_raw = raw;
+    }
+
+    fn mint_ticket<H: Host>(&mut self, host: &H, token: &str, now: u64) {
+        if self.ticket_expires > now + quota_lease::TICKET_TTL_SECONDS / 2 {
+            return;
+        }
+        let expires = now + quota_lease::TICKET_TTL_SECONDS;
+        match host.set_shared_data(quota_lease::SHARED_TICKET_KEY, quota_lease::mint_ticket(token, expires).as_bytes(), None) {
+            Ok(()) => self.ticket_expires = expires,
+            Err(e) => log::warn!("tollgate service: could not publish the quota ticket ({e})"),
+        }
+    }
+
+    /// What to ask for now.
+    fn asks<H: Host>(&mut self, host: &H, now_ms: u64) -> Vec<Ask> {
+        let now = now_ms / 1000;
+        let mut asks = Vec::new();
+        for doc in &self.docs {
+            let period = doc.period(now);
+            let key = doc.slot_key();
+            let next_key = quota_lease::next_key(&key);
+            let slot = read_slot(host, &key).filter(|s| s.window == period.window);
+            let ahead = read_slot(host, &next_key);
+            let seen = self.seen.entry(doc.id.clone()).or_default();
+            let used = slot.map_or(0, |s| s.used);
+            if seen.at_ms > 0 && now_ms > seen.at_ms {
+                let gone = if seen.window == period.window { used.saturating_sub(seen.used) } else { used };
+                let instant = gone as f64 * 1000.0 / (now_ms - seen.at_ms) as f64;
+                seen.rate = 0.7 * seen.rate + 0.3 * instant;
+            }
+            (seen.window, seen.used, seen.at_ms) = (period.window, used, now_ms);
+            if seen.rate <= 0.01 && used == 0 {
+                continue; // idle: a first request asks for itself
+            }
+            let want = ((seen.rate * HORIZON_SECONDS).ceil() as u64).max(doc.limit / 100).max(1);
+            let spare = match slot {
+                Some(s) => s.spare(),
+                None => ahead.filter(|a| a.window == period.window).map_or(0, |a| a.leased),
+            };
+            let spent = slot.is_some_and(|s| s.leased > 0 && s.free == 0);
+            if !spent && spare < want.div_ceil(2) {
+                asks.push(Ask { quota: doc.id.clone(), window: period.window, want: want - spare, need: 0 });
+            }
+            // The next window's lease, taken in the window's last tenth (at least 2 s).
+            if let Some(ends) = period.ends {
+                let lead = doc.window_seconds.max(1).div_ceil(10).max(2);
+                let next = doc.period(ends).window;
+                let held = ahead.filter(|a| a.window == next).map_or(0, |a| a.leased);
+                if ends.saturating_sub(now) <= lead && next != period.window && held == 0 {
+                    asks.push(Ask { quota: doc.id.clone(), window: next, want, need: 0 });
+                }
+            }
+        }
+        asks
+    }
+
+    pub fn tick<H: Host>(&mut self, host: &H, cluster: &str, token: &str) {
+        let Ok(now) = host.now() else { return };
+        let now_ms = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.mint_ticket(host, token, now_ms / 1000);
+        self.refresh_docs(host);
+        if self.in_flight.is_some() || self.docs.is_empty() {
+            return;
+        }
+        let asks = self.asks(host, now_ms);
+        if asks.is_empty() {
+            return;
+        }
+        let envoy = self.envoy.get_or_insert_with(|| host.property(&["node", "id"]).ok().flatten().map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default());
+        let Ok(body) = serde_json::to_vec(&GrantRequest { envoy: envoy.clone(), asks }) else { return };
+        let auth = format!("Bearer {token}");
+        let headers = [(":method", "POST"), (":path", quota_lease::GRANTS_PATH), (":authority", "tollgate-control-plane"), ("authorization", auth.as_str()), ("content-type", "application/json")];
+        match host.http_call(cluster, &headers, &body, CALL_TIMEOUT) {
+            Ok(t) => self.in_flight = Some(t),
+            Err(e) => self.set_down(host, true, &format!("cannot call it ({e})")),
+        }
+    }
+
+    fn set_down<H: Host>(&mut self, host: &H, down: bool, why: &str) {
+        if down {
+            if self.failures.is_none() {
+                self.failures = host.define_counter("tollgate_quota_authority_failures").ok();
+            }
+            if let Some(id) = self.failures {
+                let _ = host.increment_counter(id, 1);
+            }
+        }
+        if down == self.down {
+            return;
+        }
+        self.down = down;
+        if down {
+            log::warn!("tollgate service: the quota authority is unreachable: {why}; rate limits fall back to this Envoy's share, budgets refuse once their lease is spent");
+        } else {
+            log::info!("tollgate service: the quota authority answers again; leases resume");
+        }
+        let state: &[u8] = if down { b"down" } else { b"up" };
+        if let Err(e) = host.set_shared_data(quota_lease::SHARED_AUTHORITY_KEY, state, None) {
+            log::warn!("tollgate service: could not publish the quota authority's state ({e})");
+        }
+    }
+
+    pub fn on_response<H: Host>(&mut self, host: &H, body_size: usize) {
+        self.in_flight = None;
+        let status = host.header(Map::CallResponseHeaders, ":status").ok().flatten();
+        let grants = match status.as_deref() {
+            Some(b"200") => host.buffer(Buffer::CallResponseBody, 0, body_size).ok().and_then(|b| serde_json::from_slice::<GrantResponse>(&b).ok()),
+            _ => None,
+        };
+        let Some(grants) = grants else {
+            let status = status.map_or_else(|| "no answer".to_owned(), |s| format!("status {}", String::from_utf8_lossy(&s)));
+            self.set_down(host, true, &status);
+            return;
+        };
+        self.set_down(host, false, "");
+        let now = host.now().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs());
+        for g in grants.grants {
+            let Some(doc) = self.docs.iter().find(|d| d.id == g.quota) else { continue };
+            let key = doc.slot_key();
+            // A grant for the current window (or one the workers already moved on to) goes in
+            // the slot; one for the next window waits beside it.
+            let in_slot = g.window == doc.period(now).window || read_slot(host, &key).is_some_and(|s| s.window >= g.window);
+            let target = if in_slot { key } else { quota_lease::next_key(&key) };
+            if let Err(e) = quota_slot::lease(host, &target, g.window, g.granted, g.free) {
+                log::warn!("tollgate service: could not record a lease of quota {} ({e})", g.quota);
+            }
+        }
+    }
+}

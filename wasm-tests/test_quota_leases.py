@@ -1,0 +1,204 @@
+"""Quota leases in the data plane (issue 13): a leased quota is spent from the lease the quota
+authority granted this Envoy; a request whose lease is spent waits for a grant (a callout with
+the service VM's ticket, then the request resumes or is refused), the service VM keeps leases
+topped up and takes the next window's ahead, and when the authority cannot be reached a rate
+limit falls back to this Envoy's share while a budget stays closed."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+from proxy_wasm_host import SharedData
+from wasm_fixtures import (DATA_PLANE_TOKEN, NOW, assert_openai_error, chat_body, config_bytes, gateway_config,
+                           publish_keys, send)
+
+CLUSTER = "tollgate_control_plane_internal"
+NODE = {("node", "id"): b"envoy-a"}
+RPM = {"id": "quota_rpm", "metric": "requests", "window_seconds": 60, "limit": 600, "lease": True, "share": 300}
+BUDGET = {"id": "quota_budget", "metric": "cost_usd", "limit": 10_000_000_000, "lease": True}
+TICKET = "t1.%d.%s"
+
+
+def slot(shared: SharedData, quota: str, suffix: str = "") -> dict:
+    raw = shared.value(f"tollgate.quota.{quota}{suffix}")
+    window, used, leased, free = (int.from_bytes(raw[i:i + 8], "little") for i in range(0, 32, 8))
+    return {"window": window, "used": used, "leased": leased, "free": free}
+
+
+def put_slot(shared: SharedData, quota: str, window: int, used: int, leased: int, free: int, suffix: str = "") -> None:
+    shared.set(f"tollgate.quota.{quota}{suffix}", b"".join(v.to_bytes(8, "little") for v in (window, used, leased, free)))
+
+
+PRICES = {"gpt-a": {"input": 1000, "output": 2000, "cache_read": 0, "cache_write": 0}}
+
+
+def gateway_with(make_gateway, *quotas, shared=None):
+    shared = shared or SharedData()
+    publish_keys(shared)
+    shared.set("tollgate.quota.ticket.v1", b"t1.9999999999.00")
+    cfg = gateway_config(quotas=list(quotas), model_prices=PRICES)
+    return make_gateway(config_bytes(cfg), shared_data=shared, properties=NODE), shared
+
+
+def chat(gw):
+    return send(gw, "POST", "/v1/chat/completions", chat_body())
+
+
+def grant_answer(call, granted: int, free: int) -> bytes:
+    asks = json.loads(call.body)["asks"]
+    return json.dumps({"grants": [{"quota": a["quota"], "window": a["window"], "granted": granted, "free": free} for a in asks]}).encode()
+
+
+def test_a_spent_lease_waits_for_a_grant_then_the_request_goes_on(make_gateway):
+    gw, shared = gateway_with(make_gateway, RPM)
+    first = chat(gw)
+    assert first.local_response is None and not first.continued, "held for the grant"
+    assert CLUSTER in str(gw.http_calls[-1].upstream)
+    call = gw.http_calls[-1]
+    headers = dict(call.headers)
+    assert headers[":path"] == "/internal/v1/quota/grants" and headers[":method"] == "POST"
+    assert headers["x-tollgate-quota-ticket"] == "t1.9999999999.00", "the service VM's ticket, never the token"
+    assert "authorization" not in headers
+    ask = json.loads(call.body)
+    assert ask["envoy"] == "envoy-a"
+    assert ask["asks"] == [{"quota": "quota_rpm", "window": NOW // 60, "want": 12, "need": 1}]
+    gw.respond_http_call(call.token, body=grant_answer(call, 3, 500))
+    assert first.continued == [0], "resumed"
+    assert first.request_header("x-tollgate-cluster") is not None
+    assert slot(shared, "quota_rpm") == {"window": NOW // 60, "used": 1, "leased": 3, "free": 500}
+    held = json.loads(first.properties_set[("tollgate_quota",)])
+    assert ["x-ratelimit-remaining-requests", "502"] in held["headers"], "the authority's free + the lease's spare"
+    assert ["x-ratelimit-limit-requests", "600"] in held["headers"]
+    calls = len(gw.http_calls)
+    for _ in range(2):
+        assert chat(gw).local_response is None
+    assert len(gw.http_calls) == calls, "spent from the lease: no call"
+    assert slot(shared, "quota_rpm")["used"] == 3
+
+
+def test_nothing_left_refuses_and_the_next_request_does_not_ask_again(make_gateway):
+    gw, shared = gateway_with(make_gateway, RPM)
+    first = chat(gw)
+    gw.respond_http_call(gw.http_calls[-1].token, body=json.dumps({"grants": []}).encode())
+    err = assert_openai_error(first.local_response, 429, "rate_limit_exceeded", "rate_limit_error")
+    assert "quota_rpm" in err["message"]
+    assert first.local_response.header("retry-after") == str(60 - NOW % 60)
+    # The authority says the window is spent: refused without a call until it ends.
+    put_slot(shared, "quota_rpm", NOW // 60, 5, 5, 0)
+    calls = len(gw.http_calls)
+    assert chat(gw).local_response.status == 429
+    assert len(gw.http_calls) == calls
+    gw.now += 60
+    assert chat(gw).local_response is None and len(gw.http_calls) == calls + 1, "a new window asks again"
+
+
+def test_the_next_windows_lease_taken_ahead_is_used_at_the_boundary(make_gateway):
+    gw, shared = gateway_with(make_gateway, RPM)
+    put_slot(shared, "quota_rpm", NOW // 60 - 1, 9, 9, 40)
+    put_slot(shared, "quota_rpm", NOW // 60, 0, 4, 100, suffix=".next")
+    assert chat(gw).local_response is None and not gw.http_calls
+    assert slot(shared, "quota_rpm") == {"window": NOW // 60, "used": 1, "leased": 4, "free": 100}
+
+
+def test_without_the_authority_a_rate_limit_falls_back_to_its_share_and_a_budget_is_closed(make_gateway):
+    gw, shared = gateway_with(make_gateway, dict(RPM, share=2))
+    first = chat(gw)
+    gw.fail_http_call(gw.http_calls[-1].token)
+    assert first.continued == [0] and first.local_response is None, "admitted on this Envoy's share"
+    assert any("did not answer a grant" in m for m in gw.log_text.splitlines())
+    shared.set("tollgate.quota.authority.v1", b"down")
+    calls = len(gw.http_calls)
+    assert chat(gw).local_response is None, "the second of a share of 2, without a call"
+    assert chat(gw).local_response.status == 429
+    assert len(gw.http_calls) == calls
+    budget, _ = gateway_with(make_gateway, BUDGET)
+    waiting = chat(budget)
+    budget.fail_http_call(budget.http_calls[-1].token)
+    assert_openai_error(waiting.local_response, 429, "budget_exceeded", "rate_limit_error")
+
+
+def test_a_refused_request_gives_back_the_quotas_it_took(make_gateway):
+    gw, shared = gateway_with(make_gateway, dict(RPM, id="quota_a"), dict(RPM, id="quota_b"))
+    put_slot(shared, "quota_a", NOW // 60, 0, 10, 100)
+    put_slot(shared, "quota_b", NOW // 60, 5, 5, 0)
+    assert chat(gw).local_response.status == 429
+    assert slot(shared, "quota_a")["used"] == 0
+
+
+def test_the_gateway_publishes_its_leased_quotas_for_the_service_vm(make_gateway):
+    _, shared = gateway_with(make_gateway, RPM, {"id": "quota_c", "metric": "concurrency", "limit": 3})
+    docs = json.loads(shared.value("tollgate.quota.docs.v1"))
+    assert [d["id"] for d in docs] == ["quota_rpm"]
+
+
+# ------------------------------------------------------------------------------ the service VM
+
+
+def service_with_docs(make_service, *docs):
+    shared = SharedData()
+    shared.set("tollgate.quota.docs.v1", json.dumps(list(docs)).encode())
+    return make_service(shared_data=shared, properties=NODE), shared
+
+
+def grant_calls(host):
+    return [c for c in host.http_calls if dict(c.headers)[":path"] == "/internal/v1/quota/grants"]
+
+
+def test_the_service_vm_mints_a_ticket_the_control_plane_can_check(make_service):
+    svc, shared = service_with_docs(make_service, RPM)
+    svc.tick()
+    ticket = shared.value("tollgate.quota.ticket.v1").decode()
+    tag, expires, mac = ticket.split(".")
+    assert tag == "t1" and int(expires) > svc.now
+    want = hmac.new(DATA_PLANE_TOKEN.encode(), f"tollgate-quota-grant.{expires}".encode(), hashlib.sha256).hexdigest()
+    assert mac == want
+    assert DATA_PLANE_TOKEN not in ticket
+
+
+def test_the_service_vm_tops_up_a_lease_in_use_and_takes_the_next_window_ahead(make_service):
+    svc, shared = service_with_docs(make_service, RPM)
+    svc.now = NOW - NOW % 60 + 10.0
+    window = int(svc.now) // 60
+    svc.tick(advance=False)
+    assert not grant_calls(svc), "an idle quota is not leased"
+    put_slot(shared, "quota_rpm", window, 4, 4, 500)
+    svc.tick()
+    calls = grant_calls(svc)
+    assert len(calls) == 1
+    call = calls[0]
+    assert dict(call.headers)["authorization"] == f"Bearer {DATA_PLANE_TOKEN}"
+    ask = json.loads(call.body)
+    assert ask["envoy"] == "envoy-a" and ask["asks"][0]["quota"] == "quota_rpm" and ask["asks"][0]["window"] == window
+    assert ask["asks"][0]["want"] >= 6
+    svc.respond_http_call(call.token, body=grant_answer(call, 20, 480))
+    assert slot(shared, "quota_rpm") == {"window": window, "used": 4, "leased": 24, "free": 480}
+    # Near the window's end, the next window's lease is taken ahead and kept beside the slot.
+    put_slot(shared, "quota_rpm", window, 24, 40, 480)
+    svc.now = (window + 1) * 60 - 3.0
+    svc.tick(advance=False)
+    nxt = [a for a in json.loads(grant_calls(svc)[-1].body)["asks"] if a["window"] == window + 1]
+    assert nxt, "the next window is asked for"
+    svc.respond_http_call(grant_calls(svc)[-1].token, body=json.dumps({"grants": [{"quota": "quota_rpm", "window": window + 1, "granted": 9, "free": 591}]}).encode())
+    assert slot(shared, "quota_rpm", ".next") == {"window": window + 1, "used": 0, "leased": 9, "free": 591}
+    assert slot(shared, "quota_rpm")["leased"] == 40, "the current lease is untouched"
+
+
+def test_the_service_vm_marks_the_authority_down_and_up_once_each(make_service):
+    svc, shared = service_with_docs(make_service, RPM)
+    window = int(svc.now) // 60
+    put_slot(shared, "quota_rpm", window, 4, 4, 500)
+    svc.tick()
+    svc.fail_http_call(grant_calls(svc)[-1].token)
+    assert shared.value("tollgate.quota.authority.v1") == b"down"
+    svc.tick()
+    svc.respond_http_call(grant_calls(svc)[-1].token, status=503, body=b"{}")
+    downs = [m for m in svc.log_text.splitlines() if "quota authority is unreachable" in m]
+    assert len(downs) == 1, "one line per change"
+    assert {m["name"]: m["value"] for m in svc.metrics.values()}["tollgate_quota_authority_failures"] == 2
+    svc.tick()
+    call = grant_calls(svc)[-1]
+    svc.respond_http_call(call.token, body=grant_answer(call, 5, 100))
+    assert shared.value("tollgate.quota.authority.v1") == b"up"
+    assert any("answers again" in m for m in svc.log_text.splitlines())
