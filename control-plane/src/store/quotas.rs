@@ -160,6 +160,7 @@ impl Store {
     }
 
     /// What has been granted of a quota's window.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub async fn quota_granted(&self, quota: &str, win: u64) -> anyhow::Result<u64> {
         let row = sqlx::query("SELECT granted FROM quota_grants WHERE quota_id = $1 AND win = $2")
             .bind(quota)
