@@ -10,7 +10,7 @@ order, as Envoy does (proxy-wasm-cpp-host):
     proxy_on_context_create(http, root)
     proxy_on_request_headers / _body / _trailers, proxy_on_response_headers / _body / _trailers
     proxy_on_done -> proxy_on_log -> proxy_on_delete
-    proxy_on_tick(root), proxy_on_http_call_response(calling context, token, ...)
+    proxy_on_tick(root), proxy_on_http_call_response(root, token, ...) (also for a call a stream made)
 
 Where the ABI leaves room, the host follows Envoy 1.40's behaviour (source/extensions/common/wasm
 context.cc and proxy-wasm-cpp-host exports.cc):
@@ -240,10 +240,12 @@ class Host:
         resp = _CallResponse(HeaderMap(pairs), bytearray(_b(body)), HeaderMap(trailers))
         self._call_response = resp
         try:
+            # As Envoy does: the answer comes on the root context even when a stream made the
+            # call (the module finds the stream by its token and sets it effective).
             self._call(
                 "proxy_on_http_call_response",
-                call.context_id,
-                call.context_id,
+                self.root_id,
+                self.root_id,
                 token,
                 len(resp.headers),
                 len(resp.body),

@@ -102,3 +102,68 @@ def test_a_rotation_retried_on_the_other_replica_gets_the_same_answer(replicas):
     other = a.admin("POST", f"/admin/v1/keys/{key_id}/rotate", json={"grace_seconds": 0, "idempotency_key": uuid.uuid4().hex})
     assert other.status_code == 200 and other.json()["key"] != first.json()["key"]
     a.secrets["rotated key 2"] = other.json()["key"]
+
+
+# --------------------------------------------------------------------------- quota leases (issue 13)
+
+def _chat(stack, secret: str, text: str):
+    return harness.http("POST", f"{stack.base_url}/chat/completions", headers={"Authorization": f"Bearer {secret}"},
+                        json={"model": "gpt-mock", "messages": [{"role": "user", "content": text}]}, timeout=30)
+
+
+def _envoy_counter(stack, name: str) -> int:
+    text = harness.http("GET", f"{stack.envoy_admin_url}/stats?filter={name}", timeout=5).text
+    return sum(int(line.rsplit(":", 1)[1]) for line in text.splitlines() if line.strip().endswith(tuple("0123456789")) and name in line)
+
+
+def _away_from_a_minute_boundary(need: float = 25) -> None:
+    left = 60 - time.time() % 60
+    if left < need:
+        time.sleep(left + 0.5)
+
+
+def test_a_leased_rate_limit_is_exact_across_two_envoys_and_two_control_planes(replicas):
+    """One quota of 30 requests a minute, 60 requests spread over both Envoys (each with its own
+    control plane, one database): exactly 30 admitted in all, the provider sees exactly those,
+    and the rest are refused with a 429 naming the quota."""
+    import concurrent.futures
+    a, b = replicas
+    key_id, secret = a.create_key(name="leased-rpm")
+    until(lambda: a.key_works(secret) and b.key_works(secret), 5.0)
+    _away_from_a_minute_boundary()
+    q = a.admin("POST", "/admin/v1/quotas", json={"metric": "requests", "window_seconds": 60, "limit": 30, "key_id": key_id})
+    assert q.status_code == 201, q.text
+    quota_id = q.json()["id"]
+    # The quota reaches both Envoys (B's control plane republishes on A's notification).
+    until(lambda: all(quota_id in harness.http("GET", f"{s.envoy_admin_url}/config_dump", timeout=5).text for s in (a, b)), 5.0)
+    word = uuid.uuid4().hex[:8]
+    stacks = [a, b]
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda i: _chat(stacks[i % 2], secret, f"{word} {i}"), range(60)))
+    ok = [r for r in answers if r.status_code == 200]
+    refused = [r for r in answers if r.status_code == 429]
+    assert len(ok) == 30 and len(refused) == 30, [r.status_code for r in answers]
+    assert quota_id in refused[0].json()["error"]["message"]
+    assert {r.headers["x-ratelimit-limit-requests"] for r in ok} == {"30"}, "the quota's limit, not a share"
+    assert len([r for r in a.mock.requests if word in r["body"]]) == 30, "refused requests never reach the provider"
+    assert a.admin("DELETE", f"/admin/v1/quotas/{quota_id}").status_code == 204
+
+
+def test_below_80_percent_a_leased_quota_seldom_waits_on_the_network(replicas):
+    """A quota used well below its limit: the service VM keeps the lease topped up, so at most 1
+    request in 50 waits for a grant (counted by `tollgate_quota_network_waits`)."""
+    a, _ = replicas
+    key_id, secret = a.create_key(name="leased-quiet")
+    until(lambda: a.key_works(secret), 5.0)
+    _away_from_a_minute_boundary(need=20)
+    q = a.admin("POST", "/admin/v1/quotas", json={"metric": "requests", "window_seconds": 60, "limit": 1000, "key_id": key_id})
+    assert q.status_code == 201, q.text
+    time.sleep(1.0)
+    before = _envoy_counter(a, "tollgate_quota_network_waits")
+    for i in range(100):
+        assert _chat(a, secret, f"quiet {i}").status_code == 200
+        time.sleep(0.05)
+    waits = _envoy_counter(a, "tollgate_quota_network_waits") - before
+    print(f"network waits: {waits} of 100 requests")
+    assert waits <= 2, f"{waits} of 100 requests waited for a grant"
+    assert a.admin("DELETE", f"/admin/v1/quotas/{q.json()['id']}").status_code == 204

@@ -309,6 +309,10 @@ impl HttpFilter for GatewayHttp {
         self.finish(host)
     }
 
+    fn waits_for(&self, token: u32) -> bool {
+        self.waiting.as_ref().is_some_and(|w| w.call == token)
+    }
+
     fn on_http_call_response<H: Host>(&mut self, host: &H, token: u32, _num_headers: usize, body_size: usize) -> Result<Action, GatewayError> {
         let (Some(cfg), Some(w)) = (self.config.clone(), self.waiting.take_if(|w| w.call == token)) else {
             return Ok(Action::Pause);

@@ -75,6 +75,7 @@ imports! {
     fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     fn proxy_continue_stream(stream_type: u32) -> u32;
+    fn proxy_set_effective_context(context_id: u32) -> u32;
     fn proxy_http_call(upstream_data: *const u8, upstream_size: usize, headers_data: *const u8, headers_size: usize, body_data: *const u8, body_size: usize, trailers_data: *const u8, trailers_size: usize, timeout_ms: u32, return_token: *mut u32) -> u32;
 }
 
@@ -140,6 +141,13 @@ pub fn now_nanos() -> Result<u64, HostError> {
 pub fn continue_request() -> Result<(), HostError> {
     // SAFETY: no pointers.
     check("continue_stream", unsafe { proxy_continue_stream(0) })
+}
+
+/// Makes `context_id` the context later host calls act on (Envoy delivers a stream's callout
+/// answer to the root context; the stream's own calls need the stream).
+pub fn set_effective_context(context_id: u32) -> Result<(), HostError> {
+    // SAFETY: no pointers.
+    check("set_effective_context", unsafe { proxy_set_effective_context(context_id) })
 }
 
 pub fn set_tick_period_ms(ms: u32) -> Result<(), HostError> {

@@ -113,10 +113,20 @@ impl<P: Plugin> Dispatcher<P> {
     }
 
     pub fn http_call_response(&self, id: u32, token: u32, num_headers: usize, body_size: usize) {
-        if self.stream(id).is_some() {
-            // A stream's callout: its request waits for it. Resumed on `Continue`; an error was
-            // answered (a local reply) and a `Pause` keeps waiting.
-            let action = self.request(id, |f, h| f.on_http_call_response(h, token, num_headers, body_size));
+        // A stream's callout: Envoy answers it on the root context (the proxy-wasm SDKs keep
+        // their own map of tokens for this), so the stream that waits for it is looked up and
+        // made the effective context before it is called.
+        let waiting = if self.stream(id).is_some() { Some(id) } else { self.stream_waiting_for(token) };
+        if let Some(stream) = waiting {
+            if stream != id {
+                if let Err(e) = crate::abi::set_effective_context(stream) {
+                    log::warn!("{}: could not switch to the stream waiting for a callout ({e})", P::NAME);
+                    return;
+                }
+            }
+            // Resumed on `Continue`; an error was answered (a local reply) and a `Pause` keeps
+            // waiting.
+            let action = self.request(stream, |f, h| f.on_http_call_response(h, token, num_headers, body_size));
             if action == Action::Continue as u32 {
                 if let Err(e) = Wasm.continue_request() {
                     log::warn!("{}: could not resume a request after its callout ({e})", P::NAME);
@@ -129,6 +139,11 @@ impl<P: Plugin> Dispatcher<P> {
                 root.on_http_call_response(&Wasm, token, num_headers, body_size);
             }
         }
+    }
+
+    fn stream_waiting_for(&self, token: u32) -> Option<u32> {
+        let streams = self.streams.try_borrow().ok()?;
+        streams.iter().find(|(_, s)| s.try_borrow().is_ok_and(|s| s.filter.waits_for(token))).map(|(id, _)| *id)
     }
 
     /// A request-path callback. An error is answered in the client's format and the stream

@@ -64,6 +64,11 @@ pub trait HttpFilter: 'static {
         Ok(Action::Continue)
     }
 
+    /// Whether this stream waits for the callout with `token`.
+    fn waits_for(&self, _token: u32) -> bool {
+        false
+    }
+
     /// The answer to a callout this stream made while its request was paused. `Continue`
     /// resumes the request; an error is answered in the client's format.
     fn on_http_call_response<H: Host>(&mut self, _host: &H, _token: u32, _num_headers: usize, _body_size: usize) -> Result<Action, GatewayError> {
