@@ -118,3 +118,16 @@ def test_a_budget_reserves_at_the_dearest_price_and_settles_at_the_deployments(m
     up.finish()
     down.finish()
     assert slot() == before + 12 * 500 + 7 * 1000 - reserved, "the deployment's price, the reservation given back"
+
+
+def test_tokens_reserve_the_clients_own_output_limit(make_gateway):
+    shared = SharedData()
+    publish_keys(shared)
+    q = {"id": "quota_out", "metric": "output_tokens", "window_seconds": 60, "limit": 100}
+    gw = make_gateway(with_quotas(q), shared_data=shared)
+    slot = lambda: int.from_bytes(shared.value("tollgate.quota.quota_out")[8:16], "little")  # noqa: E731
+    assert send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=60)).local_response is None
+    assert slot() == 60, "the client's max_tokens, not the 4096 default"
+    assert send(gw, "POST", "/v1/chat/completions", chat_body(max_completion_tokens=40)).local_response is None
+    assert slot() == 100
+    assert send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=1)).local_response.status == 429

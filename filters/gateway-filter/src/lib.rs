@@ -91,6 +91,7 @@ struct Waiting {
     cluster: String,
     facts: tollgate_contract::state::BodyFacts,
     body_len: u64,
+    max_output: Option<u64>,
     call: u32,
 }
 
@@ -202,7 +203,10 @@ impl GatewayHttp {
         let body = self.body.read(host, Buffer::RequestBody)?;
         let route = request::route(&cfg, &pending.key, &pending.op, &body)?;
         let body_len = u64::try_from(body.len()).unwrap_or(u64::MAX);
-        let waiting = Waiting { pending, model: route.model, cluster: route.cluster.to_owned(), facts: route.facts, body_len, call: 0 };
+        // Token and cost quotas reserve the client's own output limit when it sets one.
+        let tokens = cfg.quotas.iter().any(|q| q.metric.is_tokens() && q.applies(&pending.key.id, &route.model));
+        let max_output = if tokens { tollgate_contract::quota::max_output(&body) } else { None };
+        let waiting = Waiting { pending, model: route.model, cluster: route.cluster.to_owned(), facts: route.facts, body_len, max_output, call: 0 };
         self.admit(host, &cfg, waiting, quotas::Pass::First)
     }
 
@@ -211,7 +215,7 @@ impl GatewayHttp {
         if !cfg.quotas.is_empty() {
             let now = host.now()?.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let price = cfg.model_prices.get(w.model.as_str());
-            let asking = quotas::Asking { key_id: &w.pending.key.id, model: &w.model, body_len: w.body_len, now, api: self.api, price };
+            let asking = quotas::Asking { key_id: &w.pending.key.id, model: &w.model, body_len: w.body_len, max_output: w.max_output, now, api: self.api, price };
             match quotas::admit(host, &cfg.quotas, &asking, pass)? {
                 quotas::Admission::Admitted(holds) if holds.holds.is_empty() => {}
                 quotas::Admission::Admitted(holds) => {

@@ -23,6 +23,8 @@ pub struct Asking<'a> {
     pub key_id: &'a str,
     pub model: &'a str,
     pub body_len: u64,
+    /// The client's output limit (see `quota::max_output`).
+    pub max_output: Option<u64>,
     /// Unix seconds.
     pub now: u64,
     /// Whose rate-limit headers to write.
@@ -52,7 +54,7 @@ pub enum Admission<'q> {
 fn amount(q: &QuotaDoc, r: &Asking<'_>) -> u64 {
     match q.metric {
         Metric::Requests | Metric::Concurrency => 1,
-        m => quota::reservation(m, r.body_len, r.price),
+        m => quota::reservation(m, r.body_len, r.max_output, r.price),
     }
 }
 

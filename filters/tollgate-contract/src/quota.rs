@@ -209,16 +209,47 @@ pub struct Holds {
 }
 
 /// Tokens (or, for a budget, nano-dollars at the model's highest deployment price) reserved
-/// for a request of `body_len` bytes.
-pub fn reservation(metric: Metric, body_len: u64, price: Option<&crate::config::Price>) -> u64 {
+/// for a request of `body_len` bytes that may produce `max_output` tokens (the client's own
+/// limit; [`OUTPUT_RESERVATION`] when it set none).
+pub fn reservation(metric: Metric, body_len: u64, max_output: Option<u64>, price: Option<&crate::config::Price>) -> u64 {
     let input = body_len.div_ceil(4);
+    let output = max_output.unwrap_or(OUTPUT_RESERVATION);
     match metric {
         Metric::InputTokens => input,
-        Metric::OutputTokens => OUTPUT_RESERVATION,
-        Metric::TotalTokens => input.saturating_add(OUTPUT_RESERVATION),
-        Metric::CostUsd => price.map_or(0, |p| p.cost_nanos(input, OUTPUT_RESERVATION, 0, 0)),
+        Metric::OutputTokens => output,
+        Metric::TotalTokens => input.saturating_add(output),
+        Metric::CostUsd => price.map_or(0, |p| p.cost_nanos(input, output, 0, 0)),
         Metric::Requests | Metric::Concurrency => 0,
     }
+}
+
+/// The output limit a request body sets, in whichever client API's words: `max_tokens`
+/// (OpenAI chat, Anthropic Messages, Anthropic-on-Bedrock), `max_completion_tokens` (OpenAI
+/// chat), `max_output_tokens` (OpenAI Responses) or `inferenceConfig.maxTokens` (Bedrock
+/// Converse). `None` when it sets none (or the body is not an object).
+pub fn max_output(body: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Inference {
+        #[serde(default, rename = "maxTokens")]
+        max_tokens: Option<u64>,
+    }
+    #[derive(Deserialize)]
+    struct Limits {
+        #[serde(default)]
+        max_tokens: Option<u64>,
+        #[serde(default)]
+        max_completion_tokens: Option<u64>,
+        #[serde(default)]
+        max_output_tokens: Option<u64>,
+        #[serde(default, rename = "inferenceConfig")]
+        inference: Option<Inference>,
+    }
+    // (serde would fill the struct from a JSON array too)
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    let l: Limits = serde_json::from_slice(body).ok()?;
+    l.max_completion_tokens.or(l.max_tokens).or(l.max_output_tokens).or(l.inference.and_then(|i| i.max_tokens))
 }
 
 /// What the headers say of one quota: limit, remaining, seconds until its window resets.
@@ -303,11 +334,24 @@ mod tests {
 
     #[test]
     fn reservations_and_usage_by_metric() {
-        assert_eq!(reservation(Metric::TotalTokens, 2048, None), 512 + OUTPUT_RESERVATION);
-        assert_eq!(reservation(Metric::InputTokens, 5, None), 2);
-        assert_eq!(reservation(Metric::Requests, 5, None), 0);
+        assert_eq!(reservation(Metric::TotalTokens, 2048, None, None), 512 + OUTPUT_RESERVATION);
+        assert_eq!(reservation(Metric::TotalTokens, 2048, Some(100), None), 612);
+        assert_eq!(reservation(Metric::OutputTokens, 2048, Some(7), None), 7);
+        assert_eq!(reservation(Metric::InputTokens, 5, None, None), 2);
+        assert_eq!(reservation(Metric::Requests, 5, None, None), 0);
         assert_eq!(Metric::TotalTokens.of_usage(10, 5), 15);
         assert_eq!(Metric::OutputTokens.of_usage(10, 5), 5);
+    }
+
+    #[test]
+    fn the_output_limit_in_every_client_apis_words() {
+        assert_eq!(max_output(br#"{"model":"m","max_tokens":50,"messages":[]}"#), Some(50));
+        assert_eq!(max_output(br#"{"max_completion_tokens":60,"max_tokens":50}"#), Some(60));
+        assert_eq!(max_output(br#"{"max_output_tokens":70,"input":"x"}"#), Some(70));
+        assert_eq!(max_output(br#"{"messages":[],"inferenceConfig":{"maxTokens":80,"temperature":0.1}}"#), Some(80));
+        assert_eq!(max_output(br#"{"messages":[{"role":"user","content":"max_tokens"}]}"#), None);
+        assert_eq!(max_output(br#"{"max_tokens":-1}"#), None);
+        assert_eq!(max_output(b"[1]"), None);
     }
 
     #[test]
