@@ -202,3 +202,15 @@ def test_the_service_vm_marks_the_authority_down_and_up_once_each(make_service):
     svc.respond_http_call(call.token, body=grant_answer(call, 5, 100))
     assert shared.value("tollgate.quota.authority.v1") == b"up"
     assert any("answers again" in m for m in svc.log_text.splitlines())
+
+
+def test_a_waiting_request_asks_only_for_what_its_lease_lacks(make_gateway):
+    tpm = {"id": "quota_tpm", "metric": "output_tokens", "window_seconds": 60, "limit": 6000, "lease": True, "share": 3000}
+    gw, shared = gateway_with(make_gateway, tpm)
+    put_slot(shared, "quota_tpm", NOW // 60, 20, 100, 5900)
+    waiting = send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=100))
+    ask = json.loads(gw.http_calls[-1].body)["asks"][0]
+    assert (ask["need"], ask["want"]) == (20, 120), "100 needed, 80 unspent in the lease"
+    gw.respond_http_call(gw.http_calls[-1].token, body=grant_answer(gw.http_calls[-1], 20, 5880))
+    assert waiting.continued == [0]
+    assert slot(shared, "quota_tpm") == {"window": NOW // 60, "used": 120, "leased": 120, "free": 5880}

@@ -572,6 +572,8 @@ impl AdminService for AdminGrpc {
             limit: q.limit,
             limit_usd: q.limit_usd,
             key_id: q.key_id,
+            user_id: q.user_id,
+            team_id: q.team_id,
             model: q.model,
             fail_mode: q
                 .fail_mode
@@ -607,6 +609,8 @@ impl From<crate::store::QuotaSpec> for pb::Quota {
             window_seconds: q.window_seconds,
             limit: q.limit,
             key_id: q.key_id,
+            user_id: q.user_id,
+            team_id: q.team_id,
             model: q.model,
             created_at: q.created_at,
             limit_usd: q.limit_usd,

@@ -103,6 +103,14 @@ impl Publisher {
             tracing::info!(version = %doc.version, "credential document published");
             self.credentials.send_replace(Arc::new(doc));
         }
+        // The keys first: a user's or team's quota lists its keys as they are now.
+        self.refresh_keys(rows).await?;
+        {
+            let keys = self.keys.lock().await;
+            for q in model.quotas.iter().filter(|q| q.user_id.is_some() || q.team_id.is_some()) {
+                model.quota_keys.insert(q.id.clone(), keys.ids_of(q.user_id.as_deref(), q.team_id.as_deref()));
+            }
+        }
         let snap = snapshot::build(&model, &self.env);
         let changed = !self.snapshots.borrow().same_versions(&snap);
         if changed {
@@ -110,7 +118,6 @@ impl Publisher {
             tracing::info!(versions = ?versions, models = model.models.len(), "snapshot published");
             self.snapshots.send_replace(Arc::new(snap));
         }
-        self.refresh_keys(rows).await?;
         Ok(changed)
     }
 

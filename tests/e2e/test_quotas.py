@@ -138,3 +138,32 @@ def test_a_budget_is_never_overspent(gw, mock):
                        15, "the budget's records")
     spent = sum(int(r["cost_usd"].replace(".", "")) for r in gw.admin("GET", f"/admin/v1/usage?key_id={key_id}").json()["data"])
     assert 0 < spent <= 8_500_000, spent
+
+
+def test_a_team_quota_counts_every_key_of_the_team_together(gw, mock):
+    """A quota scoped to a team applies to all its keys as one (a key made after the quota
+    included), and to no other key."""
+    team = gw.admin("POST", "/admin/v1/teams", json={"name": f"quota-team-{unique()}"}).json()["id"]
+
+    def team_key() -> str:
+        user = gw.admin("POST", "/admin/v1/users", json={"name": f"u-{unique()}", "team_id": team, "role": "member"}).json()
+        key = gw.admin("POST", "/admin/v1/keys", json={"name": f"k-{unique()}", "user_id": user["id"]}).json()
+        gw.secrets[f"virtual key {key['id']}"] = key["key"]
+        return key["key"]
+
+    first = team_key()
+    away_from_a_minute_boundary()
+    q = quota(gw, metric="requests", window_seconds=60, limit=4, team_id=team)
+    second = team_key()
+    gw.wait_key_usable(second)
+    time.sleep(0.5)  # the quota's key list follows the new key over ECDS
+    word = unique()
+    answers = [chat(gw, secret, f"{word} {i}") for i, secret in enumerate([first, second] * 3)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 200, 429, 429]
+    assert q["id"] in answers[-1].json()["error"]["message"]
+    _, outsider = gw.create_key(name="not-in-the-team")
+    gw.wait_key_usable(outsider)
+    assert chat(gw, outsider, f"{word} outsider").status_code == 200, "another key is not counted"
+    bad = gw.admin("POST", "/admin/v1/quotas", json={"metric": "requests", "window_seconds": 60, "limit": 4, "team_id": team, "key_id": "key_x"})
+    assert bad.status_code == 400 and "one of" in bad.json()["error"]["message"]
+    assert gw.admin("DELETE", f"/admin/v1/quotas/{q['id']}").status_code == 204

@@ -128,6 +128,18 @@ impl KeyTableState {
         self.stamp
     }
 
+    /// The ids of the active keys of a user or of a team, sorted.
+    pub fn ids_of(&self, user_id: Option<&str>, team_id: Option<&str>) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .keys
+            .values()
+            .filter(|k| user_id.is_none_or(|u| k.user_id.as_deref() == Some(u)) && team_id.is_none_or(|t| k.team_id.as_deref() == Some(t)))
+            .map(|k| k.id.clone())
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     pub fn published(&self) -> Arc<Published> {
         self.published.clone()
     }

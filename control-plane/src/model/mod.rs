@@ -96,6 +96,8 @@ pub struct Model {
     pub credentials: BTreeMap<String, CredentialRef>,
     pub models: Vec<ServedModel>,
     pub quotas: Vec<crate::store::QuotaSpec>,
+    /// The keys of each user- or team-scoped quota, by quota id (sorted).
+    pub quota_keys: std::collections::BTreeMap<String, Vec<String>>,
     /// Envoys sharing the quotas (at least 1): each admits `limit / envoys` of each.
     pub envoys: u64,
 }

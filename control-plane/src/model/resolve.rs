@@ -129,7 +129,7 @@ pub fn resolve(rows: &StoredConfig, secrets: &dyn Secrets, own_ports: &[u16]) ->
         }
         models.push(ServedModel { name: row.name.clone(), created: row.created, deployments });
     }
-    Resolved { model: Model { settings: rows.settings.clone(), credentials, models, quotas: rows.quotas.clone(), envoys: 1 }, problems }
+    Resolved { model: Model { settings: rows.settings.clone(), credentials, models, quotas: rows.quotas.clone(), quota_keys: Default::default(), envoys: 1 }, problems }
 }
 
 #[cfg(test)]

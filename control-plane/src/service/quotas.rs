@@ -41,6 +41,19 @@ impl Service {
         if q.metric == tollgate_contract::quota::Metric::Concurrency && q.window_seconds != 0 {
             return Err(ServiceError::Invalid("A concurrency quota has no window.".into()));
         }
+        if [q.key_id.is_some(), q.user_id.is_some(), q.team_id.is_some()].into_iter().filter(|s| *s).count() > 1 {
+            return Err(ServiceError::Invalid("A quota is scoped to one of 'key_id', 'user_id' or 'team_id' (each may go with 'model').".into()));
+        }
+        if let Some(u) = &q.user_id {
+            if self.store.user(u).await?.is_none() {
+                return Err(ServiceError::Invalid(format!("No user '{u}'.")));
+            }
+        }
+        if let Some(t) = &q.team_id {
+            if self.store.team(t).await?.is_none() {
+                return Err(ServiceError::Invalid(format!("No team '{t}'.")));
+            }
+        }
         if let Some(k) = &q.key_id {
             if self.store.key(k).await?.is_none() {
                 return Err(ServiceError::Invalid(format!("No key '{k}'.")));

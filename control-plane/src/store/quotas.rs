@@ -32,6 +32,12 @@ pub struct QuotaSpec {
     /// The key it applies to (absent: every key).
     #[serde(default)]
     pub key_id: Option<String>,
+    /// The user whose keys it applies to, together (absent: not by user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// The team whose keys it applies to, together (absent: not by team).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<String>,
     /// The model it applies to (absent: every model).
     #[serde(default)]
     pub model: Option<String>,
@@ -67,8 +73,9 @@ impl QuotaSpec {
         self.metric != Metric::Concurrency && (self.window_seconds == 0 || self.window_seconds >= MIN_LEASED_WINDOW_SECONDS)
     }
 
-    /// The quota as an Envoy receives it, `envoys` sharing it.
-    pub fn doc(&self, envoys: u64) -> QuotaDoc {
+    /// The quota as an Envoy receives it, `envoys` sharing it; `keys`: the ids of the keys of
+    /// its user or team (sorted), when it is scoped so.
+    pub fn doc(&self, envoys: u64, keys: Option<Vec<String>>) -> QuotaDoc {
         let share = self.limit / envoys.max(1);
         let lease = self.leased();
         QuotaDoc {
@@ -80,6 +87,7 @@ impl QuotaSpec {
             share: if lease && self.fail_mode() == FailMode::Share { share } else { 0 },
             key_id: self.key_id.clone(),
             model: self.model.clone(),
+            keys,
         }
     }
 }

@@ -139,7 +139,7 @@ pub fn build(model: &Model, env: &XdsEnv) -> Snapshot {
                 })
             })
             .collect(),
-        quotas: model.quotas.iter().map(|q| q.doc(model.envoys)).collect(),
+        quotas: model.quotas.iter().map(|q| q.doc(model.envoys, model.quota_keys.get(&q.id).cloned())).collect(),
         max_body_bytes: model.settings.max_body_bytes,
         models: model_docs,
         fault_injection: env.fault_injection,

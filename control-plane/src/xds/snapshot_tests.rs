@@ -63,6 +63,7 @@ fn model() -> Model {
             ),
         ],
         quotas: Vec::new(),
+        quota_keys: Default::default(),
         envoys: 1,
     }
 }

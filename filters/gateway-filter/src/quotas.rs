@@ -137,7 +137,9 @@ fn asks<H: Host>(host: &H, quotas: &[QuotaDoc], r: &Asking<'_>) -> Vec<Ask> {
                 _ => None,
             };
             let spent = slot.is_some_and(|s| s.leased > 0 && s.free == 0);
-            (!spent && slot.map_or(0, |s| s.spare()) < need).then(|| Ask { quota: q.id.clone(), window, want: need.max(q.limit / 50).max(1), need })
+            // What the lease lacks (what it holds unspent counts).
+            let short = need.saturating_sub(slot.map_or(0, |s| s.spare()));
+            (!spent && short > 0).then(|| Ask { quota: q.id.clone(), window, want: short.max(q.limit / 50).max(1), need: short })
         })
         .collect()
 }

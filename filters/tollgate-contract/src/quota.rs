@@ -78,6 +78,10 @@ pub struct QuotaDoc {
     /// Applies to this model only (`None`: every model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// Applies to these keys only, sorted (a user's or a team's keys, listed by the control
+    /// plane; empty: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<String>>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -86,7 +90,9 @@ fn is_zero(n: &u64) -> bool {
 
 impl QuotaDoc {
     pub fn applies(&self, key_id: &str, model: &str) -> bool {
-        self.key_id.as_deref().is_none_or(|k| k == key_id) && self.model.as_deref().is_none_or(|m| m == model)
+        self.key_id.as_deref().is_none_or(|k| k == key_id)
+            && self.model.as_deref().is_none_or(|m| m == model)
+            && self.keys.as_ref().is_none_or(|ks| ks.binary_search_by(|k| k.as_str().cmp(key_id)).is_ok())
     }
 
     /// The window `now` (Unix seconds) falls in (0 without windows).
@@ -307,7 +313,7 @@ mod tests {
     use super::*;
 
     fn quota(metric: Metric, window_seconds: u64) -> QuotaDoc {
-        QuotaDoc { id: "quota_1".into(), metric, window_seconds, limit: 60, lease: false, share: 0, key_id: Some("key_a".into()), model: None }
+        QuotaDoc { id: "quota_1".into(), metric, window_seconds, limit: 60, lease: false, share: 0, key_id: Some("key_a".into()), model: None, keys: None }
     }
 
     #[test]
@@ -317,8 +323,12 @@ mod tests {
         assert_eq!((q.window(120), q.window(179), q.window(180)), (2, 2, 3));
         assert_eq!(q.resets_in(170), Some(10));
         assert_eq!(quota(Metric::Concurrency, 0).resets_in(170), None);
-        let both = QuotaDoc { model: Some("m".into()), ..q };
+        let both = QuotaDoc { model: Some("m".into()), ..q.clone() };
         assert!(both.applies("key_a", "m") && !both.applies("key_a", "n"));
+        let team = QuotaDoc { key_id: None, keys: Some(vec!["key_a".into(), "key_c".into()]), ..q.clone() };
+        assert!(team.applies("key_a", "m") && team.applies("key_c", "m") && !team.applies("key_b", "m"));
+        let nobody = QuotaDoc { key_id: None, keys: Some(Vec::new()), ..q };
+        assert!(!nobody.applies("key_a", "m"), "a team without keys is not every key");
     }
 
     #[test]
