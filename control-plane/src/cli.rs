@@ -132,9 +132,10 @@ pub enum Command {
         #[arg(long)]
         to: Option<String>,
     },
-    /// Quotas: `list`, `delete ID`, or `create METRIC LIMIT [--window SECONDS] [--key ID] [--model NAME]`
-    /// (METRIC: requests, input_tokens, output_tokens, total_tokens, concurrency, or cost_usd
-    /// with LIMIT in dollars: a budget).
+    /// Quotas: `list`, `delete ID`, or `create METRIC LIMIT [--window SECONDS] [--key ID |
+    /// --user ID | --team ID] [--model NAME] [--fail-mode closed|share]` (METRIC: requests,
+    /// input_tokens, output_tokens, total_tokens, concurrency, or cost_usd with LIMIT in dollars:
+    /// a budget).
     Quotas {
         action: String,
         args: Vec<String>,
@@ -143,7 +144,13 @@ pub enum Command {
         #[arg(long)]
         key: Option<String>,
         #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        team: Option<String>,
+        #[arg(long)]
         model: Option<String>,
+        #[arg(long)]
+        fail_mode: Option<String>,
     },
     /// Raw usage records, newest first (administrators).
     Usage {
@@ -238,11 +245,16 @@ fn request(cmd: Command) -> anyhow::Result<(&'static str, String, Option<Value>)
         Command::Spend { scope, id, from, to } => {
             ("GET", format!("/admin/v1/spend{}", q(&[("scope", Some(scope)), ("scope_id", id), ("from", from), ("to", to)])), None)
         }
-        Command::Quotas { action, args, window, key, model } => match (action.as_str(), args.as_slice()) {
+        Command::Quotas { action, args, window, key, user, team, model, fail_mode } => match (action.as_str(), args.as_slice()) {
             ("list", []) => ("GET", "/admin/v1/quotas".into(), None),
             ("delete", [id]) => ("DELETE", format!("/admin/v1/quotas/{}", encode(id)), None),
             ("create", [metric, limit]) => {
                 let mut body = json!({"metric": metric, "window_seconds": window.unwrap_or(0), "key_id": key, "model": model});
+                for (field, value) in [("user_id", user), ("team_id", team), ("fail_mode", fail_mode)] {
+                    if let Some(v) = value {
+                        body[field] = json!(v);
+                    }
+                }
                 if metric == "cost_usd" {
                     body["limit_usd"] = json!(limit);
                 } else {
@@ -250,7 +262,7 @@ fn request(cmd: Command) -> anyhow::Result<(&'static str, String, Option<Value>)
                 }
                 ("POST", "/admin/v1/quotas".into(), Some(body))
             }
-            _ => anyhow::bail!("quotas: list | create METRIC LIMIT [--window SECONDS] [--key ID] [--model NAME] | delete ID"),
+            _ => anyhow::bail!("quotas: list | create METRIC LIMIT [--window SECONDS] [--key ID | --user ID | --team ID] [--model NAME] [--fail-mode closed|share] | delete ID"),
         },
         Command::Usage { key, request, limit } => (
             "GET",
