@@ -7,6 +7,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,22 @@ from typing import Any
 from common import (BENCH, LITELLM_VERSION, LOAD_CPU, MODEL, PORTKEY_VERSION, TARGET_CPU,
                     bench_bin, get_status, harness, log, pinned)
 from procstat import process_tree
+
+
+# `BENCH_ENVOY_WRAP="valgrind --tool=callgrind ..."` runs Envoy under a wrapper (bench/instructions.py:
+# instruction counts per request), with longer start-up timeouts.
+ENVOY_WRAP = shlex.split(os.environ.get("BENCH_ENVOY_WRAP", ""))
+WRAP_SLOWDOWN = 20 if ENVOY_WRAP else 1
+
+
+def wrapped(argv: list[Any]) -> list[Any]:
+    """Envoy's argv under ENVOY_WRAP: the pip package's `envoy` is a Python launcher that execs
+    the real binary, which a wrapper must be given itself."""
+    if not ENVOY_WRAP:
+        return argv
+    real = Path(str(argv[0])).resolve().parent.parent / "lib"
+    binaries = list(real.glob("python3*/site-packages/envoy/_bin/envoy"))
+    return [*ENVOY_WRAP, binaries[0] if binaries else argv[0], *argv[1:]]
 
 
 class TargetError(RuntimeError):
@@ -257,9 +274,9 @@ class BareEnvoy(Target):
         bootstrap = work / f"{self.name}.yaml"
         bootstrap.write_text(self.config % {"port": self.port, "mock_port": mock.port,
                                             "admin_port": admin})
-        self.run("bare-envoy", [harness.envoy_bin(), "-c", bootstrap, "--concurrency", "1",
+        self.run("bare-envoy", [*wrapped([harness.envoy_bin()]), "-c", bootstrap, "--concurrency", "1",
                                 "--use-dynamic-base-id", "--log-level", "warn"], work)
-        self.wait_http(f"http://127.0.0.1:{admin}/ready", 30)
+        self.wait_http(f"http://127.0.0.1:{admin}/ready", 30 * WRAP_SLOWDOWN)
         self.headers = {"Authorization": f"Bearer {mock.api_key}"}
 
 
@@ -305,7 +322,7 @@ class Tollgate(Target):
 
     bedrock = False  # True: the model's deployment is Bedrock (OpenAI -> Converse + SigV4)
     metering = True  # False: `settings.metering: false` (what metering costs, issue 12)
-    quotas = False  # True: the bench key has a request and a token quota (never reached)
+    quotas = False  # True: the bench key has a budget, a request and a token quota (never reached)
     # Virtual keys created (in bulk) besides the bench key before Envoy starts (`run.py --keys`):
     # the request path with a large key table.
     extra_keys = 0
@@ -350,7 +367,15 @@ class Tollgate(Target):
             raise TargetError(f"creating a key: {resp.status_code} {resp.text[:300]}")
         key = resp.json()["key"]
         if self.quotas:
-            for spec in ({"metric": "requests", "window_seconds": 60, "limit": 10**12},
+            # Issue 13's case: a key with a budget, an RPM and a TPM limit (never reached); the
+            # model priced so that the budget reserves and settles real amounts.
+            price = {"provider": "openai", "model": "mock-model-1", "input": "0.15", "output": "0.60",
+                     "as_of": "2026-12-05", "source": "bench"}
+            p = harness.http("POST", f"{cp.url}/admin/v1/prices", headers={"Authorization": f"Bearer {admin_key}"}, json=price)
+            if p.status_code != 201:
+                raise TargetError(f"adding a price: {p.status_code} {p.text[:300]}")
+            for spec in ({"metric": "cost_usd", "limit_usd": "1000000"},
+                         {"metric": "requests", "window_seconds": 60, "limit": 10**12},
                          {"metric": "total_tokens", "window_seconds": 60, "limit": 10**15}):
                 q = harness.http("POST", f"{cp.url}/admin/v1/quotas", headers={"Authorization": f"Bearer {admin_key}"},
                                  json={**spec, "key_id": resp.json()["id"]})
@@ -366,12 +391,12 @@ class Tollgate(Target):
                 raise TargetError(f"creating keys in bulk: {resp.status_code} {resp.text[:300]}")
             made += n
         envoy = harness.Envoy(work, cp, token, f"tollgate-bench-{secrets.token_hex(4)}")
-        argv = list(envoy.argv)
+        argv = wrapped(list(envoy.argv))
         argv[argv.index("--concurrency") + 1] = "1"
         envoy.argv = pinned(TARGET_CPU, argv)
         envoy.start()
         self.procs.insert(0, envoy)  # measured_pids: the first process is Envoy
-        envoy.wait_ready(30)
+        envoy.wait_ready(30 * WRAP_SLOWDOWN)
         self.headers = {"Authorization": f"Bearer {key}"}
         self._cp = cp
         # The key table is in once the bench key is no longer answered 503 keys_not_loaded.
@@ -390,7 +415,8 @@ class TollgateNoMetering(Tollgate):
 
 
 class TollgateQuotas(Tollgate):
-    """Tollgate with a per-minute request quota and a per-minute token quota on the bench key."""
+    """Tollgate with a budget, a per-minute request quota and a per-minute token quota on the
+    bench key (leased from the control plane's quota authority; never reached)."""
 
     quotas = True
 

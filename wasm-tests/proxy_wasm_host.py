@@ -305,6 +305,11 @@ class Host:
         finally:
             self._in_callback -= 1
             self._effective = prev
+            if self._in_callback == 0:
+                try:  # wasm instructions the callback ran (wasmtime's fuel: about one each)
+                    self.crossings["fuel"] += self.fuel_per_call - self.store.get_fuel()
+                except (wasmtime.WasmtimeError, AttributeError):
+                    pass
         return result
 
     # ---------------------------------------------------------------------------- memory
