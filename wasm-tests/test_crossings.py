@@ -93,9 +93,9 @@ BUDGETS = {
     "chat, OpenAI -> Bedrock (translate, SigV4)": {"gateway": (4, 5, 3), "provider": (6, 20, 6)},
     # Quotas (issue 13): per quota a slot read and compare-and-swap at admission, the same to
     # give a token or cost reservation back at the end (gateway) and to settle each attempt's
-    # usage (provider); one clock read, the holds in filter state and read back by the provider,
-    # and the rate-limit headers.
-    "chat, key with a budget, an RPM and a TPM quota (leases in hand)": {"gateway": (4, 17, 8), "provider": (5, 22, 7)},
+    # usage (provider); one clock read, and the rate-limit headers. The holds travel in the
+    # request state (binary, no second filter-state value).
+    "chat, key with a budget, an RPM and a TPM quota (leases in hand)": {"gateway": (4, 16, 8), "provider": (5, 21, 6)},
 }
 
 

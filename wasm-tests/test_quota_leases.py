@@ -11,8 +11,8 @@ import hmac
 import json
 
 from proxy_wasm_host import SharedData
-from wasm_fixtures import (DATA_PLANE_TOKEN, NOW, assert_openai_error, chat_body, config_bytes, gateway_config,
-                           publish_keys, send)
+from wasm_fixtures import (DATA_PLANE_TOKEN, NOW, assert_openai_error, chat_body, config_bytes, decode_request_state,
+                           gateway_config, publish_keys, send)
 
 CLUSTER = "tollgate_control_plane_internal"
 NODE = {("node", "id"): b"envoy-a"}
@@ -68,7 +68,7 @@ def test_a_spent_lease_waits_for_a_grant_then_the_request_goes_on(make_gateway):
     assert first.continued == [0], "resumed"
     assert first.request_header("x-tollgate-cluster") is not None
     assert slot(shared, "quota_rpm") == {"window": NOW // 60, "used": 1, "leased": 3, "free": 500}
-    held = json.loads(first.properties_set[("tollgate_quota",)])
+    held = decode_request_state(first.properties_set[("tollgate_request",)])
     assert ["x-ratelimit-remaining-requests", "502"] in held["headers"], "the authority's free + the lease's spare"
     assert ["x-ratelimit-limit-requests", "600"] in held["headers"]
     calls = len(gw.http_calls)

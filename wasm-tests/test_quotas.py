@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 
 from proxy_wasm_host import SharedData
-from wasm_fixtures import (NOW, assert_openai_error, chat_body, config_bytes, deployment, gateway_config, publish_keys,
-                           provider_properties, send)
+from wasm_fixtures import (NOW, assert_openai_error, chat_body, config_bytes, decode_request_state, deployment, gateway_config,
+                           publish_keys, provider_properties, send)
 
-QUOTA_STATE = ("tollgate_quota",)
+REQUEST_STATE = ("tollgate_request",)
 
 
 def with_quotas(*quotas) -> bytes:
@@ -35,7 +35,7 @@ def test_a_request_quota_admits_exactly_its_limit_across_workers(make_gateway):
     err = assert_openai_error(refused[0], 429, "rate_limit_exceeded", "rate_limit_error")
     assert "quota_rpm" in err["message"]
     assert refused[0].header("retry-after") == str(60 - NOW % 60)
-    held = json.loads(admitted[-1].properties_set[QUOTA_STATE])
+    held = decode_request_state(admitted[-1].properties_set[REQUEST_STATE])
     assert ["x-ratelimit-remaining-requests", "0"] in held["headers"]
     assert ["x-ratelimit-limit-requests", "5"] in held["headers"]
     # another key is not counted; the next window starts again

@@ -220,9 +220,30 @@ def decode_request_state(state: bytes) -> dict:
         (n,) = struct.unpack_from("<H", state, i)
         texts.append(state[i + 2:i + 2 + n].decode())
         i += 2 + n
+    holds, headers = None, None
+    if bits & 8 and i < len(state):  # the quota holds (tollgate_contract::quota::Holds)
+        holds, headers = [], []
+
+        def text() -> str:
+            nonlocal i
+            (n,) = struct.unpack_from("<H", state, i)
+            i += 2 + n
+            return state[i - n:i].decode()
+        count = state[i]
+        i += 1
+        for _ in range(count):
+            qid = text()
+            metric = ["requests", "input_tokens", "output_tokens", "total_tokens", "concurrency", "cost_usd"][state[i]]
+            window, reserved = struct.unpack_from("<QQ", state, i + 1)
+            i += 17
+            holds.append({"id": qid, "metric": metric, "window": window, "reserved": reserved})
+        count = state[i]
+        i += 1
+        for _ in range(count):
+            headers.append([text(), text()])
     assert i == len(state), "trailing bytes in the request state"
     return {"op": op, "stream": bool(bits & 1), "usage": bool(bits & 2), "len": body_len,
-            "key": texts[0], "model": texts[1]}
+            "key": texts[0], "model": texts[1], "holds": holds, "headers": headers}
 
 
 def key_id_of(ctx) -> Optional[str]:

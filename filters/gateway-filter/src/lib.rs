@@ -93,6 +93,8 @@ struct Waiting {
     body_len: u64,
     max_output: Option<u64>,
     call: u32,
+    /// What the request took of its quotas, once admitted.
+    holds: Option<tollgate_contract::quota::Holds>,
 }
 
 /// Publishes the leased quotas for the service VM (which keeps their leases topped up), when
@@ -203,10 +205,12 @@ impl GatewayHttp {
         let body = self.body.read(host, Buffer::RequestBody)?;
         let route = request::route(&cfg, &pending.key, &pending.op, &body)?;
         let body_len = u64::try_from(body.len()).unwrap_or(u64::MAX);
-        // Token and cost quotas reserve the client's own output limit when it sets one.
-        let tokens = cfg.quotas.iter().any(|q| q.metric.is_tokens() && q.applies(&pending.key.id, &route.model));
-        let max_output = if tokens { tollgate_contract::quota::max_output(&body) } else { None };
-        let waiting = Waiting { pending, model: route.model, cluster: route.cluster.to_owned(), facts: route.facts, body_len, max_output, call: 0 };
+        // Token and cost quotas reserve the client's own output limit when it sets one (read
+        // with the body's validation; an InvokeModel body, the model's own, only when needed).
+        let invoke = matches!(pending.op, Operation::BedrockInvoke { .. });
+        let tokens = || cfg.quotas.iter().any(|q| q.metric.is_tokens() && q.applies(&pending.key.id, &route.model));
+        let max_output = if invoke && tokens() { tollgate_contract::quota::max_output(&body) } else { route.max_output };
+        let waiting = Waiting { pending, model: route.model, cluster: route.cluster.to_owned(), facts: route.facts, body_len, max_output, call: 0, holds: None };
         self.admit(host, &cfg, waiting, quotas::Pass::First)
     }
 
@@ -219,10 +223,8 @@ impl GatewayHttp {
             match quotas::admit(host, &cfg.quotas, &asking, pass)? {
                 quotas::Admission::Admitted(holds) if holds.holds.is_empty() => {}
                 quotas::Admission::Admitted(holds) => {
-                    let encoded = serde_json::to_vec(&holds).map_err(|_| GatewayError::new(ErrorKind::Internal, "quota state"))?;
-                    self.holds = holds.holds;
-                    host.set_property(&[tollgate_contract::quota::STATE_QUOTA], &encoded)?;
                     w.facts.quotas = true;
+                    w.holds = Some(holds);
                 }
                 quotas::Admission::Refused(refusal) => return refuse(host, self.api, &refusal),
                 quotas::Admission::Wait(asks) => {
@@ -233,9 +235,13 @@ impl GatewayHttp {
             }
         }
         host.set_header(Map::RequestHeaders, contract::HEADER_CLUSTER, Some(w.cluster.as_bytes()))?;
-        let state = RequestState::encode_from(&w.pending.op, w.facts, &w.pending.key.id, &w.model)
+        // What the request holds of its quotas travels in the request state (one value).
+        let state = RequestState::encode_from(&w.pending.op, w.facts, &w.pending.key.id, &w.model, w.holds.as_ref())
             .map_err(|e| GatewayError::new(ErrorKind::InvalidRequest, format!("The request cannot be routed: {e}.")))?;
         host.set_property(&[contract::STATE_REQUEST], &state)?;
+        if let Some(h) = w.holds {
+            self.holds = h.holds;
+        }
         Ok(Action::Continue)
     }
 

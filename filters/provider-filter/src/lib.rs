@@ -409,11 +409,8 @@ impl HttpFilter for ProviderHttp {
             };
             self.end = Some(EndMarker::new(marker));
         }
-        if state.facts.quotas {
-            let raw = host.property(&[tollgate_contract::quota::STATE_QUOTA])?;
-            self.holds = raw.and_then(|b| serde_json::from_slice(&b).ok());
-        }
-        let RequestState { op, facts, model: client_model, .. } = state;
+        let RequestState { op, facts, model: client_model, holds, .. } = state;
+        self.holds = holds;
         self.api = op.client_api();
         if end_of_stream {
             return Err(GatewayError::new(ErrorKind::InvalidRequest, "The request has no body."));

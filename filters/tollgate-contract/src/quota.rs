@@ -17,8 +17,6 @@ use serde::{Deserialize, Serialize};
 
 /// Shared-data key prefix of the quota slots.
 pub const SLOT_PREFIX: &str = "tollgate.quota.";
-/// Filter state (`wasm.tollgate_quota`) in which the gateway filter hands on what a request holds.
-pub const STATE_QUOTA: &str = "tollgate_quota";
 /// Output tokens reserved for a request whose quota counts tokens (settled to the real count).
 pub const OUTPUT_RESERVATION: u64 = 4096;
 
@@ -205,13 +203,91 @@ pub struct Hold {
     pub reserved: u64,
 }
 
-/// What the gateway filter hands on (filter state [`STATE_QUOTA`]): the holds, and the
+/// What the gateway filter hands on (in the request state, `crate::state`): the holds, and the
 /// rate-limit headers for the answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holds {
     pub holds: Vec<Hold>,
     #[serde(default)]
     pub headers: Vec<(String, String)>,
+}
+
+impl Metric {
+    fn code(self) -> u8 {
+        match self {
+            Self::Requests => 0,
+            Self::InputTokens => 1,
+            Self::OutputTokens => 2,
+            Self::TotalTokens => 3,
+            Self::Concurrency => 4,
+            Self::CostUsd => 5,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        [Self::Requests, Self::InputTokens, Self::OutputTokens, Self::TotalTokens, Self::Concurrency, Self::CostUsd].get(usize::from(code)).copied()
+    }
+}
+
+fn put_text(out: &mut Vec<u8>, text: &str) -> Option<()> {
+    out.extend_from_slice(&u16::try_from(text.len()).ok()?.to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    Some(())
+}
+
+fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    let (head, rest) = (b.get(..n)?, b.get(n..)?);
+    *b = rest;
+    Some(head)
+}
+
+fn take_text<'a>(b: &mut &'a [u8]) -> Option<&'a str> {
+    let len = take(b, 2)?;
+    let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+    std::str::from_utf8(take(b, len)?).ok()
+}
+
+fn take_u64(b: &mut &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(take(b, 8)?.try_into().ok()?))
+}
+
+impl Holds {
+    /// Appends the holds in a compact binary form (no JSON on the request path): a count and
+    /// per hold its id, metric, window and reservation; a count and per header its name and
+    /// value. `None` when a count or a length does not fit.
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Option<()> {
+        out.push(u8::try_from(self.holds.len()).ok()?);
+        for h in &self.holds {
+            put_text(out, &h.id)?;
+            out.push(h.metric.code());
+            out.extend_from_slice(&h.window.to_le_bytes());
+            out.extend_from_slice(&h.reserved.to_le_bytes());
+        }
+        out.push(u8::try_from(self.headers.len()).ok()?);
+        for (name, value) in &self.headers {
+            put_text(out, name)?;
+            put_text(out, value)?;
+        }
+        Some(())
+    }
+
+    /// The inverse of [`Holds::encode_into`], all of `bytes` or nothing.
+    pub fn decode(mut bytes: &[u8]) -> Option<Self> {
+        let b = &mut bytes;
+        let n = take(b, 1)?[0];
+        let mut holds = Vec::with_capacity(usize::from(n));
+        for _ in 0..n {
+            let id = take_text(b)?.to_owned();
+            let metric = Metric::from_code(take(b, 1)?[0])?;
+            holds.push(Hold { id, metric, window: take_u64(b)?, reserved: take_u64(b)? });
+        }
+        let n = take(b, 1)?[0];
+        let mut headers = Vec::with_capacity(usize::from(n));
+        for _ in 0..n {
+            headers.push((take_text(b)?.to_owned(), take_text(b)?.to_owned()));
+        }
+        b.is_empty().then_some(Self { holds, headers })
+    }
 }
 
 /// Tokens (or, for a budget, nano-dollars at the model's highest deployment price) reserved
@@ -351,6 +427,26 @@ mod tests {
         assert_eq!(reservation(Metric::Requests, 5, None, None), 0);
         assert_eq!(Metric::TotalTokens.of_usage(10, 5), 15);
         assert_eq!(Metric::OutputTokens.of_usage(10, 5), 5);
+    }
+
+    #[test]
+    fn holds_round_trip_and_refuse_anything_else() {
+        let h = Holds {
+            holds: vec![
+                Hold { id: "quota_a".into(), metric: Metric::CostUsd, window: 0, reserved: 123_456 },
+                Hold { id: "quota_b".into(), metric: Metric::Requests, window: 29_000_000, reserved: 0 },
+            ],
+            headers: vec![("x-ratelimit-limit-requests".into(), "60".into())],
+        };
+        let mut bytes = Vec::new();
+        h.encode_into(&mut bytes).unwrap();
+        assert_eq!(Holds::decode(&bytes), Some(h));
+        for cut in 0..bytes.len() {
+            assert_eq!(Holds::decode(&bytes[..cut]), None);
+        }
+        bytes.push(0);
+        assert_eq!(Holds::decode(&bytes), None, "trailing bytes");
+        assert_eq!(Holds::decode(&[1, 1, 0, b'q', 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), None, "unknown metric");
     }
 
     #[test]

@@ -126,6 +126,8 @@ pub struct RequestState {
     pub key_id: String,
     /// The model name the client asked for.
     pub model: String,
+    /// What the request holds of its quotas (with `facts.quotas`).
+    pub holds: Option<crate::quota::Holds>,
 }
 
 /// Why a state record could not be written or read.
@@ -148,11 +150,12 @@ const FLAG_QUOTA: u8 = 8;
 
 impl RequestState {
     pub fn encode(&self) -> Result<Vec<u8>, StateError> {
-        Self::encode_from(&self.op, self.facts, &self.key_id, &self.model)
+        Self::encode_from(&self.op, self.facts, &self.key_id, &self.model, self.holds.as_ref())
     }
 
-    /// [`RequestState::encode`] from borrowed parts (the gateway filter's request path).
-    pub fn encode_from(op: &Operation, facts: BodyFacts, key_id: &str, model: &str) -> Result<Vec<u8>, StateError> {
+    /// [`RequestState::encode`] from borrowed parts (the gateway filter's request path). The
+    /// holds, when the request has quotas, follow the model.
+    pub fn encode_from(op: &Operation, facts: BodyFacts, key_id: &str, model: &str, holds: Option<&crate::quota::Holds>) -> Result<Vec<u8>, StateError> {
         let code = op.code().ok_or(StateError::NotRouted)?;
         let mut out = Vec::with_capacity(16 + key_id.len() + model.len());
         let mut flags = 0;
@@ -177,6 +180,9 @@ impl RequestState {
             out.extend_from_slice(&len.to_le_bytes());
             out.extend_from_slice(text.as_bytes());
         }
+        if let Some(h) = holds.filter(|_| facts.quotas) {
+            h.encode_into(&mut out).ok_or(StateError::TooLong)?;
+        }
         Ok(out)
     }
 
@@ -199,12 +205,14 @@ impl RequestState {
         };
         let key_id = r.text()?;
         let model = r.text()?;
-        if !r.0.is_empty() {
-            return Err(StateError::Malformed);
-        }
+        let holds = match (flags & FLAG_QUOTA != 0, r.0.is_empty()) {
+            (_, true) => None,
+            (true, false) => Some(crate::quota::Holds::decode(r.0).ok_or(StateError::Malformed)?),
+            (false, false) => return Err(StateError::Malformed),
+        };
         let op = Operation::from_code(code, model).ok_or(StateError::Malformed)?;
         let facts = BodyFacts { stream: flags & FLAG_STREAM != 0, include_usage: flags & FLAG_USAGE != 0, body_len, quotas: flags & FLAG_QUOTA != 0 };
-        Ok(Self { op, facts, key_id: key_id.to_owned(), model: model.to_owned() })
+        Ok(Self { op, facts, key_id: key_id.to_owned(), model: model.to_owned(), holds })
     }
 }
 
@@ -258,7 +266,11 @@ mod tests {
                 Operation::BedrockInvoke { stream, .. } => Operation::BedrockInvoke { model: model.clone(), stream },
                 other => other,
             };
-            let state = RequestState { op, facts: BodyFacts { stream, include_usage, body_len, quotas }, key_id, model };
+            let holds = quotas.then(|| crate::quota::Holds {
+                holds: vec![crate::quota::Hold { id: key_id.clone(), metric: crate::quota::Metric::TotalTokens, window: 7, reserved: 4096 }],
+                headers: vec![("x-ratelimit-limit-tokens".into(), "1000".into())],
+            });
+            let state = RequestState { op, facts: BodyFacts { stream, include_usage, body_len, quotas }, key_id, model, holds };
             let bytes = state.encode().unwrap();
             prop_assert_eq!(RequestState::decode(&bytes).unwrap(), state);
         }
@@ -275,7 +287,7 @@ mod tests {
         /// Every proper prefix of a record is refused (no partial reads).
         #[test]
         fn truncations_are_refused(key_id in "[a-z0-9_]{0,12}", model in "[a-z0-9.-]{0,20}", body_len: Option<u64>) {
-            let bytes = RequestState::encode_from(&Operation::ChatCompletions, BodyFacts { body_len, ..Default::default() }, &key_id, &model).unwrap();
+            let bytes = RequestState::encode_from(&Operation::ChatCompletions, BodyFacts { body_len, ..Default::default() }, &key_id, &model, None).unwrap();
             for cut in 0..bytes.len() {
                 prop_assert!(RequestState::decode(&bytes[..cut]).is_err());
             }
@@ -285,7 +297,7 @@ mod tests {
     /// The codes of the first operations never change (records of older builds read the same).
     #[test]
     fn operation_codes_are_stable() {
-        let code = |op: Operation| RequestState::encode_from(&op, BodyFacts::default(), "", "m").unwrap()[1];
+        let code = |op: Operation| RequestState::encode_from(&op, BodyFacts::default(), "", "m", None).unwrap()[1];
         assert_eq!(code(Operation::ChatCompletions), 1);
         assert_eq!(code(Operation::BedrockConverse { model: "m".into(), stream: true }), 5);
         assert_eq!(code(Operation::OpenAiResponses), 6);
@@ -295,21 +307,21 @@ mod tests {
 
     #[test]
     fn another_version_is_refused_by_name() {
-        let mut bytes = RequestState::encode_from(&Operation::Embeddings, BodyFacts::default(), "k", "m").unwrap();
+        let mut bytes = RequestState::encode_from(&Operation::Embeddings, BodyFacts::default(), "k", "m", None).unwrap();
         bytes[0] = 2;
         assert_eq!(RequestState::decode(&bytes), Err(StateError::Version(2)));
     }
 
     #[test]
     fn operations_the_gateway_answers_are_not_written() {
-        let r = RequestState::encode_from(&Operation::ListModels, BodyFacts::default(), "k", "m");
+        let r = RequestState::encode_from(&Operation::ListModels, BodyFacts::default(), "k", "m", None);
         assert_eq!(r, Err(StateError::NotRouted));
     }
 
     #[test]
     fn layout_is_as_documented() {
         let facts = BodyFacts { stream: true, include_usage: false, body_len: Some(2048), quotas: false };
-        let bytes = RequestState::encode_from(&Operation::ChatCompletions, facts, "k1", "gpt").unwrap();
+        let bytes = RequestState::encode_from(&Operation::ChatCompletions, facts, "k1", "gpt", None).unwrap();
         let mut want = vec![1, 1, FLAG_STREAM | FLAG_LEN];
         want.extend_from_slice(&2048u64.to_le_bytes());
         want.extend_from_slice(&[2, 0, b'k', b'1', 3, 0, b'g', b'p', b't']);

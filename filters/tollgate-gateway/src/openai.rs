@@ -16,6 +16,11 @@ pub struct ChatCompletionRequest {
     /// Read leniently, as the provider filter reads it: only `include_usage: true` counts.
     #[serde(default)]
     pub stream_options: Option<serde_json::Value>,
+    /// Output limits (quotas reserve them), read leniently.
+    #[serde(default)]
+    pub max_tokens: crate::request::Lenient,
+    #[serde(default)]
+    pub max_completion_tokens: crate::request::Lenient,
 }
 
 #[derive(Debug, Deserialize)]

@@ -131,6 +131,53 @@ pub struct Route<'c> {
     pub model: String,
     pub cluster: &'c str,
     pub facts: BodyFacts,
+    /// The output limit the client set (`max_tokens` and its kin; quotas reserve it), when it
+    /// set one the gateway reads (not for InvokeModel, whose body is the model's own).
+    pub max_output: Option<u64>,
+}
+
+/// A number read leniently: an unsigned integer, or nothing (whatever else is there, the
+/// provider judges).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Lenient(pub Option<u64>);
+
+impl<'de> serde::Deserialize<'de> for Lenient {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Lenient;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Lenient, E> {
+                Ok(Lenient(Some(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Lenient, E> {
+                Ok(Lenient(u64::try_from(v).ok()))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Lenient, E> {
+                Ok(Lenient(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Lenient, E> {
+                Ok(Lenient(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Lenient, E> {
+                Ok(Lenient(None))
+            }
+            fn visit_unit<E>(self) -> Result<Lenient, E> {
+                Ok(Lenient(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Lenient, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Lenient(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Lenient, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Lenient(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Validates the body of a routable operation and resolves its model for this key.
@@ -141,15 +188,24 @@ pub fn route<'c>(
     body: &[u8],
 ) -> Result<Route<'c>, GatewayError> {
     let mut facts = BodyFacts::default();
+    let mut max_output = None;
     let model = match op {
         Operation::ChatCompletions => {
-            let (model, f) = validate_chat(body)?;
-            facts = f;
+            let (model, f, max) = validate_chat(body)?;
+            (facts, max_output) = (f, max);
             model
         }
         Operation::Embeddings => validate_embeddings(body)?,
-        Operation::AnthropicMessages => validate_anthropic(body)?,
-        Operation::BedrockConverse { model, .. } => validate_converse(body, model)?,
+        Operation::AnthropicMessages => {
+            let (model, max) = validate_anthropic(body)?;
+            max_output = max;
+            model
+        }
+        Operation::BedrockConverse { model, .. } => {
+            let (model, max) = validate_converse(body, model)?;
+            max_output = max;
+            model
+        }
         Operation::BedrockInvoke { model, .. } => {
             // The body is the model's own (Anthropic, Titan, Llama...): a JSON object, checked
             // per attempt against what the deployment serves.
@@ -157,8 +213,8 @@ pub fn route<'c>(
             model.clone()
         }
         Operation::OpenAiResponses => {
-            let (model, f) = validate_responses(body)?;
-            facts = f;
+            let (model, f, max) = validate_responses(body)?;
+            (facts, max_output) = (f, max);
             model
         }
         Operation::ListModels | Operation::RetrieveModel(_) | Operation::KeyUsage => {
@@ -167,7 +223,7 @@ pub fn route<'c>(
     };
     let cluster = resolve_model(cfg, key, &model)?;
     facts.body_len = u64::try_from(body.len()).ok();
-    Ok(Route { model, cluster, facts })
+    Ok(Route { model, cluster, facts, max_output })
 }
 
 fn resolve_model<'c>(cfg: &'c GatewayConfig, key: &KeyEntry, model: &str) -> Result<&'c str, GatewayError> {
@@ -258,7 +314,7 @@ fn parse_object<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, Gate
 /// deployment's health).
 pub const MAX_NESTING: usize = 127;
 
-fn validate_chat(body: &[u8]) -> Result<(String, BodyFacts), GatewayError> {
+fn validate_chat(body: &[u8]) -> Result<(String, BodyFacts, Option<u64>), GatewayError> {
     let req: ChatCompletionRequest = parse_object(body)?;
     let facts = BodyFacts {
         stream: req.stream == Some(true),
@@ -288,7 +344,8 @@ fn validate_chat(body: &[u8]) -> Result<(String, BodyFacts), GatewayError> {
             Some(_) => {}
         }
     }
-    Ok((model, facts))
+    let max_output = req.max_completion_tokens.0.or(req.max_tokens.0);
+    Ok((model, facts, max_output))
 }
 
 /// The fields of an Anthropic Messages request the gateway validates and routes on.
@@ -302,7 +359,7 @@ struct AnthropicRequest {
     max_tokens: Option<u64>,
 }
 
-fn validate_anthropic(body: &[u8]) -> Result<String, GatewayError> {
+fn validate_anthropic(body: &[u8]) -> Result<(String, Option<u64>), GatewayError> {
     let req: AnthropicRequest = parse_object(body)?;
     let model = non_empty_model(req.model)?;
     match req.messages {
@@ -316,28 +373,38 @@ fn validate_anthropic(body: &[u8]) -> Result<String, GatewayError> {
     if req.max_tokens.is_none() {
         return Err(missing("max_tokens"));
     }
-    Ok(model)
+    Ok((model, req.max_tokens))
 }
 
 #[derive(serde::Deserialize)]
 struct ConverseRequest {
     #[serde(default)]
     messages: Option<Vec<serde::de::IgnoredAny>>,
+    #[serde(default, rename = "inferenceConfig")]
+    inference_config: Option<ConverseInference>,
 }
 
-fn validate_converse(body: &[u8], model: &str) -> Result<String, GatewayError> {
+#[derive(serde::Deserialize)]
+struct ConverseInference {
+    #[serde(default, rename = "maxTokens")]
+    max_tokens: Lenient,
+}
+
+fn validate_converse(body: &[u8], model: &str) -> Result<(String, Option<u64>), GatewayError> {
     let req: ConverseRequest = parse_object(body)?;
     if req.messages.is_none_or(|m| m.is_empty()) {
         return Err(GatewayError::new(ErrorKind::InvalidRequest, "1 validation error detected: messages must not be empty")
             .param("messages"));
     }
-    Ok(model.to_owned())
+    Ok((model.to_owned(), req.inference_config.and_then(|c| c.max_tokens.0)))
 }
 
 #[derive(serde::Deserialize)]
 struct ResponsesRequest {
     #[serde(default)]
     model: Option<String>,
+    #[serde(default)]
+    max_output_tokens: Lenient,
     #[serde(default)]
     input: Option<serde::de::IgnoredAny>,
     #[serde(default)]
@@ -354,7 +421,7 @@ struct ResponsesRequest {
 
 /// The Responses API, stateless: what needs stored responses is refused here, before routing,
 /// for every deployment (a passthrough one included).
-fn validate_responses(body: &[u8]) -> Result<(String, BodyFacts), GatewayError> {
+fn validate_responses(body: &[u8]) -> Result<(String, BodyFacts, Option<u64>), GatewayError> {
     let req: ResponsesRequest = parse_object(body)?;
     let model = non_empty_model(req.model)?;
     let stateless = |param: &'static str, why: &str| {
@@ -377,7 +444,7 @@ fn validate_responses(body: &[u8]) -> Result<(String, BodyFacts), GatewayError> 
     if req.input.is_none() {
         return Err(missing("input"));
     }
-    Ok((model, BodyFacts { stream: req.stream == Some(true), include_usage: false, body_len: None, quotas: false }))
+    Ok((model, BodyFacts { stream: req.stream == Some(true), include_usage: false, body_len: None, quotas: false }, req.max_output_tokens.0))
 }
 
 fn validate_embeddings(body: &[u8]) -> Result<String, GatewayError> {

@@ -85,7 +85,24 @@ fn routes_chat() {
     let r = route(&c, &key, &Operation::ChatCompletions, br#"{"model":"b","messages":[{"role":"user","content":"hi"}]}"#)
         .unwrap();
     let len = Some(57);
-    assert_eq!(r, Route { model: "b".into(), cluster: "cb", facts: BodyFacts { body_len: len, ..BodyFacts::default() } });
+    assert_eq!(r, Route { model: "b".into(), cluster: "cb", facts: BodyFacts { body_len: len, ..BodyFacts::default() }, max_output: None });
+}
+
+#[test]
+fn the_output_limit_is_read_in_each_apis_words_and_leniently() {
+    let c = cfg();
+    let key = authenticate(Some(&keys()), Some("Bearer tg-all"), None, 0).unwrap();
+    let max = |op: &Operation, body: &[u8]| route(&c, &key, op, body).unwrap().max_output;
+    let chat = Operation::ChatCompletions;
+    assert_eq!(max(&chat, br#"{"model":"b","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}"#), Some(50));
+    assert_eq!(max(&chat, br#"{"model":"b","max_tokens":50,"max_completion_tokens":60,"messages":[{"role":"user","content":"hi"}]}"#), Some(60));
+    // Anything but an unsigned integer is left for the provider to judge.
+    for odd in ["-1", "1.5", "\"9\"", "null", "[1]", "{\"a\":1}"] {
+        let body = format!(r#"{{"model":"b","max_tokens":{odd},"messages":[{{"role":"user","content":"hi"}}]}}"#);
+        assert_eq!(max(&chat, body.as_bytes()), None, "{odd}");
+    }
+    assert_eq!(max(&Operation::OpenAiResponses, br#"{"model":"b","input":"hi","max_output_tokens":70}"#), Some(70));
+    assert_eq!(max(&Operation::AnthropicMessages, br#"{"model":"b","max_tokens":80,"messages":[{"role":"user","content":"hi"}]}"#), Some(80));
 }
 
 #[test]
@@ -143,7 +160,7 @@ fn anthropic_messages_validation() {
     let no_max = br#"{"model":"a","messages":[{"role":"user","content":"hi"}]}"#;
     assert_eq!(route(&c, &key, &op, no_max).unwrap_err().param.as_deref(), Some("max_tokens"));
     assert_eq!(route(&c, &key, &op, br#"{"model":"a","max_tokens":1,"messages":[]}"#).unwrap_err().status(), 400);
-    let state = RequestState { op: op.clone(), facts: BodyFacts::default(), key_id: "k".into(), model: "a".into() };
+    let state = RequestState { op: op.clone(), facts: BodyFacts::default(), key_id: "k".into(), model: "a".into(), holds: None };
     assert_eq!(RequestState::decode(&state.encode().unwrap()).unwrap().op, op);
 }
 
@@ -167,7 +184,7 @@ fn bedrock_converse_paths() {
     let op = Operation::BedrockConverse { model: "zz".into(), stream: false };
     assert_eq!(route(&c, &key, &op, br#"{"messages":[{"role":"user"}]}"#).unwrap_err().status(), 404);
     // The model travels in the request state's model field.
-    let state = RequestState { op: op.clone(), facts: BodyFacts::default(), key_id: "k".into(), model: "zz".into() };
+    let state = RequestState { op: op.clone(), facts: BodyFacts::default(), key_id: "k".into(), model: "zz".into(), holds: None };
     assert_eq!(RequestState::decode(&state.encode().unwrap()).unwrap().op, op);
 }
 
@@ -193,7 +210,7 @@ fn chat_body_facts_travel_in_the_operation_state() {
     let sized = BodyFacts { body_len: Some(2048), ..usage };
     for f in [BodyFacts::default(), streamed, usage, sized] {
         for (key_id, model) in [("k1", "gpt-4o"), ("odd;key%3B", "a;model=b")] {
-            let state = RequestState { op: op.clone(), facts: f, key_id: key_id.into(), model: model.into() };
+            let state = RequestState { op: op.clone(), facts: f, key_id: key_id.into(), model: model.into(), holds: None };
             assert_eq!(RequestState::decode(&state.encode().unwrap()).as_ref(), Ok(&state));
         }
     }
