@@ -307,7 +307,9 @@ class Host:
             self._effective = prev
             if self._in_callback == 0:
                 try:  # wasm instructions the callback ran (wasmtime's fuel: about one each)
-                    self.crossings["fuel"] += self.fuel_per_call - self.store.get_fuel()
+                    used = self.fuel_per_call - self.store.get_fuel()
+                    self.crossings["fuel"] += used
+                    self.crossings["fuel@" + name] += used
                 except (wasmtime.WasmtimeError, AttributeError):
                     pass
         return result

@@ -28,6 +28,8 @@ const GRANT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct GatewayPlugin {
     config: Option<Rc<GatewayConfig>>,
+    /// The quotas' shared-data keys, in the configuration's order.
+    quota_keys: Rc<Vec<(String, String)>>,
     /// The worker's key table, shared by its requests (a VM runs one callback at a time) and by
     /// every root context of this VM: a configuration change (a new root) keeps it.
     keys: Rc<RefCell<keys::Keys>>,
@@ -40,7 +42,7 @@ impl Plugin for GatewayPlugin {
     const NAME: &'static str = "gateway filter";
 
     fn new() -> Self {
-        Self { config: None, keys: keys::vm_table(), waits_counter: None }
+        Self { config: None, quota_keys: Rc::default(), keys: keys::vm_table(), waits_counter: None }
     }
 
     fn configure<H: Host>(&mut self, host: &H, config: &[u8]) -> Result<(), String> {
@@ -50,6 +52,7 @@ impl Plugin for GatewayPlugin {
         if self.waits_counter.is_none() && cfg.quotas.iter().any(|q| q.lease) {
             self.waits_counter = host.define_counter("tollgate_quota_network_waits").ok();
         }
+        self.quota_keys = Rc::new(quotas::slot_keys(&cfg.quotas));
         self.config = Some(Rc::new(cfg));
         Ok(())
     }
@@ -57,6 +60,7 @@ impl Plugin for GatewayPlugin {
     fn http_context(&mut self) -> GatewayHttp {
         GatewayHttp {
             config: self.config.clone(),
+            quota_keys: self.quota_keys.clone(),
             keys: self.keys.clone(),
             pending: None,
             body: WholeBody::default(),
@@ -112,6 +116,7 @@ fn publish_leased_quotas<H: Host>(host: &H, cfg: &GatewayConfig) {
 
 pub struct GatewayHttp {
     config: Option<Rc<GatewayConfig>>,
+    quota_keys: Rc<Vec<(String, String)>>,
     keys: Rc<RefCell<keys::Keys>>,
     pending: Option<Pending>,
     body: WholeBody,
@@ -220,7 +225,7 @@ impl GatewayHttp {
             let now = host.now()?.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let price = cfg.model_prices.get(w.model.as_str());
             let asking = quotas::Asking { key_id: &w.pending.key.id, model: &w.model, body_len: w.body_len, max_output: w.max_output, now, api: self.api, price };
-            match quotas::admit(host, &cfg.quotas, &asking, pass)? {
+            match quotas::admit(host, &cfg.quotas, &self.quota_keys, &asking, pass)? {
                 quotas::Admission::Admitted(holds) if holds.holds.is_empty() => {}
                 quotas::Admission::Admitted(holds) => {
                     w.facts.quotas = true;
@@ -348,7 +353,7 @@ impl HttpFilter for GatewayHttp {
     fn on_done<H: Host>(&mut self, host: &H) {
         if let Some(cfg) = self.config.as_deref() {
             if !self.holds.is_empty() {
-                quotas::release(host, &cfg.quotas, &self.holds, false);
+                quotas::release(host, &cfg.quotas, &self.quota_keys, &self.holds, false);
             }
         }
     }

@@ -63,29 +63,34 @@ fn authority_down<H: Host>(host: &H) -> bool {
     matches!(host.shared_data(quota_lease::SHARED_AUTHORITY_KEY), Ok((Some(v), _)) if v == b"down")
 }
 
-/// Takes every applicable quota's share for a request, or none of them.
-pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], r: &Asking<'_>, pass: Pass) -> Result<Admission<'q>, HostError> {
+/// Each quota's shared-data keys (its slot, the next window's lease), made once per
+/// configuration: formatting them per request costs more than the rest of admission.
+pub fn slot_keys(quotas: &[QuotaDoc]) -> Vec<(String, String)> {
+    quotas.iter().map(|q| (q.slot_key(), quota_lease::next_key(&q.slot_key()))).collect()
+}
+
+/// Takes every applicable quota's share for a request, or none of them. `keys`: [`slot_keys`].
+pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, String)], r: &Asking<'_>, pass: Pass) -> Result<Admission<'q>, HostError> {
     let now = r.now;
     let mut holds = Holds::default();
     let (mut requests, mut tokens): (Option<quota::Standing>, Option<quota::Standing>) = (None, None);
     let mut down = pass == Pass::AuthorityDown;
-    for q in quotas.iter().filter(|q| q.applies(r.key_id, r.model)) {
+    for (q, (key, next)) in quotas.iter().zip(keys).filter(|(q, _)| q.applies(r.key_id, r.model)) {
         let period = q.period(now);
         let window = period.window;
         let amount = amount(q, r);
         let delta = i64::try_from(amount).unwrap_or(i64::MAX);
-        let (key, next) = (q.slot_key(), quota_lease::next_key(&q.slot_key()));
-        let cap = |floor| if q.lease { Cap::Lease { next: &next, floor } } else { Cap::Limit(period.limit) };
-        let mut taken = add(host, &key, window, delta, cap(if down { q.share } else { 0 }), false);
+        let cap = |floor| if q.lease { Cap::Lease { next, floor } } else { Cap::Limit(period.limit) };
+        let mut taken = add(host, key, window, delta, cap(if down { q.share } else { 0 }), false);
         if matches!(taken, Ok(None)) && q.lease && pass == Pass::First && !down {
             if authority_down(host) {
                 down = true;
-                taken = add(host, &key, window, delta, cap(q.share), false);
+                taken = add(host, key, window, delta, cap(q.share), false);
             } else {
-                let asks = asks(host, quotas, r);
+                let asks = asks(host, quotas, keys, r);
                 // Nothing to ask for: the authority has said it has nothing left.
                 if !asks.is_empty() {
-                    release(host, quotas, &holds.holds, true);
+                    release(host, quotas, keys, &holds.holds, true);
                     return Ok(Admission::Wait(asks));
                 }
             }
@@ -93,12 +98,12 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], r: &Asking<'_>, pass
         let slot = match taken {
             Ok(Some(slot)) => slot,
             Ok(None) => {
-                release(host, quotas, &holds.holds, true);
+                release(host, quotas, keys, &holds.holds, true);
                 let retry_after = if q.metric == Metric::Concurrency { 1 } else { period.resets_in(now).unwrap_or(60) };
                 return Ok(Admission::Refused(Refusal { quota: q, retry_after }));
             }
             Err(e) => {
-                release(host, quotas, &holds.holds, true);
+                release(host, quotas, keys, &holds.holds, true);
                 return Err(e);
             }
         };
@@ -125,14 +130,15 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], r: &Asking<'_>, pass
 /// What to ask the authority for: every leased quota of the request whose lease cannot cover
 /// it (a slot that cannot be read is asked for too), unless the authority said when it last
 /// granted that none of the window was left.
-fn asks<H: Host>(host: &H, quotas: &[QuotaDoc], r: &Asking<'_>) -> Vec<Ask> {
+fn asks<H: Host>(host: &H, quotas: &[QuotaDoc], keys: &[(String, String)], r: &Asking<'_>) -> Vec<Ask> {
     quotas
         .iter()
-        .filter(|q| q.lease && q.applies(r.key_id, r.model))
-        .filter_map(|q| {
+        .zip(keys)
+        .filter(|(q, _)| q.lease && q.applies(r.key_id, r.model))
+        .filter_map(|(q, (key, _))| {
             let window = q.period(r.now).window;
             let need = amount(q, r);
-            let slot = match host.shared_data(&q.slot_key()) {
+            let slot = match host.shared_data(key) {
                 Ok((Some(b), _)) => quota::Slot::decode(&b).filter(|s| s.window == window),
                 _ => None,
             };
@@ -156,7 +162,7 @@ pub fn apply<H: Host>(host: &H, quotas: &[QuotaDoc], grants: &quota_lease::Grant
 
 /// Gives back what a request held: its concurrency slots and token reservations (and, when
 /// `refused`, its requests too: a refused request does not count).
-pub fn release<H: Host>(host: &H, quotas: &[QuotaDoc], holds: &[Hold], refused: bool) {
+pub fn release<H: Host>(host: &H, quotas: &[QuotaDoc], keys: &[(String, String)], holds: &[Hold], refused: bool) {
     for h in holds {
         let delta = match h.metric {
             Metric::Concurrency => 1,
@@ -164,7 +170,10 @@ pub fn release<H: Host>(host: &H, quotas: &[QuotaDoc], holds: &[Hold], refused: 
             Metric::Requests => continue,
             _ => h.reserved,
         };
-        let key = quotas.iter().find(|q| q.id == h.id).map_or_else(|| format!("{}{}", quota::SLOT_PREFIX, h.id), QuotaDoc::slot_key);
+        let key = match quotas.iter().position(|q| q.id == h.id).and_then(|i| keys.get(i)) {
+            Some((key, _)) => std::borrow::Cow::Borrowed(key.as_str()),
+            None => std::borrow::Cow::Owned(format!("{}{}", quota::SLOT_PREFIX, h.id)),
+        };
         if let Err(e) = add(host, &key, h.window, -i64::try_from(delta).unwrap_or(i64::MAX), Cap::None, true) {
             log::warn!("gateway filter: could not give back quota {} ({e})", h.id);
         }

@@ -532,7 +532,7 @@ impl HttpFilter for ProviderHttp {
             };
             for h in holds.holds.iter().filter(|h| h.metric.is_tokens()) {
                 let used = if h.metric == tollgate_contract::quota::Metric::CostUsd { cost } else { h.metric.of_usage(input, output) };
-                let key = format!("{}{}", tollgate_contract::quota::SLOT_PREFIX, h.id);
+                let key = [tollgate_contract::quota::SLOT_PREFIX, h.id.as_str()].concat();
                 if used > 0 {
                     if let Err(e) = tollgate_wasm::quota_slot::add(host, &key, h.window, i64::try_from(used).unwrap_or(i64::MAX), tollgate_wasm::quota_slot::Cap::None, true) {
                         log::warn!("provider filter: could not count tokens against quota {} ({e})", h.id);

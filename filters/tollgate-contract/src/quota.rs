@@ -342,24 +342,50 @@ pub type Standing = (u64, u64, Option<u64>);
 /// and the `-tokens` ones), or with `anthropic_at: Some(now)` Anthropic's for `/v1/messages`
 /// (`anthropic-ratelimit-requests-limit`, `-remaining`, `-reset` as an RFC 3339 time...).
 pub fn rate_limit_headers(requests: Option<Standing>, tokens: Option<Standing>, anthropic_at: Option<u64>) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for (what, v) in [("requests", requests), ("tokens", tokens)] {
+    // Names as constants and numbers written by hand: `format!` costs thousands of wasm
+    // instructions a call, and this runs on every request with quotas.
+    const OPENAI: [[&str; 3]; 2] = [
+        ["x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"],
+        ["x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"],
+    ];
+    const ANTHROPIC: [[&str; 3]; 2] = [
+        ["anthropic-ratelimit-requests-limit", "anthropic-ratelimit-requests-remaining", "anthropic-ratelimit-requests-reset"],
+        ["anthropic-ratelimit-tokens-limit", "anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-tokens-reset"],
+    ];
+    let names = if anthropic_at.is_some() { &ANTHROPIC } else { &OPENAI };
+    let mut out = Vec::with_capacity(6);
+    for (names, v) in names.iter().zip([requests, tokens]) {
         let Some((limit, remaining, reset)) = v else { continue };
-        let name = |part: &str| match anthropic_at {
-            Some(_) => format!("anthropic-ratelimit-{what}-{part}"),
-            None => format!("x-ratelimit-{part}-{what}"),
-        };
-        out.push((name("limit"), limit.to_string()));
-        out.push((name("remaining"), remaining.to_string()));
+        out.push((names[0].to_owned(), decimal(limit)));
+        out.push((names[1].to_owned(), decimal(remaining)));
         if let Some(s) = reset {
             let at = match anthropic_at {
                 Some(now) => rfc3339(now.saturating_add(s)),
-                None => format!("{s}s"),
+                None => {
+                    let mut d = decimal(s);
+                    d.push('s');
+                    d
+                }
             };
-            out.push((name("reset"), at));
+            out.push((names[2].to_owned(), at));
         }
     }
     out
+}
+
+/// `n` in decimal, without the formatting machinery.
+pub fn decimal(mut n: u64) -> String {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf[i..].iter().map(|&b| char::from(b)).collect()
 }
 
 /// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (UTC; no time-zone data needed).
@@ -468,6 +494,13 @@ mod tests {
         let h = rate_limit_headers(None, Some((1000, 10, Some(30))), Some(1_796_427_570));
         assert_eq!(h[0], ("anthropic-ratelimit-tokens-limit".to_owned(), "1000".to_owned()));
         assert_eq!(h[2], ("anthropic-ratelimit-tokens-reset".to_owned(), "2026-12-04T23:40:00Z".to_owned()));
+    }
+
+    #[test]
+    fn decimals() {
+        for n in [0, 7, 10, 59, 1_000_000, u64::MAX] {
+            assert_eq!(decimal(n), n.to_string());
+        }
     }
 
     #[test]
