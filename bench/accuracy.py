@@ -214,7 +214,8 @@ def main() -> int:
                   "cut_streams": cut, "retried_attempts": sum(1 for (_, a) in calls if a > 0),
                   "anthropic_calls": sum(1 for v in calls.values() if v == "anthropic"),
                   "ingest_records_per_s": round(ingest)}
-        print(json.dumps(result), flush=True)
+        print("metering: " + json.dumps(result), file=sys.stderr, flush=True)
+        FIGURES.update(result)
         return 0 if lost == 0 and doubled == 0 and mismatches == 0 else 1
     finally:
         stack.stop()
@@ -223,5 +224,19 @@ def main() -> int:
         subprocess.run([*PG, "-d", "test", "-c", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"], capture_output=True, timeout=60)
 
 
+FIGURES: dict[str, Any] = {}
+
+
+def all_figures() -> int:
+    """The metering figures, then the quota figures (bench/accuracy_quotas.py), as one JSON line."""
+    code = main()
+    import accuracy_quotas
+    log_line = "quotas: two Envoys, two control planes on one PostgreSQL (about 4 minutes)"
+    print(log_line, file=sys.stderr, flush=True)
+    FIGURES.update(accuracy_quotas.figures())
+    print(json.dumps(FIGURES), flush=True)
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(all_figures())

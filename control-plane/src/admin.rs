@@ -46,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/v1/prices", get(list_prices).post(add_price))
         .route("/admin/v1/quotas", get(list_quotas).post(create_quota))
         .route("/admin/v1/quotas/{id}", axum::routing::delete(delete_quota))
+        .route("/admin/v1/quotas/{id}/state", get(quota_state))
         .route("/admin/v1/models", get(list_models).post(create_model))
         .route("/admin/v1/models/{name}", axum::routing::put(replace_model).delete(delete_model))
         .route("/admin/v1/audit", get(audit))
@@ -406,7 +407,7 @@ impl utoipa::Modify for BearerAuth {
         me, create_key, create_keys, list_keys, get_key, update_key, rotate_key, revoke_key, create_team, list_teams, get_team, update_team,
         create_user, list_users, get_user, update_user, list_models, create_model, replace_model, delete_model, audit,
         create_access_group, list_access_groups, update_access_group, delete_access_group, create_credential,
-        list_credentials, replace_credential, delete_credential, spend, usage_records, list_prices, add_price, list_quotas, create_quota, delete_quota
+        list_credentials, replace_credential, delete_credential, spend, usage_records, list_prices, add_price, list_quotas, create_quota, delete_quota, quota_state
     ),
     components(schemas(ErrorBody, ErrorDetail, crate::service::ModelView, crate::store::AuditEntry, crate::store::SpendRow, crate::store::UsageRow, crate::store::QuotaSpec)),
     modifiers(&BearerAuth)
@@ -498,6 +499,12 @@ async fn delete_quota(State(state): State<AppState>, peer: Peer, headers: Header
     let actor = admin(&state, &headers, &peer).await?;
     state.service.delete_quota(&actor, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[utoipa::path(get, path = "/admin/v1/quotas/{id}/state", tag = "quotas", params(("id" = String, Path, description = "The quota's id")), responses((status = 200, body = crate::service::QuotaState), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn quota_state(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let actor = admin(&state, &headers, &peer).await?;
+    Ok(Json(state.service.quota_state(&actor, &id).await?).into_response())
 }
 
 #[utoipa::path(get, path = "/admin/v1/prices", tag = "spend", responses((status = 200, description = "`{\"version\", \"overrides\": [PriceEntry], \"defaults\": [PriceEntry]}`"), (status = 401, body = ErrorBody)), security(("bearer" = [])))]

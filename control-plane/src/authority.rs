@@ -21,9 +21,24 @@ const MAX_ASKS: usize = 1000;
 pub struct Authority {
     /// Envoys sharing the quotas as of the last grant (0: not known yet).
     envoys: Arc<AtomicU64>,
+    /// Grant requests answered and asks in them, since the process started (the authority's
+    /// load, `GET /internal/v1/quota/grants`).
+    answered: Arc<AtomicU64>,
+    asks: Arc<AtomicU64>,
+}
+
+/// The authority's counters.
+#[derive(Debug, serde::Serialize)]
+pub struct AuthorityStats {
+    pub requests: u64,
+    pub asks: u64,
 }
 
 impl Authority {
+    pub fn stats(&self) -> AuthorityStats {
+        AuthorityStats { requests: self.answered.load(Ordering::Relaxed), asks: self.asks.load(Ordering::Relaxed) }
+    }
+
     /// Grants what can be granted of each ask. An ask for an unknown quota, or for a window
     /// that is neither the current one nor the next, gets nothing (no entry in the answer).
     pub async fn grant(&self, service: &Service, req: &GrantRequest, now: i64) -> anyhow::Result<GrantResponse> {
@@ -40,6 +55,8 @@ impl Authority {
                 }
             });
         }
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        self.asks.fetch_add(req.asks.len() as u64, Ordering::Relaxed);
         let quotas = service.store.quotas().await?;
         let t = u64::try_from(now).unwrap_or(0);
         let mut out = GrantResponse::default();

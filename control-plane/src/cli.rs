@@ -132,7 +132,7 @@ pub enum Command {
         #[arg(long)]
         to: Option<String>,
     },
-    /// Quotas: `list`, `delete ID`, or `create METRIC LIMIT [--window SECONDS] [--key ID |
+    /// Quotas: `list`, `state ID` (limit, used, reserved, resets at), `delete ID`, or `create METRIC LIMIT [--window SECONDS] [--key ID |
     /// --user ID | --team ID] [--model NAME] [--fail-mode closed|share]` (METRIC: requests,
     /// input_tokens, output_tokens, total_tokens, concurrency, or cost_usd with LIMIT in dollars:
     /// a budget).
@@ -248,6 +248,7 @@ fn request(cmd: Command) -> anyhow::Result<(&'static str, String, Option<Value>)
         Command::Quotas { action, args, window, key, user, team, model, fail_mode } => match (action.as_str(), args.as_slice()) {
             ("list", []) => ("GET", "/admin/v1/quotas".into(), None),
             ("delete", [id]) => ("DELETE", format!("/admin/v1/quotas/{}", encode(id)), None),
+            ("state", [id]) => ("GET", format!("/admin/v1/quotas/{}/state", encode(id)), None),
             ("create", [metric, limit]) => {
                 let mut body = json!({"metric": metric, "window_seconds": window.unwrap_or(0), "key_id": key, "model": model});
                 for (field, value) in [("user_id", user), ("team_id", team), ("fail_mode", fail_mode)] {
@@ -262,7 +263,7 @@ fn request(cmd: Command) -> anyhow::Result<(&'static str, String, Option<Value>)
                 }
                 ("POST", "/admin/v1/quotas".into(), Some(body))
             }
-            _ => anyhow::bail!("quotas: list | create METRIC LIMIT [--window SECONDS] [--key ID | --user ID | --team ID] [--model NAME] [--fail-mode closed|share] | delete ID"),
+            _ => anyhow::bail!("quotas: list | state ID | create METRIC LIMIT [--window SECONDS] [--key ID | --user ID | --team ID] [--model NAME] [--fail-mode closed|share] | delete ID"),
         },
         Command::Usage { key, request, limit } => (
             "GET",

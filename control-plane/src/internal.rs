@@ -43,7 +43,7 @@ pub fn router(state: InternalState) -> Router {
         .route(tollgate_contract::contract::KEYS_PATH, post(keys))
         .route(tollgate_contract::contract::USAGE_PATH, post(usage))
         .route(tollgate_contract::contract::KEY_USAGE_PATH, get(key_usage))
-        .route(tollgate_contract::quota_lease::GRANTS_PATH, post(grants))
+        .route(tollgate_contract::quota_lease::GRANTS_PATH, post(grants).get(grant_stats))
         .fallback(|| async { ApiError::from(GatewayError::new(ErrorKind::NotFound, "Unknown path.").code("unknown_url")) })
         .with_state(state)
 }
@@ -71,6 +71,12 @@ pub async fn grants(State(state): State<InternalState>, headers: HeaderMap, body
     })?;
     let answer = state.authority.grant(&state.service, &req, now).await.map_err(crate::service::ServiceError::Internal)?;
     Ok(axum::Json(answer).into_response())
+}
+
+/// `GET /internal/v1/quota/grants`: the authority's counters (data-plane token).
+pub async fn grant_stats(State(state): State<InternalState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    data_plane(&state, &headers)?;
+    Ok(axum::Json(state.authority.stats()).into_response())
 }
 
 /// The longest a key poll is held.

@@ -167,3 +167,24 @@ def test_a_team_quota_counts_every_key_of_the_team_together(gw, mock):
     bad = gw.admin("POST", "/admin/v1/quotas", json={"metric": "requests", "window_seconds": 60, "limit": 4, "team_id": team, "key_id": "key_x"})
     assert bad.status_code == 400 and "one of" in bad.json()["error"]["message"]
     assert gw.admin("DELETE", f"/admin/v1/quotas/{q['id']}").status_code == 204
+
+
+def test_the_state_api_shows_limit_used_reserved_and_reset(gw, mock):
+    key_id, secret = gw.create_key(name="quota-state")
+    gw.wait_key_usable(secret)
+    away_from_a_minute_boundary()
+    q = quota(gw, metric="requests", window_seconds=60, limit=50, key_id=key_id)
+    for i in range(3):
+        assert chat(gw, secret, f"{unique()} state {i}").status_code == 200
+
+    def state() -> dict[str, Any]:
+        resp = gw.admin("GET", f"/admin/v1/quotas/{q['id']}/state")
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+    harness.wait_until(lambda: state()["used"] == 3, 10, "the ledger to hold the 3 requests")
+    s = state()
+    assert (s["id"], s["limit"], s["leased"]) == (q["id"], 50, True)
+    assert s["reserved"] + s["used"] + s["free"] == 50, s
+    assert s["reserved"] >= 0 and s["free"] < 50, "this Envoy holds a lease"
+    assert s["resets_at"].endswith(":00Z") and s["window_start"].endswith(":00Z")
+    assert gw.admin("GET", "/admin/v1/quotas/quota_nope/state").status_code == 404

@@ -25,6 +25,7 @@ mod teams;
 pub use access_groups::*;
 pub use credentials::*;
 pub use keys::*;
+pub use quotas::QuotaState;
 pub use teams::*;
 
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,56 @@ fn usd_to_nanos(usd: &str) -> Option<u64> {
 /// The longest window: a year.
 const MAX_WINDOW_SECONDS: u64 = 365 * 86_400;
 
+/// A quota as it stands now (`GET /admin/v1/quotas/{id}/state`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct QuotaState {
+    pub id: String,
+    /// The limit in the current window (nano-dollars for a budget).
+    pub limit: u64,
+    /// What the ledger holds in the current window (requests, tokens or nano-dollars; 0 for
+    /// concurrency, which each Envoy counts alone).
+    pub used: u64,
+    /// Granted to Envoys as leases in this window and not yet in the ledger: in flight or held
+    /// (leased quotas; 0 otherwise).
+    pub reserved: u64,
+    /// What is left to grant (leased quotas: the limit less every grant).
+    pub free: u64,
+    /// Whether Envoys spend it from leases of the quota authority.
+    pub leased: bool,
+    /// The window's start and end (RFC 3339, UTC); no end: a lifetime total.
+    pub window_start: Option<String>,
+    pub resets_at: Option<String>,
+}
+
 impl Service {
+    pub async fn quota_state(&self, actor: &Actor, id: &str) -> Result<QuotaState, ServiceError> {
+        Self::check(actor, Verb::Read, Object::Platform).or_else(|_| Self::check(actor, Verb::Write, Object::Platform))?;
+        let Some(spec) = self.store.quotas().await?.into_iter().find(|q| q.id == id) else {
+            return Err(ServiceError::NotFound(format!("No quota '{id}'.")));
+        };
+        let now = u64::try_from(unix_now()).unwrap_or(0);
+        let doc = spec.doc(1, None);
+        let period = doc.period(now);
+        let start = match doc.window_seconds {
+            0 => None,
+            w => Some(period.window.saturating_mul(w)),
+        };
+        let from_ms = start.map_or(0, |s| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX));
+        let used = self.store.quota_ledger_usage(&spec, from_ms).await?;
+        let leased = spec.leased();
+        let granted = if leased { self.store.quota_granted(id, period.window).await? } else { 0 };
+        Ok(QuotaState {
+            id: spec.id.clone(),
+            limit: period.limit,
+            used,
+            reserved: granted.saturating_sub(used),
+            free: if leased { period.limit.saturating_sub(granted) } else { period.limit.saturating_sub(used) },
+            leased,
+            window_start: start.map(tollgate_contract::quota::rfc3339),
+            resets_at: period.ends.map(tollgate_contract::quota::rfc3339),
+        })
+    }
+
     pub async fn list_quotas(&self, actor: &Actor) -> Result<Vec<QuotaSpec>, ServiceError> {
         Self::check(actor, Verb::Read, Object::Platform).or_else(|_| Self::check(actor, Verb::Write, Object::Platform))?;
         Ok(self.store.quotas().await?)

@@ -168,7 +168,6 @@ impl Store {
     }
 
     /// What has been granted of a quota's window.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub async fn quota_granted(&self, quota: &str, win: u64) -> anyhow::Result<u64> {
         let row = sqlx::query("SELECT granted FROM quota_grants WHERE quota_id = $1 AND win = $2")
             .bind(quota)
@@ -195,5 +194,32 @@ impl Store {
     pub async fn quota_envoys_since(&self, since: i64) -> anyhow::Result<u64> {
         let n: i64 = sqlx::query("SELECT COUNT(*) FROM quota_envoys WHERE seen_at >= $1").bind(since).fetch_one(&self.pool).await?.try_get(0)?;
         Ok(u64::try_from(n).unwrap_or(1).max(1))
+    }
+
+    /// What the ledger holds against a quota since `from_ms`: requests, tokens (input counting
+    /// cache reads and writes, as the data plane counts them) or nano-dollars, of its scope.
+    pub async fn quota_ledger_usage(&self, q: &QuotaSpec, from_ms: i64) -> anyhow::Result<u64> {
+        let what = match q.metric {
+            Metric::Requests => "COUNT(DISTINCT request_id)",
+            Metric::InputTokens => "COALESCE(SUM(input_tokens + cache_read_tokens + cache_write_tokens), 0)",
+            Metric::OutputTokens => "COALESCE(SUM(output_tokens), 0)",
+            Metric::TotalTokens => "COALESCE(SUM(input_tokens + cache_read_tokens + cache_write_tokens + output_tokens), 0)",
+            Metric::CostUsd => "COALESCE(SUM(cost_nanos), 0)",
+            Metric::Concurrency => return Ok(0),
+        };
+        let mut sql = format!("SELECT {what} FROM usage_records WHERE at_ms >= $1");
+        let mut binds = Vec::new();
+        for (column, value) in [("key_id", &q.key_id), ("user_id", &q.user_id), ("team_id", &q.team_id), ("model", &q.model)] {
+            if let Some(v) = value {
+                binds.push(v.clone());
+                sql.push_str(&format!(" AND {column} = ${}", binds.len() + 1));
+            }
+        }
+        let mut query = sqlx::query(&sql).bind(from_ms);
+        for b in binds {
+            query = query.bind(b);
+        }
+        let n: i64 = query.fetch_one(&self.pool).await?.try_get(0)?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 }
