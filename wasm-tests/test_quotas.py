@@ -131,3 +131,25 @@ def test_tokens_reserve_the_clients_own_output_limit(make_gateway):
     assert send(gw, "POST", "/v1/chat/completions", chat_body(max_completion_tokens=40)).local_response is None
     assert slot() == 100
     assert send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=1)).local_response.status == 429
+
+
+def test_a_calendar_window_and_a_schedule_pushed_by_the_control_plane(make_gateway):
+    """The control plane lays a calendar window out as Unix times (the filters carry no time-zone
+    data): the window is the pushed one `now` falls in, its id its start, retry-after its end;
+    a schedule's limit switches at its boundary."""
+    shared = SharedData()
+    publish_keys(shared)
+    start, end = NOW - 100, NOW + 500
+    q = {"id": "quota_month", "metric": "requests", "limit": 100, "key_id": "k1",
+         "periods": [start, end, end + 2_000_000], "limits": [[NOW - 50, 2], [NOW + 60, 5]]}
+    gw = make_gateway(with_quotas(q), shared_data=shared)
+    assert chat(gw).local_response is None and chat(gw).local_response is None
+    third = chat(gw).local_response
+    err = assert_openai_error(third, 429, "rate_limit_exceeded", "rate_limit_error")
+    assert "2 requests in this calendar window" in err["message"]
+    assert third.header("retry-after") == "500"
+    assert int.from_bytes(shared.value("tollgate.quota.quota_month")[:8], "little") == start, "the window's id is its start"
+    gw.now += 60  # the schedule raises the limit to 5 within the same window: the count goes on
+    assert [chat(gw).local_response is None for _ in range(4)] == [True, True, True, False]
+    gw.now += 500  # the next calendar window starts from zero
+    assert chat(gw).local_response is None

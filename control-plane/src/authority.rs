@@ -62,7 +62,7 @@ impl Authority {
         let mut out = GrantResponse::default();
         for ask in &req.asks {
             let Some(spec) = quotas.iter().find(|q| q.id == ask.quota && q.leased()) else { continue };
-            let doc = spec.doc(envoys, None);
+            let doc = spec.doc(envoys, None, now);
             let current = doc.period(t);
             let next = current.ends.map(|e| doc.period(e));
             let Some(period) = [Some(current), next].into_iter().flatten().find(|p| p.window == ask.window) else { continue };

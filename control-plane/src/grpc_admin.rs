@@ -569,6 +569,15 @@ impl AdminService for AdminGrpc {
             id: String::new(),
             metric,
             window_seconds: q.window_seconds,
+            window: q
+                .window
+                .map(|w| serde_json::from_value(serde_json::Value::String(w.clone())).map_err(|_| invalid(format!("Unknown window '{w}': day, week or month."))))
+                .transpose()?,
+            timezone: q.timezone,
+            schedule: q
+                .schedule_json
+                .map(|j| serde_json::from_str(&j).map_err(|e| invalid(format!("Invalid schedule_json: {e}."))))
+                .transpose()?,
             limit: q.limit,
             limit_usd: q.limit_usd,
             key_id: q.key_id,
@@ -615,6 +624,9 @@ impl From<crate::store::QuotaSpec> for pb::Quota {
             created_at: q.created_at,
             limit_usd: q.limit_usd,
             fail_mode: q.fail_mode.and_then(|f| serde_json::to_value(f).ok()).and_then(|v| v.as_str().map(str::to_owned)),
+            window: q.window.and_then(|w| serde_json::to_value(w).ok()).and_then(|v| v.as_str().map(str::to_owned)),
+            timezone: q.timezone,
+            schedule_json: q.schedule.and_then(|s| serde_json::to_string(&s).ok()),
         }
     }
 }

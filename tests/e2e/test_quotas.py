@@ -188,3 +188,28 @@ def test_the_state_api_shows_limit_used_reserved_and_reset(gw, mock):
     assert s["reserved"] >= 0 and s["free"] < 50, "this Envoy holds a lease"
     assert s["resets_at"].endswith(":00Z") and s["window_start"].endswith(":00Z")
     assert gw.admin("GET", "/admin/v1/quotas/quota_nope/state").status_code == 404
+
+
+def test_a_monthly_window_in_a_time_zone_with_a_schedule(gw, mock):
+    """A calendar month in Europe/Paris with a time-of-day schedule covering every hour: the
+    schedule's limit holds, the state says when the month ends (local midnight on the 1st, in
+    UTC), and bad windows are refused with a clear message."""
+    key_id, secret = gw.create_key(name="quota-month")
+    gw.wait_key_usable(secret)
+    days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    q = quota(gw, metric="requests", window="month", timezone="Europe/Paris", limit=100, key_id=key_id,
+              schedule=[{"days": days, "from": "00:00", "to": "24:00", "limit": 2}])
+    assert (q["window"], q["timezone"]) == ("month", "Europe/Paris")
+    word = unique()
+    assert [chat(gw, secret, f"{word} {i}").status_code for i in range(3)] == [200, 200, 429]
+    s = gw.admin("GET", f"/admin/v1/quotas/{q['id']}/state").json()
+    assert s["limit"] == 2
+    # The first of next month at 00:00 in Paris is 23:00 (winter) or 22:00 (summer) UTC the day before.
+    assert s["resets_at"][11:] in ("23:00:00Z", "22:00:00Z"), s
+    assert s["window_start"][11:] in ("23:00:00Z", "22:00:00Z"), s
+    for bad, words in [({"window": "fortnight"}, "unknown variant"), ({"window": "month", "window_seconds": 60}, "not both"),
+                       ({"window": "day", "timezone": "Mars/Olympus"}, "Unknown time zone"),
+                       ({"schedule": [{"days": ["mon"], "from": "18:00", "to": "09:00", "limit": 5}]}, "midnight")]:
+        resp = gw.admin("POST", "/admin/v1/quotas", json={"metric": "requests", "limit": 10, "key_id": key_id, **bad})
+        assert resp.status_code == 400 and words in resp.json()["error"]["message"], resp.text
+    assert gw.admin("DELETE", f"/admin/v1/quotas/{q['id']}").status_code == 204

@@ -19,6 +19,7 @@ use serde::Serialize;
 use tollgate_contract::config::PromptTemplate;
 
 pub mod access;
+pub mod calendar;
 pub use resolve::{resolve, ModelRow, Problem, Resolved, StoredConfig};
 pub use spec::*;
 

@@ -46,9 +46,10 @@ impl Service {
             return Err(ServiceError::NotFound(format!("No quota '{id}'.")));
         };
         let now = u64::try_from(unix_now()).unwrap_or(0);
-        let doc = spec.doc(1, None);
+        let doc = spec.doc(1, None, unix_now());
         let period = doc.period(now);
         let start = match doc.window_seconds {
+            _ if !doc.periods.is_empty() => Some(period.window),
             0 => None,
             w => Some(period.window.saturating_mul(w)),
         };
@@ -87,8 +88,18 @@ impl Service {
         if q.window_seconds > MAX_WINDOW_SECONDS {
             return Err(ServiceError::Invalid("'window_seconds' is at most 31536000 (a year).".into()));
         }
-        if q.metric == tollgate_contract::quota::Metric::Concurrency && q.window_seconds != 0 {
+        if q.metric == tollgate_contract::quota::Metric::Concurrency && (q.window_seconds != 0 || q.window.is_some()) {
             return Err(ServiceError::Invalid("A concurrency quota has no window.".into()));
+        }
+        if q.window.is_some() && q.window_seconds != 0 {
+            return Err(ServiceError::Invalid("Give 'window' (day, week, month) or 'window_seconds', not both.".into()));
+        }
+        crate::model::calendar::zone(q.timezone.as_deref()).map_err(ServiceError::Invalid)?;
+        if let Some(s) = &q.schedule {
+            crate::model::calendar::check_schedule(s).map_err(ServiceError::Invalid)?;
+            if s.iter().any(|e| e.limit == 0) {
+                return Err(ServiceError::Invalid("A schedule entry's 'limit' must be positive.".into()));
+            }
         }
         if [q.key_id.is_some(), q.user_id.is_some(), q.team_id.is_some()].into_iter().filter(|s| *s).count() > 1 {
             return Err(ServiceError::Invalid("A quota is scoped to one of 'key_id', 'user_id' or 'team_id' (each may go with 'model').".into()));

@@ -19,9 +19,19 @@ pub struct QuotaSpec {
     #[schema(value_type = String)]
     pub metric: tollgate_contract::quota::Metric,
     /// Window in seconds (1 to 31,536,000); absent or 0: no window (a lifetime total;
-    /// concurrency has none).
+    /// concurrency has none), or a calendar `window`.
     #[serde(default)]
     pub window_seconds: u64,
+    /// A calendar window instead: `day`, `week` (from Monday) or `month`, in `timezone`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub window: Option<crate::model::calendar::Calendar>,
+    /// IANA time zone of a calendar window and of the schedule (default UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// Time-of-day limits (local time): in these spans the entry's limit, outside them `limit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Vec<crate::model::calendar::ScheduleEntry>>,
     /// Requests, tokens or concurrent requests; for `cost_usd`, nano-dollars (set from
     /// `limit_usd`).
     #[serde(default)]
@@ -64,7 +74,8 @@ pub const MIN_LEASED_WINDOW_SECONDS: u64 = 10;
 
 impl QuotaSpec {
     pub fn fail_mode(&self) -> FailMode {
-        self.fail_mode.unwrap_or(if self.metric == Metric::CostUsd || self.window_seconds == 0 { FailMode::Closed } else { FailMode::Share })
+        let lifetime = self.window_seconds == 0 && self.window.is_none();
+        self.fail_mode.unwrap_or(if self.metric == Metric::CostUsd || lifetime { FailMode::Closed } else { FailMode::Share })
     }
 
     /// Whether Envoys spend it from leases granted by the authority (concurrency and short
@@ -73,11 +84,24 @@ impl QuotaSpec {
         self.metric != Metric::Concurrency && (self.window_seconds == 0 || self.window_seconds >= MIN_LEASED_WINDOW_SECONDS)
     }
 
-    /// The quota as an Envoy receives it, `envoys` sharing it; `keys`: the ids of the keys of
-    /// its user or team (sorted), when it is scoped so.
-    pub fn doc(&self, envoys: u64, keys: Option<Vec<String>>) -> QuotaDoc {
-        let share = self.limit / envoys.max(1);
+    /// The quota as an Envoy receives it at `now`, `envoys` sharing it; `keys`: the ids of the
+    /// keys of its user or team (sorted), when it is scoped so. A calendar window's starts and
+    /// a schedule's limits are laid out from `now` (see `model::calendar`).
+    pub fn doc(&self, envoys: u64, keys: Option<Vec<String>>, now: i64) -> QuotaDoc {
+        use crate::model::calendar;
+        let envoys = envoys.max(1);
+        let share = self.limit / envoys;
         let lease = self.leased();
+        let tz = calendar::zone(self.timezone.as_deref()).unwrap_or(chrono_tz::UTC);
+        let periods = self.window.map(|c| calendar::periods(c, tz, now)).unwrap_or_default();
+        let limits = self
+            .schedule
+            .as_deref()
+            .map(|s| calendar::schedule_limits(s, self.limit, tz, now))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(t, l)| (t, if lease { l } else { l / envoys }))
+            .collect();
         QuotaDoc {
             id: self.id.clone(),
             metric: self.metric,
@@ -88,6 +112,8 @@ impl QuotaSpec {
             key_id: self.key_id.clone(),
             model: self.model.clone(),
             keys,
+            periods,
+            limits,
         }
     }
 }

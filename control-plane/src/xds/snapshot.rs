@@ -139,7 +139,10 @@ pub fn build(model: &Model, env: &XdsEnv) -> Snapshot {
                 })
             })
             .collect(),
-        quotas: model.quotas.iter().map(|q| q.doc(model.envoys, model.quota_keys.get(&q.id).cloned())).collect(),
+        quotas: {
+            let now = crate::clock::unix_now();
+            model.quotas.iter().map(|q| q.doc(model.envoys, model.quota_keys.get(&q.id).cloned(), now)).collect()
+        },
         max_body_bytes: model.settings.max_body_bytes,
         models: model_docs,
         fault_injection: env.fault_injection,

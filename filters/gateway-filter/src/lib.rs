@@ -176,13 +176,14 @@ fn refuse<H: Host>(host: &H, api: ClientApi, r: &quotas::Refusal<'_>) -> Result<
         Metric::CostUsd => "nano-dollars",
     };
     let per = match r.quota.window_seconds {
-        0 if r.quota.metric == Metric::Concurrency => String::new(),
+        _ if r.quota.metric == Metric::Concurrency => String::new(),
+        _ if !r.quota.periods.is_empty() => " in this calendar window".to_owned(),
         0 => " in total".to_owned(),
         w => format!(" per {w} s"),
     };
     let err = GatewayError::new(
         ErrorKind::RateLimited,
-        format!("Quota {} ({} {what}{per}) is used up; retry after {} s.", r.quota.id, r.quota.limit, r.retry_after),
+        format!("Quota {} ({} {what}{per}) is used up; retry after {} s.", r.quota.id, r.limit, r.retry_after),
     )
     .code(if r.quota.metric == Metric::CostUsd { "budget_exceeded" } else { "rate_limit_exceeded" });
     let body = err.to_json(api);

@@ -15,6 +15,8 @@ use tollgate_wasm::{Host, HostError};
 /// Why a request was refused.
 pub struct Refusal<'q> {
     pub quota: &'q QuotaDoc,
+    /// The limit in the refused request's window (a schedule may change it).
+    pub limit: u64,
     pub retry_after: u64,
 }
 
@@ -100,7 +102,7 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
             Ok(None) => {
                 release(host, quotas, keys, &holds.holds, true);
                 let retry_after = if q.metric == Metric::Concurrency { 1 } else { period.resets_in(now).unwrap_or(60) };
-                return Ok(Admission::Refused(Refusal { quota: q, retry_after }));
+                return Ok(Admission::Refused(Refusal { quota: q, limit: period.limit, retry_after }));
             }
             Err(e) => {
                 release(host, quotas, keys, &holds.holds, true);

@@ -80,6 +80,15 @@ pub struct QuotaDoc {
     /// plane; empty: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<Vec<String>>,
+    /// Calendar windows (a day, week or month in a time zone): the starts of the current window
+    /// and the next ones, Unix seconds, ascending (the control plane keeps them ahead). Each
+    /// window's id is its start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub periods: Vec<u64>,
+    /// A time-of-day schedule: from each Unix time on, this limit (ascending); before the first,
+    /// and without any, `limit`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<(u64, u64)>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -110,12 +119,25 @@ impl QuotaDoc {
     }
 
     /// The period `now` falls in: the window's id (the same in every Envoy and in the control
-    /// plane), the limit that holds in it, and when it ends. Concurrency has no window.
+    /// plane), the limit that holds in it, and when it ends. Concurrency has no window. Past the
+    /// last calendar window pushed (the control plane gone for days), the last one goes on.
     pub fn period(&self, now: u64) -> Period {
+        let limit = match self.limits.partition_point(|(from, _)| *from <= now) {
+            0 => self.limit,
+            i => self.limits.get(i - 1).map_or(self.limit, |l| l.1),
+        };
         if self.metric == Metric::Concurrency {
-            return Period { window: 0, limit: self.limit, ends: None };
+            return Period { window: 0, limit, ends: None };
         }
-        Period { window: self.window(now), limit: self.limit, ends: self.resets_in(now).map(|s| now.saturating_add(s)) }
+        if !self.periods.is_empty() {
+            let i = self.periods.partition_point(|start| *start <= now);
+            let window = match i {
+                0 => 0,
+                i => self.periods.get(i - 1).copied().unwrap_or(0),
+            };
+            return Period { window, limit, ends: self.periods.get(i).copied() };
+        }
+        Period { window: self.window(now), limit, ends: self.resets_in(now).map(|s| now.saturating_add(s)) }
     }
 
     pub fn slot_key(&self) -> String {
@@ -415,7 +437,7 @@ mod tests {
     use super::*;
 
     fn quota(metric: Metric, window_seconds: u64) -> QuotaDoc {
-        QuotaDoc { id: "quota_1".into(), metric, window_seconds, limit: 60, lease: false, share: 0, key_id: Some("key_a".into()), model: None, keys: None }
+        QuotaDoc { id: "quota_1".into(), metric, window_seconds, limit: 60, lease: false, share: 0, key_id: Some("key_a".into()), model: None, keys: None, periods: Vec::new(), limits: Vec::new() }
     }
 
     #[test]
@@ -431,6 +453,17 @@ mod tests {
         assert!(team.applies("key_a", "m") && team.applies("key_c", "m") && !team.applies("key_b", "m"));
         let nobody = QuotaDoc { key_id: None, keys: Some(Vec::new()), ..q };
         assert!(!nobody.applies("key_a", "m"), "a team without keys is not every key");
+    }
+
+    #[test]
+    fn calendar_windows_and_schedules() {
+        let q = QuotaDoc { periods: vec![1000, 4000, 7000], limits: vec![(500, 10), (3000, 99)], ..quota(Metric::CostUsd, 0) };
+        assert_eq!(q.period(400), Period { window: 0, limit: 60, ends: Some(1000) }, "before everything pushed");
+        assert_eq!(q.period(1000), Period { window: 1000, limit: 10, ends: Some(4000) });
+        assert_eq!(q.period(3999), Period { window: 1000, limit: 99, ends: Some(4000) }, "the schedule switches the limit");
+        assert_eq!(q.period(7500), Period { window: 7000, limit: 99, ends: None }, "the last window goes on");
+        let conc = QuotaDoc { limits: vec![(0, 5)], ..quota(Metric::Concurrency, 0) };
+        assert_eq!(conc.period(10), Period { window: 0, limit: 5, ends: None });
     }
 
     #[test]
