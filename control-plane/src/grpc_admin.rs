@@ -588,6 +588,7 @@ impl AdminService for AdminGrpc {
                 .fail_mode
                 .map(|f| serde_json::from_value(serde_json::Value::String(f.clone())).map_err(|_| invalid(format!("Unknown fail_mode '{f}': closed or share."))))
                 .transpose()?,
+            alert_thresholds: None,
             created_at: 0,
         };
         ok(self.service().create_quota(&actor, spec).await.map_err(created)?.into())

@@ -2,6 +2,7 @@
 //! model, and, on an internal listener, the data plane's credential endpoint.
 
 mod admin;
+mod alerts;
 mod authority;
 mod authz;
 mod aws;
@@ -216,6 +217,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Deployments on an AWS chain credential are served once their first keys are obtained.
     aws::spawn_refresher(store.clone(), aws_credentials);
     publisher.clone().spawn_refresher(Duration::from_secs(2), aws_changes);
+    alerts::spawn(service.clone());
     if args.usage_retention_days > 0 {
         crate::metering::spawn_retention(store.clone(), args.usage_retention_days);
     }

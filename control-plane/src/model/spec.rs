@@ -413,6 +413,19 @@ pub struct Settings {
     /// Usage records for the ledger (on by default; off only to measure what metering costs).
     #[serde(default = "default_metering")]
     pub metering: bool,
+    /// Quota threshold alerts (see `crate::alerts`).
+    #[serde(default)]
+    pub alerts: AlertSettings,
+}
+
+/// Where quota threshold alerts go: a Slack-compatible webhook whose URL (a secret: it lets
+/// anyone post to the channel) is read from the control plane's environment, never stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSettings {
+    /// The environment variable holding the webhook URL.
+    #[serde(default)]
+    pub webhook_url_env: Option<String>,
 }
 
 fn default_metering() -> bool {
@@ -438,6 +451,7 @@ impl Default for Settings {
             edge: EdgeSettings::default(),
             egress: EgressSettings::default(),
             metering: true,
+            alerts: AlertSettings::default(),
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct QuotaState {
     pub free: u64,
     /// Whether Envoys spend it from leases of the quota authority.
     pub leased: bool,
+    /// The window's id (its index for fixed windows, its start for calendar ones; 0: none).
+    pub window: u64,
     /// The window's start and end (RFC 3339, UTC); no end: a lifetime total.
     pub window_start: Option<String>,
     pub resets_at: Option<String>,
@@ -45,18 +47,23 @@ impl Service {
         let Some(spec) = self.store.quotas().await?.into_iter().find(|q| q.id == id) else {
             return Err(ServiceError::NotFound(format!("No quota '{id}'.")));
         };
-        let now = u64::try_from(unix_now()).unwrap_or(0);
-        let doc = spec.doc(1, None, unix_now());
-        let period = doc.period(now);
+        Ok(self.quota_state_of(&spec, unix_now()).await?)
+    }
+
+    /// A quota's state at `now` (also for the alerts).
+    pub async fn quota_state_of(&self, spec: &QuotaSpec, now: i64) -> anyhow::Result<QuotaState> {
+        let doc = spec.doc(1, None, now);
+        let t = u64::try_from(now).unwrap_or(0);
+        let period = doc.period(t);
         let start = match doc.window_seconds {
             _ if !doc.periods.is_empty() => Some(period.window),
             0 => None,
             w => Some(period.window.saturating_mul(w)),
         };
         let from_ms = start.map_or(0, |s| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX));
-        let used = self.store.quota_ledger_usage(&spec, from_ms).await?;
+        let used = self.store.quota_ledger_usage(spec, from_ms).await?;
         let leased = spec.leased();
-        let granted = if leased { self.store.quota_granted(id, period.window).await? } else { 0 };
+        let granted = if leased { self.store.quota_granted(&spec.id, period.window).await? } else { 0 };
         Ok(QuotaState {
             id: spec.id.clone(),
             limit: period.limit,
@@ -64,6 +71,7 @@ impl Service {
             reserved: granted.saturating_sub(used),
             free: if leased { period.limit.saturating_sub(granted) } else { period.limit.saturating_sub(used) },
             leased,
+            window: period.window,
             window_start: start.map(tollgate_contract::quota::rfc3339),
             resets_at: period.ends.map(tollgate_contract::quota::rfc3339),
         })
@@ -95,6 +103,9 @@ impl Service {
             return Err(ServiceError::Invalid("Give 'window' (day, week, month) or 'window_seconds', not both.".into()));
         }
         crate::model::calendar::zone(q.timezone.as_deref()).map_err(ServiceError::Invalid)?;
+        if q.alert_thresholds.as_ref().is_some_and(|t| t.iter().any(|p| *p == 0 || *p > 100)) {
+            return Err(ServiceError::Invalid("'alert_thresholds' are percentages from 1 to 100.".into()));
+        }
         if let Some(s) = &q.schedule {
             crate::model::calendar::check_schedule(s).map_err(ServiceError::Invalid)?;
             if s.iter().any(|e| e.limit == 0) {

@@ -135,6 +135,14 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
          updated_at BIGINT NOT NULL, PRIMARY KEY (quota_id, win))",
         "CREATE TABLE quota_envoys (envoy TEXT PRIMARY KEY, seen_at BIGINT NOT NULL)",
     ],
+), (
+    11,
+    &[
+        // Quota threshold alerts sent: one per quota, window and threshold, whichever control
+        // plane replica claims it first.
+        "CREATE TABLE quota_alerts (quota_id TEXT NOT NULL, win BIGINT NOT NULL, threshold BIGINT NOT NULL, \
+         at BIGINT NOT NULL, PRIMARY KEY (quota_id, win, threshold))",
+    ],
 )];
 
 pub async fn run(pool: &AnyPool) -> anyhow::Result<()> {

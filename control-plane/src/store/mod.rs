@@ -142,14 +142,19 @@ impl Store {
             .collect()
     }
 
+    /// The stored settings (defaults when none are stored).
+    pub async fn load_settings(&self) -> anyhow::Result<Settings> {
+        Ok(match sqlx::query("SELECT spec FROM settings WHERE id = 1").fetch_optional(&self.pool).await? {
+            Some(row) => serde_json::from_str(&row.try_get::<String, _>(0)?).context("the stored settings do not parse")?,
+            None => Settings::default(),
+        })
+    }
+
     /// Everything the domain model is built from (`crate::model::resolve`). Fails only when the
     /// store cannot be read (or its settings row does not parse); a bad model or credential row
     /// is carried as such.
     pub async fn load(&self) -> anyhow::Result<StoredConfig> {
-        let settings = match sqlx::query("SELECT spec FROM settings WHERE id = 1").fetch_optional(&self.pool).await? {
-            Some(row) => serde_json::from_str(&row.try_get::<String, _>(0)?).context("the stored settings do not parse")?,
-            None => Settings::default(),
-        };
+        let settings = self.load_settings().await?;
         Ok(StoredConfig {
             settings,
             credentials: self.credential_rows().await?,

@@ -57,6 +57,11 @@ pub struct QuotaSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub fail_mode: Option<FailMode>,
+    /// Percentages of the limit at which an alert goes to the webhook (`settings.alerts`), once
+    /// per threshold per window; default `[50, 80, 100]` for a budget, none otherwise; `[]`:
+    /// none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_thresholds: Option<Vec<u8>>,
     #[serde(default)]
     pub created_at: i64,
 }
@@ -73,6 +78,11 @@ pub enum FailMode {
 pub const MIN_LEASED_WINDOW_SECONDS: u64 = 10;
 
 impl QuotaSpec {
+    /// The thresholds alerts go at (see `alert_thresholds`).
+    pub fn thresholds(&self) -> Vec<u8> {
+        self.alert_thresholds.clone().unwrap_or_else(|| if self.metric == Metric::CostUsd { vec![50, 80, 100] } else { Vec::new() })
+    }
+
     pub fn fail_mode(&self) -> FailMode {
         let lifetime = self.window_seconds == 0 && self.window.is_none();
         self.fail_mode.unwrap_or(if self.metric == Metric::CostUsd || lifetime { FailMode::Closed } else { FailMode::Share })
@@ -247,5 +257,25 @@ impl Store {
         }
         let n: i64 = query.fetch_one(&self.pool).await?.try_get(0)?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Claims the alert of a quota's window at a threshold for this replica, with its audit row,
+    /// in one transaction: false when it was claimed before (sent, or being sent).
+    pub async fn claim_quota_alert(&self, quota: &str, win: u64, threshold: u8, audit: &Audit<'_>) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let claimed = sqlx::query("INSERT INTO quota_alerts (quota_id, win, threshold, at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
+            .bind(quota)
+            .bind(i64::try_from(win)?)
+            .bind(i64::from(threshold))
+            .bind(audit.at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if claimed {
+            audit_in(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(claimed)
     }
 }
