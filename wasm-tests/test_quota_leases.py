@@ -192,8 +192,10 @@ def test_the_service_vm_marks_the_authority_down_and_up_once_each(make_service):
     svc.tick()
     svc.fail_http_call(grant_calls(svc)[-1].token)
     assert shared.value("tollgate.quota.authority.v1") == b"down"
+    put_slot(shared, "quota_rpm", window, 5, 5, 500)  # in use: the keeper keeps asking
     svc.tick()
     svc.respond_http_call(grant_calls(svc)[-1].token, status=503, body=b"{}")
+    put_slot(shared, "quota_rpm", window, 6, 6, 500)
     downs = [m for m in svc.log_text.splitlines() if "quota authority is unreachable" in m]
     assert len(downs) == 1, "one line per change"
     assert {m["name"]: m["value"] for m in svc.metrics.values()}["tollgate_quota_authority_failures"] == 2
@@ -214,3 +216,22 @@ def test_a_waiting_request_asks_only_for_what_its_lease_lacks(make_gateway):
     gw.respond_http_call(gw.http_calls[-1].token, body=grant_answer(gw.http_calls[-1], 20, 5880))
     assert waiting.continued == [0]
     assert slot(shared, "quota_tpm") == {"window": NOW // 60, "used": 120, "leased": 120, "free": 5880}
+
+
+def test_an_idle_lease_of_a_lifetime_budget_goes_back_to_the_authority(make_service):
+    budget = dict(BUDGET, limit=10**9)
+    svc, shared = service_with_docs(make_service, budget)
+    put_slot(shared, "quota_budget", 0, 300, 1000, 5000)
+    svc.tick()
+    assert grant_calls(svc), "in use: topped up"
+    svc.respond_http_call(grant_calls(svc)[-1].token, body=grant_answer(grant_calls(svc)[-1], 0, 5000))
+    calls = len(grant_calls(svc))
+    for _ in range(5 * 31):  # 31 s without use
+        svc.tick()
+        for c in grant_calls(svc)[calls:]:
+            if c.token in svc.pending_http_calls:
+                svc.respond_http_call(c.token, body=json.dumps({"grants": []}).encode())
+    returns = [a for c in grant_calls(svc)[calls:] for a in json.loads(c.body)["asks"] if a.get("returned")]
+    assert returns == [{"quota": "quota_budget", "window": 0, "want": 0, "need": 0, "returned": 700}]
+    assert slot(shared, "quota_budget") == {"window": 0, "used": 300, "leased": 300, "free": 5000}
+    assert any("giving back 700" in m for m in svc.log_text.splitlines())

@@ -66,7 +66,7 @@ impl Authority {
             let current = doc.period(t);
             let next = current.ends.map(|e| doc.period(e));
             let Some(period) = [Some(current), next].into_iter().flatten().find(|p| p.window == ask.window) else { continue };
-            let (granted, free) = service.store.grant_quota(&ask.quota, ask.window, current.window, period.limit, ask.want, ask.need, envoys, now).await?;
+            let (granted, free) = service.store.grant_quota(ask, current.window, period.limit, envoys, now).await?;
             out.grants.push(Grant { quota: ask.quota.clone(), window: ask.window, granted, free });
         }
         Ok(out)

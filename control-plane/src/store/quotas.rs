@@ -161,15 +161,14 @@ impl Store {
 }
 
 impl Store {
-    /// Grants part of `want` of a quota's window (limit `limit`), never taking the window past
-    /// its limit: the row is locked (PostgreSQL `FOR UPDATE`; SQLite has one writer) from the
-    /// read to the write, so that control-plane replicas sharing the database agree. Returns
-    /// (granted, left to grant).
+    /// Takes back what an ask returns, then grants part of its `want` of the quota's window
+    /// (limit `limit`), never taking the window past its limit: the row is locked (PostgreSQL
+    /// `FOR UPDATE`; SQLite has one writer) from the read to the write, so that control-plane
+    /// replicas sharing the database agree. Returns (granted, left to grant).
     ///
     /// The first grant of a window drops the rows of the quota's windows before `current`.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn grant_quota(&self, quota: &str, win: u64, current: u64, limit: u64, want: u64, need: u64, envoys: u64, now: i64) -> anyhow::Result<(u64, u64)> {
-        let win = i64::try_from(win)?;
+    pub async fn grant_quota(&self, ask: &tollgate_contract::quota_lease::Ask, current: u64, limit: u64, envoys: u64, now: i64) -> anyhow::Result<(u64, u64)> {
+        let (quota, win) = (ask.quota.as_str(), i64::try_from(ask.window)?);
         let mut tx = self.pool.begin().await?;
         let created = sqlx::query("INSERT INTO quota_grants (quota_id, win, granted, updated_at) VALUES ($1, $2, 0, $3) ON CONFLICT (quota_id, win) DO NOTHING")
             .bind(quota)
@@ -187,10 +186,10 @@ impl Store {
             "SELECT granted FROM quota_grants WHERE quota_id = $1 AND win = $2 FOR UPDATE"
         };
         let granted: i64 = sqlx::query(select).bind(quota).bind(win).fetch_one(&mut *tx).await?.try_get(0)?;
-        let granted = u64::try_from(granted).unwrap_or(0);
+        let granted = u64::try_from(granted).unwrap_or(0).saturating_sub(ask.returned);
         let free = limit.saturating_sub(granted);
-        let give = tollgate_contract::quota_lease::grant_size(free, want, need, envoys);
-        if give > 0 {
+        let give = tollgate_contract::quota_lease::grant_size(free, ask.want, ask.need, envoys);
+        if give > 0 || ask.returned > 0 {
             sqlx::query("UPDATE quota_grants SET granted = $1, updated_at = $2 WHERE quota_id = $3 AND win = $4")
                 .bind(i64::try_from(granted + give)?)
                 .bind(now)

@@ -26,6 +26,10 @@ fn audit<'a>(action: &'a str, target: &'a str) -> Audit<'a> {
 /// The quota authority's grants: never more than the limit in all, even from concurrent
 /// callers (PostgreSQL's row lock; SQLite's one writer); a new window starts from zero and
 /// drops the rows of windows before the current one.
+fn ask(window: u64, want: u64, need: u64, returned: u64) -> tollgate_contract::quota_lease::Ask {
+    tollgate_contract::quota_lease::Ask { quota: "quota_g".into(), window, want, need, returned }
+}
+
 async fn exercise_grants(store: &Store) {
     let tasks: Vec<_> = (0..8)
         .map(|i| {
@@ -33,7 +37,7 @@ async fn exercise_grants(store: &Store) {
             tokio::spawn(async move {
                 let mut got = 0;
                 for _ in 0..40 {
-                    got += store.grant_quota("quota_g", 5, 5, 600, 7, u64::from(i % 2 == 0), 2, 100).await.unwrap().0;
+                    got += store.grant_quota(&ask(5, 7, u64::from(i % 2 == 0), 0), 5, 600, 2, 100).await.unwrap().0;
                 }
                 got
             })
@@ -45,10 +49,13 @@ async fn exercise_grants(store: &Store) {
     }
     assert_eq!(total, 600, "every unit granted once");
     assert_eq!(store.quota_granted("quota_g", 5).await.unwrap(), 600);
-    assert_eq!(store.grant_quota("quota_g", 5, 5, 600, 7, 1, 2, 100).await.unwrap(), (0, 0));
-    assert_eq!(store.grant_quota("quota_g", 6, 5, 600, 7, 0, 2, 100).await.unwrap(), (7, 593), "the next window, ahead");
-    assert_eq!(store.quota_granted("quota_g", 5).await.unwrap(), 600, "the current window's row is kept");
-    assert_eq!(store.grant_quota("quota_g", 7, 7, 600, 7, 0, 2, 100).await.unwrap(), (7, 593));
+    assert_eq!(store.grant_quota(&ask(5, 7, 1, 0), 5, 600, 2, 100).await.unwrap(), (0, 0));
+    assert_eq!(store.grant_quota(&ask(5, 0, 0, 40), 5, 600, 2, 100).await.unwrap(), (0, 40), "a return is taken back");
+    assert_eq!(store.grant_quota(&ask(5, 7, 0, 0), 5, 600, 2, 100).await.unwrap(), (7, 33));
+    assert_eq!(store.quota_granted("quota_g", 5).await.unwrap(), 567);
+    assert_eq!(store.grant_quota(&ask(6, 7, 0, 0), 5, 600, 2, 100).await.unwrap(), (7, 593), "the next window, ahead");
+    assert_eq!(store.quota_granted("quota_g", 5).await.unwrap(), 567, "the current window's row is kept");
+    assert_eq!(store.grant_quota(&ask(7, 7, 0, 0), 7, 600, 2, 100).await.unwrap(), (7, 593));
     assert_eq!(store.quota_granted("quota_g", 5).await.unwrap(), 0, "windows before the current one are dropped");
     assert_eq!(store.quota_granted("quota_g", 7).await.unwrap(), 7);
     assert_eq!(store.touch_quota_envoy("envoy-a", 100, 50).await.unwrap(), 1);

@@ -147,7 +147,7 @@ fn asks<H: Host>(host: &H, quotas: &[QuotaDoc], keys: &[(String, String)], r: &A
             let spent = slot.is_some_and(|s| s.leased > 0 && s.free == 0);
             // What the lease lacks (what it holds unspent counts).
             let short = need.saturating_sub(slot.map_or(0, |s| s.spare()));
-            (!spent && short > 0).then(|| Ask { quota: q.id.clone(), window, want: short.max(q.limit / 50).max(1), need: short })
+            (!spent && short > 0).then(|| Ask { quota: q.id.clone(), window, want: short.max(q.limit / 50).max(1), need: short, returned: 0 })
         })
         .collect()
 }

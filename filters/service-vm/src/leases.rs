@@ -17,6 +17,9 @@ use tollgate_wasm::{Buffer, Host, Map};
 
 /// Seconds of use a lease is topped up to.
 const HORIZON_SECONDS: f64 = 2.0;
+/// A lease of a quota without windows unused this long is given back (what an Envoy holds of a
+/// lifetime budget would otherwise be lost to it if the Envoy stopped).
+const IDLE_RETURN_MS: u64 = 30_000;
 const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
@@ -26,6 +29,8 @@ struct Seen {
     /// Units used per second, smoothed.
     rate: f64,
     at_ms: u64,
+    /// When `used` last changed.
+    changed_ms: u64,
 }
 
 #[derive(Default)]
@@ -98,9 +103,26 @@ impl LeaseKeeper {
                 let instant = gone as f64 * 1000.0 / (now_ms - seen.at_ms) as f64;
                 seen.rate = 0.7 * seen.rate + 0.3 * instant;
             }
+            if seen.window != period.window || seen.used != used || seen.changed_ms == 0 {
+                seen.changed_ms = now_ms;
+            }
             (seen.window, seen.used, seen.at_ms) = (period.window, used, now_ms);
-            if seen.rate <= 0.01 && used == 0 {
-                continue; // idle: a first request asks for itself
+            // An idle lease of a quota without windows goes back to the authority.
+            let lifetime = period.ends.is_none() && doc.periods.is_empty() && doc.window_seconds == 0;
+            if lifetime && now_ms.saturating_sub(seen.changed_ms) >= IDLE_RETURN_MS && slot.is_some_and(|s| s.spare() > 0) {
+                match quota_slot::take_back(host, &key, period.window, u64::MAX) {
+                    Ok(0) => {}
+                    Ok(returned) => {
+                        log::info!("tollgate service: giving back {returned} of quota {} (unused for {} s)", doc.id, IDLE_RETURN_MS / 1000);
+                        asks.push(Ask { quota: doc.id.clone(), window: period.window, want: 0, need: 0, returned });
+                    }
+                    Err(e) => log::warn!("tollgate service: could not take back the lease of quota {} ({e})", doc.id),
+                }
+                continue;
+            }
+            let active = seen.rate > 0.01 || (seen.changed_ms == now_ms && used > 0);
+            if !active {
+                continue; // idle: the next request asks for itself
             }
             let want = ((seen.rate * HORIZON_SECONDS).ceil() as u64).max(doc.limit / 100).max(1);
             let spare = match slot {
@@ -109,7 +131,7 @@ impl LeaseKeeper {
             };
             let spent = slot.is_some_and(|s| s.leased > 0 && s.free == 0);
             if !spent && spare < want.div_ceil(2) {
-                asks.push(Ask { quota: doc.id.clone(), window: period.window, want: want - spare, need: 0 });
+                asks.push(Ask { quota: doc.id.clone(), window: period.window, want: want - spare, need: 0, returned: 0 });
             }
             // The next window's lease, taken in the window's last tenth (at least 2 s).
             if let Some(ends) = period.ends {
@@ -117,7 +139,7 @@ impl LeaseKeeper {
                 let next = doc.period(ends).window;
                 let held = ahead.filter(|a| a.window == next).map_or(0, |a| a.leased);
                 if ends.saturating_sub(now) <= lead && next != period.window && held == 0 {
-                    asks.push(Ask { quota: doc.id.clone(), window: next, want, need: 0 });
+                    asks.push(Ask { quota: doc.id.clone(), window: next, want, need: 0, returned: 0 });
                 }
             }
         }

@@ -43,6 +43,14 @@ pub struct Ask {
     /// The least that is of any use (the request waiting for it; 0 for a background refill).
     #[serde(default)]
     pub need: u64,
+    /// Units of an idle lease of a quota without windows given back first (the authority counts
+    /// them as never granted).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub returned: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,7 +81,7 @@ pub struct GrantResponse {
 /// is a fraction of what is left (at least `need`, so that a waiting request is served when it
 /// can be), so that the last units go to the Envoys that use them (cf. Google's Doorman).
 pub fn grant_size(free: u64, want: u64, need: u64, envoys: u64) -> u64 {
-    if free < need.max(1) {
+    if free < need.max(1) || (want == 0 && need == 0) {
         return 0;
     }
     let fair = free / envoys.max(1).saturating_mul(2);
@@ -155,6 +163,7 @@ mod tests {
         assert_eq!(grant_size(3, 10, 2, 2), 2, "a waiting request gets what it needs");
         assert_eq!(grant_size(1, 10, 2, 2), 0, "never part of a need");
         assert_eq!(grant_size(0, 10, 0, 2), 0);
+        assert_eq!(grant_size(600, 0, 0, 2), 0, "a return asks for nothing");
         assert_eq!(grant_size(5, 100, 5, 1), 5, "never more than is free");
     }
 

@@ -98,3 +98,22 @@ pub fn lease<H: Host>(host: &H, key: &str, window: u64, granted: u64, free: u64)
     }
     Err(HostError { call: "set_shared_data (quota slot busy)", status: CAS_MISMATCH })
 }
+
+/// Takes up to `amount` of the unspent lease out of the slot under `key` for `window` (to give
+/// it back to the authority); returns what was taken.
+pub fn take_back<H: Host>(host: &H, key: &str, window: u64, amount: u64) -> Result<u64, HostError> {
+    for _ in 0..CAS_TRIES {
+        let Some((stored, cas)) = read(host, key, window)? else { continue };
+        if stored.window != window {
+            return Ok(0);
+        }
+        let taken = amount.min(stored.spare());
+        if taken == 0 {
+            return Ok(0);
+        }
+        if write(host, key, &Slot { leased: stored.leased - taken, ..stored }, cas)? {
+            return Ok(taken);
+        }
+    }
+    Err(HostError { call: "set_shared_data (quota slot busy)", status: CAS_MISMATCH })
+}
