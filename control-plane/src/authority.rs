@@ -5,8 +5,10 @@
 //! that asked in the last minute (`quota_envoys`) set the fall-back shares; when their number
 //! changes the configuration is published again.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tollgate_contract::quota_lease::{Grant, GrantRequest, GrantResponse};
 
@@ -25,7 +27,19 @@ pub struct Authority {
     /// load, `GET /internal/v1/quota/grants`).
     answered: Arc<AtomicU64>,
     asks: Arc<AtomicU64>,
+    /// The quotas as last read (re-read after [`QUOTAS_FOR`], or at once for an unknown id).
+    quotas: Arc<Mutex<Option<CachedQuotas>>>,
+    /// When each Envoy was last recorded as asking (recorded again after [`ENVOY_TOUCH`]).
+    touched: Arc<Mutex<HashMap<String, Instant>>>,
 }
+
+/// The quota list and when it was read.
+type CachedQuotas = (Instant, Arc<Vec<crate::store::QuotaSpec>>);
+
+/// How long the authority uses the quota list it read (a quota unknown to it is read at once).
+const QUOTAS_FOR: Duration = Duration::from_secs(1);
+/// How often an Envoy's asking is written down (its count sets the fall-back shares).
+const ENVOY_TOUCH: Duration = Duration::from_secs(10);
 
 /// The authority's counters.
 #[derive(Debug, serde::Serialize)]
@@ -35,6 +49,20 @@ pub struct AuthorityStats {
 }
 
 impl Authority {
+    async fn quotas(&self, service: &Service, fresh: bool) -> anyhow::Result<Arc<Vec<crate::store::QuotaSpec>>> {
+        if !fresh {
+            let cached = self.quotas.lock().ok().and_then(|c| c.as_ref().filter(|(at, _)| at.elapsed() < QUOTAS_FOR).map(|(_, q)| q.clone()));
+            if let Some(q) = cached {
+                return Ok(q);
+            }
+        }
+        let q = Arc::new(service.store.quotas().await?);
+        if let Ok(mut cached) = self.quotas.lock() {
+            *cached = Some((Instant::now(), q.clone()));
+        }
+        Ok(q)
+    }
+
     pub fn stats(&self) -> AuthorityStats {
         AuthorityStats { requests: self.answered.load(Ordering::Relaxed), asks: self.asks.load(Ordering::Relaxed) }
     }
@@ -45,8 +73,23 @@ impl Authority {
         if req.asks.len() > MAX_ASKS || req.envoy.len() > 256 {
             anyhow::bail!("too many asks");
         }
-        let envoys = service.store.touch_quota_envoy(&req.envoy, now, now - ENVOY_SEEN_SECONDS).await?;
-        if self.envoys.swap(envoys, Ordering::Relaxed) != envoys {
+        let due = {
+            let mut touched = self.touched.lock().map_err(|_| anyhow::anyhow!("authority state poisoned"))?;
+            let due = touched.get(&req.envoy).is_none_or(|t| t.elapsed() >= ENVOY_TOUCH) || self.envoys.load(Ordering::Relaxed) == 0;
+            if due {
+                if touched.len() > 100_000 {
+                    touched.clear();
+                }
+                touched.insert(req.envoy.clone(), Instant::now());
+            }
+            due
+        };
+        let envoys = if due {
+            service.store.touch_quota_envoy(&req.envoy, now, now - ENVOY_SEEN_SECONDS).await?
+        } else {
+            self.envoys.load(Ordering::Relaxed).max(1)
+        };
+        if due && self.envoys.swap(envoys, Ordering::Relaxed) != envoys {
             // The fall-back shares follow the number of Envoys.
             let publisher = service.publisher.clone();
             tokio::spawn(async move {
@@ -57,7 +100,10 @@ impl Authority {
         }
         self.answered.fetch_add(1, Ordering::Relaxed);
         self.asks.fetch_add(req.asks.len() as u64, Ordering::Relaxed);
-        let quotas = service.store.quotas().await?;
+        let mut quotas = self.quotas(service, false).await?;
+        if req.asks.iter().any(|a| !quotas.iter().any(|q| q.id == a.quota)) {
+            quotas = self.quotas(service, true).await?;
+        }
         let t = u64::try_from(now).unwrap_or(0);
         let mut out = GrantResponse::default();
         for ask in &req.asks {
