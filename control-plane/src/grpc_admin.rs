@@ -588,7 +588,10 @@ impl AdminService for AdminGrpc {
                 .fail_mode
                 .map(|f| serde_json::from_value(serde_json::Value::String(f.clone())).map_err(|_| invalid(format!("Unknown fail_mode '{f}': closed or share."))))
                 .transpose()?,
-            alert_thresholds: None,
+            alert_thresholds: q
+                .alert_thresholds_json
+                .map(|j| serde_json::from_str(&j).map_err(|e| invalid(format!("Invalid alert_thresholds_json: {e}."))))
+                .transpose()?,
             created_at: 0,
         };
         ok(self.service().create_quota(&actor, spec).await.map_err(created)?.into())
@@ -628,6 +631,7 @@ impl From<crate::store::QuotaSpec> for pb::Quota {
             window: q.window.and_then(|w| serde_json::to_value(w).ok()).and_then(|v| v.as_str().map(str::to_owned)),
             timezone: q.timezone,
             schedule_json: q.schedule.and_then(|s| serde_json::to_string(&s).ok()),
+            alert_thresholds_json: q.alert_thresholds.and_then(|t| serde_json::to_string(&t).ok()),
         }
     }
 }

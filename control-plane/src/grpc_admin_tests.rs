@@ -380,6 +380,22 @@ async fn models_credentials_prices_and_spend_over_grpc() {
     assert_eq!(c.create_quota(with(ADMIN, bad)).await.unwrap_err().code(), Code::InvalidArgument);
     c.delete_quota(with(ADMIN, pb::DeleteQuotaRequest { id: created.id })).await.unwrap();
     assert!(c.list_quotas(with(ADMIN, pb::ListQuotasRequest {})).await.unwrap().into_inner().quotas.is_empty());
+    // Calendar windows, schedules, fail modes and alert thresholds travel as over REST.
+    let monthly = pb::Quota {
+        metric: "requests".into(),
+        limit: 100,
+        window: Some("month".into()),
+        timezone: Some("Europe/Paris".into()),
+        schedule_json: Some(r#"[{"days":["mon"],"from":"09:00","to":"18:00","limit":500}]"#.into()),
+        fail_mode: Some("closed".into()),
+        alert_thresholds_json: Some("[90]".into()),
+        ..Default::default()
+    };
+    let made = c.create_quota(with(ADMIN, monthly.clone())).await.unwrap().into_inner();
+    assert_eq!((made.window, made.timezone, made.fail_mode, made.alert_thresholds_json), (monthly.window, monthly.timezone, monthly.fail_mode, monthly.alert_thresholds_json));
+    assert!(made.schedule_json.is_some_and(|j| j.contains("09:00")));
+    let bad = pb::Quota { metric: "requests".into(), limit: 1, window: Some("fortnight".into()), ..Default::default() };
+    assert_eq!(c.create_quota(with(ADMIN, bad)).await.unwrap_err().code(), Code::InvalidArgument);
     s.close().await;
 }
 
