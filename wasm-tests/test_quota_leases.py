@@ -12,7 +12,7 @@ import json
 
 from proxy_wasm_host import SharedData
 from wasm_fixtures import (DATA_PLANE_TOKEN, NOW, assert_openai_error, chat_body, config_bytes, decode_request_state,
-                           gateway_config, publish_keys, send)
+                           decode_slots, encode_slots, gateway_config, publish_keys, send)
 
 CLUSTER = "tollgate_control_plane_internal"
 NODE = {("node", "id"): b"envoy-a"}
@@ -22,13 +22,11 @@ TICKET = "t1.%d.%s"
 
 
 def slot(shared: SharedData, quota: str, suffix: str = "") -> dict:
-    raw = shared.value(f"tollgate.quota.{quota}{suffix}")
-    window, used, leased, free = (int.from_bytes(raw[i:i + 8], "little") for i in range(0, 32, 8))
-    return {"window": window, "used": used, "leased": leased, "free": free}
+    return decode_slots(shared.value(f"tollgate.quota.{quota}{suffix}"))[quota]
 
 
 def put_slot(shared: SharedData, quota: str, window: int, used: int, leased: int, free: int, suffix: str = "") -> None:
-    shared.set(f"tollgate.quota.{quota}{suffix}", b"".join(v.to_bytes(8, "little") for v in (window, used, leased, free)))
+    shared.set(f"tollgate.quota.{quota}{suffix}", encode_slots({quota: {"window": window, "used": used, "leased": leased, "free": free}}))
 
 
 PRICES = {"gpt-a": {"input": 1000, "output": 2000, "cache_read": 0, "cache_write": 0}}

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 
 from proxy_wasm_host import SharedData
-from wasm_fixtures import (NOW, assert_openai_error, chat_body, config_bytes, decode_request_state, deployment, gateway_config,
-                           publish_keys, provider_properties, send)
+from wasm_fixtures import (NOW, assert_openai_error, chat_body, config_bytes, decode_request_state, decode_slots, deployment,
+                           gateway_config, publish_keys, provider_properties, send)
 
 REQUEST_STATE = ("tollgate_request",)
 
@@ -68,7 +68,7 @@ def test_tokens_reserve_the_worst_case_and_settle_to_the_usage(make_gateway, mak
     provider.tick()
     down = chat(gw)
     assert down.local_response is None
-    slot = lambda: int.from_bytes(shared.value("tollgate.quota.quota_tpm")[8:16], "little")  # noqa: E731
+    slot = lambda: decode_slots(shared.value("tollgate.quota.quota_tpm"))["quota_tpm"]["used"]  # noqa: E731
     assert slot() == (len(chat_body()) + 3) // 4 + 4096, "input estimate + the output reservation"
     assert chat(gw).local_response is None and chat(gw).local_response.status == 429, "a third worst case is over"
     # the attempt reports 12 + 7 tokens: they count, and the reservation is given back
@@ -98,7 +98,7 @@ def test_a_budget_reserves_at_the_dearest_price_and_settles_at_the_deployments(m
     provider = make_provider(shared_data=shared)
     shared.set("tollgate.credentials.v1", __import__("wasm_fixtures").credentials_doc())
     provider.tick()
-    slot = lambda: int.from_bytes(shared.value("tollgate.quota.quota_budget")[8:16], "little")  # noqa: E731
+    slot = lambda: decode_slots(shared.value("tollgate.quota.quota_budget"))["quota_budget"]["used"]  # noqa: E731
     reserved = (len(chat_body()) + 3) // 4 * 1000 + 4096 * 2000
     down = chat(gw)
     assert down.local_response is None and slot() == reserved
@@ -125,7 +125,7 @@ def test_tokens_reserve_the_clients_own_output_limit(make_gateway):
     publish_keys(shared)
     q = {"id": "quota_out", "metric": "output_tokens", "window_seconds": 60, "limit": 100}
     gw = make_gateway(with_quotas(q), shared_data=shared)
-    slot = lambda: int.from_bytes(shared.value("tollgate.quota.quota_out")[8:16], "little")  # noqa: E731
+    slot = lambda: decode_slots(shared.value("tollgate.quota.quota_out"))["quota_out"]["used"]  # noqa: E731
     assert send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=60)).local_response is None
     assert slot() == 60, "the client's max_tokens, not the 4096 default"
     assert send(gw, "POST", "/v1/chat/completions", chat_body(max_completion_tokens=40)).local_response is None
@@ -148,7 +148,7 @@ def test_a_calendar_window_and_a_schedule_pushed_by_the_control_plane(make_gatew
     err = assert_openai_error(third, 429, "rate_limit_exceeded", "rate_limit_error")
     assert "2 requests in this calendar window" in err["message"]
     assert third.header("retry-after") == "500"
-    assert int.from_bytes(shared.value("tollgate.quota.quota_month")[:8], "little") == start, "the window's id is its start"
+    assert decode_slots(shared.value("tollgate.quota.quota_month"))["quota_month"]["window"] == start, "the window's id is its start"
     gw.now += 60  # the schedule raises the limit to 5 within the same window: the count goes on
     assert [chat(gw).local_response is None for _ in range(4)] == [True, True, True, False]
     gw.now += 500  # the next calendar window starts from zero

@@ -233,10 +233,11 @@ def decode_request_state(state: bytes) -> dict:
         i += 1
         for _ in range(count):
             qid = text()
+            group = text() or None
             metric = ["requests", "input_tokens", "output_tokens", "total_tokens", "concurrency", "cost_usd"][state[i]]
             window, reserved = struct.unpack_from("<QQ", state, i + 1)
             i += 17
-            holds.append({"id": qid, "metric": metric, "window": window, "reserved": reserved})
+            holds.append({"id": qid, "metric": metric, "window": window, "reserved": reserved, "group": group})
         count = state[i]
         i += 1
         for _ in range(count):
@@ -268,3 +269,21 @@ def credentials_doc(version: str = "v1", api_key: str = API_KEY, **more) -> byte
     creds = {"cred1": {"api_key": api_key}}
     creds.update(more)
     return json.dumps({"version": version, "credentials": creds}).encode()
+
+
+def decode_slots(raw: bytes) -> dict:
+    """A quota value in shared data: its slots by quota id (tollgate_contract::quota::decode_slots)."""
+    out, i = {}, 0
+    while i < len(raw):
+        n = raw[i]
+        qid = raw[i + 1:i + 1 + n].decode()
+        window, used, leased, free = struct.unpack_from("<QQQQ", raw, i + 1 + n)
+        out[qid] = {"window": window, "used": used, "leased": leased, "free": free}
+        i += 1 + n + 32
+    return out
+
+
+def encode_slots(slots: dict) -> bytes:
+    """The inverse of `decode_slots`."""
+    return b"".join(bytes([len(q.encode())]) + q.encode() + struct.pack("<QQQQ", s["window"], s["used"], s["leased"], s["free"])
+                    for q, s in slots.items())

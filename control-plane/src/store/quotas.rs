@@ -124,7 +124,17 @@ impl QuotaSpec {
             keys,
             periods,
             limits,
+            // The quotas of one scope count in one shared-data value (one read and one
+            // compare-and-swap a request for all of them).
+            group: Some(self.scope()),
         }
+    }
+
+    /// What the quota applies to, as a group name: the same for every quota of the scope.
+    pub fn scope(&self) -> String {
+        let part = |tag: &str, v: &Option<String>| v.as_deref().map(|v| format!("{tag}={v};")).unwrap_or_default();
+        let scope = [part("k", &self.key_id), part("u", &self.user_id), part("t", &self.team_id), part("m", &self.model)].concat();
+        if scope.is_empty() { "all".to_owned() } else { scope }
     }
 }
 

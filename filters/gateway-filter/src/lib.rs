@@ -352,10 +352,8 @@ impl HttpFilter for GatewayHttp {
     }
 
     fn on_done<H: Host>(&mut self, host: &H) {
-        if let Some(cfg) = self.config.as_deref() {
-            if !self.holds.is_empty() {
-                quotas::release(host, &cfg.quotas, &self.quota_keys, &self.holds, false);
-            }
+        if !self.holds.is_empty() {
+            quotas::release(host, &self.holds, false);
         }
     }
 }

@@ -7,9 +7,9 @@
 //! token reservations are given back here; the provider filter adds each attempt's real usage.
 //! No host call is made for a request no quota applies to.
 
-use tollgate_contract::quota::{self, Hold, Holds, Metric, QuotaDoc};
+use tollgate_contract::quota::{self, Hold, Holds, Metric, QuotaDoc, Slot};
 use tollgate_contract::quota_lease::{self, Ask};
-use tollgate_wasm::quota_slot::{add, Cap};
+use tollgate_wasm::quota_slot::{in_window, take, update, Cap};
 use tollgate_wasm::{Host, HostError};
 
 /// Why a request was refused.
@@ -65,63 +65,95 @@ fn authority_down<H: Host>(host: &H) -> bool {
     matches!(host.shared_data(quota_lease::SHARED_AUTHORITY_KEY), Ok((Some(v), _)) if v == b"down")
 }
 
-/// Each quota's shared-data keys (its slot, the next window's lease), made once per
+/// Each quota's shared-data keys (its slots' value, the next window's lease), made once per
 /// configuration: formatting them per request costs more than the rest of admission.
 pub fn slot_keys(quotas: &[QuotaDoc]) -> Vec<(String, String)> {
-    quotas.iter().map(|q| (q.slot_key(), quota_lease::next_key(&q.slot_key()))).collect()
+    quotas.iter().map(|q| (q.slot_key(), q.next_key())).collect()
 }
 
-/// Takes every applicable quota's share for a request, or none of them. `keys`: [`slot_keys`].
+/// Takes every applicable quota's share for a request, or none of them: the quotas of one
+/// group (a scope) with one read and one compare-and-swap. `keys`: [`slot_keys`].
 pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, String)], r: &Asking<'_>, pass: Pass) -> Result<Admission<'q>, HostError> {
     let now = r.now;
     let mut holds = Holds::default();
     let (mut requests, mut tokens): (Option<quota::Standing>, Option<quota::Standing>) = (None, None);
     let mut down = pass == Pass::AuthorityDown;
-    for (q, (key, next)) in quotas.iter().zip(keys).filter(|(q, _)| q.applies(r.key_id, r.model)) {
-        let period = q.period(now);
-        let window = period.window;
-        let amount = amount(q, r);
-        let delta = i64::try_from(amount).unwrap_or(i64::MAX);
-        let cap = |floor| if q.lease { Cap::Lease { next, floor } } else { Cap::Limit(period.limit) };
-        let mut taken = add(host, key, window, delta, cap(if down { q.share } else { 0 }), false);
-        if matches!(taken, Ok(None)) && q.lease && pass == Pass::First && !down {
-            if authority_down(host) {
-                down = true;
-                taken = add(host, key, window, delta, cap(q.share), false);
-            } else {
-                let asks = asks(host, quotas, keys, r);
-                // Nothing to ask for: the authority has said it has nothing left.
-                if !asks.is_empty() {
-                    release(host, quotas, keys, &holds.holds, true);
-                    return Ok(Admission::Wait(asks));
+    let applicable: Vec<usize> = (0..quotas.len().min(keys.len())).filter(|&i| quotas[i].applies(r.key_id, r.model)).collect();
+    let mut groups: Vec<&str> = Vec::new();
+    for &i in &applicable {
+        if !groups.contains(&keys[i].0.as_str()) {
+            groups.push(&keys[i].0);
+        }
+    }
+    for group in groups {
+        let members: Vec<usize> = applicable.iter().copied().filter(|&i| keys[i].0 == group).collect();
+        let (over, taken) = loop {
+            let mut over = None;
+            let mut taken: Vec<(usize, Slot, u64, quota::Period)> = Vec::with_capacity(members.len());
+            let done = update(host, group, |slots| {
+                (over, taken) = (None, Vec::new());
+                for &i in &members {
+                    let q = &quotas[i];
+                    let period = q.period(now);
+                    let amount = amount(q, r);
+                    let cap = if q.lease { Cap::Lease { next: &keys[i].1, floor: if down { q.share } else { 0 } } } else { Cap::Limit(period.limit) };
+                    let slot = slots.get_mut(&q.id, period.window)?;
+                    let mut s = in_window(host, *slot, &q.id, period.window, cap);
+                    if !take(&mut s, i64::try_from(amount).unwrap_or(i64::MAX), cap) {
+                        over = Some(i);
+                        return None;
+                    }
+                    *slot = s;
+                    taken.push((i, s, amount, period));
+                }
+                Some(())
+            });
+            match done {
+                Err(e) => {
+                    release(host, &holds.holds, true);
+                    return Err(e);
+                }
+                Ok(Some(())) => break (None, taken),
+                Ok(None) => {
+                    let q = &quotas[over.unwrap_or(members[0])];
+                    if q.lease && pass == Pass::First && !down {
+                        if authority_down(host) {
+                            down = true;
+                            continue;
+                        }
+                        let asks = asks(host, quotas, keys, r);
+                        // Nothing to ask for: the authority has said it has nothing left.
+                        if !asks.is_empty() {
+                            release(host, &holds.holds, true);
+                            return Ok(Admission::Wait(asks));
+                        }
+                    }
+                    break (Some(q), taken);
                 }
             }
+        };
+        if let Some(q) = over {
+            release(host, &holds.holds, true);
+            let period = q.period(now);
+            let retry_after = if q.metric == Metric::Concurrency { 1 } else { period.resets_in(now).unwrap_or(60) };
+            return Ok(Admission::Refused(Refusal { quota: q, limit: period.limit, retry_after }));
         }
-        let slot = match taken {
-            Ok(Some(slot)) => slot,
-            Ok(None) => {
-                release(host, quotas, keys, &holds.holds, true);
-                let retry_after = if q.metric == Metric::Concurrency { 1 } else { period.resets_in(now).unwrap_or(60) };
-                return Ok(Admission::Refused(Refusal { quota: q, limit: period.limit, retry_after }));
+        for (i, slot, amount, period) in taken {
+            let q = &quotas[i];
+            let reserved = if q.metric.is_tokens() { amount } else { 0 };
+            holds.holds.push(Hold { id: q.id.clone(), metric: q.metric, window: period.window, reserved, group: q.group.clone() });
+            // The tightest quota of each kind names the headers; a leased quota's remaining is
+            // what the authority had left plus what this Envoy holds unspent.
+            let remaining = if q.lease { slot.free.saturating_add(slot.spare()).min(period.limit) } else { period.limit.saturating_sub(slot.used) };
+            let seen = (period.limit, remaining, period.resets_in(now));
+            let standing = match q.metric {
+                Metric::Requests => &mut requests,
+                Metric::Concurrency | Metric::CostUsd => continue,
+                _ => &mut tokens,
+            };
+            if standing.is_none_or(|(_, left, _)| seen.1 < left) {
+                *standing = Some(seen);
             }
-            Err(e) => {
-                release(host, quotas, keys, &holds.holds, true);
-                return Err(e);
-            }
-        };
-        let reserved = if q.metric.is_tokens() { amount } else { 0 };
-        holds.holds.push(Hold { id: q.id.clone(), metric: q.metric, window, reserved });
-        // The tightest quota of each kind names the headers; a leased quota's remaining is what
-        // the authority had left plus what this Envoy holds unspent.
-        let remaining = if q.lease { slot.free.saturating_add(slot.spare()).min(period.limit) } else { period.limit.saturating_sub(slot.used) };
-        let seen = (period.limit, remaining, period.resets_in(now));
-        let standing = match q.metric {
-            Metric::Requests => &mut requests,
-            Metric::Concurrency | Metric::CostUsd => continue,
-            _ => &mut tokens,
-        };
-        if standing.is_none_or(|(_, left, _)| seen.1 < left) {
-            *standing = Some(seen);
         }
     }
     let anthropic_at = (r.api == tollgate_contract::ClientApi::Anthropic).then_some(now);
@@ -140,10 +172,7 @@ fn asks<H: Host>(host: &H, quotas: &[QuotaDoc], keys: &[(String, String)], r: &A
         .filter_map(|(q, (key, _))| {
             let window = q.period(r.now).window;
             let need = amount(q, r);
-            let slot = match host.shared_data(key) {
-                Ok((Some(b), _)) => quota::Slot::decode(&b).filter(|s| s.window == window),
-                _ => None,
-            };
+            let slot = tollgate_wasm::quota_slot::read(host, key, &q.id).filter(|s| s.window == window);
             let spent = slot.is_some_and(|s| s.leased > 0 && s.free == 0);
             // What the lease lacks (what it holds unspent counts).
             let short = need.saturating_sub(slot.map_or(0, |s| s.spare()));
@@ -156,27 +185,40 @@ fn asks<H: Host>(host: &H, quotas: &[QuotaDoc], keys: &[(String, String)], r: &A
 pub fn apply<H: Host>(host: &H, quotas: &[QuotaDoc], grants: &quota_lease::GrantResponse) {
     for g in &grants.grants {
         let Some(q) = quotas.iter().find(|q| q.id == g.quota) else { continue };
-        if let Err(e) = tollgate_wasm::quota_slot::lease(host, &q.slot_key(), g.window, g.granted, g.free) {
+        if let Err(e) = tollgate_wasm::quota_slot::lease(host, &q.slot_key(), &q.id, g.window, g.granted, g.free) {
             log::warn!("gateway filter: could not record a lease of quota {} ({e})", q.id);
         }
     }
 }
 
 /// Gives back what a request held: its concurrency slots and token reservations (and, when
-/// `refused`, its requests too: a refused request does not count).
-pub fn release<H: Host>(host: &H, quotas: &[QuotaDoc], keys: &[(String, String)], holds: &[Hold], refused: bool) {
-    for h in holds {
-        let delta = match h.metric {
-            Metric::Concurrency => 1,
-            Metric::Requests if refused => 1,
-            Metric::Requests => continue,
-            _ => h.reserved,
-        };
-        let key = match quotas.iter().position(|q| q.id == h.id).and_then(|i| keys.get(i)) {
-            Some((key, _)) => std::borrow::Cow::Borrowed(key.as_str()),
-            None => std::borrow::Cow::Owned(format!("{}{}", quota::SLOT_PREFIX, h.id)),
-        };
-        if let Err(e) = add(host, &key, h.window, -i64::try_from(delta).unwrap_or(i64::MAX), Cap::None, true) {
+/// `refused`, its requests too: a refused request does not count), one read and one
+/// compare-and-swap per group.
+pub fn release<H: Host>(host: &H, holds: &[Hold], refused: bool) {
+    let back = |h: &Hold| match h.metric {
+        Metric::Concurrency => 1,
+        Metric::Requests if refused => 1,
+        Metric::Requests => 0,
+        _ => h.reserved,
+    };
+    let mut done: Vec<Option<&str>> = Vec::new();
+    for h in holds.iter().filter(|h| back(h) > 0) {
+        if h.group.is_some() && done.contains(&h.group.as_deref()) {
+            continue;
+        }
+        done.push(h.group.as_deref());
+        let same = |o: &&Hold| if h.group.is_some() { o.group == h.group } else { o.id == h.id };
+        let key = quota::slot_key(&h.id, h.group.as_deref());
+        let given = update(host, &key, |slots| {
+            for o in holds.iter().filter(same) {
+                let slot = slots.get_mut(&o.id, o.window)?;
+                if slot.window == o.window {
+                    slot.used = slot.used.saturating_sub(back(o));
+                }
+            }
+            Some(())
+        });
+        if let Err(e) = given {
             log::warn!("gateway filter: could not give back quota {} ({e})", h.id);
         }
     }

@@ -45,8 +45,8 @@ pub struct LeaseKeeper {
     envoy: Option<String>,
 }
 
-fn read_slot<H: Host>(host: &H, key: &str) -> Option<Slot> {
-    host.shared_data(key).ok()?.0.as_deref().and_then(Slot::decode)
+fn read_slot<H: Host>(host: &H, key: &str, id: &str) -> Option<Slot> {
+    quota_slot::read(host, key, id)
 }
 
 impl LeaseKeeper {
@@ -93,9 +93,8 @@ impl LeaseKeeper {
         for doc in &self.docs {
             let period = doc.period(now);
             let key = doc.slot_key();
-            let next_key = quota_lease::next_key(&key);
-            let slot = read_slot(host, &key).filter(|s| s.window == period.window);
-            let ahead = read_slot(host, &next_key);
+            let slot = read_slot(host, &key, &doc.id).filter(|s| s.window == period.window);
+            let ahead = read_slot(host, &doc.next_key(), &doc.id);
             let seen = self.seen.entry(doc.id.clone()).or_default();
             let used = slot.map_or(0, |s| s.used);
             if seen.at_ms > 0 && now_ms > seen.at_ms {
@@ -110,7 +109,7 @@ impl LeaseKeeper {
             // An idle lease of a quota without windows goes back to the authority.
             let lifetime = period.ends.is_none() && doc.periods.is_empty() && doc.window_seconds == 0;
             if lifetime && now_ms.saturating_sub(seen.changed_ms) >= IDLE_RETURN_MS && slot.is_some_and(|s| s.spare() > 0) {
-                match quota_slot::take_back(host, &key, period.window, u64::MAX) {
+                match quota_slot::take_back(host, &key, &doc.id, period.window, u64::MAX) {
                     Ok(0) => {}
                     Ok(returned) => {
                         log::info!("tollgate service: giving back {returned} of quota {} (unused for {} s)", doc.id, IDLE_RETURN_MS / 1000);
@@ -211,9 +210,9 @@ impl LeaseKeeper {
             let key = doc.slot_key();
             // A grant for the current window (or one the workers already moved on to) goes in
             // the slot; one for the next window waits beside it.
-            let in_slot = g.window == doc.period(now).window || read_slot(host, &key).is_some_and(|s| s.window >= g.window);
-            let target = if in_slot { key } else { quota_lease::next_key(&key) };
-            if let Err(e) = quota_slot::lease(host, &target, g.window, g.granted, g.free) {
+            let in_slot = g.window == doc.period(now).window || read_slot(host, &key, &doc.id).is_some_and(|s| s.window >= g.window);
+            let target = if in_slot { key } else { doc.next_key() };
+            if let Err(e) = quota_slot::lease(host, &target, &doc.id, g.window, g.granted, g.free) {
                 log::warn!("tollgate service: could not record a lease of quota {} ({e})", g.quota);
             }
         }

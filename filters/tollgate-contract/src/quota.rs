@@ -89,6 +89,10 @@ pub struct QuotaDoc {
     /// and without any, `limit`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub limits: Vec<(u64, u64)>,
+    /// The quotas of one scope share one shared-data value (its group's), so that a request
+    /// takes all of them with one read and one compare-and-swap; without a group, its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -140,9 +144,50 @@ impl QuotaDoc {
         Period { window: self.window(now), limit, ends: self.resets_in(now).map(|s| now.saturating_add(s)) }
     }
 
+    /// The shared-data value the quota counts in (an entry of its group's, or its own).
     pub fn slot_key(&self) -> String {
-        format!("{SLOT_PREFIX}{}", self.id)
+        slot_key(&self.id, self.group.as_deref())
     }
+
+    /// The shared-data value of the next window's lease (the quota's own).
+    pub fn next_key(&self) -> String {
+        format!("{SLOT_PREFIX}{}.next", self.id)
+    }
+}
+
+/// The shared-data value a quota counts in: its group's, or its own.
+pub fn slot_key(id: &str, group: Option<&str>) -> String {
+    match group {
+        Some(g) => [SLOT_PREFIX, "g.", g].concat(),
+        None => [SLOT_PREFIX, id].concat(),
+    }
+}
+
+/// The slots of one shared-data value, by quota id: `[id length (1 byte), id, slot (32 bytes)]`
+/// for each quota of the group (one for a quota alone).
+pub fn decode_slots(bytes: &[u8]) -> Option<Vec<(String, Slot)>> {
+    let mut b = bytes;
+    let mut out = Vec::new();
+    while let Some((&n, rest)) = b.split_first() {
+        let n = usize::from(n);
+        let id = std::str::from_utf8(rest.get(..n)?).ok()?.to_owned();
+        let slot = Slot::decode(rest.get(n..n + SLOT_BYTES)?)?;
+        out.push((id, slot));
+        b = rest.get(n + SLOT_BYTES..)?;
+    }
+    Some(out)
+}
+
+/// The inverse of [`decode_slots`]; an id longer than 255 bytes is left out.
+pub fn encode_slots(slots: &[(String, Slot)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(slots.iter().map(|(id, _)| 1 + id.len() + SLOT_BYTES).sum());
+    for (id, slot) in slots {
+        let Ok(n) = u8::try_from(id.len()) else { continue };
+        out.push(n);
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(&slot.encode());
+    }
+    out
 }
 
 /// The period a request falls in (see [`QuotaDoc::period`]).
@@ -223,6 +268,9 @@ pub struct Hold {
     /// Reserved tokens, given back when the request ends (0 for requests and concurrency).
     #[serde(default)]
     pub reserved: u64,
+    /// The quota's group (see [`QuotaDoc::group`]).
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 /// What the gateway filter hands on (in the request state, `crate::state`): the holds, and the
@@ -281,6 +329,7 @@ impl Holds {
         out.push(u8::try_from(self.holds.len()).ok()?);
         for h in &self.holds {
             put_text(out, &h.id)?;
+            put_text(out, h.group.as_deref().unwrap_or(""))?;
             out.push(h.metric.code());
             out.extend_from_slice(&h.window.to_le_bytes());
             out.extend_from_slice(&h.reserved.to_le_bytes());
@@ -300,8 +349,9 @@ impl Holds {
         let mut holds = Vec::with_capacity(usize::from(n));
         for _ in 0..n {
             let id = take_text(b)?.to_owned();
+            let group = Some(take_text(b)?.to_owned()).filter(|g| !g.is_empty());
             let metric = Metric::from_code(take(b, 1)?[0])?;
-            holds.push(Hold { id, metric, window: take_u64(b)?, reserved: take_u64(b)? });
+            holds.push(Hold { id, metric, window: take_u64(b)?, reserved: take_u64(b)?, group });
         }
         let n = take(b, 1)?[0];
         let mut headers = Vec::with_capacity(usize::from(n));
@@ -437,7 +487,7 @@ mod tests {
     use super::*;
 
     fn quota(metric: Metric, window_seconds: u64) -> QuotaDoc {
-        QuotaDoc { id: "quota_1".into(), metric, window_seconds, limit: 60, lease: false, share: 0, key_id: Some("key_a".into()), model: None, keys: None, periods: Vec::new(), limits: Vec::new() }
+        QuotaDoc { id: "quota_1".into(), metric, window_seconds, limit: 60, lease: false, share: 0, key_id: Some("key_a".into()), model: None, keys: None, periods: Vec::new(), limits: Vec::new(), group: None }
     }
 
     #[test]
@@ -453,6 +503,17 @@ mod tests {
         assert!(team.applies("key_a", "m") && team.applies("key_c", "m") && !team.applies("key_b", "m"));
         let nobody = QuotaDoc { key_id: None, keys: Some(Vec::new()), ..q };
         assert!(!nobody.applies("key_a", "m"), "a team without keys is not every key");
+    }
+
+    #[test]
+    fn a_groups_slots_round_trip() {
+        let slots = vec![("quota_a".to_owned(), Slot { window: 1, used: 2, leased: 3, free: 4 }), ("quota_b".to_owned(), Slot::new(9))];
+        let bytes = encode_slots(&slots);
+        assert_eq!(decode_slots(&bytes), Some(slots));
+        assert_eq!(decode_slots(&[]), Some(Vec::new()));
+        assert_eq!(decode_slots(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(slot_key("quota_a", None), "tollgate.quota.quota_a");
+        assert_eq!(slot_key("quota_a", Some("k:key_1")), "tollgate.quota.g.k:key_1");
     }
 
     #[test]
@@ -492,8 +553,8 @@ mod tests {
     fn holds_round_trip_and_refuse_anything_else() {
         let h = Holds {
             holds: vec![
-                Hold { id: "quota_a".into(), metric: Metric::CostUsd, window: 0, reserved: 123_456 },
-                Hold { id: "quota_b".into(), metric: Metric::Requests, window: 29_000_000, reserved: 0 },
+                Hold { id: "quota_a".into(), metric: Metric::CostUsd, window: 0, reserved: 123_456, group: Some("k:key_1".into()) },
+                Hold { id: "quota_b".into(), metric: Metric::Requests, window: 29_000_000, reserved: 0, group: None },
             ],
             headers: vec![("x-ratelimit-limit-requests".into(), "60".into())],
         };
@@ -505,7 +566,7 @@ mod tests {
         }
         bytes.push(0);
         assert_eq!(Holds::decode(&bytes), None, "trailing bytes");
-        assert_eq!(Holds::decode(&[1, 1, 0, b'q', 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), None, "unknown metric");
+        assert_eq!(Holds::decode(&[1, 1, 0, b'q', 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), None, "unknown metric");
     }
 
     #[test]

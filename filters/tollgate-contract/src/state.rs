@@ -267,7 +267,7 @@ mod tests {
                 other => other,
             };
             let holds = quotas.then(|| crate::quota::Holds {
-                holds: vec![crate::quota::Hold { id: key_id.clone(), metric: crate::quota::Metric::TotalTokens, window: 7, reserved: 4096 }],
+                holds: vec![crate::quota::Hold { id: key_id.clone(), metric: crate::quota::Metric::TotalTokens, window: 7, reserved: 4096, group: None }],
                 headers: vec![("x-ratelimit-limit-tokens".into(), "1000".into())],
             });
             let state = RequestState { op, facts: BodyFacts { stream, include_usage, body_len, quotas }, key_id, model, holds };

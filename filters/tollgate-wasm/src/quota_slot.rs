@@ -1,9 +1,11 @@
-//! A quota's slot in shared data (`tollgate_contract::quota::Slot`), changed only with
-//! compare-and-swap so that the workers of one Envoy count exactly together. Used by the gateway
+//! Quota slots in shared data (`tollgate_contract::quota::Slot`): each value holds the slots of a
+//! group of quotas by id (`quota::decode_slots`; a quota alone is a group of one), changed only
+//! with compare-and-swap so that the workers of one Envoy count exactly together, and so that a
+//! request takes all the quotas of a scope with one read and one write. Used by the gateway
 //! filter (admission, giving back), the provider filter (each attempt's real token usage) and
 //! the service VM (the leases the quota authority grants).
 
-use tollgate_contract::quota::Slot;
+use tollgate_contract::quota::{decode_slots, encode_slots, Slot};
 
 use crate::abi::CAS_MISMATCH;
 use crate::{Host, HostError};
@@ -25,95 +27,137 @@ pub enum Cap<'a> {
     Lease { next: &'a str, floor: u64 },
 }
 
-/// Reads a slot, writing a zero one when there is none (or not a slot): two workers doing so at
-/// once write the same value, and the caller's compare-and-swap decides between them.
-fn read<H: Host>(host: &H, key: &str, window: u64) -> Result<Option<(Slot, u32)>, HostError> {
-    let (bytes, cas) = host.shared_data(key)?;
-    match bytes.as_deref().and_then(Slot::decode) {
-        Some(slot) => Ok(Some((slot, cas))),
-        None => {
-            host.set_shared_data(key, &Slot::new(window).encode(), None)?;
-            Ok(None)
-        }
-    }
+/// The slots of one value, as read.
+pub struct Slots {
+    entries: Vec<(String, Slot)>,
 }
 
-fn write<H: Host>(host: &H, key: &str, slot: &Slot, cas: u32) -> Result<bool, HostError> {
-    match host.set_shared_data(key, &slot.encode(), Some(cas)) {
-        Ok(()) => Ok(true),
-        Err(e) if e.status == CAS_MISMATCH => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// Adds `delta` to a quota slot's use in `window`, refusing (`Ok(None)`) an addition that would
-/// go past `cap`. A slot that has moved on to another window is left alone when `settle` (what
-/// is given back belongs to a window that is over). Returns the slot as written.
-pub fn add<H: Host>(host: &H, key: &str, window: u64, delta: i64, cap: Cap<'_>, settle: bool) -> Result<Option<Slot>, HostError> {
-    for _ in 0..CAS_TRIES {
-        let Some((stored, cas)) = read(host, key, window)? else { continue };
-        if settle && stored.window != window {
-            return Ok(Some(stored));
-        }
-        let mut slot = stored.in_window(window);
-        if stored.window != window {
-            if let Cap::Lease { next, .. } = cap {
-                if let (Some(ahead), _) = host.shared_data(next)? {
-                    if let Some(ahead) = Slot::decode(&ahead).filter(|a| a.window == window) {
-                        slot = Slot { used: 0, ..ahead };
-                    }
-                }
+impl Slots {
+    /// The slot of quota `id` (a new one for `window` if it has none yet; `None` never, but
+    /// without a panic path).
+    pub fn get_mut(&mut self, id: &str, window: u64) -> Option<&mut Slot> {
+        let entry = match self.entries.iter().position(|(e, _)| e == id) {
+            Some(i) => self.entries.get_mut(i),
+            None => {
+                self.entries.push((id.to_owned(), Slot::new(window)));
+                self.entries.last_mut()
             }
-        }
-        slot.used = if delta >= 0 { slot.used.saturating_add(delta.unsigned_abs()) } else { slot.used.saturating_sub(delta.unsigned_abs()) };
-        let limit = match cap {
-            Cap::None => None,
-            Cap::Limit(l) => Some(l),
-            Cap::Lease { floor, .. } => Some(slot.leased.max(floor)),
         };
-        if delta > 0 && limit.is_some_and(|l| slot.used > l) {
-            return Ok(None);
-        }
-        if write(host, key, &slot, cas)? {
-            return Ok(Some(slot));
+        entry.map(|(_, slot)| slot)
+    }
+
+    pub fn get(&self, id: &str) -> Option<Slot> {
+        self.entries.iter().find(|(e, _)| e == id).map(|(_, s)| *s)
+    }
+}
+
+/// Reads the value under `key`, lets `change` edit its slots, and writes them back with
+/// compare-and-swap (again from the read on a conflict). `change` returning `None` leaves the
+/// value as it was (`Ok(None)`). An absent value (or one that is not slots) counts as empty.
+pub fn update<H: Host, T>(host: &H, key: &str, mut change: impl FnMut(&mut Slots) -> Option<T>) -> Result<Option<T>, HostError> {
+    for _ in 0..CAS_TRIES {
+        let (bytes, cas) = host.shared_data(key)?;
+        let entries = match bytes {
+            Some(b) => decode_slots(&b),
+            // Present and empty (the host hands back no buffer for an empty value).
+            None if cas != 0 => Some(Vec::new()),
+            None => None,
+        };
+        let Some(entries) = entries else {
+            // None yet (or not slots): start it empty; two workers doing so at once write the
+            // same value, and the compare-and-swap below decides between them.
+            host.set_shared_data(key, &[], None)?;
+            continue;
+        };
+        let mut slots = Slots { entries };
+        let Some(out) = change(&mut slots) else { return Ok(None) };
+        match host.set_shared_data(key, &encode_slots(&slots.entries), Some(cas)) {
+            Ok(()) => return Ok(Some(out)),
+            Err(e) if e.status == CAS_MISMATCH => continue,
+            Err(e) => return Err(e),
         }
     }
     Err(HostError { call: "set_shared_data (quota slot busy)", status: CAS_MISMATCH })
 }
 
-/// Adds a lease of `granted` for `window` to the slot under `key`, and records what the
+/// Quota `id`'s slot under `key`, if it has one.
+pub fn read<H: Host>(host: &H, key: &str, id: &str) -> Option<Slot> {
+    host.shared_data(key).ok()?.0.as_deref().and_then(decode_slots).and_then(|e| Slots { entries: e }.get(id))
+}
+
+/// The slot of quota `id` as seen in `window`: one of an earlier window starts from zero, or,
+/// for a leased quota, from the lease the service VM took ahead under `next` for this window.
+pub fn in_window<H: Host>(host: &H, slot: Slot, id: &str, window: u64, cap: Cap<'_>) -> Slot {
+    if slot.window == window {
+        return slot;
+    }
+    if let Cap::Lease { next, .. } = cap {
+        if let Some(ahead) = read(host, next, id).filter(|a| a.window == window) {
+            return Slot { used: 0, ..ahead };
+        }
+    }
+    Slot::new(window)
+}
+
+/// Adds `delta` to `slot`'s use, unless a positive one would go past `cap` (`false`).
+pub fn take(slot: &mut Slot, delta: i64, cap: Cap<'_>) -> bool {
+    let used = if delta >= 0 { slot.used.saturating_add(delta.unsigned_abs()) } else { slot.used.saturating_sub(delta.unsigned_abs()) };
+    let limit = match cap {
+        Cap::None => None,
+        Cap::Limit(l) => Some(l),
+        Cap::Lease { floor, .. } => Some(slot.leased.max(floor)),
+    };
+    if delta > 0 && limit.is_some_and(|l| used > l) {
+        return false;
+    }
+    slot.used = used;
+    true
+}
+
+/// Adds `delta` to quota `id`'s use in `window` (its slot under `key`), refusing (`Ok(None)`) an
+/// addition that would go past `cap`. A slot that has moved on to another window is left alone
+/// when `settle` (what is given back belongs to a window that is over). Returns the slot.
+pub fn add<H: Host>(host: &H, key: &str, id: &str, window: u64, delta: i64, cap: Cap<'_>, settle: bool) -> Result<Option<Slot>, HostError> {
+    update(host, key, |slots| {
+        let slot = slots.get_mut(id, window)?;
+        if settle && slot.window != window {
+            return Some(*slot);
+        }
+        let mut s = in_window(host, *slot, id, window, cap);
+        take(&mut s, delta, cap).then(|| {
+            *slot = s;
+            s
+        })
+    })
+}
+
+/// Adds a lease of `granted` for `window` to quota `id`'s slot under `key`, and records what the
 /// authority has `free`. A slot on a later window keeps its own (the grant came too late).
-pub fn lease<H: Host>(host: &H, key: &str, window: u64, granted: u64, free: u64) -> Result<Slot, HostError> {
-    for _ in 0..CAS_TRIES {
-        let Some((stored, cas)) = read(host, key, window)? else { continue };
-        if stored.window > window {
-            return Ok(stored);
+pub fn lease<H: Host>(host: &H, key: &str, id: &str, window: u64, granted: u64, free: u64) -> Result<Slot, HostError> {
+    let done = update(host, key, |slots| {
+        let slot = slots.get_mut(id, window)?;
+        if slot.window <= window {
+            let mut s = if slot.window == window { *slot } else { Slot::new(window) };
+            s.leased = s.leased.saturating_add(granted);
+            s.free = free;
+            *slot = s;
         }
-        let mut slot = stored.in_window(window);
-        slot.leased = slot.leased.saturating_add(granted);
-        slot.free = free;
-        if write(host, key, &slot, cas)? {
-            return Ok(slot);
-        }
-    }
-    Err(HostError { call: "set_shared_data (quota slot busy)", status: CAS_MISMATCH })
+        Some(*slot)
+    })?;
+    Ok(done.unwrap_or_default())
 }
 
-/// Takes up to `amount` of the unspent lease out of the slot under `key` for `window` (to give
-/// it back to the authority); returns what was taken.
-pub fn take_back<H: Host>(host: &H, key: &str, window: u64, amount: u64) -> Result<u64, HostError> {
-    for _ in 0..CAS_TRIES {
-        let Some((stored, cas)) = read(host, key, window)? else { continue };
-        if stored.window != window {
-            return Ok(0);
-        }
-        let taken = amount.min(stored.spare());
+/// Takes up to `amount` of quota `id`'s unspent lease out of its slot for `window` (to give it
+/// back to the authority); returns what was taken.
+pub fn take_back<H: Host>(host: &H, key: &str, id: &str, window: u64, amount: u64) -> Result<u64, HostError> {
+    let taken = update(host, key, |slots| {
+        let slot = slots.get_mut(id, window)?;
+        let taken = if slot.window == window { amount.min(slot.spare()) } else { 0 };
         if taken == 0 {
-            return Ok(0);
+            return None;
         }
-        if write(host, key, &Slot { leased: stored.leased - taken, ..stored }, cas)? {
-            return Ok(taken);
-        }
-    }
-    Err(HostError { call: "set_shared_data (quota slot busy)", status: CAS_MISMATCH })
+        slot.leased -= taken;
+        Some(taken)
+    })?;
+    Ok(taken.unwrap_or(0))
 }
