@@ -9,7 +9,7 @@
 
 use tollgate_contract::quota::{self, Hold, Holds, Metric, QuotaDoc, Slot};
 use tollgate_contract::quota_lease::{self, Ask};
-use tollgate_wasm::quota_slot::{in_window, take, update, Cap};
+use tollgate_wasm::quota_slot::{adjust, in_window, take, update, Cap};
 use tollgate_wasm::{Host, HostError};
 
 /// Why a request was refused.
@@ -201,25 +201,7 @@ pub fn release<H: Host>(host: &H, holds: &[Hold], refused: bool) {
         Metric::Requests => 0,
         _ => h.reserved,
     };
-    let mut done: Vec<Option<&str>> = Vec::new();
-    for h in holds.iter().filter(|h| back(h) > 0) {
-        if h.group.is_some() && done.contains(&h.group.as_deref()) {
-            continue;
-        }
-        done.push(h.group.as_deref());
-        let same = |o: &&Hold| if h.group.is_some() { o.group == h.group } else { o.id == h.id };
-        let key = quota::slot_key(&h.id, h.group.as_deref());
-        let given = update(host, &key, |slots| {
-            for o in holds.iter().filter(same) {
-                let slot = slots.get_mut(&o.id, o.window)?;
-                if slot.window == o.window {
-                    slot.used = slot.used.saturating_sub(back(o));
-                }
-            }
-            Some(())
-        });
-        if let Err(e) = given {
-            log::warn!("gateway filter: could not give back quota {} ({e})", h.id);
-        }
+    for (h, e) in adjust(host, holds, |h| -i64::try_from(back(h)).unwrap_or(i64::MAX)) {
+        log::warn!("gateway filter: could not give back quota {} ({e})", h.id);
     }
 }

@@ -530,39 +530,21 @@ impl HttpFilter for ProviderHttp {
                 (None, Some(p)) => p.cost_nanos(input, output, 0, 0),
                 (_, None) => 0,
             };
-            settle(host, &holds.holds, |h| if h.metric == tollgate_contract::quota::Metric::CostUsd { cost } else { h.metric.of_usage(input, output) });
+            // One read and one compare-and-swap per group (a slot of a window that is over is
+            // left alone).
+            let used = |h: &tollgate_contract::quota::Hold| match h.metric {
+                tollgate_contract::quota::Metric::CostUsd => cost,
+                m if m.is_tokens() => m.of_usage(input, output),
+                _ => 0,
+            };
+            for (h, e) in tollgate_wasm::quota_slot::adjust(host, &holds.holds, |h| i64::try_from(used(h)).unwrap_or(i64::MAX)) {
+                log::warn!("provider filter: could not count tokens against quota {} ({e})", h.id);
+            }
         }
         if let Some(record) = record {
             if let Ok(mut outbox) = self.outbox.try_borrow_mut() {
                 outbox.push(host, &record);
             }
-        }
-    }
-}
-
-/// Adds an attempt's usage to its token and cost quotas, one read and one compare-and-swap per
-/// group (a slot that has moved on to another window is left alone).
-fn settle<H: Host>(host: &H, holds: &[tollgate_contract::quota::Hold], used: impl Fn(&tollgate_contract::quota::Hold) -> u64) {
-    let counted = |h: &&tollgate_contract::quota::Hold| h.metric.is_tokens() && used(h) > 0;
-    let mut done: Vec<Option<&str>> = Vec::new();
-    for h in holds.iter().filter(counted) {
-        if h.group.is_some() && done.contains(&h.group.as_deref()) {
-            continue;
-        }
-        done.push(h.group.as_deref());
-        let key = tollgate_contract::quota::slot_key(&h.id, h.group.as_deref());
-        let same = |o: &&tollgate_contract::quota::Hold| if h.group.is_some() { o.group == h.group } else { o.id == h.id };
-        let added = tollgate_wasm::quota_slot::update(host, &key, |slots| {
-            for o in holds.iter().filter(counted).filter(same) {
-                let slot = slots.get_mut(&o.id, o.window)?;
-                if slot.window == o.window {
-                    slot.used = slot.used.saturating_add(used(o));
-                }
-            }
-            Some(())
-        });
-        if let Err(e) = added {
-            log::warn!("provider filter: could not count tokens against quota {} ({e})", h.id);
         }
     }
 }

@@ -88,11 +88,6 @@ pub fn grant_size(free: u64, want: u64, need: u64, envoys: u64) -> u64 {
     want.min(fair).max(need).max(1).min(free)
 }
 
-/// The shared-data key of a quota's lease for the window after the current one.
-pub fn next_key(slot_key: &str) -> String {
-    format!("{slot_key}.next")
-}
-
 fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     let mut block = [0u8; 64];
     if key.len() > 64 {

@@ -113,7 +113,7 @@ pub struct BodyFacts {
     /// `content-length` to it: the header map is shared by the attempts, and an earlier one
     /// may have sent a rewritten body of another length.
     pub body_len: Option<u64>,
-    /// Quotas applied: what the request holds is in filter state [`crate::quota::STATE_QUOTA`].
+    /// Quotas applied: what the request holds follows in the request state ([`RequestState::holds`]).
     pub quotas: bool,
 }
 

@@ -5,7 +5,7 @@
 //! filter (admission, giving back), the provider filter (each attempt's real token usage) and
 //! the service VM (the leases the quota authority grants).
 
-use tollgate_contract::quota::{decode_slots, encode_slots, Slot};
+use tollgate_contract::quota::{decode_slots, encode_slots, slot_key, Hold, Slot};
 
 use crate::abi::CAS_MISMATCH;
 use crate::{Host, HostError};
@@ -88,15 +88,12 @@ pub fn read<H: Host>(host: &H, key: &str, id: &str) -> Option<Slot> {
 /// The slot of quota `id` as seen in `window`: one of an earlier window starts from zero, or,
 /// for a leased quota, from the lease the service VM took ahead under `next` for this window.
 pub fn in_window<H: Host>(host: &H, slot: Slot, id: &str, window: u64, cap: Cap<'_>) -> Slot {
-    if slot.window == window {
-        return slot;
-    }
-    if let Cap::Lease { next, .. } = cap {
+    if let (Cap::Lease { next, .. }, true) = (cap, slot.window != window) {
         if let Some(ahead) = read(host, next, id).filter(|a| a.window == window) {
             return Slot { used: 0, ..ahead };
         }
     }
-    Slot::new(window)
+    slot.in_window(window)
 }
 
 /// Adds `delta` to `slot`'s use, unless a positive one would go past `cap` (`false`).
@@ -112,23 +109,6 @@ pub fn take(slot: &mut Slot, delta: i64, cap: Cap<'_>) -> bool {
     }
     slot.used = used;
     true
-}
-
-/// Adds `delta` to quota `id`'s use in `window` (its slot under `key`), refusing (`Ok(None)`) an
-/// addition that would go past `cap`. A slot that has moved on to another window is left alone
-/// when `settle` (what is given back belongs to a window that is over). Returns the slot.
-pub fn add<H: Host>(host: &H, key: &str, id: &str, window: u64, delta: i64, cap: Cap<'_>, settle: bool) -> Result<Option<Slot>, HostError> {
-    update(host, key, |slots| {
-        let slot = slots.get_mut(id, window)?;
-        if settle && slot.window != window {
-            return Some(*slot);
-        }
-        let mut s = in_window(host, *slot, id, window, cap);
-        take(&mut s, delta, cap).then(|| {
-            *slot = s;
-            s
-        })
-    })
 }
 
 /// Adds a lease of `granted` for `window` to quota `id`'s slot under `key`, and records what the
@@ -160,4 +140,34 @@ pub fn take_back<H: Host>(host: &H, key: &str, id: &str, window: u64, amount: u6
         Some(taken)
     })?;
     Ok(taken.unwrap_or(0))
+}
+
+/// Changes what each of a request's holds counts by `change(hold)` (a give-back is negative, a
+/// settled usage positive; 0 leaves it alone), one read and one compare-and-swap per group. A
+/// slot that has moved on to another window is left alone (what is given back or settled
+/// belongs to a window that is over). Returns the holds whose group could not be written.
+pub fn adjust<'h, H: Host>(host: &H, holds: &'h [Hold], change: impl Fn(&Hold) -> i64) -> Vec<(&'h Hold, HostError)> {
+    let counted = |h: &&Hold| change(h) != 0;
+    let mut failed = Vec::new();
+    let mut done: Vec<Option<&str>> = Vec::new();
+    for h in holds.iter().filter(counted) {
+        if h.group.is_some() && done.contains(&h.group.as_deref()) {
+            continue;
+        }
+        done.push(h.group.as_deref());
+        let same = |o: &&Hold| if h.group.is_some() { o.group == h.group } else { o.id == h.id };
+        let written = update(host, &slot_key(&h.id, h.group.as_deref()), |slots| {
+            for o in holds.iter().filter(counted).filter(same) {
+                let slot = slots.get_mut(&o.id, o.window)?;
+                if slot.window == o.window {
+                    take(slot, change(o), Cap::None);
+                }
+            }
+            Some(())
+        });
+        if let Err(e) = written {
+            failed.push((h, e));
+        }
+    }
+    failed
 }
