@@ -246,10 +246,11 @@ impl Store {
     pub async fn quota_ledger_usage(&self, q: &QuotaSpec, from_ms: i64) -> anyhow::Result<u64> {
         let what = match q.metric {
             Metric::Requests => "COUNT(DISTINCT request_id)",
-            Metric::InputTokens => "COALESCE(SUM(input_tokens + cache_read_tokens + cache_write_tokens), 0)",
-            Metric::OutputTokens => "COALESCE(SUM(output_tokens), 0)",
-            Metric::TotalTokens => "COALESCE(SUM(input_tokens + cache_read_tokens + cache_write_tokens + output_tokens), 0)",
-            Metric::CostUsd => "COALESCE(SUM(cost_nanos), 0)",
+            // PostgreSQL sums BIGINTs as NUMERIC: cast back.
+            Metric::InputTokens => "CAST(COALESCE(SUM(input_tokens + cache_read_tokens + cache_write_tokens), 0) AS BIGINT)",
+            Metric::OutputTokens => "CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT)",
+            Metric::TotalTokens => "CAST(COALESCE(SUM(input_tokens + cache_read_tokens + cache_write_tokens + output_tokens), 0) AS BIGINT)",
+            Metric::CostUsd => "CAST(COALESCE(SUM(cost_nanos), 0) AS BIGINT)",
             Metric::Concurrency => return Ok(0),
         };
         let mut sql = format!("SELECT {what} FROM usage_records WHERE at_ms >= $1");

@@ -300,6 +300,15 @@ async fn ledger(store: &Store) {
     assert_eq!(store.delete_usage_before(cutoff, 600).await.unwrap(), 0);
     assert_eq!(store.usage_count().await.unwrap(), 1202 - 1001);
     assert_eq!(store.spend(&q("team", Some("t1"))).await.unwrap()[0].requests, 1202, "aggregates kept");
+    // A quota's use from the ledger (PostgreSQL sums BIGINTs as NUMERIC: read back as integers).
+    let spec = |metric: &str| -> crate::store::QuotaSpec {
+        serde_json::from_value(serde_json::json!({"metric": metric, "limit": 1, "key_id": "c"})).unwrap()
+    };
+    let left = 201; // records 1001..1200 and the unpriced one
+    assert_eq!(store.quota_ledger_usage(&spec("cost_usd"), 0).await.unwrap(), (left - 1) * 450_000);
+    assert_eq!(store.quota_ledger_usage(&spec("total_tokens"), 0).await.unwrap(), left * 1500);
+    assert_eq!(store.quota_ledger_usage(&spec("output_tokens"), 0).await.unwrap(), left * 500);
+    assert_eq!(store.quota_ledger_usage(&spec("requests"), 0).await.unwrap(), left);
 }
 
 /// Ingest throughput into PostgreSQL (issue 12: at least 20,000 records/s): 200,000 records in
