@@ -12,9 +12,11 @@ their own keys:
   client's clock).
 - tpm: 6,000 total tokens a minute over both Envoys, 20 clients: tokens in the ledger per
   window (by the record's time), over the limit (goal: 0) and under it at the end.
-- budget: a lifetime $ budget over both Envoys, 200 concurrent clients until refusals: the
-  ledger's spend over the budget (goal: never), and what was left, in requests of the mean cost
-  (goal: within 2).
+- budget: a lifetime $ budget over both Envoys, 200 concurrent clients until each is refused
+  twice in a row (half a second apart, as the SDKs retry): the ledger's spend over the budget
+  (goal: never), and what was left, in requests of the mean cost (goal: within 2) and in
+  reservations (what one request reserves: its worst case, here 4.8 times its mean cost; a
+  budget that is never overspent can end up to one reservation short, never more).
 - concurrency: 10 at once on Envoy A, 50 clients streaming slowly: the most streams between
   their 200 and their last byte at once, seen by the clients (goal: 10).
 - waits: 1,000 a minute on Envoy A used at 20 a second for 30 s (under 80%): the requests that
@@ -60,6 +62,20 @@ def chat(stack: Any, key: str, text: str, **body: Any):
     return harness.http("POST", f"{stack.base_url}/chat/completions", headers={"Authorization": f"Bearer {key}"},
                         json={"model": MODEL, "messages": [{"role": "user", "content": text}], "max_tokens": 16, **body},
                         timeout=60)
+
+
+def reservation_nanos(stack: Any, text: str) -> int:
+    """What the gateway reserves of a budget for one `chat` request (its documented worst case:
+    the body's bytes / 4 as input tokens, plus max_tokens as output, at the model's price)."""
+    import fnmatch
+    body = {"model": MODEL, "messages": [{"role": "user", "content": text}], "max_tokens": 16}
+    input_tokens = -(-len(json.dumps(body).encode()) // 4)
+    prices = stack.admin("GET", "/admin/v1/prices").json()
+    entries = [e for e in prices["overrides"] + prices["defaults"]
+               if e["provider"] == "openai" and fnmatch.fnmatchcase("gpt-4o-mini-2024-07-18", e["model"])]
+    best = max(entries, key=lambda e: len(e["model"].rstrip("*")))
+    per_token = lambda usd: round(float(usd) * 1000)  # noqa: E731  $ per million tokens -> nanos per token
+    return input_tokens * per_token(best["input"]) + 16 * per_token(best["output"])
 
 
 def window_of(resp: Any, sent_at: float, header: str) -> int | None:
@@ -150,7 +166,9 @@ class Paced:
 
 
 def budget_run(stacks: list[Any], key: str, clients: int) -> tuple[int, int]:
-    """200 clients over both Envoys until every one has been refused twice in a row."""
+    """200 clients over both Envoys until every one has been refused twice in a row; after a
+    refusal a client waits half a second, as the official SDKs do before their first retry
+    (`INITIAL_RETRY_DELAY = 0.5` in openai-python)."""
     ok = refused = 0
     lock = threading.Lock()
 
@@ -167,6 +185,8 @@ def budget_run(stacks: list[Any], key: str, clients: int) -> tuple[int, int]:
                 else:
                     refused += 1
                     misses += 1
+            if r.status_code != 200:
+                time.sleep(0.5)
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         list(pool.map(client, range(clients)))
     return ok, refused
@@ -229,7 +249,10 @@ def simulated_envoys(stack: Any, quota_id: str, envoys: int, seconds: float) -> 
     return answered / took, 100 * (cpu_seconds(stack.cp.pid) - cpu0) / took
 
 
-def run(db_url: str, work: Path) -> dict[str, Any]:
+def run(db_url: str, work: Path, only: set[str] | None = None) -> dict[str, Any]:
+    def wanted(name: str) -> bool:
+        return only is None or name in only
+
     env = {"TG_ACCQ_OPENAI": harness.random_secret("sk-"), "TOLLGATE_KEK": base64.b64encode(os.urandom(32)).decode()}
     mock = MockOpenAI(api_key=env["TG_ACCQ_OPENAI"]).start()
     config = {"credentials": {"o": {"api_key_env": "TG_ACCQ_OPENAI"}},
@@ -255,52 +278,59 @@ def run(db_url: str, work: Path) -> dict[str, Any]:
         q_rpm2 = quota(a, metric="requests", window_seconds=60, limit=L, key_id=keys["rpm2"][0])
         quota(a, metric="total_tokens", window_seconds=60, limit=6000, key_id=keys["tpm"][0])
         budget_usd = "0.02"
-        quota(a, metric="cost_usd", limit_usd=budget_usd, key_id=keys["budget"][0])
+        q_budget = quota(a, metric="cost_usd", limit_usd=budget_usd, key_id=keys["budget"][0])
         quota(a, metric="concurrency", limit=10, key_id=keys["conc"][0])
         q_waits = quota(a, metric="requests", window_seconds=60, limit=1000, key_id=keys["waits"][0])
         time.sleep(3)  # on both Envoys (B's control plane republishes on A's notification)
 
-        # --- windowed runs, side by side, from the next aligned minute ---------------------------------
-        w0 = next_window_start()
-        log(f"windowed runs start at {time.strftime('%H:%M:%S', time.localtime(w0))} (3 windows; control plane B "
-            "killed for 5 s in the third)")
-        rpm1 = Paced([a], keys["rpm1"][1], 180, 6, w0, w0 + 60, "rpm1")
-        rpm2 = Paced([a, b], keys["rpm2"][1], 2 * L, 200, w0, w0 + 180, "rpm2")
-        tpm = Paced([a, b], keys["tpm"][1], 1200, 20, w0, w0 + 120, "tpm")
-        threads = [p.run() for p in (rpm1, rpm2, tpm)]
-        wait_until(w0)
-        cpu0 = {s: cpu_seconds(s.cp.pid) for s in (a, b)}
-        grants0 = sum(grant_stats(s)["asks"] for s in (a, b))
-        wait_until(w0 + 120)
-        took = time.time() - w0
-        cpu_pct = sum(100 * (cpu_seconds(s.cp.pid) - cpu0[s]) for s in (a, b)) / took
-        grants_per_s = (sum(grant_stats(s)["asks"] for s in (a, b)) - grants0) / took
-        wait_until(w0 + 130)
-        assert b.cp is not None
-        log("killing control plane B for 5 s")
-        b.cp.kill()
-        time.sleep(5)
-        b.cp.restart()
-        for th in threads:
-            th.join()
-        first = int(w0 // 60)
-        by_window = rpm2.admitted_by_window()
-        full = [by_window.get(first + i, 0) for i in range(2)]
-        fault = by_window.get(first + 2, 0)
-        rpm_one = rpm1.admitted_by_window().get(first, 0)
-        log(f"rpm one Envoy: {rpm_one} of 60; two Envoys per window: {full} (fault window: {fault})")
+        rpm_one, full, fault, first, cpu_pct, grants_per_s = None, [None], None, 0, None, None
+        if wanted("windowed"):
+            # --- windowed runs, side by side, from the next aligned minute ---------------------------------
+            w0 = next_window_start()
+            log(f"windowed runs start at {time.strftime('%H:%M:%S', time.localtime(w0))} (3 windows; control plane B "
+                "killed for 5 s in the third)")
+            rpm1 = Paced([a], keys["rpm1"][1], 180, 6, w0, w0 + 60, "rpm1")
+            rpm2 = Paced([a, b], keys["rpm2"][1], 2 * L, 200, w0, w0 + 180, "rpm2")
+            tpm = Paced([a, b], keys["tpm"][1], 1200, 20, w0, w0 + 120, "tpm")
+            threads = [p.run() for p in (rpm1, rpm2, tpm)]
+            wait_until(w0)
+            cpu0 = {s: cpu_seconds(s.cp.pid) for s in (a, b)}
+            grants0 = sum(grant_stats(s)["asks"] for s in (a, b))
+            wait_until(w0 + 120)
+            took = time.time() - w0
+            cpu_pct = sum(100 * (cpu_seconds(s.cp.pid) - cpu0[s]) for s in (a, b)) / took
+            grants_per_s = (sum(grant_stats(s)["asks"] for s in (a, b)) - grants0) / took
+            wait_until(w0 + 130)
+            assert b.cp is not None
+            log("killing control plane B for 5 s")
+            b.cp.kill()
+            time.sleep(5)
+            b.cp.restart()
+            for th in threads:
+                th.join()
+            first = int(w0 // 60)
+            by_window = rpm2.admitted_by_window()
+            full = [by_window.get(first + i, 0) for i in range(2)]
+            fault = by_window.get(first + 2, 0)
+            rpm_one = rpm1.admitted_by_window().get(first, 0)
+            log(f"rpm one Envoy: {rpm_one} of 60; two Envoys per window: {full} (fault window: {fault})")
 
         # --- waits below 80%, budget, concurrency -------------------------------------------------------
-        before = counter(a, "tollgate_quota_network_waits")
-        waits = Paced([a], keys["waits"][1], 1200 * 0.5, 4, time.time(), time.time() + 30, "waits")
-        waits.run().join()
-        sent_waits = len(waits.results)
-        waits_count = counter(a, "tollgate_quota_network_waits") - before
-        log(f"waits: {waits_count} of {sent_waits} requests")
-        ok, refused = budget_run([a, b], keys["budget"][1], 200)
-        log(f"budget: {ok} admitted, {refused} refused")
-        most = concurrency_run(a, keys["conc"][1], mock, 50)
-        log(f"concurrency: at most {most} streams at once")
+        waits_count, sent_waits, ok, most = 0, 0, None, None
+        if wanted("waits"):
+            before = counter(a, "tollgate_quota_network_waits")
+            waits = Paced([a], keys["waits"][1], 1200 * 0.5, 4, time.time(), time.time() + 30, "waits")
+            waits.run().join()
+            sent_waits = len(waits.results)
+            waits_count = counter(a, "tollgate_quota_network_waits") - before
+            log(f"waits: {waits_count} of {sent_waits} requests")
+        if wanted("budget"):
+            ok, refused = budget_run([a, b], keys["budget"][1], 200)
+            log(f"budget: {ok} admitted, {refused} refused; the authority's state after: "
+                f"{a.admin('GET', f'/admin/v1/quotas/{q_budget}/state').text}")
+        if wanted("concurrency"):
+            most = concurrency_run(a, keys["conc"][1], mock, 50)
+            log(f"concurrency: at most {most} streams at once")
 
         # --- the ledger ----------------------------------------------------------------------------------
         time.sleep(3)
@@ -311,33 +341,38 @@ def run(db_url: str, work: Path) -> dict[str, Any]:
         tpm_rows = ledger(f"SELECT at_ms / 60000, SUM(input_tokens + output_tokens) FROM usage_records "
                           f"WHERE key_id = '{keys['tpm'][0]}' GROUP BY 1 ORDER BY 1")
         tpm_windows = {int(w): int(t) for w, t in tpm_rows}
-        tpm_full = [tpm_windows.get(first + i, 0) for i in range(2)]
+        tpm_full = [tpm_windows.get(first + i, 0) for i in range(2)] if wanted("windowed") else [6000]
         spend_rows = ledger(f"SELECT COALESCE(SUM(cost_nanos), 0), COUNT(*) FROM usage_records WHERE key_id = '{keys['budget'][0]}'")
         spend_nanos, budget_requests = int(spend_rows[0][0]), int(spend_rows[0][1])
         budget_nanos = int(float(budget_usd) * 1e9)
         mean = spend_nanos / max(budget_requests, 1)
+        reserved = reservation_nanos(a, "budget 100 10") if wanted("budget") else 0
 
         # --- the authority with 100 simulated Envoys -----------------------------------------------------
-        q_sim = quota(a, metric="requests", window_seconds=60, limit=10**12)
-        sim_grants, sim_cpu = simulated_envoys(a, q_sim, 100, 20)
-        log(f"100 simulated Envoys: {sim_grants:.0f} grants/s, control plane {sim_cpu:.0f}% CPU")
+        sim_grants, sim_cpu = None, None
+        if wanted("authority"):
+            q_sim = quota(a, metric="requests", window_seconds=60, limit=10**12)
+            sim_grants, sim_cpu = simulated_envoys(a, q_sim, 100, 20)
+            log(f"100 simulated Envoys: {sim_grants:.0f} grants/s, control plane {sim_cpu:.0f}% CPU")
         del q_rpm1, q_rpm2, q_waits
         return {
             "rpm_one_envoy_admitted": rpm_one,
-            "rpm_two_envoys_window_min": min(full),
-            "rpm_two_envoys_window_max": max(full),
+            "rpm_two_envoys_window_min": min(full, key=lambda n: n or 0),
+            "rpm_two_envoys_window_max": max(full, key=lambda n: n or 0),
             "rpm_two_envoys_fault_window": fault,
             "tpm_overshoot_tokens": max(max(t - 6000 for t in tpm_full), 0),
             "tpm_under_tokens": 6000 - max(tpm_full),
             "budget_overshoot_usd": round(max(spend_nanos - budget_nanos, 0) / 1e9, 9),
             "budget_gap_requests": round((budget_nanos - spend_nanos) / mean, 2) if mean else None,
+            "budget_gap_reservations": round((budget_nanos - spend_nanos) / reserved, 2) if reserved else None,
+            "budget_reservation_over_mean": round(reserved / mean, 2) if reserved and mean else None,
             "budget_admitted": ok,
             "concurrency_max_in_flight": most,
             "network_waits_per_request_below_80pct": round(waits_count / max(sent_waits, 1), 4),
-            "authority_grants_per_s_two_envoys": round(grants_per_s, 1),
-            "authority_cpu_pct_two_envoys": round(cpu_pct, 1),
-            "authority_grants_per_s_100_envoys": round(sim_grants),
-            "authority_cpu_pct_100_envoys": round(sim_cpu, 1),
+            "authority_grants_per_s_two_envoys": grants_per_s and round(grants_per_s, 1),
+            "authority_cpu_pct_two_envoys": cpu_pct and round(cpu_pct, 1),
+            "authority_grants_per_s_100_envoys": sim_grants and round(sim_grants),
+            "authority_cpu_pct_100_envoys": sim_cpu and round(sim_cpu, 1),
         }
     finally:
         for s in stacks:
@@ -352,21 +387,26 @@ def harness_psql(db_url: str, sql: str) -> str:
                            "-c", sql], check=True, capture_output=True, text=True, timeout=120).stdout
 
 
-def figures() -> dict[str, Any]:
+def figures(only: set[str] | None = None) -> dict[str, Any]:
     import subprocess
     harness.require_built()
     db = f"tollgate_accq_{uuid.uuid4().hex[:10]}"
     subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c", f"CREATE DATABASE {db}"],
                    check=True, capture_output=True, timeout=60)
     try:
-        return run(f"postgres://postgres@127.0.0.1:5432/{db}", Path(tempfile.mkdtemp(prefix="tollgate-accq-")))
+        return run(f"postgres://postgres@127.0.0.1:5432/{db}", Path(tempfile.mkdtemp(prefix="tollgate-accq-")), only)
     finally:
         subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c",
                         f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"], capture_output=True, timeout=60)
 
 
 def main() -> int:
-    print(json.dumps(figures()), flush=True)
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", help="comma-separated scenarios: windowed, waits, budget, concurrency, authority "
+                    "(default: all; the figures of the others are null)")
+    args = ap.parse_args()
+    print(json.dumps(figures(set(args.only.split(",")) if args.only else None)), flush=True)
     return 0
 
 

@@ -204,16 +204,37 @@ def test_the_service_vm_marks_the_authority_down_and_up_once_each(make_service):
     assert any("answers again" in m for m in svc.log_text.splitlines())
 
 
-def test_a_waiting_request_asks_only_for_what_its_lease_lacks(make_gateway):
+def test_a_waiting_request_gives_back_its_leases_fragment_and_asks_for_its_whole_need(make_gateway):
+    """Near a quota's end the Envoys' fragments pool at the authority, where one request can
+    have them."""
     tpm = {"id": "quota_tpm", "metric": "output_tokens", "window_seconds": 60, "limit": 6000, "lease": True, "share": 3000}
     gw, shared = gateway_with(make_gateway, tpm)
     put_slot(shared, "quota_tpm", NOW // 60, 20, 100, 5900)
     waiting = send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=100))
     ask = json.loads(gw.http_calls[-1].body)["asks"][0]
-    assert (ask["need"], ask["want"]) == (20, 120), "100 needed, 80 unspent in the lease"
-    gw.respond_http_call(gw.http_calls[-1].token, body=grant_answer(gw.http_calls[-1], 20, 5880))
+    assert (ask["need"], ask["want"], ask["returned"]) == (100, 120, 80), "100 needed, the 80 unspent given back"
+    assert slot(shared, "quota_tpm") == {"window": NOW // 60, "used": 20, "leased": 20, "free": 5900}
+    gw.respond_http_call(gw.http_calls[-1].token, body=grant_answer(gw.http_calls[-1], 100, 5880))
     assert waiting.continued == [0]
     assert slot(shared, "quota_tpm") == {"window": NOW // 60, "used": 120, "leased": 120, "free": 5880}
+
+
+def test_a_spent_lease_with_a_fragment_pools_it_even_when_the_authority_had_too_little(make_gateway):
+    tpm = {"id": "quota_tpm", "metric": "output_tokens", "window_seconds": 60, "limit": 6000, "lease": True, "share": 3000}
+    gw, shared = gateway_with(make_gateway, tpm)
+    put_slot(shared, "quota_tpm", NOW // 60, 5950, 5990, 10)
+    refused = send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=100))
+    ask = json.loads(gw.http_calls[-1].body)["asks"][0]
+    assert (ask["need"], ask["returned"]) == (100, 40), "the fragment goes to the authority"
+    gw.respond_http_call(gw.http_calls[-1].token, body=grant_answer(gw.http_calls[-1], 0, 50))
+    assert refused.local_response.status == 429
+    # Nothing of its own to pool and the authority short: refused without a call.
+    calls = len(gw.http_calls)
+    assert send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=100)).local_response.status == 429
+    assert len(gw.http_calls) == calls
+    # A request the authority's remainder covers still asks.
+    assert send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=30)).local_response is None
+    assert len(gw.http_calls) == calls + 1
 
 
 def test_an_idle_lease_of_a_lifetime_budget_goes_back_to_the_authority(make_service):
@@ -233,3 +254,28 @@ def test_an_idle_lease_of_a_lifetime_budget_goes_back_to_the_authority(make_serv
     assert returns == [{"quota": "quota_budget", "window": 0, "want": 0, "need": 0, "returned": 700}]
     assert slot(shared, "quota_budget") == {"window": 0, "used": 300, "leased": 300, "free": 5000}
     assert any("giving back 700" in m for m in svc.log_text.splitlines())
+
+
+def test_near_a_budgets_end_an_idle_lease_goes_back_within_half_a_second(make_service):
+    budget = dict(BUDGET, limit=10**6)
+    svc, shared = service_with_docs(make_service, budget)
+    put_slot(shared, "quota_budget", 0, 300, 1000, 5000)  # the authority has under a tenth left
+    svc.tick()
+    calls = len(grant_calls(svc))
+    for c in grant_calls(svc):
+        if c.token in svc.pending_http_calls:
+            svc.respond_http_call(c.token, body=grant_answer(c, 0, 5000))
+    for _ in range(3):  # 600 ms without use
+        svc.tick()
+    returns = [a for c in grant_calls(svc)[calls:] for a in json.loads(c.body)["asks"] if a.get("returned")]
+    assert returns == [{"quota": "quota_budget", "window": 0, "want": 0, "need": 0, "returned": 700}]
+
+
+def test_a_changed_limit_makes_the_envoy_ask_again(make_service):
+    svc, shared = service_with_docs(make_service, BUDGET)
+    put_slot(shared, "quota_budget", 0, 1000, 1000, 0)  # the authority said: nothing left
+    svc.tick()
+    assert slot(shared, "quota_budget")["free"] == 0
+    shared.set("tollgate.quota.docs.v1", json.dumps([dict(BUDGET, limit=BUDGET["limit"] * 2)]).encode())
+    svc.tick()
+    assert slot(shared, "quota_budget")["free"] == 2**64 - 1, "unknown until the authority answers"

@@ -163,7 +163,11 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
 
 /// What to ask the authority for: every leased quota of the request whose lease cannot cover
 /// it (a slot that cannot be read is asked for too), unless the authority said when it last
-/// granted that none of the window was left.
+/// answered that it had less left than the request needs and the lease is spent. The unspent fragment of the lease goes
+/// back with the ask (`returned`) and the whole need is asked for: so that, near a quota's end,
+/// what the Envoys hold in pieces too small for a request pools at the authority, where one
+/// request can have it (the gap a budget ends with is then under one request's reservation,
+/// not one per Envoy).
 fn asks<H: Host>(host: &H, quotas: &[QuotaDoc], keys: &[(String, String)], r: &Asking<'_>) -> Vec<Ask> {
     quotas
         .iter()
@@ -173,10 +177,20 @@ fn asks<H: Host>(host: &H, quotas: &[QuotaDoc], keys: &[(String, String)], r: &A
             let window = q.period(r.now).window;
             let need = amount(q, r);
             let slot = tollgate_wasm::quota_slot::read(host, key, &q.id).filter(|s| s.window == window);
-            let spent = slot.is_some_and(|s| s.leased > 0 && s.free == 0);
-            // What the lease lacks (what it holds unspent counts).
-            let short = need.saturating_sub(slot.map_or(0, |s| s.spare()));
-            (!spent && short > 0).then(|| Ask { quota: q.id.clone(), window, want: short.max(q.limit / 50).max(1), need: short, returned: 0 })
+            let spare = slot.map_or(0, |s| s.spare());
+            if need <= spare {
+                return None;
+            }
+            // The authority answered in this window with less left than the request needs and
+            // this Envoy has no fragment to pool with it: refused without asking.
+            if spare == 0 && slot.is_some_and(|s| s.leased > 0 && s.free < need) {
+                return None;
+            }
+            let returned = match spare {
+                0 => 0,
+                _ => tollgate_wasm::quota_slot::take_back(host, key, &q.id, window, spare).unwrap_or(0),
+            };
+            Some(Ask { quota: q.id.clone(), window, want: need.max(q.limit / 50), need, returned })
         })
         .collect()
 }

@@ -20,6 +20,9 @@ const HORIZON_SECONDS: f64 = 2.0;
 /// A lease of a quota without windows unused this long is given back (what an Envoy holds of a
 /// lifetime budget would otherwise be lost to it if the Envoy stopped).
 const IDLE_RETURN_MS: u64 = 30_000;
+/// ... and this soon once the authority has less than a tenth of the limit left to grant: near
+/// a budget's end what one Envoy holds idle is what another Envoy's requests are refused for.
+const SCARCE_IDLE_RETURN_MS: u64 = 400;
 const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
@@ -67,6 +70,18 @@ impl LeaseKeeper {
         match serde_json::from_slice::<Vec<QuotaDoc>>(&raw) {
             Ok(docs) => {
                 log::info!("tollgate service: {} leased quotas", docs.len());
+                // A quota whose limit changed: what the authority last said it had left is stale
+                // (a raised budget would otherwise stay refused without asking).
+                let now = host.now().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs());
+                for doc in &docs {
+                    let changed = self.docs.iter().any(|d| d.id == doc.id && (d.limit != doc.limit || d.limits != doc.limits));
+                    if changed {
+                        let window = doc.period(now).window;
+                        if let Err(e) = quota_slot::lease(host, &doc.slot_key(), &doc.id, window, 0, u64::MAX) {
+                            log::warn!("tollgate service: could not reset what quota {} has left ({e})", doc.id);
+                        }
+                    }
+                }
                 self.docs = docs;
                 self.seen.retain(|id, _| self.docs.iter().any(|d| &d.id == id));
             }
@@ -108,11 +123,13 @@ impl LeaseKeeper {
             (seen.window, seen.used, seen.at_ms) = (period.window, used, now_ms);
             // An idle lease of a quota without windows goes back to the authority.
             let lifetime = period.ends.is_none() && doc.periods.is_empty() && doc.window_seconds == 0;
-            if lifetime && now_ms.saturating_sub(seen.changed_ms) >= IDLE_RETURN_MS && slot.is_some_and(|s| s.spare() > 0) {
+            let scarce = slot.is_some_and(|s| s.leased > 0 && s.free < doc.limit / 10);
+            let idle_for = if scarce { SCARCE_IDLE_RETURN_MS } else { IDLE_RETURN_MS };
+            if lifetime && now_ms.saturating_sub(seen.changed_ms) >= idle_for && slot.is_some_and(|s| s.spare() > 0) {
                 match quota_slot::take_back(host, &key, &doc.id, period.window, u64::MAX) {
                     Ok(0) => {}
                     Ok(returned) => {
-                        log::info!("tollgate service: giving back {returned} of quota {} (unused for {} s)", doc.id, IDLE_RETURN_MS / 1000);
+                        log::info!("tollgate service: giving back {returned} of quota {} (unused for {} ms)", doc.id, idle_for);
                         asks.push(Ask { quota: doc.id.clone(), window: period.window, want: 0, need: 0, returned });
                     }
                     Err(e) => log::warn!("tollgate service: could not take back the lease of quota {} ({e})", doc.id),
