@@ -58,6 +58,33 @@ def test_concurrency_is_given_back_when_the_request_ends(make_gateway):
     assert chat(gw).local_response is None
 
 
+def test_a_reservation_never_given_back_expires_and_one_given_back_late_is_not_taken_twice(make_gateway):
+    """A worker whose VM crashed mid-request never gives back what its requests hold: after the
+    longest a request may run (`quota_hold_seconds`, one to two epochs) the reservation expires."""
+    shared = SharedData()
+    publish_keys(shared)
+    q = {"id": "quota_conc", "metric": "concurrency", "limit": 2}
+    cfg = config_bytes(gateway_config(quotas=[q], quota_hold_seconds=100))
+    crashed, alive = make_gateway(cfg, shared_data=shared), make_gateway(cfg, shared_data=shared)
+    lost = chat(crashed)  # its worker dies: this request never ends
+    assert lost.local_response is None
+    slow = chat(alive)
+    assert chat(alive).local_response.status == 429, "both slots held"
+    alive.now += 100
+    assert chat(alive).local_response.status == 429, "one epoch on: still held"
+    alive.now += 100
+    fresh = chat(alive)
+    assert fresh.local_response is None, "two epochs on: the crashed worker's slot expired"
+    held = decode_slots(shared.value("tollgate.quota.quota_conc"), full=True)["quota_conc"]
+    assert held["used"] == 1 and sum(held["held"]) == 1
+    slow.finish()  # ran past its expiry: giving it back takes nothing off
+    assert decode_slots(shared.value("tollgate.quota.quota_conc"))["quota_conc"]["used"] == 1
+    assert chat(alive).local_response is None
+    assert chat(alive).local_response.status == 429, "still exactly the limit"
+    fresh.finish()
+    assert decode_slots(shared.value("tollgate.quota.quota_conc"))["quota_conc"]["used"] == 1
+
+
 def test_tokens_reserve_the_worst_case_and_settle_to_the_usage(make_gateway, make_provider):
     shared = SharedData()
     publish_keys(shared)

@@ -187,7 +187,7 @@ _OP_NAMES = {v: k for k, v in _OPS.items()}
 
 
 def request_state(op: str = "chat_completions", key_id: str = "k1", model: str = "gpt-a") -> bytes:
-    """The gateway filter's filter state for a routed request, in the codec's version 1 layout
+    """The gateway filter's filter state for a routed request, in the codec's version 2 layout
     (filters/tollgate-contract/src/state.rs). `op` may carry `;stream`, `;usage`, `;len=N`."""
     name, *flags = op.split(";")
     bits, body_len = 0, b""
@@ -199,7 +199,7 @@ def request_state(op: str = "chat_completions", key_id: str = "k1", model: str =
         elif f.startswith("len="):
             bits |= 4
             body_len = struct.pack("<Q", int(f[4:]))
-    out = bytes([1, _OPS[name], bits]) + body_len
+    out = bytes([2, _OPS[name], bits]) + body_len
     for text in (key_id, model):
         raw = text.encode()
         out += struct.pack("<H", len(raw)) + raw
@@ -207,8 +207,8 @@ def request_state(op: str = "chat_completions", key_id: str = "k1", model: str =
 
 
 def decode_request_state(state: bytes) -> dict:
-    """The fields of a version-1 request state (the inverse of `request_state`)."""
-    assert state[0] == 1, f"request state version {state[0]}"
+    """The fields of a version-2 request state (the inverse of `request_state`)."""
+    assert state[0] == 2, f"request state version {state[0]}"
     op, bits = _OP_NAMES[state[1]], state[2]
     i = 3
     body_len = None
@@ -235,9 +235,10 @@ def decode_request_state(state: bytes) -> dict:
             qid = text()
             group = text() or None
             metric = ["requests", "input_tokens", "output_tokens", "total_tokens", "concurrency", "cost_usd"][state[i]]
-            window, reserved = struct.unpack_from("<QQ", state, i + 1)
-            i += 17
-            holds.append({"id": qid, "metric": metric, "window": window, "reserved": reserved, "group": group})
+            window, reserved, epoch = struct.unpack_from("<QQQ", state, i + 1)
+            i += 25
+            holds.append({"id": qid, "metric": metric, "window": window, "reserved": reserved, "group": group,
+                          "epoch": epoch})
         count = state[i]
         i += 1
         for _ in range(count):
@@ -271,19 +272,24 @@ def credentials_doc(version: str = "v1", api_key: str = API_KEY, **more) -> byte
     return json.dumps({"version": version, "credentials": creds}).encode()
 
 
-def decode_slots(raw: bytes) -> dict:
-    """A quota value in shared data: its slots by quota id (tollgate_contract::quota::decode_slots)."""
+def decode_slots(raw: bytes, full: bool = False) -> dict:
+    """A quota value in shared data: its slots by quota id (tollgate_contract::quota::decode_slots);
+    with `full`, each slot's reservation epoch and held counts too."""
     out, i = {}, 0
     while i < len(raw):
         n = raw[i]
         qid = raw[i + 1:i + 1 + n].decode()
-        window, used, leased, free = struct.unpack_from("<QQQQ", raw, i + 1 + n)
+        window, used, leased, free, epoch, held0, held1 = struct.unpack_from("<QQQQQQQ", raw, i + 1 + n)
         out[qid] = {"window": window, "used": used, "leased": leased, "free": free}
-        i += 1 + n + 32
+        if full:
+            out[qid].update(epoch=epoch, held=[held0, held1])
+        i += 1 + n + 56
     return out
 
 
 def encode_slots(slots: dict) -> bytes:
     """The inverse of `decode_slots`."""
-    return b"".join(bytes([len(q.encode())]) + q.encode() + struct.pack("<QQQQ", s["window"], s["used"], s["leased"], s["free"])
+    return b"".join(bytes([len(q.encode())]) + q.encode()
+                    + struct.pack("<QQQQQQQ", s["window"], s["used"], s["leased"], s["free"], s.get("epoch", 0),
+                                  *s.get("held", [0, 0]))
                     for q, s in slots.items())

@@ -130,6 +130,7 @@ async fn a_broken_deployment_row_does_not_stop_a_key_revocation() {
     assert_eq!(table.authenticate("tg-admin-seed-for-the-test", 0).unwrap().id, actor.key_id);
     // the good model is served, the broken ones are not
     assert_eq!(doc.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), vec!["tollgate-demo"]);
+    assert_eq!(doc.quota_hold_seconds, 600 + 60, "reservations outlive the longest request (the request timeout)");
 
     // the admin API says what is not served and why
     let models = service.list_models().await.unwrap();

@@ -16,6 +16,7 @@ fn config() -> &'static GatewayConfig {
             schema: SCHEMA_VERSION,
             quotas: Vec::new(),
             model_prices: Default::default(),
+            quota_hold_seconds: tollgate_contract::config::DEFAULT_HOLD_SECONDS,
             max_body_bytes: 1 << 20,
             models: vec![
                 ModelDoc { name: "a".into(), cluster: "ca".into(), owned_by: "t".into(), created: 1 },

@@ -126,6 +126,9 @@ pub fn build(model: &Model, env: &XdsEnv) -> Snapshot {
     }
     let gateway_doc = GatewayConfigDoc {
         schema: SCHEMA_VERSION,
+        // A reservation never given back (its worker crashed) expires after the longest a
+        // request may run.
+        quota_hold_seconds: model.settings.request_timeout_seconds.saturating_add(60),
         // A budget reserves a request's worst case at its model's dearest deployment.
         model_prices: model
             .models

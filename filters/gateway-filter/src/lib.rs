@@ -225,7 +225,7 @@ impl GatewayHttp {
         if !cfg.quotas.is_empty() {
             let now = host.now()?.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let price = cfg.model_prices.get(w.model.as_str());
-            let asking = quotas::Asking { key_id: &w.pending.key.id, model: &w.model, body_len: w.body_len, max_output: w.max_output, now, api: self.api, price };
+            let asking = quotas::Asking { key_id: &w.pending.key.id, model: &w.model, body_len: w.body_len, max_output: w.max_output, now, api: self.api, price, hold_seconds: cfg.quota_hold_seconds };
             match quotas::admit(host, &cfg.quotas, &self.quota_keys, &asking, pass)? {
                 quotas::Admission::Admitted(holds) if holds.holds.is_empty() => {}
                 quotas::Admission::Admitted(holds) => {

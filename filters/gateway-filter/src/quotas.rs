@@ -33,6 +33,9 @@ pub struct Asking<'a> {
     pub api: tollgate_contract::ClientApi,
     /// The model's dearest deployment rates (for budgets).
     pub price: Option<&'a tollgate_contract::config::Price>,
+    /// How long a reservation never given back is held before it expires (see
+    /// `quota::Slot::roll`): longer than any request can run.
+    pub hold_seconds: u64,
 }
 
 /// Which try this is.
@@ -75,6 +78,7 @@ pub fn slot_keys(quotas: &[QuotaDoc]) -> Vec<(String, String)> {
 /// group (a scope) with one read and one compare-and-swap. `keys`: [`slot_keys`].
 pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, String)], r: &Asking<'_>, pass: Pass) -> Result<Admission<'q>, HostError> {
     let now = r.now;
+    let epoch = quota::hold_epoch(now, r.hold_seconds);
     let mut holds = Holds::default();
     let (mut requests, mut tokens): (Option<quota::Standing>, Option<quota::Standing>) = (None, None);
     let mut down = pass == Pass::AuthorityDown;
@@ -99,9 +103,13 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
                     let cap = if q.lease { Cap::Lease { next: &keys[i].1, floor: if down { q.share } else { 0 } } } else { Cap::Limit(period.limit) };
                     let slot = slots.get_mut(&q.id, period.window)?;
                     let mut s = in_window(host, *slot, &q.id, period.window, cap);
+                    s.roll(epoch);
                     if !take(&mut s, i64::try_from(amount).unwrap_or(i64::MAX), cap) {
                         over = Some(i);
                         return None;
+                    }
+                    if q.metric.is_held() {
+                        s.hold(epoch, amount);
                     }
                     *slot = s;
                     taken.push((i, s, amount, period));
@@ -141,7 +149,7 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
         for (i, slot, amount, period) in taken {
             let q = &quotas[i];
             let reserved = if q.metric.is_tokens() { amount } else { 0 };
-            holds.holds.push(Hold { id: q.id.clone(), metric: q.metric, window: period.window, reserved, group: q.group.clone() });
+            holds.holds.push(Hold { id: q.id.clone(), metric: q.metric, window: period.window, reserved, group: q.group.clone(), epoch });
             // The tightest quota of each kind names the headers; a leased quota's remaining is
             // what the authority had left plus what this Envoy holds unspent.
             let remaining = if q.lease { slot.free.saturating_add(slot.spare()).min(period.limit) } else { period.limit.saturating_sub(slot.used) };

@@ -42,6 +42,18 @@ pub struct GatewayConfigDoc {
     /// does not change when nothing did).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub model_prices: BTreeMap<String, Price>,
+    /// How long a quota reservation never given back is held before it expires: longer than
+    /// any request may run (the control plane sends its request timeout and a minute more).
+    #[serde(default = "default_hold_seconds")]
+    pub quota_hold_seconds: u64,
+}
+
+/// [`GatewayConfigDoc::quota_hold_seconds`] when the control plane sends none: the default
+/// request timeout (600 s) and a minute.
+pub const DEFAULT_HOLD_SECONDS: u64 = 660;
+
+fn default_hold_seconds() -> u64 {
+    DEFAULT_HOLD_SECONDS
 }
 
 /// Configuration of the upstream provider filter (in each model cluster's filter chain).
@@ -76,6 +88,7 @@ pub struct GatewayConfig {
     pub fault_injection: bool,
     pub quotas: Vec<crate::quota::QuotaDoc>,
     pub model_prices: BTreeMap<String, Price>,
+    pub quota_hold_seconds: u64,
 }
 
 impl GatewayConfig {
@@ -102,6 +115,7 @@ impl GatewayConfig {
             fault_injection: doc.fault_injection,
             quotas: doc.quotas,
             model_prices: doc.model_prices,
+            quota_hold_seconds: doc.quota_hold_seconds.max(1),
         })
     }
 
@@ -285,6 +299,7 @@ mod tests {
             schema: SCHEMA_VERSION,
             quotas: Vec::new(),
             model_prices: Default::default(),
+            quota_hold_seconds: 660,
             max_body_bytes: 1024,
             models: vec![ModelDoc { name: "m".into(), cluster: "c".into(), owned_by: "o".into(), created: 1 }],
             fault_injection: false,

@@ -211,16 +211,33 @@ impl Period {
 /// A quota's count in shared data: the window it is for, what was used in it (reservations
 /// included) and, for a leased quota, what this Envoy holds of it and what the authority had
 /// left to grant when it last answered.
+///
+/// Reservations (a request's worst-case tokens or cost, its concurrency slot) also count in
+/// `held`, by the reservation epoch they were made in ([`Slot::roll`]): a reservation that is
+/// never given back (its worker's VM crashed mid-request) expires with its epoch, so it cannot
+/// leak, while one given back in time is taken off exactly once.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Slot {
     pub window: u64,
     pub used: u64,
     pub leased: u64,
     pub free: u64,
+    /// The latest reservation epoch this slot has seen.
+    pub epoch: u64,
+    /// Reservations still held, by epoch parity: `held[epoch % 2]` for `epoch` and
+    /// `epoch - 1`.
+    pub held: [u64; 2],
 }
 
 /// The encoded size of a [`Slot`].
-pub const SLOT_BYTES: usize = 32;
+pub const SLOT_BYTES: usize = 56;
+
+/// The reservation epoch of `now` (Unix seconds) for reservations that expire after
+/// `hold_seconds` (the gateway's longest request): a reservation of epoch `e` is dropped when the
+/// slot reaches epoch `e + 2`, at least `hold_seconds` later.
+pub fn hold_epoch(now: u64, hold_seconds: u64) -> u64 {
+    now / hold_seconds.max(1)
+}
 
 impl Slot {
     pub fn new(window: u64) -> Self {
@@ -232,13 +249,14 @@ impl Slot {
             return None;
         }
         let at = |i: usize| bytes.get(i * 8..i * 8 + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
-        Some(Self { window: at(0)?, used: at(1)?, leased: at(2)?, free: at(3)? })
+        Some(Self { window: at(0)?, used: at(1)?, leased: at(2)?, free: at(3)?, epoch: at(4)?, held: [at(5)?, at(6)?] })
     }
 
     pub fn encode(&self) -> [u8; SLOT_BYTES] {
         let mut out = [0u8; SLOT_BYTES];
-        for (i, v) in [self.window, self.used, self.leased, self.free].into_iter().enumerate() {
-            out[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+        let fields = [self.window, self.used, self.leased, self.free, self.epoch, self.held[0], self.held[1]];
+        for (chunk, v) in out.chunks_exact_mut(8).zip(fields) {
+            chunk.copy_from_slice(&v.to_le_bytes());
         }
         out
     }
@@ -256,6 +274,45 @@ impl Slot {
     pub fn spare(&self) -> u64 {
         self.leased.saturating_sub(self.used)
     }
+
+    /// Moves the slot on to reservation epoch `epoch`: the reservations of epochs before
+    /// `epoch - 1` still held expire (they stop counting in `used`). Returns what expired.
+    pub fn roll(&mut self, epoch: u64) -> u64 {
+        if epoch <= self.epoch {
+            return 0;
+        }
+        let parity = |e: u64| usize::from(e % 2 == 1);
+        let expired = if epoch - self.epoch == 1 {
+            // The bucket `epoch` takes over held `epoch - 2`.
+            std::mem::take(&mut self.held[parity(epoch)])
+        } else {
+            std::mem::take(&mut self.held[0]).saturating_add(std::mem::take(&mut self.held[1]))
+        };
+        self.used = self.used.saturating_sub(expired);
+        self.epoch = epoch;
+        expired
+    }
+
+    /// Records a reservation of `amount` (already added to `used`) made in epoch `epoch` (the
+    /// slot's, after [`Slot::roll`]).
+    pub fn hold(&mut self, epoch: u64, amount: u64) {
+        if let Some(h) = self.held.get_mut(usize::from(epoch % 2 == 1)) {
+            *h = h.saturating_add(amount);
+        }
+    }
+
+    /// Gives back a reservation of `amount` made in epoch `epoch`: taken off `used` unless it
+    /// has expired (then it already was). Returns what was given back.
+    pub fn unhold(&mut self, epoch: u64, amount: u64) -> u64 {
+        if epoch > self.epoch || self.epoch - epoch > 1 {
+            return 0;
+        }
+        let Some(h) = self.held.get_mut(usize::from(epoch % 2 == 1)) else { return 0 };
+        let back = amount.min(*h);
+        *h -= back;
+        self.used = self.used.saturating_sub(back);
+        back
+    }
 }
 
 /// What a request holds of one quota until it ends.
@@ -271,6 +328,17 @@ pub struct Hold {
     /// The quota's group (see [`QuotaDoc::group`]).
     #[serde(default)]
     pub group: Option<String>,
+    /// The reservation epoch it was taken in (see [`Slot::roll`]).
+    #[serde(default)]
+    pub epoch: u64,
+}
+
+impl Metric {
+    /// Held while the request runs and given back when it ends (see [`Slot::hold`]):
+    /// concurrency, and the worst case of tokens and cost.
+    pub fn is_held(self) -> bool {
+        self == Self::Concurrency || self.is_tokens()
+    }
 }
 
 /// What the gateway filter hands on (in the request state, `crate::state`): the holds, and the
@@ -323,7 +391,7 @@ fn take_u64(b: &mut &[u8]) -> Option<u64> {
 
 impl Holds {
     /// Appends the holds in a compact binary form (no JSON on the request path): a count and
-    /// per hold its id, metric, window and reservation; a count and per header its name and
+    /// per hold its id, group, metric, window, reservation and epoch; a count and per header its name and
     /// value. `None` when a count or a length does not fit.
     pub fn encode_into(&self, out: &mut Vec<u8>) -> Option<()> {
         out.push(u8::try_from(self.holds.len()).ok()?);
@@ -333,6 +401,7 @@ impl Holds {
             out.push(h.metric.code());
             out.extend_from_slice(&h.window.to_le_bytes());
             out.extend_from_slice(&h.reserved.to_le_bytes());
+            out.extend_from_slice(&h.epoch.to_le_bytes());
         }
         out.push(u8::try_from(self.headers.len()).ok()?);
         for (name, value) in &self.headers {
@@ -351,7 +420,7 @@ impl Holds {
             let id = take_text(b)?.to_owned();
             let group = Some(take_text(b)?.to_owned()).filter(|g| !g.is_empty());
             let metric = Metric::from_code(take(b, 1)?[0])?;
-            holds.push(Hold { id, metric, window: take_u64(b)?, reserved: take_u64(b)?, group });
+            holds.push(Hold { id, metric, window: take_u64(b)?, reserved: take_u64(b)?, group, epoch: take_u64(b)? });
         }
         let n = take(b, 1)?[0];
         let mut headers = Vec::with_capacity(usize::from(n));
@@ -507,7 +576,7 @@ mod tests {
 
     #[test]
     fn a_groups_slots_round_trip() {
-        let slots = vec![("quota_a".to_owned(), Slot { window: 1, used: 2, leased: 3, free: 4 }), ("quota_b".to_owned(), Slot::new(9))];
+        let slots = vec![("quota_a".to_owned(), Slot { window: 1, used: 2, leased: 3, free: 4, epoch: 5, held: [6, 7] }), ("quota_b".to_owned(), Slot::new(9))];
         let bytes = encode_slots(&slots);
         assert_eq!(decode_slots(&bytes), Some(slots));
         assert_eq!(decode_slots(&[]), Some(Vec::new()));
@@ -529,13 +598,40 @@ mod tests {
 
     #[test]
     fn slots_round_trip_and_a_new_window_starts_from_zero() {
-        let s = Slot { window: 7, used: 59, leased: 70, free: 3 };
+        let s = Slot { window: 7, used: 59, leased: 70, free: 3, ..Slot::default() };
         assert_eq!(Slot::decode(&s.encode()), Some(s));
         assert_eq!(Slot::decode(&[0; 16]), None);
-        assert_eq!(Slot::decode(&[0; 33]), None);
+        assert_eq!(Slot::decode(&[0; 57]), None);
         assert_eq!(s.in_window(7), s);
         assert_eq!(s.in_window(8), Slot::new(8));
         assert_eq!(s.spare(), 11);
+    }
+
+    /// A reservation never given back expires two epochs on; one given back in time comes off
+    /// once, one given back after it expired not at all.
+    #[test]
+    fn held_reservations_expire_with_their_epoch() {
+        let mut s = Slot::new(0);
+        assert_eq!(s.roll(100), 0);
+        s.used += 30; // a crashed worker's reservation
+        s.hold(100, 30);
+        s.used += 5; // settled usage: never expires
+        assert_eq!(s.roll(101), 0, "one epoch on: still held");
+        s.used += 7;
+        s.hold(101, 7);
+        assert_eq!((s.used, s.held), (42, [30, 7]));
+        assert_eq!(s.unhold(101, 7), 7, "given back in time");
+        assert_eq!(s.unhold(101, 7), 0, "and only once");
+        assert_eq!(s.roll(102), 30, "epoch 100's expires at 102");
+        assert_eq!((s.used, s.held), (5, [0, 0]));
+        assert_eq!(s.unhold(100, 30), 0, "given back after it expired: already off");
+        assert_eq!(s.used, 5);
+        s.used += 9;
+        s.hold(102, 9);
+        assert_eq!(s.roll(110), 9, "a long idle gap expires everything");
+        assert_eq!((s.used, s.held, s.epoch), (5, [0, 0], 110));
+        assert_eq!(s.roll(109), 0, "never backwards");
+        assert_eq!(hold_epoch(7200, 660), 10);
     }
 
     #[test]
@@ -553,8 +649,8 @@ mod tests {
     fn holds_round_trip_and_refuse_anything_else() {
         let h = Holds {
             holds: vec![
-                Hold { id: "quota_a".into(), metric: Metric::CostUsd, window: 0, reserved: 123_456, group: Some("k:key_1".into()) },
-                Hold { id: "quota_b".into(), metric: Metric::Requests, window: 29_000_000, reserved: 0, group: None },
+                Hold { id: "quota_a".into(), metric: Metric::CostUsd, window: 0, reserved: 123_456, group: Some("k:key_1".into()), epoch: 490_000 },
+                Hold { id: "quota_b".into(), metric: Metric::Requests, window: 29_000_000, reserved: 0, group: None, epoch: 0 },
             ],
             headers: vec![("x-ratelimit-limit-requests".into(), "60".into())],
         };

@@ -21,7 +21,7 @@
 use crate::error::ClientApi;
 
 /// The codec version this build writes and reads.
-pub const STATE_VERSION: u8 = 1;
+pub const STATE_VERSION: u8 = 2;
 
 /// What the client asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,7 +267,7 @@ mod tests {
                 other => other,
             };
             let holds = quotas.then(|| crate::quota::Holds {
-                holds: vec![crate::quota::Hold { id: key_id.clone(), metric: crate::quota::Metric::TotalTokens, window: 7, reserved: 4096, group: None }],
+                holds: vec![crate::quota::Hold { id: key_id.clone(), metric: crate::quota::Metric::TotalTokens, window: 7, reserved: 4096, group: None, epoch: 3 }],
                 headers: vec![("x-ratelimit-limit-tokens".into(), "1000".into())],
             });
             let state = RequestState { op, facts: BodyFacts { stream, include_usage, body_len, quotas }, key_id, model, holds };
@@ -308,8 +308,8 @@ mod tests {
     #[test]
     fn another_version_is_refused_by_name() {
         let mut bytes = RequestState::encode_from(&Operation::Embeddings, BodyFacts::default(), "k", "m", None).unwrap();
-        bytes[0] = 2;
-        assert_eq!(RequestState::decode(&bytes), Err(StateError::Version(2)));
+        bytes[0] = 1;
+        assert_eq!(RequestState::decode(&bytes), Err(StateError::Version(1)));
     }
 
     #[test]
@@ -322,7 +322,7 @@ mod tests {
     fn layout_is_as_documented() {
         let facts = BodyFacts { stream: true, include_usage: false, body_len: Some(2048), quotas: false };
         let bytes = RequestState::encode_from(&Operation::ChatCompletions, facts, "k1", "gpt", None).unwrap();
-        let mut want = vec![1, 1, FLAG_STREAM | FLAG_LEN];
+        let mut want = vec![STATE_VERSION, 1, FLAG_STREAM | FLAG_LEN];
         want.extend_from_slice(&2048u64.to_le_bytes());
         want.extend_from_slice(&[2, 0, b'k', b'1', 3, 0, b'g', b'p', b't']);
         assert_eq!(bytes, want);

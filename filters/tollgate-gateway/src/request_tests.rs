@@ -10,6 +10,7 @@ fn cfg() -> GatewayConfig {
         schema: SCHEMA_VERSION,
         quotas: Vec::new(),
         model_prices: Default::default(),
+        quota_hold_seconds: 660,
         max_body_bytes: 1024,
         models: vec![
             ModelDoc { name: "a".into(), cluster: "ca".into(), owned_by: "tollgate".into(), created: 1 },

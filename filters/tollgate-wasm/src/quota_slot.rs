@@ -145,7 +145,9 @@ pub fn take_back<H: Host>(host: &H, key: &str, id: &str, window: u64, amount: u6
 /// Changes what each of a request's holds counts by `change(hold)` (a give-back is negative, a
 /// settled usage positive; 0 leaves it alone), one read and one compare-and-swap per group. A
 /// slot that has moved on to another window is left alone (what is given back or settled
-/// belongs to a window that is over). Returns the holds whose group could not be written.
+/// belongs to a window that is over). A give-back of a held reservation (concurrency, tokens,
+/// cost) comes off its epoch's held count, and not at all once that has expired
+/// (`Slot::unhold`). Returns the holds whose group could not be written.
 pub fn adjust<'h, H: Host>(host: &H, holds: &'h [Hold], change: impl Fn(&Hold) -> i64) -> Vec<(&'h Hold, HostError)> {
     let counted = |h: &&Hold| change(h) != 0;
     let mut failed = Vec::new();
@@ -160,7 +162,14 @@ pub fn adjust<'h, H: Host>(host: &H, holds: &'h [Hold], change: impl Fn(&Hold) -
             for o in holds.iter().filter(counted).filter(same) {
                 let slot = slots.get_mut(&o.id, o.window)?;
                 if slot.window == o.window {
-                    take(slot, change(o), Cap::None);
+                    match change(o) {
+                        c if c < 0 && o.metric.is_held() => {
+                            slot.unhold(o.epoch, c.unsigned_abs());
+                        }
+                        c => {
+                            take(slot, c, Cap::None);
+                        }
+                    }
                 }
             }
             Some(())
