@@ -243,9 +243,14 @@ def decode_request_state(state: bytes) -> dict:
         i += 1
         for _ in range(count):
             headers.append([text(), text()])
+        reserve_by = struct.unpack_from("<QQ", state, i)
+        i += 16
     assert i == len(state), "trailing bytes in the request state"
-    return {"op": op, "stream": bool(bits & 1), "usage": bool(bits & 2), "len": body_len,
-            "key": texts[0], "model": texts[1], "holds": holds, "headers": headers}
+    out = {"op": op, "stream": bool(bits & 1), "usage": bool(bits & 2), "len": body_len,
+           "key": texts[0], "model": texts[1], "holds": holds, "headers": headers}
+    if holds is not None:
+        out["reserve_by"] = {"body_len": reserve_by[0], "max_output": reserve_by[1]}
+    return out
 
 
 def key_id_of(ctx) -> Optional[str]:

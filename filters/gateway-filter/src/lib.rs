@@ -166,33 +166,7 @@ fn read_headers<H: Host>(host: &H, fault_injection: bool) -> Result<RequestHeade
 
 /// A 429 in the client's API format naming the quota, with `retry-after`.
 fn refuse<H: Host>(host: &H, api: ClientApi, r: &quotas::Refusal<'_>) -> Result<Action, GatewayError> {
-    use tollgate_contract::quota::Metric;
-    let what = match r.quota.metric {
-        Metric::Requests => "requests",
-        Metric::InputTokens => "input tokens",
-        Metric::OutputTokens => "output tokens",
-        Metric::TotalTokens => "tokens",
-        Metric::Concurrency => "concurrent requests",
-        Metric::CostUsd => "nano-dollars",
-    };
-    let per = match r.quota.window_seconds {
-        _ if r.quota.metric == Metric::Concurrency => String::new(),
-        _ if !r.quota.periods.is_empty() => " in this calendar window".to_owned(),
-        0 => " in total".to_owned(),
-        w => format!(" per {w} s"),
-    };
-    let err = GatewayError::new(
-        ErrorKind::RateLimited,
-        format!("Quota {} ({} {what}{per}) is used up; retry after {} s.", r.quota.id, r.limit, r.retry_after),
-    )
-    .code(if r.quota.metric == Metric::CostUsd { "budget_exceeded" } else { "rate_limit_exceeded" });
-    let body = err.to_json(api);
-    let retry_after = r.retry_after.to_string();
-    let mut headers = vec![("content-type", "application/json"), ("retry-after", retry_after.as_str())];
-    if api == ClientApi::Bedrock {
-        headers.push(("x-amzn-errortype", err.aws_error_type()));
-    }
-    host.send_response(429, &headers, &body)?;
+    tollgate_wasm::quota_slot::refuse(host, api, r.quota, r.limit, r.retry_after)?;
     Ok(Action::Pause)
 }
 
@@ -227,7 +201,8 @@ impl GatewayHttp {
             let price = cfg.model_prices.get(w.model.as_str());
             let asking = quotas::Asking { key_id: &w.pending.key.id, model: &w.model, body_len: w.body_len, max_output: w.max_output, now, api: self.api, price, hold_seconds: cfg.quota_hold_seconds };
             match quotas::admit(host, &cfg.quotas, &self.quota_keys, &asking, pass)? {
-                quotas::Admission::Admitted(holds) if holds.holds.is_empty() => {}
+                // Nothing held, and no quota of a provider for the provider filter to take.
+                quotas::Admission::Admitted(holds) if holds.holds.is_empty() && holds.body_len == 0 => {}
                 quotas::Admission::Admitted(holds) => {
                     w.facts.quotas = true;
                     w.holds = Some(holds);

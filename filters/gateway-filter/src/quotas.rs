@@ -7,9 +7,9 @@
 //! token reservations are given back here; the provider filter adds each attempt's real usage.
 //! No host call is made for a request no quota applies to.
 
-use tollgate_contract::quota::{self, Hold, Holds, Metric, QuotaDoc, Slot};
+use tollgate_contract::quota::{self, Hold, Holds, Metric, QuotaDoc};
 use tollgate_contract::quota_lease::{self, Ask};
-use tollgate_wasm::quota_slot::{adjust, in_window, take, update, Cap};
+use tollgate_wasm::quota_slot::{adjust, take_group, Want};
 use tollgate_wasm::{Host, HostError};
 
 /// Why a request was refused.
@@ -82,7 +82,7 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
     let mut holds = Holds::default();
     let (mut requests, mut tokens): (Option<quota::Standing>, Option<quota::Standing>) = (None, None);
     let mut down = pass == Pass::AuthorityDown;
-    let applicable: Vec<usize> = (0..quotas.len().min(keys.len())).filter(|&i| quotas[i].applies(r.key_id, r.model)).collect();
+    let applicable: Vec<usize> = (0..quotas.len().min(keys.len())).filter(|&i| quotas[i].provider.is_none() && quotas[i].applies(r.key_id, r.model)).collect();
     let mut groups: Vec<&str> = Vec::new();
     for &i in &applicable {
         if !groups.contains(&keys[i].0.as_str()) {
@@ -92,38 +92,15 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
     for group in groups {
         let members: Vec<usize> = applicable.iter().copied().filter(|&i| keys[i].0 == group).collect();
         let (over, taken) = loop {
-            let mut over = None;
-            let mut taken: Vec<(usize, Slot, u64, quota::Period)> = Vec::with_capacity(members.len());
-            let done = update(host, group, |slots| {
-                (over, taken) = (None, Vec::new());
-                for &i in &members {
-                    let q = &quotas[i];
-                    let period = q.period(now);
-                    let amount = amount(q, r);
-                    let cap = if q.lease { Cap::Lease { next: &keys[i].1, floor: if down { q.share } else { 0 } } } else { Cap::Limit(period.limit) };
-                    let slot = slots.get_mut(&q.id, period.window)?;
-                    let mut s = in_window(host, *slot, &q.id, period.window, cap);
-                    s.roll(epoch);
-                    if !take(&mut s, i64::try_from(amount).unwrap_or(i64::MAX), cap) {
-                        over = Some(i);
-                        return None;
-                    }
-                    if q.metric.is_held() {
-                        s.hold(epoch, amount);
-                    }
-                    *slot = s;
-                    taken.push((i, s, amount, period));
-                }
-                Some(())
-            });
-            match done {
+            let wants: Vec<Want<'_>> = members.iter().map(|&i| Want { quota: &quotas[i], next: &keys[i].1, amount: amount(&quotas[i], r) }).collect();
+            match take_group(host, group, &wants, now, epoch, down) {
                 Err(e) => {
                     release(host, &holds.holds, true);
                     return Err(e);
                 }
-                Ok(Some(())) => break (None, taken),
-                Ok(None) => {
-                    let q = &quotas[over.unwrap_or(members[0])];
+                Ok(Ok(taken)) => break (None, members.iter().copied().zip(taken).collect::<Vec<_>>()),
+                Ok(Err(at)) => {
+                    let q = &quotas[members.get(at).copied().unwrap_or(members[0])];
                     if q.lease && pass == Pass::First && !down {
                         if authority_down(host) {
                             down = true;
@@ -136,7 +113,7 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
                             return Ok(Admission::Wait(asks));
                         }
                     }
-                    break (Some(q), taken);
+                    break (Some(q), Vec::new());
                 }
             }
         };
@@ -146,7 +123,7 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
             let retry_after = if q.metric == Metric::Concurrency { 1 } else { period.resets_in(now).unwrap_or(60) };
             return Ok(Admission::Refused(Refusal { quota: q, limit: period.limit, retry_after }));
         }
-        for (i, slot, amount, period) in taken {
+        for (i, tollgate_wasm::quota_slot::Taken { slot, amount, period }) in taken {
             let q = &quotas[i];
             let reserved = if q.metric.is_tokens() { amount } else { 0 };
             holds.holds.push(Hold { id: q.id.clone(), metric: q.metric, window: period.window, reserved, group: q.group.clone(), epoch });
@@ -166,6 +143,10 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
     }
     let anthropic_at = (r.api == tollgate_contract::ClientApi::Anthropic).then_some(now);
     holds.headers = quota::rate_limit_headers(requests, tokens, anthropic_at);
+    // What the provider filter reserves by, when a quota of a provider applies.
+    if quotas.iter().any(|q| q.provider.is_some() && q.applies(r.key_id, r.model)) {
+        (holds.body_len, holds.max_output) = (r.body_len, r.max_output.unwrap_or(0));
+    }
     Ok(Admission::Admitted(holds))
 }
 
@@ -180,7 +161,7 @@ fn asks<H: Host>(host: &H, quotas: &[QuotaDoc], keys: &[(String, String)], r: &A
     quotas
         .iter()
         .zip(keys)
-        .filter(|(q, _)| q.lease && q.applies(r.key_id, r.model))
+        .filter(|(q, _)| q.lease && q.provider.is_none() && q.applies(r.key_id, r.model))
         .filter_map(|(q, (key, _))| {
             let window = q.period(r.now).window;
             let need = amount(q, r);
@@ -223,7 +204,7 @@ pub fn release<H: Host>(host: &H, holds: &[Hold], refused: bool) {
         Metric::Requests => 0,
         _ => h.reserved,
     };
-    for (h, e) in adjust(host, holds, |h| -i64::try_from(back(h)).unwrap_or(i64::MAX)) {
+    for (h, e) in adjust(host, holds, |h| (back(h), 0)) {
         log::warn!("gateway filter: could not give back quota {} ({e})", h.id);
     }
 }

@@ -537,7 +537,7 @@ impl HttpFilter for ProviderHttp {
                 m if m.is_tokens() => m.of_usage(input, output),
                 _ => 0,
             };
-            for (h, e) in tollgate_wasm::quota_slot::adjust(host, &holds.holds, |h| i64::try_from(used(h)).unwrap_or(i64::MAX)) {
+            for (h, e) in tollgate_wasm::quota_slot::adjust(host, &holds.holds, |h| (0, used(h))) {
                 log::warn!("provider filter: could not count tokens against quota {} ({e})", h.id);
             }
         }

@@ -56,8 +56,14 @@ fn default_hold_seconds() -> u64 {
     DEFAULT_HOLD_SECONDS
 }
 
+impl Default for ProviderConfigDoc {
+    fn default() -> Self {
+        Self { fault_injection: false, metering_off: false, quotas: Vec::new(), quota_hold_seconds: DEFAULT_HOLD_SECONDS }
+    }
+}
+
 /// Configuration of the upstream provider filter (in each model cluster's filter chain).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfigDoc {
     /// As [`GatewayConfigDoc::fault_injection`].
@@ -66,6 +72,13 @@ pub struct ProviderConfigDoc {
     /// No usage records (`settings.metering: false`): to measure what metering costs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub metering_off: bool,
+    /// The quotas scoped to a provider ([`crate::quota::QuotaDoc::provider`]), taken per
+    /// attempt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quotas: Vec<crate::quota::QuotaDoc>,
+    /// As [`GatewayConfigDoc::quota_hold_seconds`].
+    #[serde(default = "default_hold_seconds")]
+    pub quota_hold_seconds: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

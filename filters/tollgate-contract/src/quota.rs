@@ -93,6 +93,11 @@ pub struct QuotaDoc {
     /// takes all of them with one read and one compare-and-swap; without a group, its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Applies to the attempts sent to this provider only: taken per attempt by the provider
+    /// filter (the gateway filter does not know which provider an attempt goes to), whose
+    /// refusal makes Envoy try the next deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<crate::config::ProviderKind>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -348,6 +353,13 @@ pub struct Holds {
     pub holds: Vec<Hold>,
     #[serde(default)]
     pub headers: Vec<(String, String)>,
+    /// What the provider filter's quotas (see [`QuotaDoc::provider`]) reserve an attempt by:
+    /// the client body's length (0 when no quota of a provider applies) and its output limit
+    /// (0: none set).
+    #[serde(default)]
+    pub body_len: u64,
+    #[serde(default)]
+    pub max_output: u64,
 }
 
 impl Metric {
@@ -391,8 +403,9 @@ fn take_u64(b: &mut &[u8]) -> Option<u64> {
 
 impl Holds {
     /// Appends the holds in a compact binary form (no JSON on the request path): a count and
-    /// per hold its id, group, metric, window, reservation and epoch; a count and per header its name and
-    /// value. `None` when a count or a length does not fit.
+    /// per hold its id, group, metric, window, reservation and epoch; a count and per header its
+    /// name and value; the body's length and the output limit. `None` when a count or a length
+    /// does not fit.
     pub fn encode_into(&self, out: &mut Vec<u8>) -> Option<()> {
         out.push(u8::try_from(self.holds.len()).ok()?);
         for h in &self.holds {
@@ -408,6 +421,8 @@ impl Holds {
             put_text(out, name)?;
             put_text(out, value)?;
         }
+        out.extend_from_slice(&self.body_len.to_le_bytes());
+        out.extend_from_slice(&self.max_output.to_le_bytes());
         Some(())
     }
 
@@ -427,7 +442,8 @@ impl Holds {
         for _ in 0..n {
             headers.push((take_text(b)?.to_owned(), take_text(b)?.to_owned()));
         }
-        b.is_empty().then_some(Self { holds, headers })
+        let (body_len, max_output) = (take_u64(b)?, take_u64(b)?);
+        b.is_empty().then_some(Self { holds, headers, body_len, max_output })
     }
 }
 
@@ -556,7 +572,7 @@ mod tests {
     use super::*;
 
     fn quota(metric: Metric, window_seconds: u64) -> QuotaDoc {
-        QuotaDoc { id: "quota_1".into(), metric, window_seconds, limit: 60, lease: false, share: 0, key_id: Some("key_a".into()), model: None, keys: None, periods: Vec::new(), limits: Vec::new(), group: None }
+        QuotaDoc { id: "quota_1".into(), metric, window_seconds, limit: 60, lease: false, share: 0, key_id: Some("key_a".into()), model: None, keys: None, periods: Vec::new(), limits: Vec::new(), group: None, provider: None }
     }
 
     #[test]
@@ -653,6 +669,8 @@ mod tests {
                 Hold { id: "quota_b".into(), metric: Metric::Requests, window: 29_000_000, reserved: 0, group: None, epoch: 0 },
             ],
             headers: vec![("x-ratelimit-limit-requests".into(), "60".into())],
+            body_len: 2048,
+            max_output: 16,
         };
         let mut bytes = Vec::new();
         h.encode_into(&mut bytes).unwrap();

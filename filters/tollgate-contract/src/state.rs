@@ -269,6 +269,8 @@ mod tests {
             let holds = quotas.then(|| crate::quota::Holds {
                 holds: vec![crate::quota::Hold { id: key_id.clone(), metric: crate::quota::Metric::TotalTokens, window: 7, reserved: 4096, group: None, epoch: 3 }],
                 headers: vec![("x-ratelimit-limit-tokens".into(), "1000".into())],
+                body_len: 77,
+                max_output: 0,
             });
             let state = RequestState { op, facts: BodyFacts { stream, include_usage, body_len, quotas }, key_id, model, holds };
             let bytes = state.encode().unwrap();

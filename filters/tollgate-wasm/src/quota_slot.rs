@@ -5,7 +5,7 @@
 //! filter (admission, giving back), the provider filter (each attempt's real token usage) and
 //! the service VM (the leases the quota authority grants).
 
-use tollgate_contract::quota::{decode_slots, encode_slots, slot_key, Hold, Slot};
+use tollgate_contract::quota::{decode_slots, encode_slots, slot_key, Hold, Period, QuotaDoc, Slot};
 
 use crate::abi::CAS_MISMATCH;
 use crate::{Host, HostError};
@@ -111,6 +111,55 @@ pub fn take(slot: &mut Slot, delta: i64, cap: Cap<'_>) -> bool {
     true
 }
 
+/// One quota a request takes: the quota, its next window's lease key, and how much.
+pub struct Want<'q> {
+    pub quota: &'q QuotaDoc,
+    pub next: &'q str,
+    pub amount: u64,
+}
+
+/// What a request took of one quota: the slot as written, and the period it counted in.
+pub struct Taken {
+    pub slot: Slot,
+    pub amount: u64,
+    pub period: Period,
+}
+
+/// Takes every one of `wants` (the quotas of one group, counted in the value under `key`) or
+/// none of them, with one read and one compare-and-swap: `Ok(Err(i))` when `wants[i]` would go
+/// over. A leased quota is spent from this Envoy's lease (or, with `down`, the authority
+/// unreachable, up to its fall-back share); held metrics are held in reservation epoch
+/// `epoch` (see `Slot::roll`).
+pub fn take_group<H: Host>(host: &H, key: &str, wants: &[Want<'_>], now: u64, epoch: u64, down: bool) -> Result<Result<Vec<Taken>, usize>, HostError> {
+    let mut over = 0;
+    let mut taken: Vec<Taken> = Vec::with_capacity(wants.len());
+    let done = update(host, key, |slots| {
+        taken.clear();
+        for (i, w) in wants.iter().enumerate() {
+            let q = w.quota;
+            let period = q.period(now);
+            let cap = if q.lease { Cap::Lease { next: w.next, floor: if down { q.share } else { 0 } } } else { Cap::Limit(period.limit) };
+            let slot = slots.get_mut(&q.id, period.window)?;
+            let mut s = in_window(host, *slot, &q.id, period.window, cap);
+            s.roll(epoch);
+            if !take(&mut s, i64::try_from(w.amount).unwrap_or(i64::MAX), cap) {
+                over = i;
+                return None;
+            }
+            if q.metric.is_held() {
+                s.hold(epoch, w.amount);
+            }
+            *slot = s;
+            taken.push(Taken { slot: s, amount: w.amount, period });
+        }
+        Some(())
+    })?;
+    Ok(match done {
+        Some(()) => Ok(taken),
+        None => Err(over),
+    })
+}
+
 /// Adds a lease of `granted` for `window` to quota `id`'s slot under `key`, and records what the
 /// authority has `free`. A slot on a later window keeps its own (the grant came too late).
 pub fn lease<H: Host>(host: &H, key: &str, id: &str, window: u64, granted: u64, free: u64) -> Result<Slot, HostError> {
@@ -142,14 +191,15 @@ pub fn take_back<H: Host>(host: &H, key: &str, id: &str, window: u64, amount: u6
     Ok(taken.unwrap_or(0))
 }
 
-/// Changes what each of a request's holds counts by `change(hold)` (a give-back is negative, a
-/// settled usage positive; 0 leaves it alone), one read and one compare-and-swap per group. A
-/// slot that has moved on to another window is left alone (what is given back or settled
-/// belongs to a window that is over). A give-back of a held reservation (concurrency, tokens,
-/// cost) comes off its epoch's held count, and not at all once that has expired
-/// (`Slot::unhold`). Returns the holds whose group could not be written.
-pub fn adjust<'h, H: Host>(host: &H, holds: &'h [Hold], change: impl Fn(&Hold) -> i64) -> Vec<(&'h Hold, HostError)> {
-    let counted = |h: &&Hold| change(h) != 0;
+/// Changes what each of a request's holds counts, one read and one compare-and-swap per group:
+/// `change(hold)` is `(back, add)`: `back` given back (a held reservation, concurrency or
+/// tokens or cost, comes off its epoch's held count, and not at all once that has expired, see
+/// `Slot::unhold`; a refused request's count comes off `used`), then `add` counted for good (a
+/// settled usage); `(0, 0)` leaves it alone. A slot that has moved on to another window is left
+/// alone (what is given back or settled belongs to a window that is over). Returns the holds
+/// whose group could not be written.
+pub fn adjust<'h, H: Host>(host: &H, holds: &'h [Hold], change: impl Fn(&Hold) -> (u64, u64)) -> Vec<(&'h Hold, HostError)> {
+    let counted = |h: &&Hold| change(h) != (0, 0);
     let mut failed = Vec::new();
     let mut done: Vec<Option<&str>> = Vec::new();
     for h in holds.iter().filter(counted) {
@@ -162,14 +212,13 @@ pub fn adjust<'h, H: Host>(host: &H, holds: &'h [Hold], change: impl Fn(&Hold) -
             for o in holds.iter().filter(counted).filter(same) {
                 let slot = slots.get_mut(&o.id, o.window)?;
                 if slot.window == o.window {
-                    match change(o) {
-                        c if c < 0 && o.metric.is_held() => {
-                            slot.unhold(o.epoch, c.unsigned_abs());
-                        }
-                        c => {
-                            take(slot, c, Cap::None);
-                        }
+                    let (back, add) = change(o);
+                    if o.metric.is_held() {
+                        slot.unhold(o.epoch, back);
+                    } else {
+                        slot.used = slot.used.saturating_sub(back);
                     }
+                    slot.used = slot.used.saturating_add(add);
                 }
             }
             Some(())
@@ -179,4 +228,35 @@ pub fn adjust<'h, H: Host>(host: &H, holds: &'h [Hold], change: impl Fn(&Hold) -
         }
     }
     failed
+}
+
+/// A 429 in the client's API format naming the quota `q` (its limit `limit` in the refused
+/// request's window), with `retry-after`.
+pub fn refuse<H: Host>(host: &H, api: tollgate_contract::ClientApi, q: &QuotaDoc, limit: u64, retry_after: u64) -> Result<(), HostError> {
+    use tollgate_contract::quota::Metric;
+    use tollgate_contract::{ClientApi, ErrorKind, GatewayError};
+    let what = match q.metric {
+        Metric::Requests => "requests",
+        Metric::InputTokens => "input tokens",
+        Metric::OutputTokens => "output tokens",
+        Metric::TotalTokens => "tokens",
+        Metric::Concurrency => "concurrent requests",
+        Metric::CostUsd => "nano-dollars",
+    };
+    let per = match q.window_seconds {
+        _ if q.metric == Metric::Concurrency => String::new(),
+        _ if !q.periods.is_empty() => " in this calendar window".to_owned(),
+        0 => " in total".to_owned(),
+        w => format!(" per {w} s"),
+    };
+    let provider = q.provider.map(|p| format!(" at provider {}", p.as_str())).unwrap_or_default();
+    let err = GatewayError::new(ErrorKind::RateLimited, format!("Quota {} ({limit} {what}{per}{provider}) is used up; retry after {retry_after} s.", q.id))
+        .code(if q.metric == Metric::CostUsd { "budget_exceeded" } else { "rate_limit_exceeded" });
+    let body = err.to_json(api);
+    let retry_after = retry_after.to_string();
+    let mut headers = vec![("content-type", "application/json"), ("retry-after", retry_after.as_str())];
+    if api == ClientApi::Bedrock {
+        headers.push(("x-amzn-errortype", err.aws_error_type()));
+    }
+    host.send_response(429, &headers, &body)
 }
