@@ -180,3 +180,50 @@ def test_a_calendar_window_and_a_schedule_pushed_by_the_control_plane(make_gatew
     assert [chat(gw).local_response is None for _ in range(4)] == [True, True, True, False]
     gw.now += 500  # the next calendar window starts from zero
     assert chat(gw).local_response is None
+
+
+def test_a_quota_of_a_provider_is_taken_per_attempt_and_refuses_with_a_429_envoy_retries(make_gateway, make_provider):
+    """Only an attempt knows its provider: the provider filter takes the quotas scoped to it
+    (the gateway filter hands on what to reserve by) and answers a refused attempt with a 429
+    in the client's format, which Envoy's retry policy (retriable 429) sends to the next
+    deployment; an attempt to another provider is not counted."""
+    shared = SharedData()
+    publish_keys(shared)
+    rpm = {"id": "quota_openai", "metric": "requests", "window_seconds": 60, "limit": 1, "provider": "openai", "group": "p=openai;"}
+    conc = {"id": "quota_conc", "metric": "concurrency", "limit": 5, "provider": "openai", "group": "p=openai;"}
+    gw = make_gateway(with_quotas(rpm, conc), shared_data=shared)
+    provider = make_provider(shared_data=shared)  # the gateway filter publishes the quotas of providers for it
+    shared.set("tollgate.credentials.v1", __import__("wasm_fixtures").credentials_doc())
+    provider.tick()
+
+    def attempt(down, provider_kind="openai"):
+        props = provider_properties(deployment(provider=provider_kind), op=None)
+        props.update(down.properties_set)
+        up = provider.new_http_context(props)
+        up.request_headers(list(down.request_headers_map.pairs), end_of_stream=False)
+        return up
+
+    first, second = chat(gw), chat(gw)
+    assert first.local_response is None and second.local_response is None, "the gateway takes none of them"
+    held = decode_request_state(first.properties_set[REQUEST_STATE])
+    assert held["holds"] == [] and held["reserve_by"]["body_len"] == len(chat_body())
+    up = attempt(first)
+    assert up.local_response is None
+    slots = lambda: decode_slots(shared.value("tollgate.quota.g.p=openai;"))  # noqa: E731
+    assert (slots()["quota_openai"]["used"], slots()["quota_conc"]["used"]) == (1, 1)
+    refused = attempt(second)
+    err = assert_openai_error(refused.local_response, 429, "rate_limit_exceeded", "rate_limit_error")
+    assert "quota_openai" in err["message"] and "provider openai" in err["message"]
+    assert refused.local_response.header("retry-after") == str(60 - NOW % 60)
+    assert (slots()["quota_openai"]["used"], slots()["quota_conc"]["used"]) == (1, 1), "the refused attempt took nothing"
+    refused.finish()
+    other = attempt(second, "anthropic")
+    assert other.local_response is None, "the retry on another provider goes"
+    assert slots()["quota_openai"]["used"] == 1
+    up.send_request_body(bytes(first.request_body_forwarded))
+    up.response_headers([(":status", "200"), ("content-type", "application/json")])
+    up.response_body(json.dumps({"id": "c", "object": "chat.completion", "created": 1, "model": "m", "choices": [],
+                                 "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}).encode(),
+                     end_of_stream=True)
+    up.finish()
+    assert (slots()["quota_openai"]["used"], slots()["quota_conc"]["used"]) == (1, 0), "the slot given back at the attempt's end"

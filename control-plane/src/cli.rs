@@ -133,7 +133,7 @@ pub enum Command {
         to: Option<String>,
     },
     /// Quotas: `list`, `state ID` (limit, used, reserved, resets at), `delete ID`, or `create METRIC LIMIT [--window SECONDS] [--key ID |
-    /// --user ID | --team ID] [--model NAME] [--fail-mode closed|share]` (METRIC: requests,
+    /// --user ID | --team ID] [--model NAME] [--provider KIND] [--fail-mode closed|share]` (METRIC: requests,
     /// input_tokens, output_tokens, total_tokens, concurrency, or cost_usd with LIMIT in dollars:
     /// a budget).
     Quotas {
@@ -149,6 +149,8 @@ pub enum Command {
         team: Option<String>,
         #[arg(long)]
         model: Option<String>,
+        #[arg(long)]
+        provider: Option<String>,
         #[arg(long)]
         fail_mode: Option<String>,
     },
@@ -245,13 +247,13 @@ fn request(cmd: Command) -> anyhow::Result<(&'static str, String, Option<Value>)
         Command::Spend { scope, id, from, to } => {
             ("GET", format!("/admin/v1/spend{}", q(&[("scope", Some(scope)), ("scope_id", id), ("from", from), ("to", to)])), None)
         }
-        Command::Quotas { action, args, window, key, user, team, model, fail_mode } => match (action.as_str(), args.as_slice()) {
+        Command::Quotas { action, args, window, key, user, team, model, provider, fail_mode } => match (action.as_str(), args.as_slice()) {
             ("list", []) => ("GET", "/admin/v1/quotas".into(), None),
             ("delete", [id]) => ("DELETE", format!("/admin/v1/quotas/{}", encode(id)), None),
             ("state", [id]) => ("GET", format!("/admin/v1/quotas/{}/state", encode(id)), None),
             ("create", [metric, limit]) => {
                 let mut body = json!({"metric": metric, "window_seconds": window.unwrap_or(0), "key_id": key, "model": model});
-                for (field, value) in [("user_id", user), ("team_id", team), ("fail_mode", fail_mode)] {
+                for (field, value) in [("user_id", user), ("team_id", team), ("provider", provider), ("fail_mode", fail_mode)] {
                     if let Some(v) = value {
                         body[field] = json!(v);
                     }
@@ -263,7 +265,7 @@ fn request(cmd: Command) -> anyhow::Result<(&'static str, String, Option<Value>)
                 }
                 ("POST", "/admin/v1/quotas".into(), Some(body))
             }
-            _ => anyhow::bail!("quotas: list | state ID | create METRIC LIMIT [--window SECONDS] [--key ID | --user ID | --team ID] [--model NAME] [--fail-mode closed|share] | delete ID"),
+            _ => anyhow::bail!("quotas: list | state ID | create METRIC LIMIT [--window SECONDS] [--key ID | --user ID | --team ID] [--model NAME] [--provider KIND] [--fail-mode closed|share] | delete ID"),
         },
         Command::Usage { key, request, limit } => (
             "GET",

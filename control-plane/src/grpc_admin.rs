@@ -592,6 +592,10 @@ impl AdminService for AdminGrpc {
                 .alert_thresholds_json
                 .map(|j| serde_json::from_str(&j).map_err(|e| invalid(format!("Invalid alert_thresholds_json: {e}."))))
                 .transpose()?,
+            provider: q
+                .provider
+                .map(|p| serde_json::from_value(serde_json::Value::String(p.clone())).map_err(|_| invalid(format!("Unknown provider '{p}': openai, azure, anthropic, bedrock or sagemaker."))))
+                .transpose()?,
             created_at: 0,
         };
         ok(self.service().create_quota(&actor, spec).await.map_err(created)?.into())
@@ -632,6 +636,7 @@ impl From<crate::store::QuotaSpec> for pb::Quota {
             timezone: q.timezone,
             schedule_json: q.schedule.and_then(|s| serde_json::to_string(&s).ok()),
             alert_thresholds_json: q.alert_thresholds.and_then(|t| serde_json::to_string(&t).ok()),
+            provider: q.provider.map(|p| p.as_str().to_owned()),
         }
     }
 }

@@ -748,3 +748,55 @@ def test_provider_secrets_never_leak(providers):
     for record in records:
         assert_no_client_key(p, record)
 
+
+
+# ---- quotas of a provider ------------------------------------------------------------------------
+
+def test_a_quota_of_a_provider_counts_the_attempts_sent_to_it(providers):
+    """A quota scoped to a provider is taken per attempt by the provider filter: OpenAI gets its
+    two requests a minute for the key, the third attempt to OpenAI is refused with a 429 in the
+    client's format naming the quota (Envoy does not retry an upstream filter's own answer: no
+    failover), and attempts to another provider are not counted."""
+    import time
+
+    import harness
+    p = providers
+    key_id, secret = p.stack.create_key(name="provider-quota")
+    p.stack.wait_key_usable(secret)
+    left = 60 - time.time() % 60
+    if left < 15:
+        time.sleep(left + 0.5)
+    resp = p.stack.admin("POST", "/admin/v1/quotas", json={
+        "metric": "requests", "window_seconds": 60, "limit": 2, "key_id": key_id, "provider": "openai"})
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["provider"] == "openai"
+    quota_id = resp.json()["id"]
+    client = openai.OpenAI(base_url=p.stack.base_url, api_key=secret, max_retries=0)
+
+    def ask(token: str, model: str = FAILOVER_OPENAI_BEDROCK):
+        return client.chat.completions.create(model=model, messages=[{"role": "user", "content": f"pq {token}"}])
+
+    def state() -> dict[str, Any]:
+        r = p.stack.admin("GET", f"/admin/v1/quotas/{quota_id}/state")
+        assert r.status_code == 200, r.text
+        return r.json()
+    # Published to the provider filter, and a lease taken ahead by the service VM (a provider's
+    # attempts never wait for a grant).
+    harness.wait_until(lambda: state()["free"] < 2, 10, "the service VM to lease the provider quota")
+    tokens = [unique() for _ in range(2)]
+    for t in tokens:
+        assert ask(t).choices[0].message.content == f"echo: pq {t}"
+        assert len(with_token(p.openai_mock, t)) == 1
+    third = unique()
+    with pytest.raises(openai.RateLimitError) as refused:
+        ask(third)
+    err = refused.value.body
+    assert quota_id in err["message"] and "provider openai" in err["message"], err
+    assert err["code"] == "rate_limit_exceeded"
+    assert 0 < int(refused.value.response.headers["retry-after"]) <= 60
+    assert not with_token(p.openai_mock, third) and not with_token(p.bedrock_mock, third), "refused before it went out"
+    # Bedrock is another provider: not counted.
+    other = unique()
+    assert ask(other, BEDROCK).choices[0].message.content == f"echo: pq {other}"
+    assert state()["limit"] == 2
+    assert p.stack.admin("DELETE", f"/admin/v1/quotas/{quota_id}").status_code == 204

@@ -51,6 +51,13 @@ pub struct QuotaSpec {
     /// The model it applies to (absent: every model).
     #[serde(default)]
     pub model: Option<String>,
+    /// The provider whose attempts it applies to: `openai`, `azure`, `anthropic`, `bedrock` or
+    /// `sagemaker` (absent: every provider). Taken per attempt by the provider filter: an
+    /// attempt it refuses fails over to the model's next deployment (as LiteLLM's provider
+    /// budgets route around a spent provider); when none is left the client gets the 429.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub provider: Option<tollgate_contract::config::ProviderKind>,
     /// What this quota does while the quota authority cannot be reached: `closed` (refuse once
     /// the Envoy's lease is spent; the default for budgets and totals without a window) or
     /// `share` (each Envoy admits its share of the limit; the default for rate limits).
@@ -127,13 +134,15 @@ impl QuotaSpec {
             // The quotas of one scope count in one shared-data value (one read and one
             // compare-and-swap a request for all of them).
             group: Some(self.scope()),
+            provider: self.provider,
         }
     }
 
     /// What the quota applies to, as a group name: the same for every quota of the scope.
     pub fn scope(&self) -> String {
         let part = |tag: &str, v: &Option<String>| v.as_deref().map(|v| format!("{tag}={v};")).unwrap_or_default();
-        let scope = [part("k", &self.key_id), part("u", &self.user_id), part("t", &self.team_id), part("m", &self.model)].concat();
+        let provider = self.provider.map(|p| p.as_str().to_owned());
+        let scope = [part("k", &self.key_id), part("u", &self.user_id), part("t", &self.team_id), part("m", &self.model), part("p", &provider)].concat();
         if scope.is_empty() { "all".to_owned() } else { scope }
     }
 }
@@ -255,7 +264,8 @@ impl Store {
         };
         let mut sql = format!("SELECT {what} FROM usage_records WHERE at_ms >= $1");
         let mut binds = Vec::new();
-        for (column, value) in [("key_id", &q.key_id), ("user_id", &q.user_id), ("team_id", &q.team_id), ("model", &q.model)] {
+        let provider = q.provider.map(|p| p.as_str().to_owned());
+        for (column, value) in [("key_id", &q.key_id), ("user_id", &q.user_id), ("team_id", &q.team_id), ("model", &q.model), ("provider", &provider)] {
             if let Some(v) = value {
                 binds.push(v.clone());
                 sql.push_str(&format!(" AND {column} = ${}", binds.len() + 1));

@@ -122,7 +122,18 @@ pub fn build(model: &Model, env: &XdsEnv) -> Snapshot {
     for m in &model.models {
         let name = cluster_name(&m.name);
         clusters.insert(name.clone(), any(&model_cluster(&name, m, model, env)));
-        model_docs.push(ModelDoc { name: m.name.clone(), cluster: name, owned_by: "tollgate".into(), created: m.created.max(0) as u64 });
+        // The providers, for the gateway filter to make sure of the leases of their quotas
+        // (only when there are such quotas: otherwise nothing changes in the pushed config).
+        let mut providers: Vec<tollgate_contract::config::ProviderKind> = Vec::new();
+        if model.quotas.iter().any(|q| q.provider.is_some()) {
+            for d in &m.deployments {
+                let kind = serde_json::from_value(serde_json::Value::String(d.upstream.provider_name().to_owned())).ok();
+                if let Some(kind) = kind.filter(|k| !providers.contains(k)) {
+                    providers.push(kind);
+                }
+            }
+        }
+        model_docs.push(ModelDoc { name: m.name.clone(), cluster: name, owned_by: "tollgate".into(), created: m.created.max(0) as u64, providers });
     }
     let gateway_doc = GatewayConfigDoc {
         schema: SCHEMA_VERSION,

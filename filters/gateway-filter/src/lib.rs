@@ -105,11 +105,22 @@ struct Waiting {
 /// they changed. Every worker's VM does so with the same value.
 fn publish_leased_quotas<H: Host>(host: &H, cfg: &GatewayConfig) {
     let leased: Vec<_> = cfg.quotas.iter().filter(|q| q.lease).collect();
-    let Ok(doc) = serde_json::to_vec(&leased) else { return };
-    let current = host.shared_data(tollgate_contract::quota_lease::SHARED_DOCS_KEY).ok().and_then(|(v, _)| v);
+    publish(host, tollgate_contract::quota_lease::SHARED_DOCS_KEY, serde_json::to_vec(&leased), "the leased quotas");
+    // The quotas of providers, for the provider filter (taken per attempt).
+    let providers = tollgate_contract::quota::ProviderQuotasDoc {
+        quotas: cfg.quotas.iter().filter(|q| q.provider.is_some()).cloned().collect(),
+        hold_seconds: cfg.quota_hold_seconds,
+    };
+    publish(host, tollgate_contract::quota::SHARED_PROVIDER_QUOTAS_KEY, serde_json::to_vec(&providers), "the quotas of providers");
+}
+
+/// Writes `doc` (JSON) under `key` unless it is there already.
+fn publish<H: Host>(host: &H, key: &str, doc: serde_json::Result<Vec<u8>>, what: &str) {
+    let Ok(doc) = doc else { return };
+    let current = host.shared_data(key).ok().and_then(|(v, _)| v);
     if current.as_deref() != Some(doc.as_slice()) {
-        if let Err(e) = host.set_shared_data(tollgate_contract::quota_lease::SHARED_DOCS_KEY, &doc, None) {
-            log::warn!("gateway filter: could not publish the leased quotas ({e})");
+        if let Err(e) = host.set_shared_data(key, &doc, None) {
+            log::warn!("gateway filter: could not publish {what} ({e})");
         }
     }
 }
@@ -199,7 +210,8 @@ impl GatewayHttp {
         if !cfg.quotas.is_empty() {
             let now = host.now()?.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let price = cfg.model_prices.get(w.model.as_str());
-            let asking = quotas::Asking { key_id: &w.pending.key.id, model: &w.model, body_len: w.body_len, max_output: w.max_output, now, api: self.api, price, hold_seconds: cfg.quota_hold_seconds };
+            let providers = cfg.model(&w.model).map_or(&[][..], |m| m.providers.as_slice());
+            let asking = quotas::Asking { key_id: &w.pending.key.id, model: &w.model, body_len: w.body_len, max_output: w.max_output, now, api: self.api, price, hold_seconds: cfg.quota_hold_seconds, providers };
             match quotas::admit(host, &cfg.quotas, &self.quota_keys, &asking, pass)? {
                 // Nothing held, and no quota of a provider for the provider filter to take.
                 quotas::Admission::Admitted(holds) if holds.holds.is_empty() && holds.body_len == 0 => {}

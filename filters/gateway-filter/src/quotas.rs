@@ -36,6 +36,16 @@ pub struct Asking<'a> {
     /// How long a reservation never given back is held before it expires (see
     /// `quota::Slot::roll`): longer than any request can run.
     pub hold_seconds: u64,
+    /// The providers the model's deployments are at (when a quota of a provider applies).
+    pub providers: &'a [tollgate_contract::config::ProviderKind],
+}
+
+impl Asking<'_> {
+    /// Whether leased quota `q` is one this request may spend: the gateway's own, or one of a
+    /// provider the model may send it to (spent by the provider filter).
+    fn may_spend(&self, q: &QuotaDoc) -> bool {
+        q.lease && q.applies(self.key_id, self.model) && q.provider.is_none_or(|p| self.providers.contains(&p))
+    }
 }
 
 /// Which try this is.
@@ -141,6 +151,24 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
             }
         }
     }
+    // The quotas of the providers the request may go to are spent by the provider filter,
+    // which cannot wait for a grant: make sure here that their leases cover the request.
+    if pass == Pass::First && !down {
+        let short = quotas.iter().zip(keys).any(|(q, (key, _))| {
+            q.provider.is_some() && r.may_spend(q) && {
+                let window = q.period(now).window;
+                let slot = tollgate_wasm::quota_slot::read(host, key, &q.id).filter(|s| s.window == window);
+                slot.map_or(0, |s| s.spare()) < amount(q, r)
+            }
+        });
+        if short {
+            let asks = asks(host, quotas, keys, r);
+            if !asks.is_empty() {
+                release(host, &holds.holds, true);
+                return Ok(Admission::Wait(asks));
+            }
+        }
+    }
     let anthropic_at = (r.api == tollgate_contract::ClientApi::Anthropic).then_some(now);
     holds.headers = quota::rate_limit_headers(requests, tokens, anthropic_at);
     // What the provider filter reserves by, when a quota of a provider applies.
@@ -161,7 +189,7 @@ fn asks<H: Host>(host: &H, quotas: &[QuotaDoc], keys: &[(String, String)], r: &A
     quotas
         .iter()
         .zip(keys)
-        .filter(|(q, _)| q.lease && q.provider.is_none() && q.applies(r.key_id, r.model))
+        .filter(|(q, _)| r.may_spend(q))
         .filter_map(|(q, (key, _))| {
             let window = q.period(r.now).window;
             let need = amount(q, r);

@@ -9,6 +9,7 @@
 //! root re-reads the document on a timer and on a stream that finds none yet.
 
 mod meter;
+mod quotas;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -66,6 +67,9 @@ pub struct ProviderPlugin {
     credentials: SharedCredentials,
     config: ProviderConfigDoc,
     outbox: Rc<RefCell<Outbox>>,
+    /// The quotas of providers (with their shared-data keys), taken per attempt; re-read from
+    /// shared data on the timer.
+    quotas: quotas::SharedQuotas,
 }
 
 impl Plugin for ProviderPlugin {
@@ -73,7 +77,7 @@ impl Plugin for ProviderPlugin {
     const NAME: &'static str = "provider filter";
 
     fn new() -> Self {
-        Self { credentials: SharedCredentials::default(), config: ProviderConfigDoc::default(), outbox: Rc::default() }
+        Self { credentials: SharedCredentials::default(), config: ProviderConfigDoc::default(), outbox: Rc::default(), quotas: quotas::SharedQuotas::default() }
     }
 
     fn configure<H: Host>(&mut self, host: &H, config: &[u8]) -> Result<(), String> {
@@ -81,6 +85,7 @@ impl Plugin for ProviderPlugin {
         if !config.is_empty() {
             self.config = serde_json::from_slice(config).map_err(|e| format!("invalid provider filter configuration: {e}"))?;
         }
+        self.quotas.refresh(host);
         self.credentials.borrow_mut().refresh(host);
         host.set_tick_period(CREDENTIALS_TICK).map_err(|e| e.to_string())
     }
@@ -102,11 +107,15 @@ impl Plugin for ProviderPlugin {
             holds: None,
             end: None,
             usage_final: false,
+            quotas: self.quotas.current(),
+            attempt_holds: Vec::new(),
+            refused: false,
         }
     }
 
     fn on_tick<H: Host>(&mut self, host: &H) {
         self.credentials.borrow_mut().refresh(host);
+        self.quotas.refresh(host);
         if let Ok(mut outbox) = self.outbox.try_borrow_mut() {
             outbox.flush(host);
         }
@@ -145,6 +154,11 @@ pub struct ProviderHttp {
     end: Option<tollgate_llm::usage_reader::EndMarker>,
     /// The provider's final usage was read (else a stream cut short is estimated).
     usage_final: bool,
+    quotas: Rc<quotas::ProviderQuotas>,
+    /// What this attempt holds of the quotas of its provider.
+    attempt_holds: Vec<tollgate_contract::quota::Hold>,
+    /// This attempt was refused by a quota of its provider (the answer is this filter's own).
+    refused: bool,
 }
 
 /// The deployment's credential from the document (`None` when it names none).
@@ -409,9 +423,21 @@ impl HttpFilter for ProviderHttp {
             };
             self.end = Some(EndMarker::new(marker));
         }
-        let RequestState { op, facts, model: client_model, holds, .. } = state;
-        self.holds = holds;
+        let RequestState { op, facts, model: client_model, holds, key_id } = state;
         self.api = op.client_api();
+        if let Some(by) = holds.as_ref().filter(|h| h.body_len > 0 && !self.quotas.is_empty()) {
+            match self.quotas.admit(host, meta.provider, &key_id, &client_model, by, meta.price.as_ref())? {
+                quotas::Attempt::Admitted(held) => self.attempt_holds = held,
+                quotas::Attempt::Refused { quota, limit, retry_after } => {
+                    // Envoy takes the 429 as the attempt's answer: its retry policy tries the
+                    // model's next deployment.
+                    self.refused = true;
+                    tollgate_wasm::quota_slot::refuse(host, self.api, quota, limit, retry_after)?;
+                    return Ok(Action::Pause);
+                }
+            }
+        }
+        self.holds = holds;
         if end_of_stream {
             return Err(GatewayError::new(ErrorKind::InvalidRequest, "The request has no body."));
         }
@@ -447,6 +473,9 @@ impl HttpFilter for ProviderHttp {
     }
 
     fn on_response_headers<H: Host>(&mut self, host: &H, end_of_stream: bool) -> Result<Action, GatewayError> {
+        if self.refused {
+            return Ok(Action::Continue);
+        }
         let status = host
             .header(Map::ResponseHeaders, ":status")?
             .and_then(|s| std::str::from_utf8(&s).ok().and_then(|s| s.parse::<u16>().ok()))
@@ -499,6 +528,9 @@ impl HttpFilter for ProviderHttp {
     }
 
     fn on_response_body<H: Host>(&mut self, host: &H, body_size: usize, end_of_stream: bool) -> Result<Action, GatewayError> {
+        if self.refused {
+            return Ok(Action::Continue);
+        }
         if self.metering {
             self.meter.chunk(host, body_size);
         }
@@ -539,6 +571,15 @@ impl HttpFilter for ProviderHttp {
             };
             for (h, e) in tollgate_wasm::quota_slot::adjust(host, &holds.holds, |h| (0, used(h))) {
                 log::warn!("provider filter: could not count tokens against quota {} ({e})", h.id);
+            }
+            // The attempt's own quotas (of its provider): what they held given back, its
+            // usage counted.
+            let back = |h: &tollgate_contract::quota::Hold| match h.metric {
+                tollgate_contract::quota::Metric::Concurrency => 1,
+                _ => h.reserved,
+            };
+            for (h, e) in tollgate_wasm::quota_slot::adjust(host, &self.attempt_holds, |h| (back(h), used(h))) {
+                log::warn!("provider filter: could not settle quota {} ({e})", h.id);
             }
         }
         if let Some(record) = record {

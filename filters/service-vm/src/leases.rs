@@ -124,7 +124,10 @@ impl LeaseKeeper {
             // An idle lease of a quota without windows goes back to the authority.
             let lifetime = period.ends.is_none() && doc.periods.is_empty() && doc.window_seconds == 0;
             let scarce = slot.is_some_and(|s| s.leased > 0 && s.free < doc.limit / 10);
-            let idle_for = if scarce { SCARCE_IDLE_RETURN_MS } else { IDLE_RETURN_MS };
+            // A provider's quota keeps a lease on hand (its attempts never wait for a grant),
+            // given back idle only near the quota's end.
+            let prefetch = doc.provider.is_some();
+            let idle_for = if scarce { SCARCE_IDLE_RETURN_MS } else if prefetch { u64::MAX } else { IDLE_RETURN_MS };
             if lifetime && now_ms.saturating_sub(seen.changed_ms) >= idle_for && slot.is_some_and(|s| s.spare() > 0) {
                 match quota_slot::take_back(host, &key, &doc.id, period.window, u64::MAX) {
                     Ok(0) => {}
@@ -136,7 +139,7 @@ impl LeaseKeeper {
                 }
                 continue;
             }
-            let active = seen.rate > 0.01 || (seen.changed_ms == now_ms && used > 0);
+            let active = (prefetch && !scarce) || seen.rate > 0.01 || (seen.changed_ms == now_ms && used > 0);
             if !active {
                 continue; // idle: the next request asks for itself
             }

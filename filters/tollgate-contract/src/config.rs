@@ -56,14 +56,9 @@ fn default_hold_seconds() -> u64 {
     DEFAULT_HOLD_SECONDS
 }
 
-impl Default for ProviderConfigDoc {
-    fn default() -> Self {
-        Self { fault_injection: false, metering_off: false, quotas: Vec::new(), quota_hold_seconds: DEFAULT_HOLD_SECONDS }
-    }
-}
 
 /// Configuration of the upstream provider filter (in each model cluster's filter chain).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfigDoc {
     /// As [`GatewayConfigDoc::fault_injection`].
@@ -72,13 +67,6 @@ pub struct ProviderConfigDoc {
     /// No usage records (`settings.metering: false`): to measure what metering costs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub metering_off: bool,
-    /// The quotas scoped to a provider ([`crate::quota::QuotaDoc::provider`]), taken per
-    /// attempt.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub quotas: Vec<crate::quota::QuotaDoc>,
-    /// As [`GatewayConfigDoc::quota_hold_seconds`].
-    #[serde(default = "default_hold_seconds")]
-    pub quota_hold_seconds: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -88,6 +76,10 @@ pub struct ModelDoc {
     pub cluster: String,
     pub owned_by: String,
     pub created: u64,
+    /// The providers of its deployments, when a quota of a provider applies to it (whose lease
+    /// the gateway filter makes sure of before an attempt may need it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub providers: Vec<ProviderKind>,
 }
 
 /// The compiled gateway configuration.
@@ -314,7 +306,7 @@ mod tests {
             model_prices: Default::default(),
             quota_hold_seconds: 660,
             max_body_bytes: 1024,
-            models: vec![ModelDoc { name: "m".into(), cluster: "c".into(), owned_by: "o".into(), created: 1 }],
+            models: vec![ModelDoc { name: "m".into(), cluster: "c".into(), owned_by: "o".into(), created: 1, providers: Vec::new() }],
             fault_injection: false,
         }
     }

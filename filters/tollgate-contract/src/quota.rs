@@ -17,6 +17,18 @@ use serde::{Deserialize, Serialize};
 
 /// Shared-data key prefix of the quota slots.
 pub const SLOT_PREFIX: &str = "tollgate.quota.";
+/// Shared data: the quotas of providers ([`ProviderQuotasDoc`], JSON), published by the gateway
+/// filter from its configuration for the provider filter (whose configuration lives in the
+/// clusters: changing it would replace them and drain their connections).
+pub const SHARED_PROVIDER_QUOTAS_KEY: &str = "tollgate.quota.providers.v1";
+
+/// What the provider filter takes per attempt (see [`QuotaDoc::provider`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderQuotasDoc {
+    pub quotas: Vec<QuotaDoc>,
+    /// As `GatewayConfigDoc::quota_hold_seconds`.
+    pub hold_seconds: u64,
+}
 /// Output tokens reserved for a request whose quota counts tokens (settled to the real count).
 pub const OUTPUT_RESERVATION: u64 = 4096;
 

@@ -1,0 +1,141 @@
+//! Quotas of a provider (issue 13, `QuotaDoc::provider`): only an attempt knows which provider
+//! it goes to, so these are taken here, per attempt, with the same slots and leases as the
+//! gateway filter's (`tollgate_wasm::quota_slot::take_group`). An attempt a quota refuses is
+//! answered with a 429 in the client's format, which Envoy's retry policy takes as the attempt's
+//! answer and retries on the model's next deployment (another provider). A leased quota whose
+//! lease is spent refuses without waiting for a grant (the service VM keeps leases topped up):
+//! near a provider's limit an attempt fails over rather than waits. When the attempt ends what
+//! it held is given back and its usage counted (`on_done`). The gateway filter publishes these
+//! quotas in shared data from its own configuration; the provider filter's lives in the
+//! clusters, which a change would replace (draining their connections).
+
+use std::rc::Rc;
+
+use tollgate_contract::config::{Price, ProviderKind};
+use tollgate_contract::quota::{self, Hold, Holds, Metric, ProviderQuotasDoc, QuotaDoc};
+use tollgate_contract::quota_lease;
+use tollgate_contract::GatewayError;
+use tollgate_wasm::quota_slot::{adjust, take_group, Want};
+use tollgate_wasm::Host;
+
+/// The quotas of providers as the gateway filter last published them
+/// (`quota::SHARED_PROVIDER_QUOTAS_KEY`), parsed only when they change.
+#[derive(Default)]
+pub struct SharedQuotas {
+    cas: u32,
+    current: Rc<ProviderQuotas>,
+}
+
+impl SharedQuotas {
+    pub fn refresh<H: Host>(&mut self, host: &H) {
+        match host.shared_data(quota::SHARED_PROVIDER_QUOTAS_KEY) {
+            Ok((Some(bytes), cas)) if cas != self.cas => {
+                match serde_json::from_slice::<ProviderQuotasDoc>(&bytes) {
+                    Ok(doc) => {
+                        if doc.quotas.len() != self.current.quotas.len() {
+                            log::info!("provider filter: {} quotas of providers", doc.quotas.len());
+                        }
+                        self.current = Rc::new(ProviderQuotas::new(doc.quotas, doc.hold_seconds));
+                    }
+                    Err(e) => log::warn!("provider filter: the quotas of providers could not be read ({e}); keeping the previous ones"),
+                }
+                self.cas = cas;
+            }
+            Ok(_) => {}
+            Err(e) => log::warn!("provider filter: could not read the quotas of providers ({e})"),
+        }
+    }
+
+    pub fn current(&self) -> Rc<ProviderQuotas> {
+        self.current.clone()
+    }
+}
+
+/// The provider quotas, with each one's shared-data keys (its group's value, its next window's
+/// lease) made once.
+#[derive(Default)]
+pub struct ProviderQuotas {
+    quotas: Vec<QuotaDoc>,
+    keys: Vec<(String, String)>,
+    hold_seconds: u64,
+}
+
+pub enum Attempt<'q> {
+    Admitted(Vec<Hold>),
+    Refused { quota: &'q QuotaDoc, limit: u64, retry_after: u64 },
+}
+
+impl ProviderQuotas {
+    pub fn new(quotas: Vec<QuotaDoc>, hold_seconds: u64) -> Self {
+        let keys = quotas.iter().map(|q| (q.slot_key(), q.next_key())).collect();
+        Self { quotas, keys, hold_seconds }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.quotas.is_empty()
+    }
+
+    /// Takes every quota of `provider` that applies to the request, or none of them. `by`: what
+    /// the gateway filter handed on to reserve by; `price`: this deployment's.
+    pub fn admit<H: Host>(&self, host: &H, provider: ProviderKind, key_id: &str, model: &str, by: &Holds, price: Option<&Price>) -> Result<Attempt<'_>, GatewayError> {
+        let applicable: Vec<usize> = (0..self.quotas.len().min(self.keys.len()))
+            .filter(|&i| self.quotas[i].provider == Some(provider) && self.quotas[i].applies(key_id, model))
+            .collect();
+        if applicable.is_empty() {
+            return Ok(Attempt::Admitted(Vec::new()));
+        }
+        let now = host.now()?.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let epoch = quota::hold_epoch(now, self.hold_seconds);
+        let down = matches!(host.shared_data(quota_lease::SHARED_AUTHORITY_KEY), Ok((Some(v), _)) if v == b"down");
+        let amount = |q: &QuotaDoc| match q.metric {
+            Metric::Requests | Metric::Concurrency => 1,
+            m => quota::reservation(m, by.body_len, (by.max_output > 0).then_some(by.max_output), price),
+        };
+        let mut held: Vec<Hold> = Vec::new();
+        let mut groups: Vec<&str> = Vec::new();
+        for &i in &applicable {
+            if !groups.contains(&self.keys[i].0.as_str()) {
+                groups.push(&self.keys[i].0);
+            }
+        }
+        for group in groups {
+            let members: Vec<usize> = applicable.iter().copied().filter(|&i| self.keys[i].0 == group).collect();
+            let wants: Vec<Want<'_>> = members.iter().map(|&i| Want { quota: &self.quotas[i], next: &self.keys[i].1, amount: amount(&self.quotas[i]) }).collect();
+            let taken = match take_group(host, group, &wants, now, epoch, down) {
+                Ok(t) => t,
+                Err(e) => {
+                    give_back(host, &held);
+                    return Err(e.into());
+                }
+            };
+            match taken {
+                Ok(taken) => {
+                    for (&i, t) in members.iter().zip(taken) {
+                        let q = &self.quotas[i];
+                        let reserved = if q.metric.is_tokens() { t.amount } else { 0 };
+                        held.push(Hold { id: q.id.clone(), metric: q.metric, window: t.period.window, reserved, group: q.group.clone(), epoch });
+                    }
+                }
+                Err(at) => {
+                    give_back(host, &held);
+                    let q = &self.quotas[members.get(at).copied().unwrap_or(members[0])];
+                    let period = q.period(now);
+                    let retry_after = if q.metric == Metric::Concurrency { 1 } else { period.resets_in(now).unwrap_or(60) };
+                    return Ok(Attempt::Refused { quota: q, limit: period.limit, retry_after });
+                }
+            }
+        }
+        Ok(Attempt::Admitted(held))
+    }
+}
+
+/// Gives back everything an attempt that was refused took (its requests too).
+fn give_back<H: Host>(host: &H, held: &[Hold]) {
+    let back = |h: &Hold| match h.metric {
+        Metric::Requests | Metric::Concurrency => 1,
+        _ => h.reserved,
+    };
+    for (h, e) in adjust(host, held, |h| (back(h), 0)) {
+        log::warn!("provider filter: could not give back quota {} ({e})", h.id);
+    }
+}
