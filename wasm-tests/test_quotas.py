@@ -182,11 +182,10 @@ def test_a_calendar_window_and_a_schedule_pushed_by_the_control_plane(make_gatew
     assert chat(gw).local_response is None
 
 
-def test_a_quota_of_a_provider_is_taken_per_attempt_and_refuses_with_a_429_envoy_retries(make_gateway, make_provider):
+def test_a_quota_of_a_provider_is_taken_per_attempt_and_refuses_with_a_429(make_gateway, make_provider):
     """Only an attempt knows its provider: the provider filter takes the quotas scoped to it
     (the gateway filter hands on what to reserve by) and answers a refused attempt with a 429
-    in the client's format, which Envoy's retry policy (retriable 429) sends to the next
-    deployment; an attempt to another provider is not counted."""
+    in the client's format; an attempt to another provider is not counted."""
     shared = SharedData()
     publish_keys(shared)
     rpm = {"id": "quota_openai", "metric": "requests", "window_seconds": 60, "limit": 1, "provider": "openai", "group": "p=openai;"}
@@ -218,7 +217,7 @@ def test_a_quota_of_a_provider_is_taken_per_attempt_and_refuses_with_a_429_envoy
     assert (slots()["quota_openai"]["used"], slots()["quota_conc"]["used"]) == (1, 1), "the refused attempt took nothing"
     refused.finish()
     other = attempt(second, "anthropic")
-    assert other.local_response is None, "the retry on another provider goes"
+    assert other.local_response is None, "an attempt to another provider goes"
     assert slots()["quota_openai"]["used"] == 1
     up.send_request_body(bytes(first.request_body_forwarded))
     up.response_headers([(":status", "200"), ("content-type", "application/json")])

@@ -594,7 +594,12 @@ impl AdminService for AdminGrpc {
                 .transpose()?,
             provider: q
                 .provider
-                .map(|p| serde_json::from_value(serde_json::Value::String(p.clone())).map_err(|_| invalid(format!("Unknown provider '{p}': openai, azure, anthropic, bedrock or sagemaker."))))
+                .map(|p| {
+                    serde_json::from_value(serde_json::Value::String(p.clone()))
+                        .ok()
+                        .filter(|k| *k != tollgate_contract::config::ProviderKind::Unknown)
+                        .ok_or_else(|| invalid(format!("Unknown provider '{p}': openai, azure, anthropic, bedrock or sagemaker.")))
+                })
                 .transpose()?,
             created_at: 0,
         };

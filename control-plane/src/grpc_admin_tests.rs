@@ -396,6 +396,12 @@ async fn models_credentials_prices_and_spend_over_grpc() {
     assert!(made.schedule_json.is_some_and(|j| j.contains("09:00")));
     let bad = pb::Quota { metric: "requests".into(), limit: 1, window: Some("fortnight".into()), ..Default::default() };
     assert_eq!(c.create_quota(with(ADMIN, bad)).await.unwrap_err().code(), Code::InvalidArgument);
+    // A quota of a provider.
+    let bedrock = pb::Quota { metric: "cost_usd".into(), limit_usd: Some("5".into()), provider: Some("bedrock".into()), ..Default::default() };
+    assert_eq!(c.create_quota(with(ADMIN, bedrock)).await.unwrap().into_inner().provider.as_deref(), Some("bedrock"));
+    let bad = pb::Quota { metric: "requests".into(), limit: 1, provider: Some("acme".into()), ..Default::default() };
+    let err = c.create_quota(with(ADMIN, bad)).await.unwrap_err();
+    assert!(err.code() == Code::InvalidArgument && err.message().contains("bedrock"), "{err:?}");
     s.close().await;
 }
 

@@ -100,6 +100,11 @@ def test_quotas_and_usage_through_the_cli(gw):
     tq = json.loads(out.stdout)
     assert (tq["team_id"], tq["fail_mode"], tq["window_seconds"]) == (team, "closed", 3600)
     assert cli(gw, "quotas", "delete", tq["id"]).returncode == 0
+    out = cli(gw, "quotas", "create", "cost_usd", "12.5", "--provider", "anthropic", "--key", key_id)
+    assert out.returncode == 0, out.stderr
+    pq = json.loads(out.stdout)
+    assert (pq["provider"], pq["limit_usd"], pq["key_id"]) == ("anthropic", "12.5", key_id)
+    assert cli(gw, "quotas", "delete", pq["id"]).returncode == 0
     bad = cli(gw, "quotas", "create", "galaxies", "1")
     assert bad.returncode != 0 and "total_tokens" in bad.stderr, bad.stderr
     assert cli(gw, "quotas", "delete", q["id"]).returncode == 0

@@ -93,6 +93,9 @@ impl Service {
         if q.limit == 0 {
             return Err(ServiceError::Invalid("'limit' must be positive.".into()));
         }
+        if q.provider == Some(tollgate_contract::config::ProviderKind::Unknown) {
+            return Err(ServiceError::Invalid("Unknown 'provider': openai, azure, anthropic, bedrock or sagemaker.".into()));
+        }
         if q.window_seconds > MAX_WINDOW_SECONDS {
             return Err(ServiceError::Invalid("'window_seconds' is at most 31536000 (a year).".into()));
         }

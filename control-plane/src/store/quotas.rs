@@ -52,9 +52,9 @@ pub struct QuotaSpec {
     #[serde(default)]
     pub model: Option<String>,
     /// The provider whose attempts it applies to: `openai`, `azure`, `anthropic`, `bedrock` or
-    /// `sagemaker` (absent: every provider). Taken per attempt by the provider filter: an
-    /// attempt it refuses fails over to the model's next deployment (as LiteLLM's provider
-    /// budgets route around a spent provider); when none is left the client gets the 429.
+    /// `sagemaker` (absent: every provider). Taken per attempt by the provider filter; an
+    /// attempt it refuses gets the 429 (Envoy does not fail an upstream filter's own answer
+    /// over to the next deployment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub provider: Option<tollgate_contract::config::ProviderKind>,

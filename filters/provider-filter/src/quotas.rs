@@ -1,11 +1,12 @@
 //! Quotas of a provider (issue 13, `QuotaDoc::provider`): only an attempt knows which provider
 //! it goes to, so these are taken here, per attempt, with the same slots and leases as the
 //! gateway filter's (`tollgate_wasm::quota_slot::take_group`). An attempt a quota refuses is
-//! answered with a 429 in the client's format, which Envoy's retry policy takes as the attempt's
-//! answer and retries on the model's next deployment (another provider). A leased quota whose
-//! lease is spent refuses without waiting for a grant (the service VM keeps leases topped up):
-//! near a provider's limit an attempt fails over rather than waits. When the attempt ends what
-//! it held is given back and its usage counted (`on_done`). The gateway filter publishes these
+//! answered with a 429 in the client's format naming the quota: Envoy sends an upstream
+//! filter's own answer to the client as it is, without retrying it on another deployment
+//! (measured: no failover). A leased quota whose lease is spent refuses without waiting for a
+//! grant: the gateway filter, which knows the model's providers, has already waited for one when
+//! the lease could not cover the request, and the service VM keeps a lease on hand. When the
+//! attempt ends what it held is given back and its usage counted (`on_done`). The gateway filter publishes these
 //! quotas in shared data from its own configuration; the provider filter's lives in the
 //! clusters, which a change would replace (draining their connections).
 

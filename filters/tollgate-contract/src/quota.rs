@@ -106,8 +106,7 @@ pub struct QuotaDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     /// Applies to the attempts sent to this provider only: taken per attempt by the provider
-    /// filter (the gateway filter does not know which provider an attempt goes to), whose
-    /// refusal makes Envoy try the next deployment.
+    /// filter (the gateway filter does not know which provider an attempt goes to).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<crate::config::ProviderKind>,
 }
