@@ -86,7 +86,8 @@ def test_shared_data_keys_are_a_fixed_set():
     credential-document key or one of the key table's: its version key, its manifest, or a shard
     key (`shared_shard_key` takes a `u8`: at most 256); or a quota's: its slot and its next
     window's lease (`key`, `next`: two per quota of the configuration, whatever the traffic),
-    the leased quotas, the grant ticket and the authority's state (one each)."""
+    the leased quotas, the quotas of providers, the grant ticket and the authority's state (one
+    each)."""
     root = Path(__file__).resolve().parents[2] / "filters"
     calls = []
     for src in root.rglob("*.rs"):
@@ -100,7 +101,8 @@ def test_shared_data_keys_are_a_fixed_set():
     assert keys <= {"contract::SHARED_CREDENTIALS_KEY", "key", "keytable::SHARED_VERSION_KEY",
                     "keytable::SHARED_MANIFEST_KEY", "&keytable::shared_shard_key(i", "&keytable::shared_shard_key(index",
                     "next", "quota_lease::SHARED_AUTHORITY_KEY", "quota_lease::SHARED_TICKET_KEY", "SHARED_TICKET_KEY",
-                    "quota_lease::SHARED_DOCS_KEY", "tollgate_contract::quota_lease::SHARED_DOCS_KEY"}, calls
+                    "quota_lease::SHARED_DOCS_KEY", "tollgate_contract::quota_lease::SHARED_DOCS_KEY",
+                    "quota::SHARED_PROVIDER_QUOTAS_KEY"}, calls
     assert ("contract::SHARED_CREDENTIALS_KEY" in keys), calls
     shard_key = Path(root / "tollgate-contract/src/keytable/mod.rs").read_text()
     assert "pub fn shared_shard_key(i: u8) -> String" in shard_key
