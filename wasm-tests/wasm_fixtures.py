@@ -8,6 +8,7 @@ import json
 import os
 import random
 import struct
+import time
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -239,10 +240,34 @@ def decode_request_state(state: bytes) -> dict:
             i += 25
             holds.append({"id": qid, "metric": metric, "window": window, "reserved": reserved, "group": group,
                           "epoch": epoch})
-        count = state[i]
+        # The rate limits as numbers (tollgate_contract::quota::RateLimits), shown as the headers
+        # the provider filter writes from them.
+        flags = state[i]
         i += 1
-        for _ in range(count):
-            headers.append([text(), text()])
+        assert flags & ~31 == 0, f"rate-limit flags {flags}"
+
+        def u64() -> int:
+            nonlocal i
+            (v,) = struct.unpack_from("<Q", state, i)
+            i += 8
+            return v
+        standings = []
+        for present, has_reset in ((1, 8), (2, 16)):
+            standings.append((u64(), u64(), u64() if flags & has_reset else None) if flags & present else None)
+        anthropic_at = u64() if flags & 4 else None
+        for kind, standing in zip(("requests", "tokens"), standings):
+            if standing is None:
+                continue
+            limit, remaining, reset = standing
+            if anthropic_at is None:
+                names = [f"x-ratelimit-limit-{kind}", f"x-ratelimit-remaining-{kind}", f"x-ratelimit-reset-{kind}"]
+                reset_text = None if reset is None else f"{reset}s"
+            else:
+                names = [f"anthropic-ratelimit-{kind}-{n}" for n in ("limit", "remaining", "reset")]
+                reset_text = None if reset is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(anthropic_at + reset))
+            headers += [[names[0], str(limit)], [names[1], str(remaining)]]
+            if reset_text is not None:
+                headers.append([names[2], reset_text])
         reserve_by = struct.unpack_from("<QQ", state, i)
         i += 16
     assert i == len(state), "trailing bytes in the request state"

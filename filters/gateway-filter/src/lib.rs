@@ -213,8 +213,9 @@ impl GatewayHttp {
             let providers = cfg.model(&w.model).map_or(&[][..], |m| m.providers.as_slice());
             let asking = quotas::Asking { key_id: &w.pending.key.id, model: &w.model, body_len: w.body_len, max_output: w.max_output, now, api: self.api, price, hold_seconds: cfg.quota_hold_seconds, providers };
             match quotas::admit(host, &cfg.quotas, &self.quota_keys, &asking, pass)? {
-                // Nothing held, and no quota of a provider for the provider filter to take.
-                quotas::Admission::Admitted(holds) if holds.holds.is_empty() && holds.body_len == 0 => {}
+                // Nothing held, no headers to write, and no quota of a provider for the
+                // provider filter to take.
+                quotas::Admission::Admitted(holds) if holds.holds.is_empty() && holds.body_len == 0 && holds.limits == Default::default() => {}
                 quotas::Admission::Admitted(holds) => {
                     w.facts.quotas = true;
                     w.holds = Some(holds);

@@ -170,11 +170,14 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
         }
     }
     let anthropic_at = (r.api == tollgate_contract::ClientApi::Anthropic).then_some(now);
-    holds.headers = quota::rate_limit_headers(requests, tokens, anthropic_at);
+    holds.limits = quota::RateLimits { requests, tokens, anthropic_at };
     // What the provider filter reserves by, when a quota of a provider applies.
     if quotas.iter().any(|q| q.provider.is_some() && q.applies(r.key_id, r.model)) {
         (holds.body_len, holds.max_output) = (r.body_len, r.max_output.unwrap_or(0));
     }
+    // A request quota's count is for good once admitted: nothing to give back or settle, so
+    // its hold need not travel (only what is held, concurrency, tokens and cost, does).
+    holds.holds.retain(|h| h.metric.is_held());
     Ok(Admission::Admitted(holds))
 }
 

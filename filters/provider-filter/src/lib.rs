@@ -482,9 +482,7 @@ impl HttpFilter for ProviderHttp {
             .unwrap_or(0);
         self.meter.status = status;
         if let Some(holds) = &self.holds {
-            for (name, value) in &holds.headers {
-                host.set_header(Map::ResponseHeaders, name, Some(value.as_bytes()))?;
-            }
+            holds.limits.each_header(|name, value| host.set_header(Map::ResponseHeaders, name, Some(value)))?;
         }
         self.meter.complete |= end_of_stream;
         if status >= 400 {

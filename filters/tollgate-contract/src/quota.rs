@@ -358,12 +358,12 @@ impl Metric {
 }
 
 /// What the gateway filter hands on (in the request state, `crate::state`): the holds, and the
-/// rate-limit headers for the answer.
+/// standing of the tightest quotas, which the provider filter writes as rate-limit headers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holds {
     pub holds: Vec<Hold>,
     #[serde(default)]
-    pub headers: Vec<(String, String)>,
+    pub limits: RateLimits,
     /// What the provider filter's quotas (see [`QuotaDoc::provider`]) reserve an attempt by:
     /// the client body's length (0 when no quota of a provider applies) and its output limit
     /// (0: none set).
@@ -427,11 +427,7 @@ impl Holds {
             out.extend_from_slice(&h.reserved.to_le_bytes());
             out.extend_from_slice(&h.epoch.to_le_bytes());
         }
-        out.push(u8::try_from(self.headers.len()).ok()?);
-        for (name, value) in &self.headers {
-            put_text(out, name)?;
-            put_text(out, value)?;
-        }
+        self.limits.encode_into(out);
         out.extend_from_slice(&self.body_len.to_le_bytes());
         out.extend_from_slice(&self.max_output.to_le_bytes());
         Some(())
@@ -448,13 +444,9 @@ impl Holds {
             let metric = Metric::from_code(take(b, 1)?[0])?;
             holds.push(Hold { id, metric, window: take_u64(b)?, reserved: take_u64(b)?, group, epoch: take_u64(b)? });
         }
-        let n = take(b, 1)?[0];
-        let mut headers = Vec::with_capacity(usize::from(n));
-        for _ in 0..n {
-            headers.push((take_text(b)?.to_owned(), take_text(b)?.to_owned()));
-        }
+        let limits = RateLimits::decode(b)?;
         let (body_len, max_output) = (take_u64(b)?, take_u64(b)?);
-        b.is_empty().then_some(Self { holds, headers, body_len, max_output })
+        b.is_empty().then_some(Self { holds, limits, body_len, max_output })
     }
 }
 
@@ -505,55 +497,120 @@ pub fn max_output(body: &[u8]) -> Option<u64> {
 /// What the headers say of one quota: limit, remaining, seconds until its window resets.
 pub type Standing = (u64, u64, Option<u64>);
 
-/// The rate-limit headers for the tightest request and token quotas, in the client's style:
-/// OpenAI's (`x-ratelimit-limit-requests`, `-remaining-requests`, `-reset-requests` as `"12s"`,
-/// and the `-tokens` ones), or with `anthropic_at: Some(now)` Anthropic's for `/v1/messages`
-/// (`anthropic-ratelimit-requests-limit`, `-remaining`, `-reset` as an RFC 3339 time...).
-pub fn rate_limit_headers(requests: Option<Standing>, tokens: Option<Standing>, anthropic_at: Option<u64>) -> Vec<(String, String)> {
-    // Names as constants and numbers written by hand: `format!` costs thousands of wasm
-    // instructions a call, and this runs on every request with quotas.
-    const OPENAI: [[&str; 3]; 2] = [
-        ["x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"],
-        ["x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"],
-    ];
-    const ANTHROPIC: [[&str; 3]; 2] = [
-        ["anthropic-ratelimit-requests-limit", "anthropic-ratelimit-requests-remaining", "anthropic-ratelimit-requests-reset"],
-        ["anthropic-ratelimit-tokens-limit", "anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-tokens-reset"],
-    ];
-    let names = if anthropic_at.is_some() { &ANTHROPIC } else { &OPENAI };
-    let mut out = Vec::with_capacity(6);
-    for (names, v) in names.iter().zip([requests, tokens]) {
-        let Some((limit, remaining, reset)) = v else { continue };
-        out.push((names[0].to_owned(), decimal(limit)));
-        out.push((names[1].to_owned(), decimal(remaining)));
-        if let Some(s) = reset {
-            let at = match anthropic_at {
-                Some(now) => rfc3339(now.saturating_add(s)),
-                None => {
-                    let mut d = decimal(s);
-                    d.push('s');
-                    d
-                }
-            };
-            out.push((names[2].to_owned(), at));
-        }
-    }
-    out
+/// The standing of the tightest request and token quotas of a request, for its rate-limit
+/// headers: carried as numbers in the request state (the gateway filter formats nothing) and
+/// written by the provider filter in the client's style ([`RateLimits::each_header`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimits {
+    pub requests: Option<Standing>,
+    pub tokens: Option<Standing>,
+    /// `Some(now)`: Anthropic's headers (`/v1/messages`), resets as times from `now`.
+    pub anthropic_at: Option<u64>,
 }
 
-/// `n` in decimal, without the formatting machinery.
-pub fn decimal(mut n: u64) -> String {
-    let mut buf = [0u8; 20];
+impl RateLimits {
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        let bit = |on: bool, b: u8| if on { b } else { 0 };
+        let reset = |s: &Option<Standing>| s.is_some_and(|s| s.2.is_some());
+        out.push(
+            bit(self.requests.is_some(), 1) | bit(self.tokens.is_some(), 2) | bit(self.anthropic_at.is_some(), 4) | bit(reset(&self.requests), 8) | bit(reset(&self.tokens), 16),
+        );
+        for (l, r, s) in [self.requests, self.tokens].into_iter().flatten() {
+            out.extend_from_slice(&l.to_le_bytes());
+            out.extend_from_slice(&r.to_le_bytes());
+            if let Some(s) = s {
+                out.extend_from_slice(&s.to_le_bytes());
+            }
+        }
+        if let Some(at) = self.anthropic_at {
+            out.extend_from_slice(&at.to_le_bytes());
+        }
+    }
+
+    fn decode(b: &mut &[u8]) -> Option<Self> {
+        let flags = take(b, 1)?[0];
+        if flags & !31 != 0 {
+            return None;
+        }
+        let mut standing = |present: u8, reset: u8| -> Option<Option<Standing>> {
+            if flags & present == 0 {
+                return Some(None);
+            }
+            let (l, r) = (take_u64(b)?, take_u64(b)?);
+            let s = if flags & reset != 0 { Some(take_u64(b)?) } else { None };
+            Some(Some((l, r, s)))
+        };
+        let requests = standing(1, 8)?;
+        let tokens = standing(2, 16)?;
+        let anthropic_at = if flags & 4 != 0 { Some(take_u64(b)?) } else { None };
+        Some(Self { requests, tokens, anthropic_at })
+    }
+
+    /// Calls `f` with each rate-limit header, in the client's style: OpenAI's
+    /// (`x-ratelimit-limit-requests`, `-remaining-requests`, `-reset-requests` as `"12s"`, and
+    /// the `-tokens` ones), or Anthropic's (`anthropic-ratelimit-requests-limit`, `-remaining`,
+    /// `-reset` as an RFC 3339 time...). Values are written in a stack buffer: no allocation.
+    pub fn each_header<E>(&self, mut f: impl FnMut(&'static str, &[u8]) -> Result<(), E>) -> Result<(), E> {
+        const OPENAI: [[&str; 3]; 2] = [
+            ["x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"],
+            ["x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"],
+        ];
+        const ANTHROPIC: [[&str; 3]; 2] = [
+            ["anthropic-ratelimit-requests-limit", "anthropic-ratelimit-requests-remaining", "anthropic-ratelimit-requests-reset"],
+            ["anthropic-ratelimit-tokens-limit", "anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-tokens-reset"],
+        ];
+        let names = if self.anthropic_at.is_some() { &ANTHROPIC } else { &OPENAI };
+        let mut buf = [0u8; 24];
+        for (names, v) in names.iter().zip([self.requests, self.tokens]) {
+            let Some((limit, remaining, reset)) = v else { continue };
+            f(names[0], decimal_into(limit, &mut buf))?;
+            f(names[1], decimal_into(remaining, &mut buf))?;
+            if let Some(s) = reset {
+                match self.anthropic_at {
+                    Some(now) => f(names[2], rfc3339(now.saturating_add(s)).as_bytes())?,
+                    None => {
+                        // The digits end just before the `s` at the buffer's end.
+                        let (digits, unit) = buf.split_at_mut(23);
+                        let n = decimal_into(s, digits).len();
+                        if let Some(u) = unit.first_mut() {
+                            *u = b's';
+                        }
+                        f(names[2], buf.get(23 - n..).unwrap_or_default())?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The headers as pairs (tests and tools; the provider filter uses [`RateLimits::each_header`]).
+    pub fn headers(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let _ = self.each_header(|n, v| {
+            out.push((n.to_owned(), String::from_utf8_lossy(v).into_owned()));
+            Ok::<(), ()>(())
+        });
+        out
+    }
+}
+
+/// `n` in decimal at the end of `buf` (at most 20 digits), returned as that slice.
+fn decimal_into(mut n: u64, buf: &mut [u8]) -> &[u8] {
     let mut i = buf.len();
-    loop {
+    while let Some(slot) = i.checked_sub(1).and_then(|j| buf.get_mut(j)) {
         i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
+        *slot = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    buf[i..].iter().map(|&b| char::from(b)).collect()
+    buf.get(i..).unwrap_or_default()
+}
+
+/// The rate-limit headers for the tightest request and token quotas (see [`RateLimits`]).
+pub fn rate_limit_headers(requests: Option<Standing>, tokens: Option<Standing>, anthropic_at: Option<u64>) -> Vec<(String, String)> {
+    RateLimits { requests, tokens, anthropic_at }.headers()
 }
 
 /// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (UTC; no time-zone data needed).
@@ -679,7 +736,7 @@ mod tests {
                 Hold { id: "quota_a".into(), metric: Metric::CostUsd, window: 0, reserved: 123_456, group: Some("k:key_1".into()), epoch: 490_000 },
                 Hold { id: "quota_b".into(), metric: Metric::Requests, window: 29_000_000, reserved: 0, group: None, epoch: 0 },
             ],
-            headers: vec![("x-ratelimit-limit-requests".into(), "60".into())],
+            limits: RateLimits { requests: Some((60, 59, Some(12))), tokens: Some((1000, 10, None)), anthropic_at: Some(7) },
             body_len: 2048,
             max_output: 16,
         };
@@ -718,8 +775,10 @@ mod tests {
     #[test]
     fn decimals() {
         for n in [0, 7, 10, 59, 1_000_000, u64::MAX] {
-            assert_eq!(decimal(n), n.to_string());
+            assert_eq!(decimal_into(n, &mut [0u8; 24]), n.to_string().as_bytes());
         }
+        let h = rate_limit_headers(Some((u64::MAX, 0, Some(u64::MAX))), None, None);
+        assert_eq!(h[2].1, format!("{}s", u64::MAX));
     }
 
     #[test]

@@ -268,7 +268,7 @@ mod tests {
             };
             let holds = quotas.then(|| crate::quota::Holds {
                 holds: vec![crate::quota::Hold { id: key_id.clone(), metric: crate::quota::Metric::TotalTokens, window: 7, reserved: 4096, group: None, epoch: 3 }],
-                headers: vec![("x-ratelimit-limit-tokens".into(), "1000".into())],
+                limits: crate::quota::RateLimits { tokens: Some((1000, 10, Some(3))), ..Default::default() },
                 body_len: 77,
                 max_output: 0,
             });
