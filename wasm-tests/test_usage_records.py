@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 
 from proxy_wasm_host import SharedData
-from wasm_fixtures import (CREDENTIALS_CLUSTER, CREDENTIALS_PATH, DATA_PLANE_TOKEN, chat_body, credentials_doc, deployment,
-                           provider_properties, request_headers)
+from wasm_fixtures import (CREDENTIALS_CLUSTER, CREDENTIALS_PATH, DATA_PLANE_TOKEN, chat_body, credentials_doc, decode_usage_batch,
+                           deployment, provider_properties, request_headers)
 
 USAGE_PATH = "/internal/v1/usage"
 ANSWER = json.dumps({"id": "c1", "object": "chat.completion", "created": 1, "model": "real-model",
@@ -64,7 +64,7 @@ def test_records_travel_in_batches_and_leave_only_when_stored(make_service, make
     [call] = usage_calls(service)
     assert call.upstream == CREDENTIALS_CLUSTER and call.header(":method") == "POST"
     assert call.header("authorization") == f"Bearer {DATA_PLANE_TOKEN}"
-    batch = json.loads(call.body)["records"]
+    batch = decode_usage_batch(call.body)
     assert [(r["request_id"], r["attempt"], r["status"]) for r in batch] == [("req-1", 0, 200), ("req-2", 0, 503), ("req-2", 1, 200)]
     ok = batch[0]
     assert (ok["input_tokens"], ok["output_tokens"], ok["cache_read_tokens"]) == (10, 7, 2)
@@ -80,7 +80,7 @@ def test_records_travel_in_batches_and_leave_only_when_stored(make_service, make
     service.now += 30
     service.tick()
     [again] = usage_calls(service)
-    assert [r["request_id"] for r in json.loads(again.body)["records"]] == ["req-1", "req-2", "req-2", "req-3"]
+    assert [r["request_id"] for r in decode_usage_batch(again.body)] == ["req-1", "req-2", "req-2", "req-3"]
     service.respond_http_call(again.token, 200, [("content-type", "application/json")], b'{"accepted":4,"duplicates":0}')
     service.now += 30
     service.tick()
@@ -115,7 +115,7 @@ def test_records_wait_in_the_worker_until_the_service_vm_has_registered_its_queu
     service.now += 1
     service.tick()
     [call] = usage_calls(service)
-    assert [r["request_id"] for r in json.loads(call.body)["records"]] == ["req-early"]
+    assert [r["request_id"] for r in decode_usage_batch(call.body)] == ["req-early"]
 
 
 def test_an_answer_without_usage_is_estimated_and_flagged(make_service, make_provider):
@@ -126,5 +126,5 @@ def test_an_answer_without_usage_is_estimated_and_flagged(make_service, make_pro
     service.now += 1
     service.tick()
     [call] = usage_calls(service)
-    [r] = json.loads(call.body)["records"]
+    [r] = decode_usage_batch(call.body)
     assert r["estimated"] and r["output_tokens"] == 6  # 23 bytes delivered, about 4 a token

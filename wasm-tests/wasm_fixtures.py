@@ -323,3 +323,39 @@ def encode_slots(slots: dict) -> bytes:
                     + struct.pack("<QQQQQQQ", s["window"], s["used"], s["leased"], s["free"], s.get("epoch", 0),
                                   *s.get("held", [0, 0]))
                     for q, s in slots.items())
+
+
+def decode_usage_batch(body: bytes) -> list[dict]:
+    """The records of a binary usage batch (tollgate_contract::usage::decode_batch), as the JSON
+    form's objects."""
+    assert body[:4] == b"TGU1", body[:8]
+    out, i = [], 4
+    while i < len(body):
+        (n,) = struct.unpack_from("<I", body, i)
+        f, i = body[i + 4:i + 4 + n], i + 4 + n
+        assert len(f) == n, "truncated frame"
+        j = 0
+
+        def text() -> str:
+            nonlocal j
+            (m,) = struct.unpack_from("<H", f, j)
+            j += 2 + m
+            return f[j - m:j].decode()
+        rec: dict = {"request_id": text()}
+        rec["attempt"], rec["at_ms"] = struct.unpack_from("<IQ", f, j)
+        j += 12
+        for name in ("key_id", "model", "provider", "provider_model"):
+            rec[name] = text()
+        rec["status"], flags = struct.unpack_from("<HB", f, j)
+        j += 3
+        (rec["input_tokens"], rec["output_tokens"], rec["cache_read_tokens"], rec["cache_write_tokens"],
+         rec["latency_ms"]) = struct.unpack_from("<QQQQI", f, j)
+        j += 36
+        rec["stream"], rec["estimated"] = bool(flags & 1), bool(flags & 2)
+        rec["ttft_ms"] = None
+        if flags & 4:
+            (rec["ttft_ms"],) = struct.unpack_from("<I", f, j)
+            j += 4
+        assert j == n, "trailing bytes in a frame"
+        out.append(rec)
+    return out

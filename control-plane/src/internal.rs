@@ -121,9 +121,16 @@ pub async fn keys(State(state): State<InternalState>, headers: HeaderMap, Query(
 /// and attempt); answers how many were new.
 pub async fn usage(State(state): State<InternalState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     data_plane(&state, &headers)?;
-    let batch: tollgate_contract::usage::UsageBatch = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::from(GatewayError::new(ErrorKind::InvalidRequest, format!("Invalid usage batch: {e}.")).code("invalid_json"))
-    })?;
+    // The data plane sends the binary form; JSON (`{"records": [...]}`) is taken too.
+    let binary = headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == tollgate_contract::usage::BINARY_CONTENT_TYPE.as_bytes());
+    let batch: tollgate_contract::usage::UsageBatch = if binary {
+        tollgate_contract::usage::decode_batch(&body)
+            .ok_or_else(|| ApiError::from(GatewayError::new(ErrorKind::InvalidRequest, "Invalid usage batch: the binary frames do not add up.").code("invalid_batch")))?
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::from(GatewayError::new(ErrorKind::InvalidRequest, format!("Invalid usage batch: {e}.")).code("invalid_json"))
+        })?
+    };
     let ack = state.service.ingest_usage(batch).await?;
     Ok(axum::Json(ack).into_response())
 }

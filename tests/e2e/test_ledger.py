@@ -7,6 +7,7 @@ tested in test_metering.py.)"""
 
 from __future__ import annotations
 
+import struct
 import time
 import uuid
 
@@ -22,6 +23,18 @@ def record(key_id: str, request_id: str, provider_model: str = "gpt-4o-mini-2024
     return {"request_id": request_id, "attempt": 0, "at_ms": int(time.time() * 1000), "key_id": key_id,
             "model": "gpt-mock", "provider": "openai", "provider_model": provider_model, "status": 200,
             "input_tokens": 1000, "output_tokens": 500, **kw}
+
+
+def binary_record(r: dict) -> bytes:
+    """One record's frame in the data plane's binary form (the layout of
+    tollgate_contract::usage::encode_record)."""
+    def text(v: str) -> bytes:
+        return struct.pack("<H", len(v.encode())) + v.encode()
+    f = text(r["request_id"]) + struct.pack("<IQ", r.get("attempt", 0), r["at_ms"])
+    f += b"".join(text(r[k]) for k in ("key_id", "model", "provider", "provider_model"))
+    f += struct.pack("<HB", r["status"], 0)
+    f += struct.pack("<QQQQI", r.get("input_tokens", 0), r.get("output_tokens", 0), 0, 0, 0)
+    return struct.pack("<I", len(f)) + f
 
 
 def test_usage_is_stored_once_priced_and_attributed(gw):
@@ -54,6 +67,16 @@ def test_usage_is_stored_once_priced_and_attributed(gw):
     # otherwise send the same batch again for ever)
     bad = post_usage(gw, [record(key["id"], ""), record(key["id"], uuid.uuid4().hex)])
     assert bad.status_code == 200 and bad.json() == {"accepted": 1, "duplicates": 0, "rejected": 1}
+    # the binary form the data plane sends (tollgate_contract::usage::encode_record) is stored
+    # the same; one that does not add up is refused as a whole with a 400
+    rid2 = uuid.uuid4().hex
+    body = b"TGU1" + binary_record(record(key["id"], rid2))
+    headers = {"Authorization": f"Bearer {gw.data_plane_token}", "Content-Type": "application/x-tollgate-usage"}
+    resp = http("POST", f"{gw.internal_url}/internal/v1/usage", data=body, headers=headers)
+    assert resp.status_code == 200 and resp.json() == {"accepted": 1, "duplicates": 0, "rejected": 0}, resp.text
+    assert post_usage(gw, [record(key["id"], rid2)]).json()["duplicates"] == 1, "the same record in either form"
+    cut = http("POST", f"{gw.internal_url}/internal/v1/usage", data=body[:-3], headers=headers)
+    assert cut.status_code == 400 and cut.json()["error"]["code"] == "invalid_batch", cut.text
     # spend is tenant-scoped like the rest of the admin API
     other = gw.admin("POST", "/admin/v1/teams", json={"name": f"other-{uuid.uuid4().hex[:6]}"}).json()
     user = gw.admin("POST", "/admin/v1/users", json={"name": "ta", "team_id": other["id"], "role": "team_admin"}).json()

@@ -429,8 +429,8 @@ impl HttpFilter for ProviderHttp {
             match self.quotas.admit(host, meta.provider, &key_id, &client_model, by, meta.price.as_ref())? {
                 quotas::Attempt::Admitted(held) => self.attempt_holds = held,
                 quotas::Attempt::Refused { quota, limit, retry_after } => {
-                    // Envoy takes the 429 as the attempt's answer: its retry policy tries the
-                    // model's next deployment.
+                    // Envoy sends an upstream filter's own answer to the client as it is (no
+                    // retry on another deployment).
                     self.refused = true;
                     tollgate_wasm::quota_slot::refuse(host, self.api, quota, limit, retry_after)?;
                     return Ok(Action::Pause);
@@ -445,7 +445,10 @@ impl HttpFilter for ProviderHttp {
         let credential = credential(creds.as_deref(), &meta)?;
         let header_attempt = HeaderAttempt { meta: &meta, op: &op, facts, client_model: &client_model, credential };
         let kind = AttemptKind::of(&header_attempt)?;
-        if let Some(plan) = plan::plan_from_headers(&header_attempt, &kind) {
+        let plan = plan::plan_from_headers(&header_attempt, &kind);
+        // The meter's texts, moved rather than copied (its record is built at the end).
+        self.meter.owner(key_id, client_model);
+        if let Some(plan) = plan {
             // The body goes out as the client sent it: nothing to wait for.
             let headers = host.headers(Map::RequestHeaders)?;
             self.apply(host, plan?, &headers)?;

@@ -32,7 +32,8 @@ fn millis(t: SystemTime) -> u64 {
 /// The worker's records on their way to the service VM.
 #[derive(Default)]
 pub struct Outbox {
-    /// JSON lines, one record each.
+    /// Records in their binary frames (`usage::encode_record`): serialising one as JSON cost
+    /// about 9,000 wasm instructions a request.
     lines: Vec<u8>,
     queue: Option<u32>,
     dropped_counter: Option<u32>,
@@ -49,9 +50,7 @@ impl Outbox {
             self.count_dropped(host);
             return;
         }
-        if serde_json::to_writer(&mut self.lines, record).is_ok() {
-            self.lines.push(b'\n');
-        }
+        tollgate_contract::usage::encode_record(record, &mut self.lines);
         if self.lines.len() >= FLUSH_BYTES {
             self.flush(host);
         }
@@ -119,14 +118,17 @@ fn header_str<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> Option<&'h st
 impl Meter {
     /// What the attempt is, known from its headers.
     pub fn prepare(&mut self, state: &RequestState, meta: &DeploymentMeta) {
-        self.key_id.clone_from(&state.key_id);
-        self.model.clone_from(&state.model);
         self.provider = meta.provider.as_str();
         self.provider_model.clone_from(&meta.model);
         self.stream = state.facts.stream
             || matches!(state.op, Operation::BedrockConverse { stream: true, .. } | Operation::BedrockInvoke { stream: true, .. });
         self.request_bytes = state.facts.body_len.unwrap_or(0);
         self.price = meta.price;
+    }
+
+    /// The key and the model the client asked for (moved in once the attempt is planned).
+    pub fn owner(&mut self, key_id: String, model: String) {
+        (self.key_id, self.model) = (key_id, model);
     }
 
     /// Whether the answer's cost goes back to the client in a header: a non-streamed answer of
@@ -160,18 +162,19 @@ impl Meter {
 
     /// The record of a finished attempt (`None` if it never went out).
     /// `final_usage`: the provider's final count was read (not only a first one).
-    pub fn record<H: Host>(&self, host: &H, usage: Option<Usage>, final_usage: bool) -> Option<UsageRecord> {
+    /// Called once, when the attempt's stream ends: the meter's texts move into the record.
+    pub fn record<H: Host>(&mut self, host: &H, usage: Option<Usage>, final_usage: bool) -> Option<UsageRecord> {
         let started = self.started?;
         let ended = host.now().unwrap_or(started);
         let ms = |from: SystemTime, to: SystemTime| u32::try_from(millis(to).saturating_sub(millis(from))).unwrap_or(u32::MAX);
         let mut r = UsageRecord {
-            request_id: self.request_id.clone(),
+            request_id: std::mem::take(&mut self.request_id),
             attempt: self.attempt,
             at_ms: millis(ended),
-            key_id: self.key_id.clone(),
-            model: self.model.clone(),
+            key_id: std::mem::take(&mut self.key_id),
+            model: std::mem::take(&mut self.model),
             provider: self.provider.to_owned(),
-            provider_model: self.provider_model.clone(),
+            provider_model: std::mem::take(&mut self.provider_model),
             status: self.status,
             stream: self.stream,
             latency_ms: ms(started, ended),

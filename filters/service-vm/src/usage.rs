@@ -1,5 +1,6 @@
 //! Usage records from the workers to the control plane's ledger. The provider filter's workers
-//! enqueue JSON lines (one record a line) on the [`contract::USAGE_QUEUE`] this VM registers;
+//! enqueue records in their binary frames (`tollgate_contract::usage::encode_record`) on the
+//! [`contract::USAGE_QUEUE`] this VM registers;
 //! this VM keeps them in a bounded buffer and posts them in batches to
 //! [`contract::USAGE_PATH`], one call at a time, the next as soon as one is acknowledged.
 //!
@@ -45,8 +46,8 @@ pub struct UsageShipper {
     dropped_counter: Option<u32>,
 }
 
-fn records_in(lines: &[u8]) -> u64 {
-    lines.iter().filter(|&&b| b == b'\n').count() as u64
+fn records_in(frames: &[u8]) -> u64 {
+    tollgate_contract::usage::count_frames(frames).unwrap_or(1)
 }
 
 impl UsageShipper {
@@ -135,7 +136,7 @@ impl UsageShipper {
             (":path", contract::USAGE_PATH),
             (":authority", "tollgate-control-plane"),
             ("authorization", auth.as_str()),
-            ("content-type", "application/json"),
+            ("content-type", tollgate_contract::usage::BINARY_CONTENT_TYPE),
         ];
         match host.http_call(cluster, &headers, &body, CALL_TIMEOUT) {
             Ok(call) => {
@@ -195,33 +196,32 @@ impl UsageShipper {
     }
 }
 
-/// `{"records":[line,line,...]}` from JSON lines.
+/// A binary batch: the magic, then every item's frames in order.
 pub fn batch_body(items: &[Vec<u8>]) -> Vec<u8> {
-    let size: usize = items.iter().map(Vec::len).sum();
-    let mut body = Vec::with_capacity(size + 16);
-    body.extend_from_slice(b"{\"records\":[");
-    let mut first = true;
+    let magic = tollgate_contract::usage::BATCH_MAGIC;
+    let mut body = Vec::with_capacity(magic.len() + items.iter().map(Vec::len).sum::<usize>());
+    body.extend_from_slice(magic);
     for item in items {
-        for line in item.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            if !first {
-                body.push(b',');
-            }
-            first = false;
-            body.extend_from_slice(line);
-        }
+        body.extend_from_slice(item);
     }
-    body.extend_from_slice(b"]}");
     body
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tollgate_contract::usage::{decode_batch, encode_record, UsageRecord};
 
     #[test]
-    fn batch_body_joins_lines_into_one_batch() {
-        let body = batch_body(&[b"{\"a\":1}\n{\"a\":2}\n".to_vec(), b"{\"a\":3}\n".to_vec()]);
-        assert_eq!(body, b"{\"records\":[{\"a\":1},{\"a\":2},{\"a\":3}]}");
-        assert_eq!(batch_body(&[]), b"{\"records\":[]}");
+    fn batch_body_joins_items_into_one_batch() {
+        let rec = |id: &str| UsageRecord { request_id: id.into(), ..Default::default() };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        encode_record(&rec("1"), &mut a);
+        encode_record(&rec("2"), &mut a);
+        encode_record(&rec("3"), &mut b);
+        assert_eq!(records_in(&a), 2);
+        let batch = decode_batch(&batch_body(&[a, b])).unwrap();
+        assert_eq!(batch.records.iter().map(|r| r.request_id.as_str()).collect::<Vec<_>>(), ["1", "2", "3"]);
+        assert_eq!(decode_batch(&batch_body(&[])).unwrap().records, Vec::new());
     }
 }
