@@ -181,13 +181,14 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
     Ok(Admission::Admitted(holds))
 }
 
-/// What to ask the authority for: every leased quota of the request whose lease cannot cover
-/// it (a slot that cannot be read is asked for too), unless the authority said when it last
-/// answered that it had less left than the request needs and the lease is spent. The unspent fragment of the lease goes
-/// back with the ask (`returned`) and the whole need is asked for: so that, near a quota's end,
-/// what the Envoys hold in pieces too small for a request pools at the authority, where one
-/// request can have it (the gap a budget ends with is then under one request's reservation,
-/// not one per Envoy).
+/// What to ask the authority for: every leased quota the request may spend (its own, and those
+/// of the providers its model may go to) whose lease cannot cover it (a slot that cannot be
+/// read is asked for too), unless the authority said when it last answered that it had less
+/// left than the request needs and the lease is spent. The lease's unspent fragment goes back
+/// with the ask (`returned`) and the whole need is asked for: so that, near a quota's end, what
+/// the Envoys hold in pieces too small for a request pools at the authority, where one request
+/// can have it (the gap a budget ends with is then under one request's reservation, not one per
+/// Envoy).
 fn asks<H: Host>(host: &H, quotas: &[QuotaDoc], keys: &[(String, String)], r: &Asking<'_>) -> Vec<Ask> {
     quotas
         .iter()
