@@ -220,7 +220,27 @@ impl Price {
 /// Nano-dollars as decimal USD with nine places (`1234` → `"0.000001234"`), as the ledger
 /// shows them.
 pub fn usd(nanos: u64) -> String {
-    format!("{}.{:09}", nanos / 1_000_000_000, nanos % 1_000_000_000)
+    // Written by hand: `format!` costs thousands of wasm instructions, and the provider filter
+    // writes this on every priced answer (`x-tollgate-cost-usd`).
+    let (mut whole, mut frac) = (nanos / 1_000_000_000, nanos % 1_000_000_000);
+    let mut buf = [b'0'; 31];
+    let mut i = buf.len();
+    for _ in 0..9 {
+        i -= 1;
+        buf[i] = b'0' + (frac % 10) as u8;
+        frac /= 10;
+    }
+    i -= 1;
+    buf[i] = b'.';
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (whole % 10) as u8;
+        whole /= 10;
+        if whole == 0 {
+            break;
+        }
+    }
+    buf[i..].iter().map(|&b| char::from(b)).collect()
 }
 
 /// The payload format of a SageMaker endpoint's container.
@@ -297,6 +317,15 @@ impl fmt::Debug for Credential {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn usd_is_written_as_format_would() {
+        for n in [0, 1, 999_999_999, 1_000_000_000, 1_000_000_001, 450_000, 123_456_789_012, u64::MAX] {
+            assert_eq!(usd(n), format!("{}.{:09}", n / 1_000_000_000, n % 1_000_000_000));
+        }
+        assert_eq!(usd(900_000), "0.000900000");
+    }
+
     use super::*;
 
     fn doc() -> GatewayConfigDoc {
