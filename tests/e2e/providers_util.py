@@ -1,5 +1,6 @@
 """A gateway stack with the three mock providers (OpenAI, Bedrock, Anthropic), for the
-cross-provider end-to-end tests (`test_providers.py`).
+cross-provider end-to-end tests (`test_providers.py`, `test_provider_failures.py`), and the
+assertions they share.
 
 One stack per module: the OpenAI mock is the harness's mock (`{{MOCK_BASE_URL}}`); the Bedrock
 mock verifies SigV4 (access key, secret and session token below) and also accepts a Bedrock API
@@ -12,12 +13,16 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from typing import Any, Iterator
+from urllib.parse import quote
 
+import anthropic
+import openai
 import pytest
 
 import harness
+from harness import http
 from mocks.anthropic_mock import MockAnthropic
-from mocks.bedrock_mock import MockBedrock
+from mocks.bedrock_mock import MockBedrock, verify_sigv4
 from mocks.openai_mock import MockOpenAI
 
 REGION = "us-east-1"
@@ -198,3 +203,127 @@ def providers(pgw: ProvidersStack) -> Iterator[ProvidersStack]:
     pgw.reset_faults()
     yield pgw
     pgw.reset_faults()
+
+
+# ---- assertions and helpers shared by the provider test modules ---------------------------------
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "The current weather in a city.",
+    "parameters": {"type": "object", "properties": {"location": {"type": "string"}},
+                   "required": ["location"]}}}
+ANTHROPIC_WEATHER_TOOL = {"name": "get_weather", "description": "The current weather in a city.",
+                          "input_schema": WEATHER_TOOL["function"]["parameters"]}
+
+
+def words(*texts: str) -> int:
+    return sum(len(t.split()) for t in texts)
+
+
+def oai(p: ProvidersStack) -> openai.OpenAI:
+    return p.stack.client(p.key)
+
+
+def ant(p: ProvidersStack) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=p.stack.gateway_url, api_key=p.key, max_retries=0,
+                               timeout=20.0)
+
+
+def with_token(mock: Any, token: str) -> list[dict[str, Any]]:
+    return [r for r in mock.requests if token in r["body"]]
+
+
+def bedrock_path(model_id: str, action: str) -> str:
+    return f"/model/{quote(model_id, safe='')}/{action}"
+
+
+def assert_sigv4_valid(p: ProvidersStack, record: dict[str, Any]) -> None:
+    """Check the recorded request's signature again, independently (botocore), with the right
+    secret and session token; and that no secret travels in a header."""
+    s = p.secrets
+    auth = record["headers"]["authorization"]
+    assert auth.startswith(f"AWS4-HMAC-SHA256 Credential={s.aws_key_id}/"), auth
+    assert f"/{REGION}/bedrock/aws4_request," in auth, auth
+    assert record["headers"]["x-amz-security-token"] == s.aws_token
+    verify_sigv4(record["method"], record["path"], list(record["headers"].items()),
+                 record["body"].encode(), access_key=s.aws_key_id, secret_key=s.aws_secret,
+                 session_token=s.aws_token, region=REGION, max_skew_s=None)
+    for name, value in record["headers"].items():
+        assert s.aws_secret not in value, f"the AWS secret travelled in {name}"
+
+
+def assert_no_client_key(p: ProvidersStack, record: dict[str, Any]) -> None:
+    """Nothing of the client's gateway key nor of the gateway's internals reached a provider."""
+    for name, value in record["headers"].items():
+        assert p.key not in value, f"the client's gateway key reached the provider in {name}"
+        assert not name.startswith("x-tollgate-"), f"internal header {name} reached the provider"
+    assert p.key not in record["body"]
+
+
+def assert_anthropic_auth(p: ProvidersStack, record: dict[str, Any]) -> None:
+    headers = record["headers"]
+    assert headers["x-api-key"] == p.secrets.anthropic_key
+    assert headers["anthropic-version"]
+    assert "authorization" not in headers
+    assert_no_client_key(p, record)
+
+
+def stream_text(chunks: list[Any]) -> str:
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def stream_tool_calls(chunks: list[Any]) -> list[dict[str, str]]:
+    """Tool calls reassembled from OpenAI stream deltas, by index."""
+    calls: dict[int, dict[str, str]] = {}
+    for chunk in chunks:
+        for delta in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            call = calls.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
+            call["id"] += delta.id or ""
+            if delta.function is not None:
+                call["name"] += delta.function.name or ""
+                call["arguments"] += delta.function.arguments or ""
+    return [calls[i] for i in sorted(calls)]
+
+
+def sse_events(text: str) -> list[str]:
+    return [e for e in text.split("\n\n") if e.strip()]
+
+
+def assert_no_secrets_left(p: ProvidersStack, min_visible: int, min_records: int) -> None:
+    """No provider secret in anything a module of provider tests left behind: what clients saw
+    (more answers added here: every pair, streamed and not, errors included), Envoy's
+    config_dump, the logs; and the client's gateway key never reached a provider. Run last."""
+    secrets = p.secrets.provider_secrets()
+    # More client-visible answers: every pair, streamed and not, errors included.
+    bearer = {"Authorization": f"Bearer {p.key}"}
+    for model in (BEDROCK, ANTHROPIC, OPENAI, BEDROCK_WRONG_SECRET, BEDROCK_API_KEY):
+        for stream in (False, True):
+            resp = http("POST", f"{p.stack.base_url}/chat/completions", headers=bearer,
+                        json={"model": model, "stream": stream,
+                              "messages": [{"role": "user", "content": "secret check"}]})
+            p.seen(f"{resp.status_code} {dict(resp.headers)} {resp.text}")
+            resp = http("POST", f"{p.stack.gateway_url}/v1/messages",
+                        headers={"x-api-key": p.key, "anthropic-version": "2023-06-01"},
+                        json={"model": model, "stream": stream, "max_tokens": 20,
+                              "messages": [{"role": "user", "content": "secret check"}]})
+            p.seen(f"{resp.status_code} {dict(resp.headers)} {resp.text}")
+    assert len(p.client_visible) >= min_visible
+    for text in p.client_visible:
+        leaked = [name for name, value in secrets.items() if value in text]
+        assert not leaked, f"secrets in a client-visible response: {leaked}: {text[:300]}"
+
+    dump = p.stack.config_dump()
+    assert "ClustersConfigDump" in dump and BEDROCK_MODEL_ID in dump
+    leaked = [name for name, value in secrets.items() if value in dump]
+    assert not leaked, f"secrets in Envoy's /config_dump: {leaked}"
+
+    assert p.stack.log_paths
+    for path in p.stack.log_paths:
+        text = path.read_text(errors="replace")
+        leaked = [name for name, value in secrets.items() if value in text]
+        assert not leaked, f"secrets in {path.name}: {leaked}"
+
+    # And the client's gateway key never reached any provider.
+    records = [r for mock in p.mocks() for r in mock.requests]
+    assert len(records) >= min_records
+    for record in records:
+        assert_no_client_key(p, record)
