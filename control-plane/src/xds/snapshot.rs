@@ -127,8 +127,8 @@ pub fn build(model: &Model, env: &XdsEnv) -> Snapshot {
         let mut providers: Vec<tollgate_contract::config::ProviderKind> = Vec::new();
         if model.quotas.iter().any(|q| q.provider.is_some()) {
             for d in &m.deployments {
-                let kind = serde_json::from_value(serde_json::Value::String(d.upstream.provider_name().to_owned())).ok();
-                if let Some(kind) = kind.filter(|k| !providers.contains(k)) {
+                let kind = target(&d.upstream, env).provider;
+                if !providers.contains(&kind) {
                     providers.push(kind);
                 }
             }

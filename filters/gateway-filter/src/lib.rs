@@ -52,7 +52,7 @@ impl Plugin for GatewayPlugin {
         if self.waits_counter.is_none() && cfg.quotas.iter().any(|q| q.lease) {
             self.waits_counter = host.define_counter("tollgate_quota_network_waits").ok();
         }
-        self.quota_keys = Rc::new(quotas::slot_keys(&cfg.quotas));
+        self.quota_keys = Rc::new(tollgate_contract::quota::slot_keys(&cfg.quotas));
         self.config = Some(Rc::new(cfg));
         Ok(())
     }
@@ -210,7 +210,10 @@ impl GatewayHttp {
         if !cfg.quotas.is_empty() {
             let now = host.now()?.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let price = cfg.model_prices.get(w.model.as_str());
-            let providers = cfg.model(&w.model).map_or(&[][..], |m| m.providers.as_slice());
+            let providers = match cfg.provider_quotas {
+                true => cfg.model(&w.model).map_or(&[][..], |m| m.providers.as_slice()),
+                false => &[],
+            };
             let asking = quotas::Asking { key_id: &w.pending.key.id, model: &w.model, body_len: w.body_len, max_output: w.max_output, now, api: self.api, price, hold_seconds: cfg.quota_hold_seconds, providers };
             match quotas::admit(host, &cfg.quotas, &self.quota_keys, &asking, pass)? {
                 // Nothing held, no headers to write, and no quota of a provider for the

@@ -9,7 +9,7 @@
 
 use tollgate_contract::quota::{self, Hold, Holds, Metric, QuotaDoc};
 use tollgate_contract::quota_lease::{self, Ask};
-use tollgate_wasm::quota_slot::{adjust, take_group, Want};
+use tollgate_wasm::quota_slot::{authority_down, give_back, groups, take_group, Want};
 use tollgate_wasm::{Host, HostError};
 
 /// Why a request was refused.
@@ -36,7 +36,7 @@ pub struct Asking<'a> {
     /// How long a reservation never given back is held before it expires (see
     /// `quota::Slot::roll`): longer than any request can run.
     pub hold_seconds: u64,
-    /// The providers the model's deployments are at (when a quota of a provider applies).
+    /// The providers the model's deployments are at (empty unless some quota is a provider's).
     pub providers: &'a [tollgate_contract::config::ProviderKind],
 }
 
@@ -67,25 +67,11 @@ pub enum Admission<'q> {
 }
 
 fn amount(q: &QuotaDoc, r: &Asking<'_>) -> u64 {
-    match q.metric {
-        Metric::Requests | Metric::Concurrency => 1,
-        m => quota::reservation(m, r.body_len, r.max_output, r.price),
-    }
-}
-
-/// Whether the service VM has found the authority unreachable.
-fn authority_down<H: Host>(host: &H) -> bool {
-    matches!(host.shared_data(quota_lease::SHARED_AUTHORITY_KEY), Ok((Some(v), _)) if v == b"down")
-}
-
-/// Each quota's shared-data keys (its slots' value, the next window's lease), made once per
-/// configuration: formatting them per request costs more than the rest of admission.
-pub fn slot_keys(quotas: &[QuotaDoc]) -> Vec<(String, String)> {
-    quotas.iter().map(|q| (q.slot_key(), q.next_key())).collect()
+    quota::amount(q.metric, r.body_len, r.max_output, r.price)
 }
 
 /// Takes every applicable quota's share for a request, or none of them: the quotas of one
-/// group (a scope) with one read and one compare-and-swap. `keys`: [`slot_keys`].
+/// group (a scope) with one read and one compare-and-swap. `keys`: `quota::slot_keys`.
 pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, String)], r: &Asking<'_>, pass: Pass) -> Result<Admission<'q>, HostError> {
     let now = r.now;
     let epoch = quota::hold_epoch(now, r.hold_seconds);
@@ -93,14 +79,7 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
     let (mut requests, mut tokens): (Option<quota::Standing>, Option<quota::Standing>) = (None, None);
     let mut down = pass == Pass::AuthorityDown;
     let applicable: Vec<usize> = (0..quotas.len().min(keys.len())).filter(|&i| quotas[i].provider.is_none() && quotas[i].applies(r.key_id, r.model)).collect();
-    let mut groups: Vec<&str> = Vec::new();
-    for &i in &applicable {
-        if !groups.contains(&keys[i].0.as_str()) {
-            groups.push(&keys[i].0);
-        }
-    }
-    for group in groups {
-        let members: Vec<usize> = applicable.iter().copied().filter(|&i| keys[i].0 == group).collect();
+    for (group, members) in groups(&applicable, keys) {
         let (over, taken) = loop {
             let wants: Vec<Want<'_>> = members.iter().map(|&i| Want { quota: &quotas[i], next: &keys[i].1, amount: amount(&quotas[i], r) }).collect();
             match take_group(host, group, &wants, now, epoch, down) {
@@ -129,14 +108,11 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
         };
         if let Some(q) = over {
             release(host, &holds.holds, true);
-            let period = q.period(now);
-            let retry_after = if q.metric == Metric::Concurrency { 1 } else { period.resets_in(now).unwrap_or(60) };
-            return Ok(Admission::Refused(Refusal { quota: q, limit: period.limit, retry_after }));
+            return Ok(Admission::Refused(Refusal { quota: q, limit: q.period(now).limit, retry_after: q.retry_after(now) }));
         }
         for (i, tollgate_wasm::quota_slot::Taken { slot, amount, period }) in taken {
             let q = &quotas[i];
-            let reserved = if q.metric.is_tokens() { amount } else { 0 };
-            holds.holds.push(Hold { id: q.id.clone(), metric: q.metric, window: period.window, reserved, group: q.group.clone(), epoch });
+            holds.holds.push(Hold::taken(q, period.window, amount, epoch));
             // The tightest quota of each kind names the headers; a leased quota's remaining is
             // what the authority had left plus what this Envoy holds unspent.
             let remaining = if q.lease { slot.free.saturating_add(slot.spare()).min(period.limit) } else { period.limit.saturating_sub(slot.used) };
@@ -153,7 +129,7 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
     }
     // The quotas of the providers the request may go to are spent by the provider filter,
     // which cannot wait for a grant: make sure here that their leases cover the request.
-    if pass == Pass::First && !down {
+    if pass == Pass::First && !down && !r.providers.is_empty() {
         let short = quotas.iter().zip(keys).any(|(q, (key, _))| {
             q.provider.is_some() && r.may_spend(q) && {
                 let window = q.period(now).window;
@@ -230,13 +206,7 @@ pub fn apply<H: Host>(host: &H, quotas: &[QuotaDoc], grants: &quota_lease::Grant
 /// `refused`, its requests too: a refused request does not count), one read and one
 /// compare-and-swap per group.
 pub fn release<H: Host>(host: &H, holds: &[Hold], refused: bool) {
-    let back = |h: &Hold| match h.metric {
-        Metric::Concurrency => 1,
-        Metric::Requests if refused => 1,
-        Metric::Requests => 0,
-        _ => h.reserved,
-    };
-    for (h, e) in adjust(host, holds, |h| (back(h), 0)) {
+    for (h, e) in give_back(host, holds, refused) {
         log::warn!("gateway filter: could not give back quota {} ({e})", h.id);
     }
 }

@@ -13,10 +13,9 @@
 use std::rc::Rc;
 
 use tollgate_contract::config::{Price, ProviderKind};
-use tollgate_contract::quota::{self, Hold, Holds, Metric, ProviderQuotasDoc, QuotaDoc};
-use tollgate_contract::quota_lease;
+use tollgate_contract::quota::{self, Hold, Holds, ProviderQuotasDoc, QuotaDoc};
 use tollgate_contract::GatewayError;
-use tollgate_wasm::quota_slot::{adjust, take_group, Want};
+use tollgate_wasm::quota_slot::{authority_down, give_back, groups, take_group, Want};
 use tollgate_wasm::Host;
 
 /// The quotas of providers as the gateway filter last published them
@@ -68,7 +67,7 @@ pub enum Attempt<'q> {
 
 impl ProviderQuotas {
     pub fn new(quotas: Vec<QuotaDoc>, hold_seconds: u64) -> Self {
-        let keys = quotas.iter().map(|q| (q.slot_key(), q.next_key())).collect();
+        let keys = quota::slot_keys(&quotas);
         Self { quotas, keys, hold_seconds }
     }
 
@@ -87,42 +86,27 @@ impl ProviderQuotas {
         }
         let now = host.now()?.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let epoch = quota::hold_epoch(now, self.hold_seconds);
-        let down = matches!(host.shared_data(quota_lease::SHARED_AUTHORITY_KEY), Ok((Some(v), _)) if v == b"down");
-        let amount = |q: &QuotaDoc| match q.metric {
-            Metric::Requests | Metric::Concurrency => 1,
-            m => quota::reservation(m, by.body_len, (by.max_output > 0).then_some(by.max_output), price),
-        };
+        let down = authority_down(host);
+        let max_output = (by.max_output > 0).then_some(by.max_output);
         let mut held: Vec<Hold> = Vec::new();
-        let mut groups: Vec<&str> = Vec::new();
-        for &i in &applicable {
-            if !groups.contains(&self.keys[i].0.as_str()) {
-                groups.push(&self.keys[i].0);
-            }
-        }
-        for group in groups {
-            let members: Vec<usize> = applicable.iter().copied().filter(|&i| self.keys[i].0 == group).collect();
-            let wants: Vec<Want<'_>> = members.iter().map(|&i| Want { quota: &self.quotas[i], next: &self.keys[i].1, amount: amount(&self.quotas[i]) }).collect();
+        for (group, members) in groups(&applicable, &self.keys) {
+            let wants: Vec<Want<'_>> = members
+                .iter()
+                .map(|&i| Want { quota: &self.quotas[i], next: &self.keys[i].1, amount: quota::amount(self.quotas[i].metric, by.body_len, max_output, price) })
+                .collect();
             let taken = match take_group(host, group, &wants, now, epoch, down) {
                 Ok(t) => t,
                 Err(e) => {
-                    give_back(host, &held);
+                    release(host, &held);
                     return Err(e.into());
                 }
             };
             match taken {
-                Ok(taken) => {
-                    for (&i, t) in members.iter().zip(taken) {
-                        let q = &self.quotas[i];
-                        let reserved = if q.metric.is_tokens() { t.amount } else { 0 };
-                        held.push(Hold { id: q.id.clone(), metric: q.metric, window: t.period.window, reserved, group: q.group.clone(), epoch });
-                    }
-                }
+                Ok(taken) => held.extend(members.iter().zip(taken).map(|(&i, t)| Hold::taken(&self.quotas[i], t.period.window, t.amount, epoch))),
                 Err(at) => {
-                    give_back(host, &held);
+                    release(host, &held);
                     let q = &self.quotas[members.get(at).copied().unwrap_or(members[0])];
-                    let period = q.period(now);
-                    let retry_after = if q.metric == Metric::Concurrency { 1 } else { period.resets_in(now).unwrap_or(60) };
-                    return Ok(Attempt::Refused { quota: q, limit: period.limit, retry_after });
+                    return Ok(Attempt::Refused { quota: q, limit: q.period(now).limit, retry_after: q.retry_after(now) });
                 }
             }
         }
@@ -131,12 +115,8 @@ impl ProviderQuotas {
 }
 
 /// Gives back everything an attempt that was refused took (its requests too).
-fn give_back<H: Host>(host: &H, held: &[Hold]) {
-    let back = |h: &Hold| match h.metric {
-        Metric::Requests | Metric::Concurrency => 1,
-        _ => h.reserved,
-    };
-    for (h, e) in adjust(host, held, |h| (back(h), 0)) {
+fn release<H: Host>(host: &H, held: &[Hold]) {
+    for (h, e) in give_back(host, held, true) {
         log::warn!("provider filter: could not give back quota {} ({e})", h.id);
     }
 }

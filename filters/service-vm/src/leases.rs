@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tollgate_contract::quota::{QuotaDoc, Slot};
+use tollgate_contract::quota::QuotaDoc;
 use tollgate_contract::quota_lease::{self, Ask, GrantRequest, GrantResponse};
 use tollgate_wasm::quota_slot;
 use tollgate_wasm::{Buffer, Host, Map};
@@ -46,10 +46,6 @@ pub struct LeaseKeeper {
     down: bool,
     failures: Option<u32>,
     envoy: Option<String>,
-}
-
-fn read_slot<H: Host>(host: &H, key: &str, id: &str) -> Option<Slot> {
-    quota_slot::read(host, key, id)
 }
 
 impl LeaseKeeper {
@@ -108,8 +104,8 @@ impl LeaseKeeper {
         for doc in &self.docs {
             let period = doc.period(now);
             let key = doc.slot_key();
-            let slot = read_slot(host, &key, &doc.id).filter(|s| s.window == period.window);
-            let ahead = read_slot(host, &doc.next_key(), &doc.id);
+            let slot = quota_slot::read(host, &key, &doc.id).filter(|s| s.window == period.window);
+            let ahead = quota_slot::read(host, &doc.next_key(), &doc.id);
             let seen = self.seen.entry(doc.id.clone()).or_default();
             let used = slot.map_or(0, |s| s.used);
             if seen.at_ms > 0 && now_ms > seen.at_ms {
@@ -230,7 +226,7 @@ impl LeaseKeeper {
             let key = doc.slot_key();
             // A grant for the current window (or one the workers already moved on to) goes in
             // the slot; one for the next window waits beside it.
-            let in_slot = g.window == doc.period(now).window || read_slot(host, &key, &doc.id).is_some_and(|s| s.window >= g.window);
+            let in_slot = g.window == doc.period(now).window || quota_slot::read(host, &key, &doc.id).is_some_and(|s| s.window >= g.window);
             let target = if in_slot { key } else { doc.next_key() };
             if let Err(e) = quota_slot::lease(host, &target, &doc.id, g.window, g.granted, g.free) {
                 log::warn!("tollgate service: could not record a lease of quota {} ({e})", g.quota);

@@ -94,6 +94,8 @@ pub struct GatewayConfig {
     pub quotas: Vec<crate::quota::QuotaDoc>,
     pub model_prices: BTreeMap<String, Price>,
     pub quota_hold_seconds: u64,
+    /// Some quota is a provider's (the models' providers are then worth looking up).
+    pub provider_quotas: bool,
 }
 
 impl GatewayConfig {
@@ -118,6 +120,7 @@ impl GatewayConfig {
             model_index,
             models: doc.models,
             fault_injection: doc.fault_injection,
+            provider_quotas: doc.quotas.iter().any(|q| q.provider.is_some()),
             quotas: doc.quotas,
             model_prices: doc.model_prices,
             quota_hold_seconds: doc.quota_hold_seconds.max(1),

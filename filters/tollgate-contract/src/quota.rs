@@ -160,6 +160,16 @@ impl QuotaDoc {
         Period { window: self.window(now), limit, ends: self.resets_in(now).map(|s| now.saturating_add(s)) }
     }
 
+    /// The `retry-after` of a refusal at `now`: the rest of the window (1 s for concurrency,
+    /// 60 s without windows).
+    pub fn retry_after(&self, now: u64) -> u64 {
+        if self.metric == Metric::Concurrency {
+            1
+        } else {
+            self.period(now).resets_in(now).unwrap_or(60)
+        }
+    }
+
     /// The shared-data value the quota counts in (an entry of its group's, or its own).
     pub fn slot_key(&self) -> String {
         slot_key(&self.id, self.group.as_deref())
@@ -412,6 +422,15 @@ fn take_u64(b: &mut &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(take(b, 8)?.try_into().ok()?))
 }
 
+impl Hold {
+    /// What a request holds of quota `q` after taking `amount` in `window`, reservation epoch
+    /// `epoch` (tokens and cost keep their reservation, to give back).
+    pub fn taken(q: &QuotaDoc, window: u64, amount: u64, epoch: u64) -> Self {
+        let reserved = if q.metric.is_tokens() { amount } else { 0 };
+        Self { id: q.id.clone(), metric: q.metric, window, reserved, group: q.group.clone(), epoch }
+    }
+}
+
 impl Holds {
     /// Appends the holds in a compact binary form (no JSON on the request path): a count and
     /// per hold its id, group, metric, window, reservation and epoch; a count and per header its
@@ -448,6 +467,21 @@ impl Holds {
         let (body_len, max_output) = (take_u64(b)?, take_u64(b)?);
         b.is_empty().then_some(Self { holds, limits, body_len, max_output })
     }
+}
+
+/// What a request takes of a quota of `metric` when admitted: 1 request or concurrent slot, or
+/// its [`reservation`] of tokens or nano-dollars.
+pub fn amount(metric: Metric, body_len: u64, max_output: Option<u64>, price: Option<&crate::config::Price>) -> u64 {
+    match metric {
+        Metric::Requests | Metric::Concurrency => 1,
+        m => reservation(m, body_len, max_output, price),
+    }
+}
+
+/// Each quota's shared-data keys (its group's value, its next window's lease), made once per
+/// configuration: formatting them per request costs more than the rest of admission.
+pub fn slot_keys(quotas: &[QuotaDoc]) -> Vec<(String, String)> {
+    quotas.iter().map(|q| (q.slot_key(), q.next_key())).collect()
 }
 
 /// Tokens (or, for a budget, nano-dollars at the model's highest deployment price) reserved
@@ -583,8 +617,9 @@ impl RateLimits {
         Ok(())
     }
 
-    /// The headers as pairs (tests and tools; the provider filter uses [`RateLimits::each_header`]).
-    pub fn headers(&self) -> Vec<(String, String)> {
+    /// The headers as pairs (the provider filter writes them with [`RateLimits::each_header`]).
+    #[cfg(test)]
+    fn headers(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let _ = self.each_header(|n, v| {
             out.push((n.to_owned(), String::from_utf8_lossy(v).into_owned()));
@@ -606,11 +641,6 @@ fn decimal_into(mut n: u64, buf: &mut [u8]) -> &[u8] {
         }
     }
     buf.get(i..).unwrap_or_default()
-}
-
-/// The rate-limit headers for the tightest request and token quotas (see [`RateLimits`]).
-pub fn rate_limit_headers(requests: Option<Standing>, tokens: Option<Standing>, anthropic_at: Option<u64>) -> Vec<(String, String)> {
-    RateLimits { requests, tokens, anthropic_at }.headers()
 }
 
 /// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (UTC; no time-zone data needed).
@@ -767,7 +797,7 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_796_427_600), "2026-12-04T23:40:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        let h = rate_limit_headers(None, Some((1000, 10, Some(30))), Some(1_796_427_570));
+        let h = RateLimits { requests: None, tokens: Some((1000, 10, Some(30))), anthropic_at: Some(1_796_427_570) }.headers();
         assert_eq!(h[0], ("anthropic-ratelimit-tokens-limit".to_owned(), "1000".to_owned()));
         assert_eq!(h[2], ("anthropic-ratelimit-tokens-reset".to_owned(), "2026-12-04T23:40:00Z".to_owned()));
     }
@@ -777,13 +807,13 @@ mod tests {
         for n in [0, 7, 10, 59, 1_000_000, u64::MAX] {
             assert_eq!(decimal_into(n, &mut [0u8; 24]), n.to_string().as_bytes());
         }
-        let h = rate_limit_headers(Some((u64::MAX, 0, Some(u64::MAX))), None, None);
+        let h = RateLimits { requests: Some((u64::MAX, 0, Some(u64::MAX))), ..Default::default() }.headers();
         assert_eq!(h[2].1, format!("{}s", u64::MAX));
     }
 
     #[test]
     fn headers_are_openais() {
-        let h = rate_limit_headers(Some((60, 59, Some(12))), None, None);
+        let h = RateLimits { requests: Some((60, 59, Some(12))), ..Default::default() }.headers();
         assert_eq!(h, vec![
             ("x-ratelimit-limit-requests".to_owned(), "60".to_owned()),
             ("x-ratelimit-remaining-requests".to_owned(), "59".to_owned()),

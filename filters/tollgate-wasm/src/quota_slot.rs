@@ -111,6 +111,38 @@ pub fn take(slot: &mut Slot, delta: i64, cap: Cap<'_>) -> bool {
     true
 }
 
+/// The groups of the quotas `applicable` (indices into `keys`, `quota::slot_keys`): each
+/// group's value key with its quotas' indices, in first-seen order.
+pub fn groups<'k>(applicable: &[usize], keys: &'k [(String, String)]) -> Vec<(&'k str, Vec<usize>)> {
+    let mut out: Vec<(&'k str, Vec<usize>)> = Vec::new();
+    for &i in applicable {
+        let Some((key, _)) = keys.get(i) else { continue };
+        match out.iter_mut().find(|(k, _)| k == key) {
+            Some((_, members)) => members.push(i),
+            None => out.push((key, vec![i])),
+        }
+    }
+    out
+}
+
+/// Whether the service VM has found the quota authority unreachable.
+pub fn authority_down<H: Host>(host: &H) -> bool {
+    matches!(host.shared_data(tollgate_contract::quota_lease::SHARED_AUTHORITY_KEY), Ok((Some(v), _)) if v == b"down")
+}
+
+/// Gives back what a request (or an attempt) held: its concurrency slots and token or cost
+/// reservations, and, when `refused`, its requests too (a refused request does not count); one
+/// read and one compare-and-swap per group. Returns the holds that could not be given back.
+pub fn give_back<'h, H: Host>(host: &H, holds: &'h [Hold], refused: bool) -> Vec<(&'h Hold, HostError)> {
+    use tollgate_contract::quota::Metric;
+    adjust(host, holds, |h| match h.metric {
+        Metric::Concurrency => (1, 0),
+        Metric::Requests if refused => (1, 0),
+        Metric::Requests => (0, 0),
+        _ => (h.reserved, 0),
+    })
+}
+
 /// One quota a request takes: the quota, its next window's lease key, and how much.
 pub struct Want<'q> {
     pub quota: &'q QuotaDoc,
