@@ -74,14 +74,19 @@ pub const BINARY_CONTENT_TYPE: &str = "application/x-tollgate-usage";
 pub const BATCH_MAGIC: &[u8; 4] = b"TGU1";
 
 fn put_text(out: &mut Vec<u8>, s: &str) {
-    let s = s.get(..s.len().min(usize::from(u16::MAX))).unwrap_or_default();
-    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+    let mut n = s.len().min(usize::from(u16::MAX));
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    let s = s.get(..n).unwrap_or_default();
+    out.extend_from_slice(&u16::try_from(s.len()).unwrap_or(u16::MAX).to_le_bytes());
     out.extend_from_slice(s.as_bytes());
 }
 
 /// Appends one record as a frame: its length (u32) then its fields, in declaration order
 /// (texts as u16 length and bytes; `stream`, `estimated` and whether `ttft_ms` is set in one
-/// flags byte; `ttft_ms` only when set). A text longer than 65,535 bytes is cut.
+/// flags byte; `ttft_ms` only when set). A text longer than 65,535 bytes is cut at a character
+/// boundary.
 pub fn encode_record(r: &UsageRecord, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
@@ -206,6 +211,16 @@ mod binary_tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_long_text_is_cut_at_a_character() {
+        let r = UsageRecord { request_id: "é".repeat(40_000), ..Default::default() };
+        let mut body = BATCH_MAGIC.to_vec();
+        encode_record(&r, &mut body);
+        let id = &decode_batch(&body).unwrap().records[0].request_id;
+        assert_eq!(id.len(), 65_534);
+        assert!(r.request_id.starts_with(id.as_str()));
     }
 
     #[test]
