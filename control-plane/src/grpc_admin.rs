@@ -592,15 +592,8 @@ impl AdminService for AdminGrpc {
                 .alert_thresholds_json
                 .map(|j| serde_json::from_str(&j).map_err(|e| invalid(format!("Invalid alert_thresholds_json: {e}."))))
                 .transpose()?,
-            provider: q
-                .provider
-                .map(|p| {
-                    serde_json::from_value(serde_json::Value::String(p.clone()))
-                        .ok()
-                        .filter(|k| *k != tollgate_contract::config::ProviderKind::Unknown)
-                        .ok_or_else(|| invalid(format!("Unknown provider '{p}': openai, azure, anthropic, bedrock or sagemaker.")))
-                })
-                .transpose()?,
+            // Any other name reads as `Unknown`, which the service refuses.
+            provider: q.provider.map(|p| serde_json::from_value(serde_json::Value::String(p)).unwrap_or(tollgate_contract::config::ProviderKind::Unknown)),
             created_at: 0,
         };
         ok(self.service().create_quota(&actor, spec).await.map_err(created)?.into())
