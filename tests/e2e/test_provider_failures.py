@@ -210,6 +210,7 @@ def test_a_quota_of_a_provider_counts_the_attempts_sent_to_it(providers):
     # Published to the provider filter, and a lease taken ahead by the service VM (a provider's
     # attempts never wait for a grant).
     harness.wait_until(lambda: state()["free"] < 2, 10, "the service VM to lease the provider quota")
+    time.sleep(1.0)  # the provider filter's workers read the quotas of providers on their 250 ms timer
     tokens = [unique() for _ in range(2)]
     for t in tokens:
         assert ask(t).choices[0].message.content == f"echo: pq {t}"

@@ -6,6 +6,7 @@
 //! the service VM (the leases the quota authority grants).
 
 use tollgate_contract::quota::{decode_slots, encode_slots, slot_key, Hold, Period, QuotaDoc, Slot};
+use tollgate_contract::quota_lease;
 
 use crate::abi::CAS_MISMATCH;
 use crate::{Host, HostError};
@@ -127,7 +128,7 @@ pub fn groups<'k>(applicable: &[usize], keys: &'k [(String, String)]) -> Vec<(&'
 
 /// Whether the service VM has found the quota authority unreachable.
 pub fn authority_down<H: Host>(host: &H) -> bool {
-    matches!(host.shared_data(tollgate_contract::quota_lease::SHARED_AUTHORITY_KEY), Ok((Some(v), _)) if v == b"down")
+    matches!(host.shared_data(quota_lease::SHARED_AUTHORITY_KEY), Ok((Some(v), _)) if v == b"down")
 }
 
 /// Gives back what a request (or an attempt) held: its concurrency slots and token or cost
