@@ -336,9 +336,11 @@ impl ProviderHttp {
             ResponsePlan::Tap(_) if self.meter.prices_answer() && !end_of_stream => Ok(Action::Pause),
             ResponsePlan::Tap(reader) => {
                 // A held answer is read whole at its end (the buffer holds every chunk).
-                reader.feed(&host.buffer(Buffer::ResponseBody, 0, body_size)?);
+                let chunk = host.buffer(Buffer::ResponseBody, 0, body_size)?;
                 if end_of_stream {
-                    self.usage = reader.finish();
+                    self.usage = reader.feed_last(&chunk);
+                } else {
+                    reader.feed(&chunk);
                 }
                 self.usage_final = reader.is_final();
                 if end_of_stream {

@@ -31,6 +31,7 @@ pub mod bedrock_invoke;
 pub mod bedrock_to_openai;
 pub mod error;
 pub mod eventstream;
+pub mod json_field;
 pub mod openai;
 pub mod openai_stream;
 pub mod openai_to_anthropic;

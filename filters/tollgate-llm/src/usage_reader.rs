@@ -107,6 +107,28 @@ impl UsageReader {
         }
     }
 
+    /// The last bytes of the response, then [`Self::finish`]: a whole JSON answer that comes in
+    /// one piece is read where it lies, not copied first.
+    pub fn feed_last(&mut self, chunk: &[u8]) -> Option<Usage> {
+        if let Mode::Unknown = self.mode {
+            if chunk.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+                self.mode = Mode::Json(Vec::new());
+            }
+        }
+        if let Mode::Json(buf) = &self.mode {
+            if buf.is_empty() {
+                self.mode = Mode::TooLarge;
+                if chunk.len() <= MAX_JSON_BYTES {
+                    self.usage = json_usage(self.format, chunk);
+                    self.final_seen = self.usage.is_some();
+                }
+                return self.usage;
+            }
+        }
+        self.feed(chunk);
+        self.finish()
+    }
+
     /// The response is over: the usage it reported, if any.
     pub fn finish(&mut self) -> Option<Usage> {
         match std::mem::replace(&mut self.mode, Mode::TooLarge) {
@@ -252,14 +274,17 @@ impl From<ResponsesUsage> for Usage {
     }
 }
 
+/// The top-level `usage` of a whole JSON answer: only that value is parsed (by serde, strictly),
+/// the rest is skimmed for its nesting (`json_field`).
 fn json_usage(format: UsageFormat, body: &[u8]) -> Option<Usage> {
+    let raw = crate::json_field::top_level(body, "usage")?;
     match format {
-        UsageFormat::OpenAiChat => serde_json::from_slice::<Body<ChatUsage>>(body).ok()?.usage.map(Usage::from),
-        UsageFormat::OpenAiResponses => serde_json::from_slice::<Body<ResponsesUsage>>(body).ok()?.usage.map(Usage::from),
+        UsageFormat::OpenAiChat => serde_json::from_slice::<Option<ChatUsage>>(raw).ok()?.map(Usage::from),
+        UsageFormat::OpenAiResponses => serde_json::from_slice::<Option<ResponsesUsage>>(raw).ok()?.map(Usage::from),
         UsageFormat::Anthropic | UsageFormat::BedrockInvoke { .. } => {
-            serde_json::from_slice::<Body<AnthropicUsage>>(body).ok()?.usage.as_ref().map(Usage::from)
+            serde_json::from_slice::<Option<AnthropicUsage>>(raw).ok()?.as_ref().map(Usage::from)
         }
-        UsageFormat::BedrockConverse { .. } => serde_json::from_slice::<Body<TokenUsage>>(body).ok()?.usage.as_ref().map(Usage::from),
+        UsageFormat::BedrockConverse { .. } => serde_json::from_slice::<Option<TokenUsage>>(raw).ok()?.as_ref().map(Usage::from),
     }
 }
 
@@ -334,14 +359,27 @@ impl EndMarker {
         if self.seen || self.marker.is_empty() {
             return;
         }
-        let mut window = std::mem::take(&mut self.tail);
-        window.extend_from_slice(chunk);
-        if window.windows(self.marker.len()).any(|w| w == self.marker) {
+        // The chunk is searched where it lies; only the bytes across its start (the last
+        // `k` bytes before it and its first `k`) are copied. Copying each chunk whole and
+        // comparing every window cost about 7,000 wasm instructions a chunk.
+        let k = self.marker.len() - 1;
+        let head = chunk.get(..k.min(chunk.len())).unwrap_or_default();
+        self.tail.extend_from_slice(head);
+        if memchr::memmem::find(&self.tail, self.marker).is_some() || memchr::memmem::find(chunk, self.marker).is_some() {
             self.seen = true;
+            self.tail = Vec::new();
             return;
         }
-        let keep = window.len().saturating_sub(self.marker.len() - 1);
-        self.tail = window.split_off(keep);
+        match chunk.get(chunk.len().saturating_sub(k)..) {
+            Some(last) if chunk.len() >= k => {
+                self.tail.clear();
+                self.tail.extend_from_slice(last);
+            }
+            _ => {
+                let extra = self.tail.len().saturating_sub(k);
+                self.tail.drain(..extra);
+            }
+        }
     }
 
     pub fn seen(&self) -> bool {

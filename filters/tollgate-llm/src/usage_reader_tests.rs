@@ -145,3 +145,51 @@ fn end_markers_are_found_across_chunk_boundaries() {
     bedrock.feed(&frame);
     assert!(bedrock.seen());
 }
+
+proptest::proptest! {
+    /// However a stream is cut into chunks, the marker is seen exactly when the bytes hold it.
+    #[test]
+    fn end_marker_agrees_with_a_search_of_the_whole(
+        body in proptest::collection::vec(proptest::sample::select(b"[DONE]\n data:x".to_vec()), 0..120),
+        cuts in proptest::collection::vec(0usize..120, 0..12),
+    ) {
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(body.len())).collect();
+        cuts.sort_unstable();
+        let mut m = EndMarker::new(EndMarker::OPENAI);
+        let mut from = 0;
+        for c in cuts.into_iter().chain([body.len()]) {
+            m.feed(&body[from..c]);
+            from = c;
+        }
+        let whole = body.windows(EndMarker::OPENAI.len()).any(|w| w == EndMarker::OPENAI);
+        proptest::prop_assert_eq!(m.seen(), whole);
+    }
+}
+
+#[test]
+fn a_whole_answer_read_in_place_reads_as_if_fed() {
+    let bodies: [(UsageFormat, &[u8]); 6] = [
+        (UsageFormat::OpenAiChat, br#"{"choices":[{"message":{"content":"\"usage\":{\"prompt_tokens\":9}"}}],"usage":{"prompt_tokens":3,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":1}}}"#),
+        (UsageFormat::OpenAiChat, br#"{"usage":null}"#),
+        (UsageFormat::OpenAiChat, br#"{"usage":{"prompt_tokens":"three"}}"#),
+        (UsageFormat::OpenAiResponses, br#"  {"output":[],"usage":{"input_tokens":4,"output_tokens":2}}"#),
+        (UsageFormat::Anthropic, br#"{"content":[{"type":"text","text":"hi"}],"usage":{"input_tokens":5,"output_tokens":6,"cache_read_input_tokens":2}}"#),
+        (UsageFormat::BedrockConverse { stream: false }, br#"{"output":{},"usage":{"inputTokens":3,"outputTokens":1,"totalTokens":4}}"#),
+    ];
+    for (format, body) in bodies {
+        let mut fed = UsageReader::new(format);
+        fed.feed(body);
+        let want = fed.finish();
+        let mut in_place = UsageReader::new(format);
+        assert_eq!(in_place.feed_last(body), want, "{}", String::from_utf8_lossy(body));
+        assert_eq!(in_place.is_final(), fed.is_final());
+        // After an earlier chunk, the rest is appended as before.
+        let mut split = UsageReader::new(format);
+        let (a, b) = body.split_at(body.len() / 2);
+        split.feed(a);
+        assert_eq!(split.feed_last(b), want);
+    }
+    let mut chat = UsageReader::new(UsageFormat::OpenAiChat);
+    let u = chat.feed_last(bodies[0].1).unwrap();
+    assert_eq!((u.input, u.output, u.cache_read), (Some(2), Some(1), Some(1)));
+}
