@@ -258,7 +258,9 @@ impl ProviderHttp {
         // One host call for every header: find the request id and which provider headers are
         // present (only those need removing).
         let headers = host.headers(Map::RequestHeaders)?;
-        let request_id = header(&headers, "x-request-id").map(String::from_utf8_lossy).unwrap_or_default();
+        let request_id = header(&headers, "x-request-id")
+            .map(|v| std::str::from_utf8(v).map_or_else(|_| String::from_utf8_lossy(v), std::borrow::Cow::Borrowed))
+            .unwrap_or_default();
         let now = if attempt.kind.needs_clock() { host.now()? } else { UNIX_EPOCH };
         let a = Attempt { meta: &attempt.meta, op: &attempt.op, credential, body: &body, request_id: &request_id, now };
         let plan = plan::plan_with(&a, &attempt.kind)?;

@@ -1,8 +1,9 @@
 //! OpenAI-compatible provider stream → the same stream for an OpenAI client. The gateway always
 //! asks the provider for the final usage chunk (`stream_options.include_usage`), reads usage on
-//! the way, and passes the usage chunk on only if the client asked for it. Events are re-framed
-//! (`data: ...\n\n`), their JSON untouched unless usage must be removed from a chunk that also
-//! carries choices (some compatible providers do that).
+//! the way, and passes the usage chunk on only if the client asked for it. When the client asked
+//! for it the stream passes byte for byte; otherwise events are re-framed (`data: ...\n\n`),
+//! their JSON untouched unless usage must be removed from a chunk that also carries choices (some
+//! compatible providers do that).
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -47,15 +48,12 @@ impl UsageTap {
             #[serde(default)]
             choices: Option<Vec<serde::de::IgnoredAny>>,
         }
-        if data.trim() == "[DONE]" {
+        if data.trim() == "[DONE]" || chunk_usage(data).is_none() {
             return Some(data.to_owned());
         }
         let Ok(probe) = serde_json::from_str::<Probe>(data) else { return Some(data.to_owned()) };
         let Some(u) = probe.usage else { return Some(data.to_owned()) };
         self.usage = Some(Usage::from(&u));
-        if self.client_wants_usage {
-            return Some(data.to_owned());
-        }
         if probe.choices.is_none_or(|c| c.is_empty()) {
             return None;
         }
@@ -67,14 +65,40 @@ impl UsageTap {
     }
 }
 
+impl UsageTap {
+    /// The client asked for the usage chunk: nothing is changed, the events are only read for
+    /// it, and the bytes go on as they came (re-framing every event cost a copy of each).
+    fn read_only(&mut self, events: Vec<sse::Event>, chunk: &[u8]) -> StreamOutput {
+        for ev in events {
+            if let Some(u) = chunk_usage(&ev.data) {
+                self.usage = Some(u);
+            }
+        }
+        StreamOutput { bytes: chunk.to_vec(), usage: self.usage }
+    }
+}
+
+/// The usage a chunk carries, found without parsing the rest of it: with `include_usage` every
+/// chunk has `"usage": null` but the last.
+fn chunk_usage(data: &str) -> Option<Usage> {
+    let raw = crate::json_field::top_level(data.as_bytes(), "usage")?;
+    serde_json::from_slice::<Option<OpenAiUsage>>(raw).ok()?.as_ref().map(Usage::from)
+}
+
 impl StreamTranslator for UsageTap {
     fn feed(&mut self, chunk: &[u8]) -> Result<StreamOutput, TranslateError> {
         let events = self.decoder.feed(chunk)?;
+        if self.client_wants_usage {
+            return Ok(self.read_only(events, chunk));
+        }
         Ok(self.translate(events))
     }
 
     fn finish(&mut self) -> Result<StreamOutput, TranslateError> {
         let events = self.decoder.finish()?;
+        if self.client_wants_usage {
+            return Ok(self.read_only(events, &[]));
+        }
         Ok(self.translate(events))
     }
 }
@@ -118,10 +142,18 @@ mod tests {
 
     #[test]
     fn keeps_it_when_asked() {
-        let out = run(&mut UsageTap::new(true), STREAM.as_bytes(), 5);
-        let text = String::from_utf8(out.bytes).unwrap();
-        assert!(text.contains("\"usage\""));
-        assert_eq!(out.usage.unwrap().prompt_tokens(), 7);
+        for split in [1, 5, STREAM.len()] {
+            let out = run(&mut UsageTap::new(true), STREAM.as_bytes(), split);
+            // Byte for byte, comments included.
+            assert_eq!(String::from_utf8(out.bytes).unwrap(), STREAM);
+            assert_eq!(out.usage.unwrap().prompt_tokens(), 7);
+        }
+        // Every chunk carries `"usage": null` but the last (OpenAI with include_usage).
+        let nulls = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\\\"usage\\\": {}\"}}],\"usage\":null}\n\n";
+        let out = run(&mut UsageTap::new(true), nulls.as_bytes(), 7);
+        assert_eq!(out.usage, None);
+        let out = run(&mut UsageTap::new(false), nulls.as_bytes(), 7);
+        assert_eq!(String::from_utf8(out.bytes).unwrap(), nulls);
     }
 
     #[test]
