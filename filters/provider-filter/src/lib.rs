@@ -70,6 +70,7 @@ pub struct ProviderPlugin {
     /// The quotas of providers (with their shared-data keys), taken per attempt; re-read from
     /// shared data on the timer.
     quotas: quotas::SharedQuotas,
+    deployments: Rc<RefCell<Deployments>>,
 }
 
 impl Plugin for ProviderPlugin {
@@ -77,7 +78,7 @@ impl Plugin for ProviderPlugin {
     const NAME: &'static str = "provider filter";
 
     fn new() -> Self {
-        Self { credentials: SharedCredentials::default(), config: ProviderConfigDoc::default(), outbox: Rc::default(), quotas: quotas::SharedQuotas::default() }
+        Self { credentials: SharedCredentials::default(), config: ProviderConfigDoc::default(), outbox: Rc::default(), quotas: quotas::SharedQuotas::default(), deployments: Rc::default() }
     }
 
     fn configure<H: Host>(&mut self, host: &H, config: &[u8]) -> Result<(), String> {
@@ -93,6 +94,7 @@ impl Plugin for ProviderPlugin {
     fn http_context(&mut self) -> ProviderHttp {
         ProviderHttp {
             credentials: self.credentials.clone(),
+            deployments: self.deployments.clone(),
             fault_injection: self.config.fault_injection,
             metering: !self.config.metering_off,
             attempt: None,
@@ -124,7 +126,7 @@ impl Plugin for ProviderPlugin {
 
 /// What one attempt needs once the body is complete.
 struct PendingAttempt {
-    meta: DeploymentMeta,
+    meta: Rc<DeploymentMeta>,
     op: Operation,
     kind: AttemptKind,
     /// The credential document as it was when the headers came (its credential was found).
@@ -133,6 +135,7 @@ struct PendingAttempt {
 
 pub struct ProviderHttp {
     credentials: SharedCredentials,
+    deployments: Rc<RefCell<Deployments>>,
     fault_injection: bool,
     /// Usage records on (`settings.metering`, on by default).
     metering: bool,
@@ -178,7 +181,39 @@ fn credential<'d>(doc: Option<&'d CredentialsDoc>, meta: &DeploymentMeta) -> Res
     Ok(Some(cred))
 }
 
-fn deployment<H: Host>(host: &H) -> Result<DeploymentMeta, GatewayError> {
+/// How many parsed deployments a worker keeps (the endpoints it sends to; more only costs a
+/// parse for those that fall out).
+const DEPLOYMENT_CACHE: usize = 32;
+
+/// Each deployment's metadata as last parsed, by its raw bytes: parsing it cost about 12,500
+/// wasm instructions an attempt; comparing bytes costs a few hundred.
+#[derive(Default)]
+struct Deployments {
+    /// Most recently used last.
+    parsed: Vec<(Vec<u8>, Rc<DeploymentMeta>)>,
+}
+
+impl Deployments {
+    fn get(&mut self, raw: Vec<u8>) -> Result<Rc<DeploymentMeta>, GatewayError> {
+        if let Some(i) = self.parsed.iter().rposition(|(r, _)| *r == raw) {
+            let hit = self.parsed.remove(i);
+            let meta = hit.1.clone();
+            self.parsed.push(hit);
+            return Ok(meta);
+        }
+        let meta: Rc<DeploymentMeta> = Rc::new(
+            serde_json::from_slice(&raw)
+                .map_err(|_| GatewayError::new(ErrorKind::Internal, "The upstream endpoint's deployment metadata is invalid."))?,
+        );
+        if self.parsed.len() >= DEPLOYMENT_CACHE {
+            self.parsed.remove(0);
+        }
+        self.parsed.push((raw, meta.clone()));
+        Ok(meta)
+    }
+}
+
+fn deployment<H: Host>(host: &H, cache: &RefCell<Deployments>) -> Result<Rc<DeploymentMeta>, GatewayError> {
     let raw = host
         .property(&[
             "xds",
@@ -188,8 +223,10 @@ fn deployment<H: Host>(host: &H) -> Result<DeploymentMeta, GatewayError> {
             contract::METADATA_DEPLOYMENT_KEY,
         ])?
         .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "The upstream endpoint has no deployment metadata."))?;
-    serde_json::from_slice(&raw)
-        .map_err(|_| GatewayError::new(ErrorKind::Internal, "The upstream endpoint's deployment metadata is invalid."))
+    match cache.try_borrow_mut() {
+        Ok(mut cache) => cache.get(raw),
+        Err(_) => Deployments::default().get(raw),
+    }
 }
 
 /// What the gateway filter handed on (the downstream stream's filter state).
@@ -413,7 +450,7 @@ impl HttpFilter for ProviderHttp {
         if self.fault_injection && host.header(Map::RequestHeaders, contract::HEADER_FAULT)?.as_deref() == Some(b"trap-provider") {
             std::process::abort();
         }
-        let meta = deployment(host)?;
+        let meta = deployment(host, &self.deployments)?;
         let state = request_state(host)?;
         self.meter.prepare(&state, &meta);
         if self.metering {
@@ -592,5 +629,33 @@ impl HttpFilter for ProviderHttp {
                 outbox.push(host, &record);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(id: &str, model: &str) -> Vec<u8> {
+        format!(r#"{{"id":"{id}","provider":"openai","model":"{model}","authority":"a","base_path":"/v1"}}"#).into_bytes()
+    }
+
+    #[test]
+    fn deployments_are_parsed_once_and_again_when_they_change() {
+        let mut cache = Deployments::default();
+        let first = cache.get(raw("d1", "m1")).unwrap();
+        assert!(Rc::ptr_eq(&first, &cache.get(raw("d1", "m1")).unwrap()), "a hit is the same parse");
+        // The same deployment with new metadata (a configuration change) is parsed anew.
+        let changed = cache.get(raw("d1", "m2")).unwrap();
+        assert_eq!(changed.model, "m2");
+        assert!(cache.get(b"{not json".to_vec()).is_err());
+        // Bounded: the least recently used falls out, a used one stays.
+        for i in 0..DEPLOYMENT_CACHE {
+            cache.get(raw(&format!("x{i}"), "m")).unwrap();
+            cache.get(raw("d1", "m2")).unwrap();
+        }
+        assert_eq!(cache.parsed.len(), DEPLOYMENT_CACHE);
+        assert!(cache.parsed.iter().any(|(r, _)| *r == raw("d1", "m2")));
+        assert!(!cache.parsed.iter().any(|(r, _)| *r == raw("d1", "m1")));
     }
 }
