@@ -226,3 +226,34 @@ def test_a_quota_of_a_provider_is_taken_per_attempt_and_refuses_with_a_429(make_
                      end_of_stream=True)
     up.finish()
     assert (slots()["quota_openai"]["used"], slots()["quota_conc"]["used"]) == (1, 0), "the slot given back at the attempt's end"
+
+
+def test_a_spent_quota_of_a_provider_is_gone_around_when_the_model_has_another(make_gateway):
+    """The provider filter's refusal cannot be retried past (Envoy does not retry an upstream
+    filter's own answer), so the gateway filter, which checks the leases of the model's
+    providers' quotas before routing, sends a request whose quota at a provider is spent (the
+    lease used up and the authority out) to the model's cluster without that provider."""
+    from wasm_fixtures import encode_slots
+    shared = SharedData()
+    publish_keys(shared)
+    rpm = {"id": "quota_openai", "metric": "requests", "window_seconds": 60, "limit": 10, "lease": True, "share": 5,
+           "provider": "openai", "group": "p=openai;"}
+    models = [{"name": "gpt-a", "cluster": "tg_a", "owned_by": "tollgate", "created": 1, "providers": ["openai", "bedrock"],
+               "without": [{"provider": "openai", "cluster": "tg_a_no_openai"}]},
+              {"name": "gpt-b", "cluster": "tg_b", "owned_by": "tollgate", "created": 2, "providers": ["openai"]}]
+    gw = make_gateway(config_bytes(gateway_config(quotas=[rpm], models=models)), shared_data=shared)
+    window = NOW // 60
+
+    def lease(used, leased, free):
+        shared.set("tollgate.quota.g.p=openai;", encode_slots({"quota_openai": {"window": window, "used": used, "leased": leased, "free": free}}))
+
+    def cluster(model="gpt-a"):
+        ctx = send(gw, "POST", "/v1/chat/completions", chat_body(model))
+        assert ctx.local_response is None, ctx.local_response
+        return ctx.request_headers_map.get("x-tollgate-cluster")
+
+    lease(used=2, leased=5, free=3)
+    assert cluster() == "tg_a", "the lease covers it: the model's own cluster"
+    lease(used=5, leased=5, free=0)
+    assert cluster() == "tg_a_no_openai", "spent at OpenAI and the authority out: around OpenAI"
+    assert cluster("gpt-b") == "tg_b", "no other provider: the provider filter answers with its 429"

@@ -19,9 +19,9 @@ fn config() -> &'static GatewayConfig {
             quota_hold_seconds: tollgate_contract::config::DEFAULT_HOLD_SECONDS,
             max_body_bytes: 1 << 20,
             models: vec![
-                ModelDoc { name: "a".into(), cluster: "ca".into(), owned_by: "t".into(), created: 1, providers: Vec::new() },
-                ModelDoc { name: "b".into(), cluster: "cb".into(), owned_by: "t".into(), created: 1, providers: Vec::new() },
-                ModelDoc { name: "m".into(), cluster: "cm".into(), owned_by: "t".into(), created: 1, providers: Vec::new() },
+                ModelDoc { name: "a".into(), cluster: "ca".into(), owned_by: "t".into(), created: 1, providers: Vec::new(), without: Vec::new() },
+                ModelDoc { name: "b".into(), cluster: "cb".into(), owned_by: "t".into(), created: 1, providers: Vec::new(), without: Vec::new() },
+                ModelDoc { name: "m".into(), cluster: "cm".into(), owned_by: "t".into(), created: 1, providers: Vec::new(), without: Vec::new() },
             ],
             fault_injection: false,
         })

@@ -1,7 +1,7 @@
 """When a provider fails or is refused, end to end (the stack of `test_providers.py`): failover
 from one provider to another, each attempt translated and signed afresh; a provider's refusal
-of its credential, a stream cut by an exception; quotas of a provider, taken per attempt; and
-no secret in anything these leave behind.
+of its credential, a stream cut by an exception; quotas of a provider, taken per attempt and gone
+around when spent; and no secret in anything these leave behind.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import harness
 from e2e_util import unique
 from harness import http
 from mocks.bedrock_mock import BedrockError, verify_sigv4
-from providers_util import (BEDROCK, BEDROCK_WRONG_SECRET, FAILOVER_ANTHROPIC_BEDROCK, FAILOVER_OPENAI_BEDROCK,
+from providers_util import (BEDROCK, BEDROCK_WRONG_SECRET, FAILOVER_ANTHROPIC_BEDROCK, FAILOVER_OPENAI_BEDROCK, OPENAI,
                             OPENAI_MODEL_ID, REGION, ant, assert_no_client_key, assert_no_secrets_left,
                             assert_sigv4_valid, oai, pgw, providers, sse_events, stream_text, with_token)
 
@@ -182,16 +182,18 @@ def test_bedrock_mid_stream_exception(providers):
 
 # ---- quotas of a provider ------------------------------------------------------------------------
 
-def test_a_quota_of_a_provider_counts_the_attempts_sent_to_it(providers):
+def test_a_quota_of_a_provider_counts_the_attempts_sent_to_it_and_is_gone_around(providers):
     """A quota scoped to a provider is taken per attempt by the provider filter: OpenAI gets its
-    two requests a minute for the key, the third attempt to OpenAI is refused with a 429 in the
-    client's format naming the quota (Envoy does not retry an upstream filter's own answer: no
-    failover), and attempts to another provider are not counted."""
+    two requests a minute for the key; then a model that also has Bedrock fails over to it (the
+    gateway filter sees the spent lease before routing and sends the request to the model's
+    cluster without OpenAI: Envoy does not retry an upstream filter's own answer), and a model
+    on OpenAI alone is refused with a 429 in the client's format naming the quota, before it
+    goes out. Attempts to another provider are not counted."""
     p = providers
     key_id, secret = p.stack.create_key(name="provider-quota")
     p.stack.wait_key_usable(secret)
     left = 60 - time.time() % 60
-    if left < 15:
+    if left < 20:
         time.sleep(left + 0.5)
     resp = p.stack.admin("POST", "/admin/v1/quotas", json={
         "metric": "requests", "window_seconds": 60, "limit": 2, "key_id": key_id, "provider": "openai"})
@@ -215,9 +217,17 @@ def test_a_quota_of_a_provider_counts_the_attempts_sent_to_it(providers):
     for t in tokens:
         assert ask(t).choices[0].message.content == f"echo: pq {t}"
         assert len(with_token(p.openai_mock, t)) == 1
+        assert not with_token(p.bedrock_mock, t)
+    # Spent at OpenAI: the model's other provider answers.
+    around = unique()
+    resp = ask(around)
+    assert resp.choices[0].message.content == f"echo: pq {around}"
+    assert not with_token(p.openai_mock, around), "not sent to the provider whose quota is spent"
+    assert len(with_token(p.bedrock_mock, around)) == 1
+    # A model on OpenAI alone has nowhere else to go.
     third = unique()
     with pytest.raises(openai.RateLimitError) as refused:
-        ask(third)
+        ask(third, OPENAI)
     err = refused.value.body
     assert quota_id in err["message"] and "provider openai" in err["message"], err
     assert err["code"] == "rate_limit_exceeded"

@@ -37,7 +37,7 @@ fn config() -> GatewayConfig {
         model_prices: Default::default(),
         quota_hold_seconds: tollgate_contract::config::DEFAULT_HOLD_SECONDS,
         max_body_bytes: 8 << 20,
-        models: vec![ModelDoc { name: "bench-model".into(), cluster: "c".into(), owned_by: "t".into(), created: 0, providers: Vec::new() }],
+        models: vec![ModelDoc { name: "bench-model".into(), cluster: "c".into(), owned_by: "t".into(), created: 0, providers: Vec::new(), without: Vec::new() }],
         fault_injection: false,
     })
     .unwrap()

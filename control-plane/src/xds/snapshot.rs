@@ -20,12 +20,12 @@ use envoy_types::pb::envoy::extensions::wasm::v3 as wasm;
 use envoy_types::pb::google::protobuf::{Any, StringValue};
 use prost::Name;
 use sha2::{Digest, Sha256};
-use tollgate_contract::config::{ContainerPayload, DeploymentMeta, GatewayConfigDoc, ModelDoc, ProviderConfigDoc, ProviderKind, SCHEMA_VERSION};
+use tollgate_contract::config::{ContainerPayload, DeploymentMeta, Detour, GatewayConfigDoc, ModelDoc, ProviderConfigDoc, ProviderKind, SCHEMA_VERSION};
 use tollgate_contract::contract;
 
 use super::local_reply::local_reply_config;
 use super::resources::*;
-use crate::model::{Container, EdgeSettings, Model, ServedModel, Upstream};
+use crate::model::{Container, Deployment, EdgeSettings, Model, Upstream};
 use crate::upstream::UpstreamUrl;
 
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
@@ -119,21 +119,33 @@ impl Snapshot {
 pub fn build(model: &Model, env: &XdsEnv) -> Snapshot {
     let mut clusters = BTreeMap::new();
     let mut model_docs = Vec::new();
+    // The providers some quota is scoped to.
+    let quota_providers = quota_providers(model);
     for m in &model.models {
         let name = cluster_name(&m.name);
-        clusters.insert(name.clone(), any(&model_cluster(&name, m, model, env)));
+        let all: Vec<(usize, &Deployment)> = m.deployments.iter().enumerate().collect();
+        clusters.insert(name.clone(), any(&model_cluster(&name, &name, &all, model, env)));
         // The providers, for the gateway filter to make sure of the leases of their quotas
         // (only when there are such quotas: otherwise nothing changes in the pushed config).
-        let mut providers: Vec<tollgate_contract::config::ProviderKind> = Vec::new();
-        if model.quotas.iter().any(|q| q.provider.is_some()) {
+        let mut providers: Vec<ProviderKind> = Vec::new();
+        let mut without = Vec::new();
+        if !quota_providers.is_empty() {
             for d in &m.deployments {
                 let kind = target(&d.upstream, env).provider;
                 if !providers.contains(&kind) {
                     providers.push(kind);
                 }
             }
+            // For each of them a quota applies to, the same model without it (when another
+            // provider is left): where a request goes when its quota there is spent.
+            for &p in providers.iter().filter(|p| providers.len() > 1 && quota_providers.contains(p)) {
+                let rest: Vec<(usize, &Deployment)> = all.iter().copied().filter(|(_, d)| target(&d.upstream, env).provider != p).collect();
+                let detour = format!("{name}_no_{}", p.as_str());
+                clusters.insert(detour.clone(), any(&model_cluster(&detour, &name, &rest, model, env)));
+                without.push(Detour { provider: p, cluster: detour });
+            }
         }
-        model_docs.push(ModelDoc { name: m.name.clone(), cluster: name, owned_by: "tollgate".into(), created: m.created.max(0) as u64, providers });
+        model_docs.push(ModelDoc { name: m.name.clone(), cluster: name, owned_by: "tollgate".into(), created: m.created.max(0) as u64, providers, without });
     }
     let gateway_doc = GatewayConfigDoc {
         schema: SCHEMA_VERSION,
@@ -170,7 +182,8 @@ pub fn build(model: &Model, env: &XdsEnv) -> Snapshot {
         versioned([(LISTENER_NAME.to_owned(), any(&gateway_listener(model, env)))], &(s, env)),
     );
     snapshot.by_type.insert(ROUTE_TYPE, versioned([(ROUTE_NAME.to_owned(), any(&route_config(model)))], s));
-    snapshot.by_type.insert(CLUSTER_TYPE, versioned(clusters, &(s, env, &model.models)));
+    // The detour clusters depend on which providers have quotas.
+    snapshot.by_type.insert(CLUSTER_TYPE, versioned(clusters, &(s, env, &model.models, &quota_providers)));
     snapshot.by_type.insert(
         ECDS_TYPE,
         versioned([(contract::ECDS_GATEWAY_FILTER.to_owned(), ecds)], &(env, &gateway_json)),
@@ -449,13 +462,23 @@ fn target<'a>(upstream: &'a Upstream, env: &'a XdsEnv) -> Target<'a> {
     }
 }
 
-fn model_cluster(name: &str, served: &ServedModel, model: &Model, env: &XdsEnv) -> cluster::Cluster {
+/// The providers some quota is scoped to (sorted, each once).
+fn quota_providers(model: &Model) -> Vec<ProviderKind> {
+    let mut out: Vec<ProviderKind> = model.quotas.iter().filter_map(|q| q.provider).collect();
+    out.sort_by_key(|p| p.as_str());
+    out.dedup();
+    out
+}
+
+/// A model's cluster `name` of `deployments` (each with its index in the model, which names it
+/// `{ids}/{index}` in every cluster it is in).
+fn model_cluster(name: &str, ids: &str, deployments: &[(usize, &Deployment)], model: &Model, env: &XdsEnv) -> cluster::Cluster {
     let mut by_priority: BTreeMap<u32, Vec<endpoint::LbEndpoint>> = BTreeMap::new();
     let mut tls_hosts = std::collections::BTreeSet::new();
-    for (i, d) in served.deployments.iter().enumerate() {
+    for &(i, d) in deployments {
         let Target { url, provider, region, api_version, payload, responses_api } = target(&d.upstream, env);
         let meta = DeploymentMeta {
-            id: format!("{name}/{i}"),
+            id: format!("{ids}/{i}"),
             provider,
             model: d.model.clone(),
             authority: url.authority(),

@@ -14,7 +14,7 @@ static OPEN_SETTINGS: crate::model::EgressSettings =
     crate::model::EgressSettings { allow_loopback: true, allow_private: true, allow_hosts: Vec::new() };
 static OPEN: crate::egress::Egress<'static> = crate::egress::Egress { settings: &OPEN_SETTINGS, own_ports: &[] };
 
-use crate::model::{DeploymentSpec, Provider, SagemakerPayload, Settings};
+use crate::model::{DeploymentSpec, Provider, SagemakerPayload, ServedModel, Settings};
 fn env() -> XdsEnv {
     XdsEnv {
         gateway_addr: "0.0.0.0".into(),
@@ -229,4 +229,48 @@ fn the_listener_carries_the_edge_settings() {
     assert_eq!(&statuses[..4], &[431, 408, 400, 503]);
     // the listener's version follows the edge settings
     assert_ne!(s.get(LISTENER_TYPE).unwrap().version, build(&model(), &env()).get(LISTENER_TYPE).unwrap().version);
+}
+
+#[test]
+fn a_model_on_a_provider_with_a_quota_has_a_cluster_without_that_provider() {
+    let mut m = model();
+    m.models.push(served(
+        "fo",
+        7,
+        vec![
+            dep(Provider::Openai, Some("http://10.0.0.1:9000/v1"), 0),
+            DeploymentSpec { region: Some("us-east-1".into()), ..dep(Provider::Bedrock, Some("http://10.0.0.2:9000"), 1) },
+        ],
+    ));
+    // Without a quota of a provider nothing changes.
+    let plain = build(&m, &env());
+    assert_eq!(plain.get(CLUSTER_TYPE).unwrap().items.len(), 3);
+    let quota: crate::store::QuotaSpec =
+        serde_json::from_value(serde_json::json!({"id": "quota_1", "metric": "requests", "window_seconds": 60, "limit": 2, "provider": "openai"})).unwrap();
+    m.quotas.push(quota);
+    let s = build(&m, &env());
+    let clusters = &s.get(CLUSTER_TYPE).unwrap().items;
+    // Only the model with another provider gets one ("gpt" is OpenAI only).
+    let detour = format!("{}_no_openai", cluster_name("fo"));
+    assert_eq!(clusters.len(), 4, "{:?}", clusters.keys().collect::<Vec<_>>());
+    assert_ne!(s.get(CLUSTER_TYPE).unwrap().version, plain.get(CLUSTER_TYPE).unwrap().version);
+    let c = Cluster::decode(clusters[&detour].value.as_slice()).unwrap();
+    assert_eq!(c.name, detour);
+    let la = c.load_assignment.unwrap();
+    assert_eq!(la.cluster_name, detour);
+    // Bedrock alone, renumbered to priority 0, named as in the model's own cluster.
+    assert_eq!(la.endpoints.len(), 1);
+    assert_eq!(la.endpoints[0].priority, 0);
+    let md = &la.endpoints[0].lb_endpoints[0].metadata.as_ref().unwrap().filter_metadata;
+    let raw = match &md[contract::METADATA_NAMESPACE].fields[contract::METADATA_DEPLOYMENT_KEY].kind {
+        Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(s)) => s.clone(),
+        other => panic!("{other:?}"),
+    };
+    let meta: DeploymentMeta = serde_json::from_str(&raw).unwrap();
+    assert_eq!((meta.provider, meta.id.as_str()), (ProviderKind::Bedrock, format!("{}/1", cluster_name("fo")).as_str()));
+    let (json, _) = gateway_config(&s);
+    let cfg = GatewayConfig::parse(json.as_bytes()).unwrap();
+    let fo = cfg.model("fo").unwrap();
+    assert_eq!(fo.without, vec![tollgate_contract::config::Detour { provider: ProviderKind::Openai, cluster: detour }]);
+    assert!(cfg.model("gpt").unwrap().without.is_empty());
 }

@@ -220,10 +220,16 @@ impl GatewayHttp {
             match quotas::admit(host, &cfg.quotas, &self.quota_keys, &asking, pass)? {
                 // Nothing held, no headers to write, and no quota of a provider for the
                 // provider filter to take.
-                quotas::Admission::Admitted(holds) if holds.holds.is_empty() && holds.body_len == 0 && holds.limits == Default::default() => {}
-                quotas::Admission::Admitted(holds) => {
+                quotas::Admission::Admitted(holds, _) if holds.holds.is_empty() && holds.body_len == 0 && holds.limits == Default::default() => {}
+                quotas::Admission::Admitted(holds, spent) => {
                     w.facts.quotas = true;
                     w.holds = Some(holds);
+                    // A provider whose quota is spent is gone around when the model has
+                    // another (the first such provider with a detour).
+                    let model = cfg.model(&w.model);
+                    if let Some(d) = model.and_then(|m| spent.iter().find_map(|p| m.without.iter().find(|d| d.provider == *p))) {
+                        w.cluster.clone_from(&d.cluster);
+                    }
                 }
                 quotas::Admission::Refused(refusal) => return refuse(host, self.api, &refusal),
                 quotas::Admission::Wait(asks) => {

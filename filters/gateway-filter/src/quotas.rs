@@ -60,7 +60,9 @@ pub enum Pass {
 }
 
 pub enum Admission<'q> {
-    Admitted(Holds),
+    /// Admitted; the providers the model may send it to whose quotas cannot take it (the
+    /// request goes around them when the model has another provider).
+    Admitted(Holds, Vec<tollgate_contract::config::ProviderKind>),
     Refused(Refusal<'q>),
     /// Leases to ask the authority for before trying again.
     Wait(Vec<Ask>),
@@ -128,20 +130,32 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
         }
     }
     // The quotas of the providers the request may go to are spent by the provider filter,
-    // which cannot wait for a grant: make sure here that their leases cover the request.
-    if pass == Pass::First && !down && !r.providers.is_empty() {
-        let short = quotas.iter().zip(keys).any(|(q, (key, _))| {
-            q.provider.is_some() && r.may_spend(q) && {
-                let window = q.period(now).window;
-                let slot = tollgate_wasm::quota_slot::read(host, key, &q.id).filter(|s| s.window == window);
-                slot.map_or(0, |s| s.spare()) < amount(q, r)
-            }
-        });
-        if short {
+    // which cannot wait for a grant: make sure here that their leases cover the request; those
+    // that cannot, after asking, name the providers the request should go around.
+    let mut spent = Vec::new();
+    if !down && !r.providers.is_empty() {
+        let short: Vec<&QuotaDoc> = quotas
+            .iter()
+            .zip(keys)
+            .filter(|(q, (key, _))| {
+                q.provider.is_some() && r.may_spend(q) && {
+                    let window = q.period(now).window;
+                    let slot = tollgate_wasm::quota_slot::read(host, key, &q.id).filter(|s| s.window == window);
+                    slot.map_or(0, |s| s.spare()) < amount(q, r)
+                }
+            })
+            .map(|(q, _)| q)
+            .collect();
+        if !short.is_empty() && pass == Pass::First {
             let asks = asks(host, quotas, keys, r);
             if !asks.is_empty() {
                 release(host, &holds.holds, true);
                 return Ok(Admission::Wait(asks));
+            }
+        }
+        for p in short.iter().filter_map(|q| q.provider) {
+            if !spent.contains(&p) {
+                spent.push(p);
             }
         }
     }
@@ -154,7 +168,7 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
     // A request quota's count is for good once admitted: nothing to give back or settle, so
     // its hold need not travel (only what is held, concurrency, tokens and cost, does).
     holds.holds.retain(|h| h.metric.is_held());
-    Ok(Admission::Admitted(holds))
+    Ok(Admission::Admitted(holds, spent))
 }
 
 /// What to ask the authority for: every leased quota the request may spend (its own, and those

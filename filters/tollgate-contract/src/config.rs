@@ -80,6 +80,18 @@ pub struct ModelDoc {
     /// the gateway filter makes sure of before an attempt may need it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub providers: Vec<ProviderKind>,
+    /// Clusters of this model without one provider's deployments, for each of its providers a
+    /// quota applies to: a request whose quota at that provider is spent goes there instead
+    /// (failover around a spent provider; the provider filter cannot be retried past).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub without: Vec<Detour>,
+}
+
+/// The model's cluster without one provider's deployments.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Detour {
+    pub provider: ProviderKind,
+    pub cluster: String,
 }
 
 /// The compiled gateway configuration.
@@ -338,7 +350,7 @@ mod tests {
             model_prices: Default::default(),
             quota_hold_seconds: 660,
             max_body_bytes: 1024,
-            models: vec![ModelDoc { name: "m".into(), cluster: "c".into(), owned_by: "o".into(), created: 1, providers: Vec::new() }],
+            models: vec![ModelDoc { name: "m".into(), cluster: "c".into(), owned_by: "o".into(), created: 1, providers: Vec::new(), without: Vec::new() }],
             fault_injection: false,
         }
     }

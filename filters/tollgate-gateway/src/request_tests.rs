@@ -13,8 +13,8 @@ fn cfg() -> GatewayConfig {
         quota_hold_seconds: 660,
         max_body_bytes: 1024,
         models: vec![
-            ModelDoc { name: "a".into(), cluster: "ca".into(), owned_by: "tollgate".into(), created: 1, providers: Vec::new() },
-            ModelDoc { name: "b".into(), cluster: "cb".into(), owned_by: "tollgate".into(), created: 1, providers: Vec::new() },
+            ModelDoc { name: "a".into(), cluster: "ca".into(), owned_by: "tollgate".into(), created: 1, providers: Vec::new(), without: Vec::new() },
+            ModelDoc { name: "b".into(), cluster: "cb".into(), owned_by: "tollgate".into(), created: 1, providers: Vec::new(), without: Vec::new() },
         ],
         fault_injection: false,
     })
