@@ -237,6 +237,22 @@ fn request_state<H: Host>(host: &H) -> Result<RequestState, GatewayError> {
     })
 }
 
+/// `n` in decimal, written into `buf` (`to_string` goes through `format!`'s machinery).
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        if let Some(d) = buf.get_mut(at) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || at == 0 {
+            break;
+        }
+    }
+    buf.get(at..).unwrap_or_default()
+}
+
 fn header<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> Option<&'h [u8]> {
     headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
 }
@@ -271,13 +287,15 @@ impl ProviderHttp {
         match plan.body_as_sent {
             // An earlier attempt may have sent a rewritten body of another length.
             Some(len) => {
-                let len = len.to_string();
-                if header(headers, "content-length") != Some(len.as_bytes()) {
-                    host.set_header(Map::RequestHeaders, "content-length", Some(len.as_bytes()))?;
+                let mut buf = [0; 20];
+                let len = decimal(len, &mut buf);
+                if header(headers, "content-length") != Some(len) {
+                    host.set_header(Map::RequestHeaders, "content-length", Some(len))?;
                 }
             }
             None => {
-                host.set_header(Map::RequestHeaders, "content-length", Some(plan.body.len().to_string().as_bytes()))?;
+                let mut buf = [0; 20];
+                host.set_header(Map::RequestHeaders, "content-length", Some(decimal(plan.body.len() as u64, &mut buf)))?;
                 self.body.replace(host, Buffer::RequestBody, &plan.body)?;
             }
         }
@@ -638,6 +656,13 @@ mod tests {
 
     fn raw(id: &str, model: &str) -> Vec<u8> {
         format!(r#"{{"id":"{id}","provider":"openai","model":"{model}","authority":"a","base_path":"/v1"}}"#).into_bytes()
+    }
+
+    #[test]
+    fn decimal_writes_like_to_string() {
+        for n in [0, 1, 9, 10, 99, 100, 2048, 65_535, 1_000_000_007, u64::MAX] {
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string().as_bytes());
+        }
     }
 
     #[test]

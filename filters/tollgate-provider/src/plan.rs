@@ -442,7 +442,7 @@ fn openai_compatible_transport(plan: &mut Plan, a: &Attempt<'_>, stream: bool) -
             sigv4_auth(plan, a, "sagemaker")?;
         }
         _ => match api_key {
-            Some(key) => plan.set("authorization", format!("Bearer {key}")),
+            Some(key) => plan.set("authorization", ["Bearer ", key].concat()),
             None if a.meta.credential.is_some() => return Err(credential_missing()),
             None => {}
         },
@@ -463,7 +463,7 @@ fn anthropic_passthrough(a: &Attempt<'_>) -> Result<Plan, GatewayError> {
 }
 
 fn anthropic_plan(a: &Attempt<'_>, body: Vec<u8>) -> Result<Plan, GatewayError> {
-    let path = format!("{}{}", a.meta.base_path.trim_end_matches('/'), openai_to_anthropic::MESSAGES_SUFFIX);
+    let path = [a.meta.base_path.trim_end_matches('/'), openai_to_anthropic::MESSAGES_SUFFIX].concat();
     let mut plan = Plan::new(path, a.meta.authority.clone(), body, ResponsePlan::Tap(UsageReader::new(UsageFormat::Anthropic)));
     anthropic_auth(&mut plan, a)?;
     Ok(plan)
@@ -675,7 +675,7 @@ fn translated(a: &Attempt<'_>, client: ClientWire, provider: ProviderApi) -> Res
 fn bedrock_auth(plan: &mut Plan, a: &Attempt<'_>) -> Result<(), GatewayError> {
     let cred = a.credential.ok_or_else(credential_missing)?;
     if let Some(key) = &cred.api_key {
-        plan.set("authorization", format!("Bearer {key}"));
+        plan.set("authorization", ["Bearer ", key.as_str()].concat());
         return Ok(());
     }
     sigv4_auth(plan, a, "bedrock")

@@ -73,7 +73,8 @@ pub fn openai_path(meta: &DeploymentMeta, op: &Operation) -> Result<String, Gate
             return Err(GatewayError::new(ErrorKind::Internal, "operation is not sent to OpenAI providers as is"))
         }
     };
-    Ok(format!("{}{}", meta.base_path.trim_end_matches('/'), suffix))
+    // Concatenated, not `format!` (its machinery costs about 1,000 wasm instructions a call).
+    Ok([meta.base_path.trim_end_matches('/'), suffix].concat())
 }
 
 /// The OpenAI body for the provider, edited in place: the `model` value replaced and, for a
