@@ -108,6 +108,7 @@ impl Plugin for ProviderPlugin {
             outbox: self.outbox.clone(),
             holds: None,
             end: None,
+            end_marker: None,
             usage_final: false,
             quotas: self.quotas.current(),
             attempt_holds: Vec::new(),
@@ -154,7 +155,9 @@ pub struct ProviderHttp {
     /// What the request holds of its quotas (read only when the gateway filter says so).
     holds: Option<tollgate_contract::quota::Holds>,
     /// A translated stream's final usage event, looked for in the provider's bytes.
-    end: Option<tollgate_llm::usage_reader::EndMarker>,
+    end: Option<Box<tollgate_llm::usage_reader::EndMarker>>,
+    /// The marker `end` looks for, until a stream's first chunk builds it.
+    end_marker: Option<&'static [u8]>,
     /// The provider's final usage was read (else a stream cut short is estimated).
     usage_final: bool,
     quotas: Rc<quotas::ProviderQuotas>,
@@ -428,6 +431,9 @@ impl ProviderHttp {
             }
             ResponsePlan::Stream(translator) => {
                 let chunk = host.buffer(Buffer::ResponseBody, 0, body_size)?;
+                if let Some(marker) = self.end_marker.take() {
+                    self.end = Some(Box::new(tollgate_llm::usage_reader::EndMarker::new(marker)));
+                }
                 if let Some(end) = &mut self.end {
                     end.feed(&chunk);
                     self.usage_final = end.seen();
@@ -480,7 +486,8 @@ impl HttpFilter for ProviderHttp {
                 (ProviderKind::Sagemaker, Some(ContainerPayload::Tgi { .. })) => EndMarker::TGI,
                 _ => EndMarker::OPENAI,
             };
-            self.end = Some(EndMarker::new(marker));
+            // Built at the first chunk of a stream (only streams look for it).
+            self.end_marker = Some(marker);
         }
         let RequestState { op, facts, model: client_model, holds, key_id } = state;
         self.api = op.client_api();

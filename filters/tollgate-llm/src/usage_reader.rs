@@ -337,6 +337,8 @@ fn invocation_metrics(event: &[u8]) -> Option<Usage> {
 /// bytes: a marker only that event carries (kept across chunk boundaries).
 pub struct EndMarker {
     marker: &'static [u8],
+    /// Built once a stream (building it on every search cost as much as the search).
+    finder: memchr::memmem::Finder<'static>,
     tail: Vec<u8>,
     seen: bool,
 }
@@ -352,7 +354,7 @@ impl EndMarker {
     pub const TGI: &'static [u8] = b"\"generated_text\":\"";
 
     pub fn new(marker: &'static [u8]) -> Self {
-        Self { marker, tail: Vec::new(), seen: false }
+        Self { marker, finder: memchr::memmem::Finder::new(marker), tail: Vec::new(), seen: false }
     }
 
     pub fn feed(&mut self, chunk: &[u8]) {
@@ -365,7 +367,7 @@ impl EndMarker {
         let k = self.marker.len() - 1;
         let head = chunk.get(..k.min(chunk.len())).unwrap_or_default();
         self.tail.extend_from_slice(head);
-        if memchr::memmem::find(&self.tail, self.marker).is_some() || memchr::memmem::find(chunk, self.marker).is_some() {
+        if self.finder.find(&self.tail).is_some() || self.finder.find(chunk).is_some() {
             self.seen = true;
             self.tail = Vec::new();
             return;
