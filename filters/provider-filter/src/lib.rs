@@ -198,7 +198,7 @@ struct Deployments {
 
 impl Deployments {
     fn get(&mut self, raw: Vec<u8>) -> Result<Rc<DeploymentMeta>, GatewayError> {
-        if let Some(i) = self.parsed.iter().rposition(|(r, _)| *r == raw) {
+        if let Some(i) = self.parsed.iter().rposition(|(r, _)| same(r, &raw)) {
             let hit = self.parsed.remove(i);
             let meta = hit.1.clone();
             self.parsed.push(hit);
@@ -238,6 +238,19 @@ fn request_state<H: Host>(host: &H) -> Result<RequestState, GatewayError> {
     RequestState::decode(&state).map_err(|e| {
         GatewayError::new(ErrorKind::Internal, format!("The request reached a provider without a valid request state ({e})."))
     })
+}
+
+/// Whether two byte strings are equal, 16 bytes a step: `==` on slices calls `memcmp`, which
+/// in wasm is a loop a byte at a time (about 26 wasm instructions a byte: 4,100 for a 160-byte
+/// stream chunk, against about 1,000 this way).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    let word = |x: &[u8]| u128::from_ne_bytes(x.try_into().unwrap_or_default());
+    ac.zip(bc).all(|(x, y)| word(x) == word(y)) && ar.iter().zip(br).all(|(x, y)| x == y)
 }
 
 /// `n` in decimal, written into `buf` (`to_string` goes through `format!`'s machinery).
@@ -456,7 +469,7 @@ impl ProviderHttp {
                 }
                 // A chunk that passes unchanged (a usage tap on the client's own stream) costs
                 // no host call to write back.
-                if out != chunk {
+                if !same(&out, &chunk) {
                     host.set_buffer(Buffer::ResponseBody, 0, body_size, &out)?;
                 }
                 Ok(Action::Continue)
@@ -663,6 +676,20 @@ mod tests {
 
     fn raw(id: &str, model: &str) -> Vec<u8> {
         format!(r#"{{"id":"{id}","provider":"openai","model":"{model}","authority":"a","base_path":"/v1"}}"#).into_bytes()
+    }
+
+    #[test]
+    fn same_is_equality() {
+        let a: Vec<u8> = (0..100u8).collect();
+        for len in [0, 1, 15, 16, 17, 32, 33, 100] {
+            assert!(same(&a[..len], &a[..len]));
+            for at in 0..len {
+                let mut b = a[..len].to_vec();
+                b[at] ^= 1;
+                assert!(!same(&a[..len], &b), "{len} {at}");
+            }
+        }
+        assert!(!same(&a[..16], &a[..17]));
     }
 
     #[test]
