@@ -57,7 +57,20 @@ pub fn request_state(data: &[u8]) {
 /// The proxy-wasm header-map serialisation: a map that decodes re-serialises to one that decodes
 /// the same (when its values are text, as `serialize_map` takes).
 pub fn wasm_header_map(data: &[u8]) {
-    let Some(pairs) = tollgate_wasm::deserialize_map(data) else { return };
+    // The in-place map the filters read agrees with the owned one (names that are UTF-8).
+    let in_place = tollgate_wasm::Headers::parse(data.to_vec());
+    let Some(pairs) = tollgate_wasm::deserialize_map(data) else {
+        assert!(in_place.is_none(), "a map one parser refuses, the other too");
+        return;
+    };
+    let in_place = in_place.expect("a map both parsers take");
+    assert_eq!(in_place.len(), pairs.len());
+    for ((n, v), (m, w)) in in_place.iter_bytes().zip(&pairs) {
+        assert_eq!(v, w.as_slice());
+        if let Ok(n) = std::str::from_utf8(n) {
+            assert_eq!(n, m);
+        }
+    }
     assert!(pairs.len() <= data.len() / 8, "{} pairs from {} bytes", pairs.len(), data.len());
     let text: Option<Vec<(&str, &str)>> =
         pairs.iter().map(|(n, v)| std::str::from_utf8(v).ok().map(|v| (n.as_str(), v))).collect();

@@ -145,33 +145,35 @@ pub struct GatewayHttp {
 /// matches).
 fn read_headers<H: Host>(host: &H, fault_injection: bool) -> Result<RequestHeaders, GatewayError> {
     let mut out = RequestHeaders::default();
-    for (name, value) in host.headers(Map::RequestHeaders)? {
-        if fault_injection && name == contract::HEADER_FAULT {
-            match value.as_slice() {
+    // Read in place: only the values kept are copied.
+    let map = host.headers(Map::RequestHeaders)?;
+    for (name, value) in map.iter_bytes() {
+        if fault_injection && name == contract::HEADER_FAULT.as_bytes() {
+            match value {
                 b"trap-gateway" => std::process::abort(),
                 // Left for the provider filter.
                 b"trap-provider" => continue,
                 _ => {}
             }
         }
-        let slot = match name.as_str() {
-            ":method" => &mut out.method,
-            ":path" => &mut out.path,
-            "authorization" => &mut out.authorization,
-            "x-api-key" => &mut out.x_api_key,
-            "content-type" => &mut out.content_type,
+        let slot = match name {
+            b":method" => &mut out.method,
+            b":path" => &mut out.path,
+            b"authorization" => &mut out.authorization,
+            b"x-api-key" => &mut out.x_api_key,
+            b"content-type" => &mut out.content_type,
             n => {
                 // Compared without a lowercase copy of every other header's name.
-                let prefixed = |p: &str| n.as_bytes().get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p.as_bytes()));
+                let prefixed = |p: &str| n.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p.as_bytes()));
                 if prefixed(contract::INTERNAL_HEADER_PREFIX) || prefixed(contract::ENVOY_HEADER_PREFIX) {
-                    host.set_header(Map::RequestHeaders, &name, None)?;
+                    host.set_header(Map::RequestHeaders, &String::from_utf8_lossy(n), None)?;
                 }
                 continue;
             }
         };
         if slot.is_none() {
             // `from_utf8` first: `from_utf8_lossy` costs about 8 times as much on valid text.
-            *slot = Some(String::from_utf8(value).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()));
+            *slot = Some(std::str::from_utf8(value).map_or_else(|_| String::from_utf8_lossy(value).into_owned(), str::to_owned));
         }
     }
     Ok(out)

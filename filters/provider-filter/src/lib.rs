@@ -23,7 +23,7 @@ use tollgate_llm::{bedrock_embeddings, Usage};
 use tollgate_provider::plan::{self, Attempt, AttemptKind, HeaderAttempt, Plan, ResponsePlan};
 use tollgate_provider::rewrite::provider_error;
 use tollgate_provider::sanitize;
-use tollgate_wasm::{Action, Buffer, Host, HttpFilter, Map, Plugin, WholeBody};
+use tollgate_wasm::{Action, Buffer, Headers, Host, HttpFilter, Map, Plugin, WholeBody};
 
 use meter::{Meter, Outbox};
 
@@ -269,8 +269,8 @@ fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     buf.get(at..).unwrap_or_default()
 }
 
-fn header<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> Option<&'h [u8]> {
-    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+fn header<'h>(headers: &'h Headers, name: &str) -> Option<&'h [u8]> {
+    headers.get(name)
 }
 
 impl ProviderHttp {
@@ -285,7 +285,7 @@ impl ProviderHttp {
 
     /// Sets or removes every provider header (the header map is shared by every attempt),
     /// and the body unless it goes as sent.
-    fn apply<H: Host>(&mut self, host: &H, plan: Plan, headers: &[(String, Vec<u8>)]) -> Result<(), GatewayError> {
+    fn apply<H: Host>(&mut self, host: &H, plan: Plan, headers: &Headers) -> Result<(), GatewayError> {
         host.set_header(Map::RequestHeaders, ":path", Some(plan.path.as_bytes()))?;
         host.set_header(Map::RequestHeaders, ":authority", Some(plan.authority.as_bytes()))?;
         for (name, value) in &plan.headers {
@@ -297,7 +297,7 @@ impl ProviderHttp {
         // Only allow-listed client headers reach the provider: one host call per other header
         // present (none for a plain SDK request but `accept-encoding`).
         let planned: Vec<&str> = plan.headers.iter().map(|(n, _)| *n).collect();
-        for name in sanitize::headers_to_remove(headers, &planned) {
+        for name in sanitize::headers_to_remove(headers.iter().map(|(n, _)| n), &planned) {
             host.set_header(Map::RequestHeaders, name, None)?;
         }
         match plan.body_as_sent {

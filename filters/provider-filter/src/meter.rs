@@ -16,7 +16,7 @@ use tollgate_contract::contract;
 use tollgate_contract::state::{Operation, RequestState};
 use tollgate_contract::usage::UsageRecord;
 use tollgate_llm::Usage;
-use tollgate_wasm::Host;
+use tollgate_wasm::{Headers, Host};
 
 /// An outbox this full is handed over at once, not at the next tick.
 pub const FLUSH_BYTES: usize = 64 * 1024;
@@ -111,8 +111,8 @@ pub struct Meter {
     pub price: Option<Price>,
 }
 
-fn header_str<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> Option<&'h str> {
-    headers.iter().find(|(n, _)| n == name).and_then(|(_, v)| std::str::from_utf8(v).ok())
+fn header_str<'h>(headers: &'h Headers, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| std::str::from_utf8(v).ok())
 }
 
 impl Meter {
@@ -146,7 +146,7 @@ impl Meter {
 
     /// The attempt goes out now (its request headers are final); `now` if the caller has
     /// read the clock already (SigV4).
-    pub fn sent<H: Host>(&mut self, host: &H, headers: &[(String, Vec<u8>)], now: Option<SystemTime>) {
+    pub fn sent<H: Host>(&mut self, host: &H, headers: &Headers, now: Option<SystemTime>) {
         self.started = now.or_else(|| host.now().ok()).or(Some(UNIX_EPOCH));
         self.request_id = header_str(headers, "x-request-id").unwrap_or_default().to_owned();
         self.attempt = header_str(headers, "x-envoy-attempt-count").and_then(|v| v.parse::<u32>().ok()).unwrap_or(1).saturating_sub(1);

@@ -40,10 +40,10 @@ pub fn forwarded(name: &str, planned: &[&str]) -> bool {
 }
 
 /// The request headers to remove before the request goes to the provider (each name once).
-pub fn headers_to_remove<'h, V>(headers: &'h [(String, V)], planned: &[&str]) -> Vec<&'h str> {
+pub fn headers_to_remove<'h>(names: impl IntoIterator<Item = &'h str>, planned: &[&str]) -> Vec<&'h str> {
     let mut out: Vec<&str> = Vec::new();
-    for (name, _) in headers {
-        if !forwarded(name, planned) && !out.contains(&name.as_str()) {
+    for name in names {
+        if !forwarded(name, planned) && !out.contains(&name) {
             out.push(name);
         }
     }

@@ -173,13 +173,13 @@ pub fn set_buffer(buffer: Buffer, start: usize, size: usize, value: &[u8]) -> Re
     })
 }
 
-pub fn get_map(map: Map) -> Result<Vec<(String, Vec<u8>)>, HostError> {
+pub fn get_map(map: Map) -> Result<crate::codec::HeaderMap, HostError> {
     let (mut data, mut size) = (null_mut(), 0usize);
     // SAFETY: out-pointers to live locals; the returned buffer is taken over by `take`.
     check("get_header_map_pairs", unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) })?;
     match take(data, size) {
-        None => Ok(Vec::new()),
-        Some(bytes) => crate::codec::deserialize_map(&bytes)
+        None => Ok(crate::codec::HeaderMap::default()),
+        Some(bytes) => crate::codec::HeaderMap::parse(bytes)
             .ok_or(HostError { call: "get_header_map_pairs (malformed map)", status: OK }),
     }
 }

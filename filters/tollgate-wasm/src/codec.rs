@@ -24,6 +24,73 @@ fn len32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+/// A header map as the host sent it, read in place: one buffer and one index, where owned pairs
+/// cost two allocations (and two frees) a header on every request of both filters.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HeaderMap {
+    bytes: Vec<u8>,
+    /// Each pair's name and value as (start, end) in `bytes`.
+    at: Vec<(usize, usize, usize, usize)>,
+}
+
+impl HeaderMap {
+    /// Indexes a serialised map; `None` when it does not add up.
+    pub fn parse(bytes: Vec<u8>) -> Option<Self> {
+        if bytes.is_empty() {
+            return Some(Self::default());
+        }
+        let count = usize::try_from(read_u32(&bytes, 0)?).ok()?;
+        let mut sizes_at = 4usize;
+        let mut data_at = count.checked_mul(8)?.checked_add(4)?;
+        if data_at > bytes.len() {
+            return None;
+        }
+        let mut at = Vec::with_capacity(count);
+        for _ in 0..count {
+            let name_len = usize::try_from(read_u32(&bytes, sizes_at)?).ok()?;
+            let value_len = usize::try_from(read_u32(&bytes, sizes_at + 4)?).ok()?;
+            sizes_at += 8;
+            let name = (data_at, data_at.checked_add(name_len)?);
+            data_at = name.1.checked_add(1)?;
+            let value = (data_at, data_at.checked_add(value_len)?);
+            data_at = value.1.checked_add(1)?;
+            if value.1 > bytes.len() {
+                return None;
+            }
+            at.push((name.0, name.1, value.0, value.1));
+        }
+        Some(Self { bytes, at })
+    }
+
+    /// Each header in order. A name that is not UTF-8 reads as empty (it never matches a name
+    /// the filter looks for).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.at.iter().map(|&(n0, n1, v0, v1)| {
+            let name = self.bytes.get(n0..n1).and_then(|n| std::str::from_utf8(n).ok()).unwrap_or_default();
+            (name, self.bytes.get(v0..v1).unwrap_or_default())
+        })
+    }
+
+    /// Each header in order, its name as bytes.
+    pub fn iter_bytes(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.at.iter().map(|&(n0, n1, v0, v1)| (self.bytes.get(n0..n1).unwrap_or_default(), self.bytes.get(v0..v1).unwrap_or_default()))
+    }
+
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        // By bytes: no UTF-8 check of every name on the way.
+        self.iter_bytes().find(|(n, _)| *n == name.as_bytes()).map(|(_, v)| v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.at.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.at.is_empty()
+    }
+}
+
 /// Parses a header map from the host. Names that are not UTF-8 are replaced lossily (so they
 /// never match a name the filter looks for); values stay bytes.
 pub fn deserialize_map(bytes: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
@@ -86,6 +153,17 @@ mod tests {
             assert_eq!(deserialize_map(&bytes), Some(bytes_map(&pairs)));
         }
         assert_eq!(deserialize_map(&[]), Some(vec![]));
+        for pairs in [vec![], vec![("a", "1")], vec![(":path", "/v1/x"), ("x", ""), ("", "v"), ("a", "2")]] {
+            let bytes = serialize_map(&pairs);
+            let map = HeaderMap::parse(bytes.clone()).unwrap();
+            let owned: Vec<(String, Vec<u8>)> = map.iter().map(|(n, v)| (n.to_owned(), v.to_vec())).collect();
+            assert_eq!(Some(owned), deserialize_map(&bytes));
+            assert_eq!(map.len(), pairs.len());
+            if let Some((n, v)) = pairs.first() {
+                assert_eq!(map.get(n), Some(v.as_bytes()));
+            }
+            assert_eq!(map.get("absent"), None);
+        }
     }
 
     #[test]
@@ -94,8 +172,11 @@ mod tests {
         for cut in 1..good.len() - 1 {
             // every truncation either fails or (cutting only the final NUL) still reads
             let _ = deserialize_map(good.get(..cut).unwrap());
+            let _ = HeaderMap::parse(good.get(..cut).unwrap().to_vec());
         }
         assert_eq!(deserialize_map(&[1, 0, 0]), None);
+        assert_eq!(HeaderMap::parse(vec![1, 0, 0]), None);
+        assert_eq!(HeaderMap::parse(u32::MAX.to_le_bytes().to_vec()), None);
         assert_eq!(deserialize_map(&u32::MAX.to_le_bytes()), None);
         let mut huge = 1u32.to_le_bytes().to_vec();
         huge.extend_from_slice(&u32::MAX.to_le_bytes());

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use crate::abi::{Buffer, HostError, Map};
 use crate::abi;
 
-pub type Headers = Vec<(String, Vec<u8>)>;
+pub use crate::codec::HeaderMap as Headers;
 
 pub trait Host {
     /// Every header of a map, in one call.
