@@ -40,6 +40,7 @@ pub const TARGETS: &[Target] = &[
     Target { name: "eventstream_decoder", run: streams::eventstream_decoder },
     Target { name: "sagemaker_payload", run: streams::sagemaker_payload },
     Target { name: "stream_translator", run: streams::stream_translator },
+    Target { name: "json_field", run: streams::json_field },
     Target { name: "gateway_config", run: codecs::gateway_config },
     Target { name: "request_state", run: codecs::request_state },
     Target { name: "key_shard", run: codecs::key_shard },

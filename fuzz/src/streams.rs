@@ -143,3 +143,29 @@ pub fn stream_translator(data: &[u8]) {
     };
     check_translator(&*make, seed, stream, what);
 }
+
+/// The metering's `usage` lookup (`tollgate_llm::json_field`): on any JSON object serde reads,
+/// the value found is the one serde keeps (the last of a repeated key, escaped spellings
+/// included); on any bytes, no panic. The usage reader reads the same whole or split.
+pub fn json_field(data: &[u8]) {
+    let (sel, body) = crate::selector(data);
+    let key = ["usage", "id", "choices"][usize::from(sel % 3)];
+    let got = tollgate_llm::json_field::top_level(body, key);
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body) {
+        let want = map.get(key);
+        let got_value = got.and_then(|raw| serde_json::from_slice::<serde_json::Value>(raw).ok());
+        assert_eq!(got_value.as_ref(), want, "top-level {key:?} of {:?}", String::from_utf8_lossy(body));
+    }
+    use tollgate_llm::usage_reader::{UsageFormat, UsageReader};
+    let format = [UsageFormat::OpenAiChat, UsageFormat::OpenAiResponses, UsageFormat::Anthropic, UsageFormat::BedrockConverse { stream: false }]
+        [usize::from(sel / 3 % 4)];
+    let mut whole = UsageReader::new(format);
+    let whole = whole.feed_last(body);
+    let mut split = UsageReader::new(format);
+    let pieces = crate::split(sel, body);
+    let (last, first) = pieces.split_last().map_or((&[][..], &[][..]), |(l, f)| (*l, f));
+    for p in first {
+        split.feed(p);
+    }
+    assert_eq!(split.feed_last(last), whole, "usage read whole and split");
+}

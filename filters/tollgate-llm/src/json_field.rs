@@ -66,7 +66,13 @@ fn value_closing_at_end(body: &[u8], open: usize, after_key: usize) -> Option<&[
     while let Some(&b) = body.get(i) {
         match b {
             b'"' => {
-                i = string_end(body, i + 1)? + 1;
+                let end = string_end(body, i + 1)?;
+                // After the value, an escaped key could spell it again (and be the one that
+                // counts): left to the whole scan.
+                if value_end.is_some() && memchr::memchr(b'\\', body.get(i + 1..end)?).is_some() {
+                    return None;
+                }
+                i = end + 1;
                 continue;
             }
             b'{' | b'[' => depth += 1,
@@ -217,7 +223,9 @@ mod tests {
         assert_eq!(field(nested, "usage"), Some("1"));
         let in_string = r#"{"usage":1,"text":"a "usage": 2}"}"#;
         assert_eq!(field(in_string, "usage"), Some("1"));
-        let escaped_backslash = r#"{"usage":1,"text":"a\","usage":3}"#;
+        // An escaped spelling after the plain one is the one that counts.
+        assert_eq!(field(r#"{"usage":1,"\u0075sage":2}"#, "usage"), Some("2"));
+        let escaped_backslash = r#"{"usage":1,"text":"a\\","usage":3}"#;
         assert_eq!(field(escaped_backslash, "usage"), Some("3"));
         // Inside an array that is the top-level value.
         assert_eq!(field(r#"[{"usage":1}]"#, "usage"), None);
