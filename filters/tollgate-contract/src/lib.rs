@@ -7,6 +7,7 @@
 //! Nothing here knows about proxy-wasm, Envoy or tokio: it builds and tests natively and for
 //! `wasm32-wasip1`. Time is always passed in.
 
+pub mod bytes;
 pub mod config;
 pub mod contract;
 pub mod error;
