@@ -128,3 +128,53 @@ def test_an_answer_without_usage_is_estimated_and_flagged(make_service, make_pro
     [call] = usage_calls(service)
     [r] = decode_usage_batch(call.body)
     assert r["estimated"] and r["output_tokens"] == 6  # 23 bytes delivered, about 4 a token
+
+
+def _event_frame(headers: dict[str, str], payload: bytes) -> bytes:
+    """An AWS event-stream message (string headers), as SageMaker frames each `PayloadPart`."""
+    import struct
+    import zlib
+    hdrs = b"".join(bytes([len(k)]) + k.encode() + b"\x07" + struct.pack(">H", len(v)) + v.encode() for k, v in headers.items())
+    total = 12 + len(hdrs) + len(payload) + 4
+    prelude = struct.pack(">II", total, len(hdrs))
+    head = prelude + struct.pack(">I", zlib.crc32(prelude)) + hdrs + payload
+    return head + struct.pack(">I", zlib.crc32(head))
+
+
+def test_a_sagemaker_stream_whose_end_marker_is_cut_by_its_framing_keeps_its_exact_usage(make_service, make_provider):
+    """SageMaker frames an OpenAI-style container's SSE in `PayloadPart` events cut anywhere, so
+    `[DONE]` can be split by event-stream framing: the usage chunk itself is the final count
+    (an OpenAI-compatible stream reports usage once), so a client that goes away after reading
+    it leaves an exact record, not an estimate (found by the e2e matrix, one run in several)."""
+    shared = SharedData()
+    service = make_service(shared_data=shared)
+    provider = make_provider(shared_data=shared)
+    service.tick()
+    [call] = [c for c in service.pending_http_calls.values() if c.header(":path") == CREDENTIALS_PATH]
+    aws = {"aws_cred": {"aws": {"access_key_id": "AKIDUSAGE", "secret_access_key": "usage-secret"}}}
+    service.respond_http_call(call.token, 200, [("content-type", "application/json")], credentials_doc(**aws))
+    provider.tick()
+    dep = deployment(provider="sagemaker", model="oai-endpoint", authority="runtime.sagemaker.us-east-1.amazonaws.com",
+                     base_path="", credential="aws_cred", region="us-east-1")
+    ctx = provider.new_http_context(provider_properties(dep, op="chat_completions;stream;usage"))
+    ctx.request_headers(request_headers("POST", "/v1/chat/completions", extra=[("x-request-id", "req-sm")]), end_of_stream=False)
+    ctx.send_request_body(chat_body(stream=True, stream_options={"include_usage": True}))
+    ctx.response_headers([(":status", "200"), ("content-type", "application/vnd.amazon.eventstream")])
+    sse = (b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
+           b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],'
+           b'"usage":{"prompt_tokens":11,"completion_tokens":4,"total_tokens":15}}\n\n'
+           b'data: [DONE]\n\n')
+    cut = sse.index(b"[DONE]") + 3
+    part = {":event-type": "PayloadPart", ":content-type": "application/octet-stream", ":message-type": "event"}
+    ctx.response_body(_event_frame(part, sse[:cut]) + _event_frame(part, sse[cut:]), end_of_stream=False)
+    # The client reads the whole translated stream (the usage chunk and [DONE] included).
+    assert b'"completion_tokens":4' in bytes(ctx.response_body_forwarded)
+    ctx.finish()  # the client went away before the end of the stream
+    provider.tick()
+    service.queue_ready()
+    service.now += 1
+    service.tick()
+    [call] = usage_calls(service)
+    [r] = decode_usage_batch(call.body)
+    assert (r["request_id"], r["provider"], r["stream"]) == ("req-sm", "sagemaker", True)
+    assert (r["input_tokens"], r["output_tokens"], r["estimated"]) == (11, 4, False), r

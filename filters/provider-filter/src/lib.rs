@@ -110,6 +110,7 @@ impl Plugin for ProviderPlugin {
             holds: None,
             end: None,
             end_marker: None,
+            usage_once: false,
             usage_final: false,
             quotas: self.quotas.current(),
             attempt_holds: Vec::new(),
@@ -159,6 +160,8 @@ pub struct ProviderHttp {
     end: Option<Box<tollgate_llm::usage_reader::EndMarker>>,
     /// The marker `end` looks for, until a stream's first chunk builds it.
     end_marker: Option<&'static [u8]>,
+    /// The provider reports its usage once, at the end (a usage read is final).
+    usage_once: bool,
     /// The provider's final usage was read (else a stream cut short is estimated).
     usage_final: bool,
     quotas: Rc<quotas::ProviderQuotas>,
@@ -437,7 +440,7 @@ impl ProviderHttp {
                 }
                 if let Some(end) = &mut self.end {
                     end.feed(&chunk);
-                    self.usage_final = end.seen();
+                    self.usage_final |= end.seen();
                 }
                 let mut out = Vec::new();
                 let mut usage = None;
@@ -454,6 +457,7 @@ impl ProviderHttp {
                 }
                 if usage.is_some() {
                     self.usage = usage;
+                    self.usage_final |= self.usage_once;
                 }
                 // A chunk that passes unchanged (a usage tap on the client's own stream) costs
                 // no host call to write back.
@@ -489,6 +493,10 @@ impl HttpFilter for ProviderHttp {
             };
             // Built at the first chunk of a stream (only streams look for it).
             self.end_marker = Some(marker);
+            // OpenAI-compatible and TGI streams report usage once, in their last events: a
+            // usage read is the final one (their marker may also be cut apart by SageMaker's
+            // event-stream framing, which a marker search on the raw bytes cannot see through).
+            self.usage_once = marker == EndMarker::OPENAI || marker == EndMarker::TGI;
         }
         let RequestState { op, facts, model: client_model, holds, key_id } = state;
         self.api = op.client_api();
