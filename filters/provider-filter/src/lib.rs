@@ -442,6 +442,27 @@ impl ProviderHttp {
                     end.feed(&chunk);
                     self.usage_final |= end.seen();
                 }
+                // A stream that passes as it came (the client's own, with its usage chunk) is
+                // only read: no output built, nothing to compare or write back.
+                if translator.passes_through() {
+                    match translator.read(&chunk) {
+                        Ok(Some(u)) => {
+                            self.usage = Some(u);
+                            self.usage_final |= self.usage_once;
+                        }
+                        Ok(None) => {}
+                        Err(e) => log::warn!("provider filter: stream usage: {e}"),
+                    }
+                    if end_of_stream {
+                        if let Ok(o) = translator.finish() {
+                            if o.usage.is_some() {
+                                self.usage = o.usage;
+                                self.usage_final |= self.usage_once;
+                            }
+                        }
+                    }
+                    return Ok(Action::Continue);
+                }
                 let mut out = Vec::new();
                 let mut usage = None;
                 let mut step = |r: Result<tollgate_llm::StreamOutput, tollgate_llm::TranslateError>| match r {

@@ -63,11 +63,32 @@ pub struct StreamOutput {
 pub trait StreamTranslator {
     fn feed(&mut self, chunk: &[u8]) -> Result<StreamOutput, TranslateError>;
     fn finish(&mut self) -> Result<StreamOutput, TranslateError>;
+
+    /// Whether every byte goes out as it came in (the translator only reads the stream): the
+    /// caller may then use [`StreamTranslator::read`] and pass the bytes on itself.
+    fn passes_through(&self) -> bool {
+        false
+    }
+
+    /// Reads the next bytes of a stream that [`StreamTranslator::passes_through`], without
+    /// building the output (a copy of each chunk, and a comparison to find it unchanged);
+    /// returns the usage known so far.
+    fn read(&mut self, chunk: &[u8]) -> Result<Option<Usage>, TranslateError> {
+        self.feed(chunk).map(|o| o.usage)
+    }
 }
 
 impl<T: StreamTranslator + ?Sized> StreamTranslator for Box<T> {
     fn feed(&mut self, chunk: &[u8]) -> Result<StreamOutput, TranslateError> {
         (**self).feed(chunk)
+    }
+
+    fn passes_through(&self) -> bool {
+        (**self).passes_through()
+    }
+
+    fn read(&mut self, chunk: &[u8]) -> Result<Option<Usage>, TranslateError> {
+        (**self).read(chunk)
     }
 
     fn finish(&mut self) -> Result<StreamOutput, TranslateError> {

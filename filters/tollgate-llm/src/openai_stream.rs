@@ -69,12 +69,16 @@ impl UsageTap {
     /// The client asked for the usage chunk: nothing is changed, the events are only read for
     /// it, and the bytes go on as they came (re-framing every event cost a copy of each).
     fn read_only(&mut self, events: Vec<sse::Event>, chunk: &[u8]) -> StreamOutput {
+        self.read_events(events);
+        StreamOutput { bytes: chunk.to_vec(), usage: self.usage }
+    }
+
+    fn read_events(&mut self, events: Vec<sse::Event>) {
         for ev in events {
             if let Some(u) = chunk_usage(&ev.data) {
                 self.usage = Some(u);
             }
         }
-        StreamOutput { bytes: chunk.to_vec(), usage: self.usage }
     }
 }
 
@@ -100,6 +104,19 @@ impl StreamTranslator for UsageTap {
             return Ok(self.read_only(events, &[]));
         }
         Ok(self.translate(events))
+    }
+
+    fn passes_through(&self) -> bool {
+        self.client_wants_usage
+    }
+
+    fn read(&mut self, chunk: &[u8]) -> Result<Option<Usage>, TranslateError> {
+        if !self.client_wants_usage {
+            return self.feed(chunk).map(|o| o.usage);
+        }
+        let events = self.decoder.feed(chunk)?;
+        self.read_events(events);
+        Ok(self.usage)
     }
 }
 
@@ -138,6 +155,17 @@ mod tests {
             let u = out.usage.unwrap();
             assert_eq!((u.input, u.cache_read, u.output), (Some(4), Some(3), Some(2)));
         }
+    }
+
+    #[test]
+    fn read_finds_the_usage_of_a_stream_that_passes_through() {
+        let mut t = UsageTap::new(true);
+        assert!(t.passes_through() && !UsageTap::new(false).passes_through());
+        let mut usage = None;
+        for piece in STREAM.as_bytes().chunks(9) {
+            usage = t.read(piece).unwrap().or(usage);
+        }
+        assert_eq!(usage.unwrap().prompt_tokens(), 7);
     }
 
     #[test]
