@@ -238,14 +238,19 @@ def test_a_spent_quota_of_a_provider_is_gone_around_when_the_model_has_another(m
     publish_keys(shared)
     rpm = {"id": "quota_openai", "metric": "requests", "window_seconds": 60, "limit": 10, "lease": True, "share": 5,
            "provider": "openai", "group": "p=openai;"}
-    models = [{"name": "gpt-a", "cluster": "tg_a", "owned_by": "tollgate", "created": 1, "providers": ["openai", "bedrock"],
-               "without": [{"provider": "openai", "cluster": "tg_a_no_openai"}]},
+    bedrock = {**rpm, "id": "quota_bedrock", "provider": "bedrock", "group": "p=bedrock;"}
+    models = [{"name": "gpt-a", "cluster": "tg_a", "owned_by": "tollgate", "created": 1, "providers": ["openai", "bedrock", "anthropic"],
+               "without": [{"providers": ["openai"], "cluster": "tg_a_no_openai"},
+                           {"providers": ["bedrock"], "cluster": "tg_a_no_bedrock"},
+                           {"providers": ["bedrock", "openai"], "cluster": "tg_a_no_bedrock_openai"}]},
               {"name": "gpt-b", "cluster": "tg_b", "owned_by": "tollgate", "created": 2, "providers": ["openai"]}]
-    gw = make_gateway(config_bytes(gateway_config(quotas=[rpm], models=models)), shared_data=shared)
+    gw = make_gateway(config_bytes(gateway_config(quotas=[rpm, bedrock], models=models)), shared_data=shared)
     window = NOW // 60
 
-    def lease(used, leased, free):
-        shared.set("tollgate.quota.g.p=openai;", encode_slots({"quota_openai": {"window": window, "used": used, "leased": leased, "free": free}}))
+    def lease(used, leased, free, provider="openai"):
+        shared.set(f"tollgate.quota.g.p={provider};",
+                   encode_slots({f"quota_{provider}": {"window": window, "used": used, "leased": leased, "free": free}}))
+    lease(used=0, leased=5, free=5, provider="bedrock")
 
     def cluster(model="gpt-a"):
         ctx = send(gw, "POST", "/v1/chat/completions", chat_body(model))
@@ -257,3 +262,5 @@ def test_a_spent_quota_of_a_provider_is_gone_around_when_the_model_has_another(m
     lease(used=5, leased=5, free=0)
     assert cluster() == "tg_a_no_openai", "spent at OpenAI and the authority out: around OpenAI"
     assert cluster("gpt-b") == "tg_b", "no other provider: the provider filter answers with its 429"
+    lease(used=5, leased=5, free=0, provider="bedrock")
+    assert cluster() == "tg_a_no_bedrock_openai", "both spent: to the provider left"

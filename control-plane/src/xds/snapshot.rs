@@ -136,13 +136,24 @@ pub fn build(model: &Model, env: &XdsEnv) -> Snapshot {
                     providers.push(kind);
                 }
             }
-            // For each of them a quota applies to, the same model without it (when another
-            // provider is left): where a request goes when its quota there is spent.
-            for &p in providers.iter().filter(|p| providers.len() > 1 && quota_providers.contains(p)) {
-                let rest: Vec<(usize, &Deployment)> = all.iter().copied().filter(|(_, d)| target(&d.upstream, env).provider != p).collect();
-                let detour = format!("{name}_no_{}", p.as_str());
+            // For each set of them that quotas apply to (leaving another provider), the same
+            // model without them: where a request goes when its quotas there are spent. At most
+            // MAX_DETOUR_PROVIDERS such providers a model (15 clusters); beyond, the first ones.
+            let mut limited: Vec<ProviderKind> = providers.iter().copied().filter(|p| quota_providers.contains(p)).collect();
+            limited.sort_by_key(|p| p.as_str());
+            limited.truncate(MAX_DETOUR_PROVIDERS);
+            for mask in 1u32..(1 << limited.len()) {
+                let left_out: Vec<ProviderKind> =
+                    limited.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, p)| *p).collect();
+                let rest: Vec<(usize, &Deployment)> =
+                    all.iter().copied().filter(|(_, d)| !left_out.contains(&target(&d.upstream, env).provider)).collect();
+                if rest.is_empty() {
+                    continue;
+                }
+                let names: Vec<&str> = left_out.iter().map(|p| p.as_str()).collect();
+                let detour = format!("{name}_no_{}", names.join("_"));
                 clusters.insert(detour.clone(), any(&model_cluster(&detour, &name, &rest, model, env)));
-                without.push(Detour { provider: p, cluster: detour });
+                without.push(Detour { providers: left_out, cluster: detour });
             }
         }
         model_docs.push(ModelDoc { name: m.name.clone(), cluster: name, owned_by: "tollgate".into(), created: m.created.max(0) as u64, providers, without });
@@ -461,6 +472,9 @@ fn target<'a>(upstream: &'a Upstream, env: &'a XdsEnv) -> Target<'a> {
         },
     }
 }
+
+/// The most providers of one model that detour clusters are made for (2^4 - 1 sets).
+const MAX_DETOUR_PROVIDERS: usize = 4;
 
 /// The providers some quota is scoped to (sorted, each once).
 fn quota_providers(model: &Model) -> Vec<ProviderKind> {

@@ -271,6 +271,42 @@ fn a_model_on_a_provider_with_a_quota_has_a_cluster_without_that_provider() {
     let (json, _) = gateway_config(&s);
     let cfg = GatewayConfig::parse(json.as_bytes()).unwrap();
     let fo = cfg.model("fo").unwrap();
-    assert_eq!(fo.without, vec![tollgate_contract::config::Detour { provider: ProviderKind::Openai, cluster: detour }]);
+    assert_eq!(fo.without, vec![tollgate_contract::config::Detour { providers: vec![ProviderKind::Openai], cluster: detour.clone() }]);
+    assert_eq!(fo.cluster_without(&[ProviderKind::Openai]), Some(detour.as_str()));
+    assert_eq!(fo.cluster_without(&[ProviderKind::Azure]), Some(cluster_name("fo").as_str()), "not the model's provider");
+    assert_eq!(fo.cluster_without(&[ProviderKind::Openai, ProviderKind::Bedrock]), None, "nothing left");
     assert!(cfg.model("gpt").unwrap().without.is_empty());
+}
+
+#[test]
+fn each_set_of_spent_providers_that_leaves_one_has_its_cluster() {
+    let mut m = model();
+    m.models.push(served(
+        "three",
+        8,
+        vec![
+            dep(Provider::Openai, Some("http://10.0.0.1:9000/v1"), 0),
+            DeploymentSpec { region: Some("us-east-1".into()), ..dep(Provider::Bedrock, Some("http://10.0.0.2:9000"), 1) },
+            dep(Provider::Anthropic, Some("http://10.0.0.3:9000/v1"), 2),
+        ],
+    ));
+    for p in ["openai", "bedrock", "anthropic"] {
+        let q: crate::store::QuotaSpec =
+            serde_json::from_value(serde_json::json!({"id": format!("quota_{p}"), "metric": "requests", "window_seconds": 60, "limit": 2, "provider": p}))
+                .unwrap();
+        m.quotas.push(q);
+    }
+    let s = build(&m, &env());
+    let (json, _) = gateway_config(&s);
+    let cfg = GatewayConfig::parse(json.as_bytes()).unwrap();
+    let three = cfg.model("three").unwrap();
+    // Every non-empty set but all three: 6 clusters.
+    assert_eq!(three.without.len(), 6, "{:?}", three.without);
+    let both = three.cluster_without(&[ProviderKind::Openai, ProviderKind::Bedrock]).unwrap().to_owned();
+    assert_eq!(both, format!("{}_no_bedrock_openai", cluster_name("three")));
+    let c = Cluster::decode(s.get(CLUSTER_TYPE).unwrap().items[&both].value.as_slice()).unwrap();
+    let la = c.load_assignment.unwrap();
+    assert_eq!(la.endpoints.len(), 1, "Anthropic alone");
+    assert_eq!(three.cluster_without(&[ProviderKind::Bedrock, ProviderKind::Openai]), Some(both.as_str()), "in any order");
+    assert_eq!(three.cluster_without(&[ProviderKind::Openai, ProviderKind::Bedrock, ProviderKind::Anthropic]), None);
 }

@@ -226,11 +226,12 @@ impl GatewayHttp {
                 quotas::Admission::Admitted(holds, spent) => {
                     w.facts.quotas = true;
                     w.holds = Some(holds);
-                    // A provider whose quota is spent is gone around when the model has
-                    // another (the first such provider with a detour).
-                    let model = cfg.model(&w.model);
-                    if let Some(d) = model.and_then(|m| spent.iter().find_map(|p| m.without.iter().find(|d| d.provider == *p))) {
-                        w.cluster.clone_from(&d.cluster);
+                    // Providers whose quotas are spent are gone around when the model has
+                    // another (the cluster without exactly those).
+                    if !spent.is_empty() {
+                        if let Some(c) = cfg.model(&w.model).and_then(|m| m.cluster_without(&spent)) {
+                            w.cluster = c.to_owned();
+                        }
                     }
                 }
                 quotas::Admission::Refused(refusal) => return refuse(host, self.api, &refusal),

@@ -80,18 +80,34 @@ pub struct ModelDoc {
     /// the gateway filter makes sure of before an attempt may need it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub providers: Vec<ProviderKind>,
-    /// Clusters of this model without one provider's deployments, for each of its providers a
-    /// quota applies to: a request whose quota at that provider is spent goes there instead
-    /// (failover around a spent provider; the provider filter cannot be retried past).
+    /// Clusters of this model without some of its providers' deployments, for each set of its
+    /// providers that quotas apply to (leaving one at least): a request whose quotas at those
+    /// providers are spent goes there instead (failover around spent providers; the provider
+    /// filter cannot be retried past).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub without: Vec<Detour>,
 }
 
-/// The model's cluster without one provider's deployments.
+/// The model's cluster without some providers' deployments.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Detour {
-    pub provider: ProviderKind,
+    /// The providers left out (sorted by name, each once).
+    pub providers: Vec<ProviderKind>,
     pub cluster: String,
+}
+
+impl ModelDoc {
+    /// The cluster that leaves out exactly the model's providers among `spent` (its own when
+    /// none of them is the model's; `None` when no cluster leaves out exactly those).
+    pub fn cluster_without(&self, spent: &[ProviderKind]) -> Option<&str> {
+        let mut out: Vec<ProviderKind> = spent.iter().copied().filter(|p| self.providers.contains(p)).collect();
+        if out.is_empty() {
+            return Some(&self.cluster);
+        }
+        out.sort_by_key(|p| p.as_str());
+        out.dedup();
+        self.without.iter().find(|d| d.providers == out).map(|d| d.cluster.as_str())
+    }
 }
 
 /// The compiled gateway configuration.
