@@ -142,6 +142,28 @@ pub fn stream_translator(data: &[u8]) {
         ),
     };
     check_translator(&*make, seed, stream, what);
+    // A translator that passes its stream through gives it back unchanged, and reading it
+    // (what the provider filter does then) finds the usage feeding it finds.
+    let mut t = make();
+    if t.passes_through() {
+        let mut fed = make();
+        let (mut read_usage, mut fed_usage, mut out, mut failed) = (None, None, Vec::new(), false);
+        for piece in crate::split(seed, stream) {
+            match (t.read(piece), fed.feed(piece)) {
+                (Ok(u), Ok(o)) => {
+                    read_usage = u.or(read_usage);
+                    fed_usage = o.usage.or(fed_usage);
+                    out.extend(o.bytes);
+                }
+                (Err(_), Err(_)) => failed = true,
+                (r, f) => panic!("{what}: read and feed disagree: {r:?} / {:?}", f.map(|o| o.usage)),
+            }
+        }
+        if !failed {
+            assert!(out == stream, "{what}: a pass-through changed the stream");
+            assert_eq!(read_usage, fed_usage, "{what}: read and fed usage differ");
+        }
+    }
 }
 
 /// The metering's `usage` lookup (`tollgate_llm::json_field`): on any JSON object serde reads,
