@@ -244,22 +244,6 @@ fn request_state<H: Host>(host: &H) -> Result<RequestState, GatewayError> {
     })
 }
 
-/// `n` in decimal, written into `buf` (`to_string` goes through `format!`'s machinery).
-fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        if let Some(d) = buf.get_mut(at) {
-            *d = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 || at == 0 {
-            break;
-        }
-    }
-    buf.get(at..).unwrap_or_default()
-}
-
 fn header<'h>(headers: &'h Headers, name: &str) -> Option<&'h [u8]> {
     headers.get(name)
 }
@@ -295,14 +279,14 @@ impl ProviderHttp {
             // An earlier attempt may have sent a rewritten body of another length.
             Some(len) => {
                 let mut buf = [0; 20];
-                let len = decimal(len, &mut buf);
+                let len = tollgate_contract::bytes::decimal(len, &mut buf);
                 if header(headers, "content-length") != Some(len) {
                     host.set_header(Map::RequestHeaders, "content-length", Some(len))?;
                 }
             }
             None => {
                 let mut buf = [0; 20];
-                host.set_header(Map::RequestHeaders, "content-length", Some(decimal(plan.body.len() as u64, &mut buf)))?;
+                host.set_header(Map::RequestHeaders, "content-length", Some(tollgate_contract::bytes::decimal(plan.body.len() as u64, &mut buf)))?;
                 self.body.replace(host, Buffer::RequestBody, &plan.body)?;
             }
         }
@@ -693,13 +677,6 @@ mod tests {
 
     fn raw(id: &str, model: &str) -> Vec<u8> {
         format!(r#"{{"id":"{id}","provider":"openai","model":"{model}","authority":"a","base_path":"/v1"}}"#).into_bytes()
-    }
-
-    #[test]
-    fn decimal_writes_like_to_string() {
-        for n in [0, 1, 9, 10, 99, 100, 2048, 65_535, 1_000_000_007, u64::MAX] {
-            assert_eq!(decimal(n, &mut [0; 20]), n.to_string().as_bytes());
-        }
     }
 
     #[test]

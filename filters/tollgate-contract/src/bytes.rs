@@ -14,6 +14,20 @@ pub fn same(a: &[u8], b: &[u8]) -> bool {
     ac.zip(bc).all(|(x, y)| word(x) == word(y)) && ar.iter().zip(br).all(|(x, y)| x == y)
 }
 
+/// `n` in decimal at the end of `buf` (at most 20 digits), returned as that slice.
+pub fn decimal(mut n: u64, buf: &mut [u8]) -> &[u8] {
+    let mut i = buf.len();
+    while let Some(slot) = i.checked_sub(1).and_then(|j| buf.get_mut(j)) {
+        i -= 1;
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.get(i..).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::same;

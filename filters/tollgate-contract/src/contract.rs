@@ -20,7 +20,7 @@ pub const ENVOY_HEADER_PREFIX: &str = "x-envoy-";
 
 /// Filter-state key (written with `set_property([KEY])`, visible as `wasm.KEY`) of everything
 /// the gateway filter hands on about a routed request, in one value so that it costs one host
-/// call to write and one to read ([`crate::request::RequestState`]): the client operation (saved
+/// call to write and one to read ([`crate::state::RequestState`]): the client operation (saved
 /// because the upstream filter rewrites `:path` and the header map is shared by every retry
 /// attempt), what the body says that an attempt needs (stream, usage chunk, length), the public
 /// id of the virtual key, and the model name the client asked for:

@@ -1,0 +1,135 @@
+//! What a request holds of its quotas until it ends, and their binary form in the request state.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Metric, QuotaDoc, RateLimits};
+#[cfg(doc)]
+use super::Slot;
+
+/// What a request holds of one quota until it ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    /// The quota's id.
+    pub id: String,
+    pub metric: Metric,
+    pub window: u64,
+    /// Reserved tokens, given back when the request ends (0 for requests and concurrency).
+    #[serde(default)]
+    pub reserved: u64,
+    /// The quota's group (see [`QuotaDoc::group`]).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// The reservation epoch it was taken in (see [`Slot::roll`]).
+    #[serde(default)]
+    pub epoch: u64,
+}
+
+impl Metric {
+    /// Held while the request runs and given back when it ends (see [`Slot::hold`]):
+    /// concurrency, and the worst case of tokens and cost.
+    pub fn is_held(self) -> bool {
+        self == Self::Concurrency || self.is_tokens()
+    }
+}
+
+/// What the gateway filter hands on (in the request state, `crate::state`): the holds, and the
+/// standing of the tightest quotas, which the provider filter writes as rate-limit headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holds {
+    pub holds: Vec<Hold>,
+    #[serde(default)]
+    pub limits: RateLimits,
+    /// What the provider filter's quotas (see [`QuotaDoc::provider`]) reserve an attempt by:
+    /// the client body's length (0 when no quota of a provider applies) and its output limit
+    /// (0: none set).
+    #[serde(default)]
+    pub body_len: u64,
+    #[serde(default)]
+    pub max_output: u64,
+}
+
+impl Metric {
+    fn code(self) -> u8 {
+        match self {
+            Self::Requests => 0,
+            Self::InputTokens => 1,
+            Self::OutputTokens => 2,
+            Self::TotalTokens => 3,
+            Self::Concurrency => 4,
+            Self::CostUsd => 5,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        [Self::Requests, Self::InputTokens, Self::OutputTokens, Self::TotalTokens, Self::Concurrency, Self::CostUsd].get(usize::from(code)).copied()
+    }
+}
+
+fn put_text(out: &mut Vec<u8>, text: &str) -> Option<()> {
+    out.extend_from_slice(&u16::try_from(text.len()).ok()?.to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    Some(())
+}
+
+pub(super) fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    let (head, rest) = (b.get(..n)?, b.get(n..)?);
+    *b = rest;
+    Some(head)
+}
+
+fn take_text<'a>(b: &mut &'a [u8]) -> Option<&'a str> {
+    let len = take(b, 2)?;
+    let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+    std::str::from_utf8(take(b, len)?).ok()
+}
+
+pub(super) fn take_u64(b: &mut &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(take(b, 8)?.try_into().ok()?))
+}
+
+impl Hold {
+    /// What a request holds of quota `q` after taking `amount` in `window`, reservation epoch
+    /// `epoch` (tokens and cost keep their reservation, to give back).
+    pub fn taken(q: &QuotaDoc, window: u64, amount: u64, epoch: u64) -> Self {
+        let reserved = if q.metric.is_tokens() { amount } else { 0 };
+        Self { id: q.id.clone(), metric: q.metric, window, reserved, group: q.group.clone(), epoch }
+    }
+}
+
+impl Holds {
+    /// Appends the holds in a compact binary form (no JSON on the request path): a count and
+    /// per hold its id, group, metric, window, reservation and epoch; a count and per header its
+    /// name and value; the body's length and the output limit. `None` when a count or a length
+    /// does not fit.
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Option<()> {
+        out.push(u8::try_from(self.holds.len()).ok()?);
+        for h in &self.holds {
+            put_text(out, &h.id)?;
+            put_text(out, h.group.as_deref().unwrap_or(""))?;
+            out.push(h.metric.code());
+            out.extend_from_slice(&h.window.to_le_bytes());
+            out.extend_from_slice(&h.reserved.to_le_bytes());
+            out.extend_from_slice(&h.epoch.to_le_bytes());
+        }
+        self.limits.encode_into(out);
+        out.extend_from_slice(&self.body_len.to_le_bytes());
+        out.extend_from_slice(&self.max_output.to_le_bytes());
+        Some(())
+    }
+
+    /// The inverse of [`Holds::encode_into`], all of `bytes` or nothing.
+    pub fn decode(mut bytes: &[u8]) -> Option<Self> {
+        let b = &mut bytes;
+        let n = take(b, 1)?[0];
+        let mut holds = Vec::with_capacity(usize::from(n));
+        for _ in 0..n {
+            let id = take_text(b)?.to_owned();
+            let group = Some(take_text(b)?.to_owned()).filter(|g| !g.is_empty());
+            let metric = Metric::from_code(take(b, 1)?[0])?;
+            holds.push(Hold { id, metric, window: take_u64(b)?, reserved: take_u64(b)?, group, epoch: take_u64(b)? });
+        }
+        let limits = RateLimits::decode(b)?;
+        let (body_len, max_output) = (take_u64(b)?, take_u64(b)?);
+        b.is_empty().then_some(Self { holds, limits, body_len, max_output })
+    }
+}
