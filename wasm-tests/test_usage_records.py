@@ -39,15 +39,26 @@ def stack(make_service, make_provider):
     return service, provider
 
 
-def load_credentials(service, provider) -> None:
+def load_credentials(service, provider, doc: bytes | None = None) -> None:
     service.tick()
     [call] = [c for c in service.pending_http_calls.values() if c.header(":path") == CREDENTIALS_PATH]
-    service.respond_http_call(call.token, 200, [("content-type", "application/json")], credentials_doc())
+    service.respond_http_call(call.token, 200, [("content-type", "application/json")], doc or credentials_doc())
     provider.tick()
 
 
 def usage_calls(service) -> list:
     return [c for c in service.pending_http_calls.values() if c.header(":path") == USAGE_PATH]
+
+
+def shipped(service, provider) -> list[dict]:
+    """The worker's timer hands its outbox over, the service VM posts it: the records of that
+    one call."""
+    provider.tick()
+    service.queue_ready()
+    service.now += 1
+    service.tick()
+    [call] = usage_calls(service)
+    return decode_usage_batch(call.body)
 
 
 def test_records_travel_in_batches_and_leave_only_when_stored(make_service, make_provider):
@@ -121,12 +132,7 @@ def test_records_wait_in_the_worker_until_the_service_vm_has_registered_its_queu
 def test_an_answer_without_usage_is_estimated_and_flagged(make_service, make_provider):
     service, provider = stack(make_service, make_provider)
     one_attempt(provider, "req-nousage", body=b'{"id":"c","choices":[]}')
-    provider.tick()
-    service.queue_ready()
-    service.now += 1
-    service.tick()
-    [call] = usage_calls(service)
-    [r] = decode_usage_batch(call.body)
+    [r] = shipped(service, provider)
     assert r["estimated"] and r["output_tokens"] == 6  # 23 bytes delivered, about 4 a token
 
 
@@ -149,11 +155,8 @@ def test_a_sagemaker_stream_whose_end_marker_is_cut_by_its_framing_keeps_its_exa
     shared = SharedData()
     service = make_service(shared_data=shared)
     provider = make_provider(shared_data=shared)
-    service.tick()
-    [call] = [c for c in service.pending_http_calls.values() if c.header(":path") == CREDENTIALS_PATH]
     aws = {"aws_cred": {"aws": {"access_key_id": "AKIDUSAGE", "secret_access_key": "usage-secret"}}}
-    service.respond_http_call(call.token, 200, [("content-type", "application/json")], credentials_doc(**aws))
-    provider.tick()
+    load_credentials(service, provider, credentials_doc(**aws))
     dep = deployment(provider="sagemaker", model="oai-endpoint", authority="runtime.sagemaker.us-east-1.amazonaws.com",
                      base_path="", credential="aws_cred", region="us-east-1")
     ctx = provider.new_http_context(provider_properties(dep, op="chat_completions;stream;usage"))
@@ -170,11 +173,6 @@ def test_a_sagemaker_stream_whose_end_marker_is_cut_by_its_framing_keeps_its_exa
     # The client reads the whole translated stream (the usage chunk and [DONE] included).
     assert b'"completion_tokens":4' in bytes(ctx.response_body_forwarded)
     ctx.finish()  # the client went away before the end of the stream
-    provider.tick()
-    service.queue_ready()
-    service.now += 1
-    service.tick()
-    [call] = usage_calls(service)
-    [r] = decode_usage_batch(call.body)
+    [r] = shipped(service, provider)
     assert (r["request_id"], r["provider"], r["stream"]) == ("req-sm", "sagemaker", True)
     assert (r["input_tokens"], r["output_tokens"], r["estimated"]) == (11, 4, False), r

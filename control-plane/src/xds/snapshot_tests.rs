@@ -76,6 +76,32 @@ fn gateway_config(s: &Snapshot) -> (String, Wasm) {
     (StringValue::decode(cfg.value.as_slice()).unwrap().value, wasm)
 }
 
+/// The deployment an endpoint carries in its metadata.
+fn endpoint_meta(ep: &envoy_types::pb::envoy::config::endpoint::v3::LbEndpoint) -> DeploymentMeta {
+    let md = &ep.metadata.as_ref().unwrap().filter_metadata;
+    match &md[contract::METADATA_NAMESPACE].fields[contract::METADATA_DEPLOYMENT_KEY].kind {
+        Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(s)) => serde_json::from_str(s).unwrap(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// A model with deployments at OpenAI (priority 0), Bedrock (1) and, with `anthropic`,
+/// Anthropic (2); and a requests quota on each provider named.
+fn with_providers(m: &mut Model, name: &str, anthropic: bool, quotas: &[&str]) {
+    let mut deps = vec![
+        dep(Provider::Openai, Some("http://10.0.0.1:9000/v1"), 0),
+        DeploymentSpec { region: Some("us-east-1".into()), ..dep(Provider::Bedrock, Some("http://10.0.0.2:9000"), 1) },
+    ];
+    if anthropic {
+        deps.push(dep(Provider::Anthropic, Some("http://10.0.0.3:9000/v1"), 2));
+    }
+    m.models.push(served(name, 7, deps));
+    for p in quotas {
+        let q = serde_json::json!({"id": format!("quota_{p}"), "metric": "requests", "window_seconds": 60, "limit": 2, "provider": p});
+        m.quotas.push(serde_json::from_value(q).unwrap());
+    }
+}
+
 #[test]
 fn has_every_type() {
     let s = build(&model(), &env());
@@ -126,11 +152,7 @@ fn cluster_endpoints_carry_deployments_by_priority() {
     assert_eq!(la.endpoints.iter().map(|e| e.priority).collect::<Vec<_>>(), vec![0, 1]);
     let ep = &la.endpoints[0].lb_endpoints[0];
     let md = &ep.metadata.as_ref().unwrap().filter_metadata;
-    let raw = match &md[contract::METADATA_NAMESPACE].fields[contract::METADATA_DEPLOYMENT_KEY].kind {
-        Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(s)) => s.clone(),
-        other => panic!("unexpected {other:?}"),
-    };
-    let meta: DeploymentMeta = serde_json::from_str(&raw).unwrap();
+    let meta = endpoint_meta(ep);
     assert_eq!(meta.authority, "api.example.com");
     assert_eq!(meta.base_path, "/v1");
     assert_eq!(meta.model, "gpt");
@@ -234,20 +256,12 @@ fn the_listener_carries_the_edge_settings() {
 #[test]
 fn a_model_on_a_provider_with_a_quota_has_a_cluster_without_that_provider() {
     let mut m = model();
-    m.models.push(served(
-        "fo",
-        7,
-        vec![
-            dep(Provider::Openai, Some("http://10.0.0.1:9000/v1"), 0),
-            DeploymentSpec { region: Some("us-east-1".into()), ..dep(Provider::Bedrock, Some("http://10.0.0.2:9000"), 1) },
-        ],
-    ));
+    with_providers(&mut m, "fo", false, &[]);
     // Without a quota of a provider nothing changes.
     let plain = build(&m, &env());
     assert_eq!(plain.get(CLUSTER_TYPE).unwrap().items.len(), 3);
-    let quota: crate::store::QuotaSpec =
-        serde_json::from_value(serde_json::json!({"id": "quota_1", "metric": "requests", "window_seconds": 60, "limit": 2, "provider": "openai"})).unwrap();
-    m.quotas.push(quota);
+    let q = serde_json::json!({"id": "quota_1", "metric": "requests", "window_seconds": 60, "limit": 2, "provider": "openai"});
+    m.quotas.push(serde_json::from_value(q).unwrap());
     let s = build(&m, &env());
     let clusters = &s.get(CLUSTER_TYPE).unwrap().items;
     // Only the model with another provider gets one ("gpt" is OpenAI only).
@@ -261,12 +275,7 @@ fn a_model_on_a_provider_with_a_quota_has_a_cluster_without_that_provider() {
     // Bedrock alone, renumbered to priority 0, named as in the model's own cluster.
     assert_eq!(la.endpoints.len(), 1);
     assert_eq!(la.endpoints[0].priority, 0);
-    let md = &la.endpoints[0].lb_endpoints[0].metadata.as_ref().unwrap().filter_metadata;
-    let raw = match &md[contract::METADATA_NAMESPACE].fields[contract::METADATA_DEPLOYMENT_KEY].kind {
-        Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(s)) => s.clone(),
-        other => panic!("{other:?}"),
-    };
-    let meta: DeploymentMeta = serde_json::from_str(&raw).unwrap();
+    let meta = endpoint_meta(&la.endpoints[0].lb_endpoints[0]);
     assert_eq!((meta.provider, meta.id.as_str()), (ProviderKind::Bedrock, format!("{}/1", cluster_name("fo")).as_str()));
     let (json, _) = gateway_config(&s);
     let cfg = GatewayConfig::parse(json.as_bytes()).unwrap();
@@ -281,21 +290,7 @@ fn a_model_on_a_provider_with_a_quota_has_a_cluster_without_that_provider() {
 #[test]
 fn each_set_of_spent_providers_that_leaves_one_has_its_cluster() {
     let mut m = model();
-    m.models.push(served(
-        "three",
-        8,
-        vec![
-            dep(Provider::Openai, Some("http://10.0.0.1:9000/v1"), 0),
-            DeploymentSpec { region: Some("us-east-1".into()), ..dep(Provider::Bedrock, Some("http://10.0.0.2:9000"), 1) },
-            dep(Provider::Anthropic, Some("http://10.0.0.3:9000/v1"), 2),
-        ],
-    ));
-    for p in ["openai", "bedrock", "anthropic"] {
-        let q: crate::store::QuotaSpec =
-            serde_json::from_value(serde_json::json!({"id": format!("quota_{p}"), "metric": "requests", "window_seconds": 60, "limit": 2, "provider": p}))
-                .unwrap();
-        m.quotas.push(q);
-    }
+    with_providers(&mut m, "three", true, &["openai", "bedrock", "anthropic"]);
     let s = build(&m, &env());
     let (json, _) = gateway_config(&s);
     let cfg = GatewayConfig::parse(json.as_bytes()).unwrap();

@@ -166,14 +166,13 @@ fn read_headers<H: Host>(host: &H, fault_injection: bool) -> Result<RequestHeade
                 // Compared without a lowercase copy of every other header's name.
                 let prefixed = |p: &str| n.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p.as_bytes()));
                 if prefixed(contract::INTERNAL_HEADER_PREFIX) || prefixed(contract::ENVOY_HEADER_PREFIX) {
-                    host.set_header(Map::RequestHeaders, &String::from_utf8_lossy(n), None)?;
+                    host.set_header(Map::RequestHeaders, &tollgate_contract::bytes::text(n), None)?;
                 }
                 continue;
             }
         };
         if slot.is_none() {
-            // `from_utf8` first: `from_utf8_lossy` costs about 8 times as much on valid text.
-            *slot = Some(std::str::from_utf8(value).map_or_else(|_| String::from_utf8_lossy(value).into_owned(), str::to_owned));
+            *slot = Some(tollgate_contract::bytes::text(value).into_owned());
         }
     }
     Ok(out)

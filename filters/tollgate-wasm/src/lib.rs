@@ -23,7 +23,7 @@ pub mod host;
 mod logger;
 pub mod quota_slot;
 
-pub use codec::{deserialize_map, serialize_map};
+pub use codec::serialize_map;
 pub use dispatch::Dispatcher;
 pub use host::{Buffer, Headers, Host, HostError, Map, Wasm};
 pub use logger::install as install_logger;
