@@ -110,7 +110,6 @@ impl Plugin for ProviderPlugin {
             holds: None,
             end: None,
             end_marker: None,
-            usage_once: false,
             usage_final: false,
             quotas: self.quotas.current(),
             attempt_holds: Vec::new(),
@@ -158,10 +157,9 @@ pub struct ProviderHttp {
     holds: Option<tollgate_contract::quota::Holds>,
     /// A translated stream's final usage event, looked for in the provider's bytes.
     end: Option<Box<tollgate_llm::usage_reader::EndMarker>>,
-    /// The marker `end` looks for, until a stream's first chunk builds it.
+    /// The marker `end` looks for, until a stream's first chunk builds it (none for providers
+    /// that report usage once, at the end).
     end_marker: Option<&'static [u8]>,
-    /// The provider reports its usage once, at the end (a usage read is final).
-    usage_once: bool,
     /// The provider's final usage was read (else a stream cut short is estimated).
     usage_final: bool,
     quotas: Rc<quotas::ProviderQuotas>,
@@ -244,10 +242,6 @@ fn request_state<H: Host>(host: &H) -> Result<RequestState, GatewayError> {
     })
 }
 
-fn header<'h>(headers: &'h Headers, name: &str) -> Option<&'h [u8]> {
-    headers.get(name)
-}
-
 impl ProviderHttp {
     /// The credential document, read from shared data now if the root has none yet.
     fn credential_doc<H: Host>(&self, host: &H) -> Option<Rc<CredentialsDoc>> {
@@ -265,7 +259,7 @@ impl ProviderHttp {
         host.set_header(Map::RequestHeaders, ":authority", Some(plan.authority.as_bytes()))?;
         for (name, value) in &plan.headers {
             // A header already as wanted (or already absent) costs no host call.
-            if header(headers, name) != value.as_deref().map(str::as_bytes) {
+            if headers.get(name) != value.as_deref().map(str::as_bytes) {
                 host.set_header(Map::RequestHeaders, name, value.as_deref().map(str::as_bytes))?;
             }
         }
@@ -280,7 +274,7 @@ impl ProviderHttp {
             Some(len) => {
                 let mut buf = [0; 20];
                 let len = tollgate_contract::bytes::decimal(len, &mut buf);
-                if header(headers, "content-length") != Some(len) {
+                if headers.get("content-length") != Some(len) {
                     host.set_header(Map::RequestHeaders, "content-length", Some(len))?;
                 }
             }
@@ -304,9 +298,7 @@ impl ProviderHttp {
         // One host call for every header: find the request id and which provider headers are
         // present (only those need removing).
         let headers = host.headers(Map::RequestHeaders)?;
-        let request_id = header(&headers, "x-request-id")
-            .map(|v| std::str::from_utf8(v).map_or_else(|_| String::from_utf8_lossy(v), std::borrow::Cow::Borrowed))
-            .unwrap_or_default();
+        let request_id = headers.get("x-request-id").map(tollgate_contract::bytes::text).unwrap_or_default();
         let now = if attempt.kind.needs_clock() { host.now()? } else { UNIX_EPOCH };
         let a = Attempt { meta: &attempt.meta, op: &attempt.op, credential, body: &body, request_id: &request_id, now };
         let plan = plan::plan_with(&a, &attempt.kind)?;
@@ -376,6 +368,15 @@ impl ProviderHttp {
         Ok(())
     }
 
+    /// A stream's usage so far, when it reported one: final at once for a provider with no end
+    /// marker to look for (it reports usage once, at its end).
+    fn stream_usage(&mut self, usage: Option<Usage>) {
+        if usage.is_some() {
+            self.usage = usage;
+            self.usage_final |= self.end.is_none();
+        }
+    }
+
     /// Translates a successful provider response into the client's API.
     fn translate_response<H: Host>(&mut self, host: &H, body_size: usize, end_of_stream: bool) -> Result<Action, GatewayError> {
         match &mut self.response {
@@ -429,22 +430,14 @@ impl ProviderHttp {
                 // A stream that passes as it came (the client's own, with its usage chunk) is
                 // only read: no output built, nothing to compare or write back.
                 if translator.passes_through() {
-                    match translator.read(&chunk) {
-                        Ok(Some(u)) => {
-                            self.usage = Some(u);
-                            self.usage_final |= self.usage_once;
-                        }
-                        Ok(None) => {}
-                        Err(e) => log::warn!("provider filter: stream usage: {e}"),
-                    }
+                    let mut usage = translator.read(&chunk).unwrap_or_else(|e| {
+                        log::warn!("provider filter: stream usage: {e}");
+                        None
+                    });
                     if end_of_stream {
-                        if let Ok(o) = translator.finish() {
-                            if o.usage.is_some() {
-                                self.usage = o.usage;
-                                self.usage_final |= self.usage_once;
-                            }
-                        }
+                        usage = translator.finish().ok().and_then(|o| o.usage).or(usage);
                     }
+                    self.stream_usage(usage);
                     return Ok(Action::Continue);
                 }
                 let mut out = Vec::new();
@@ -460,10 +453,7 @@ impl ProviderHttp {
                 if end_of_stream {
                     step(translator.finish());
                 }
-                if usage.is_some() {
-                    self.usage = usage;
-                    self.usage_final |= self.usage_once;
-                }
+                self.stream_usage(usage);
                 // A chunk that passes unchanged (a usage tap on the client's own stream) costs
                 // no host call to write back.
                 if !same(&out, &chunk) {
@@ -488,20 +478,18 @@ impl HttpFilter for ProviderHttp {
         let state = request_state(host)?;
         self.meter.prepare(&state, &meta);
         if self.metering {
-            use tollgate_contract::config::{ContainerPayload, ProviderKind};
+            use tollgate_contract::config::ProviderKind;
             use tollgate_llm::usage_reader::EndMarker;
-            let marker = match (meta.provider, meta.payload) {
-                (ProviderKind::Anthropic, _) => EndMarker::ANTHROPIC,
-                (ProviderKind::Bedrock, _) => EndMarker::BEDROCK,
-                (ProviderKind::Sagemaker, Some(ContainerPayload::Tgi { .. })) => EndMarker::TGI,
-                _ => EndMarker::OPENAI,
+            // Anthropic's and Converse's streams report a usage before their final one (or
+            // besides their last event): the final event is looked for in the provider's bytes,
+            // from a stream's first chunk. OpenAI-compatible and TGI streams report usage once,
+            // in their last events, so the usage read is the final one (their end marker could
+            // also be cut apart by SageMaker's event-stream framing).
+            self.end_marker = match meta.provider {
+                ProviderKind::Anthropic => Some(EndMarker::ANTHROPIC),
+                ProviderKind::Bedrock => Some(EndMarker::BEDROCK),
+                _ => None,
             };
-            // Built at the first chunk of a stream (only streams look for it).
-            self.end_marker = Some(marker);
-            // OpenAI-compatible and TGI streams report usage once, in their last events: a
-            // usage read is the final one (their marker may also be cut apart by SageMaker's
-            // event-stream framing, which a marker search on the raw bytes cannot see through).
-            self.usage_once = marker == EndMarker::OPENAI || marker == EndMarker::TGI;
         }
         let RequestState { op, facts, model: client_model, holds, key_id } = state;
         self.api = op.client_api();

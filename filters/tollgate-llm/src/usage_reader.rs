@@ -348,10 +348,6 @@ impl EndMarker {
     pub const ANTHROPIC: &'static [u8] = b"\"message_delta\"";
     /// A Converse stream's `metadata` event, by its `:event-type` header as framed.
     pub const BEDROCK: &'static [u8] = b"\x0b:event-type\x07\x00\x08metadata";
-    /// OpenAI-compatible streams end with `[DONE]` after the usage chunk.
-    pub const OPENAI: &'static [u8] = b"[DONE]";
-    /// TGI's last event is the only one with a `generated_text` string.
-    pub const TGI: &'static [u8] = b"\"generated_text\":\"";
 
     pub fn new(marker: &'static [u8]) -> Self {
         Self { marker, finder: memchr::memmem::Finder::new(marker), tail: Vec::new(), seen: false }

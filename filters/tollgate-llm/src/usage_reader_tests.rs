@@ -123,16 +123,19 @@ fn final_usage_is_told_from_a_first_count() {
     assert!(r.is_final());
 }
 
+/// An end marker for the tests (OpenAI's last line).
+const DONE: &[u8] = b"[DONE]";
+
 #[test]
 fn end_markers_are_found_across_chunk_boundaries() {
     let stream = b"data: {\"x\":1}\n\ndata: [DONE]\n\n";
     for cut in 0..stream.len() {
-        let mut m = EndMarker::new(EndMarker::OPENAI);
+        let mut m = EndMarker::new(DONE);
         m.feed(&stream[..cut]);
         m.feed(&stream[cut..]);
         assert!(m.seen(), "cut at {cut}");
     }
-    let mut bytes = EndMarker::new(EndMarker::OPENAI);
+    let mut bytes = EndMarker::new(DONE);
     for b in stream.iter() {
         bytes.feed(std::slice::from_ref(b));
     }
@@ -155,13 +158,13 @@ proptest::proptest! {
     ) {
         let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(body.len())).collect();
         cuts.sort_unstable();
-        let mut m = EndMarker::new(EndMarker::OPENAI);
+        let mut m = EndMarker::new(DONE);
         let mut from = 0;
         for c in cuts.into_iter().chain([body.len()]) {
             m.feed(&body[from..c]);
             from = c;
         }
-        let whole = body.windows(EndMarker::OPENAI.len()).any(|w| w == EndMarker::OPENAI);
+        let whole = body.windows(DONE.len()).any(|w| w == DONE);
         proptest::prop_assert_eq!(m.seen(), whole);
     }
 }
