@@ -205,6 +205,27 @@ def test_every_attempt_sets_or_removes_every_provider_header(provider):
     assert json.loads(second.request_body_forwarded)["model"] == "other"
 
 
+def test_a_path_and_authority_already_as_planned_are_not_written_again(provider):
+    """The router's `auto_host_rewrite` puts the endpoint's authority in `:authority`, and an
+    OpenAI client's path goes as sent: a host call saved for each; another attempt's (failover)
+    are still written (see the test above)."""
+    load_credentials(provider)
+    body = chat_body()
+
+    def writes(authority, base_path):
+        headers = [(n, authority if n == ":authority" else v) for n, v in request_headers("POST", CHAT, K1_SECRET, extra=CLIENT_EXTRA)]
+        before = provider.crossings["host:proxy_replace_header_map_value"]
+        ctx = attempt(provider, deployment(base_path=base_path), body=body, headers=headers)
+        h = ctx.request_headers_map
+        assert (h.get(":path"), h.get(":authority")) == (f"{base_path}/chat/completions", "api.example.com")
+        assert h.get("authorization") == f"Bearer {API_KEY}"
+        return provider.crossings["host:proxy_replace_header_map_value"] - before
+
+    as_planned = writes("api.example.com", "/v1")
+    assert writes("gateway.local", "/v1") == as_planned + 1
+    assert writes("api.example.com", "/api") == as_planned + 1
+
+
 # ------------------------------------------------------------------------------- errors
 
 

@@ -413,6 +413,11 @@ fn route_config(model: &Model) -> route::RouteConfiguration {
         cluster_specifier: Some(route::route_action::ClusterSpecifier::ClusterHeader(contract::HEADER_CLUSTER.to_owned())),
         timeout: Some(duration_ms(model.settings.request_timeout_seconds.saturating_mul(1000))),
         retry_policy: Some(retry),
+        // `:authority` becomes the chosen endpoint's `hostname` (the deployment's authority)
+        // natively, so the provider filter, which checks it on every attempt, writes it only
+        // when an attempt goes to another host than the router chose first (a host call less
+        // an attempt).
+        host_rewrite_specifier: Some(route::route_action::HostRewriteSpecifier::AutoHostRewrite(boolv(true))),
         ..Default::default()
     };
     route::RouteConfiguration {
@@ -429,8 +434,11 @@ fn route_config(model: &Model) -> route::RouteConfiguration {
                 request_body_buffer_limit: Some(envoy_types::pb::google::protobuf::UInt64Value { value: u64::from(buffer_limit(model)) }),
                 action: Some(route::route::Action::Route(action)),
                 // The router drops the internal routing header once it has chosen the cluster,
-                // before any attempt: no upstream filter has to remove it.
-                request_headers_to_remove: vec![contract::HEADER_CLUSTER.to_owned()],
+                // and the client headers that never reach a provider but that SDKs, browsers
+                // and load balancers commonly send, before any attempt: the provider filter
+                // (which removes whatever else is not on its allow-list) then finds none of
+                // them, a host call less each on every attempt.
+                request_headers_to_remove: std::iter::once(contract::HEADER_CLUSTER).chain(NEVER_FORWARDED).map(str::to_owned).collect(),
                 ..Default::default()
             }],
             // `x-envoy-attempt-count` on each attempt: the provider filter's usage record is
@@ -443,6 +451,11 @@ fn route_config(model: &Model) -> route::RouteConfiguration {
         ..Default::default()
     }
 }
+
+/// Client headers commonly sent (by SDKs, browsers, ALB and CloudFront) that the provider
+/// filter's allow-list (`tollgate_provider::sanitize`) never forwards: removed by the router.
+const NEVER_FORWARDED: [&str; 8] =
+    ["accept-encoding", "cookie", "x-forwarded-for", "x-forwarded-port", "x-forwarded-host", "x-amzn-trace-id", "via", "x-amz-cf-id"];
 
 /// The upstream URL of a deployment and what the provider filter reads of it.
 struct Target<'a> {
@@ -514,7 +527,9 @@ fn model_cluster(name: &str, ids: &str, deployments: &[(usize, &Deployment)], mo
             load_balancing_weight: Some(u32v(d.weight)),
             host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(endpoint::Endpoint {
                 address: Some(socket_address(&url.host, url.port)),
-                hostname: url.host.clone(),
+                // What `auto_host_rewrite` puts in `:authority`: the same as the provider
+                // filter's plan (host, and port unless the scheme's default).
+                hostname: url.authority(),
                 ..Default::default()
             })),
             ..Default::default()

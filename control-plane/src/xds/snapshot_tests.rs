@@ -163,8 +163,36 @@ fn cluster_endpoints_carry_deployments_by_priority() {
     let plain = &la.endpoints[1].lb_endpoints[0];
     assert!(!plain.metadata.as_ref().unwrap().filter_metadata.contains_key("envoy.transport_socket_match"));
     match &plain.host_identifier {
-        Some(HostIdentifier::Endpoint(e)) => assert_eq!(e.hostname, "10.0.0.1"),
+        Some(HostIdentifier::Endpoint(e)) => assert_eq!(e.hostname, "10.0.0.1:9000"),
         other => panic!("unexpected {other:?}"),
+    }
+    // `auto_host_rewrite` puts the endpoint's hostname in `:authority`: it must be exactly what
+    // the provider filter plans (else the filter writes it again on every attempt).
+    for ep in la.endpoints.iter().flat_map(|l| &l.lb_endpoints) {
+        match &ep.host_identifier {
+            Some(HostIdentifier::Endpoint(e)) => assert_eq!(e.hostname, endpoint_meta(ep).authority),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_route_rewrites_the_authority_and_drops_headers_no_provider_gets() {
+    use envoy_types::pb::envoy::config::route::v3::{route::Action, route_action::HostRewriteSpecifier, RouteConfiguration};
+    let s = build(&model(), &env());
+    let rc = RouteConfiguration::decode(s.get(ROUTE_TYPE).unwrap().items[ROUTE_NAME].value.as_slice()).unwrap();
+    let route = &rc.virtual_hosts[0].routes[0];
+    let Some(Action::Route(action)) = &route.action else { panic!("not a route action") };
+    assert!(matches!(&action.host_rewrite_specifier, Some(HostRewriteSpecifier::AutoHostRewrite(b)) if b.value));
+    let removed = &route.request_headers_to_remove;
+    assert!(removed.contains(&contract::HEADER_CLUSTER.to_owned()));
+    for h in ["accept-encoding", "cookie", "x-forwarded-for", "x-amzn-trace-id"] {
+        assert!(removed.contains(&h.to_owned()), "{h} not removed");
+    }
+    // Only headers the provider filter's allow-list would remove anyway (it does not run here:
+    // the forwarded names are pinned instead).
+    for h in ["user-agent", "x-request-id", "x-forwarded-proto", "x-envoy-attempt-count", "content-type", "accept", "authorization"] {
+        assert!(!removed.contains(&h.to_owned()), "{h} removed");
     }
 }
 

@@ -255,8 +255,14 @@ impl ProviderHttp {
     /// Sets or removes every provider header (the header map is shared by every attempt),
     /// and the body unless it goes as sent.
     fn apply<H: Host>(&mut self, host: &H, plan: Plan, headers: &Headers) -> Result<(), GatewayError> {
-        host.set_header(Map::RequestHeaders, ":path", Some(plan.path.as_bytes()))?;
-        host.set_header(Map::RequestHeaders, ":authority", Some(plan.authority.as_bytes()))?;
+        // Already as planned when the path goes as the client sent it, and the authority when
+        // the router's `auto_host_rewrite` put this endpoint's there (not after a failover to
+        // another host: the map is shared by the attempts).
+        for (name, value) in [(":path", &plan.path), (":authority", &plan.authority)] {
+            if headers.get(name) != Some(value.as_bytes()) {
+                host.set_header(Map::RequestHeaders, name, Some(value.as_bytes()))?;
+            }
+        }
         for (name, value) in &plan.headers {
             // A header already as wanted (or already absent) costs no host call.
             if headers.get(name) != value.as_deref().map(str::as_bytes) {
