@@ -213,6 +213,9 @@ def test_a_configuration_change_keeps_the_workers_table(make_gateway):
     host.crossings.clear()
     assert key_id_of(send(host, "POST", CHAT, chat_body(), key=K1_SECRET)) == "k1"
     assert host.crossings["host:proxy_get_shared_data"] == 1, "a request reads the version key only"
+    # ... whose value is empty: no buffer comes back for it (the request's buffers back are its
+    # header map and its body)
+    assert host.crossings["alloc"] == 2, dict(host.crossings)
     # a new root context (ECDS update): the table stays, nothing is copied again
     assert host.reconfigure(config_bytes(gateway_config(max_body_bytes=2048))) is True
     host.crossings.clear()

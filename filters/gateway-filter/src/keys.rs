@@ -1,6 +1,6 @@
 //! The worker's copy of the key table. The service VM publishes each shard under its own
 //! shared-data key, then the manifest, then the version key. On every request the worker reads
-//! the version key (one host call, 16 bytes) and compares its CAS with the one it last synced
+//! the version key (one host call; its value is empty, only its CAS is read) and compares its CAS with the one it last synced
 //! at; only when it moved does it read the manifest and copy the shards whose
 //! `(epoch, version)` differ from its own (one shard for one changed key).
 //!
@@ -41,7 +41,10 @@ impl Keys {
     /// Brings the table up to date; `None` while the service VM has published no table.
     pub fn sync<H: Host>(&mut self, host: &H) -> Option<&Table> {
         let cas = match host.shared_data(keytable::SHARED_VERSION_KEY) {
+            // Written empty (no buffer comes back), or with a value by an earlier service VM;
+            // Envoy's CAS tokens are never 0, which is what an absent key reads as.
             Ok((Some(_), cas)) => cas,
+            Ok((None, cas)) if cas != 0 => cas,
             Ok((None, _)) => return self.loaded.then_some(&self.table),
             Err(e) => {
                 log::warn!("gateway filter: cannot read the key table version ({e}); keeping the table as it is");

@@ -23,8 +23,6 @@ pub struct KeyPoller {
     in_flight: Option<u32>,
     /// What is published in shared data.
     manifest: Manifest,
-    /// How many times the version key was written by this VM.
-    published: u64,
 }
 
 impl KeyPoller {
@@ -119,8 +117,8 @@ impl KeyPoller {
         if !self.manifest.complete() {
             return;
         }
-        self.published += 1;
-        if let Err(e) = host.set_shared_data(keytable::SHARED_VERSION_KEY, &self.published.to_le_bytes(), None) {
+        // Empty: a worker reads only its CAS (which every write moves).
+        if let Err(e) = host.set_shared_data(keytable::SHARED_VERSION_KEY, &[], None) {
             log::warn!("tollgate service: could not publish the key table version ({e})");
             return;
         }
