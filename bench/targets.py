@@ -284,8 +284,8 @@ class EnvoyRouting(BareEnvoy):
     config = ENVOY_ROUTING
 
 
-def _wasm_filter(name: str, path: Path, indent: str) -> str:
-    return "\n".join(indent + line for line in [
+def _wasm_filter(name: str, path: Path, indent: str, configuration: str = "") -> str:
+    lines = [
         f"- name: {name}",
         "  typed_config:",
         '    "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm',
@@ -293,12 +293,20 @@ def _wasm_filter(name: str, path: Path, indent: str) -> str:
         f"      name: {name}",
         f"      vm_config: {{vm_id: {name}, runtime: envoy.wasm.runtime.v8, "
         f"code: {{local: {{filename: {path}}}}}}}",
-    ]) + "\n"
+    ]
+    if configuration:
+        lines.append(f'      configuration: {{"@type": type.googleapis.com/google.protobuf.StringValue, value: "{configuration}"}}')
+    return "\n".join(indent + line for line in lines) + "\n"
 
 
 class EnvoyWasmNoop(BareEnvoy):
     """envoy-routing plus two no-op wasm filters where Tollgate has its two (downstream, and
-    upstream before the codec), each exporting only proxy_on_request_headers."""
+    upstream before the codec), each exporting only proxy_on_request_headers.
+
+    `calls`: host calls the downstream one makes on every request (`kind=count,...`, see
+    bench/noop-filter; `bench/crossing_costs.py` measures what each kind costs)."""
+
+    calls = ""
 
     def install(self, work: Path) -> None:
         super().install(work)
@@ -307,7 +315,7 @@ class EnvoyWasmNoop(BareEnvoy):
             raise TargetError(f"missing {wasm} (run `make bench`)")
         down = "\n          http_filters:\n"  # the HCM's (exact indentation)
         up = "\n        http_filters:\n"  # the cluster's upstream filters
-        config = ENVOY_ROUTING.replace(down, down + _wasm_filter("noop_down", wasm, "          "), 1)
+        config = ENVOY_ROUTING.replace(down, down + _wasm_filter("noop_down", wasm, "          ", self.calls), 1)
         self.config = config.replace(up, up + _wasm_filter("noop_up", wasm, "        "), 1)
 
 
