@@ -20,8 +20,9 @@ def exports(path) -> set[str]:
 
 def test_gateway_filter_exports_request_callbacks_and_callout_answers_only(gateway_wasm):
     # A request whose quota lease is spent waits for the authority's grant (a callout; Envoy
-    # enters the VM for its answer only when one was made).
-    assert exports(gateway_wasm) == ALWAYS | REQUEST | {"proxy_on_http_call_response"}
+    # enters the VM for its answer only when one was made). The tick gives back token and cost
+    # reservations no admission has given back yet (only set when such quotas exist).
+    assert exports(gateway_wasm) == ALWAYS | REQUEST | {"proxy_on_http_call_response", "proxy_on_tick"}
 
 
 def test_provider_filter_exports_request_response_and_tick(provider_wasm):

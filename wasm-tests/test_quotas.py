@@ -112,8 +112,59 @@ def test_tokens_reserve_the_worst_case_and_settle_to_the_usage(make_gateway, mak
     before = slot()
     up.finish()
     assert slot() == before + 19
+    gw.crossings.clear()
     down.finish()
+    # the reservation is given back late, with no host call at the request's end: by the next
+    # admission to the same quotas (see the next test) or on the worker's tick
+    assert slot() == before + 19
+    assert not [k for k in gw.crossings if k.startswith("host:") and k != "host:proxy_log"], dict(gw.crossings)
+    assert gw.tick_period_ms == 100
+    gw.tick()
     assert slot() == before + 19 - ((len(chat_body()) + 3) // 4 + 4096)
+    gw.tick()
+    assert slot() == before + 19 - ((len(chat_body()) + 3) // 4 + 4096), "given back once"
+
+
+def test_a_reservation_kept_at_the_end_is_given_back_by_the_next_admission(make_gateway):
+    shared = SharedData()
+    publish_keys(shared)
+    q = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": 10000}
+    gw = make_gateway(with_quotas(q), shared_data=shared)
+    slot = lambda: decode_slots(shared.value("tollgate.quota.quota_tpm"))["quota_tpm"]["used"]  # noqa: E731
+    worst = (len(chat_body()) + 3) // 4 + 4096
+    first, second = chat(gw), chat(gw)
+    assert first.local_response is None and second.local_response is None and slot() == 2 * worst
+    assert chat(gw).local_response.status == 429, "a third worst case is over"
+    first.finish()
+    assert slot() == 2 * worst, "kept by the worker"
+    gw.crossings.clear()
+    third = chat(gw)
+    assert third.local_response is None, "the kept reservation was given back before the take"
+    assert slot() == 2 * worst
+    assert gw.crossings["host:proxy_get_shared_data"] == 2, "the version key and the group: one read, one write for both"
+    assert gw.crossings["host:proxy_set_shared_data"] == 1, dict(gw.crossings)
+    second.finish()
+    third.finish()
+    gw.tick()
+    assert slot() == 0
+
+
+def test_a_refused_request_gives_back_what_the_worker_kept(make_gateway):
+    shared = SharedData()
+    publish_keys(shared)
+    q = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": 10000}
+    gw = make_gateway(with_quotas(q), shared_data=shared)
+    slot = lambda: decode_slots(shared.value("tollgate.quota.quota_tpm"))["quota_tpm"]["used"]  # noqa: E731
+    worst = (len(chat_body()) + 3) // 4 + 4096
+    first, second = chat(gw), chat(gw)
+    first.finish()
+    # a request bigger than what is left even with the kept reservation given back
+    big = send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=9000))
+    assert big.local_response.status == 429
+    assert slot() == worst, "refused, and the kept reservation given back all the same"
+    second.finish()
+    gw.tick()
+    assert slot() == 0
 
 
 def test_a_budget_reserves_at_the_dearest_price_and_settles_at_the_deployments(make_gateway, make_provider):
@@ -144,6 +195,7 @@ def test_a_budget_reserves_at_the_dearest_price_and_settles_at_the_deployments(m
     before = slot()
     up.finish()
     down.finish()
+    gw.tick()
     assert slot() == before + 12 * 500 + 7 * 1000 - reserved, "the deployment's price, the reservation given back"
 
 
@@ -264,3 +316,20 @@ def test_a_spent_quota_of_a_provider_is_gone_around_when_the_model_has_another(m
     assert cluster("gpt-b") == "tg_b", "no other provider: the provider filter answers with its 429"
     lease(used=5, leased=5, free=0, provider="bedrock")
     assert cluster() == "tg_a_no_bedrock_openai", "both spent: to the provider left"
+
+
+def test_past_half_a_quota_a_reservation_is_given_back_at_once(make_gateway):
+    """A reservation held late counts against every worker until given back: past half its limit
+    a quota's are given back at the request's end, so that a client's next request (on another
+    worker) is not refused by one that is over."""
+    shared = SharedData()
+    publish_keys(shared)
+    q = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": 6000}
+    workers = [make_gateway(with_quotas(q), shared_data=shared) for _ in range(2)]
+    slot = lambda: decode_slots(shared.value("tollgate.quota.quota_tpm"))["quota_tpm"]["used"]  # noqa: E731
+    for i in range(4):
+        r = chat(workers[i % 2])
+        assert r.local_response is None, f"request {i}"
+        assert slot() == (len(chat_body()) + 3) // 4 + 4096
+        r.finish()
+        assert slot() == 0, "given back at the end (4,100 of 6,000 taken: past half)"

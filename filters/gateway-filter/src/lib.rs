@@ -20,7 +20,7 @@ use tollgate_contract::{ClientApi, ErrorKind, GatewayError};
 use tollgate_gateway::request;
 use tollgate_wasm::{Action, Buffer, Host, HttpFilter, Map, Plugin, WholeBody};
 
-tollgate_wasm::plugin!(GatewayPlugin, [request_headers, request_body, request_trailers, http_call_response]);
+tollgate_wasm::plugin!(GatewayPlugin, [request_headers, request_body, request_trailers, http_call_response, tick]);
 
 /// How long a request waits for a quota grant before its quotas fall back (rate limits to this
 /// Envoy's share, budgets closed).
@@ -53,8 +53,21 @@ impl Plugin for GatewayPlugin {
             self.waits_counter = host.define_counter("tollgate_quota_network_waits").ok();
         }
         self.quota_keys = Rc::new(tollgate_contract::quota::slot_keys(&cfg.quotas));
+        // Token and cost reservations of ended requests are given back late (see
+        // `quotas::end`): at the latest on this tick. Whatever an earlier configuration's
+        // requests left is given back now.
+        quotas::flush(host);
+        if cfg.quotas.iter().any(|q| q.provider.is_none() && q.metric.is_tokens()) {
+            if let Err(e) = host.set_tick_period(quotas::FLUSH_PERIOD) {
+                log::warn!("gateway filter: no tick ({e}): reservations are given back with the next admission only");
+            }
+        }
         self.config = Some(Rc::new(cfg));
         Ok(())
+    }
+
+    fn on_tick<H: Host>(&mut self, host: &H) {
+        quotas::flush(host);
     }
 
     fn http_context(&mut self) -> GatewayHttp {
@@ -66,6 +79,7 @@ impl Plugin for GatewayPlugin {
             body: WholeBody::default(),
             api: ClientApi::OpenAi,
             holds: Vec::new(),
+            roomy: quotas::Roomy(false),
             waiting: None,
             waits_counter: self.waits_counter,
         }
@@ -135,6 +149,8 @@ pub struct GatewayHttp {
     api: ClientApi,
     /// What the request holds of its quotas, given back when it ends.
     holds: Vec<tollgate_contract::quota::Hold>,
+    /// Whether those may be given back late (`quotas::end`).
+    roomy: quotas::Roomy,
     /// The request waits for a quota grant.
     waiting: Option<Waiting>,
     waits_counter: Option<u32>,
@@ -221,9 +237,10 @@ impl GatewayHttp {
             match quotas::admit(host, &cfg.quotas, &self.quota_keys, &asking, pass)? {
                 // Nothing held, no headers to write, and no quota of a provider for the
                 // provider filter to take.
-                quotas::Admission::Admitted(holds, _) if holds.holds.is_empty() && holds.body_len == 0 && holds.limits == Default::default() => {}
-                quotas::Admission::Admitted(holds, spent) => {
+                quotas::Admission::Admitted(holds, _, _) if holds.holds.is_empty() && holds.body_len == 0 && holds.limits == Default::default() => {}
+                quotas::Admission::Admitted(holds, spent, roomy) => {
                     w.facts.quotas = true;
+                    self.roomy = roomy;
                     w.holds = Some(holds);
                     // Providers whose quotas are spent are gone around when the model has
                     // another (the cluster without exactly those).
@@ -354,7 +371,7 @@ impl HttpFilter for GatewayHttp {
 
     fn on_done<H: Host>(&mut self, host: &H) {
         if !self.holds.is_empty() {
-            quotas::release(host, &self.holds, false);
+            quotas::end(host, std::mem::take(&mut self.holds), self.roomy);
         }
     }
 }

@@ -6,6 +6,18 @@
 //! (the caller makes the call) and is tried again. When the request ends its concurrency and its
 //! token reservations are given back here; the provider filter adds each attempt's real usage.
 //! No host call is made for a request no quota applies to.
+//!
+//! A token or cost reservation is given back late, not when its request ends: proxy-wasm has no
+//! atomic add, so giving back alone is a shared-data read (a VM entry to hand the value back)
+//! and a compare-and-swap, about 13,000 of Envoy's instructions (bench/crossing_costs.py).
+//! Instead the worker keeps it ([`end`]) and gives it back in the compare-and-swap of its next
+//! admission to the same group, or on the worker's next tick ([`flush`], every
+//! [`FLUSH_PERIOD`]) if none comes first. A reservation held a little longer only ever counts
+//! too much, never too little: no quota can be overspent by it. Concurrency is given back at
+//! once (a slot held late would refuse a request that fits).
+
+use std::cell::RefCell;
+use std::time::Duration;
 
 use tollgate_contract::quota::{self, Hold, Holds, Metric, QuotaDoc};
 use tollgate_contract::quota_lease::{self, Ask};
@@ -61,8 +73,9 @@ pub enum Pass {
 
 pub enum Admission<'q> {
     /// Admitted; the providers the model may send it to whose quotas cannot take it (the
-    /// request goes around them when the model has another provider).
-    Admitted(Holds, Vec<tollgate_contract::config::ProviderKind>),
+    /// request goes around them when the model has another provider); whether its token and
+    /// cost reservations may be given back late (see [`end`]).
+    Admitted(Holds, Vec<tollgate_contract::config::ProviderKind>, Roomy),
     Refused(Refusal<'q>),
     /// Leases to ask the authority for before trying again.
     Wait(Vec<Ask>),
@@ -72,20 +85,102 @@ fn amount(q: &QuotaDoc, r: &Asking<'_>) -> u64 {
     quota::amount(q.metric, r.body_len, r.max_output, r.price)
 }
 
+/// How often a worker gives back the reservations of ended requests that no admission has
+/// given back yet (the longest a reservation is held after its request).
+pub const FLUSH_PERIOD: Duration = Duration::from_millis(100);
+/// The most reservations a worker keeps to give back; past it, a request's are given back at
+/// its end.
+const DEFERRED_MAX: usize = 1024;
+
+thread_local! {
+    /// Reservations of ended requests not given back yet, with their group's value key (the
+    /// worker's, shared by its root contexts).
+    static DEFERRED: RefCell<Vec<(String, Hold)>> = RefCell::default();
+}
+
+/// Whether every token and cost quota a request took had at least half its limit left after
+/// taking it: only then are its reservations given back late. A reservation held late counts
+/// against every other worker until it is given back, so near a quota's end (where it could
+/// refuse a request that fits: a client's next request, on another worker, within a tick)
+/// they are given back at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roomy(pub bool);
+
+/// A request has ended: gives back what it holds, now (concurrency, a quota past half its
+/// limit, or when the worker keeps too many) or with the next admission to the same group or
+/// the next tick.
+pub fn end<H: Host>(host: &H, holds: Vec<Hold>, roomy: Roomy) {
+    let now = !roomy.0 || holds.iter().any(|h| h.metric == Metric::Concurrency) || DEFERRED.with(|d| d.borrow().len() + holds.len() > DEFERRED_MAX);
+    if now {
+        release(host, &holds, false);
+        return;
+    }
+    DEFERRED.with(|d| {
+        let mut d = d.borrow_mut();
+        for h in holds.into_iter().filter(|h| h.metric.is_tokens() && h.reserved > 0) {
+            d.push((quota::slot_key(&h.id, h.group.as_deref()), h));
+        }
+    });
+}
+
+/// Gives back every reservation kept (the worker's tick); those that could not be written are
+/// kept for the next.
+pub fn flush<H: Host>(host: &H) {
+    let kept: Vec<Hold> = DEFERRED.with(|d| d.borrow_mut().drain(..).map(|(_, h)| h).collect());
+    if kept.is_empty() {
+        return;
+    }
+    let failed: Vec<Hold> = give_back(host, &kept, false).into_iter().map(|(h, e)| {
+        log::warn!("gateway filter: could not give back quota {} ({e}); trying again", h.id);
+        h.clone()
+    }).collect();
+    defer(failed);
+}
+
+/// Keeps `holds` to give back later.
+fn defer(holds: Vec<Hold>) {
+    if holds.is_empty() {
+        return;
+    }
+    DEFERRED.with(|d| {
+        let mut d = d.borrow_mut();
+        for h in holds {
+            d.push((quota::slot_key(&h.id, h.group.as_deref()), h));
+        }
+    });
+}
+
+/// The kept reservations of the group whose value is under `key`, taken out.
+fn take_deferred(key: &str) -> Vec<Hold> {
+    DEFERRED.with(|d| {
+        let mut d = d.borrow_mut();
+        if !d.iter().any(|(k, _)| k == key) {
+            return Vec::new();
+        }
+        let (mine, rest): (Vec<_>, Vec<_>) = d.drain(..).partition(|(k, _)| k == key);
+        *d = rest;
+        mine.into_iter().map(|(_, h)| h).collect()
+    })
+}
+
 /// Takes every applicable quota's share for a request, or none of them: the quotas of one
-/// group (a scope) with one read and one compare-and-swap. `keys`: `quota::slot_keys`.
+/// group (a scope) with one read and one compare-and-swap, which also gives back the group's
+/// reservations of ended requests the worker kept. `keys`: `quota::slot_keys`.
 pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, String)], r: &Asking<'_>, pass: Pass) -> Result<Admission<'q>, HostError> {
     let now = r.now;
     let epoch = quota::hold_epoch(now, r.hold_seconds);
     let mut holds = Holds::default();
     let (mut requests, mut tokens): (Option<quota::Standing>, Option<quota::Standing>) = (None, None);
     let mut down = pass == Pass::AuthorityDown;
+    let mut roomy = true;
     let applicable: Vec<usize> = (0..quotas.len().min(keys.len())).filter(|&i| quotas[i].provider.is_none() && quotas[i].applies(r.key_id, r.model)).collect();
     for (group, members) in groups(&applicable, keys) {
+        let back = take_deferred(group);
         let (over, taken) = loop {
             let wants: Vec<Want<'_>> = members.iter().map(|&i| Want { quota: &quotas[i], next: &keys[i].1, amount: amount(&quotas[i], r) }).collect();
-            match take_group(host, group, &wants, now, epoch, down) {
+            match take_group(host, group, &wants, now, epoch, down, &back) {
                 Err(e) => {
+                    defer(back);
                     release(host, &holds.holds, true);
                     return Err(e);
                 }
@@ -97,13 +192,19 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
                             down = true;
                             continue;
                         }
+                        // What was kept to give back goes back before the authority is asked
+                        // (the lease it frees may be enough for the next try).
+                        release(host, &back, false);
                         let asks = asks(host, quotas, keys, r);
                         // Nothing to ask for: the authority has said it has nothing left.
                         if !asks.is_empty() {
                             release(host, &holds.holds, true);
                             return Ok(Admission::Wait(asks));
                         }
+                        break (Some(q), Vec::new());
                     }
+                    // Refused with what was kept given back (nothing was written).
+                    release(host, &back, false);
                     break (Some(q), Vec::new());
                 }
             }
@@ -118,6 +219,9 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
             // The tightest quota of each kind names the headers; a leased quota's remaining is
             // what the authority had left plus what this Envoy holds unspent.
             let remaining = if q.lease { slot.free.saturating_add(slot.spare()).min(period.limit) } else { period.limit.saturating_sub(slot.used) };
+            if q.metric.is_tokens() && remaining < period.limit / 2 {
+                roomy = false;
+            }
             let seen = (period.limit, remaining, period.resets_in(now));
             let standing = match q.metric {
                 Metric::Requests => &mut requests,
@@ -168,7 +272,7 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
     // A request quota's count is for good once admitted: nothing to give back or settle, so
     // its hold need not travel (only what is held, concurrency, tokens and cost, does).
     holds.holds.retain(|h| h.metric.is_held());
-    Ok(Admission::Admitted(holds, spent))
+    Ok(Admission::Admitted(holds, spent, Roomy(roomy)))
 }
 
 /// What to ask the authority for: every leased quota the request may spend (its own, and those

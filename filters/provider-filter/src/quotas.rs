@@ -94,7 +94,7 @@ impl ProviderQuotas {
                 .iter()
                 .map(|&i| Want { quota: &self.quotas[i], next: &self.keys[i].1, amount: quota::amount(self.quotas[i].metric, by.body_len, max_output, price) })
                 .collect();
-            let taken = match take_group(host, group, &wants, now, epoch, down) {
+            let taken = match take_group(host, group, &wants, now, epoch, down, &[]) {
                 Ok(t) => t,
                 Err(e) => {
                     release(host, &held);

@@ -162,12 +162,20 @@ pub struct Taken {
 /// none of them, with one read and one compare-and-swap: `Ok(Err(i))` when `wants[i]` would go
 /// over. A leased quota is spent from this Envoy's lease (or, with `down`, the authority
 /// unreachable, up to its fall-back share); held metrics are held in reservation epoch
-/// `epoch` (see `Slot::roll`).
-pub fn take_group<H: Host>(host: &H, key: &str, wants: &[Want<'_>], now: u64, epoch: u64, down: bool) -> Result<Result<Vec<Taken>, usize>, HostError> {
+/// `epoch` (see `Slot::roll`). `back`: token or cost reservations of ended requests (of this
+/// group) given back first, in the same compare-and-swap (written only when it is; see the
+/// gateway filter's deferred give-backs).
+pub fn take_group<H: Host>(host: &H, key: &str, wants: &[Want<'_>], now: u64, epoch: u64, down: bool, back: &[Hold]) -> Result<Result<Vec<Taken>, usize>, HostError> {
     let mut over = 0;
     let mut taken: Vec<Taken> = Vec::with_capacity(wants.len());
     let done = update(host, key, |slots| {
         taken.clear();
+        for o in back {
+            let slot = slots.get_mut(&o.id, o.window)?;
+            if slot.window == o.window {
+                slot.unhold(o.epoch, o.reserved);
+            }
+        }
         for (i, w) in wants.iter().enumerate() {
             let q = w.quota;
             let period = q.period(now);
