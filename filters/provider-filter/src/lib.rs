@@ -255,24 +255,26 @@ impl ProviderHttp {
     /// Sets or removes every provider header (the header map is shared by every attempt),
     /// and the body unless it goes as sent.
     fn apply<H: Host>(&mut self, host: &H, plan: Plan, headers: &Headers) -> Result<(), GatewayError> {
+        // What is there now, each header looked at once.
+        let planned: Vec<&str> = plan.headers.iter().map(|(n, _)| *n).collect();
+        let found = sanitize::survey(headers.iter_bytes(), &planned);
         // Already as planned when the path goes as the client sent it, and the authority when
         // the router's `auto_host_rewrite` put this endpoint's there (not after a failover to
         // another host: the map is shared by the attempts).
-        for (name, value) in [(":path", &plan.path), (":authority", &plan.authority)] {
-            if headers.get(name) != Some(value.as_bytes()) {
+        for (name, value, now) in [(":path", &plan.path, found.path), (":authority", &plan.authority, found.authority)] {
+            if now != Some(value.as_bytes()) {
                 host.set_header(Map::RequestHeaders, name, Some(value.as_bytes()))?;
             }
         }
-        for (name, value) in &plan.headers {
+        for ((name, value), now) in plan.headers.iter().zip(&found.planned) {
             // A header already as wanted (or already absent) costs no host call.
-            if headers.get(name) != value.as_deref().map(str::as_bytes) {
+            if *now != value.as_deref().map(str::as_bytes) {
                 host.set_header(Map::RequestHeaders, name, value.as_deref().map(str::as_bytes))?;
             }
         }
         // Only allow-listed client headers reach the provider: one host call per other header
-        // present (none for a plain SDK request but `accept-encoding`).
-        let planned: Vec<&str> = plan.headers.iter().map(|(n, _)| *n).collect();
-        for name in sanitize::headers_to_remove(headers.iter().map(|(n, _)| n), &planned) {
+        // present (none for a plain SDK request: the router drops `accept-encoding`).
+        for name in &found.remove {
             host.set_header(Map::RequestHeaders, name, None)?;
         }
         match plan.body_as_sent {
@@ -280,7 +282,7 @@ impl ProviderHttp {
             Some(len) => {
                 let mut buf = [0; 20];
                 let len = tollgate_contract::bytes::decimal(len, &mut buf);
-                if headers.get("content-length") != Some(len) {
+                if found.content_length != Some(len) {
                     host.set_header(Map::RequestHeaders, "content-length", Some(len))?;
                 }
             }

@@ -80,3 +80,37 @@ fn retry_after_forms() {
     assert_eq!(client_retry_after(Duration::from_millis(1500)), "2");
     assert_eq!(client_retry_after(Duration::ZERO), "0");
 }
+
+/// `survey` finds what the per-name lookups and `headers_to_remove` find, on any header list.
+mod survey_agrees {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NAMES: &[&str] = &[
+        ":path", ":authority", ":method", "host", "content-length", "content-type", "accept", "authorization", "x-api-key",
+        "user-agent", "x-request-id", "x-stainless-os", "x-forwarded-proto", "cookie", "accept-encoding", "anthropic-version",
+        "x-amz-date", "openai-organization", "x-envoy-attempt-count",
+    ];
+
+    fn first<'h>(headers: &[(&'h [u8], &'h [u8])], name: &str) -> Option<&'h [u8]> {
+        headers.iter().find(|(n, _)| *n == name.as_bytes()).map(|(_, v)| *v)
+    }
+
+    proptest! {
+        #[test]
+        fn as_the_lookups(picks in proptest::collection::vec((0..NAMES.len(), 0u8..4), 0..24), plan in proptest::collection::vec(0..NAMES.len(), 0..10)) {
+            let values: Vec<Vec<u8>> = picks.iter().map(|&(i, v)| format!("{}-{v}", NAMES[i]).into_bytes()).collect();
+            let headers: Vec<(&[u8], &[u8])> = picks.iter().zip(&values).map(|(&(i, _), v)| (NAMES[i].as_bytes(), v.as_slice())).collect();
+            let planned: Vec<&str> = plan.iter().map(|&i| NAMES[i]).filter(|n| !n.starts_with(':') && *n != "host" && *n != "content-length").collect();
+            let got = survey(headers.iter().copied(), &planned);
+            let names = headers.iter().map(|(n, _)| std::str::from_utf8(n).unwrap());
+            prop_assert_eq!(&got.remove, &headers_to_remove(names, &planned));
+            prop_assert_eq!(got.path, first(&headers, ":path"));
+            prop_assert_eq!(got.authority, first(&headers, ":authority"));
+            prop_assert_eq!(got.content_length, first(&headers, "content-length"));
+            for (i, p) in planned.iter().enumerate() {
+                prop_assert_eq!(got.planned[i], first(&headers, p));
+            }
+        }
+    }
+}
