@@ -19,6 +19,7 @@
 use std::cell::RefCell;
 use std::time::Duration;
 
+use tollgate_contract::bytes::same_str;
 use tollgate_contract::quota::{self, Hold, Holds, Metric, QuotaDoc};
 use tollgate_contract::quota_lease::{self, Ask};
 use tollgate_wasm::quota_slot::{authority_down, give_back, groups, take_group, Want};
@@ -154,10 +155,10 @@ fn defer(holds: Vec<Hold>) {
 fn take_deferred(key: &str) -> Vec<Hold> {
     DEFERRED.with(|d| {
         let mut d = d.borrow_mut();
-        if !d.iter().any(|(k, _)| k == key) {
+        if !d.iter().any(|(k, _)| same_str(k, key)) {
             return Vec::new();
         }
-        let (mine, rest): (Vec<_>, Vec<_>) = d.drain(..).partition(|(k, _)| k == key);
+        let (mine, rest): (Vec<_>, Vec<_>) = d.drain(..).partition(|(k, _)| same_str(k, key));
         *d = rest;
         mine.into_iter().map(|(_, h)| h).collect()
     })

@@ -5,6 +5,7 @@
 //! filter (admission, giving back), the provider filter (each attempt's real token usage) and
 //! the service VM (the leases the quota authority grants).
 
+use tollgate_contract::bytes::same_str;
 use tollgate_contract::quota::{decode_slots, encode_slots, slot_key, Hold, Period, QuotaDoc, Slot};
 use tollgate_contract::quota_lease;
 
@@ -37,7 +38,7 @@ impl Slots {
     /// The slot of quota `id` (a new one for `window` if it has none yet; `None` never, but
     /// without a panic path).
     pub fn get_mut(&mut self, id: &str, window: u64) -> Option<&mut Slot> {
-        let entry = match self.entries.iter().position(|(e, _)| e == id) {
+        let entry = match self.entries.iter().position(|(e, _)| same_str(e, id)) {
             Some(i) => self.entries.get_mut(i),
             None => {
                 self.entries.push((id.to_owned(), Slot::new(window)));
@@ -48,7 +49,7 @@ impl Slots {
     }
 
     pub fn get(&self, id: &str) -> Option<Slot> {
-        self.entries.iter().find(|(e, _)| e == id).map(|(_, s)| *s)
+        self.entries.iter().find(|(e, _)| same_str(e, id)).map(|(_, s)| *s)
     }
 }
 
@@ -118,7 +119,7 @@ pub fn groups<'k>(applicable: &[usize], keys: &'k [(String, String)]) -> Vec<(&'
     let mut out: Vec<(&'k str, Vec<usize>)> = Vec::new();
     for &i in applicable {
         let Some((key, _)) = keys.get(i) else { continue };
-        match out.iter_mut().find(|(k, _)| k == key) {
+        match out.iter_mut().find(|(k, _)| same_str(k, key)) {
             Some((_, members)) => members.push(i),
             None => out.push((key, vec![i])),
         }
@@ -244,11 +245,15 @@ pub fn adjust<'h, H: Host>(host: &H, holds: &'h [Hold], change: impl Fn(&Hold) -
     let mut failed = Vec::new();
     let mut done: Vec<Option<&str>> = Vec::new();
     for h in holds.iter().filter(counted) {
-        if h.group.is_some() && done.contains(&h.group.as_deref()) {
+        let same_group = |a: Option<&str>, b: Option<&str>| match (a, b) {
+            (Some(a), Some(b)) => same_str(a, b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        if h.group.is_some() && done.iter().any(|d| same_group(*d, h.group.as_deref())) {
             continue;
         }
         done.push(h.group.as_deref());
-        let same = |o: &&Hold| if h.group.is_some() { o.group == h.group } else { o.id == h.id };
+        let same = |o: &&Hold| if h.group.is_some() { same_group(o.group.as_deref(), h.group.as_deref()) } else { same_str(&o.id, &h.id) };
         let written = update(host, &slot_key(&h.id, h.group.as_deref()), |slots| {
             for o in holds.iter().filter(counted).filter(same) {
                 let slot = slots.get_mut(&o.id, o.window)?;

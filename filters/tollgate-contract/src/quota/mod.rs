@@ -130,8 +130,8 @@ fn is_zero(n: &u64) -> bool {
 
 impl QuotaDoc {
     pub fn applies(&self, key_id: &str, model: &str) -> bool {
-        self.key_id.as_deref().is_none_or(|k| k == key_id)
-            && self.model.as_deref().is_none_or(|m| m == model)
+        self.key_id.as_deref().is_none_or(|k| crate::bytes::same_str(k, key_id))
+            && self.model.as_deref().is_none_or(|m| crate::bytes::same_str(m, model))
             && self.keys.as_ref().is_none_or(|ks| ks.binary_search_by(|k| k.as_str().cmp(key_id)).is_ok())
     }
 
