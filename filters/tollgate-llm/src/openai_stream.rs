@@ -68,9 +68,20 @@ impl UsageTap {
 impl UsageTap {
     /// The client asked for the usage chunk: nothing is changed, the events are only read for
     /// it, and the bytes go on as they came (re-framing every event cost a copy of each).
-    fn read_only(&mut self, events: Vec<sse::Event>, chunk: &[u8]) -> StreamOutput {
+    fn read_only(&mut self, chunk: &[u8]) -> Result<StreamOutput, TranslateError> {
+        self.read_chunk(chunk)?;
+        Ok(StreamOutput { bytes: chunk.to_vec(), usage: self.usage })
+    }
+
+    /// Reads a chunk of the client's own stream for its usage: decoded, unless it can hold no
+    /// usage (see [`can_skip`]).
+    fn read_chunk(&mut self, chunk: &[u8]) -> Result<(), TranslateError> {
+        if self.decoder.is_idle() && can_skip(chunk) {
+            return Ok(());
+        }
+        let events = self.decoder.feed(chunk)?;
         self.read_events(events);
-        StreamOutput { bytes: chunk.to_vec(), usage: self.usage }
+        Ok(())
     }
 
     fn read_events(&mut self, events: Vec<sse::Event>) {
@@ -82,6 +93,24 @@ impl UsageTap {
     }
 }
 
+/// Whether a chunk read by an idle decoder can be passed over unread: it ends its last event
+/// (a blank line), so the decoder would be idle again after it, and none of its events has a
+/// usage: every `"usage"` key in it has `null` for its value (with `include_usage` every chunk
+/// but the last has `"usage":null`), and no key is spelt with a `\u` escape (which could spell
+/// `usage`). Decoding a 150-byte chunk and looking for its usage cost about 4,000 wasm
+/// instructions; this looks at it with two SIMD searches.
+fn can_skip(chunk: &[u8]) -> bool {
+    let ws = |b: &&u8| matches!(**b, b' ' | b'\t' | b'\n' | b'\r');
+    if !chunk.ends_with(b"\n\n") || memchr::memmem::find(chunk, b"\\u").is_some() {
+        return false;
+    }
+    memchr::memmem::find_iter(chunk, b"\"usage\"").all(|at| {
+        let mut rest = chunk.get(at + 7..).unwrap_or_default().iter().skip_while(ws);
+        // Not a key (no colon): nothing to read. A key: its value must be `null`.
+        rest.next() != Some(&b':') || rest.find(|b| !ws(b)) == Some(&b'n')
+    })
+}
+
 /// The usage a chunk carries, found without parsing the rest of it: with `include_usage` every
 /// chunk has `"usage": null` but the last.
 fn chunk_usage(data: &str) -> Option<Usage> {
@@ -91,17 +120,18 @@ fn chunk_usage(data: &str) -> Option<Usage> {
 
 impl StreamTranslator for UsageTap {
     fn feed(&mut self, chunk: &[u8]) -> Result<StreamOutput, TranslateError> {
-        let events = self.decoder.feed(chunk)?;
         if self.client_wants_usage {
-            return Ok(self.read_only(events, chunk));
+            return self.read_only(chunk);
         }
+        let events = self.decoder.feed(chunk)?;
         Ok(self.translate(events))
     }
 
     fn finish(&mut self) -> Result<StreamOutput, TranslateError> {
         let events = self.decoder.finish()?;
         if self.client_wants_usage {
-            return Ok(self.read_only(events, &[]));
+            self.read_events(events);
+            return Ok(StreamOutput { bytes: Vec::new(), usage: self.usage });
         }
         Ok(self.translate(events))
     }
@@ -114,8 +144,7 @@ impl StreamTranslator for UsageTap {
         if !self.client_wants_usage {
             return self.feed(chunk).map(|o| o.usage);
         }
-        let events = self.decoder.feed(chunk)?;
-        self.read_events(events);
+        self.read_chunk(chunk)?;
         Ok(self.usage)
     }
 }
@@ -182,6 +211,39 @@ mod tests {
         assert_eq!(out.usage, None);
         let out = run(&mut UsageTap::new(false), nulls.as_bytes(), 7);
         assert_eq!(String::from_utf8(out.bytes).unwrap(), nulls);
+    }
+
+    #[test]
+    fn chunks_that_can_hold_no_usage_are_passed_over() {
+        assert!(can_skip(b"data: {\"choices\":[],\"usage\":null}\n\ndata: {\"usage\" : null}\n\n"));
+        assert!(can_skip(b"data: {\"content\":\"the word \\\"usage\\\": {\"}\n\n"), "an escaped quote is no key");
+        assert!(!can_skip(b"data: {\"usage\":{\"prompt_tokens\":1}}\n\n"));
+        assert!(!can_skip(b"data: {\"usage\":\n {\"prompt_tokens\":1}}\n\n"));
+        assert!(!can_skip(b"data: {\"usage\":null}\n"), "does not end its event");
+        assert!(!can_skip(b"data: {\"\\u0075sage\":{\"prompt_tokens\":1}}\n\n"), "a key spelt with an escape");
+    }
+
+    /// Reading with chunks passed over finds what decoding every chunk finds, however the
+    /// stream is cut: every chunk but the last with `"usage":null`, the usage key in the last
+    /// spelt plainly or with an escape.
+    #[test]
+    fn passing_over_chunks_finds_the_same_usage() {
+        for key in ["usage", "\\u0075sage"] {
+            let mut stream = String::new();
+            for i in 0..6 {
+                stream.push_str(&format!("data: {{\"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"w{i}\"}}}}],\"usage\":null}}\n\n"));
+            }
+            stream.push_str(&format!("data: {{\"id\":\"c\",\"choices\":[],\"{key}\":{{\"prompt_tokens\":7,\"completion_tokens\":2,\"total_tokens\":9}}}}\n\ndata: [DONE]\n\n"));
+            for split in [1, 2, 7, 50, 97, 120, stream.len()] {
+                let mut t = UsageTap::new(true);
+                let mut usage = None;
+                for piece in stream.as_bytes().chunks(split) {
+                    usage = t.read(piece).unwrap().or(usage);
+                }
+                let u = usage.unwrap_or_else(|| panic!("{key} split {split}: no usage"));
+                assert_eq!((u.input, u.output), (Some(7), Some(2)), "{key} split {split}");
+            }
+        }
     }
 
     #[test]

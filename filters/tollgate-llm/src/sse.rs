@@ -57,6 +57,12 @@ impl Decoder {
         }
     }
 
+    /// Nothing pending: no partial line, no event begun, past the stream's start (where a BOM
+    /// may come). Bytes that end with a blank line leave the decoder idle again.
+    pub fn is_idle(&self) -> bool {
+        self.bom_pending.is_none() && self.line.is_empty() && !self.after_cr && !self.has_data && self.data.is_empty() && self.event.is_none()
+    }
+
     /// Decodes `bytes`, returning every event completed by them.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<Event>, TranslateError> {
         let mut events = Vec::new();
