@@ -116,12 +116,7 @@ pub fn end<H: Host>(host: &H, holds: Vec<Hold>, roomy: Roomy) {
         release(host, &holds, false);
         return;
     }
-    DEFERRED.with(|d| {
-        let mut d = d.borrow_mut();
-        for h in holds.into_iter().filter(|h| h.metric.is_tokens() && h.reserved > 0) {
-            d.push((quota::slot_key(&h.id, h.group.as_deref()), h));
-        }
-    });
+    defer(holds.into_iter().filter(|h| h.metric.is_tokens() && h.reserved > 0).collect());
 }
 
 /// Gives back every reservation kept (the worker's tick); those that could not be written are

@@ -31,26 +31,21 @@ pub const FORWARDED_PREFIX: &str = "x-stainless-";
 /// Whether a client request header (lower-case name) may reach the provider as the client sent
 /// it. `planned` is the header names the attempt's plan sets or removes itself.
 pub fn forwarded(name: &str, planned: &[&str]) -> bool {
-    name.starts_with(':')
-        || name == "host"
-        || name == "content-length"
-        || planned.contains(&name)
-        || FORWARDED_HEADERS.contains(&name)
-        || name.starts_with(FORWARDED_PREFIX)
+    planned.contains(&name) || forwarded_unplanned(name.as_bytes())
 }
 
-/// The request headers to remove before the request goes to the provider (each name once).
-pub fn headers_to_remove<'h>(names: impl IntoIterator<Item = &'h str>, planned: &[&str]) -> Vec<&'h str> {
-    let mut out: Vec<&str> = Vec::new();
-    for name in names {
-        if !forwarded(name, planned) && !out.contains(&name) {
-            out.push(name);
-        }
-    }
-    out
+/// [`forwarded`] for a header no plan names: pseudo-headers, `host`, `content-length` and the
+/// allow-list.
+fn forwarded_unplanned(name: &[u8]) -> bool {
+    name.first() == Some(&b':')
+        || name == b"host"
+        || name == b"content-length"
+        || FORWARDED_HEADERS.iter().any(|f| f.as_bytes() == name)
+        || name.starts_with(FORWARDED_PREFIX.as_bytes())
 }
 
-/// What an attempt finds in the request's headers (see [`survey`]).
+/// What an attempt finds in the request's headers (see [`survey`]): the headers to remove are
+/// those not [`forwarded`], each named once.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Present<'h> {
     /// The first value of each of the plan's header names, in the plan's order.
@@ -58,14 +53,13 @@ pub struct Present<'h> {
     pub path: Option<&'h [u8]>,
     pub authority: Option<&'h [u8]>,
     pub content_length: Option<&'h [u8]>,
-    /// The headers to remove before the request goes to the provider (each name once; as
-    /// [`headers_to_remove`]).
+    /// The headers to remove before the request goes to the provider (each name once).
     pub remove: Vec<&'h str>,
 }
 
-/// One pass over the request's headers (names as bytes, in order): what [`headers_to_remove`]
-/// and a first-value lookup of each planned name, `:path`, `:authority` and `content-length`
-/// would find, with each name looked at once (the provider filter's attempt did a lookup over
+/// One pass over the request's headers (names as bytes, in order): which are not
+/// [`forwarded`], and the first value of each planned name, `:path`, `:authority` and
+/// `content-length`, with each name looked at once (the provider filter's attempt did a lookup over
 /// every header for each of its dozen planned names: about 10,000 wasm instructions a
 /// request).
 pub fn survey<'h>(headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>, planned: &[&str]) -> Present<'h> {
@@ -80,26 +74,25 @@ pub fn survey<'h>(headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>, plann
             b":path" => first(&mut out.path),
             b":authority" => first(&mut out.authority),
             b"content-length" => first(&mut out.content_length),
-            _ if name.first() == Some(&b':') || name == b"host" => {}
-            _ => match planned.iter().position(|p| p.as_bytes() == name) {
-                Some(i) => {
-                    for (p, slot) in planned.iter().zip(out.planned.iter_mut()).skip(i) {
-                        if p.as_bytes() == name {
-                            first(slot);
-                        }
+            _ => {
+                let mut is_planned = false;
+                for (p, slot) in planned.iter().zip(out.planned.iter_mut()) {
+                    if p.as_bytes() == name {
+                        first(slot);
+                        is_planned = true;
                     }
                 }
-                None if FORWARDED_HEADERS.iter().any(|f| f.as_bytes() == name) || name.starts_with(FORWARDED_PREFIX.as_bytes()) => {}
-                None => {
-                    // Header names are ASCII (Envoy's codecs refuse others); one that is not
-                    // cannot be named to the host and is left.
-                    if let Ok(name) = std::str::from_utf8(name) {
-                        if !out.remove.contains(&name) {
-                            out.remove.push(name);
-                        }
+                if is_planned || forwarded_unplanned(name) {
+                    continue;
+                }
+                // Header names are ASCII (Envoy's codecs refuse others); one that is not
+                // cannot be named to the host and is left.
+                if let Ok(name) = std::str::from_utf8(name) {
+                    if !out.remove.contains(&name) {
+                        out.remove.push(name);
                     }
                 }
-            },
+            }
         }
     }
     out

@@ -51,6 +51,23 @@ impl Slots {
     pub fn get(&self, id: &str) -> Option<Slot> {
         self.entries.iter().find(|(e, _)| same_str(e, id)).map(|(_, s)| *s)
     }
+
+    /// Gives `back` of what hold `h` counts (a held reservation comes off its epoch's held
+    /// count, see `Slot::unhold`; a refused request's count off `used`) and counts `add` for
+    /// good, unless its slot has moved on to another window (what is given back or settled
+    /// belongs to a window that is over).
+    fn count(&mut self, h: &Hold, back: u64, add: u64) -> Option<()> {
+        let slot = self.get_mut(&h.id, h.window)?;
+        if slot.window == h.window {
+            if h.metric.is_held() {
+                slot.unhold(h.epoch, back);
+            } else {
+                slot.used = slot.used.saturating_sub(back);
+            }
+            slot.used = slot.used.saturating_add(add);
+        }
+        Some(())
+    }
 }
 
 /// Reads the value under `key`, lets `change` edit its slots, and writes them back with
@@ -172,10 +189,7 @@ pub fn take_group<H: Host>(host: &H, key: &str, wants: &[Want<'_>], now: u64, ep
     let done = update(host, key, |slots| {
         taken.clear();
         for o in back {
-            let slot = slots.get_mut(&o.id, o.window)?;
-            if slot.window == o.window {
-                slot.unhold(o.epoch, o.reserved);
-            }
+            slots.count(o, o.reserved, 0)?;
         }
         for (i, w) in wants.iter().enumerate() {
             let q = w.quota;
@@ -243,29 +257,24 @@ pub fn take_back<H: Host>(host: &H, key: &str, id: &str, window: u64, amount: u6
 pub fn adjust<'h, H: Host>(host: &H, holds: &'h [Hold], change: impl Fn(&Hold) -> (u64, u64)) -> Vec<(&'h Hold, HostError)> {
     let counted = |h: &&Hold| change(h) != (0, 0);
     let mut failed = Vec::new();
-    let mut done: Vec<Option<&str>> = Vec::new();
+    // The groups written already (a hold without a group is a value of its own).
+    let mut done: Vec<&str> = Vec::new();
     for h in holds.iter().filter(counted) {
-        let same_group = |a: Option<&str>, b: Option<&str>| match (a, b) {
-            (Some(a), Some(b)) => same_str(a, b),
-            (a, b) => a.is_none() && b.is_none(),
-        };
-        if h.group.is_some() && done.iter().any(|d| same_group(*d, h.group.as_deref())) {
-            continue;
+        if let Some(g) = h.group.as_deref() {
+            if done.iter().any(|d| same_str(d, g)) {
+                continue;
+            }
+            done.push(g);
         }
-        done.push(h.group.as_deref());
-        let same = |o: &&Hold| if h.group.is_some() { same_group(o.group.as_deref(), h.group.as_deref()) } else { same_str(&o.id, &h.id) };
+        let same = |o: &&Hold| match (h.group.as_deref(), o.group.as_deref()) {
+            (Some(g), Some(og)) => same_str(g, og),
+            (Some(_), None) => false,
+            (None, _) => same_str(&o.id, &h.id),
+        };
         let written = update(host, &slot_key(&h.id, h.group.as_deref()), |slots| {
             for o in holds.iter().filter(counted).filter(same) {
-                let slot = slots.get_mut(&o.id, o.window)?;
-                if slot.window == o.window {
-                    let (back, add) = change(o);
-                    if o.metric.is_held() {
-                        slot.unhold(o.epoch, back);
-                    } else {
-                        slot.used = slot.used.saturating_sub(back);
-                    }
-                    slot.used = slot.used.saturating_add(add);
-                }
+                let (back, add) = change(o);
+                slots.count(o, back, add)?;
             }
             Some(())
         });
