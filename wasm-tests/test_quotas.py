@@ -125,22 +125,31 @@ def test_tokens_reserve_the_worst_case_and_settle_to_the_usage(make_gateway, mak
     assert slot() == before + 19 - ((len(chat_body()) + 3) // 4 + 4096), "given back once"
 
 
-def test_a_reservation_kept_at_the_end_is_given_back_by_the_next_admission(make_gateway):
+# A chat's worst case against a token quota: its input estimate + the 4,096 output tokens
+# reserved when the client sets no limit.
+WORST = (len(chat_body()) + 3) // 4 + 4096
+
+
+def tpm_workers(make_gateway, limit: int, workers: int = 1):
+    """Gateway workers of one Envoy sharing a TPM quota of `limit`, and its slot's `used`."""
     shared = SharedData()
     publish_keys(shared)
-    q = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": 10000}
-    gw = make_gateway(with_quotas(q), shared_data=shared)
-    slot = lambda: decode_slots(shared.value("tollgate.quota.quota_tpm"))["quota_tpm"]["used"]  # noqa: E731
-    worst = (len(chat_body()) + 3) // 4 + 4096
+    q = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": limit}
+    gws = [make_gateway(with_quotas(q), shared_data=shared) for _ in range(workers)]
+    return gws, lambda: decode_slots(shared.value("tollgate.quota.quota_tpm"))["quota_tpm"]["used"]
+
+
+def test_a_reservation_kept_at_the_end_is_given_back_by_the_next_admission(make_gateway):
+    [gw], slot = tpm_workers(make_gateway, 10000)
     first, second = chat(gw), chat(gw)
-    assert first.local_response is None and second.local_response is None and slot() == 2 * worst
-    assert chat(gw).local_response.status == 429, "a third worst case is over"
+    assert first.local_response is None and second.local_response is None and slot() == 2 * WORST
+    assert chat(gw).local_response.status == 429, "a third WORST case is over"
     first.finish()
-    assert slot() == 2 * worst, "kept by the worker"
+    assert slot() == 2 * WORST, "kept by the worker"
     gw.crossings.clear()
     third = chat(gw)
     assert third.local_response is None, "the kept reservation was given back before the take"
-    assert slot() == 2 * worst
+    assert slot() == 2 * WORST
     assert gw.crossings["host:proxy_get_shared_data"] == 2, "the version key and the group: one read, one write for both"
     assert gw.crossings["host:proxy_set_shared_data"] == 1, dict(gw.crossings)
     second.finish()
@@ -150,18 +159,13 @@ def test_a_reservation_kept_at_the_end_is_given_back_by_the_next_admission(make_
 
 
 def test_a_refused_request_gives_back_what_the_worker_kept(make_gateway):
-    shared = SharedData()
-    publish_keys(shared)
-    q = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": 10000}
-    gw = make_gateway(with_quotas(q), shared_data=shared)
-    slot = lambda: decode_slots(shared.value("tollgate.quota.quota_tpm"))["quota_tpm"]["used"]  # noqa: E731
-    worst = (len(chat_body()) + 3) // 4 + 4096
+    [gw], slot = tpm_workers(make_gateway, 10000)
     first, second = chat(gw), chat(gw)
     first.finish()
     # a request bigger than what is left even with the kept reservation given back
     big = send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=9000))
     assert big.local_response.status == 429
-    assert slot() == worst, "refused, and the kept reservation given back all the same"
+    assert slot() == WORST, "refused, and the kept reservation given back all the same"
     second.finish()
     gw.tick()
     assert slot() == 0
@@ -322,14 +326,10 @@ def test_past_half_a_quota_a_reservation_is_given_back_at_once(make_gateway):
     """A reservation held late counts against every worker until given back: past half its limit
     a quota's are given back at the request's end, so that a client's next request (on another
     worker) is not refused by one that is over."""
-    shared = SharedData()
-    publish_keys(shared)
-    q = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": 6000}
-    workers = [make_gateway(with_quotas(q), shared_data=shared) for _ in range(2)]
-    slot = lambda: decode_slots(shared.value("tollgate.quota.quota_tpm"))["quota_tpm"]["used"]  # noqa: E731
+    workers, slot = tpm_workers(make_gateway, 6000, workers=2)
     for i in range(4):
         r = chat(workers[i % 2])
         assert r.local_response is None, f"request {i}"
-        assert slot() == (len(chat_body()) + 3) // 4 + 4096
+        assert slot() == WORST
         r.finish()
         assert slot() == 0, "given back at the end (4,100 of 6,000 taken: past half)"
