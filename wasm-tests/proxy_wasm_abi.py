@@ -110,7 +110,7 @@ SKIPPED_WHEN_UNEXPORTED: dict[str, Optional[int]] = {
     "proxy_on_request_headers": 0, "proxy_on_request_body": 0, "proxy_on_request_trailers": 0,
     "proxy_on_response_headers": 0, "proxy_on_response_body": 0, "proxy_on_response_trailers": 0,
     "proxy_on_done": 1, "proxy_on_log": None, "proxy_on_tick": None, "proxy_on_queue_ready": None,
-    "proxy_on_http_call_response": None, "proxy_on_vm_start": 1,
+    "proxy_on_http_call_response": None, "proxy_on_vm_start": 1, "proxy_on_context_create": None,
 }
 
 

@@ -7,7 +7,7 @@ order, as Envoy does (proxy-wasm-cpp-host):
 
     _initialize / _start
     proxy_on_context_create(root, 0) -> proxy_on_vm_start(root, n) -> proxy_on_configure(root, n)
-    proxy_on_context_create(http, root)
+    proxy_on_context_create(http, root)   (skipped, like every callback, when not exported)
     proxy_on_request_headers / _body / _trailers, proxy_on_response_headers / _body / _trailers
     proxy_on_done -> proxy_on_log -> proxy_on_delete
     proxy_on_tick(root), proxy_on_http_call_response(root, token, ...) (also for a call a stream made)
@@ -168,6 +168,23 @@ class Host:
         """Creates a new root context with this configuration, as Envoy does for a new plugin
         config (ECDS update). On success it becomes the root of new HTTP contexts; on rejection the
         failed root is deleted and the previous one keeps serving. Returns on_configure's verdict."""
+        return self._new_root(plugin_config, retire_old=True)
+
+    def add_root(self, plugin_config: Bytesish) -> int:
+        """Another root beside the current ones, as Envoy makes for each cluster an upstream
+        filter is configured on; it becomes the harness's current root. Returns its id."""
+        if not self._new_root(plugin_config, retire_old=False):
+            raise HostError("the added root's configuration was rejected")
+        return self.root_id
+
+    def retire_root(self, root_id: int) -> None:
+        """Deletes a root (its cluster removed); the newest remaining becomes current."""
+        self._retire_root(root_id)
+        if self.root_id == root_id:
+            roots = [c.id for c in self._contexts.values() if isinstance(c, _RootContext)]
+            self.root_id = max(roots, default=0)
+
+    def _new_root(self, plugin_config: Bytesish, retire_old: bool) -> bool:
         root = _RootContext(self._new_id())
         self._contexts[root.id] = root
         self._plugin_configs[root.id] = _b(plugin_config)
@@ -183,7 +200,7 @@ class Host:
         if ok or not self.root_id:
             old = self.root_id
             self.root_id = root.id
-            if old and ok:
+            if old and ok and retire_old:
                 self._retire_root(old)
         else:
             self._retire_root(root.id)
@@ -212,8 +229,12 @@ class Host:
         self._call("proxy_on_context_create", ctx.id, ctx.id, self.root_id)
         return ctx
 
-    def tick(self, advance: bool = True) -> None:
-        """Fires the root's timer (and advances the clock by one period)."""
+    def tick(self, advance: bool = True, root_id: Optional[int] = None) -> None:
+        """Fires the root's timer (and advances the clock by one period); `root_id`: another
+        root's."""
+        if root_id is not None:
+            self._call("proxy_on_tick", root_id, root_id)
+            return
         period = self.root.tick_period_ms
         if period <= 0:
             raise HostError("tick() but the root context set no tick period")

@@ -93,16 +93,16 @@ def lease_in_hand(shared: SharedData) -> None:
 # the router puts the deployment's authority in `:authority` and drops `accept-encoding` before
 # any attempt (the harness's client headers are as the client sent them).
 BUDGETS = {
-    "chat, body as sent": {"gateway": (4, 5, 2), "provider": (5, 12, 5)},
-    "chat, model id rewritten": {"gateway": (4, 5, 2), "provider": (6, 14, 6)},
-    "stream (11 chunks), usage asked": {"gateway": (4, 5, 2), "provider": (15, 25, 15)},
-    "chat, OpenAI -> Bedrock (translate, SigV4)": {"gateway": (4, 5, 2), "provider": (6, 20, 6)},
+    "chat, body as sent": {"gateway": (3, 5, 2), "provider": (4, 12, 5)},
+    "chat, model id rewritten": {"gateway": (3, 5, 2), "provider": (5, 14, 6)},
+    "stream (11 chunks), usage asked": {"gateway": (3, 5, 2), "provider": (14, 25, 15)},
+    "chat, OpenAI -> Bedrock (translate, SigV4)": {"gateway": (3, 5, 2), "provider": (5, 20, 6)},
     # Quotas (issue 13): per quota a slot read and compare-and-swap at admission, the same to
     # give a token or cost reservation back at the end (gateway) and to settle each attempt's
     # usage (provider); one clock read, and the rate-limit headers. The holds travel in the
     # request state (binary, no second filter-state value). The three quotas of the key are one
     # group: one shared-data value, one read and one compare-and-swap for all of them.
-    "chat, key with a budget, an RPM and a TPM quota (leases in hand)": {"gateway": (4, 10, 4), "provider": (5, 20, 6)},
+    "chat, key with a budget, an RPM and a TPM quota (leases in hand)": {"gateway": (3, 10, 4), "provider": (4, 20, 6)},
 }
 
 

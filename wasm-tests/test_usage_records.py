@@ -98,6 +98,28 @@ def test_records_travel_in_batches_and_leave_only_when_stored(make_service, make
     assert usage_calls(service) == [], "nothing left to send"
 
 
+def test_a_record_outlives_the_root_its_stream_was_made_from(make_service, make_provider):
+    # The provider filter has a root per cluster and makes each stream from the root configured
+    # last (no proxy_on_context_create: Envoy does not say which). A cluster removed while its
+    # request is in flight takes its root, not the request's usage record: the worker's roots
+    # share one outbox, so another root's timer hands it over.
+    service, provider = stack(make_service, make_provider)
+    first = provider.root_id
+    second = provider.add_root(b"")
+    ctx = provider.new_http_context(provider_properties(deployment()))
+    ctx.request_headers(request_headers("POST", "/v1/chat/completions", extra=[("x-request-id", "req-orphan")]), end_of_stream=False)
+    ctx.send_request_body(chat_body())
+    provider.retire_root(second)
+    assert provider.root_id == first
+    ctx.response_headers([(":status", "200"), ("content-type", "application/json")])
+    ctx.response_body(ANSWER, end_of_stream=True)
+    ctx.finish()
+    one_attempt(provider, "req-after")  # made from the remaining root
+    [orphan, after] = shipped(service, provider)
+    assert (orphan["request_id"], orphan["input_tokens"], orphan["output_tokens"]) == ("req-orphan", 10, 7)
+    assert after["request_id"] == "req-after"
+
+
 def test_a_batch_refused_as_malformed_is_dropped_and_counted(make_service, make_provider):
     service, provider = stack(make_service, make_provider)
     one_attempt(provider, "req-bad")

@@ -202,6 +202,8 @@ pub fn build(model: &Model, env: &XdsEnv) -> Snapshot {
     snapshot
 }
 
+/// The same for every cluster: the filter makes each stream from the root context it configured
+/// last, whichever cluster that was (see [`ProviderConfigDoc`]).
 fn provider_config_json(env: &XdsEnv, model: &Model) -> String {
     let doc = ProviderConfigDoc { fault_injection: env.fault_injection, metering_off: !model.settings.metering };
     serde_json::to_string(&doc).unwrap_or_else(|_| "{}".to_owned())

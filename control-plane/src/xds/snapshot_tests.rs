@@ -333,3 +333,31 @@ fn each_set_of_spent_providers_that_leaves_one_has_its_cluster() {
     assert_eq!(three.cluster_without(&[ProviderKind::Bedrock, ProviderKind::Openai]), Some(both.as_str()), "in any order");
     assert_eq!(three.cluster_without(&[ProviderKind::Openai, ProviderKind::Bedrock, ProviderKind::Anthropic]), None);
 }
+
+/// The provider filter's configuration in a cluster (its first upstream HTTP filter).
+fn provider_filter_config(c: &Cluster) -> String {
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType;
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+    let any = c.typed_extension_protocol_options.values().next().unwrap();
+    let options = HttpProtocolOptions::decode(any.value.as_slice()).unwrap();
+    let Some(ConfigType::TypedConfig(filter)) = &options.http_filters[0].config_type else { panic!("no typed config") };
+    let wasm = Wasm::decode(filter.value.as_slice()).unwrap();
+    let cfg = wasm.config.unwrap().configuration.unwrap();
+    StringValue::decode(cfg.value.as_slice()).unwrap().value
+}
+
+#[test]
+fn every_cluster_gives_the_provider_filter_the_same_configuration() {
+    // The filter makes each stream from the root context it configured last, not from its own
+    // cluster's (Envoy does not say which without proxy_on_context_create): a setting that
+    // differed per cluster would reach the wrong streams.
+    let mut m = model();
+    with_providers(&mut m, "multi", true, &["openai", "bedrock"]);
+    m.settings.metering = false;
+    let s = build(&m, &env());
+    let clusters = &s.get(CLUSTER_TYPE).unwrap().items;
+    assert!(clusters.len() > 4, "{}", clusters.len());
+    let configs: std::collections::BTreeSet<String> =
+        clusters.values().map(|a| provider_filter_config(&Cluster::decode(a.value.as_slice()).unwrap())).collect();
+    assert_eq!(configs.into_iter().collect::<Vec<_>>(), vec![r#"{"metering_off":true}"#.to_owned()]);
+}

@@ -33,6 +33,13 @@ tollgate_wasm::plugin!(
     [request_headers, request_body, request_trailers, response_headers, response_body, tick]
 );
 
+thread_local! {
+    /// The worker's usage records, one outbox for all the roots (one per cluster): a stream is
+    /// made from the last root configured, which may go (its cluster removed) before the
+    /// stream ends, and its records must still be handed over.
+    static OUTBOX: Rc<RefCell<Outbox>> = Rc::default();
+}
+
 /// How often each worker looks for a new credential document in shared data.
 const CREDENTIALS_TICK: Duration = Duration::from_millis(250);
 
@@ -79,7 +86,13 @@ impl Plugin for ProviderPlugin {
     const NAME: &'static str = "provider filter";
 
     fn new() -> Self {
-        Self { credentials: SharedCredentials::default(), config: ProviderConfigDoc::default(), outbox: Rc::default(), quotas: quotas::SharedQuotas::default(), deployments: Rc::default() }
+        Self {
+            credentials: SharedCredentials::default(),
+            config: ProviderConfigDoc::default(),
+            outbox: OUTBOX.with(Rc::clone),
+            quotas: quotas::SharedQuotas::default(),
+            deployments: Rc::default(),
+        }
     }
 
     fn configure<H: Host>(&mut self, host: &H, config: &[u8]) -> Result<(), String> {

@@ -57,7 +57,10 @@ fn default_hold_seconds() -> u64 {
 }
 
 
-/// Configuration of the upstream provider filter (in each model cluster's filter chain).
+/// Configuration of the upstream provider filter (in each model cluster's filter chain). The
+/// same on every cluster: the filter makes each stream from the root it configured last, not
+/// from its own cluster's (`tollgate_wasm`'s dispatcher), so what differs per model or
+/// deployment belongs in [`DeploymentMeta`].
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfigDoc {

@@ -2,6 +2,15 @@
 //! own `RefCell` behind an `Rc`, taken out of the map for the call, so a callback that comes
 //! while another runs (which Envoy does not do today) finds the context busy and is answered
 //! without a panic.
+//!
+//! Modules do not export `proxy_on_context_create`: Envoy then skips that VM entry for every
+//! stream (proxy-wasm-cpp-host leaves "any required in-VM state" to the module). A root is
+//! made when Envoy configures it (`proxy_on_configure` names it); a stream is made at its first
+//! request callback, from the root whose configuration was accepted last. That is the root
+//! Envoy made the stream under when a module has one root per worker (the gateway filter, the
+//! service VM: a new configuration is accepted before a stream can use it). A module with
+//! several roots at once (the provider filter, one per cluster) must give every root the same
+//! configuration, and keep what its streams share per VM rather than per root.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -49,6 +58,9 @@ type ById<T> = HashMap<u32, T, BuildHasherDefault<IdHasher>>;
 
 pub struct Dispatcher<P: Plugin> {
     roots: RefCell<ById<Shared<P>>>,
+    /// Roots whose configuration was accepted, oldest first: new streams are made from the
+    /// last.
+    accepted: RefCell<Vec<u32>>,
     streams: RefCell<ById<Shared<Stream<P::Http>>>>,
 }
 
@@ -60,7 +72,7 @@ impl<P: Plugin> Default for Dispatcher<P> {
 
 impl<P: Plugin> Dispatcher<P> {
     pub fn new() -> Self {
-        Self { roots: RefCell::new(ById::default()), streams: RefCell::new(ById::default()) }
+        Self { roots: RefCell::new(ById::default()), accepted: RefCell::new(Vec::new()), streams: RefCell::new(ById::default()) }
     }
 
     fn root(&self, id: u32) -> Option<Rc<RefCell<P>>> {
@@ -71,22 +83,31 @@ impl<P: Plugin> Dispatcher<P> {
         self.streams.try_borrow().ok()?.get(&id).cloned()
     }
 
-    pub fn create(&self, id: u32, parent: u32) {
-        if parent == 0 {
-            if let Ok(mut roots) = self.roots.try_borrow_mut() {
-                roots.insert(id, Rc::new(RefCell::new(P::new())));
-            }
-            return;
+    /// The root `id`, made if Envoy names it for the first time.
+    fn root_or_new(&self, id: u32) -> Option<Rc<RefCell<P>>> {
+        if let Some(root) = self.root(id) {
+            return Some(root);
         }
-        let Some(root) = self.root(parent) else {
-            log::error!("{}: stream {id} has no root context {parent}; its requests are refused", P::NAME);
-            return;
+        let root = Rc::new(RefCell::new(P::new()));
+        self.roots.try_borrow_mut().ok()?.insert(id, root.clone());
+        Some(root)
+    }
+
+    /// The stream `id`, made at its first request callback from the last accepted root.
+    fn stream_or_new(&self, id: u32) -> Option<Rc<RefCell<Stream<P::Http>>>> {
+        if let Some(stream) = self.stream(id) {
+            return Some(stream);
+        }
+        // None accepted yet: the newest root, whose filter answers that it is not ready.
+        let last = self.accepted.try_borrow().ok()?.last().copied().or_else(|| self.roots.try_borrow().ok()?.keys().max().copied());
+        let Some(root) = last.and_then(|r| self.root(r)) else {
+            log::error!("{}: stream {id} came before any root context; its request is refused", P::NAME);
+            return None;
         };
-        let Ok(mut root) = root.try_borrow_mut() else { return };
-        let filter = root.http_context();
-        if let Ok(mut streams) = self.streams.try_borrow_mut() {
-            streams.insert(id, Rc::new(RefCell::new(Stream { filter, closed: false })));
-        }
+        let filter = root.try_borrow_mut().ok()?.http_context();
+        let stream = Rc::new(RefCell::new(Stream { filter, closed: false }));
+        self.streams.try_borrow_mut().ok()?.insert(id, stream.clone());
+        Some(stream)
     }
 
     pub fn delete(&self, id: u32) {
@@ -100,11 +121,14 @@ impl<P: Plugin> Dispatcher<P> {
         if let Ok(mut roots) = self.roots.try_borrow_mut() {
             roots.remove(&id);
         }
+        if let Ok(mut accepted) = self.accepted.try_borrow_mut() {
+            accepted.retain(|&r| r != id);
+        }
     }
 
     /// 1 accepts the configuration, 0 rejects it (Envoy keeps the last good one).
     pub fn configure(&self, id: u32, size: usize) -> u32 {
-        let Some(root) = self.root(id) else { return 0 };
+        let Some(root) = self.root_or_new(id) else { return 0 };
         let Ok(mut root) = root.try_borrow_mut() else { return 0 };
         let config = match Wasm.buffer(Buffer::PluginConfiguration, 0, size) {
             Ok(c) => c,
@@ -114,7 +138,13 @@ impl<P: Plugin> Dispatcher<P> {
             }
         };
         match root.configure(&Wasm, &config) {
-            Ok(()) => 1,
+            Ok(()) => {
+                if let Ok(mut accepted) = self.accepted.try_borrow_mut() {
+                    accepted.retain(|&r| r != id);
+                    accepted.push(id);
+                }
+                1
+            }
             Err(e) => {
                 log::error!("{}: configuration rejected, keeping the previous one: {e}", P::NAME);
                 0
@@ -176,7 +206,7 @@ impl<P: Plugin> Dispatcher<P> {
     /// is held; so is a stream that is unknown, busy or already answered. Nothing passes by
     /// failure.
     pub fn request(&self, id: u32, call: impl FnOnce(&mut P::Http, &Wasm) -> Result<Action, GatewayError>) -> u32 {
-        let Some(stream) = self.stream(id) else {
+        let Some(stream) = self.stream_or_new(id) else {
             let err = GatewayError::new(ErrorKind::Internal, "The gateway could not process the request.");
             reply_error(&Wasm, ClientApi::OpenAi, &err);
             return Action::Pause as u32;

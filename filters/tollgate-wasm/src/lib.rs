@@ -171,8 +171,9 @@ impl WholeBody {
 /// ```
 ///
 /// Known callbacks: `request_headers`, `request_body`, `request_trailers`,
-/// `response_headers`, `response_body`, `tick`, `http_call_response`, `queue_ready`. Context creation,
-/// configuration and deletion are always exported.
+/// `response_headers`, `response_body`, `tick`, `http_call_response`, `queue_ready`.
+/// Configuration and deletion are always exported; context creation never is (a VM entry per
+/// stream saved: contexts are made by the [`Dispatcher`] when first needed).
 #[macro_export]
 macro_rules! plugin {
     ($plugin:ty, [$($callback:ident),* $(,)?]) => {
@@ -194,11 +195,6 @@ macro_rules! plugin {
             // SAFETY: the reactor's constructors, run once by the host before any callback.
             unsafe { __wasm_call_ctors() };
             $crate::install_logger(<$plugin as $crate::Plugin>::NAME);
-        }
-
-        #[cfg_attr(target_arch = "wasm32", no_mangle)]
-        pub extern "C" fn proxy_on_context_create(context_id: u32, parent_context_id: u32) {
-            TOLLGATE_DISPATCHER.with(|d| d.create(context_id, parent_context_id));
         }
 
         #[cfg_attr(target_arch = "wasm32", no_mangle)]
