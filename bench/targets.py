@@ -291,6 +291,9 @@ def _wasm_filter(name: str, path: Path, indent: str, configuration: str = "") ->
         '    "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm',
         "    config:",
         f"      name: {name}",
+        # As Tollgate's filters: a filter holding the headers gets the body (otherwise Envoy
+        # stops all iteration and waits for a resume that never comes).
+        "      allow_on_headers_stop_iteration: true",
         f"      vm_config: {{vm_id: {name}, runtime: envoy.wasm.runtime.v8, "
         f"code: {{local: {{filename: {path}}}}}}}",
     ]
@@ -301,12 +304,14 @@ def _wasm_filter(name: str, path: Path, indent: str, configuration: str = "") ->
 
 class EnvoyWasmNoop(BareEnvoy):
     """envoy-routing plus two no-op wasm filters where Tollgate has its two (downstream, and
-    upstream before the codec), each exporting only proxy_on_request_headers.
+    upstream before the codec), each entered for the request and response headers and bodies.
 
-    `calls`: host calls the downstream one makes on every request (`kind=count,...`, see
-    bench/noop-filter; `bench/crossing_costs.py` measures what each kind costs)."""
+    `calls`, `up_calls`: host calls the downstream and the upstream one make on every request
+    (`[phase.]kind=count,...`, see bench/noop-filter; `bench/crossing_costs.py` measures what
+    each kind costs)."""
 
     calls = ""
+    up_calls = ""
 
     def install(self, work: Path) -> None:
         super().install(work)
@@ -316,7 +321,26 @@ class EnvoyWasmNoop(BareEnvoy):
         down = "\n          http_filters:\n"  # the HCM's (exact indentation)
         up = "\n        http_filters:\n"  # the cluster's upstream filters
         config = ENVOY_ROUTING.replace(down, down + _wasm_filter("noop_down", wasm, "          ", self.calls), 1)
-        self.config = config.replace(up, up + _wasm_filter("noop_up", wasm, "        "), 1)
+        self.config = config.replace(up, up + _wasm_filter("noop_up", wasm, "        ", self.up_calls), 1)
+
+
+class EnvoyWasmCrossings(EnvoyWasmNoop):
+    """The two no-op filters making the host calls Tollgate's make for the bench's chat (a key,
+    metering on, the model's id rewritten), in the same callbacks, with none of their code: what
+    Tollgate's crossings cost Envoy by themselves (wasm-tests/test_crossings.py counts them; in
+    Envoy the router writes `:authority` and drops `accept-encoding`, two calls fewer than
+    there)."""
+
+    # Gateway: the headers in one call, the key table's version (written empty: nothing comes
+    # back); the body, the cluster header, the request state.
+    calls = ("headers.get_headers=1,headers.get_shared_absent=1,"
+             "body.get_body=1,body.set_header=1,body.set_property=1")
+    # Provider: the deployment and the request state; at the body's end the body, the headers,
+    # the clock, the credential, content-length and the path, the body rewritten; the status;
+    # the answer read for its usage; the clock at the end.
+    up_calls = ("headers.get_property=2,"
+                "body.get_body=1,body.get_headers=1,body.now=1,body.set_header=3,body.set_body=1,"
+                "response_headers.get_status=1,response_body.get_body=1,response_body.now=1")
 
 
 class Tollgate(Target):
@@ -541,7 +565,12 @@ def make_targets() -> dict[str, Target]:
                                          "Envoy, Tollgate's routing, two no-op wasm filters",
                                          features=["as envoy-routing",
                                                    "a no-op wasm filter downstream and one "
-                                                   "upstream (V8, unused callbacks stripped)"]),
+                                                   "upstream (V8; entered for request and "
+                                                   "response headers and bodies)"]),
+        "envoy-wasm-crossings": EnvoyWasmCrossings(
+            "envoy-wasm-crossings", "Envoy, two no-op wasm filters making Tollgate's host calls",
+            features=["as envoy-wasm-noop", "the host calls Tollgate's filters make for a chat, "
+                      "in the same callbacks, with none of their code"]),
         "tollgate": Tollgate("tollgate", "Tollgate",
                              features=["virtual-key auth (SHA-256, allowed-model list)",
                                        "request validation (body parse)", "model routing",
