@@ -343,6 +343,21 @@ class EnvoyWasmCrossings(EnvoyWasmNoop):
                 "response_headers.get_status=1,response_body.get_body=1,response_body.now=1")
 
 
+class EnvoyWasmCrossingsQuotas(EnvoyWasmCrossings):
+    """`envoy-wasm-crossings` plus the host calls `tollgate-quotas`' three quotas add (a budget,
+    an RPM and a TPM quota on the key, one shared-data group): what the quota path's crossings
+    cost by themselves."""
+
+    # Gateway, at admission: the clock, the group's slots read and written with
+    # compare-and-swap (the reservations of ended requests are given back in that same
+    # compare-and-swap while the quotas are far from spent, as the bench's are).
+    calls = EnvoyWasmCrossings.calls + ",body.now=1,body.get_shared_data=1,body.set_shared_data=1"
+    # Provider: six rate-limit headers on the answer; the attempt's usage settled (a read and a
+    # compare-and-swap) at its end.
+    up_calls = (EnvoyWasmCrossings.up_calls
+                + ",response_headers.set_header=6,response_body.get_shared_data=1,response_body.set_shared_data=1")
+
+
 class Tollgate(Target):
     """Control plane + Envoy (one worker) with the gateway and provider filters."""
 
@@ -571,6 +586,9 @@ def make_targets() -> dict[str, Target]:
             "envoy-wasm-crossings", "Envoy, two no-op wasm filters making Tollgate's host calls",
             features=["as envoy-wasm-noop", "the host calls Tollgate's filters make for a chat, "
                       "in the same callbacks, with none of their code"]),
+        "envoy-wasm-crossings-quotas": EnvoyWasmCrossingsQuotas(
+            "envoy-wasm-crossings-quotas", "Envoy, two no-op wasm filters making Tollgate's host calls with 3 quotas",
+            features=["as envoy-wasm-crossings", "plus the host calls three quotas add"]),
         "tollgate": Tollgate("tollgate", "Tollgate",
                              features=["virtual-key auth (SHA-256, allowed-model list)",
                                        "request validation (body parse)", "model routing",

@@ -28,7 +28,8 @@ pub enum Call {
     GetHeader,
     /// `get_header_map_pairs` of the request headers.
     GetHeaders,
-    /// `replace_header_map_value` of a request header.
+    /// `replace_header_map_value` of a request header (a response header in the response's
+    /// phases).
     SetHeader,
     /// `remove_header_map_value` of an absent request header.
     RemoveHeader,
@@ -68,6 +69,14 @@ impl Phase {
     const ALL: [(&'static str, Phase); 4] =
         [("headers", Phase::Headers), ("body", Phase::Body), ("response_headers", Phase::ResponseHeaders), ("response_body", Phase::ResponseBody)];
 
+    /// The header map a `SetHeader` of this phase writes.
+    fn headers(self) -> Map {
+        match self {
+            Phase::Headers | Phase::Body => Map::RequestHeaders,
+            Phase::ResponseHeaders | Phase::ResponseBody => Map::ResponseHeaders,
+        }
+    }
+
     /// The body a `GetBody` or `SetBody` call of this phase reads or writes.
     fn buffer(self) -> Buffer {
         match self {
@@ -99,7 +108,7 @@ impl Call {
         match self {
             Call::GetHeader => host.header(Map::RequestHeaders, ":path").map(drop),
             Call::GetHeaders => host.headers(Map::RequestHeaders).map(drop),
-            Call::SetHeader => host.set_header(Map::RequestHeaders, "x-noop", Some(b"1")),
+            Call::SetHeader => host.set_header(phase.headers(), "x-noop", Some(b"1")),
             Call::RemoveHeader => host.set_header(Map::RequestHeaders, "x-noop-absent", None),
             Call::GetProperty => host.property(&["request", "path"]).map(drop),
             Call::SetProperty => host.set_property(&["noop_state"], &VALUE),
