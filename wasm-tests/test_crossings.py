@@ -86,7 +86,7 @@ def lease_in_hand(shared: SharedData) -> None:
 # for a stream's time to first byte, and one body read for a passed-through JSON answer's usage.
 # The record itself costs no host call per request: it waits in the worker's outbox, handed to
 # the service VM on the timer in batches (`test_usage_records.py`).
-# The gateway's (4, 5, 2): one shared-data read per request (the key table's version key, whose
+# The gateway's (3, 5, 2): one shared-data read per request (the key table's version key, whose
 # CAS says whether any shard changed), written empty so that no buffer comes back for it (a
 # buffer handed back is a second VM entry: about 8,000 of Envoy's instructions, see
 # bench/crossing_costs.py). In Envoy the provider's chat costs two host calls fewer than here:

@@ -1,7 +1,8 @@
 //! The quota authority (issue 13; protocol in `tollgate_contract::quota_lease`): grants Envoys
 //! leases, slices of a quota's window, never more in all than the window's limit. What has been
 //! granted is counted in the database (`quota_grants`), each grant a row-locked read and write,
-//! so control-plane replicas sharing PostgreSQL agree without talking to each other. The Envoys
+//! so control-plane replicas sharing PostgreSQL agree without talking to each other. What each
+//! Envoy holds is counted too (`quota_leases`): a return is taken back only up to it. The Envoys
 //! that asked in the last minute (`quota_envoys`) set the fall-back shares; when their number
 //! changes the configuration is published again.
 
@@ -112,7 +113,10 @@ impl Authority {
             let current = doc.period(t);
             let next = current.ends.map(|e| doc.period(e));
             let Some(period) = [Some(current), next].into_iter().flatten().find(|p| p.window == ask.window) else { continue };
-            let (granted, free) = service.store.grant_quota(ask, current.window, period.limit, envoys, now).await?;
+            let (granted, free, ignored) = service.store.grant_quota(ask, &req.envoy, current.window, period.limit, envoys, now).await?;
+            if ignored > 0 {
+                tracing::warn!(envoy = %req.envoy, quota = %ask.quota, window = ask.window, ignored, "an Envoy gave back more of a quota than it holds; the excess is ignored");
+            }
             out.grants.push(Grant { quota: ask.quota.clone(), window: ask.window, granted, free });
         }
         Ok(out)

@@ -213,3 +213,27 @@ def test_a_monthly_window_in_a_time_zone_with_a_schedule(gw, mock):
         resp = gw.admin("POST", "/admin/v1/quotas", json={"metric": "requests", "limit": 10, "key_id": key_id, **bad})
         assert resp.status_code == 400 and words in resp.json()["error"]["message"], resp.text
     assert gw.admin("DELETE", f"/admin/v1/quotas/{q['id']}").status_code == 204
+
+
+def test_an_envoy_cannot_give_back_more_than_it_holds(gw):
+    # The authority counts what each Envoy holds of a quota's window: a return beyond that (a
+    # fault, or an Envoy giving back what another was granted) makes no room for anyone.
+    key_id, _ = gw.create_key(name="quota-returns")
+    away_from_a_minute_boundary()
+    q = quota(gw, metric="requests", window_seconds=60, limit=100, key_id=key_id)
+    window = int(time.time() // 60)
+
+    def ask(envoy: str, want: int, returned: int) -> dict[str, Any]:
+        body = {"envoy": envoy, "asks": [{"quota": q["id"], "window": window, "want": want, "need": 0, "returned": returned}]}
+        resp = harness.http("POST", f"{gw.internal_url}/internal/v1/quota/grants", json=body, timeout=10,
+                            headers={"Authorization": f"Bearer {gw.data_plane_token}"})
+        assert resp.status_code == 200, resp.text
+        [grant] = resp.json()["grants"]
+        return grant
+
+    # (A grant is at most a share of what is left: the Envoys that asked lately split it.)
+    got = ask("e2e-a", 30, 0)["granted"]
+    assert 0 < got <= 30 and ask("e2e-a", 0, 0)["free"] == 100 - got
+    assert ask("e2e-b", 0, got)["free"] == 100 - got, "e2e-b holds nothing: its return is ignored"
+    assert ask("e2e-a", 0, got + 10)["free"] == 100, "e2e-a's grant taken back, the 10 more ignored"
+    assert ask("e2e-a", 0, got)["free"] == 100, "and nothing twice"

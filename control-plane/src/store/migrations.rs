@@ -143,6 +143,14 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
         "CREATE TABLE quota_alerts (quota_id TEXT NOT NULL, win BIGINT NOT NULL, threshold BIGINT NOT NULL, \
          at BIGINT NOT NULL, PRIMARY KEY (quota_id, win, threshold))",
     ],
+), (
+    12,
+    &[
+        // What each Envoy holds of a quota's window (granted, less what it gave back): an Envoy
+        // cannot give back more than it was granted.
+        "CREATE TABLE quota_leases (quota_id TEXT NOT NULL, win BIGINT NOT NULL, envoy TEXT NOT NULL, \
+         held BIGINT NOT NULL, PRIMARY KEY (quota_id, win, envoy))",
+    ],
 )];
 
 pub async fn run(pool: &AnyPool) -> anyhow::Result<()> {

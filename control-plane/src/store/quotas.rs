@@ -183,10 +183,13 @@ impl Store {
     /// Takes back what an ask returns, then grants part of its `want` of the quota's window
     /// (limit `limit`), never taking the window past its limit: the row is locked (PostgreSQL
     /// `FOR UPDATE`; SQLite has one writer) from the read to the write, so that control-plane
-    /// replicas sharing the database agree. Returns (granted, left to grant).
+    /// replicas sharing the database agree. `envoy` is who asks: what each Envoy holds of the
+    /// window is counted too, and a return is taken back only up to it (an Envoy that says it
+    /// gives back more than it was granted, by a fault or by design, cannot make room it never
+    /// had). Returns (granted, left to grant, returned but not held: ignored).
     ///
     /// The first grant of a window drops the rows of the quota's windows before `current`.
-    pub async fn grant_quota(&self, ask: &tollgate_contract::quota_lease::Ask, current: u64, limit: u64, envoys: u64, now: i64) -> anyhow::Result<(u64, u64)> {
+    pub async fn grant_quota(&self, ask: &tollgate_contract::quota_lease::Ask, envoy: &str, current: u64, limit: u64, envoys: u64, now: i64) -> anyhow::Result<(u64, u64, u64)> {
         let (quota, win) = (ask.quota.as_str(), i64::try_from(ask.window)?);
         let mut tx = self.pool.begin().await?;
         let created = sqlx::query("INSERT INTO quota_grants (quota_id, win, granted, updated_at) VALUES ($1, $2, 0, $3) ON CONFLICT (quota_id, win) DO NOTHING")
@@ -197,7 +200,9 @@ impl Store {
             .await?
             .rows_affected();
         if created > 0 {
-            sqlx::query("DELETE FROM quota_grants WHERE quota_id = $1 AND win < $2").bind(quota).bind(i64::try_from(current)?).execute(&mut *tx).await?;
+            let current = i64::try_from(current)?;
+            sqlx::query("DELETE FROM quota_grants WHERE quota_id = $1 AND win < $2").bind(quota).bind(current).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM quota_leases WHERE quota_id = $1 AND win < $2").bind(quota).bind(current).execute(&mut *tx).await?;
         }
         let select = if self.sqlite {
             "SELECT granted FROM quota_grants WHERE quota_id = $1 AND win = $2"
@@ -205,10 +210,26 @@ impl Store {
             "SELECT granted FROM quota_grants WHERE quota_id = $1 AND win = $2 FOR UPDATE"
         };
         let granted: i64 = sqlx::query(select).bind(quota).bind(win).fetch_one(&mut *tx).await?.try_get(0)?;
-        let granted = u64::try_from(granted).unwrap_or(0).saturating_sub(ask.returned);
+        // Under the window's lock: every writer of its Envoys' rows holds it first.
+        sqlx::query("INSERT INTO quota_leases (quota_id, win, envoy, held) VALUES ($1, $2, $3, 0) ON CONFLICT (quota_id, win, envoy) DO NOTHING")
+            .bind(quota)
+            .bind(win)
+            .bind(envoy)
+            .execute(&mut *tx)
+            .await?;
+        let held: i64 = sqlx::query("SELECT held FROM quota_leases WHERE quota_id = $1 AND win = $2 AND envoy = $3")
+            .bind(quota)
+            .bind(win)
+            .bind(envoy)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        let held = u64::try_from(held).unwrap_or(0);
+        let returned = ask.returned.min(held);
+        let granted = u64::try_from(granted).unwrap_or(0).saturating_sub(returned);
         let free = limit.saturating_sub(granted);
         let give = tollgate_contract::quota_lease::grant_size(free, ask.want, ask.need, envoys);
-        if give > 0 || ask.returned > 0 {
+        if give > 0 || returned > 0 {
             sqlx::query("UPDATE quota_grants SET granted = $1, updated_at = $2 WHERE quota_id = $3 AND win = $4")
                 .bind(i64::try_from(granted + give)?)
                 .bind(now)
@@ -216,9 +237,31 @@ impl Store {
                 .bind(win)
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query("UPDATE quota_leases SET held = $1 WHERE quota_id = $2 AND win = $3 AND envoy = $4")
+                .bind(i64::try_from(held - returned + give)?)
+                .bind(quota)
+                .bind(win)
+                .bind(envoy)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
-        Ok((give, free - give))
+        Ok((give, free - give, ask.returned - returned))
+    }
+
+    /// What an Envoy holds of a quota's window (granted, less what it gave back).
+    #[cfg(test)]
+    pub async fn quota_held(&self, quota: &str, win: u64, envoy: &str) -> anyhow::Result<u64> {
+        let row = sqlx::query("SELECT held FROM quota_leases WHERE quota_id = $1 AND win = $2 AND envoy = $3")
+            .bind(quota)
+            .bind(i64::try_from(win)?)
+            .bind(envoy)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => u64::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0),
+            None => 0,
+        })
     }
 
     /// What has been granted of a quota's window.

@@ -36,8 +36,9 @@ async fn exercise_grants(store: &Store) {
             let store = store.clone();
             tokio::spawn(async move {
                 let mut got = 0;
+                let envoy = format!("envoy-{}", i % 4);
                 for _ in 0..40 {
-                    got += store.grant_quota(&ask(5, 7, u64::from(i % 2 == 0), 0), 5, 600, 2, 100).await.unwrap().0;
+                    got += store.grant_quota(&ask(5, 7, u64::from(i % 2 == 0), 0), &envoy, 5, 600, 2, 100).await.unwrap().0;
                 }
                 got
             })
@@ -49,14 +50,30 @@ async fn exercise_grants(store: &Store) {
     }
     assert_eq!(total, 600, "every unit granted once");
     assert_eq!(store.quota_granted("quota_g", 5).await.unwrap(), 600);
-    assert_eq!(store.grant_quota(&ask(5, 7, 1, 0), 5, 600, 2, 100).await.unwrap(), (0, 0));
-    assert_eq!(store.grant_quota(&ask(5, 0, 0, 40), 5, 600, 2, 100).await.unwrap(), (0, 40), "a return is taken back");
-    assert_eq!(store.grant_quota(&ask(5, 7, 0, 0), 5, 600, 2, 100).await.unwrap(), (7, 33));
+    let mut held = 0;
+    for i in 0..4 {
+        held += store.quota_held("quota_g", 5, &format!("envoy-{i}")).await.unwrap();
+    }
+    assert_eq!(held, 600, "what each Envoy holds adds up to what was granted");
+    let e0 = store.quota_held("quota_g", 5, "envoy-0").await.unwrap();
+    assert!(e0 >= 40, "{e0}");
+    assert_eq!(store.grant_quota(&ask(5, 7, 1, 0), "envoy-0", 5, 600, 2, 100).await.unwrap(), (0, 0, 0));
+    assert_eq!(store.grant_quota(&ask(5, 0, 0, 40), "envoy-0", 5, 600, 2, 100).await.unwrap(), (0, 40, 0), "a return is taken back");
+    assert_eq!(store.quota_held("quota_g", 5, "envoy-0").await.unwrap(), e0 - 40);
+    assert_eq!(store.grant_quota(&ask(5, 7, 0, 0), "envoy-0", 5, 600, 2, 100).await.unwrap(), (7, 33, 0));
     assert_eq!(store.quota_granted("quota_g", 5).await.unwrap(), 567);
-    assert_eq!(store.grant_quota(&ask(6, 7, 0, 0), 5, 600, 2, 100).await.unwrap(), (7, 593), "the next window, ahead");
-    assert_eq!(store.quota_granted("quota_g", 5).await.unwrap(), 567, "the current window's row is kept");
-    assert_eq!(store.grant_quota(&ask(7, 7, 0, 0), 7, 600, 2, 100).await.unwrap(), (7, 593));
+    // An Envoy cannot give back what it does not hold: one that was never granted anything, and
+    // one that says it gives back more than it holds, make no room.
+    assert_eq!(store.grant_quota(&ask(5, 0, 0, 50), "envoy-stranger", 5, 600, 2, 100).await.unwrap(), (0, 33, 50));
+    let e1 = store.quota_held("quota_g", 5, "envoy-1").await.unwrap();
+    assert_eq!(store.grant_quota(&ask(5, 0, 0, e1 + 100), "envoy-1", 5, 600, 2, 100).await.unwrap(), (0, 33 + e1, 100));
+    assert_eq!(store.quota_held("quota_g", 5, "envoy-1").await.unwrap(), 0);
+    assert_eq!(store.quota_granted("quota_g", 5).await.unwrap(), 567 - e1);
+    assert_eq!(store.grant_quota(&ask(6, 7, 0, 0), "envoy-0", 5, 600, 2, 100).await.unwrap(), (7, 593, 0), "the next window, ahead");
+    assert_eq!(store.quota_granted("quota_g", 5).await.unwrap(), 567 - e1, "the current window's row is kept");
+    assert_eq!(store.grant_quota(&ask(7, 7, 0, 0), "envoy-0", 7, 600, 2, 100).await.unwrap(), (7, 593, 0));
     assert_eq!(store.quota_granted("quota_g", 5).await.unwrap(), 0, "windows before the current one are dropped");
+    assert_eq!(store.quota_held("quota_g", 5, "envoy-0").await.unwrap(), 0, "and what the Envoys held of them");
     assert_eq!(store.quota_granted("quota_g", 7).await.unwrap(), 7);
     assert_eq!(store.touch_quota_envoy("envoy-a", 100, 50).await.unwrap(), 1);
     assert_eq!(store.touch_quota_envoy("envoy-b", 110, 50).await.unwrap(), 2);
