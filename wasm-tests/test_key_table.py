@@ -160,6 +160,32 @@ def test_a_revocation_is_refused_on_the_next_request_and_only_its_shard_is_copie
         assert not w.logs_at(LogLevel.WARN), w.logs_at(LogLevel.WARN)
 
 
+def test_a_key_is_hashed_once_per_worker_and_an_unknown_one_every_time(make_gateway):
+    # The SHA-256 a presented key is looked up by (about 5,000 wasm instructions) is kept, by a
+    # keyed tag of the key, once the key authenticates; an unknown key is hashed every time and
+    # never kept (the table is looked up on every request: revocation above).
+    shared = SharedData()
+    kt.publish(shared, full_table(), 5, 1)
+    w = make_gateway(shared_data=shared)
+    assert key_id_of(send(w, "POST", CHAT, chat_body("gpt-a"), key=K2_SECRET)) == "k2"  # the table copied
+
+    def headers_fuel(key: str):
+        w.crossings.clear()
+        ctx = send(w, "POST", CHAT, chat_body(), key=key)
+        return w.crossings["fuel@proxy_on_request_headers"], ctx
+
+    first, ctx = headers_fuel(K1_SECRET)
+    assert key_id_of(ctx) == "k1"
+    again, ctx = headers_fuel(K1_SECRET)
+    assert key_id_of(ctx) == "k1"
+    assert first - again > 3000, (first, again)
+    unknown = K1_SECRET[:-4] + "zzzz"
+    for _ in range(2):
+        fuel, ctx = headers_fuel(unknown)
+        assert_openai_error(ctx.local_response, 401, "invalid_api_key", "authentication_error")
+        assert fuel - again > 3000, (fuel, again)
+
+
 def test_a_bad_shard_keeps_the_previous_one_and_is_retried(make_gateway):
     shared = SharedData()
     kt.publish(shared, full_table(), 5, 1)

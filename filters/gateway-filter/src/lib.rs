@@ -302,7 +302,7 @@ impl HttpFilter for GatewayHttp {
                 .keys
                 .try_borrow_mut()
                 .map_err(|_| GatewayError::new(ErrorKind::Internal, "The key table is busy; retry in a moment."))?;
-            request::authenticate_at(keys.sync(host), h.authorization.as_deref(), h.x_api_key.as_deref(), now)?
+            keys.authenticate(host, h.authorization.as_deref(), h.x_api_key.as_deref(), now)?
         };
         match &op {
             Operation::ListModels => return reply_json(host, &request::list_models(&cfg, &key)),

@@ -100,6 +100,18 @@ pub fn authenticate_at(
     x_api_key: Option<&str>,
     now: impl FnOnce() -> u64,
 ) -> Result<KeyEntry, GatewayError> {
+    authenticate_with(keys, authorization, x_api_key, now, tollgate_contract::keys::digest)
+}
+
+/// As [`authenticate_at`], with the presented key's SHA-256 digest from `digest` (a worker
+/// keeps the digests of the keys it authenticated: see the gateway filter's key table).
+pub fn authenticate_with(
+    keys: Option<&Table>,
+    authorization: Option<&str>,
+    x_api_key: Option<&str>,
+    now: impl FnOnce() -> u64,
+    digest: impl FnOnce(&str) -> tollgate_contract::keys::KeyDigest,
+) -> Result<KeyEntry, GatewayError> {
     let Some(secret) = presented_key(authorization, x_api_key) else {
         return Err(GatewayError::new(
             ErrorKind::Authentication,
@@ -111,7 +123,7 @@ pub fn authenticate_at(
         return Err(GatewayError::new(ErrorKind::Unavailable, "The gateway has not loaded its keys yet; retry in a moment.")
             .code("keys_not_loaded"));
     };
-    keys.authenticate_at(secret, now).map_err(|r| match r {
+    keys.authenticate_digest(&digest(secret), now).map_err(|r| match r {
         KeyRejection::Unknown => GatewayError::new(
             ErrorKind::Authentication,
             "Incorrect API key provided. Check the key, or ask your administrator for a new one.",

@@ -16,7 +16,7 @@ pub mod wire;
 pub use shard::{encode_shard, EntrySpec, Shard};
 pub use wire::{Manifest, Update};
 
-use crate::keys::{digest, KeyEntry, KeyRejection};
+use crate::keys::{digest, KeyDigest, KeyEntry, KeyRejection};
 
 /// Shards in a table: one per value of the digest's first byte.
 pub const SHARDS: usize = 256;
@@ -109,9 +109,13 @@ impl Table {
 
     /// Looks a presented secret up; `now` (unix seconds) is read only for a key that expires.
     pub fn authenticate_at(&self, secret: &str, now: impl FnOnce() -> u64) -> Result<KeyEntry, KeyRejection> {
-        let d = digest(secret);
+        self.authenticate_digest(&digest(secret), now)
+    }
+
+    /// As [`Table::authenticate_at`], for a key whose digest ([`digest`]) is already known.
+    pub fn authenticate_digest(&self, d: &KeyDigest, now: impl FnOnce() -> u64) -> Result<KeyEntry, KeyRejection> {
         let shard = self.shards.get(usize::from(d[0])).ok_or(KeyRejection::Unknown)?;
-        let record = shard.lookup(&d).ok_or(KeyRejection::Unknown)?;
+        let record = shard.lookup(d).ok_or(KeyRejection::Unknown)?;
         match record.expires_at {
             Some(t) if now() >= t => Err(KeyRejection::Expired),
             _ => Ok(record.to_entry()),
