@@ -19,7 +19,6 @@
 use std::cell::RefCell;
 use std::time::Duration;
 
-use tollgate_contract::bytes::same_str;
 use tollgate_contract::quota::{self, Hold, Holds, Metric, QuotaDoc};
 use tollgate_contract::quota_lease::{self, Ask};
 use tollgate_wasm::quota_slot::{authority_down, give_back, groups, take_group, Want};
@@ -94,9 +93,9 @@ pub const FLUSH_PERIOD: Duration = Duration::from_millis(100);
 const DEFERRED_MAX: usize = 1024;
 
 thread_local! {
-    /// Reservations of ended requests not given back yet, with their group's value key (the
-    /// worker's, shared by its root contexts).
-    static DEFERRED: RefCell<Vec<(String, Hold)>> = RefCell::default();
+    /// Reservations of ended requests not given back yet (the worker's, shared by its root
+    /// contexts).
+    static DEFERRED: RefCell<Vec<Hold>> = RefCell::default();
 }
 
 /// Whether every token and cost quota a request took had at least half its limit left after
@@ -122,7 +121,7 @@ pub fn end<H: Host>(host: &H, holds: Vec<Hold>, roomy: Roomy) {
 /// Gives back every reservation kept (the worker's tick); those that could not be written are
 /// kept for the next.
 pub fn flush<H: Host>(host: &H) {
-    let kept: Vec<Hold> = DEFERRED.with(|d| d.borrow_mut().drain(..).map(|(_, h)| h).collect());
+    let kept: Vec<Hold> = DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut()));
     if kept.is_empty() {
         return;
     }
@@ -138,24 +137,23 @@ fn defer(holds: Vec<Hold>) {
     if holds.is_empty() {
         return;
     }
-    DEFERRED.with(|d| {
-        let mut d = d.borrow_mut();
-        for h in holds {
-            d.push((quota::slot_key(&h.id, h.group.as_deref()), h));
-        }
-    });
+    DEFERRED.with(|d| d.borrow_mut().extend(holds));
 }
 
 /// The kept reservations of the group whose value is under `key`, taken out.
 fn take_deferred(key: &str) -> Vec<Hold> {
     DEFERRED.with(|d| {
         let mut d = d.borrow_mut();
-        if !d.iter().any(|(k, _)| same_str(k, key)) {
-            return Vec::new();
+        let mut mine = Vec::new();
+        let mut i = 0;
+        while let Some(h) = d.get(i) {
+            if quota::is_slot_key(key, &h.id, h.group.as_deref()) {
+                mine.push(d.swap_remove(i));
+            } else {
+                i += 1;
+            }
         }
-        let (mine, rest): (Vec<_>, Vec<_>) = d.drain(..).partition(|(k, _)| same_str(k, key));
-        *d = rest;
-        mine.into_iter().map(|(_, h)| h).collect()
+        mine
     })
 }
 
