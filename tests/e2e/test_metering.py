@@ -137,11 +137,20 @@ def test_a_key_holder_reads_its_own_usage_and_spend(gw, mock):
     assert harness.http("GET", f"{gw.base_url}/usage", headers=bearer(other)).json()["total"]["requests"] == 0
     assert_openai_error(harness.http("GET", f"{gw.base_url}/usage", headers=bearer("tg-" + "x" * 43)), 401)
     assert harness.http("GET", f"{gw.base_url}/usage?from=yesterday", headers=bearer(secret)).status_code == 400
-    # the cost of a non-streamed answer comes back in a header, as the ledger prices it
-    body = {"model": "gpt-mock", "messages": user_message(f"{word} costed answer")}
-    resp = harness.http("POST", f"{gw.base_url}/chat/completions", json=body, headers=bearer(secret))
+    # the cost of a non-streamed answer comes back in a header, as the ledger prices it (once
+    # the price has reached Envoy in the deployment's metadata: a cluster update, which under
+    # load can come after the requests above)
+    costed: list[Any] = []
+
+    def answer_with_cost() -> bool:
+        body = {"model": "gpt-mock", "messages": user_message(f"{word} costed answer {len(costed)}")}
+        costed.append((body, harness.http("POST", f"{gw.base_url}/chat/completions", json=body, headers=bearer(secret))))
+        return "x-tollgate-cost-usd" in costed[-1][1].headers
+    harness.wait_until(answer_with_cost, 15, "the price to reach Envoy", interval=0.2)
+    body, resp = costed[-1]
     assert resp.status_code == 200 and resp.json()["choices"][0]["message"]["content"]
-    rid = next(r["headers"]["x-request-id"] for r in mock.requests if f"{word} costed" in r["body"])
+    text = body["messages"][0]["content"]
+    rid = next(r["headers"]["x-request-id"] for r in mock.requests if text in r["body"])
     harness.wait_until(lambda: any(r["request_id"] == rid for r in records(gw, key_id)), 15, "the costed record")
     [row] = [r for r in records(gw, key_id) if r["request_id"] == rid]
     assert resp.headers["x-tollgate-cost-usd"] == row["cost_usd"], (resp.headers, row)
