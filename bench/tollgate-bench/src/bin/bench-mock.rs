@@ -1,5 +1,5 @@
 //! `bench-mock`: a fast mock model provider for the benchmark (OpenAI chat completions, streaming
-//! and not, and embeddings). It must never be the bottleneck: every answer is prepared at start,
+//! and not, and embeddings; Bedrock Converse and ConverseStream). It must never be the bottleneck: every answer is prepared at start,
 //! a request body is only scanned for `"stream": true`, and one thread serves everything.
 //!
 //! ```text
@@ -64,6 +64,8 @@ struct Canned {
     chat: Bytes,
     converse: Bytes,
     stream: Arc<[Bytes]>,
+    /// ConverseStream's events, one event-stream frame each.
+    converse_stream: Arc<[Bytes]>,
     embeddings: Bytes,
     unauthorized: Bytes,
     not_found: Bytes,
@@ -96,6 +98,37 @@ fn error(message: &str, kind: &str) -> Bytes {
 
 fn sse(value: &serde_json::Value) -> Bytes {
     Bytes::from(format!("data: {value}\n\n"))
+}
+
+/// One AWS event-stream frame (`application/vnd.amazon.eventstream`): the prelude (total and
+/// headers lengths, big-endian, and their CRC32), the headers (name length, name, type 7 for a
+/// string, value length, value), the payload, and the CRC32 of all that came before.
+fn event_frame(headers: &[(&str, &str)], payload: &[u8]) -> Bytes {
+    let mut h = Vec::new();
+    for (name, value) in headers {
+        h.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
+        h.extend_from_slice(name.as_bytes());
+        h.push(7);
+        h.extend_from_slice(&u16::try_from(value.len()).unwrap_or(u16::MAX).to_be_bytes());
+        h.extend_from_slice(value.as_bytes());
+    }
+    let total = 12 + h.len() + payload.len() + 4;
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&u32::try_from(total).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(&u32::try_from(h.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(&crc32fast::hash(&out).to_be_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(payload);
+    out.extend_from_slice(&crc32fast::hash(&out).to_be_bytes());
+    Bytes::from(out)
+}
+
+/// A ConverseStream event (botocore's `ConverseStreamOutput` members).
+fn converse_event(event_type: &str, payload: &serde_json::Value) -> Bytes {
+    event_frame(
+        &[(":event-type", event_type), (":content-type", "application/json"), (":message-type", "event")],
+        payload.to_string().as_bytes(),
+    )
 }
 
 impl Canned {
@@ -142,6 +175,18 @@ impl Canned {
             "model": "mock-embedding-1",
             "usage": {"prompt_tokens": 8, "total_tokens": 8}
         });
+        let mut converse_stream = Vec::with_capacity(args.chunks + 4);
+        converse_stream.push(converse_event("messageStart", &json!({"role": "assistant"})));
+        for i in 0..args.chunks {
+            let word = ANSWER_WORDS.get(i % ANSWER_WORDS.len()).copied().unwrap_or(" word");
+            converse_stream.push(converse_event("contentBlockDelta", &json!({"contentBlockIndex": 0, "delta": {"text": word}})));
+        }
+        converse_stream.push(converse_event("contentBlockStop", &json!({"contentBlockIndex": 0})));
+        converse_stream.push(converse_event("messageStop", &json!({"stopReason": "end_turn"})));
+        converse_stream.push(converse_event("metadata", &json!({
+            "usage": {"inputTokens": 412, "outputTokens": 24, "totalTokens": 436},
+            "metrics": {"latencyMs": 120}
+        })));
         let converse = json!({
             "output": {"message": {"role": "assistant", "content": [{"text": content}]}},
             "stopReason": "end_turn",
@@ -152,6 +197,7 @@ impl Canned {
             chat: Bytes::from(chat.to_string()),
             converse: Bytes::from(converse.to_string()),
             stream: stream.into(),
+            converse_stream: converse_stream.into(),
             embeddings: Bytes::from(embeddings.to_string()),
             unauthorized: error("Incorrect API key provided.", "invalid_request_error"),
             not_found: error("Unknown path.", "invalid_request_error"),
@@ -255,7 +301,8 @@ fn json_response(status: StatusCode, body: &Bytes) -> Response<MockBody> {
 }
 
 async fn handle(req: Request<Incoming>, canned: Arc<Canned>) -> Result<Response<MockBody>, Infallible> {
-    let converse = req.uri().path().ends_with("/converse");
+    let converse_stream = req.uri().path().ends_with("/converse-stream");
+    let converse = converse_stream || req.uri().path().ends_with("/converse");
     let auth = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes().to_vec()).unwrap_or_default();
     // Bedrock Converse must be SigV4-signed (checked for shape only: the mock must stay cheap);
     // the OpenAI paths must carry the configured provider key.
@@ -271,6 +318,17 @@ async fn handle(req: Request<Incoming>, canned: Arc<Canned>) -> Result<Response<
     let path = req.uri().path();
     let chat = path.ends_with("/chat/completions");
     let embeddings = path.ends_with("/embeddings");
+    if is_post && converse_stream {
+        let _ = req.into_body().collect().await;
+        let body = MockBody::Stream {
+            chunks: canned.converse_stream.clone(),
+            next: 0,
+            delay: canned.chunk_delay,
+            start: Instant::now(),
+            sleep: None,
+        };
+        return Ok(respond(StatusCode::OK, "application/vnd.amazon.eventstream", body));
+    }
     if is_post && converse {
         let _ = req.into_body().collect().await;
         return Ok(json_response(StatusCode::OK, &canned.converse));
@@ -358,7 +416,19 @@ async fn serve(args: Args) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::wants_stream;
+    use super::{event_frame, wants_stream};
+
+    #[test]
+    fn event_frames_carry_their_lengths_and_checksums() {
+        let f = event_frame(&[(":event-type", "messageStop")], br#"{"stopReason":"end_turn"}"#);
+        let total = u32::from_be_bytes(f[0..4].try_into().unwrap()) as usize;
+        let headers = u32::from_be_bytes(f[4..8].try_into().unwrap()) as usize;
+        assert_eq!(total, f.len());
+        assert_eq!(u32::from_be_bytes(f[8..12].try_into().unwrap()), crc32fast::hash(&f[0..8]));
+        assert_eq!(u32::from_be_bytes(f[total - 4..].try_into().unwrap()), crc32fast::hash(&f[..total - 4]));
+        assert_eq!(&f[12..12 + headers], b"\x0b:event-type\x07\x00\x0bmessageStop");
+        assert_eq!(&f[12 + headers..total - 4], br#"{"stopReason":"end_turn"}"#);
+    }
 
     #[test]
     fn detects_stream_flag() {
