@@ -36,8 +36,9 @@ build: wasm
 
 build-debug: wasm
 	cargo build -p tollgate-control-plane
-	@echo "==> building the AWS Rust SDK probe used by tests/e2e/test_rust_sdk.py"
+	@echo "==> building the AWS Rust SDK probe used by tests/e2e/test_rust_sdk.py, and the bench mock (tests/unit/test_bench_mock_sdk.py)"
 	cargo build -p tollgate-sdk-probe
+	cargo build -p tollgate-bench --bin bench-mock
 
 up: build
 	@scripts/up.sh

@@ -1,6 +1,7 @@
 """The proxy-wasm ABI as the harness speaks it: status and enum values, errors, the header
 map wire format, and the plain data the host keeps (header maps, shared data, local responses,
-HTTP callouts). `proxy_wasm_host` (the host), `proxy_wasm_imports` (the host calls it answers) and `proxy_wasm_http` (one HTTP stream) build on it."""
+HTTP callouts). `proxy_wasm_host` (the host), `proxy_wasm_imports` (the host calls it
+answers) and `proxy_wasm_http` (one HTTP stream) build on it."""
 
 from __future__ import annotations
 
