@@ -16,37 +16,17 @@
 use std::cell::RefCell;
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault};
 use std::rc::Rc;
 
 use tollgate_contract::keys::{digest, KeyDigest, KeyEntry};
 use tollgate_contract::keytable::{self, Manifest, Shard, Table};
 use tollgate_contract::GatewayError;
 use tollgate_gateway::request;
-use tollgate_wasm::Host;
+use tollgate_wasm::{Host, IdHasher};
 
 /// The most digests a worker keeps; past it they are forgotten and kept again as used.
 const DIGESTS_MAX: usize = 4096;
-
-/// Hashes a tag (already a keyed hash) by its low bits.
-#[derive(Default)]
-struct TagHasher(u64);
-
-impl Hasher for TagHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn write_u128(&mut self, tag: u128) {
-        self.0 = tag as u64;
-    }
-}
 
 /// The digests of keys this worker authenticated, by a 128-bit tag of the key: SipHash under
 /// the VM's random seed, twice with distinct suffixes (about 600 wasm instructions against the
@@ -57,7 +37,7 @@ impl Hasher for TagHasher {
 #[derive(Default)]
 pub struct Digests {
     seed: RandomState,
-    by_tag: HashMap<u128, KeyDigest, BuildHasherDefault<TagHasher>>,
+    by_tag: HashMap<u128, KeyDigest, BuildHasherDefault<IdHasher>>,
 }
 
 impl Digests {

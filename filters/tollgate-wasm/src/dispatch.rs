@@ -33,7 +33,8 @@ type Shared<T> = Rc<RefCell<T>>;
 
 /// Hashes the host's context ids (small integers Envoy hands out, not chosen by a client) with
 /// one multiplication instead of SipHash: a context is looked up on every callback, and SipHash
-/// cost a couple of hundred wasm instructions each time.
+/// cost a couple of hundred wasm instructions each time. Also for other keys a client cannot
+/// choose (the gateway's key-digest tags, already keyed hashes).
 #[derive(Default)]
 pub struct IdHasher(u64);
 
@@ -51,6 +52,10 @@ impl Hasher for IdHasher {
     fn write_u32(&mut self, id: u32) {
         // Fibonacci hashing: the table takes its control bits from the top of the hash.
         self.0 = (self.0 ^ u64::from(id)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn write_u128(&mut self, key: u128) {
+        self.0 = (self.0 ^ (key as u64) ^ ((key >> 64) as u64)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 

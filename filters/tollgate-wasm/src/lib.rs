@@ -24,7 +24,7 @@ mod logger;
 pub mod quota_slot;
 
 pub use codec::serialize_map;
-pub use dispatch::Dispatcher;
+pub use dispatch::{Dispatcher, IdHasher};
 pub use host::{Buffer, Headers, Host, HostError, Map, Wasm};
 pub use logger::install as install_logger;
 
