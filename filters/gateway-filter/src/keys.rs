@@ -96,7 +96,7 @@ pub struct Keys {
 
 impl Keys {
     /// Brings the table up to date and authenticates the presented key against it (see
-    /// `request::authenticate_at`), its digest kept once it authenticates.
+    /// `request::authenticate_at`; no table yet: a 503), its digest kept once it authenticates.
     pub fn authenticate<H: Host>(
         &mut self,
         host: &H,
@@ -115,17 +115,17 @@ impl Keys {
         Ok(entry)
     }
 
-    /// Brings the table up to date; `None` while the service VM has published no table.
-    pub fn sync<H: Host>(&mut self, host: &H) -> Option<&Table> {
+    /// Brings the table up to date (`loaded` once it was, whole).
+    fn sync<H: Host>(&mut self, host: &H) {
         let cas = match host.shared_data(keytable::SHARED_VERSION_KEY) {
             // Written empty (no buffer comes back), or with a value by an earlier service VM;
             // Envoy's CAS tokens are never 0, which is what an absent key reads as.
             Ok((Some(_), cas)) => cas,
             Ok((None, cas)) if cas != 0 => cas,
-            Ok((None, _)) => return self.loaded.then_some(&self.table),
+            Ok((None, _)) => return,
             Err(e) => {
                 log::warn!("gateway filter: cannot read the key table version ({e}); keeping the table as it is");
-                return self.loaded.then_some(&self.table);
+                return;
             }
         };
         if self.synced != Some(cas) {
@@ -146,7 +146,6 @@ impl Keys {
                 }
             }
         }
-        self.loaded.then_some(&self.table)
     }
 
     /// Copies every shard whose version differs from the manifest's; returns how many.
