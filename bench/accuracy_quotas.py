@@ -17,6 +17,10 @@ their own keys:
   (goal: never), and what was left, in requests of the mean cost (goal: within 2) and in
   reservations (what one request reserves: its worst case, here 4.8 times its mean cost; a
   budget that is never overspent can end up to one reservation short, never more).
+- budget_fit: the same on a budget with `fit_output_tokens: 2` (a request that no longer fits
+  is admitted with its max_tokens lowered to what fits, down to 2): never over (goal), and the
+  gap in mean-cost requests (goal: within 2; it is under one request at its floor), with how
+  many requests were lowered (the mock stops each answer at its max_tokens, as OpenAI does).
 - concurrency: 10 at once on Envoy A, 50 clients streaming slowly: the most streams between
   their 200 and their last byte at once, seen by the clients (goal: 10).
 - waits: 1,000 a minute on Envoy A used at 20 a second for 30 s (under 80%): the requests that
@@ -165,7 +169,7 @@ class Paced:
         return out
 
 
-def budget_run(stacks: list[Any], key: str, clients: int) -> tuple[int, int]:
+def budget_run(stacks: list[Any], key: str, clients: int, tag: str = "budget") -> tuple[int, int]:
     """200 clients over both Envoys until every one has been refused twice in a row; after a
     refusal a client waits half a second, as the official SDKs do before their first retry
     (`INITIAL_RETRY_DELAY = 0.5` in openai-python)."""
@@ -176,7 +180,7 @@ def budget_run(stacks: list[Any], key: str, clients: int) -> tuple[int, int]:
         nonlocal ok, refused
         stack, misses, n = stacks[i % 2], 0, 0
         while misses < 2 and n < 200:
-            r = chat(stack, key, f"budget {i} {n}")
+            r = chat(stack, key, f"{tag} {i} {n}")
             n += 1
             with lock:
                 if r.status_code == 200:
@@ -268,7 +272,7 @@ def run(db_url: str, work: Path, only: set[str] | None = None) -> dict[str, Any]
         for s in (a, b):
             s.wait_chat_ready(MODEL)
         keys = {}
-        for name in ("rpm1", "rpm2", "tpm", "budget", "conc", "waits"):
+        for name in ("rpm1", "rpm2", "tpm", "budget", "budget_fit", "conc", "waits"):
             kid, secret = a.create_key(name=f"acc-{name}")
             keys[name] = (kid, secret)
         for _, secret in keys.values():
@@ -279,6 +283,7 @@ def run(db_url: str, work: Path, only: set[str] | None = None) -> dict[str, Any]
         quota(a, metric="total_tokens", window_seconds=60, limit=6000, key_id=keys["tpm"][0])
         budget_usd = "0.02"
         q_budget = quota(a, metric="cost_usd", limit_usd=budget_usd, key_id=keys["budget"][0])
+        q_fit = quota(a, metric="cost_usd", limit_usd=budget_usd, key_id=keys["budget_fit"][0], fit_output_tokens=2)
         quota(a, metric="concurrency", limit=10, key_id=keys["conc"][0])
         q_waits = quota(a, metric="requests", window_seconds=60, limit=1000, key_id=keys["waits"][0])
         time.sleep(3)  # on both Envoys (B's control plane republishes on A's notification)
@@ -316,7 +321,7 @@ def run(db_url: str, work: Path, only: set[str] | None = None) -> dict[str, Any]
             log(f"rpm one Envoy: {rpm_one} of 60; two Envoys per window: {full} (fault window: {fault})")
 
         # --- waits below 80%, budget, concurrency -------------------------------------------------------
-        waits_count, sent_waits, ok, most = 0, 0, None, None
+        waits_count, sent_waits, ok, most, fit_ok, lowered = 0, 0, None, None, None, None
         if wanted("waits"):
             before = counter(a, "tollgate_quota_network_waits")
             waits = Paced([a], keys["waits"][1], 1200 * 0.5, 4, time.time(), time.time() + 30, "waits")
@@ -328,6 +333,12 @@ def run(db_url: str, work: Path, only: set[str] | None = None) -> dict[str, Any]
             ok, refused = budget_run([a, b], keys["budget"][1], 200)
             log(f"budget: {ok} admitted, {refused} refused; the authority's state after: "
                 f"{a.admin('GET', f'/admin/v1/quotas/{q_budget}/state').text}")
+            fit_ok, fit_refused = budget_run([a, b], keys["budget_fit"][1], 200, "fit")
+            lowered = sum(1 for r in mock.requests if isinstance(r.get("json"), dict)
+                          and str(r["json"].get("messages", [{}])[0].get("content", "")).startswith("fit ")
+                          and r["json"].get("max_tokens", 16) < 16)
+            log(f"budget with fit_output_tokens: {fit_ok} admitted ({lowered} lowered), {fit_refused} refused; the "
+                f"authority's state after: {a.admin('GET', f'/admin/v1/quotas/{q_fit}/state').text}")
         if wanted("concurrency"):
             most = concurrency_run(a, keys["conc"][1], mock, 50)
             log(f"concurrency: at most {most} streams at once")
@@ -347,6 +358,9 @@ def run(db_url: str, work: Path, only: set[str] | None = None) -> dict[str, Any]
         budget_nanos = int(float(budget_usd) * 1e9)
         mean = spend_nanos / max(budget_requests, 1)
         reserved = reservation_nanos(a, "budget 100 10") if wanted("budget") else 0
+        fit_rows = ledger(f"SELECT COALESCE(SUM(cost_nanos), 0), COUNT(*) FROM usage_records WHERE key_id = '{keys['budget_fit'][0]}'")
+        fit_spend, fit_requests = int(fit_rows[0][0]), int(fit_rows[0][1])
+        fit_mean = fit_spend / max(fit_requests, 1)
 
         # --- the authority with 100 simulated Envoys -----------------------------------------------------
         sim_grants, sim_cpu = None, None
@@ -367,6 +381,10 @@ def run(db_url: str, work: Path, only: set[str] | None = None) -> dict[str, Any]
             "budget_gap_reservations": round((budget_nanos - spend_nanos) / reserved, 2) if reserved else None,
             "budget_reservation_over_mean": round(reserved / mean, 2) if reserved and mean else None,
             "budget_admitted": ok,
+            "budget_fit_overshoot_usd": round(max(fit_spend - budget_nanos, 0) / 1e9, 9),
+            "budget_fit_gap_requests": round((budget_nanos - fit_spend) / fit_mean, 2) if fit_spend else None,
+            "budget_fit_admitted": fit_ok,
+            "budget_fit_lowered": lowered,
             "concurrency_max_in_flight": most,
             "network_waits_per_request_below_80pct": round(waits_count / max(sent_waits, 1), 4),
             "authority_grants_per_s_two_envoys": grants_per_s and round(grants_per_s, 1),

@@ -333,3 +333,65 @@ def test_past_half_a_quota_a_reservation_is_given_back_at_once(make_gateway):
         assert slot() == WORST
         r.finish()
         assert slot() == 0, "given back at the end (4,100 of 6,000 taken: past half)"
+
+
+def test_a_quota_that_fits_lowers_the_output_limit_instead_of_refusing(make_gateway):
+    """`fit_output`: a request whose worst case no longer fits is admitted with its output limit
+    lowered to what is left (the body rewritten, its content-length with it), down to the
+    quota's floor; below that it is refused."""
+    shared = SharedData()
+    publish_keys(shared)
+    q = {"id": "quota_out", "metric": "output_tokens", "window_seconds": 60, "limit": 100, "fit_output": 10}
+    gw = make_gateway(with_quotas(q), shared_data=shared)
+    slot = lambda: decode_slots(shared.value("tollgate.quota.quota_out"))["quota_out"]["used"]  # noqa: E731
+    first = send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=60, temperature=0.5))
+    assert first.local_response is None and slot() == 60
+    assert json.loads(first.request_body_forwarded)["max_tokens"] == 60, "a request that fits goes as it came"
+    lowered = send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=60, temperature=0.5))
+    assert lowered.local_response is None, "lowered, not refused"
+    body = json.loads(lowered.request_body_forwarded)
+    assert (body["max_tokens"], body["temperature"], body["messages"]) == (40, 0.5, [{"role": "user", "content": "Hello"}])
+    assert lowered.request_header("content-length") == str(len(lowered.request_body_forwarded))
+    assert slot() == 100
+    # Nothing left: not even the floor fits.
+    assert_openai_error(send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=60)).local_response, 429, "rate_limit_exceeded", "rate_limit_error")
+    # A request that never set a limit, lowered, now carries one (it reserved 4,096).
+    lowered.finish()
+    gw.tick()
+    assert slot() == 60
+    capped = send(gw, "POST", "/v1/chat/completions", chat_body())
+    assert capped.local_response is None and json.loads(capped.request_body_forwarded)["max_tokens"] == 40
+    # Anthropic's Messages: its own max_tokens.
+    first.finish()
+    capped.finish()
+    gw.tick()
+    msg = json.dumps({"model": "gpt-a", "max_tokens": 1024, "messages": [{"role": "user", "content": "Hi"}]}).encode()
+    sent = send(gw, "POST", "/v1/messages", msg, via="x-api-key", extra=[("anthropic-version", "2023-06-01")])
+    assert sent.local_response is None and json.loads(sent.request_body_forwarded)["max_tokens"] == 100
+
+
+def test_a_budget_that_fits_lowers_a_request_to_what_it_can_pay(make_gateway):
+    shared = SharedData()
+    publish_keys(shared)
+    input_cost = (len(chat_body(max_tokens=500)) + 3) // 4 * 1000
+    # Room for the first request whole and 123 output tokens (and some) of the second.
+    limit = 2 * input_cost + 500 * 2000 + 123 * 2000 + 1999
+    q = {"id": "quota_budget", "metric": "cost_usd", "window_seconds": 0, "limit": limit, "fit_output": 100}
+    cfg = gateway_config(quotas=[q], model_prices={"gpt-a": {"input": 1000, "output": 2000, "cache_read": 0, "cache_write": 0}})
+    gw = make_gateway(config_bytes(cfg), shared_data=shared)
+    assert send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=500)).local_response is None
+    second = send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=500))
+    assert second.local_response is None and json.loads(second.request_body_forwarded)["max_tokens"] == 123
+    used = decode_slots(shared.value("tollgate.quota.quota_budget"))["quota_budget"]["used"]
+    assert used == limit - 1999, "the lowered request reserves what it may cost"
+    err = assert_openai_error(send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=500)).local_response, 429, "budget_exceeded", "rate_limit_error")
+    assert "quota_budget" in err["message"]
+
+
+def test_a_quota_without_fit_refuses(make_gateway):
+    shared = SharedData()
+    publish_keys(shared)
+    q = {"id": "quota_out", "metric": "output_tokens", "window_seconds": 60, "limit": 100}
+    gw = make_gateway(with_quotas(q), shared_data=shared)
+    assert send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=60)).local_response is None
+    assert send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=60)).local_response.status == 429

@@ -133,7 +133,7 @@ pub enum Command {
         to: Option<String>,
     },
     /// Quotas: `list`, `state ID` (limit, used, reserved, resets at), `delete ID`, or `create METRIC LIMIT [--window SECONDS] [--key ID |
-    /// --user ID | --team ID] [--model NAME] [--provider KIND] [--fail-mode closed|share]` (METRIC: requests,
+    /// --user ID | --team ID] [--model NAME] [--provider KIND] [--fail-mode closed|share] [--fit-output-tokens N]` (METRIC: requests,
     /// input_tokens, output_tokens, total_tokens, concurrency, or cost_usd with LIMIT in dollars:
     /// a budget).
     Quotas {
@@ -153,6 +153,10 @@ pub enum Command {
         provider: Option<String>,
         #[arg(long)]
         fail_mode: Option<String>,
+        /// Lower a request's output limit to fit what is left, down to this many tokens,
+        /// instead of refusing it (cost_usd, total_tokens, output_tokens).
+        #[arg(long)]
+        fit_output_tokens: Option<u64>,
     },
     /// Raw usage records, newest first (administrators).
     Usage {
@@ -247,7 +251,7 @@ fn request(cmd: Command) -> anyhow::Result<(&'static str, String, Option<Value>)
         Command::Spend { scope, id, from, to } => {
             ("GET", format!("/admin/v1/spend{}", q(&[("scope", Some(scope)), ("scope_id", id), ("from", from), ("to", to)])), None)
         }
-        Command::Quotas { action, args, window, key, user, team, model, provider, fail_mode } => match (action.as_str(), args.as_slice()) {
+        Command::Quotas { action, args, window, key, user, team, model, provider, fail_mode, fit_output_tokens } => match (action.as_str(), args.as_slice()) {
             ("list", []) => ("GET", "/admin/v1/quotas".into(), None),
             ("delete", [id]) => ("DELETE", format!("/admin/v1/quotas/{}", encode(id)), None),
             ("state", [id]) => ("GET", format!("/admin/v1/quotas/{}/state", encode(id)), None),
@@ -258,6 +262,9 @@ fn request(cmd: Command) -> anyhow::Result<(&'static str, String, Option<Value>)
                         body[field] = json!(v);
                     }
                 }
+                if let Some(n) = fit_output_tokens {
+                    body["fit_output_tokens"] = json!(n);
+                }
                 if metric == "cost_usd" {
                     body["limit_usd"] = json!(limit);
                 } else {
@@ -265,7 +272,7 @@ fn request(cmd: Command) -> anyhow::Result<(&'static str, String, Option<Value>)
                 }
                 ("POST", "/admin/v1/quotas".into(), Some(body))
             }
-            _ => anyhow::bail!("quotas: list | state ID | create METRIC LIMIT [--window SECONDS] [--key ID | --user ID | --team ID] [--model NAME] [--provider KIND] [--fail-mode closed|share] | delete ID"),
+            _ => anyhow::bail!("quotas: list | state ID | create METRIC LIMIT [--window SECONDS] [--key ID | --user ID | --team ID] [--model NAME] [--provider KIND] [--fail-mode closed|share] [--fit-output-tokens N] | delete ID"),
         },
         Command::Usage { key, request, limit } => (
             "GET",

@@ -594,6 +594,7 @@ impl AdminService for AdminGrpc {
                 .transpose()?,
             // Any other name reads as `Unknown`, which the service refuses.
             provider: q.provider.map(|p| serde_json::from_value(serde_json::Value::String(p)).unwrap_or(tollgate_contract::config::ProviderKind::Unknown)),
+            fit_output_tokens: q.fit_output_tokens,
             created_at: 0,
         };
         ok(self.service().create_quota(&actor, spec).await.map_err(created)?.into())
@@ -635,6 +636,7 @@ impl From<crate::store::QuotaSpec> for pb::Quota {
             schedule_json: q.schedule.and_then(|s| serde_json::to_string(&s).ok()),
             alert_thresholds_json: q.alert_thresholds.and_then(|t| serde_json::to_string(&t).ok()),
             provider: q.provider.map(|p| p.as_str().to_owned()),
+            fit_output_tokens: q.fit_output_tokens,
         }
     }
 }

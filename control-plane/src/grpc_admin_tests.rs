@@ -394,6 +394,11 @@ async fn models_credentials_prices_and_spend_over_grpc() {
     let made = c.create_quota(with(ADMIN, monthly.clone())).await.unwrap().into_inner();
     assert_eq!((made.window, made.timezone, made.fail_mode, made.alert_thresholds_json), (monthly.window, monthly.timezone, monthly.fail_mode, monthly.alert_thresholds_json));
     assert!(made.schedule_json.is_some_and(|j| j.contains("09:00")));
+    // A budget that lowers a request's output limit to fit; not a request quota.
+    let fit = pb::Quota { metric: "cost_usd".into(), limit_usd: Some("5".into()), fit_output_tokens: Some(16), ..Default::default() };
+    assert_eq!(c.create_quota(with(ADMIN, fit)).await.unwrap().into_inner().fit_output_tokens, Some(16));
+    let bad = pb::Quota { metric: "requests".into(), limit: 5, fit_output_tokens: Some(16), ..Default::default() };
+    assert_eq!(c.create_quota(with(ADMIN, bad)).await.unwrap_err().code(), Code::InvalidArgument);
     let bad = pb::Quota { metric: "requests".into(), limit: 1, window: Some("fortnight".into()), ..Default::default() };
     assert_eq!(c.create_quota(with(ADMIN, bad)).await.unwrap_err().code(), Code::InvalidArgument);
     // A quota of a provider.

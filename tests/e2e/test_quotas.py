@@ -140,6 +140,46 @@ def test_a_budget_is_never_overspent(gw, mock):
     assert 0 < spent <= 8_500_000, spent
 
 
+def test_a_budget_that_fits_is_spent_to_its_last_small_request(gw, mock):
+    """`fit_output_tokens`: near its end a budget lowers a request's `max_tokens` to what it can
+    still pay (the provider gets the lowered limit, the client an answer cut at it) instead of
+    refusing it; it refuses only when not even that floor fits, so it ends within one small
+    request of its limit, never over."""
+    price = {"provider": "openai", "model": "mock-model-1", "input": "1.00", "output": "2.00",
+             "as_of": "2026-12-05", "source": "test"}
+    assert gw.admin("POST", "/admin/v1/prices", json=price).status_code == 201
+    key_id, secret = gw.create_key(name="quota-budget-fit")
+    gw.wait_key_usable(secret)
+    assert gw.admin("POST", "/admin/v1/quotas", json={"metric": "requests", "limit": 5, "fit_output_tokens": 2}).status_code == 400, \
+        "fit_output_tokens is for quotas a request's output counts in"
+    q = quota(gw, metric="cost_usd", limit_usd="0.0008", key_id=key_id, fit_output_tokens=2)
+    assert q["fit_output_tokens"] == 2
+    mock.clear_requests()
+    statuses, answers = [], []
+    for i in range(60):
+        text = f"{unique()} fit {i} " + " ".join(["word"] * 60)
+        resp = chat(gw, secret, text, max_tokens=50)
+        statuses.append(resp.status_code)
+        if resp.status_code == 429:
+            assert assert_openai_error(resp, 429)["code"] == "budget_exceeded"
+            break
+        answers.append(resp.json())
+    assert statuses[-1] == 429, statuses
+    sent = [r["json"]["max_tokens"] for r in mock.requests_to("/v1/chat/completions")]
+    assert len(sent) == statuses.count(200)
+    lowered = [m for m in sent if m < 50]
+    assert lowered and all(2 <= m < 50 for m in lowered), sent
+    # The echo is longer than any limit: every answer is cut at the limit its request went with.
+    assert [(a["choices"][0]["finish_reason"], a["usage"]["completion_tokens"]) for a in answers] == [("length", m) for m in sent]
+    harness.wait_until(lambda: len(gw.admin("GET", f"/admin/v1/usage?key_id={key_id}").json()["data"]) == statuses.count(200),
+                       15, "the budget's records")
+    spent = sum(int(r["cost_usd"].replace(".", "")) for r in gw.admin("GET", f"/admin/v1/usage?key_id={key_id}").json()["data"])
+    # The refused request's least reservation: its input at 4 bytes a token and 2 output tokens.
+    body = {"model": "gpt-mock", "messages": user_message(text), "max_tokens": 50}
+    least = -(-len(__import__("json").dumps(body).encode()) // 4) * 1000 + 2 * 2000
+    assert 800_000 - least < spent <= 800_000, (spent, least)
+
+
 def test_a_team_quota_counts_every_key_of_the_team_together(gw, mock):
     """A quota scoped to a team applies to all its keys as one (a key made after the quota
     included), and to no other key."""

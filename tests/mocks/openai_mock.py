@@ -396,6 +396,11 @@ class _Handler(MockHandler):
             content = ("echo: " + user_text).strip()
             completion_tokens = count_words(content)
         finish = "tool_calls" if tool_call else "stop"
+        # The output limit (the spec: "an upper bound for the number of tokens that can be
+        # generated"; `finish_reason` "length" when reached): the echo cut to it, a word a token.
+        limit = req.get("max_completion_tokens", req.get("max_tokens"))
+        if content is not None and isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < completion_tokens:
+            content, completion_tokens, finish = " ".join(content.split()[:limit]), limit, "length"
         azure = getattr(self, "_azure", False)
         if azure and content is not None and AZURE_FILTER_TRIGGER in content:
             content = content[:content.index(AZURE_FILTER_TRIGGER)].rstrip()

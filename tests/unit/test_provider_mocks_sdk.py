@@ -67,6 +67,20 @@ def test_openai_chat(oai):
         assert resp.choices[0].model_extra["content_filter_results"]["hate"]["filtered"] is False
 
 
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+def test_openai_chat_stops_at_its_output_limit(oai, field):
+    resp = oai.chat.completions.create(model="mock-model-1", messages=[{"role": "user", "content": "one two three four"}],
+                                       **{field: 2})
+    strict(ChatCompletion, resp)
+    assert (resp.choices[0].message.content, resp.choices[0].finish_reason) == ("echo: one", "length")
+    assert (resp.usage.prompt_tokens, resp.usage.completion_tokens) == (4, 2)
+    chunks = list(oai.chat.completions.create(model="mock-model-1", stream=True, stream_options={"include_usage": True},
+                                              messages=[{"role": "user", "content": "one two three"}], **{field: 3}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: one two"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert [c.usage.completion_tokens for c in chunks if c.usage is not None] == [3]
+
+
 def test_openai_stream_with_usage(oai):
     chunks = list(oai.chat.completions.create(
         model="mock-model-1", stream=True, stream_options={"include_usage": True},

@@ -17,6 +17,8 @@ fn usd_to_nanos(usd: &str) -> Option<u64> {
 
 /// The longest window: a year.
 const MAX_WINDOW_SECONDS: u64 = 365 * 86_400;
+/// The largest floor a quota may lower a request's output limit to (`fit_output_tokens`).
+const MAX_FIT_OUTPUT_TOKENS: u64 = 1_000_000;
 
 /// A quota as it stands now (`GET /admin/v1/quotas/{id}/state`).
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -106,6 +108,17 @@ impl Service {
             return Err(ServiceError::Invalid("Give 'window' (day, week, month) or 'window_seconds', not both.".into()));
         }
         crate::model::calendar::zone(q.timezone.as_deref()).map_err(ServiceError::Invalid)?;
+        if let Some(n) = q.fit_output_tokens {
+            if !q.metric.counts_output() {
+                return Err(ServiceError::Invalid("'fit_output_tokens' is for cost_usd, total_tokens and output_tokens quotas (those a request's output limit counts in).".into()));
+            }
+            if q.provider.is_some() {
+                return Err(ServiceError::Invalid("'fit_output_tokens' is not for a provider's quota (taken per attempt, after the request's body has gone).".into()));
+            }
+            if n == 0 || n > MAX_FIT_OUTPUT_TOKENS {
+                return Err(ServiceError::Invalid(format!("'fit_output_tokens' is from 1 to {MAX_FIT_OUTPUT_TOKENS}.")));
+            }
+        }
         if q.alert_thresholds.as_ref().is_some_and(|t| t.iter().any(|p| *p == 0 || *p > 100)) {
             return Err(ServiceError::Invalid("'alert_thresholds' are percentages from 1 to 100.".into()));
         }

@@ -69,6 +69,14 @@ pub struct QuotaSpec {
     /// none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_thresholds: Option<Vec<u8>>,
+    /// For `cost_usd`, `total_tokens` and `output_tokens` quotas: a request whose worst case no
+    /// longer fits what is left is admitted with its output limit (`max_tokens` and its kin)
+    /// lowered to what fits, down to this many tokens, instead of being refused, so that a
+    /// budget is spent to its last requests; its answer may then stop early
+    /// (`finish_reason: "length"`). Chat, Responses, Messages and Converse requests (an
+    /// InvokeModel body is the model's own). Absent: such a request is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit_output_tokens: Option<u64>,
     #[serde(default)]
     pub created_at: i64,
 }
@@ -135,6 +143,9 @@ impl QuotaSpec {
             // compare-and-swap a request for all of them).
             group: Some(self.scope()),
             provider: self.provider,
+            // Taken by the gateway filter only (a provider's quota is taken per attempt, after
+            // the body has gone).
+            fit_output: if self.provider.is_none() { self.fit_output_tokens.unwrap_or(0) } else { 0 },
         }
     }
 

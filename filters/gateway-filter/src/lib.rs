@@ -233,12 +233,18 @@ impl GatewayHttp {
                 true => cfg.model(&w.model).map_or(&[][..], |m| m.providers.as_slice()),
                 false => &[],
             };
-            let asking = quotas::Asking { key_id: &w.pending.key.id, model: &w.model, body_len: w.body_len, max_output: w.max_output, now, api: self.api, price, hold_seconds: cfg.quota_hold_seconds, providers };
+            let asking = quotas::Asking { key_id: &w.pending.key.id, model: &w.model, body_len: w.body_len, max_output: w.max_output, now, api: self.api, price, hold_seconds: cfg.quota_hold_seconds, providers, fit: request::can_lower_output(&w.pending.op) };
             match quotas::admit(host, &cfg.quotas, &self.quota_keys, &asking, pass)? {
                 // Nothing held, no headers to write, and no quota of a provider for the
                 // provider filter to take.
-                quotas::Admission::Admitted(holds, _, _) if holds.holds.is_empty() && holds.body_len == 0 && holds.limits == Default::default() => {}
-                quotas::Admission::Admitted(holds, spent, roomy) => {
+                quotas::Admission::Admitted(holds, _, _, None) if holds.holds.is_empty() && holds.body_len == 0 && holds.limits == Default::default() => {}
+                quotas::Admission::Admitted(holds, spent, roomy, lowered) => {
+                    if let Some(limit) = lowered {
+                        if let Err(e) = self.lower_output(host, &w, limit) {
+                            quotas::release(host, &holds.holds, true);
+                            return Err(e);
+                        }
+                    }
                     w.facts.quotas = true;
                     self.roomy = roomy;
                     w.holds = Some(holds);
@@ -267,6 +273,20 @@ impl GatewayHttp {
             self.holds = h.holds;
         }
         Ok(Action::Continue)
+    }
+
+    /// Rewrites the body with the output limit a quota lowered the request to (`fit_output`),
+    /// and its `content-length`. Only on that path: the body is read again (after a wait for a
+    /// grant it is not at hand).
+    fn lower_output<H: Host>(&self, host: &H, w: &Waiting, limit: u64) -> Result<(), GatewayError> {
+        let body = self.body.read(host, Buffer::RequestBody)?;
+        let out = request::with_output_limit(&w.pending.op, &body, limit)
+            .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "The request's output limit could not be lowered to fit its quota."))?;
+        self.body.replace(host, Buffer::RequestBody, &out)?;
+        let mut buf = [0; 20];
+        host.set_header(Map::RequestHeaders, "content-length", Some(tollgate_contract::bytes::decimal(out.len() as u64, &mut buf)))?;
+        log::debug!("gateway filter: output limit lowered to {limit} tokens to fit a quota");
+        Ok(())
     }
 
     /// Asks the quota authority for leases, with the ticket the service VM published.

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use tollgate_contract::quota::{self, Hold, Holds, Metric, QuotaDoc};
 use tollgate_contract::quota_lease::{self, Ask};
-use tollgate_wasm::quota_slot::{authority_down, give_back, groups, take_group, Want};
+use tollgate_wasm::quota_slot::{authority_down, give_back, groups, take_group, Over, Want};
 use tollgate_wasm::{Host, HostError};
 
 /// Why a request was refused.
@@ -50,6 +50,9 @@ pub struct Asking<'a> {
     pub hold_seconds: u64,
     /// The providers the model's deployments are at (empty unless some quota is a provider's).
     pub providers: &'a [tollgate_contract::config::ProviderKind],
+    /// Whether the request's output limit can be lowered (its body rewritten) to fit a quota
+    /// with `fit_output`: the client APIs whose output limit the gateway reads and writes.
+    pub fit: bool,
 }
 
 impl Asking<'_> {
@@ -74,15 +77,40 @@ pub enum Pass {
 pub enum Admission<'q> {
     /// Admitted; the providers the model may send it to whose quotas cannot take it (the
     /// request goes around them when the model has another provider); whether its token and
-    /// cost reservations may be given back late (see [`end`]).
-    Admitted(Holds, Vec<tollgate_contract::config::ProviderKind>, Roomy),
+    /// cost reservations may be given back late (see [`end`]); the output limit it was
+    /// admitted with when a quota's `fit_output` lowered it (the body must say so).
+    Admitted(Holds, Vec<tollgate_contract::config::ProviderKind>, Roomy, Option<u64>),
     Refused(Refusal<'q>),
     /// Leases to ask the authority for before trying again.
     Wait(Vec<Ask>),
 }
 
-fn amount(q: &QuotaDoc, r: &Asking<'_>) -> u64 {
-    quota::amount(q.metric, r.body_len, r.max_output, r.price)
+fn amount(q: &QuotaDoc, r: &Asking<'_>, out: Option<u64>) -> u64 {
+    quota::amount(q.metric, r.body_len, out, r.price)
+}
+
+/// How many times one admission may lower a request's output limit (each a compare-and-swap
+/// again; more than one only when the quotas of a group each need it, or another worker took
+/// the room first).
+const FIT_TRIES: usize = 4;
+
+/// The output limit at which the request fits `room` of quota `q`, when `q` lets a request be
+/// lowered (`fit_output`) and the request can be; `out`: its limit now.
+fn fit(q: &QuotaDoc, r: &Asking<'_>, out: Option<u64>, room: u64) -> Option<u64> {
+    if !r.fit || q.fit_output == 0 {
+        return None;
+    }
+    quota::fit_output(q.metric, r.body_len, out.unwrap_or(quota::OUTPUT_RESERVATION), q.fit_output, room, r.price)
+}
+
+/// The least quota `q` takes of the request: at the lowest output limit it may be lowered to
+/// (`fit_output`), or all of it.
+fn least(q: &QuotaDoc, r: &Asking<'_>, out: Option<u64>) -> u64 {
+    let full = amount(q, r, out);
+    if !r.fit || q.fit_output == 0 || !q.metric.counts_output() {
+        return full;
+    }
+    full.min(amount(q, r, Some(q.fit_output)))
 }
 
 /// How often a worker gives back the reservations of ended requests that no admission has
@@ -168,10 +196,13 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
     let mut down = pass == Pass::AuthorityDown;
     let mut roomy = true;
     let applicable: Vec<usize> = (0..quotas.len().min(keys.len())).filter(|&i| quotas[i].provider.is_none() && quotas[i].applies(r.key_id, r.model)).collect();
+    // The output limit the request reserves by: the client's, unless a quota lowers it to fit.
+    let mut out = r.max_output;
+    let mut fits = 0;
     for (group, members) in groups(&applicable, keys) {
         let back = take_deferred(group);
         let (over, taken) = loop {
-            let wants: Vec<Want<'_>> = members.iter().map(|&i| Want { quota: &quotas[i], next: &keys[i].1, amount: amount(&quotas[i], r) }).collect();
+            let wants: Vec<Want<'_>> = members.iter().map(|&i| Want { quota: &quotas[i], next: &keys[i].1, amount: amount(&quotas[i], r, out) }).collect();
             match take_group(host, group, &wants, now, epoch, down, &back) {
                 Err(e) => {
                     defer(back);
@@ -179,7 +210,7 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
                     return Err(e);
                 }
                 Ok(Ok(taken)) => break (None, members.iter().copied().zip(taken).collect::<Vec<_>>()),
-                Ok(Err(at)) => {
+                Ok(Err(Over { at, room })) => {
                     let q = &quotas[members.get(at).copied().unwrap_or(members[0])];
                     if q.lease && pass == Pass::First && !down {
                         if authority_down(host) {
@@ -189,13 +220,23 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
                         // What was kept to give back goes back before the authority is asked
                         // (the lease it frees may be enough for the next try).
                         release(host, &back, false);
-                        let asks = asks(host, quotas, keys, r);
+                        let asks = asks(host, quotas, keys, r, out);
                         // Nothing to ask for: the authority has said it has nothing left.
                         if !asks.is_empty() {
                             release(host, &holds.holds, true);
                             return Ok(Admission::Wait(asks));
                         }
                         break (Some(q), Vec::new());
+                    }
+                    // A quota that lets a request be lowered to fit: again at the output
+                    // limit that fits the room it had (the deferred give-backs were not
+                    // written, so they go again too).
+                    if fits < FIT_TRIES {
+                        if let Some(lower) = fit(q, r, out, room) {
+                            out = Some(lower);
+                            fits += 1;
+                            continue;
+                        }
                     }
                     // Refused with what was kept given back (nothing was written).
                     release(host, &back, false);
@@ -239,13 +280,13 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
                 q.provider.is_some() && r.may_spend(q) && {
                     let window = q.period(now).window;
                     let slot = tollgate_wasm::quota_slot::read(host, key, &q.id).filter(|s| s.window == window);
-                    slot.map_or(0, |s| s.spare()) < amount(q, r)
+                    slot.map_or(0, |s| s.spare()) < amount(q, r, out)
                 }
             })
             .map(|(q, _)| q)
             .collect();
         if !short.is_empty() && pass == Pass::First {
-            let asks = asks(host, quotas, keys, r);
+            let asks = asks(host, quotas, keys, r, out);
             if !asks.is_empty() {
                 release(host, &holds.holds, true);
                 return Ok(Admission::Wait(asks));
@@ -261,12 +302,13 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
     holds.limits = quota::RateLimits { requests, tokens, anthropic_at };
     // What the provider filter reserves by, when a quota of a provider applies.
     if quotas.iter().any(|q| q.provider.is_some() && q.applies(r.key_id, r.model)) {
-        (holds.body_len, holds.max_output) = (r.body_len, r.max_output.unwrap_or(0));
+        (holds.body_len, holds.max_output) = (r.body_len, out.unwrap_or(0));
     }
     // A request quota's count is for good once admitted: nothing to give back or settle, so
     // its hold need not travel (only what is held, concurrency, tokens and cost, does).
     holds.holds.retain(|h| h.metric.is_held());
-    Ok(Admission::Admitted(holds, spent, Roomy(roomy)))
+    let lowered = if fits > 0 { out } else { None };
+    Ok(Admission::Admitted(holds, spent, Roomy(roomy), lowered))
 }
 
 /// What to ask the authority for: every leased quota the request may spend (its own, and those
@@ -276,18 +318,19 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
 /// with the ask (`returned`) and the whole need is asked for: so that, near a quota's end, what
 /// the Envoys hold in pieces too small for a request pools at the authority, where one request
 /// can have it (the gap a budget ends with is then under one request's reservation, not one per
-/// Envoy).
-fn asks<H: Host>(host: &H, quotas: &[QuotaDoc], keys: &[(String, String)], r: &Asking<'_>) -> Vec<Ask> {
+/// Envoy). A quota that lets a request be lowered to fit (`fit_output`) needs only the
+/// request at its lowest.
+fn asks<H: Host>(host: &H, quotas: &[QuotaDoc], keys: &[(String, String)], r: &Asking<'_>, out: Option<u64>) -> Vec<Ask> {
     quotas
         .iter()
         .zip(keys)
         .filter(|(q, _)| r.may_spend(q))
         .filter_map(|(q, (key, _))| {
             let window = q.period(r.now).window;
-            let need = amount(q, r);
+            let (full, need) = (amount(q, r, out), least(q, r, out));
             let slot = tollgate_wasm::quota_slot::read(host, key, &q.id).filter(|s| s.window == window);
             let spare = slot.map_or(0, |s| s.spare());
-            if need <= spare {
+            if full <= spare {
                 return None;
             }
             // The authority answered in this window with less left than the request needs and
@@ -299,7 +342,7 @@ fn asks<H: Host>(host: &H, quotas: &[QuotaDoc], keys: &[(String, String)], r: &A
                 0 => 0,
                 _ => tollgate_wasm::quota_slot::take_back(host, key, &q.id, window, spare).unwrap_or(0),
             };
-            Some(Ask { quota: q.id.clone(), window, want: need.max(q.limit / 50), need, returned })
+            Some(Ask { quota: q.id.clone(), window, want: full.max(q.limit / 50), need, returned })
         })
         .collect()
 }

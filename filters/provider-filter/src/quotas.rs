@@ -103,9 +103,9 @@ impl ProviderQuotas {
             };
             match taken {
                 Ok(taken) => held.extend(members.iter().zip(taken).map(|(&i, t)| Hold::taken(&self.quotas[i], t.period.window, t.amount, epoch))),
-                Err(at) => {
+                Err(over) => {
                     release(host, &held);
-                    let q = &self.quotas[members.get(at).copied().unwrap_or(members[0])];
+                    let q = &self.quotas[members.get(over.at).copied().unwrap_or(members[0])];
                     return Ok(Attempt::Refused { quota: q, limit: q.period(now).limit, retry_after: q.retry_after(now) });
                 }
             }

@@ -522,6 +522,53 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
+/// Whether a request's output limit can be lowered by [`with_output_limit`] (a quota's
+/// `fit_output`): the client APIs whose limit the gateway reads. InvokeModel's body is the
+/// model's own, and embeddings produce no output.
+pub fn can_lower_output(op: &Operation) -> bool {
+    matches!(op, Operation::ChatCompletions | Operation::AnthropicMessages | Operation::BedrockConverse { .. } | Operation::OpenAiResponses)
+}
+
+/// `body` with its output limit set to `limit`, in the client API's words: OpenAI chat's
+/// `max_completion_tokens` and `max_tokens` (whichever the client set, both if both;
+/// `max_tokens` if neither, which every OpenAI-style server reads), Anthropic's `max_tokens`,
+/// Converse's `inferenceConfig.maxTokens`, Responses' `max_output_tokens`. `None` for an
+/// operation [`can_lower_output`] refuses, or a body that is not a JSON object (validated
+/// already: not expected).
+pub fn with_output_limit(op: &Operation, body: &[u8], limit: u64) -> Option<Vec<u8>> {
+    let mut doc: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).ok()?;
+    let n = serde_json::Value::from(limit);
+    match op {
+        Operation::ChatCompletions => {
+            let mut set = false;
+            for field in ["max_completion_tokens", "max_tokens"] {
+                if doc.get(field).is_some_and(|v| !v.is_null()) {
+                    doc.insert(field.to_owned(), n.clone());
+                    set = true;
+                }
+            }
+            if !set {
+                doc.insert("max_tokens".to_owned(), n);
+            }
+        }
+        Operation::AnthropicMessages => {
+            doc.insert("max_tokens".to_owned(), n);
+        }
+        Operation::OpenAiResponses => {
+            doc.insert("max_output_tokens".to_owned(), n);
+        }
+        Operation::BedrockConverse { .. } => {
+            let config = doc.entry("inferenceConfig").or_insert_with(|| serde_json::Value::Object(Default::default()));
+            if !config.is_object() {
+                *config = serde_json::Value::Object(Default::default());
+            }
+            config.as_object_mut()?.insert("maxTokens".to_owned(), n);
+        }
+        _ => return None,
+    }
+    serde_json::to_vec(&doc).ok()
+}
+
 #[cfg(test)]
 #[path = "request_tests.rs"]
 mod tests;

@@ -297,3 +297,32 @@ fn only_json_bodies_are_taken() {
     let long = format!("multipart/form-data; boundary={}", "-".repeat(100_000));
     assert!(check_content_type(Some(&long)).unwrap_err().message.len() < 300);
 }
+
+#[test]
+fn the_output_limit_is_rewritten_in_each_client_apis_words() {
+    let chat = Operation::ChatCompletions;
+    let read = |op: &Operation, b: &[u8]| -> serde_json::Value { serde_json::from_slice(&with_output_limit(op, b, 40).unwrap()).unwrap() };
+    let v = read(&chat, br#"{"model":"a","messages":[{"role":"user","content":"hi"}],"max_tokens":500,"temperature":0.7}"#);
+    assert_eq!((v["max_tokens"].as_u64(), v.get("max_completion_tokens"), v["temperature"].as_f64()), (Some(40), None, Some(0.7)));
+    let v = read(&chat, br#"{"model":"a","messages":[],"max_completion_tokens":500}"#);
+    assert_eq!((v["max_completion_tokens"].as_u64(), v.get("max_tokens")), (Some(40), None));
+    let v = read(&chat, br#"{"model":"a","messages":[],"max_completion_tokens":500,"max_tokens":300}"#);
+    assert_eq!((v["max_completion_tokens"].as_u64(), v["max_tokens"].as_u64()), (Some(40), Some(40)));
+    // Neither set: max_tokens (and the limit the gateway reads back is the new one).
+    let out = with_output_limit(&chat, br#"{"model":"a","messages":[{"role":"user","content":"hi"}]}"#, 40).unwrap();
+    assert_eq!(validate_chat(&out).unwrap().2, Some(40));
+    let v = read(&Operation::AnthropicMessages, br#"{"model":"a","max_tokens":1024,"messages":[]}"#);
+    assert_eq!(v["max_tokens"].as_u64(), Some(40));
+    let v = read(&Operation::OpenAiResponses, br#"{"model":"a","input":"hi"}"#);
+    assert_eq!(v["max_output_tokens"].as_u64(), Some(40));
+    let converse = Operation::BedrockConverse { model: "m".into(), stream: false };
+    let v = read(&converse, br#"{"messages":[],"inferenceConfig":{"maxTokens":900,"temperature":0.2}}"#);
+    assert_eq!((v["inferenceConfig"]["maxTokens"].as_u64(), v["inferenceConfig"]["temperature"].as_f64()), (Some(40), Some(0.2)));
+    let v = read(&converse, br#"{"messages":[]}"#);
+    assert_eq!(v["inferenceConfig"]["maxTokens"].as_u64(), Some(40));
+    // InvokeModel's body is the model's own; embeddings have no output.
+    let invoke = Operation::BedrockInvoke { model: "m".into(), stream: false };
+    assert!(!can_lower_output(&invoke) && !can_lower_output(&Operation::Embeddings) && can_lower_output(&chat));
+    assert_eq!(with_output_limit(&invoke, br#"{"max_tokens":5}"#, 40), None);
+    assert_eq!(with_output_limit(&chat, b"[1]", 40), None);
+}

@@ -115,14 +115,19 @@ pub fn in_window<H: Host>(host: &H, slot: Slot, id: &str, window: u64, cap: Cap<
     slot.in_window(window)
 }
 
-/// Adds `delta` to `slot`'s use, unless a positive one would go past `cap` (`false`).
-pub fn take(slot: &mut Slot, delta: i64, cap: Cap<'_>) -> bool {
-    let used = if delta >= 0 { slot.used.saturating_add(delta.unsigned_abs()) } else { slot.used.saturating_sub(delta.unsigned_abs()) };
-    let limit = match cap {
+/// What `slot` may count in all under `cap` (`None`: no limit).
+fn ceiling(slot: &Slot, cap: Cap<'_>) -> Option<u64> {
+    match cap {
         Cap::None => None,
         Cap::Limit(l) => Some(l),
         Cap::Lease { floor, .. } => Some(slot.leased.max(floor)),
-    };
+    }
+}
+
+/// Adds `delta` to `slot`'s use, unless a positive one would go past `cap` (`false`).
+pub fn take(slot: &mut Slot, delta: i64, cap: Cap<'_>) -> bool {
+    let used = if delta >= 0 { slot.used.saturating_add(delta.unsigned_abs()) } else { slot.used.saturating_sub(delta.unsigned_abs()) };
+    let limit = ceiling(slot, cap);
     if delta > 0 && limit.is_some_and(|l| used > l) {
         return false;
     }
@@ -176,15 +181,24 @@ pub struct Taken {
     pub period: Period,
 }
 
+/// Which of a group's wants would go over, and how much its quota had room for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Over {
+    /// Its index in the wants.
+    pub at: usize,
+    /// What could still be taken of it (of this Envoy's lease, for a leased quota).
+    pub room: u64,
+}
+
 /// Takes every one of `wants` (the quotas of one group, counted in the value under `key`) or
-/// none of them, with one read and one compare-and-swap: `Ok(Err(i))` when `wants[i]` would go
+/// none of them, with one read and one compare-and-swap: `Ok(Err(over))` when one would go
 /// over. A leased quota is spent from this Envoy's lease (or, with `down`, the authority
 /// unreachable, up to its fall-back share); held metrics are held in reservation epoch
 /// `epoch` (see `Slot::roll`). `back`: token or cost reservations of ended requests (of this
 /// group) given back first, in the same compare-and-swap (written only when it is; see the
 /// gateway filter's deferred give-backs).
-pub fn take_group<H: Host>(host: &H, key: &str, wants: &[Want<'_>], now: u64, epoch: u64, down: bool, back: &[Hold]) -> Result<Result<Vec<Taken>, usize>, HostError> {
-    let mut over = 0;
+pub fn take_group<H: Host>(host: &H, key: &str, wants: &[Want<'_>], now: u64, epoch: u64, down: bool, back: &[Hold]) -> Result<Result<Vec<Taken>, Over>, HostError> {
+    let mut over = Over { at: 0, room: 0 };
     let mut taken: Vec<Taken> = Vec::with_capacity(wants.len());
     let done = update(host, key, |slots| {
         taken.clear();
@@ -199,7 +213,7 @@ pub fn take_group<H: Host>(host: &H, key: &str, wants: &[Want<'_>], now: u64, ep
             let mut s = in_window(host, *slot, &q.id, period.window, cap);
             s.roll(epoch);
             if !take(&mut s, i64::try_from(w.amount).unwrap_or(i64::MAX), cap) {
-                over = i;
+                over = Over { at: i, room: ceiling(&s, cap).map_or(u64::MAX, |c| c.saturating_sub(s.used)) };
                 return None;
             }
             if q.metric.is_held() {

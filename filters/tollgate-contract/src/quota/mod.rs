@@ -63,6 +63,11 @@ impl Metric {
         matches!(self, Self::InputTokens | Self::OutputTokens | Self::TotalTokens | Self::CostUsd)
     }
 
+    /// Grows with a request's output limit (a request can be lowered to fit it).
+    pub fn counts_output(self) -> bool {
+        matches!(self, Self::OutputTokens | Self::TotalTokens | Self::CostUsd)
+    }
+
     /// What an attempt's usage adds to this metric.
     pub fn of_usage(self, input: u64, output: u64) -> u64 {
         match self {
@@ -122,6 +127,11 @@ pub struct QuotaDoc {
     /// filter (the gateway filter does not know which provider an attempt goes to).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<crate::config::ProviderKind>,
+    /// A request whose worst case no longer fits is admitted with its output limit lowered to
+    /// what fits, down to this many tokens ([`fit_output`]), instead of being refused; 0: it
+    /// is refused. Only a quota that counts output (output or total tokens, cost) has it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fit_output: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -257,6 +267,30 @@ pub fn reservation(metric: Metric, body_len: u64, max_output: Option<u64>, price
         Metric::CostUsd => price.map_or(0, |p| p.cost_nanos(input, output, 0, 0)),
         Metric::Requests | Metric::Concurrency => 0,
     }
+}
+
+/// The largest output limit from `floor` up to (not including) `current` at which a request of
+/// `body_len` bytes reserves at most `room` of a quota of `metric` (see [`reservation`]), or
+/// `None` when not even `floor` fits (or the metric does not count output).
+pub fn fit_output(metric: Metric, body_len: u64, current: u64, floor: u64, room: u64, price: Option<&crate::config::Price>) -> Option<u64> {
+    if !metric.counts_output() || floor == 0 || floor >= current {
+        return None;
+    }
+    let fits = |out: u64| reservation(metric, body_len, Some(out), price) <= room;
+    if !fits(floor) {
+        return None;
+    }
+    // The reservation grows with the output: the largest that fits, between floor and current.
+    let (mut lo, mut hi) = (floor, current);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Some(lo)
 }
 
 /// The output limit a request body sets, in whichever client API's words: `max_tokens`

@@ -1,7 +1,7 @@
 use super::*;
 
 fn quota(metric: Metric, window_seconds: u64) -> QuotaDoc {
-    QuotaDoc { id: "quota_1".into(), metric, window_seconds, limit: 60, lease: false, share: 0, key_id: Some("key_a".into()), model: None, keys: None, periods: Vec::new(), limits: Vec::new(), group: None, provider: None }
+    QuotaDoc { id: "quota_1".into(), metric, window_seconds, limit: 60, lease: false, share: 0, key_id: Some("key_a".into()), model: None, keys: None, periods: Vec::new(), limits: Vec::new(), group: None, provider: None, fit_output: 0 }
 }
 
 #[test]
@@ -88,6 +88,27 @@ fn reservations_and_usage_by_metric() {
     assert_eq!(reservation(Metric::Requests, 5, None, None), 0);
     assert_eq!(Metric::TotalTokens.of_usage(10, 5), 15);
     assert_eq!(Metric::OutputTokens.of_usage(10, 5), 5);
+}
+
+#[test]
+fn the_output_limit_is_lowered_to_what_fits() {
+    // 2048 bytes: 512 input tokens.
+    assert_eq!(fit_output(Metric::TotalTokens, 2048, 1000, 16, 600, None), Some(88));
+    assert_eq!(fit_output(Metric::OutputTokens, 2048, 1000, 16, 600, None), Some(600));
+    // Not even the floor fits; the floor is not below what the client asked; not an output metric.
+    assert_eq!(fit_output(Metric::TotalTokens, 2048, 1000, 16, 527, None), None);
+    assert_eq!(fit_output(Metric::TotalTokens, 2048, 16, 16, 600, None), None);
+    assert_eq!(fit_output(Metric::InputTokens, 2048, 1000, 16, 600, None), None);
+    assert_eq!(fit_output(Metric::Requests, 2048, 1000, 16, 600, None), None);
+    assert_eq!(fit_output(Metric::TotalTokens, 2048, 1000, 0, 600, None), None);
+    // A budget: 512 input tokens at 150 nano-dollars, output at 600 each.
+    let price = crate::config::Price { input: 150, output: 600, cache_read: 0, cache_write: 0 };
+    let room = 512 * 150 + 40 * 600 + 599;
+    assert_eq!(fit_output(Metric::CostUsd, 2048, 4096, 1, room, Some(&price)), Some(40));
+    assert_eq!(reservation(Metric::CostUsd, 2048, Some(40), Some(&price)), room - 599);
+    assert_eq!(fit_output(Metric::CostUsd, 2048, 4096, 1, 512 * 150 + 599, Some(&price)), None);
+    // What fits already (the caller never asks): the largest below `current`.
+    assert_eq!(fit_output(Metric::OutputTokens, 0, 50, 1, 1000, None), Some(49));
 }
 
 #[test]
