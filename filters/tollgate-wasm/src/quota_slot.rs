@@ -1,12 +1,12 @@
 //! Quota slots in shared data (`tollgate_contract::quota::Slot`): each value holds the slots of a
-//! group of quotas by id (`quota::decode_slots`; a quota alone is a group of one), changed only
+//! group of quotas by id (`quota::decode_slots`' layout; a quota alone is a group of one), changed only
 //! with compare-and-swap so that the workers of one Envoy count exactly together, and so that a
 //! request takes all the quotas of a scope with one read and one write. Used by the gateway
 //! filter (admission, giving back), the provider filter (each attempt's real token usage) and
 //! the service VM (the leases the quota authority grants).
 
 use tollgate_contract::bytes::same_str;
-use tollgate_contract::quota::{decode_slots, encode_slots, slot_key, Hold, Period, QuotaDoc, Slot};
+use tollgate_contract::quota::{slot_key, Hold, Period, QuotaDoc, Slot, SLOT_BYTES};
 use tollgate_contract::quota_lease;
 
 use crate::abi::CAS_MISMATCH;
@@ -29,27 +29,76 @@ pub enum Cap<'a> {
     Lease { next: &'a str, floor: u64 },
 }
 
-/// The slots of one value, as read.
+/// The slots of one value, as read: the value's bytes kept as they came, each slot decoded
+/// beside the place of its id and numbers in them (no id copied), and the slots a change adds.
+/// Written back in place ([`Slots::encode`]): an admission allocates nothing to read or to
+/// write its group.
+#[derive(Default)]
 pub struct Slots {
-    entries: Vec<(String, Slot)>,
+    bytes: Vec<u8>,
+    /// Each slot of `bytes`: where its id starts and ends (its numbers follow), and the slot.
+    entries: Vec<(usize, usize, Slot)>,
+    /// Slots of quotas the value did not have yet.
+    added: Vec<(String, Slot)>,
 }
 
 impl Slots {
+    /// Indexes a value (`quota::decode_slots`' layout: a length byte, the id, the slot's
+    /// numbers, again); `None` when it does not add up.
+    fn parse(bytes: Vec<u8>) -> Option<Self> {
+        let mut entries = Vec::new();
+        let mut at = 0;
+        while let Some(&n) = bytes.get(at) {
+            let (start, end) = (at + 1, at + 1 + usize::from(n));
+            let slot = Slot::decode(bytes.get(end..end + SLOT_BYTES)?)?;
+            entries.push((start, end, slot));
+            at = end + SLOT_BYTES;
+        }
+        Some(Self { bytes, entries, added: Vec::new() })
+    }
+
+    fn position(&self, id: &str) -> Option<usize> {
+        self.entries.iter().position(|&(start, end, _)| self.bytes.get(start..end) == Some(id.as_bytes()))
+    }
+
     /// The slot of quota `id` (a new one for `window` if it has none yet; `None` never, but
     /// without a panic path).
     pub fn get_mut(&mut self, id: &str, window: u64) -> Option<&mut Slot> {
-        let entry = match self.entries.iter().position(|(e, _)| same_str(e, id)) {
-            Some(i) => self.entries.get_mut(i),
+        if let Some(i) = self.position(id) {
+            return self.entries.get_mut(i).map(|(_, _, slot)| slot);
+        }
+        let entry = match self.added.iter().position(|(e, _)| same_str(e, id)) {
+            Some(i) => self.added.get_mut(i),
             None => {
-                self.entries.push((id.to_owned(), Slot::new(window)));
-                self.entries.last_mut()
+                self.added.push((id.to_owned(), Slot::new(window)));
+                self.added.last_mut()
             }
         };
         entry.map(|(_, slot)| slot)
     }
 
     pub fn get(&self, id: &str) -> Option<Slot> {
-        self.entries.iter().find(|(e, _)| same_str(e, id)).map(|(_, s)| *s)
+        match self.position(id) {
+            Some(i) => self.entries.get(i).map(|&(_, _, s)| s),
+            None => self.added.iter().find(|(e, _)| same_str(e, id)).map(|(_, s)| *s),
+        }
+    }
+
+    /// The value to write: the bytes read with each slot's numbers written over in place, then
+    /// the slots added (an id longer than 255 bytes is left out).
+    fn encode(mut self) -> Vec<u8> {
+        for &(_, end, slot) in &self.entries {
+            if let Some(numbers) = self.bytes.get_mut(end..end + SLOT_BYTES) {
+                numbers.copy_from_slice(&slot.encode());
+            }
+        }
+        for (id, slot) in &self.added {
+            let Ok(n) = u8::try_from(id.len()) else { continue };
+            self.bytes.push(n);
+            self.bytes.extend_from_slice(id.as_bytes());
+            self.bytes.extend_from_slice(&slot.encode());
+        }
+        self.bytes
     }
 
     /// Gives `back` of what hold `h` counts (a held reservation comes off its epoch's held
@@ -76,21 +125,20 @@ impl Slots {
 pub fn update<H: Host, T>(host: &H, key: &str, mut change: impl FnMut(&mut Slots) -> Option<T>) -> Result<Option<T>, HostError> {
     for _ in 0..CAS_TRIES {
         let (bytes, cas) = host.shared_data(key)?;
-        let entries = match bytes {
-            Some(b) => decode_slots(&b),
+        let slots = match bytes {
+            Some(b) => Slots::parse(b),
             // Present and empty (the host hands back no buffer for an empty value).
-            None if cas != 0 => Some(Vec::new()),
+            None if cas != 0 => Some(Slots::default()),
             None => None,
         };
-        let Some(entries) = entries else {
+        let Some(mut slots) = slots else {
             // None yet (or not slots): start it empty; two workers doing so at once write the
             // same value, and the compare-and-swap below decides between them.
             host.set_shared_data(key, &[], None)?;
             continue;
         };
-        let mut slots = Slots { entries };
         let Some(out) = change(&mut slots) else { return Ok(None) };
-        match host.set_shared_data(key, &encode_slots(&slots.entries), Some(cas)) {
+        match host.set_shared_data(key, &slots.encode(), Some(cas)) {
             Ok(()) => return Ok(Some(out)),
             Err(e) if e.status == CAS_MISMATCH => continue,
             Err(e) => return Err(e),
@@ -101,7 +149,7 @@ pub fn update<H: Host, T>(host: &H, key: &str, mut change: impl FnMut(&mut Slots
 
 /// Quota `id`'s slot under `key`, if it has one.
 pub fn read<H: Host>(host: &H, key: &str, id: &str) -> Option<Slot> {
-    host.shared_data(key).ok()?.0.as_deref().and_then(decode_slots).and_then(|e| Slots { entries: e }.get(id))
+    host.shared_data(key).ok()?.0.and_then(Slots::parse).and_then(|s| s.get(id))
 }
 
 /// The slot of quota `id` as seen in `window`: one of an earlier window starts from zero, or,
@@ -328,4 +376,32 @@ pub fn refuse<H: Host>(host: &H, api: tollgate_contract::ClientApi, q: &QuotaDoc
         headers.push(("x-amzn-errortype", err.aws_error_type()));
     }
     host.send_response(429, &headers, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_contract::quota::{decode_slots, encode_slots};
+
+    #[test]
+    fn slots_are_read_and_written_back_in_place_in_the_values_layout() {
+        let a = Slot { window: 7, used: 3, leased: 10, free: 90, epoch: 2, held: [1, 2] };
+        let b = Slot { window: 7, used: 5, ..Slot::default() };
+        let value = encode_slots(&[("quota_a".into(), a), ("quota_b".into(), b)]);
+        let mut slots = Slots::parse(value.clone()).expect("slots");
+        assert_eq!((slots.get("quota_a"), slots.get("quota_b"), slots.get("quota_c")), (Some(a), Some(b), None));
+        if let Some(s) = slots.get_mut("quota_b", 7) {
+            s.used += 4;
+        }
+        let c = slots.get_mut("quota_c", 8).map(|s| *s);
+        assert_eq!(c, Some(Slot::new(8)));
+        let written = slots.encode();
+        let b4 = Slot { used: 9, ..b };
+        assert_eq!(decode_slots(&written), Some(vec![("quota_a".into(), a), ("quota_b".into(), b4), ("quota_c".into(), Slot::new(8))]));
+        // Unchanged, the value is written back as it was read.
+        assert_eq!(Slots::parse(value.clone()).expect("slots").encode(), value);
+        // A value that does not add up is not slots.
+        assert!(Slots::parse(value.get(..value.len() - 1).unwrap_or_default().to_vec()).is_none());
+        assert!(Slots::parse(Vec::new()).is_some_and(|s| s.entries.is_empty()));
+    }
 }
