@@ -27,11 +27,17 @@ from targets import Mock, make_targets  # noqa: E402
 
 KINDS = ["get_header", "get_headers", "set_header", "remove_header", "get_property", "set_property",
          "get_shared_data", "set_shared_data", "now"]
+# Kinds measured only when asked for (`--kinds`), and whole call lists (`--specs`).
+MORE_KINDS = ["add_header", "get_status", "get_shared_absent", "get_body", "set_body", "six_by_pairs"]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kinds", nargs="+", default=KINDS, choices=KINDS)
+    ap.add_argument("--kinds", nargs="+", default=KINDS, choices=KINDS + MORE_KINDS)
+    ap.add_argument("--specs", nargs="+", default=[], metavar="NAME=CALLS",
+                    help="whole call lists compared instead of kinds, e.g. "
+                         "'replace=response_headers.get_status=1,response_headers.set_header=6': each is "
+                         "reported as its instructions a request over the no-op target's")
     ap.add_argument("--calls", type=int, default=20, help="calls of the kind per request")
     ap.add_argument("--requests", type=int, default=200)
     args = ap.parse_args()
@@ -40,9 +46,10 @@ def main() -> int:
     mock = Mock(work, 11, 0).start()
     counts: dict[str, int] = {}
     try:
-        for kind in [None, *args.kinds]:
+        specs = dict(s.split("=", 1) for s in args.specs)
+        for kind in [None, *(specs or args.kinds)]:
             t = make_targets()["envoy-wasm-noop"]
-            t.calls = f"{kind}={args.calls}" if kind else ""
+            t.calls = (specs[kind] if specs else f"{kind}={args.calls}") if kind else ""
             t.install(work)
             name = kind or "none"
             log(f"==> {name}: starting under callgrind")
@@ -52,7 +59,12 @@ def main() -> int:
             finally:
                 t.stop()
             if kind:
-                log(f"    {kind}: {(counts[name] - counts['none']) / args.calls:,.0f} instructions a call")
+                log(f"    {kind}: {(counts[name] - counts['none']) / (1 if specs else args.calls):,.0f} instructions"
+                    f" {'a request' if specs else 'a call'}")
+        if specs:
+            print(json.dumps({"noop_instructions_per_request": counts["none"],
+                              "instructions_per_request_over_noop": {k: v - counts["none"] for k, v in counts.items() if k != "none"}}))
+            return 0
     finally:
         mock.stop()
     per_call = {k: round((v - counts["none"]) / args.calls) for k, v in counts.items() if k != "none"}

@@ -52,6 +52,11 @@ pub enum Call {
     SetBody,
     /// `get_header_map_value` of the response's `:status`.
     GetStatus,
+    /// `add_header_map_value` of a header of the phase's map.
+    AddHeader,
+    /// The phase's header map read whole (`get_header_map_pairs`) and written back whole with
+    /// six rate-limit headers more (`set_header_map_pairs`): one way to write many headers.
+    SixByPairs,
 }
 
 /// When a call is made: in which callback.
@@ -87,7 +92,7 @@ impl Phase {
 }
 
 impl Call {
-    pub const ALL: [(&'static str, Call); 13] = [
+    pub const ALL: [(&'static str, Call); 15] = [
         ("get_header", Call::GetHeader),
         ("get_headers", Call::GetHeaders),
         ("set_header", Call::SetHeader),
@@ -101,6 +106,8 @@ impl Call {
         ("get_body", Call::GetBody),
         ("set_body", Call::SetBody),
         ("get_status", Call::GetStatus),
+        ("add_header", Call::AddHeader),
+        ("six_by_pairs", Call::SixByPairs),
     ];
 
     /// `read`: the body a `GetBody` of this phase read (what a `SetBody` writes back).
@@ -128,11 +135,27 @@ impl Call {
                 host.set_buffer(phase.buffer(), 0, body_size, &body)
             }
             Call::GetStatus => host.header(Map::ResponseHeaders, ":status").map(drop),
+            Call::AddHeader => host.add_header(phase.headers(), "x-noop-add", b"1"),
+            Call::SixByPairs => {
+                let map = host.headers(phase.headers())?;
+                let six = SIX.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+                host.set_headers(phase.headers(), map.iter_bytes().chain(six))
+            }
         }
     }
 }
 
 const VALUE: [u8; 64] = [b'v'; 64];
+
+/// Six headers as Tollgate's rate limits write them.
+const SIX: [(&str, &str); 6] = [
+    ("x-ratelimit-limit-requests", "600"),
+    ("x-ratelimit-remaining-requests", "599"),
+    ("x-ratelimit-reset-requests", "12s"),
+    ("x-ratelimit-limit-tokens", "60000"),
+    ("x-ratelimit-remaining-tokens", "59000"),
+    ("x-ratelimit-reset-tokens", "12s"),
+];
 const SHARED_KEY: &str = "noop.value";
 const ABSENT_KEY: &str = "noop.absent";
 

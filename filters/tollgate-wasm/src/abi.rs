@@ -63,6 +63,8 @@ imports! {
     fn proxy_get_header_map_value(map_type: u32, key_data: *const u8, key_size: usize, return_data: *mut *mut u8, return_size: *mut usize) -> u32;
     fn proxy_replace_header_map_value(map_type: u32, key_data: *const u8, key_size: usize, value_data: *const u8, value_size: usize) -> u32;
     fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_add_header_map_value(map_type: u32, key_data: *const u8, key_size: usize, value_data: *const u8, value_size: usize) -> u32;
+    fn proxy_set_header_map_pairs(map_type: u32, pairs_data: *const u8, pairs_size: usize) -> u32;
     fn proxy_get_property(path_data: *const u8, path_size: usize, return_data: *mut *mut u8, return_size: *mut usize) -> u32;
     fn proxy_set_property(path_data: *const u8, path_size: usize, value_data: *const u8, value_size: usize) -> u32;
     fn proxy_get_shared_data(key_data: *const u8, key_size: usize, return_data: *mut *mut u8, return_size: *mut usize, return_cas: *mut u32) -> u32;
@@ -207,6 +209,18 @@ pub fn set_map_value(map: Map, name: &str, value: Option<&[u8]>) -> Result<(), H
             proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len())
         }),
     }
+}
+
+/// Adds a value to a header (beside any it has).
+pub fn add_map_value(map: Map, name: &str, value: &[u8]) -> Result<(), HostError> {
+    // SAFETY: pointers and lengths of live slices.
+    check("add_header_map_value", unsafe { proxy_add_header_map_value(map as u32, name.as_ptr(), name.len(), value.as_ptr(), value.len()) })
+}
+
+/// Replaces a whole header map with serialised pairs (`codec::serialize_pairs`).
+pub fn set_map(map: Map, pairs: &[u8]) -> Result<(), HostError> {
+    // SAFETY: pointer and length of a live slice.
+    check("set_header_map_pairs", unsafe { proxy_set_header_map_pairs(map as u32, pairs.as_ptr(), pairs.len()) })
 }
 
 pub fn get_property(path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {

@@ -4,17 +4,22 @@
 
 /// Serialises header pairs for `send_local_response` and `http_call`.
 pub fn serialize_map(pairs: &[(&str, &str)]) -> Vec<u8> {
-    let size = 4 + pairs.iter().map(|(n, v)| n.len() + v.len() + 10).sum::<usize>();
+    serialize_pairs(pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+}
+
+/// Serialises header pairs given as bytes (a whole map for `set_header_map_pairs`).
+pub fn serialize_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone) -> Vec<u8> {
+    let (count, size) = pairs.clone().fold((0usize, 4usize), |(c, s), (n, v)| (c + 1, s + n.len() + v.len() + 10));
     let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(&len32(pairs.len()).to_le_bytes());
-    for (name, value) in pairs {
+    out.extend_from_slice(&len32(count).to_le_bytes());
+    for (name, value) in pairs.clone() {
         out.extend_from_slice(&len32(name.len()).to_le_bytes());
         out.extend_from_slice(&len32(value.len()).to_le_bytes());
     }
     for (name, value) in pairs {
-        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(name);
         out.push(0);
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.push(0);
     }
     out
@@ -72,7 +77,7 @@ impl HeaderMap {
     }
 
     /// Each header in order, its name as bytes.
-    pub fn iter_bytes(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+    pub fn iter_bytes(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
         self.at.iter().map(|&(n0, n1, v0, v1)| (self.bytes.get(n0..n1).unwrap_or_default(), self.bytes.get(v0..v1).unwrap_or_default()))
     }
 

@@ -15,6 +15,10 @@ pub trait Host {
     fn header(&self, map: Map, name: &str) -> Result<Option<Vec<u8>>, HostError>;
     /// Sets (replacing every value) or, with `None`, removes a header.
     fn set_header(&self, map: Map, name: &str, value: Option<&[u8]>) -> Result<(), HostError>;
+    /// Adds a value to a header, beside any it has (no lookup of the existing ones).
+    fn add_header(&self, map: Map, name: &str, value: &[u8]) -> Result<(), HostError>;
+    /// Replaces a whole header map with `pairs` (one call for many changes).
+    fn set_headers<'a>(&self, map: Map, pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone) -> Result<(), HostError>;
     /// `size` bytes of a buffer from `start` (empty when the host has none).
     fn buffer(&self, buffer: Buffer, start: usize, size: usize) -> Result<Vec<u8>, HostError>;
     /// Replaces `size` bytes from `start` of a buffer with `data`.
@@ -61,6 +65,14 @@ impl Host for Wasm {
 
     fn set_header(&self, map: Map, name: &str, value: Option<&[u8]>) -> Result<(), HostError> {
         abi::set_map_value(map, name, value)
+    }
+
+    fn add_header(&self, map: Map, name: &str, value: &[u8]) -> Result<(), HostError> {
+        abi::add_map_value(map, name, value)
+    }
+
+    fn set_headers<'a>(&self, map: Map, pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone) -> Result<(), HostError> {
+        abi::set_map(map, &crate::codec::serialize_pairs(pairs))
     }
 
     fn buffer(&self, buffer: Buffer, start: usize, size: usize) -> Result<Vec<u8>, HostError> {
