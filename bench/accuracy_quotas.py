@@ -172,8 +172,10 @@ class Paced:
 def budget_run(stacks: list[Any], key: str, clients: int, tag: str = "budget") -> tuple[int, int]:
     """200 clients over both Envoys until every one has been refused twice in a row; after a
     refusal a client waits half a second, as the official SDKs do before their first retry
-    (`INITIAL_RETRY_DELAY = 0.5` in openai-python)."""
+    (`INITIAL_RETRY_DELAY = 0.5` in openai-python). An answer other than a 200 or a budget's 429
+    fails the run."""
     ok = refused = 0
+    other: list[str] = []
     lock = threading.Lock()
 
     def client(i: int) -> None:
@@ -189,10 +191,14 @@ def budget_run(stacks: list[Any], key: str, clients: int, tag: str = "budget") -
                 else:
                     refused += 1
                     misses += 1
+                    if r.status_code != 429 or "budget_exceeded" not in r.text:
+                        other.append(f"{r.status_code} {r.text[:200]}")
             if r.status_code != 200:
                 time.sleep(0.5)
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         list(pool.map(client, range(clients)))
+    if other:
+        raise AssertionError(f"{tag}: {len(other)} answers neither 200 nor budget_exceeded, e.g. {other[0]}")
     return ok, refused
 
 

@@ -395,3 +395,22 @@ def test_a_quota_without_fit_refuses(make_gateway):
     gw = make_gateway(with_quotas(q), shared_data=shared)
     assert send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=60)).local_response is None
     assert send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=60)).local_response.status == 429
+
+
+def test_a_responses_request_is_never_lowered_below_16_output_tokens(make_gateway):
+    """OpenAI's Responses API refuses a `max_output_tokens` under 16: the floor is 16 there
+    whatever the quota's."""
+    shared = SharedData()
+    publish_keys(shared)
+    q = {"id": "quota_out", "metric": "output_tokens", "window_seconds": 60, "limit": 100, "fit_output": 4}
+    gw = make_gateway(with_quotas(q), shared_data=shared)
+    body = lambda: json.dumps({"model": "gpt-a", "input": "Hi", "max_output_tokens": 500}).encode()  # noqa: E731
+    first = send(gw, "POST", "/v1/responses", body())
+    assert first.local_response is None and json.loads(first.request_body_forwarded)["max_output_tokens"] == 100
+    first.finish()
+    gw.tick()
+    assert send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=88)).local_response is None
+    # 12 left: a chat could have them, a Responses request cannot.
+    assert send(gw, "POST", "/v1/responses", body()).local_response.status == 429
+    chat = send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=500))
+    assert chat.local_response is None and json.loads(chat.request_body_forwarded)["max_tokens"] == 12

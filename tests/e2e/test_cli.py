@@ -95,10 +95,11 @@ def test_quotas_and_usage_through_the_cli(gw):
     assert (q["metric"], q["limit"], q["window_seconds"], q["key_id"]) == ("requests", 100, 60, key_id)
     assert q["id"] in [x["id"] for x in json.loads(cli(gw, "quotas", "list").stdout)["data"]]
     team = gw.admin("POST", "/admin/v1/teams", json={"name": f"cli-quota-team-{key_id}"}).json()["id"]
-    out = cli(gw, "quotas", "create", "total_tokens", "5000", "--window", "3600", "--team", team, "--fail-mode", "closed")
+    out = cli(gw, "quotas", "create", "total_tokens", "5000", "--window", "3600", "--team", team, "--fail-mode", "closed",
+              "--fit-output-tokens", "32")
     assert out.returncode == 0, out.stderr
     tq = json.loads(out.stdout)
-    assert (tq["team_id"], tq["fail_mode"], tq["window_seconds"]) == (team, "closed", 3600)
+    assert (tq["team_id"], tq["fail_mode"], tq["window_seconds"], tq["fit_output_tokens"]) == (team, "closed", 3600, 32)
     assert cli(gw, "quotas", "delete", tq["id"]).returncode == 0
     out = cli(gw, "quotas", "create", "cost_usd", "12.5", "--provider", "anthropic", "--key", key_id)
     assert out.returncode == 0, out.stderr

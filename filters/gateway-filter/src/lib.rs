@@ -233,7 +233,7 @@ impl GatewayHttp {
                 true => cfg.model(&w.model).map_or(&[][..], |m| m.providers.as_slice()),
                 false => &[],
             };
-            let asking = quotas::Asking { key_id: &w.pending.key.id, model: &w.model, body_len: w.body_len, max_output: w.max_output, now, api: self.api, price, hold_seconds: cfg.quota_hold_seconds, providers, fit: request::can_lower_output(&w.pending.op) };
+            let asking = quotas::Asking { key_id: &w.pending.key.id, model: &w.model, body_len: w.body_len, max_output: w.max_output, now, api: self.api, price, hold_seconds: cfg.quota_hold_seconds, providers, fit: request::least_output_limit(&w.pending.op).unwrap_or(0) };
             match quotas::admit(host, &cfg.quotas, &self.quota_keys, &asking, pass)? {
                 // Nothing held, no headers to write, and no quota of a provider for the
                 // provider filter to take.

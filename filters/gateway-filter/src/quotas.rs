@@ -50,9 +50,10 @@ pub struct Asking<'a> {
     pub hold_seconds: u64,
     /// The providers the model's deployments are at (empty unless some quota is a provider's).
     pub providers: &'a [tollgate_contract::config::ProviderKind],
-    /// Whether the request's output limit can be lowered (its body rewritten) to fit a quota
-    /// with `fit_output`: the client APIs whose output limit the gateway reads and writes.
-    pub fit: bool,
+    /// The least output limit the request may be lowered to (its body rewritten) to fit a
+    /// quota with `fit_output` (its client API's least); 0: it cannot be (an API whose output
+    /// limit the gateway does not write).
+    pub fit: u64,
 }
 
 impl Asking<'_> {
@@ -97,20 +98,21 @@ const FIT_TRIES: usize = 4;
 /// The output limit at which the request fits `room` of quota `q`, when `q` lets a request be
 /// lowered (`fit_output`) and the request can be; `out`: its limit now.
 fn fit(q: &QuotaDoc, r: &Asking<'_>, out: Option<u64>, room: u64) -> Option<u64> {
-    if !r.fit || q.fit_output == 0 {
-        return None;
-    }
-    quota::fit_output(q.metric, r.body_len, out.unwrap_or(quota::OUTPUT_RESERVATION), q.fit_output, room, r.price)
+    let floor = floor(q, r)?;
+    quota::fit_output(q.metric, r.body_len, out.unwrap_or(quota::OUTPUT_RESERVATION), floor, room, r.price)
+}
+
+/// The lowest output limit quota `q` may lower the request to: its `fit_output`, or the
+/// client API's least if that is more; `None` when it may not lower it.
+fn floor(q: &QuotaDoc, r: &Asking<'_>) -> Option<u64> {
+    (r.fit > 0 && q.fit_output > 0 && q.metric.counts_output()).then(|| q.fit_output.max(r.fit))
 }
 
 /// The least quota `q` takes of the request: at the lowest output limit it may be lowered to
 /// (`fit_output`), or all of it.
 fn least(q: &QuotaDoc, r: &Asking<'_>, out: Option<u64>) -> u64 {
     let full = amount(q, r, out);
-    if !r.fit || q.fit_output == 0 || !q.metric.counts_output() {
-        return full;
-    }
-    full.min(amount(q, r, Some(q.fit_output)))
+    floor(q, r).map_or(full, |f| full.min(amount(q, r, Some(f))))
 }
 
 /// How often a worker gives back the reservations of ended requests that no admission has

@@ -522,18 +522,23 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-/// Whether a request's output limit can be lowered by [`with_output_limit`] (a quota's
-/// `fit_output`): the client APIs whose limit the gateway reads. InvokeModel's body is the
-/// model's own, and embeddings produce no output.
-pub fn can_lower_output(op: &Operation) -> bool {
-    matches!(op, Operation::ChatCompletions | Operation::AnthropicMessages | Operation::BedrockConverse { .. } | Operation::OpenAiResponses)
+/// The least output limit [`with_output_limit`] may set for `op` (a quota's `fit_output`
+/// lowering a request), or `None` when it cannot lower it: InvokeModel's body is the model's
+/// own, and embeddings produce no output. OpenAI's Responses API refuses a
+/// `max_output_tokens` below 16; the others take 1.
+pub fn least_output_limit(op: &Operation) -> Option<u64> {
+    match op {
+        Operation::ChatCompletions | Operation::AnthropicMessages | Operation::BedrockConverse { .. } => Some(1),
+        Operation::OpenAiResponses => Some(16),
+        _ => None,
+    }
 }
 
 /// `body` with its output limit set to `limit`, in the client API's words: OpenAI chat's
 /// `max_completion_tokens` and `max_tokens` (whichever the client set, both if both;
 /// `max_tokens` if neither, which every OpenAI-style server reads), Anthropic's `max_tokens`,
 /// Converse's `inferenceConfig.maxTokens`, Responses' `max_output_tokens`. `None` for an
-/// operation [`can_lower_output`] refuses, or a body that is not a JSON object (validated
+/// operation [`least_output_limit`] refuses, or a body that is not a JSON object (validated
 /// already: not expected).
 pub fn with_output_limit(op: &Operation, body: &[u8], limit: u64) -> Option<Vec<u8>> {
     let mut doc: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).ok()?;

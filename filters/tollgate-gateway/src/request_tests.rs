@@ -322,7 +322,8 @@ fn the_output_limit_is_rewritten_in_each_client_apis_words() {
     assert_eq!(v["inferenceConfig"]["maxTokens"].as_u64(), Some(40));
     // InvokeModel's body is the model's own; embeddings have no output.
     let invoke = Operation::BedrockInvoke { model: "m".into(), stream: false };
-    assert!(!can_lower_output(&invoke) && !can_lower_output(&Operation::Embeddings) && can_lower_output(&chat));
+    assert_eq!((least_output_limit(&invoke), least_output_limit(&Operation::Embeddings)), (None, None));
+    assert_eq!((least_output_limit(&chat), least_output_limit(&Operation::OpenAiResponses)), (Some(1), Some(16)));
     assert_eq!(with_output_limit(&invoke, br#"{"max_tokens":5}"#, 40), None);
     assert_eq!(with_output_limit(&chat, b"[1]", 40), None);
 }
