@@ -221,11 +221,12 @@ impl GatewayHttp {
         let tokens = || cfg.quotas.iter().any(|q| q.metric.is_tokens() && q.applies(&pending.key.id, &route.model));
         let max_output = if invoke && tokens() { tollgate_contract::quota::max_output(&body) } else { route.max_output };
         let waiting = Waiting { pending, model: route.model, cluster: route.cluster.to_owned(), facts: route.facts, body_len, max_output, call: 0, holds: None };
-        self.admit(host, &cfg, waiting, quotas::Pass::First)
+        self.admit(host, &cfg, waiting, quotas::Pass::First, Some(&body))
     }
 
     /// Takes the request's quotas (or refuses it, or makes it wait for a grant) and sends it on.
-    fn admit<H: Host>(&mut self, host: &H, cfg: &GatewayConfig, mut w: Waiting, pass: quotas::Pass) -> Result<Action, GatewayError> {
+    /// `body`: the request's, when at hand (not after a wait for a grant).
+    fn admit<H: Host>(&mut self, host: &H, cfg: &GatewayConfig, mut w: Waiting, pass: quotas::Pass, body: Option<&[u8]>) -> Result<Action, GatewayError> {
         if !cfg.quotas.is_empty() {
             let now = host.now()?.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let price = cfg.model_prices.get(w.model.as_str());
@@ -240,7 +241,7 @@ impl GatewayHttp {
                 quotas::Admission::Admitted(holds, _, _, None) if holds.holds.is_empty() && holds.body_len == 0 && holds.limits == Default::default() => {}
                 quotas::Admission::Admitted(holds, spent, roomy, lowered) => {
                     if let Some(limit) = lowered {
-                        if let Err(e) = self.lower_output(host, &w, limit) {
+                        if let Err(e) = self.lower_output(host, &w, limit, body) {
                             quotas::release(host, &holds.holds, true);
                             return Err(e);
                         }
@@ -276,11 +277,18 @@ impl GatewayHttp {
     }
 
     /// Rewrites the body with the output limit a quota lowered the request to (`fit_output`),
-    /// and its `content-length`. Only on that path: the body is read again (after a wait for a
-    /// grant it is not at hand).
-    fn lower_output<H: Host>(&self, host: &H, w: &Waiting, limit: u64) -> Result<(), GatewayError> {
-        let body = self.body.read(host, Buffer::RequestBody)?;
-        let out = request::with_output_limit(&w.pending.op, &body, limit)
+    /// and its `content-length`. Only on that path: `body` is the request's when at hand, else
+    /// it is read again (after a wait for a grant).
+    fn lower_output<H: Host>(&self, host: &H, w: &Waiting, limit: u64, body: Option<&[u8]>) -> Result<(), GatewayError> {
+        let read;
+        let body = match body {
+            Some(b) => b,
+            None => {
+                read = self.body.read(host, Buffer::RequestBody)?;
+                &read
+            }
+        };
+        let out = request::with_output_limit(&w.pending.op, body, limit)
             .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "The request's output limit could not be lowered to fit its quota."))?;
         self.body.replace(host, Buffer::RequestBody, &out)?;
         let mut buf = [0; 20];
@@ -386,7 +394,7 @@ impl HttpFilter for GatewayHttp {
                 quotas::Pass::AuthorityDown
             }
         };
-        self.admit(host, &cfg, w, pass)
+        self.admit(host, &cfg, w, pass, None)
     }
 
     fn on_done<H: Host>(&mut self, host: &H) {
