@@ -279,3 +279,34 @@ def test_a_changed_limit_makes_the_envoy_ask_again(make_service):
     shared.set("tollgate.quota.docs.v1", json.dumps([dict(BUDGET, limit=BUDGET["limit"] * 2)]).encode())
     svc.tick()
     assert slot(shared, "quota_budget")["free"] == 2**64 - 1, "unknown until the authority answers"
+
+
+def test_a_waiting_request_asks_for_what_the_slot_counts_beyond_its_lease_too(make_gateway):
+    """Reservations of ended requests another worker has yet to give back count beside the
+    usage already settled for them, past the lease: a grant of the request's amount alone would
+    leave it short again (and refuse it while the authority has plenty)."""
+    tpm = {"id": "quota_tpm", "metric": "output_tokens", "window_seconds": 60, "limit": 6000, "lease": True, "share": 3000}
+    gw, shared = gateway_with(make_gateway, tpm)
+    put_slot(shared, "quota_tpm", NOW // 60, 150, 100, 5000)
+    waiting = send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=100))
+    call = gw.http_calls[-1]
+    ask = json.loads(call.body)["asks"][0]
+    assert (ask["need"], ask["want"], ask.get("least")) == (150, 150, None), "100 for the request, 50 over the lease"
+    gw.respond_http_call(call.token, body=grant_answer(call, 150, 4850))
+    assert waiting.continued == [0] and waiting.local_response is None
+    assert slot(shared, "quota_tpm") == {"window": NOW // 60, "used": 250, "leased": 250, "free": 4850}
+
+
+def test_a_request_that_can_be_lowered_says_how_little_would_do_and_fits_what_is_granted(make_gateway):
+    tpm = {"id": "quota_tpm", "metric": "output_tokens", "window_seconds": 60, "limit": 6000, "lease": True, "fit_output": 10}
+    gw, shared = gateway_with(make_gateway, tpm)
+    put_slot(shared, "quota_tpm", NOW // 60, 100, 100, 5000)
+    waiting = send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=100))
+    call = gw.http_calls[-1]
+    ask = json.loads(call.body)["asks"][0]
+    assert (ask["need"], ask["least"]) == (100, 10)
+    # The authority had only 40 left: all of it, and the request goes with 40 output tokens.
+    gw.respond_http_call(call.token, body=grant_answer(call, 40, 0))
+    assert waiting.continued == [0] and waiting.local_response is None
+    assert json.loads(bytes(waiting.request_body_buffer))["max_tokens"] == 40, "held, rewritten, then resumed"
+    assert slot(shared, "quota_tpm")["used"] == 140

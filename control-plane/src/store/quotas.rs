@@ -239,7 +239,7 @@ impl Store {
         let returned = ask.returned.min(held);
         let granted = u64::try_from(granted).unwrap_or(0).saturating_sub(returned);
         let free = limit.saturating_sub(granted);
-        let give = tollgate_contract::quota_lease::grant_size(free, ask.want, ask.need, envoys);
+        let give = tollgate_contract::quota_lease::grant_size(free, ask.want, ask.need, ask.least, envoys);
         if give > 0 || returned > 0 {
             sqlx::query("UPDATE quota_grants SET granted = $1, updated_at = $2 WHERE quota_id = $3 AND win = $4")
                 .bind(i64::try_from(granted + give)?)

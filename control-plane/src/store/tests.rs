@@ -27,7 +27,7 @@ fn audit<'a>(action: &'a str, target: &'a str) -> Audit<'a> {
 /// callers (PostgreSQL's row lock; SQLite's one writer); a new window starts from zero and
 /// drops the rows of windows before the current one.
 fn ask(window: u64, want: u64, need: u64, returned: u64) -> tollgate_contract::quota_lease::Ask {
-    tollgate_contract::quota_lease::Ask { quota: "quota_g".into(), window, want, need, returned }
+    tollgate_contract::quota_lease::Ask { quota: "quota_g".into(), window, want, need, least: 0, returned }
 }
 
 async fn exercise_grants(store: &Store) {

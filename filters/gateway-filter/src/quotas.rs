@@ -320,8 +320,10 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
 /// with the ask (`returned`) and the whole need is asked for: so that, near a quota's end, what
 /// the Envoys hold in pieces too small for a request pools at the authority, where one request
 /// can have it (the gap a budget ends with is then under one request's reservation, not one per
-/// Envoy). A quota that lets a request be lowered to fit (`fit_output`) needs only the
-/// request at its lowest.
+/// Envoy). What the slot counts beyond its lease is asked for too (reservations of ended
+/// requests another worker has yet to give back, beside the usage already settled for them):
+/// a grant of the request's amount alone would leave it short again. A quota that lets a
+/// request be lowered to fit (`fit_output`) says how little would still do (`least`).
 fn asks<H: Host>(host: &H, quotas: &[QuotaDoc], keys: &[(String, String)], r: &Asking<'_>, out: Option<u64>) -> Vec<Ask> {
     quotas
         .iter()
@@ -329,22 +331,25 @@ fn asks<H: Host>(host: &H, quotas: &[QuotaDoc], keys: &[(String, String)], r: &A
         .filter(|(q, _)| r.may_spend(q))
         .filter_map(|(q, (key, _))| {
             let window = q.period(r.now).window;
-            let (full, need) = (amount(q, r, out), least(q, r, out));
+            let full = amount(q, r, out);
             let slot = tollgate_wasm::quota_slot::read(host, key, &q.id).filter(|s| s.window == window);
             let spare = slot.map_or(0, |s| s.spare());
             if full <= spare {
                 return None;
             }
+            let over = slot.map_or(0, |s| s.used.saturating_sub(s.leased));
+            let (need, lowered) = (full.saturating_add(over), least(q, r, out).saturating_add(over));
             // The authority answered in this window with less left than the request needs and
             // this Envoy has no fragment to pool with it: refused without asking.
-            if spare == 0 && slot.is_some_and(|s| s.leased > 0 && s.free < need) {
+            if spare == 0 && slot.is_some_and(|s| s.leased > 0 && s.free < lowered) {
                 return None;
             }
             let returned = match spare {
                 0 => 0,
                 _ => tollgate_wasm::quota_slot::take_back(host, key, &q.id, window, spare).unwrap_or(0),
             };
-            Some(Ask { quota: q.id.clone(), window, want: full.max(q.limit / 50), need, returned })
+            let at_least = if lowered < need { lowered } else { 0 };
+            Some(Ask { quota: q.id.clone(), window, want: need.max(q.limit / 50), need, least: at_least, returned })
         })
         .collect()
 }

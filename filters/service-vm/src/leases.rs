@@ -129,7 +129,7 @@ impl LeaseKeeper {
                     Ok(0) => {}
                     Ok(returned) => {
                         log::info!("tollgate service: giving back {returned} of quota {} (unused for {} ms)", doc.id, idle_for);
-                        asks.push(Ask { quota: doc.id.clone(), window: period.window, want: 0, need: 0, returned });
+                        asks.push(Ask { quota: doc.id.clone(), window: period.window, want: 0, need: 0, least: 0, returned });
                     }
                     Err(e) => log::warn!("tollgate service: could not take back the lease of quota {} ({e})", doc.id),
                 }
@@ -146,7 +146,7 @@ impl LeaseKeeper {
             };
             let spent = slot.is_some_and(|s| s.leased > 0 && s.free == 0);
             if !spent && spare < want.div_ceil(2) {
-                asks.push(Ask { quota: doc.id.clone(), window: period.window, want: want - spare, need: 0, returned: 0 });
+                asks.push(Ask { quota: doc.id.clone(), window: period.window, want: want - spare, need: 0, least: 0, returned: 0 });
             }
             // The next window's lease, taken in the window's last tenth (at least 2 s).
             if let Some(ends) = period.ends {
@@ -154,7 +154,7 @@ impl LeaseKeeper {
                 let next = doc.period(ends).window;
                 let held = ahead.filter(|a| a.window == next).map_or(0, |a| a.leased);
                 if ends.saturating_sub(now) <= lead && next != period.window && held == 0 {
-                    asks.push(Ask { quota: doc.id.clone(), window: next, want, need: 0, returned: 0 });
+                    asks.push(Ask { quota: doc.id.clone(), window: next, want, need: 0, least: 0, returned: 0 });
                 }
             }
         }

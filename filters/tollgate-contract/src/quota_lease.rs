@@ -43,6 +43,11 @@ pub struct Ask {
     /// The least that is of any use (the request waiting for it; 0 for a background refill).
     #[serde(default)]
     pub need: u64,
+    /// Less than `need` that would still do, when the authority has no longer `need` left (a
+    /// request that a quota's `fit_output` may lower): then all that is left is granted. 0:
+    /// only `need` will do.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub least: u64,
     /// Units of an idle lease of a quota without windows given back first (the authority counts
     /// them as never granted).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -79,9 +84,17 @@ pub struct GrantResponse {
 /// How much of `want` the authority grants when `free` is left of the window and `envoys`
 /// Envoys share it. While plenty is left an Envoy gets what it wants; near the end every grant
 /// is a fraction of what is left (at least `need`, so that a waiting request is served when it
-/// can be), so that the last units go to the Envoys that use them (cf. Google's Doorman).
-pub fn grant_size(free: u64, want: u64, need: u64, envoys: u64) -> u64 {
-    if free < need.max(1) || (want == 0 && need == 0) {
+/// can be), so that the last units go to the Envoys that use them (cf. Google's Doorman). With
+/// less than `need` left but at least `least` (a request that can be lowered to fit), all of
+/// it.
+pub fn grant_size(free: u64, want: u64, need: u64, least: u64, envoys: u64) -> u64 {
+    if want == 0 && need == 0 {
+        return 0;
+    }
+    if free < need && least > 0 && free >= least {
+        return free;
+    }
+    if free < need.max(1) {
         return 0;
     }
     let fair = free / envoys.max(1).saturating_mul(2);
@@ -152,14 +165,19 @@ mod tests {
 
     #[test]
     fn grants_are_what_is_wanted_until_the_end_nears() {
-        assert_eq!(grant_size(600, 10, 0, 2), 10);
-        assert_eq!(grant_size(20, 10, 0, 2), 5);
-        assert_eq!(grant_size(3, 10, 0, 2), 1);
-        assert_eq!(grant_size(3, 10, 2, 2), 2, "a waiting request gets what it needs");
-        assert_eq!(grant_size(1, 10, 2, 2), 0, "never part of a need");
-        assert_eq!(grant_size(0, 10, 0, 2), 0);
-        assert_eq!(grant_size(600, 0, 0, 2), 0, "a return asks for nothing");
-        assert_eq!(grant_size(5, 100, 5, 1), 5, "never more than is free");
+        assert_eq!(grant_size(600, 10, 0, 0, 2), 10);
+        assert_eq!(grant_size(20, 10, 0, 0, 2), 5);
+        assert_eq!(grant_size(3, 10, 0, 0, 2), 1);
+        assert_eq!(grant_size(3, 10, 2, 0, 2), 2, "a waiting request gets what it needs");
+        assert_eq!(grant_size(1, 10, 2, 0, 2), 0, "never part of a need");
+        assert_eq!(grant_size(0, 10, 0, 0, 2), 0);
+        assert_eq!(grant_size(600, 0, 0, 0, 2), 0, "a return asks for nothing");
+        assert_eq!(grant_size(5, 100, 5, 0, 1), 5, "never more than is free");
+        // A request that can be lowered: its whole need while there is that much, else all
+        // that is left down to its least.
+        assert_eq!(grant_size(600, 100, 80, 20, 2), 100);
+        assert_eq!(grant_size(60, 100, 80, 20, 2), 60, "all that is left");
+        assert_eq!(grant_size(19, 100, 80, 20, 2), 0, "not even its least");
     }
 
     #[test]
@@ -167,17 +185,18 @@ mod tests {
         // Envoys asking in turn, in every order of wants and needs: the sum never passes it.
         for envoys in 1..5 {
             for want in [1, 3, 50] {
-                for need in [0, 1, 7] {
+                for (need, least) in [(0, 0), (1, 0), (7, 0), (7, 3)] {
                     let (limit, mut granted) = (600u64, 0u64);
                     for _ in 0..10_000 {
-                        let g = grant_size(limit - granted, want, need, envoys);
+                        let g = grant_size(limit - granted, want, need, least, envoys);
                         if g == 0 {
                             break;
                         }
                         granted += g;
                         assert!(granted <= limit);
                     }
-                    assert!(limit - granted < need.max(1), "all of it is granted: {envoys} {want} {need} left {}", limit - granted);
+                    let floor = if least > 0 { least } else { need };
+                    assert!(limit - granted < floor.max(1), "all of it is granted: {envoys} {want} {need} left {}", limit - granted);
                 }
             }
         }
