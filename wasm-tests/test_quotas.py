@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 
 from proxy_wasm_host import SharedData
-from wasm_fixtures import (NOW, assert_openai_error, chat_body, config_bytes, decode_request_state, decode_slots, deployment,
-                           gateway_config, publish_keys, provider_properties, send)
+from wasm_fixtures import (NOW, assert_openai_error, chat_body, config_bytes, decode_request_state, decode_slots, decode_tally,
+                           deployment, gateway_config, publish_keys, provider_properties, send)
 
 REQUEST_STATE = ("tollgate_request",)
 
@@ -21,6 +21,19 @@ def with_quotas(*quotas) -> bytes:
 
 def chat(gw):
     return send(gw, "POST", "/v1/chat/completions", chat_body())
+
+
+def ticks(gw, n: int) -> None:
+    """`n` ticks of a gateway worker: a roomy request's usage is counted from the tally on the
+    first after it ended and written on the next; its reservation is given back on the second
+    and written on the third (or with an admission to its group, whichever comes first)."""
+    for _ in range(n):
+        gw.tick()
+
+
+def tally_key(ctx) -> str:
+    """The shared-data key of the usage tally a gateway context's request names."""
+    return f"tollgate.quota.tally.{decode_request_state(ctx.properties_set[REQUEST_STATE])['tally']:016x}"
 
 
 def test_a_request_quota_admits_exactly_its_limit_across_workers(make_gateway):
@@ -110,19 +123,31 @@ def test_tokens_reserve_the_worst_case_and_settle_to_the_usage(make_gateway, mak
     assert up.response_headers_map.get("x-ratelimit-limit-tokens") == "10000"
     up.response_body(answer, end_of_stream=True)
     before = slot()
+    # Two worst cases leave more than half the limit: the quota is roomy, and the attempt's usage
+    # goes to the gateway worker's tally (one blind write), not to the slot.
+    assert decode_request_state(down.properties_set[REQUEST_STATE])["tally"] != 0
+    provider.crossings.clear()
     up.finish()
-    assert slot() == before + 19
+    assert slot() == before
+    assert provider.crossings["host:proxy_set_shared_data"] == 1 and provider.crossings["host:proxy_get_shared_data"] == 0, dict(provider.crossings)
+    tally = decode_tally(shared.value(tally_key(down)))
+    assert [(e["id"], e["used"]) for e in tally["entries"]] == [("quota_tpm", 19)]
     gw.crossings.clear()
     down.finish()
-    # the reservation is given back late, with no host call at the request's end: by the next
-    # admission to the same quotas (see the next test) or on the worker's tick
-    assert slot() == before + 19
+    # nothing is written when the request ends: the worker's tick reads the tally and counts its
+    # usage, and gives the reservation back a tick later (its usage surely read by then)
+    assert slot() == before
     assert not [k for k in gw.crossings if k.startswith("host:") and k != "host:proxy_log"], dict(gw.crossings)
     assert gw.tick_period_ms == 100
     gw.tick()
+    assert slot() == before, "read, to be written with the next admission or tick"
+    gw.tick()
+    assert slot() == before + 19
+    gw.tick()
     assert slot() == before + 19 - ((len(chat_body()) + 3) // 4 + 4096)
     gw.tick()
-    assert slot() == before + 19 - ((len(chat_body()) + 3) // 4 + 4096), "given back once"
+    gw.tick()
+    assert slot() == before + 19 - ((len(chat_body()) + 3) // 4 + 4096), "counted once, given back once"
 
 
 # A chat's worst case against a token quota: its input estimate + the 4,096 output tokens
@@ -145,7 +170,8 @@ def test_a_reservation_kept_at_the_end_is_given_back_by_the_next_admission(make_
     assert first.local_response is None and second.local_response is None and slot() == 2 * WORST
     assert chat(gw).local_response.status == 429, "a third WORST case is over"
     first.finish()
-    assert slot() == 2 * WORST, "kept by the worker"
+    ticks(gw, 2)
+    assert slot() == 2 * WORST, "kept by the worker (no usage came: its request never reached a provider)"
     gw.crossings.clear()
     third = chat(gw)
     assert third.local_response is None, "the kept reservation was given back before the take"
@@ -154,7 +180,7 @@ def test_a_reservation_kept_at_the_end_is_given_back_by_the_next_admission(make_
     assert gw.crossings["host:proxy_set_shared_data"] == 1, dict(gw.crossings)
     second.finish()
     third.finish()
-    gw.tick()
+    ticks(gw, 3)
     assert slot() == 0
 
 
@@ -162,12 +188,13 @@ def test_a_refused_request_gives_back_what_the_worker_kept(make_gateway):
     [gw], slot = tpm_workers(make_gateway, 10000)
     first, second = chat(gw), chat(gw)
     first.finish()
+    ticks(gw, 2)
     # a request bigger than what is left even with the kept reservation given back
     big = send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=9000))
     assert big.local_response.status == 429
     assert slot() == WORST, "refused, and the kept reservation given back all the same"
     second.finish()
-    gw.tick()
+    ticks(gw, 3)
     assert slot() == 0
 
 
@@ -199,7 +226,7 @@ def test_a_budget_reserves_at_the_dearest_price_and_settles_at_the_deployments(m
     before = slot()
     up.finish()
     down.finish()
-    gw.tick()
+    ticks(gw, 3)
     assert slot() == before + 12 * 500 + 7 * 1000 - reserved, "the deployment's price, the reservation given back"
 
 
@@ -333,6 +360,66 @@ def test_past_half_a_quota_a_reservation_is_given_back_at_once(make_gateway):
         assert slot() == WORST
         r.finish()
         assert slot() == 0, "given back at the end (4,100 of 6,000 taken: past half)"
+
+
+def answer_attempt(provider, down, prompt: int, completion: int):
+    """The provider filter's attempt for gateway request `down`, answered with this usage."""
+    props = provider_properties(deployment(), op=None)
+    props.update(down.properties_set)
+    up = provider.new_http_context(props)
+    up.request_headers(list(down.request_headers_map.pairs), end_of_stream=False)
+    up.send_request_body(bytes(down.request_body_forwarded))
+    up.response_headers([(":status", "200"), ("content-type", "application/json")])
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    up.response_body(json.dumps({"id": "c", "object": "chat.completion", "created": 1, "model": "m", "choices": [],
+                                 "usage": usage}).encode(), end_of_stream=True)
+    return up
+
+
+def test_usage_goes_through_the_tally_while_roomy_and_into_the_slot_past_half(make_gateway, make_provider):
+    """A roomy request's attempts add their usage to the worker's tally (no slot read); past
+    half the limit the provider filter settles in the slot at once, as the gateway gives the
+    reservation back at once. A provider VM made again (a new instance in the tally) starts its
+    totals from zero, and the gateway counts them from zero: nothing is counted twice or lost
+    of what it wrote."""
+    shared = SharedData()
+    publish_keys(shared)
+    q = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": 3 * WORST}
+    gw = make_gateway(with_quotas(q), shared_data=shared)
+    provider = make_provider(shared_data=shared)
+    shared.set("tollgate.credentials.v1", __import__("wasm_fixtures").credentials_doc())
+    provider.tick()
+    slot = lambda: decode_slots(shared.value("tollgate.quota.quota_tpm"))["quota_tpm"]["used"]  # noqa: E731
+    roomy = chat(gw)  # 2 worst cases left of 3: roomy
+    assert decode_request_state(roomy.properties_set[REQUEST_STATE])["tally"] != 0
+    answer_attempt(provider, roomy, 10, 5).finish()
+    answer_attempt(provider, roomy, 1, 1).finish()  # a retry: both attempts count
+    first = decode_tally(shared.value(tally_key(roomy)))
+    assert first["entries"][0]["used"] == 17
+    roomy.finish()
+    tight = chat(gw)  # 1 worst case left of 3: past half
+    assert decode_request_state(tight.properties_set[REQUEST_STATE])["tally"] == 0
+    assert slot() == 2 * WORST
+    provider.crossings.clear()
+    answer_attempt(provider, tight, 20, 3).finish()
+    assert slot() == 2 * WORST + 23, "settled in the slot at once"
+    assert provider.crossings["host:proxy_get_shared_data"] == 1 and provider.crossings["host:proxy_set_shared_data"] == 1
+    assert decode_tally(shared.value(tally_key(roomy)))["entries"][0]["used"] == 17, "not in the tally"
+    tight.finish()
+    assert slot() == WORST + 23, "its reservation given back at once"
+    ticks(gw, 3)
+    assert slot() == 17 + 23, "the roomy request's usage counted, its reservation given back"
+    # The provider's VM is made again: its tally starts from zero under a new instance.
+    again = make_provider(shared_data=shared)
+    shared.set("tollgate.credentials.v1", __import__("wasm_fixtures").credentials_doc())
+    again.tick()
+    r = chat(gw)
+    answer_attempt(again, r, 2, 2).finish()
+    after = decode_tally(shared.value(tally_key(r)))
+    assert after["instance"] != first["instance"] and after["entries"][0]["used"] == 4
+    r.finish()
+    ticks(gw, 3)
+    assert slot() == 17 + 23 + 4
 
 
 def test_a_quota_that_fits_lowers_the_output_limit_instead_of_refusing(make_gateway):

@@ -268,14 +268,34 @@ def decode_request_state(state: bytes) -> dict:
             headers += [[names[0], str(limit)], [names[1], str(remaining)]]
             if reset_text is not None:
                 headers.append([names[2], reset_text])
-        reserve_by = struct.unpack_from("<QQ", state, i)
-        i += 16
+        reserve_by = struct.unpack_from("<QQQ", state, i)
+        i += 24
     assert i == len(state), "trailing bytes in the request state"
     out = {"op": op, "stream": bool(bits & 1), "usage": bool(bits & 2), "len": body_len,
            "key": texts[0], "model": texts[1], "holds": holds, "headers": headers}
     if holds is not None:
         out["reserve_by"] = {"body_len": reserve_by[0], "max_output": reserve_by[1]}
+        out["tally"] = reserve_by[2]
     return out
+
+
+def decode_tally(value: bytes) -> dict:
+    """A usage tally (`tollgate_contract::quota::tally`): the writer's instance, then per quota
+    its id, group, window and usage."""
+    (instance,) = struct.unpack_from("<Q", value, 0)
+    i, entries = 8, []
+
+    def text() -> str:
+        nonlocal i
+        (n,) = struct.unpack_from("<H", value, i)
+        i += 2 + n
+        return value[i - n:i].decode()
+    while i < len(value):
+        qid, group = text(), text() or None
+        window, used = struct.unpack_from("<QQ", value, i)
+        i += 16
+        entries.append({"id": qid, "group": group, "window": window, "used": used})
+    return {"instance": instance, "entries": entries}
 
 
 def key_id_of(ctx) -> Optional[str]:

@@ -7,21 +7,28 @@
 //! token reservations are given back here; the provider filter adds each attempt's real usage.
 //! No host call is made for a request no quota applies to.
 //!
-//! A token or cost reservation is given back late, not when its request ends: proxy-wasm has no
-//! atomic add, so giving back alone is a shared-data read (a VM entry to hand the value back)
-//! and a compare-and-swap, about 13,000 of Envoy's instructions (bench/crossing_costs.py).
-//! Instead the worker keeps it ([`end`]) and gives it back in the compare-and-swap of its next
-//! admission to the same group, or on the worker's next tick ([`flush`], every
-//! [`FLUSH_PERIOD`]) if none comes first. A reservation held a little longer only ever counts
-//! too much, never too little: no quota can be overspent by it. Concurrency is given back at
-//! once (a slot held late would refuse a request that fits).
+//! While a request's token and cost quotas are roomy (half their limit left), its reservations
+//! are given back late and its usage counted late, not when it ends: proxy-wasm has no atomic
+//! add, so each is a shared-data read (a VM entry to hand the value back) and a
+//! compare-and-swap, about 13,000 of Envoy's instructions (bench/crossing_costs.py). The
+//! provider filter adds each attempt's usage to this worker's tally
+//! (`tollgate_contract::quota::tally`, one blind write); the worker reads the tally on its tick
+//! ([`flush`], every [`FLUSH_PERIOD`]), and gives a request's reservations back only on the
+//! second tick after it ended, when its usage is surely in the tally read (every attempt of a
+//! request has ended, and written its usage, by the end of the event-loop pass its request
+//! ends in). Both are applied in the compare-and-swap of the worker's next admission to the same
+//! group, or on the next tick if none comes first. A reservation held a little longer only ever
+//! counts too much, never too little: no quota can be overspent by it. Concurrency is given
+//! back at once (a slot held late would refuse a request that fits); so is everything of a
+//! request whose quotas are not roomy, its usage settled by the provider filter in the slots.
 
 use std::cell::RefCell;
 use std::time::Duration;
 
 use tollgate_contract::quota::{self, Hold, Holds, Metric, QuotaDoc};
 use tollgate_contract::quota_lease::{self, Ask};
-use tollgate_wasm::quota_slot::{authority_down, give_back, groups, take_group, Over, Want};
+use tollgate_contract::quota::tally::{self, Tally};
+use tollgate_wasm::quota_slot::{apply_changes, authority_down, give_back, groups, take_group, Change, Over, Want};
 use tollgate_wasm::{Host, HostError};
 
 /// Why a request was refused.
@@ -115,17 +122,33 @@ fn least(q: &QuotaDoc, r: &Asking<'_>, out: Option<u64>) -> u64 {
     floor(q, r).map_or(full, |f| full.min(amount(q, r, Some(f))))
 }
 
-/// How often a worker gives back the reservations of ended requests that no admission has
-/// given back yet (the longest a reservation is held after its request).
+/// How often a worker reads its tally and gives back what no admission has given back yet (a
+/// reservation is held two to three of these after its request).
 pub const FLUSH_PERIOD: Duration = Duration::from_millis(100);
-/// The most reservations a worker keeps to give back; past it, a request's are given back at
-/// its end.
-const DEFERRED_MAX: usize = 1024;
+/// The most reservations a worker keeps waiting for their usage; past it, a request's are given
+/// back at its end (its usage then counts up to two ticks after its reservation is gone).
+const AWAITING_MAX: usize = 16_384;
 
 thread_local! {
-    /// Reservations of ended requests not given back yet (the worker's, shared by its root
-    /// contexts).
-    static DEFERRED: RefCell<Vec<Hold>> = RefCell::default();
+    /// What ended requests give back and the usage read for them, not written yet (the
+    /// worker's, shared by its root contexts).
+    static DEFERRED: RefCell<Vec<Change>> = RefCell::default();
+    /// Reservations of ended requests whose usage may not be in the tally yet, with the ticks
+    /// seen since they ended.
+    static AWAITING: RefCell<Vec<(Hold, u8)>> = RefCell::default();
+    /// What this worker has counted of its tally.
+    static SEEN: RefCell<tally::Seen> = RefCell::default();
+    /// This worker's tally (random: a VM made again has a new one, so that a provider filter's
+    /// totals for the old one are never read as the new one's).
+    static TALLY: u64 = {
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new().hash_one(0x7a11_u64).max(1)
+    };
+}
+
+/// This worker's tally, named in the holds of a request whose quotas are roomy.
+pub fn tally_id() -> u64 {
+    TALLY.with(|t| *t)
 }
 
 /// Whether every token and cost quota a request took had at least half its limit left after
@@ -136,48 +159,93 @@ thread_local! {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Roomy(pub bool);
 
-/// A request has ended: gives back what it holds, now (concurrency, a quota past half its
-/// limit, or when the worker keeps too many) or with the next admission to the same group or
-/// the next tick.
+/// A request has ended: gives back what it holds: now when its quotas were not roomy (the
+/// provider filter has settled its usage in the slots), else its concurrency now and its token
+/// and cost reservations once its usage is in the tally (see the module's documentation).
 pub fn end<H: Host>(host: &H, holds: Vec<Hold>, roomy: Roomy) {
-    let now = !roomy.0 || holds.iter().any(|h| h.metric == Metric::Concurrency) || DEFERRED.with(|d| d.borrow().len() + holds.len() > DEFERRED_MAX);
-    if now {
+    let full = AWAITING.with(|a| a.borrow().len() + holds.len() > AWAITING_MAX);
+    if !roomy.0 || full {
         release(host, &holds, false);
         return;
     }
-    defer(holds.into_iter().filter(|h| h.metric.is_tokens() && h.reserved > 0).collect());
+    if holds.iter().any(|h| !h.metric.is_tokens()) {
+        let now: Vec<Hold> = holds.iter().filter(|h| !h.metric.is_tokens()).cloned().collect();
+        release(host, &now, false);
+    }
+    AWAITING.with(|a| a.borrow_mut().extend(holds.into_iter().filter(|h| h.metric.is_tokens() && h.reserved > 0).map(|h| (h, 0))));
 }
 
-/// Gives back every reservation kept (the worker's tick); those that could not be written are
-/// kept for the next.
+/// The worker's tick: writes what no admission has written since the last tick (those that
+/// could not be written are kept for the next), then reads the tally: its new usage, and the
+/// reservations of requests that ended before the last tick, are written with the next
+/// admission to their group or on the next tick.
 pub fn flush<H: Host>(host: &H) {
-    let kept: Vec<Hold> = DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut()));
-    if kept.is_empty() {
-        return;
+    let kept: Vec<Change> = DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut()));
+    if !kept.is_empty() {
+        let failed: Vec<Change> = apply_changes(host, &kept).into_iter().map(|(c, e)| {
+            log::warn!("gateway filter: could not give back quota {} ({e}); trying again", c.hold.id);
+            c.clone()
+        }).collect();
+        defer(failed);
     }
-    let failed: Vec<Hold> = give_back(host, &kept, false).into_iter().map(|(h, e)| {
-        log::warn!("gateway filter: could not give back quota {} ({e}); trying again", h.id);
-        h.clone()
-    }).collect();
-    defer(failed);
+    collect(host);
 }
 
-/// Keeps `holds` to give back later.
-fn defer(holds: Vec<Hold>) {
-    if holds.is_empty() {
+/// Reads the tally (only while reservations wait for it) and moves what it says, and the
+/// reservations that have waited a tick, to be written.
+fn collect<H: Host>(host: &H) {
+    if AWAITING.with(|a| a.borrow().is_empty()) {
         return;
     }
-    DEFERRED.with(|d| d.borrow_mut().extend(holds));
+    match host.shared_data(&tally::tally_key(tally_id())) {
+        Ok((Some(bytes), _)) => match Tally::decode(&bytes) {
+            Some(t) => {
+                let grew = SEEN.with(|s| s.borrow_mut().fold(&t));
+                defer(grew.into_iter().map(|(hold, add)| Change { hold, back: 0, add }).collect());
+            }
+            None => log::warn!("gateway filter: the usage tally could not be read; reservations are given back without it"),
+        },
+        // Nothing written yet: no attempt has ended with usage.
+        Ok((None, _)) => {}
+        Err(e) => {
+            log::warn!("gateway filter: could not read the usage tally ({e}); trying again on the next tick");
+            return;
+        }
+    }
+    let ripe: Vec<Change> = AWAITING.with(|a| {
+        let mut a = a.borrow_mut();
+        let mut ripe = Vec::new();
+        let mut i = 0;
+        while let Some((_, ticks)) = a.get_mut(i) {
+            if *ticks == 0 {
+                *ticks = 1;
+                i += 1;
+            } else {
+                let (hold, _) = a.swap_remove(i);
+                ripe.push(Change { back: hold.reserved, hold, add: 0 });
+            }
+        }
+        ripe
+    });
+    defer(ripe);
 }
 
-/// The kept reservations of the group whose value is under `key`, taken out.
-fn take_deferred(key: &str) -> Vec<Hold> {
+/// Keeps `changes` to write later.
+fn defer(changes: Vec<Change>) {
+    if changes.is_empty() {
+        return;
+    }
+    DEFERRED.with(|d| d.borrow_mut().extend(changes));
+}
+
+/// The kept changes of the group whose value is under `key`, taken out.
+fn take_deferred(key: &str) -> Vec<Change> {
     DEFERRED.with(|d| {
         let mut d = d.borrow_mut();
         let mut mine = Vec::new();
         let mut i = 0;
-        while let Some(h) = d.get(i) {
-            if quota::is_slot_key(key, &h.id, h.group.as_deref()) {
+        while let Some(c) = d.get(i) {
+            if quota::is_slot_key(key, &c.hold.id, c.hold.group.as_deref()) {
                 mine.push(d.swap_remove(i));
             } else {
                 i += 1;
@@ -187,6 +255,13 @@ fn take_deferred(key: &str) -> Vec<Hold> {
     })
 }
 
+/// Writes kept changes now (the admission that took them will not).
+fn write_back<H: Host>(host: &H, changes: &[Change]) {
+    for (c, e) in apply_changes(host, changes) {
+        log::warn!("gateway filter: could not give back quota {} ({e})", c.hold.id);
+    }
+}
+
 /// Takes every applicable quota's share for a request, or none of them: the quotas of one
 /// group (a scope) with one read and one compare-and-swap, which also gives back the group's
 /// reservations of ended requests the worker kept. `keys`: `quota::slot_keys`.
@@ -194,6 +269,9 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
     let now = r.now;
     let epoch = quota::hold_epoch(now, r.hold_seconds);
     let mut holds = Holds::default();
+    // The request quotas taken (index, window): a count for good once admitted, so no hold of
+    // theirs travels; kept here only to give back if a later group refuses.
+    let mut counted: Vec<(usize, u64)> = Vec::new();
     let (mut requests, mut tokens): (Option<quota::Standing>, Option<quota::Standing>) = (None, None);
     let mut down = pass == Pass::AuthorityDown;
     let mut roomy = true;
@@ -208,10 +286,10 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
             match take_group(host, group, &wants, now, epoch, down, &back) {
                 Err(e) => {
                     defer(back);
-                    release(host, &holds.holds, true);
+                    undo(host, quotas, &holds.holds, &counted, epoch);
                     return Err(e);
                 }
-                Ok(Ok(taken)) => break (None, members.iter().copied().zip(taken).collect::<Vec<_>>()),
+                Ok(Ok(taken)) => break (None, taken),
                 Ok(Err(Over { at, room })) => {
                     let q = &quotas[members.get(at).copied().unwrap_or(members[0])];
                     if q.lease && pass == Pass::First && !down {
@@ -221,11 +299,11 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
                         }
                         // What was kept to give back goes back before the authority is asked
                         // (the lease it frees may be enough for the next try).
-                        release(host, &back, false);
+                        write_back(host, &back);
                         let asks = asks(host, quotas, keys, r, out);
                         // Nothing to ask for: the authority has said it has nothing left.
                         if !asks.is_empty() {
-                            release(host, &holds.holds, true);
+                            undo(host, quotas, &holds.holds, &counted, epoch);
                             return Ok(Admission::Wait(asks));
                         }
                         break (Some(q), Vec::new());
@@ -241,18 +319,22 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
                         }
                     }
                     // Refused with what was kept given back (nothing was written).
-                    release(host, &back, false);
+                    write_back(host, &back);
                     break (Some(q), Vec::new());
                 }
             }
         };
         if let Some(q) = over {
-            release(host, &holds.holds, true);
+            undo(host, quotas, &holds.holds, &counted, epoch);
             return Ok(Admission::Refused(Refusal { quota: q, limit: q.period(now).limit, retry_after: q.retry_after(now) }));
         }
-        for (i, tollgate_wasm::quota_slot::Taken { slot, amount, period }) in taken {
-            let q = &quotas[i];
-            holds.holds.push(Hold::taken(q, period.window, amount, epoch));
+        for (&i, tollgate_wasm::quota_slot::Taken { slot, amount, period }) in members.iter().zip(taken) {
+            let Some(q) = quotas.get(i) else { continue };
+            if q.metric.is_held() {
+                holds.holds.push(Hold::taken(q, period.window, amount, epoch));
+            } else {
+                counted.push((i, period.window));
+            }
             // The tightest quota of each kind names the headers; a leased quota's remaining is
             // what the authority had left plus what this Envoy holds unspent.
             let remaining = if q.lease { slot.free.saturating_add(slot.spare()).min(period.limit) } else { period.limit.saturating_sub(slot.used) };
@@ -290,7 +372,7 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
         if !short.is_empty() && pass == Pass::First {
             let asks = asks(host, quotas, keys, r, out);
             if !asks.is_empty() {
-                release(host, &holds.holds, true);
+                undo(host, quotas, &holds.holds, &counted, epoch);
                 return Ok(Admission::Wait(asks));
             }
         }
@@ -306,10 +388,11 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
     if quotas.iter().any(|q| q.provider.is_some() && q.applies(r.key_id, r.model)) {
         (holds.body_len, holds.max_output) = (r.body_len, out.unwrap_or(0));
     }
-    // A request quota's count is for good once admitted: nothing to give back or settle, so
-    // its hold need not travel (only what is held, concurrency, tokens and cost, does).
-    holds.holds.retain(|h| h.metric.is_held());
     let lowered = if fits > 0 { out } else { None };
+    // A roomy request's usage goes through the worker's tally (see [`end`]).
+    if roomy && holds.holds.iter().any(|h| h.metric.is_tokens()) {
+        holds.tally = tally_id();
+    }
     Ok(Admission::Admitted(holds, spent, Roomy(roomy), lowered))
 }
 
@@ -362,6 +445,14 @@ pub fn apply<H: Host>(host: &H, quotas: &[QuotaDoc], grants: &quota_lease::Grant
             log::warn!("gateway filter: could not record a lease of quota {} ({e})", q.id);
         }
     }
+}
+
+/// Gives back what an admission that is refused (or fails) took: its holds, and its request
+/// quotas' counts (`counted`: index and window).
+fn undo<H: Host>(host: &H, quotas: &[QuotaDoc], held: &[Hold], counted: &[(usize, u64)], epoch: u64) {
+    let mut all = held.to_vec();
+    all.extend(counted.iter().filter_map(|&(i, window)| Some(Hold::taken(quotas.get(i)?, window, 1, epoch))));
+    release(host, &all, true);
 }
 
 /// Gives back what a request held: its concurrency slots and token reservations (and, when

@@ -652,15 +652,19 @@ impl HttpFilter for ProviderHttp {
                 (None, Some(p)) => p.cost_nanos(input, output, 0, 0),
                 (_, None) => 0,
             };
-            // One read and one compare-and-swap per group (a slot of a window that is over is
-            // left alone).
+            // A slot of a window that is over is left alone.
             let used = |h: &tollgate_contract::quota::Hold| match h.metric {
                 tollgate_contract::quota::Metric::CostUsd => cost,
                 m if m.is_tokens() => m.of_usage(input, output),
                 _ => 0,
             };
-            for (h, e) in tollgate_wasm::quota_slot::adjust(host, &holds.holds, |h| (0, used(h))) {
-                log::warn!("provider filter: could not count tokens against quota {} ({e})", h.id);
+            // While the request's quotas are roomy, the usage goes to the gateway worker's tally
+            // (one write); else it is settled in the slots, one read and one compare-and-swap
+            // per group.
+            if holds.tally == 0 || !quotas::tally(host, holds.tally, &holds.holds, used) {
+                for (h, e) in tollgate_wasm::quota_slot::adjust(host, &holds.holds, |h| (0, used(h))) {
+                    log::warn!("provider filter: could not count tokens against quota {} ({e})", h.id);
+                }
             }
             // The attempt's own quotas (of its provider): what they held given back, its
             // usage counted.

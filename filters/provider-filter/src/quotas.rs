@@ -10,9 +10,11 @@
 //! quotas in shared data from its own configuration; the provider filter's lives in the
 //! clusters, which a change would replace (draining their connections).
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use tollgate_contract::config::{Price, ProviderKind};
+use tollgate_contract::quota::tally::{tally_key, Tally, Undo};
 use tollgate_contract::quota::{self, Hold, Holds, ProviderQuotasDoc, QuotaDoc};
 use tollgate_contract::GatewayError;
 use tollgate_wasm::quota_slot::{authority_down, give_back, groups, take_group, Want};
@@ -119,4 +121,66 @@ fn release<H: Host>(host: &H, held: &[Hold]) {
     for (h, e) in give_back(host, held, true) {
         log::warn!("provider filter: could not give back quota {} ({e})", h.id);
     }
+}
+
+/// The most gateway workers' tallies a provider VM keeps (one per gateway VM of its worker: more
+/// than one only while a new gateway module takes over from an old one).
+const TALLIES: usize = 4;
+
+thread_local! {
+    /// The tallies this VM writes (id, shared-data key, totals), most recently written last.
+    static WRITTEN: RefCell<Vec<(u64, String, Tally)>> = RefCell::default();
+    /// This VM's instance in its tallies (see `tollgate_contract::quota::tally`).
+    static INSTANCE: u64 = {
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new().hash_one(0x1257_u64)
+    };
+}
+
+/// Adds an attempt's usage of `holds` (`used(hold)`) to gateway tally `id` and writes it (one
+/// blind write); `false` when it could not be written (nothing was counted: the caller settles
+/// in the slots instead).
+pub fn tally<H: Host>(host: &H, id: u64, holds: &[Hold], used: impl Fn(&Hold) -> u64) -> bool {
+    WRITTEN.with(|w| {
+        let Ok(mut w) = w.try_borrow_mut() else { return false };
+        let at = match w.iter().position(|(t, _, _)| *t == id) {
+            Some(i) => i,
+            None => {
+                if w.len() >= TALLIES {
+                    w.remove(0);
+                }
+                w.push((id, tally_key(id), Tally::new(INSTANCE.with(|i| *i))));
+                w.len() - 1
+            }
+        };
+        let Some((_, key, current)) = w.get_mut(at) else { return false };
+        current.make_room(holds.len());
+        let mut undo = Undo::default();
+        let mut changed = false;
+        for h in holds {
+            changed |= current.add(h, used(h), &mut undo);
+        }
+        if !changed {
+            return true;
+        }
+        let written = current.encode().map(|bytes| host.set_shared_data(key, &bytes, None));
+        match written {
+            Some(Ok(())) => {
+                if at + 1 != w.len() {
+                    let entry = w.remove(at);
+                    w.push(entry);
+                }
+                true
+            }
+            Some(Err(e)) => {
+                log::warn!("provider filter: could not write the usage tally ({e}); settling in the slots");
+                current.undo(undo);
+                false
+            }
+            None => {
+                current.undo(undo);
+                false
+            }
+        }
+    })
 }

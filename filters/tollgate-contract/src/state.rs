@@ -157,7 +157,9 @@ impl RequestState {
     /// holds, when the request has quotas, follow the model.
     pub fn encode_from(op: &Operation, facts: BodyFacts, key_id: &str, model: &str, holds: Option<&crate::quota::Holds>) -> Result<Vec<u8>, StateError> {
         let code = op.code().ok_or(StateError::NotRouted)?;
-        let mut out = Vec::with_capacity(16 + key_id.len() + model.len());
+        // Room for all of it, holds included (one allocation, no growing).
+        let held = holds.map_or(0, |h| 80 + h.holds.iter().map(|x| 29 + x.id.len() + x.group.as_ref().map_or(0, String::len)).sum::<usize>());
+        let mut out = Vec::with_capacity(16 + key_id.len() + model.len() + held);
         let mut flags = 0;
         if facts.stream {
             flags |= FLAG_STREAM;
@@ -271,6 +273,7 @@ mod tests {
                 limits: crate::quota::RateLimits { tokens: Some((1000, 10, Some(3))), ..Default::default() },
                 body_len: 77,
                 max_output: 0,
+                tally: 9,
             });
             let state = RequestState { op, facts: BodyFacts { stream, include_usage, body_len, quotas }, key_id, model, holds };
             let bytes = state.encode().unwrap();

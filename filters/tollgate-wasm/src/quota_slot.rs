@@ -58,7 +58,8 @@ impl Slots {
     }
 
     fn position(&self, id: &str) -> Option<usize> {
-        self.entries.iter().position(|&(start, end, _)| self.bytes.get(start..end) == Some(id.as_bytes()))
+        // `same`, not `==` (a byte-at-a-time `memcmp` in wasm), for each slot a request takes.
+        self.entries.iter().position(|&(start, end, _)| self.bytes.get(start..end).is_some_and(|b| tollgate_contract::bytes::same(b, id.as_bytes())))
     }
 
     /// The slot of quota `id` (a new one for `window` if it has none yet; `None` never, but
@@ -242,16 +243,16 @@ pub struct Over {
 /// none of them, with one read and one compare-and-swap: `Ok(Err(over))` when one would go
 /// over. A leased quota is spent from this Envoy's lease (or, with `down`, the authority
 /// unreachable, up to its fall-back share); held metrics are held in reservation epoch
-/// `epoch` (see `Slot::roll`). `back`: token or cost reservations of ended requests (of this
-/// group) given back first, in the same compare-and-swap (written only when it is; see the
-/// gateway filter's deferred give-backs).
-pub fn take_group<H: Host>(host: &H, key: &str, wants: &[Want<'_>], now: u64, epoch: u64, down: bool, back: &[Hold]) -> Result<Result<Vec<Taken>, Over>, HostError> {
+/// `epoch` (see `Slot::roll`). `back`: what ended requests (of this group) give back and the
+/// usage counted for them, applied first, in the same compare-and-swap (written only when it
+/// is; see the gateway filter's deferred changes).
+pub fn take_group<H: Host>(host: &H, key: &str, wants: &[Want<'_>], now: u64, epoch: u64, down: bool, back: &[Change]) -> Result<Result<Vec<Taken>, Over>, HostError> {
     let mut over = Over { at: 0, room: 0 };
     let mut taken: Vec<Taken> = Vec::with_capacity(wants.len());
     let done = update(host, key, |slots| {
         taken.clear();
-        for o in back {
-            slots.count(o, o.reserved, 0)?;
+        for c in back {
+            slots.count(&c.hold, c.back, c.add)?;
         }
         for (i, w) in wants.iter().enumerate() {
             let q = w.quota;
@@ -317,31 +318,52 @@ pub fn take_back<H: Host>(host: &H, key: &str, id: &str, window: u64, amount: u6
 /// alone (what is given back or settled belongs to a window that is over). Returns the holds
 /// whose group could not be written.
 pub fn adjust<'h, H: Host>(host: &H, holds: &'h [Hold], change: impl Fn(&Hold) -> (u64, u64)) -> Vec<(&'h Hold, HostError)> {
-    let counted = |h: &&Hold| change(h) != (0, 0);
+    adjust_by(host, holds, |h| h, change)
+}
+
+/// A change to what one hold counts (see [`adjust`]): `back` given back, then `add` counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub hold: Hold,
+    pub back: u64,
+    pub add: u64,
+}
+
+/// [`adjust`] for changes already worked out; returns those that could not be written.
+pub fn apply_changes<'c, H: Host>(host: &H, changes: &'c [Change]) -> Vec<(&'c Change, HostError)> {
+    adjust_by(host, changes, |c| &c.hold, |c| (c.back, c.add))
+}
+
+fn adjust_by<'t, T, H: Host>(host: &H, items: &'t [T], hold: impl Fn(&T) -> &Hold, change: impl Fn(&T) -> (u64, u64)) -> Vec<(&'t T, HostError)> {
+    let counted = |t: &&T| change(t) != (0, 0);
     let mut failed = Vec::new();
     // The groups written already (a hold without a group is a value of its own).
     let mut done: Vec<&str> = Vec::new();
-    for h in holds.iter().filter(counted) {
+    for t in items.iter().filter(counted) {
+        let h = hold(t);
         if let Some(g) = h.group.as_deref() {
             if done.iter().any(|d| same_str(d, g)) {
                 continue;
             }
             done.push(g);
         }
-        let same = |o: &&Hold| match (h.group.as_deref(), o.group.as_deref()) {
-            (Some(g), Some(og)) => same_str(g, og),
-            (Some(_), None) => false,
-            (None, _) => same_str(&o.id, &h.id),
+        let same = |o: &&T| {
+            let o = hold(o);
+            match (h.group.as_deref(), o.group.as_deref()) {
+                (Some(g), Some(og)) => same_str(g, og),
+                (Some(_), None) => false,
+                (None, _) => same_str(&o.id, &h.id),
+            }
         };
         let written = update(host, &slot_key(&h.id, h.group.as_deref()), |slots| {
-            for o in holds.iter().filter(counted).filter(same) {
+            for o in items.iter().filter(counted).filter(same) {
                 let (back, add) = change(o);
-                slots.count(o, back, add)?;
+                slots.count(hold(o), back, add)?;
             }
             Some(())
         });
         if let Err(e) = written {
-            failed.push((h, e));
+            failed.push((t, e));
         }
     }
     failed

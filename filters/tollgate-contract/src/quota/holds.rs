@@ -46,6 +46,10 @@ pub struct Holds {
     pub body_len: u64,
     #[serde(default)]
     pub max_output: u64,
+    /// The gateway worker's usage tally the provider filter adds each attempt's usage to
+    /// (`super::tally`), instead of settling it in the slots; 0: settled in the slots.
+    #[serde(default)]
+    pub tally: u64,
 }
 
 impl Metric {
@@ -65,7 +69,7 @@ impl Metric {
     }
 }
 
-fn put_text(out: &mut Vec<u8>, text: &str) -> Option<()> {
+pub(super) fn put_text(out: &mut Vec<u8>, text: &str) -> Option<()> {
     out.extend_from_slice(&u16::try_from(text.len()).ok()?.to_le_bytes());
     out.extend_from_slice(text.as_bytes());
     Some(())
@@ -77,7 +81,7 @@ pub(super) fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
     Some(head)
 }
 
-fn take_text<'a>(b: &mut &'a [u8]) -> Option<&'a str> {
+pub(super) fn take_text<'a>(b: &mut &'a [u8]) -> Option<&'a str> {
     let len = take(b, 2)?;
     let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
     std::str::from_utf8(take(b, len)?).ok()
@@ -99,7 +103,7 @@ impl Hold {
 impl Holds {
     /// Appends the holds in a compact binary form (no JSON on the request path): a count and
     /// per hold its id, group, metric, window, reservation and epoch; a count and per header its
-    /// name and value; the body's length and the output limit. `None` when a count or a length
+    /// name and value; the body's length, the output limit and the tally. `None` when a count or a length
     /// does not fit.
     pub fn encode_into(&self, out: &mut Vec<u8>) -> Option<()> {
         out.push(u8::try_from(self.holds.len()).ok()?);
@@ -114,6 +118,7 @@ impl Holds {
         self.limits.encode_into(out);
         out.extend_from_slice(&self.body_len.to_le_bytes());
         out.extend_from_slice(&self.max_output.to_le_bytes());
+        out.extend_from_slice(&self.tally.to_le_bytes());
         Some(())
     }
 
@@ -129,7 +134,7 @@ impl Holds {
             holds.push(Hold { id, metric, window: take_u64(b)?, reserved: take_u64(b)?, group, epoch: take_u64(b)? });
         }
         let limits = RateLimits::decode(b)?;
-        let (body_len, max_output) = (take_u64(b)?, take_u64(b)?);
-        b.is_empty().then_some(Self { holds, limits, body_len, max_output })
+        let (body_len, max_output, tally) = (take_u64(b)?, take_u64(b)?, take_u64(b)?);
+        b.is_empty().then_some(Self { holds, limits, body_len, max_output, tally })
     }
 }

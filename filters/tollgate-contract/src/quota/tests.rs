@@ -121,6 +121,7 @@ fn holds_round_trip_and_refuse_anything_else() {
         limits: RateLimits { requests: Some((60, 59, Some(12))), tokens: Some((1000, 10, None)), anthropic_at: Some(7) },
         body_len: 2048,
         max_output: 16,
+        tally: 0x1234,
     };
     let mut bytes = Vec::new();
     h.encode_into(&mut bytes).unwrap();

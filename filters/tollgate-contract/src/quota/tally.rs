@@ -1,0 +1,249 @@
+//! The usage tally: how the provider filter hands an attempt's real usage to the gateway filter
+//! of its worker without touching the quota's slot (issue 13).
+//!
+//! Settling an attempt in its slot is a shared-data read (a buffer handed back into the VM) and a
+//! compare-and-swap, about 13,000 of Envoy's instructions a request. Instead, while a request's
+//! quotas are roomy (see the gateway's `Roomy`), the gateway names its worker's tally in the
+//! request's holds ([`super::Holds::tally`]) and the provider filter of the same worker adds the
+//! attempt's usage to that tally's running totals, kept in its memory and written whole with one
+//! blind write (no read, no compare-and-swap: the provider of that worker is its only writer).
+//! The gateway reads the tally on its tick, counts what grew since it last looked
+//! ([`Seen::fold`]) and only then gives the requests' reservations back: a reservation stays
+//! counted until its usage is, so no quota is ever counted short for it (it is counted long, by
+//! the reservation, for up to two ticks).
+//!
+//! Layout: the writer's instance (a random number a provider VM draws when it starts: a new VM
+//! starts its totals from zero), then per quota slot the quota's id and group, the window and the
+//! usage counted in it. Only the newest window of each quota is kept: usage for a window that is
+//! over would not be counted anyway (its slot has moved on).
+
+use super::holds::{put_text, take_text, take_u64};
+use crate::bytes::same_str;
+use super::Hold;
+
+/// Shared-data key prefix of the tallies; a worker's is this and its id in hex.
+pub const TALLY_PREFIX: &str = "tollgate.quota.tally.";
+
+/// The shared-data key of tally `id`.
+pub fn tally_key(id: u64) -> String {
+    format!("{TALLY_PREFIX}{id:016x}")
+}
+
+/// One quota slot's running usage in a tally.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Entry {
+    pub id: String,
+    pub group: Option<String>,
+    pub window: u64,
+    pub used: u64,
+}
+
+/// The running totals one provider VM has counted for one gateway worker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub instance: u64,
+    pub entries: Vec<Entry>,
+}
+
+/// The most quota slots a tally keeps (a request holds a few; a worker's requests, as many as
+/// the keys and models it serves): past it the oldest entry makes room.
+pub const TALLY_ENTRIES: usize = 256;
+
+/// How to take back what [`Tally::add`] counted.
+#[derive(Debug, Default)]
+pub struct Undo {
+    len: Option<usize>,
+    changed: Vec<(usize, u64, u64)>,
+}
+
+impl Tally {
+    pub fn new(instance: u64) -> Self {
+        Self { instance, entries: Vec::new() }
+    }
+
+    /// Counts `used` of hold `h`'s quota in `h`'s window; `false` when nothing changed (nothing
+    /// used, or a window older than the one the tally is on for that quota). `undo` records how
+    /// to take it back ([`Tally::undo`]).
+    pub fn add(&mut self, h: &Hold, used: u64, undo: &mut Undo) -> bool {
+        if used == 0 {
+            return false;
+        }
+        let at = self.entries.iter().position(|e| same_str(&e.id, &h.id) && same_group(e.group.as_deref(), h.group.as_deref()));
+        if undo.len.is_none() {
+            undo.len = Some(self.entries.len());
+        }
+        match at.and_then(|i| Some((i, self.entries.get_mut(i)?))) {
+            Some((i, e)) if e.window <= h.window => {
+                undo.changed.push((i, e.window, e.used));
+                (e.window, e.used) = match e.window == h.window {
+                    true => (e.window, e.used.saturating_add(used)),
+                    false => (h.window, used),
+                };
+            }
+            Some(_) => return false,
+            None => self.entries.push(Entry { id: h.id.clone(), group: h.group.clone(), window: h.window, used }),
+        }
+        true
+    }
+
+    /// Takes back what [`Tally::add`] counted since `undo` was made (the write failed).
+    pub fn undo(&mut self, undo: Undo) {
+        for &(i, window, used) in undo.changed.iter().rev() {
+            if let Some(e) = self.entries.get_mut(i) {
+                (e.window, e.used) = (window, used);
+            }
+        }
+        if let Some(len) = undo.len {
+            self.entries.truncate(len);
+        }
+    }
+
+    /// Makes room for `n` more quotas: the oldest entries go past [`TALLY_ENTRIES`] (their
+    /// usage since the gateway last read them is not counted).
+    pub fn make_room(&mut self, n: usize) {
+        let over = (self.entries.len() + n).saturating_sub(TALLY_ENTRIES).min(self.entries.len());
+        self.entries.drain(..over);
+    }
+
+    /// The binary form (`None` when an id or a group is longer than 65,535 bytes).
+    pub fn encode(&self) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(8 + self.entries.len() * 48);
+        out.extend_from_slice(&self.instance.to_le_bytes());
+        for e in &self.entries {
+            put_text(&mut out, &e.id)?;
+            put_text(&mut out, e.group.as_deref().unwrap_or(""))?;
+            out.extend_from_slice(&e.window.to_le_bytes());
+            out.extend_from_slice(&e.used.to_le_bytes());
+        }
+        Some(out)
+    }
+
+    /// The inverse of [`Tally::encode`], all of `bytes` or nothing.
+    pub fn decode(mut bytes: &[u8]) -> Option<Self> {
+        let b = &mut bytes;
+        let instance = take_u64(b)?;
+        let mut entries = Vec::new();
+        while !b.is_empty() {
+            let id = take_text(b)?.to_owned();
+            let group = Some(take_text(b)?.to_owned()).filter(|g| !g.is_empty());
+            entries.push(Entry { id, group, window: take_u64(b)?, used: take_u64(b)? });
+        }
+        Some(Self { instance, entries })
+    }
+}
+
+fn same_group(a: Option<&str>, b: Option<&str>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => same_str(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// What the gateway has counted of its tally so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seen(Tally);
+
+impl Seen {
+    /// What `now` (the tally as read) has counted since the last fold, as holds of the quotas'
+    /// windows (`reserved` 0) with the usage to count for each. A new instance (the provider's
+    /// VM was made again) starts from zero; so does a quota on a new window.
+    pub fn fold(&mut self, now: &Tally) -> Vec<(Hold, u64)> {
+        let same = now.instance == self.0.instance;
+        let mut out = Vec::new();
+        for e in &now.entries {
+            let before = match same {
+                true => self.0.entries.iter().find(|s| s.window == e.window && same_str(&s.id, &e.id) && same_group(s.group.as_deref(), e.group.as_deref())).map_or(0, |s| s.used),
+                false => 0,
+            };
+            // A count never shrinks within a window; one that did was pushed out of a full tally
+            // and counted again from zero.
+            let grew = if e.used >= before { e.used - before } else { e.used };
+            if grew > 0 {
+                // The metric is not in the tally: counting usage does not depend on it (only
+                // giving back does, and nothing is given back here).
+                let metric = super::Metric::TotalTokens;
+                out.push((Hold { id: e.id.clone(), metric, window: e.window, reserved: 0, group: e.group.clone(), epoch: 0 }, grew));
+            }
+        }
+        self.0 = now.clone();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quota::Metric;
+
+    fn hold(id: &str, window: u64) -> Hold {
+        Hold { id: id.into(), metric: Metric::TotalTokens, window, reserved: 100, group: Some("k1".into()), epoch: 3 }
+    }
+
+    #[test]
+    fn a_tally_counts_each_quotas_newest_window_and_round_trips() {
+        let mut t = Tally::new(7);
+        let u = &mut Undo::default();
+        assert!(t.add(&hold("tpm", 10), 5, u));
+        assert!(t.add(&hold("tpm", 10), 6, u));
+        assert!(!t.add(&hold("tpm", 10), 0, u), "nothing used: nothing to write");
+        assert!(t.add(&hold("budget", 0), 900, u));
+        assert_eq!(t.entries[0].used, 11);
+        assert!(t.add(&hold("tpm", 11), 2, u), "a new window starts from its own usage");
+        assert_eq!((t.entries[0].window, t.entries[0].used), (11, 2));
+        assert!(!t.add(&hold("tpm", 10), 50, u), "a window that is over is not counted");
+        let bytes = t.encode().unwrap();
+        assert_eq!(Tally::decode(&bytes), Some(t.clone()));
+        assert_eq!(Tally::decode(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(Tally::decode(&[1, 2, 3]), None);
+        let mut ungrouped = Tally::new(1);
+        ungrouped.add(&Hold { group: None, ..hold("q", 1) }, 3, u);
+        assert_eq!(Tally::decode(&ungrouped.encode().unwrap()), Some(ungrouped));
+    }
+
+    #[test]
+    fn a_write_that_failed_is_taken_back_and_a_full_tally_drops_its_oldest() {
+        let mut t = Tally::new(7);
+        t.add(&hold("tpm", 10), 5, &mut Undo::default());
+        let before = t.clone();
+        let mut u = Undo::default();
+        t.add(&hold("tpm", 10), 4, &mut u);
+        t.add(&hold("budget", 0), 9, &mut u);
+        t.add(&hold("rpm", 3), 1, &mut u);
+        t.undo(u);
+        assert_eq!(t, before);
+        let mut u = Undo::default();
+        t.add(&hold("tpm", 11), 4, &mut u);
+        t.undo(u);
+        assert_eq!(t, before, "a window moved on is moved back");
+        for i in 0..TALLY_ENTRIES {
+            t.make_room(1);
+            t.add(&hold(&format!("q{i}"), 1), 1, &mut Undo::default());
+        }
+        assert_eq!(t.entries.len(), TALLY_ENTRIES);
+        assert!(t.entries.iter().all(|e| e.id != "tpm"), "the oldest went first");
+    }
+
+    #[test]
+    fn the_gateway_counts_only_what_grew_and_starts_again_with_a_new_writer() {
+        let mut seen = Seen::default();
+        let mut t = Tally::new(7);
+        let u = &mut Undo::default();
+        t.add(&hold("tpm", 10), 5, u);
+        t.add(&hold("budget", 0), 900, u);
+        let got: Vec<(String, u64, u64)> = seen.fold(&t).into_iter().map(|(h, n)| (h.id, h.window, n)).collect();
+        assert_eq!(got, vec![("tpm".into(), 10, 5), ("budget".into(), 0, 900)]);
+        assert!(seen.fold(&t).is_empty(), "read again unchanged: nothing new");
+        t.add(&hold("tpm", 10), 4, u);
+        t.add(&hold("tpm", 11), 1, u);
+        let got: Vec<(String, u64, u64)> = seen.fold(&t).into_iter().map(|(h, n)| (h.id, h.window, n)).collect();
+        assert_eq!(got, vec![("tpm".into(), 11, 1)], "the usage of window 10 that grew after it was left behind is not counted");
+        // The provider's VM was made again: its totals start from zero under a new instance.
+        let mut fresh = Tally::new(8);
+        fresh.add(&hold("budget", 0), 30, u);
+        let got: Vec<(String, u64)> = seen.fold(&fresh).into_iter().map(|(h, n)| (h.id, n)).collect();
+        assert_eq!(got, vec![("budget".into(), 30)]);
+        let (h, _) = seen.fold(&Tally { instance: 8, entries: vec![Entry { used: 31, ..fresh.entries[0].clone() }] }).remove(0);
+        assert_eq!((h.group.as_deref(), h.reserved), (Some("k1"), 0));
+    }
+}
