@@ -29,7 +29,7 @@ const GRANT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 pub struct GatewayPlugin {
     config: Option<Rc<GatewayConfig>>,
     /// The quotas' shared-data keys, in the configuration's order.
-    quota_keys: Rc<Vec<(String, String)>>,
+    quota_keys: Rc<quotas::QuotaKeys>,
     /// The worker's key table, shared by its requests (a VM runs one callback at a time) and by
     /// every root context of this VM: a configuration change (a new root) keeps it.
     keys: Rc<RefCell<keys::Keys>>,
@@ -52,7 +52,7 @@ impl Plugin for GatewayPlugin {
         if self.waits_counter.is_none() && cfg.quotas.iter().any(|q| q.lease) {
             self.waits_counter = host.define_counter("tollgate_quota_network_waits").ok();
         }
-        self.quota_keys = Rc::new(tollgate_contract::quota::slot_keys(&cfg.quotas));
+        self.quota_keys = Rc::new(quotas::QuotaKeys::new(&cfg.quotas));
         // Token and cost reservations of ended requests are given back late (see
         // `quotas::end`): at the latest on this tick. Whatever an earlier configuration's
         // requests left is given back now.
@@ -141,7 +141,7 @@ fn publish<H: Host>(host: &H, key: &str, doc: serde_json::Result<Vec<u8>>, what:
 
 pub struct GatewayHttp {
     config: Option<Rc<GatewayConfig>>,
-    quota_keys: Rc<Vec<(String, String)>>,
+    quota_keys: Rc<quotas::QuotaKeys>,
     keys: Rc<RefCell<keys::Keys>>,
     pending: Option<Pending>,
     body: WholeBody,

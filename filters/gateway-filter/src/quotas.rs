@@ -23,12 +23,13 @@
 //! request whose quotas are not roomy, its usage settled by the provider filter in the slots.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
 
 use tollgate_contract::quota::{self, Hold, Holds, Metric, QuotaDoc};
 use tollgate_contract::quota_lease::{self, Ask};
 use tollgate_contract::quota::tally::{self, Tally};
-use tollgate_wasm::quota_slot::{apply_changes, authority_down, give_back, groups, take_group, Change, Over, Want};
+use tollgate_wasm::quota_slot::{apply_changes, authority_down, give_back, take_group, Change, Over, Want};
 use tollgate_wasm::{Host, HostError};
 
 /// Why a request was refused.
@@ -265,7 +266,36 @@ fn write_back<H: Host>(host: &H, changes: &[Change]) {
 /// Takes every applicable quota's share for a request, or none of them: the quotas of one
 /// group (a scope) with one read and one compare-and-swap, which also gives back the group's
 /// reservations of ended requests the worker kept. `keys`: `quota::slot_keys`.
-pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, String)], r: &Asking<'_>, pass: Pass) -> Result<Admission<'q>, HostError> {
+/// The quotas' shared-data keys (`quota::slot_keys`) and, for each quota, the first quota of its
+/// group (the same slot key): made once per configuration, so that an admission finds its
+/// groups without comparing keys.
+/// Also each quota's id and group as a request's holds share them.
+#[derive(Default)]
+pub struct QuotaKeys {
+    pub keys: Vec<(String, String)>,
+    group: Vec<usize>,
+    names: Vec<(Rc<str>, Option<Rc<str>>)>,
+}
+
+impl QuotaKeys {
+    pub fn new(quotas: &[QuotaDoc]) -> Self {
+        let keys = quota::slot_keys(quotas);
+        let group = (0..keys.len()).map(|i| keys.iter().position(|k| k.0 == keys[i].0).unwrap_or(i)).collect();
+        let names = quotas.iter().map(|q| (Rc::from(q.id.as_str()), q.group.as_deref().map(Rc::from))).collect();
+        Self { keys, group, names }
+    }
+
+    /// What a request holds of quota `i` (`q`), its id and group shared.
+    fn hold(&self, i: usize, q: &QuotaDoc, window: u64, amount: u64, epoch: u64) -> Hold {
+        match self.names.get(i) {
+            Some((id, group)) => Hold::of(q, id.clone(), group.clone(), window, amount, epoch),
+            None => Hold::taken(q, window, amount, epoch),
+        }
+    }
+}
+
+pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], qk: &QuotaKeys, r: &Asking<'_>, pass: Pass) -> Result<Admission<'q>, HostError> {
+    let keys = &qk.keys[..];
     let now = r.now;
     let epoch = quota::hold_epoch(now, r.hold_seconds);
     let mut holds = Holds::default();
@@ -279,7 +309,14 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
     // The output limit the request reserves by: the client's, unless a quota lowers it to fit.
     let mut out = r.max_output;
     let mut fits = 0;
-    for (group, members) in groups(&applicable, keys) {
+    let group_of = |i: usize| qk.group.get(i).copied().unwrap_or(i);
+    for (n, &first) in applicable.iter().enumerate() {
+        // Each group once, at its first applicable quota, with its applicable members.
+        if applicable[..n].iter().any(|&j| group_of(j) == group_of(first)) {
+            continue;
+        }
+        let members: Vec<usize> = applicable[n..].iter().copied().filter(|&j| group_of(j) == group_of(first)).collect();
+        let Some((group, _)) = keys.get(first) else { continue };
         let back = take_deferred(group);
         let (over, taken) = loop {
             let wants: Vec<Want<'_>> = members.iter().map(|&i| Want { quota: &quotas[i], next: &keys[i].1, amount: amount(&quotas[i], r, out) }).collect();
@@ -331,7 +368,7 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], keys: &[(String, Str
         for (&i, tollgate_wasm::quota_slot::Taken { slot, amount, period }) in members.iter().zip(taken) {
             let Some(q) = quotas.get(i) else { continue };
             if q.metric.is_held() {
-                holds.holds.push(Hold::taken(q, period.window, amount, epoch));
+                holds.holds.push(qk.hold(i, q, period.window, amount, epoch));
             } else {
                 counted.push((i, period.window));
             }

@@ -158,7 +158,7 @@ impl RequestState {
     pub fn encode_from(op: &Operation, facts: BodyFacts, key_id: &str, model: &str, holds: Option<&crate::quota::Holds>) -> Result<Vec<u8>, StateError> {
         let code = op.code().ok_or(StateError::NotRouted)?;
         // Room for all of it, holds included (one allocation, no growing).
-        let held = holds.map_or(0, |h| 80 + h.holds.iter().map(|x| 29 + x.id.len() + x.group.as_ref().map_or(0, String::len)).sum::<usize>());
+        let held = holds.map_or(0, |h| 80 + h.holds.iter().map(|x| 29 + x.id.len() + x.group.as_deref().map_or(0, str::len)).sum::<usize>());
         let mut out = Vec::with_capacity(16 + key_id.len() + model.len() + held);
         let mut flags = 0;
         if facts.stream {
@@ -269,7 +269,7 @@ mod tests {
                 other => other,
             };
             let holds = quotas.then(|| crate::quota::Holds {
-                holds: vec![crate::quota::Hold { id: key_id.clone(), metric: crate::quota::Metric::TotalTokens, window: 7, reserved: 4096, group: None, epoch: 3 }],
+                holds: vec![crate::quota::Hold { id: key_id.as_str().into(), metric: crate::quota::Metric::TotalTokens, window: 7, reserved: 4096, group: None, epoch: 3 }],
                 limits: crate::quota::RateLimits { tokens: Some((1000, 10, Some(3))), ..Default::default() },
                 body_len: 77,
                 max_output: 0,

@@ -1,16 +1,19 @@
 //! What a request holds of its quotas until it ends, and their binary form in the request state.
 
+use std::rc::Rc;
+
 use serde::{Deserialize, Serialize};
 
 use super::{Metric, QuotaDoc, RateLimits};
 #[cfg(doc)]
 use super::Slot;
 
-/// What a request holds of one quota until it ends.
+/// What a request holds of one quota until it ends. The id and group are shared (`Rc`): the
+/// gateway filter makes them once per configuration, so that a request's holds allocate no text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hold {
     /// The quota's id.
-    pub id: String,
+    pub id: Rc<str>,
     pub metric: Metric,
     pub window: u64,
     /// Reserved tokens, given back when the request ends (0 for requests and concurrency).
@@ -18,7 +21,7 @@ pub struct Hold {
     pub reserved: u64,
     /// The quota's group (see [`QuotaDoc::group`]).
     #[serde(default)]
-    pub group: Option<String>,
+    pub group: Option<Rc<str>>,
     /// The reservation epoch it was taken in (see [`Slot::roll`]).
     #[serde(default)]
     pub epoch: u64,
@@ -95,8 +98,13 @@ impl Hold {
     /// What a request holds of quota `q` after taking `amount` in `window`, reservation epoch
     /// `epoch` (tokens and cost keep their reservation, to give back).
     pub fn taken(q: &QuotaDoc, window: u64, amount: u64, epoch: u64) -> Self {
+        Self::of(q, Rc::from(q.id.as_str()), q.group.as_deref().map(Rc::from), window, amount, epoch)
+    }
+
+    /// [`Hold::taken`] with the quota's id and group already made (`Rc` clones, no text copied).
+    pub fn of(q: &QuotaDoc, id: Rc<str>, group: Option<Rc<str>>, window: u64, amount: u64, epoch: u64) -> Self {
         let reserved = if q.metric.is_tokens() { amount } else { 0 };
-        Self { id: q.id.clone(), metric: q.metric, window, reserved, group: q.group.clone(), epoch }
+        Self { id, metric: q.metric, window, reserved, group, epoch }
     }
 }
 
@@ -128,8 +136,8 @@ impl Holds {
         let n = take(b, 1)?[0];
         let mut holds = Vec::with_capacity(usize::from(n));
         for _ in 0..n {
-            let id = take_text(b)?.to_owned();
-            let group = Some(take_text(b)?.to_owned()).filter(|g| !g.is_empty());
+            let id = Rc::from(take_text(b)?);
+            let group = Some(take_text(b)?).filter(|g| !g.is_empty()).map(Rc::from);
             let metric = Metric::from_code(take(b, 1)?[0])?;
             holds.push(Hold { id, metric, window: take_u64(b)?, reserved: take_u64(b)?, group, epoch: take_u64(b)? });
         }

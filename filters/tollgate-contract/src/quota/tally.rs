@@ -81,7 +81,7 @@ impl Tally {
                 };
             }
             Some(_) => return false,
-            None => self.entries.push(Entry { id: h.id.clone(), group: h.group.clone(), window: h.window, used }),
+            None => self.entries.push(Entry { id: String::from(&*h.id), group: h.group.as_deref().map(str::to_owned), window: h.window, used }),
         }
         true
     }
@@ -163,7 +163,7 @@ impl Seen {
                 // The metric is not in the tally: counting usage does not depend on it (only
                 // giving back does, and nothing is given back here).
                 let metric = super::Metric::TotalTokens;
-                out.push((Hold { id: e.id.clone(), metric, window: e.window, reserved: 0, group: e.group.clone(), epoch: 0 }, grew));
+                out.push((Hold { id: e.id.as_str().into(), metric, window: e.window, reserved: 0, group: e.group.as_deref().map(Into::into), epoch: 0 }, grew));
             }
         }
         self.0 = now.clone();
@@ -231,17 +231,17 @@ mod tests {
         let u = &mut Undo::default();
         t.add(&hold("tpm", 10), 5, u);
         t.add(&hold("budget", 0), 900, u);
-        let got: Vec<(String, u64, u64)> = seen.fold(&t).into_iter().map(|(h, n)| (h.id, h.window, n)).collect();
+        let got: Vec<(String, u64, u64)> = seen.fold(&t).into_iter().map(|(h, n)| (h.id.to_string(), h.window, n)).collect();
         assert_eq!(got, vec![("tpm".into(), 10, 5), ("budget".into(), 0, 900)]);
         assert!(seen.fold(&t).is_empty(), "read again unchanged: nothing new");
         t.add(&hold("tpm", 10), 4, u);
         t.add(&hold("tpm", 11), 1, u);
-        let got: Vec<(String, u64, u64)> = seen.fold(&t).into_iter().map(|(h, n)| (h.id, h.window, n)).collect();
+        let got: Vec<(String, u64, u64)> = seen.fold(&t).into_iter().map(|(h, n)| (h.id.to_string(), h.window, n)).collect();
         assert_eq!(got, vec![("tpm".into(), 11, 1)], "the usage of window 10 that grew after it was left behind is not counted");
         // The provider's VM was made again: its totals start from zero under a new instance.
         let mut fresh = Tally::new(8);
         fresh.add(&hold("budget", 0), 30, u);
-        let got: Vec<(String, u64)> = seen.fold(&fresh).into_iter().map(|(h, n)| (h.id, n)).collect();
+        let got: Vec<(String, u64)> = seen.fold(&fresh).into_iter().map(|(h, n)| (h.id.to_string(), n)).collect();
         assert_eq!(got, vec![("budget".into(), 30)]);
         let (h, _) = seen.fold(&Tally { instance: 8, entries: vec![Entry { used: 31, ..fresh.entries[0].clone() }] }).remove(0);
         assert_eq!((h.group.as_deref(), h.reserved), (Some("k1"), 0));
