@@ -90,6 +90,33 @@ pub(super) fn take_text<'a>(b: &mut &'a [u8]) -> Option<&'a str> {
     std::str::from_utf8(take(b, len)?).ok()
 }
 
+/// How many decoded ids and groups a thread keeps to share.
+const INTERNED: usize = 32;
+
+thread_local! {
+    static RECENT: std::cell::RefCell<(Vec<Rc<str>>, usize)> = const { std::cell::RefCell::new((Vec::new(), 0)) };
+}
+
+/// `text` as an `Rc<str>`: one of the recent ones when it is the same, else a new one kept in
+/// their place (the oldest goes).
+fn interned(text: &str) -> Rc<str> {
+    RECENT.with(|r| {
+        let Ok(mut r) = r.try_borrow_mut() else { return Rc::from(text) };
+        let (recent, next) = &mut *r;
+        if let Some(hit) = recent.iter().find(|t| crate::bytes::same_str(t, text)) {
+            return hit.clone();
+        }
+        let made: Rc<str> = Rc::from(text);
+        if recent.len() < INTERNED {
+            recent.push(made.clone());
+        } else if let Some(slot) = recent.get_mut(*next % INTERNED) {
+            *slot = made.clone();
+            *next = next.wrapping_add(1);
+        }
+        made
+    })
+}
+
 pub(super) fn take_u64(b: &mut &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(take(b, 8)?.try_into().ok()?))
 }
@@ -130,14 +157,16 @@ impl Holds {
         Some(())
     }
 
-    /// The inverse of [`Holds::encode_into`], all of `bytes` or nothing.
+    /// The inverse of [`Holds::encode_into`], all of `bytes` or nothing. Quota ids and groups are
+/// shared with the last ones decoded on this thread (a worker decodes the same few on every
+/// request: one comparison instead of an allocation each).
     pub fn decode(mut bytes: &[u8]) -> Option<Self> {
         let b = &mut bytes;
         let n = take(b, 1)?[0];
         let mut holds = Vec::with_capacity(usize::from(n));
         for _ in 0..n {
-            let id = Rc::from(take_text(b)?);
-            let group = Some(take_text(b)?).filter(|g| !g.is_empty()).map(Rc::from);
+            let id = interned(take_text(b)?);
+            let group = Some(take_text(b)?).filter(|g| !g.is_empty()).map(interned);
             let metric = Metric::from_code(take(b, 1)?[0])?;
             holds.push(Hold { id, metric, window: take_u64(b)?, reserved: take_u64(b)?, group, epoch: take_u64(b)? });
         }

@@ -126,6 +126,10 @@ fn holds_round_trip_and_refuse_anything_else() {
     let mut bytes = Vec::new();
     h.encode_into(&mut bytes).unwrap();
     assert_eq!(Holds::decode(&bytes), Some(h));
+    // Decoded again, the ids and groups are the ones decoded before (shared, not allocated).
+    let (a, b) = (Holds::decode(&bytes).unwrap(), Holds::decode(&bytes).unwrap());
+    assert!(std::rc::Rc::ptr_eq(&a.holds[0].id, &b.holds[0].id));
+    assert!(std::rc::Rc::ptr_eq(a.holds[0].group.as_ref().unwrap(), b.holds[0].group.as_ref().unwrap()));
     for cut in 0..bytes.len() {
         assert_eq!(Holds::decode(&bytes[..cut]), None);
     }
