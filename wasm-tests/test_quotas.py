@@ -198,6 +198,25 @@ def test_a_refused_request_gives_back_what_the_worker_kept(make_gateway):
     assert slot() == 0
 
 
+def test_a_request_refused_by_a_later_group_gives_back_what_earlier_groups_counted(make_gateway):
+    """Quotas in different groups are taken one group after another: when a later one refuses,
+    what the earlier ones took (a request quota's count, which no hold carries, and a
+    concurrency slot) is given back."""
+    shared = SharedData()
+    publish_keys(shared)
+    rpm = {"id": "quota_rpm", "metric": "requests", "window_seconds": 60, "limit": 100}
+    conc = {"id": "quota_conc", "metric": "concurrency", "limit": 5}
+    tpm = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": WORST + 10}
+    gw = make_gateway(with_quotas(rpm, conc, tpm), shared_data=shared)
+    used = lambda q: decode_slots(shared.value(f"tollgate.quota.{q}"))[q]["used"]  # noqa: E731
+    first = chat(gw)
+    assert first.local_response is None and (used("quota_rpm"), used("quota_conc"), used("quota_tpm")) == (1, 1, WORST)
+    refused = chat(gw)
+    assert refused.local_response.status == 429 and "quota_tpm" in refused.local_response.body.decode()
+    assert (used("quota_rpm"), used("quota_conc"), used("quota_tpm")) == (1, 1, WORST), "the refused request counts nowhere"
+    first.finish()
+
+
 def test_a_budget_reserves_at_the_dearest_price_and_settles_at_the_deployments(make_gateway, make_provider):
     shared = SharedData()
     publish_keys(shared)

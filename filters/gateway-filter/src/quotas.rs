@@ -299,9 +299,6 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], qk: &QuotaKeys, r: &
     let now = r.now;
     let epoch = quota::hold_epoch(now, r.hold_seconds);
     let mut holds = Holds::default();
-    // The request quotas taken (index, window): a count for good once admitted, so no hold of
-    // theirs travels; kept here only to give back if a later group refuses.
-    let mut counted: Vec<(usize, u64)> = Vec::new();
     let (mut requests, mut tokens): (Option<quota::Standing>, Option<quota::Standing>) = (None, None);
     let mut down = pass == Pass::AuthorityDown;
     let mut roomy = true;
@@ -310,6 +307,11 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], qk: &QuotaKeys, r: &
     let mut out = r.max_output;
     let mut fits = 0;
     let group_of = |i: usize| qk.group.get(i).copied().unwrap_or(i);
+    // The applicable quotas of the groups taken before position `n` (a request quota's count is
+    // for good once admitted, so no hold of it travels: they are found again only to give them
+    // back when a later group refuses).
+    let applied = &applicable[..];
+    let admitted = |n: usize| applied.iter().copied().filter(move |&j| applied[..n.min(applied.len())].iter().any(|&k| group_of(k) == group_of(j)));
     for (n, &first) in applicable.iter().enumerate() {
         // Each group once, at its first applicable quota, with its applicable members.
         if applicable[..n].iter().any(|&j| group_of(j) == group_of(first)) {
@@ -323,7 +325,7 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], qk: &QuotaKeys, r: &
             match take_group(host, group, &wants, now, epoch, down, &back) {
                 Err(e) => {
                     defer(back);
-                    undo(host, quotas, &holds.holds, &counted, epoch);
+                    undo(host, quotas, &holds.holds, admitted(n), now, epoch);
                     return Err(e);
                 }
                 Ok(Ok(taken)) => break (None, taken),
@@ -340,7 +342,7 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], qk: &QuotaKeys, r: &
                         let asks = asks(host, quotas, keys, r, out);
                         // Nothing to ask for: the authority has said it has nothing left.
                         if !asks.is_empty() {
-                            undo(host, quotas, &holds.holds, &counted, epoch);
+                            undo(host, quotas, &holds.holds, admitted(n), now, epoch);
                             return Ok(Admission::Wait(asks));
                         }
                         break (Some(q), Vec::new());
@@ -362,15 +364,13 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], qk: &QuotaKeys, r: &
             }
         };
         if let Some(q) = over {
-            undo(host, quotas, &holds.holds, &counted, epoch);
+            undo(host, quotas, &holds.holds, admitted(n), now, epoch);
             return Ok(Admission::Refused(Refusal { quota: q, limit: q.period(now).limit, retry_after: q.retry_after(now) }));
         }
         for (&i, tollgate_wasm::quota_slot::Taken { slot, amount, period }) in members.iter().zip(taken) {
             let Some(q) = quotas.get(i) else { continue };
             if q.metric.is_held() {
                 holds.holds.push(qk.hold(i, q, period.window, amount, epoch));
-            } else {
-                counted.push((i, period.window));
             }
             // The tightest quota of each kind names the headers; a leased quota's remaining is
             // what the authority had left plus what this Envoy holds unspent.
@@ -409,7 +409,7 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], qk: &QuotaKeys, r: &
         if !short.is_empty() && pass == Pass::First {
             let asks = asks(host, quotas, keys, r, out);
             if !asks.is_empty() {
-                undo(host, quotas, &holds.holds, &counted, epoch);
+                undo(host, quotas, &holds.holds, admitted(applicable.len()), now, epoch);
                 return Ok(Admission::Wait(asks));
             }
         }
@@ -485,10 +485,11 @@ pub fn apply<H: Host>(host: &H, quotas: &[QuotaDoc], grants: &quota_lease::Grant
 }
 
 /// Gives back what an admission that is refused (or fails) took: its holds, and its request
-/// quotas' counts (`counted`: index and window).
-fn undo<H: Host>(host: &H, quotas: &[QuotaDoc], held: &[Hold], counted: &[(usize, u64)], epoch: u64) {
+/// quotas' counts (`admitted`: the quotas of the groups it took; of these only request quotas
+/// have no hold in `held`).
+fn undo<H: Host>(host: &H, quotas: &[QuotaDoc], held: &[Hold], admitted: impl Iterator<Item = usize>, now: u64, epoch: u64) {
     let mut all = held.to_vec();
-    all.extend(counted.iter().filter_map(|&(i, window)| Some(Hold::taken(quotas.get(i)?, window, 1, epoch))));
+    all.extend(admitted.filter_map(|i| quotas.get(i)).filter(|q| q.metric == Metric::Requests).map(|q| Hold::taken(q, q.period(now).window, 1, epoch)));
     release(host, &all, true);
 }
 

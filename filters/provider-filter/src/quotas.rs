@@ -14,7 +14,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use tollgate_contract::config::{Price, ProviderKind};
-use tollgate_contract::quota::tally::{tally_key, Tally, Undo};
+use tollgate_contract::quota::tally::{tally_key, Tally};
 use tollgate_contract::quota::{self, Hold, Holds, ProviderQuotasDoc, QuotaDoc};
 use tollgate_contract::GatewayError;
 use tollgate_wasm::quota_slot::{authority_down, give_back, groups, take_group, Want};
@@ -128,8 +128,9 @@ fn release<H: Host>(host: &H, held: &[Hold]) {
 const TALLIES: usize = 4;
 
 thread_local! {
-    /// The tallies this VM writes (id, shared-data key, totals), most recently written last.
-    static WRITTEN: RefCell<Vec<(u64, String, Tally)>> = RefCell::default();
+    /// The tallies this VM writes (id, shared-data key, totals), most recently written last,
+    /// and the buffer they are written from.
+    static WRITTEN: RefCell<(Vec<(u64, String, Tally)>, Vec<u8>)> = RefCell::default();
     /// This VM's instance in its tallies (see `tollgate_contract::quota::tally`).
     static INSTANCE: u64 = {
         use std::hash::BuildHasher;
@@ -143,44 +144,40 @@ thread_local! {
 pub fn tally<H: Host>(host: &H, id: u64, holds: &[Hold], used: impl Fn(&Hold) -> u64) -> bool {
     WRITTEN.with(|w| {
         let Ok(mut w) = w.try_borrow_mut() else { return false };
-        let at = match w.iter().position(|(t, _, _)| *t == id) {
+        let (tallies, buf) = &mut *w;
+        let at = match tallies.iter().position(|(t, _, _)| *t == id) {
             Some(i) => i,
             None => {
-                if w.len() >= TALLIES {
-                    w.remove(0);
+                if tallies.len() >= TALLIES {
+                    tallies.remove(0);
                 }
-                w.push((id, tally_key(id), Tally::new(INSTANCE.with(|i| *i))));
-                w.len() - 1
+                tallies.push((id, tally_key(id), Tally::new(INSTANCE.with(|i| *i))));
+                tallies.len() - 1
             }
         };
-        let Some((_, key, current)) = w.get_mut(at) else { return false };
+        let Some((_, key, current)) = tallies.get_mut(at) else { return false };
         current.make_room(holds.len());
-        let mut undo = Undo::default();
         let mut changed = false;
         for h in holds {
-            changed |= current.add(h, used(h), &mut undo);
+            changed |= current.add(h, used(h));
         }
         if !changed {
             return true;
         }
-        let written = current.encode().map(|bytes| host.set_shared_data(key, &bytes, None));
-        match written {
-            Some(Ok(())) => {
-                if at + 1 != w.len() {
-                    let entry = w.remove(at);
-                    w.push(entry);
-                }
-                true
-            }
-            Some(Err(e)) => {
+        let written = current.encode_into(buf).map(|()| host.set_shared_data(key, buf, None));
+        if !matches!(written, Some(Ok(()))) {
+            if let Some(Err(e)) = written {
                 log::warn!("provider filter: could not write the usage tally ({e}); settling in the slots");
-                current.undo(undo);
-                false
             }
-            None => {
-                current.undo(undo);
-                false
+            for h in holds {
+                current.take_back(h, used(h));
             }
+            return false;
         }
+        if at + 1 != tallies.len() {
+            let entry = tallies.remove(at);
+            tallies.push(entry);
+        }
+        true
     })
 }

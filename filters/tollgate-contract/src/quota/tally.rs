@@ -49,12 +49,7 @@ pub struct Tally {
 /// the keys and models it serves): past it the oldest entry makes room.
 pub const TALLY_ENTRIES: usize = 256;
 
-/// How to take back what [`Tally::add`] counted.
-#[derive(Debug, Default)]
-pub struct Undo {
-    len: Option<usize>,
-    changed: Vec<(usize, u64, u64)>,
-}
+
 
 impl Tally {
     pub fn new(instance: u64) -> Self {
@@ -62,40 +57,31 @@ impl Tally {
     }
 
     /// Counts `used` of hold `h`'s quota in `h`'s window; `false` when nothing changed (nothing
-    /// used, or a window older than the one the tally is on for that quota). `undo` records how
-    /// to take it back ([`Tally::undo`]).
-    pub fn add(&mut self, h: &Hold, used: u64, undo: &mut Undo) -> bool {
+    /// used, or a window older than the one the tally is on for that quota).
+    pub fn add(&mut self, h: &Hold, used: u64) -> bool {
         if used == 0 {
             return false;
         }
-        let at = self.entries.iter().position(|e| same_str(&e.id, &h.id) && same_group(e.group.as_deref(), h.group.as_deref()));
-        if undo.len.is_none() {
-            undo.len = Some(self.entries.len());
-        }
-        match at.and_then(|i| Some((i, self.entries.get_mut(i)?))) {
-            Some((i, e)) if e.window <= h.window => {
-                undo.changed.push((i, e.window, e.used));
-                (e.window, e.used) = match e.window == h.window {
-                    true => (e.window, e.used.saturating_add(used)),
-                    false => (h.window, used),
-                };
-            }
+        match self.entry(h) {
+            Some(e) if e.window == h.window => e.used = e.used.saturating_add(used),
+            Some(e) if e.window < h.window => (e.window, e.used) = (h.window, used),
             Some(_) => return false,
             None => self.entries.push(Entry { id: String::from(&*h.id), group: h.group.as_deref().map(str::to_owned), window: h.window, used }),
         }
         true
     }
 
-    /// Takes back what [`Tally::add`] counted since `undo` was made (the write failed).
-    pub fn undo(&mut self, undo: Undo) {
-        for &(i, window, used) in undo.changed.iter().rev() {
-            if let Some(e) = self.entries.get_mut(i) {
-                (e.window, e.used) = (window, used);
-            }
+    /// Takes back what [`Tally::add`] counted (its write failed). A quota whose window `add`
+    /// moved on stays on the new one, at what it had counted there before (nothing): the usage
+    /// of the window that is over is not wanted any more.
+    pub fn take_back(&mut self, h: &Hold, used: u64) {
+        if let Some(e) = self.entry(h).filter(|e| e.window == h.window) {
+            e.used = e.used.saturating_sub(used);
         }
-        if let Some(len) = undo.len {
-            self.entries.truncate(len);
-        }
+    }
+
+    fn entry(&mut self, h: &Hold) -> Option<&mut Entry> {
+        self.entries.iter_mut().find(|e| same_str(&e.id, &h.id) && same_group(e.group.as_deref(), h.group.as_deref()))
     }
 
     /// Makes room for `n` more quotas: the oldest entries go past [`TALLY_ENTRIES`] (their
@@ -105,20 +91,28 @@ impl Tally {
         self.entries.drain(..over);
     }
 
-    /// The binary form (`None` when an id or a group is longer than 65,535 bytes).
-    pub fn encode(&self) -> Option<Vec<u8>> {
-        let mut out = Vec::with_capacity(8 + self.entries.len() * 48);
+    /// The binary form, written over `out` (`None` when an id or a group is longer than 65,535
+    /// bytes).
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Option<()> {
+        out.clear();
         out.extend_from_slice(&self.instance.to_le_bytes());
         for e in &self.entries {
-            put_text(&mut out, &e.id)?;
-            put_text(&mut out, e.group.as_deref().unwrap_or(""))?;
+            put_text(out, &e.id)?;
+            put_text(out, e.group.as_deref().unwrap_or(""))?;
             out.extend_from_slice(&e.window.to_le_bytes());
             out.extend_from_slice(&e.used.to_le_bytes());
         }
+        Some(())
+    }
+
+    #[cfg(test)]
+    fn encode(&self) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out)?;
         Some(out)
     }
 
-    /// The inverse of [`Tally::encode`], all of `bytes` or nothing.
+    /// The inverse of [`Tally::encode_into`], all of `bytes` or nothing.
     pub fn decode(mut bytes: &[u8]) -> Option<Self> {
         let b = &mut bytes;
         let instance = take_u64(b)?;
@@ -183,42 +177,40 @@ mod tests {
     #[test]
     fn a_tally_counts_each_quotas_newest_window_and_round_trips() {
         let mut t = Tally::new(7);
-        let u = &mut Undo::default();
-        assert!(t.add(&hold("tpm", 10), 5, u));
-        assert!(t.add(&hold("tpm", 10), 6, u));
-        assert!(!t.add(&hold("tpm", 10), 0, u), "nothing used: nothing to write");
-        assert!(t.add(&hold("budget", 0), 900, u));
+        assert!(t.add(&hold("tpm", 10), 5));
+        assert!(t.add(&hold("tpm", 10), 6));
+        assert!(!t.add(&hold("tpm", 10), 0), "nothing used: nothing to write");
+        assert!(t.add(&hold("budget", 0), 900));
         assert_eq!(t.entries[0].used, 11);
-        assert!(t.add(&hold("tpm", 11), 2, u), "a new window starts from its own usage");
+        assert!(t.add(&hold("tpm", 11), 2), "a new window starts from its own usage");
         assert_eq!((t.entries[0].window, t.entries[0].used), (11, 2));
-        assert!(!t.add(&hold("tpm", 10), 50, u), "a window that is over is not counted");
+        assert!(!t.add(&hold("tpm", 10), 50), "a window that is over is not counted");
         let bytes = t.encode().unwrap();
         assert_eq!(Tally::decode(&bytes), Some(t.clone()));
         assert_eq!(Tally::decode(&bytes[..bytes.len() - 1]), None);
         assert_eq!(Tally::decode(&[1, 2, 3]), None);
         let mut ungrouped = Tally::new(1);
-        ungrouped.add(&Hold { group: None, ..hold("q", 1) }, 3, u);
+        ungrouped.add(&Hold { group: None, ..hold("q", 1) }, 3);
         assert_eq!(Tally::decode(&ungrouped.encode().unwrap()), Some(ungrouped));
     }
 
     #[test]
     fn a_write_that_failed_is_taken_back_and_a_full_tally_drops_its_oldest() {
         let mut t = Tally::new(7);
-        t.add(&hold("tpm", 10), 5, &mut Undo::default());
+        t.add(&hold("tpm", 10), 5);
         let before = t.clone();
-        let mut u = Undo::default();
-        t.add(&hold("tpm", 10), 4, &mut u);
-        t.add(&hold("budget", 0), 9, &mut u);
-        t.add(&hold("rpm", 3), 1, &mut u);
-        t.undo(u);
-        assert_eq!(t, before);
-        let mut u = Undo::default();
-        t.add(&hold("tpm", 11), 4, &mut u);
-        t.undo(u);
-        assert_eq!(t, before, "a window moved on is moved back");
+        for (h, n) in [(hold("tpm", 10), 4), (hold("budget", 0), 9)] {
+            t.add(&h, n);
+            t.take_back(&h, n);
+        }
+        assert_eq!(t.entries[0], before.entries[0]);
+        assert_eq!((t.entries[1].id.as_str(), t.entries[1].used), ("budget", 0), "a new quota at nothing");
+        t.add(&hold("tpm", 11), 4);
+        t.take_back(&hold("tpm", 11), 4);
+        assert_eq!((t.entries[0].window, t.entries[0].used), (11, 0), "a window moved on stays, at nothing");
         for i in 0..TALLY_ENTRIES {
             t.make_room(1);
-            t.add(&hold(&format!("q{i}"), 1), 1, &mut Undo::default());
+            t.add(&hold(&format!("q{i}"), 1), 1);
         }
         assert_eq!(t.entries.len(), TALLY_ENTRIES);
         assert!(t.entries.iter().all(|e| e.id != "tpm"), "the oldest went first");
@@ -228,19 +220,18 @@ mod tests {
     fn the_gateway_counts_only_what_grew_and_starts_again_with_a_new_writer() {
         let mut seen = Seen::default();
         let mut t = Tally::new(7);
-        let u = &mut Undo::default();
-        t.add(&hold("tpm", 10), 5, u);
-        t.add(&hold("budget", 0), 900, u);
+        t.add(&hold("tpm", 10), 5);
+        t.add(&hold("budget", 0), 900);
         let got: Vec<(String, u64, u64)> = seen.fold(&t).into_iter().map(|(h, n)| (h.id.to_string(), h.window, n)).collect();
         assert_eq!(got, vec![("tpm".into(), 10, 5), ("budget".into(), 0, 900)]);
         assert!(seen.fold(&t).is_empty(), "read again unchanged: nothing new");
-        t.add(&hold("tpm", 10), 4, u);
-        t.add(&hold("tpm", 11), 1, u);
+        t.add(&hold("tpm", 10), 4);
+        t.add(&hold("tpm", 11), 1);
         let got: Vec<(String, u64, u64)> = seen.fold(&t).into_iter().map(|(h, n)| (h.id.to_string(), h.window, n)).collect();
         assert_eq!(got, vec![("tpm".into(), 11, 1)], "the usage of window 10 that grew after it was left behind is not counted");
         // The provider's VM was made again: its totals start from zero under a new instance.
         let mut fresh = Tally::new(8);
-        fresh.add(&hold("budget", 0), 30, u);
+        fresh.add(&hold("budget", 0), 30);
         let got: Vec<(String, u64)> = seen.fold(&fresh).into_iter().map(|(h, n)| (h.id.to_string(), n)).collect();
         assert_eq!(got, vec![("budget".into(), 30)]);
         let (h, _) = seen.fold(&Tally { instance: 8, entries: vec![Entry { used: 31, ..fresh.entries[0].clone() }] }).remove(0);
