@@ -127,10 +127,12 @@ fn release<H: Host>(host: &H, held: &[Hold]) {
 /// than one only while a new gateway module takes over from an old one).
 const TALLIES: usize = 4;
 
+/// The tallies a VM writes (id, shared-data key, totals), most recently written last, and the
+/// buffer they are written from.
+type Written = (Vec<(u64, String, Tally)>, Vec<u8>);
+
 thread_local! {
-    /// The tallies this VM writes (id, shared-data key, totals), most recently written last,
-    /// and the buffer they are written from.
-    static WRITTEN: RefCell<(Vec<(u64, String, Tally)>, Vec<u8>)> = RefCell::default();
+    static WRITTEN: RefCell<Written> = RefCell::default();
     /// This VM's instance in its tallies (see `tollgate_contract::quota::tally`).
     static INSTANCE: u64 = {
         use std::hash::BuildHasher;
