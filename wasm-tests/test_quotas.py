@@ -184,6 +184,21 @@ def test_a_reservation_kept_at_the_end_is_given_back_by_the_next_admission(make_
     assert slot() == 0
 
 
+def test_reservations_of_one_quota_given_back_together_are_each_given_back_once(make_gateway):
+    """Several ended requests' reservations of one quota without a group, given back in one
+    tick: each counts once (they were each given back as many times as there were, an
+    undercount, before the seventh session)."""
+    [gw], slot = tpm_workers(make_gateway, 10 * WORST)
+    a, b, c = chat(gw), chat(gw), chat(gw)
+    a.finish()
+    b.finish()
+    ticks(gw, 3)
+    assert slot() == WORST, "the one still running"
+    c.finish()
+    ticks(gw, 3)
+    assert slot() == 0
+
+
 def test_a_refused_request_gives_back_what_the_worker_kept(make_gateway):
     [gw], slot = tpm_workers(make_gateway, 10000)
     first, second = chat(gw), chat(gw)
@@ -439,6 +454,32 @@ def test_usage_goes_through_the_tally_while_roomy_and_into_the_slot_past_half(ma
     r.finish()
     ticks(gw, 3)
     assert slot() == 17 + 23 + 4
+
+
+def test_an_attempt_that_ends_after_its_request_still_counts_before_the_reservation_goes(make_gateway, make_provider):
+    """A client that goes away: Envoy ends the gateway's stream first and the attempt's after it
+    (in the same pass of the event loop). The reservation waits for the tick after next, so the
+    attempt's usage, written to the tally after the request ended, is counted first: the slot
+    never counts less than the usage."""
+    shared = SharedData()
+    publish_keys(shared)
+    q = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": 10 * WORST}
+    gw = make_gateway(with_quotas(q), shared_data=shared)
+    provider = make_provider(shared_data=shared)
+    shared.set("tollgate.credentials.v1", __import__("wasm_fixtures").credentials_doc())
+    provider.tick()
+    slot = lambda: decode_slots(shared.value("tollgate.quota.quota_tpm"))["quota_tpm"]["used"]  # noqa: E731
+    down = chat(gw)
+    up = answer_attempt(provider, down, 300, 200)
+    down.finish()  # the request ends first
+    gw.tick()
+    up.finish()  # then its attempt, with its usage
+    seen = [slot()]
+    for _ in range(3):
+        gw.tick()
+        seen.append(slot())
+    assert all(s >= 500 for s in seen), f"never counted below the usage: {seen}"
+    assert seen[-1] == 500, seen
 
 
 def test_a_quota_that_fits_lowers_the_output_limit_instead_of_refusing(make_gateway):

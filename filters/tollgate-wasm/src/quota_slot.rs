@@ -316,7 +316,7 @@ pub fn take_back<H: Host>(host: &H, key: &str, id: &str, window: u64, amount: u6
 /// `Slot::unhold`; a refused request's count comes off `used`), then `add` counted for good (a
 /// settled usage); `(0, 0)` leaves it alone. A slot that has moved on to another window is left
 /// alone (what is given back or settled belongs to a window that is over). Returns the holds
-/// whose group could not be written.
+/// whose value could not be written (every one of them; several holds of one quota count once each).
 pub fn adjust<'h, H: Host>(host: &H, holds: &'h [Hold], change: impl Fn(&Hold) -> (u64, u64)) -> Vec<(&'h Hold, HostError)> {
     adjust_by(host, holds, |h| h, change)
 }
@@ -337,16 +337,20 @@ pub fn apply_changes<'c, H: Host>(host: &H, changes: &'c [Change]) -> Vec<(&'c C
 fn adjust_by<'t, T, H: Host>(host: &H, items: &'t [T], hold: impl Fn(&T) -> &Hold, change: impl Fn(&T) -> (u64, u64)) -> Vec<(&'t T, HostError)> {
     let counted = |t: &&T| change(t) != (0, 0);
     let mut failed = Vec::new();
-    // The groups written already (a hold without a group is a value of its own).
-    let mut done: Vec<&str> = Vec::new();
+    // The values written already: groups by name, and a hold without a group (a value of its
+    // own) by its quota's id, so that several holds of one quota are each counted once.
+    let mut groups_done: Vec<&str> = Vec::new();
+    let mut ids_done: Vec<&str> = Vec::new();
     for t in items.iter().filter(counted) {
         let h = hold(t);
-        if let Some(g) = h.group.as_deref() {
-            if done.iter().any(|d| same_str(d, g)) {
-                continue;
-            }
-            done.push(g);
+        let (done, name) = match h.group.as_deref() {
+            Some(g) => (&mut groups_done, g),
+            None => (&mut ids_done, &*h.id),
+        };
+        if done.iter().any(|d| same_str(d, name)) {
+            continue;
         }
+        done.push(name);
         let same = |o: &&T| {
             let o = hold(o);
             match (h.group.as_deref(), o.group.as_deref()) {
@@ -363,7 +367,7 @@ fn adjust_by<'t, T, H: Host>(host: &H, items: &'t [T], hold: impl Fn(&T) -> &Hol
             Some(())
         });
         if let Err(e) = written {
-            failed.push((t, e));
+            failed.extend(items.iter().filter(counted).filter(same).map(|o| (o, e)));
         }
     }
     failed
