@@ -298,7 +298,7 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], qk: &QuotaKeys, r: &
     let keys = &qk.keys[..];
     let now = r.now;
     let epoch = quota::hold_epoch(now, r.hold_seconds);
-    let mut holds = Holds::default();
+    let mut holds = Holds { holds: Vec::with_capacity(4), ..Holds::default() };
     let (mut requests, mut tokens): (Option<quota::Standing>, Option<quota::Standing>) = (None, None);
     let mut down = pass == Pass::AuthorityDown;
     let mut roomy = true;
@@ -317,11 +317,11 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], qk: &QuotaKeys, r: &
         if applicable[..n].iter().any(|&j| group_of(j) == group_of(first)) {
             continue;
         }
-        let members: Vec<usize> = applicable[n..].iter().copied().filter(|&j| group_of(j) == group_of(first)).collect();
+        let members = || applicable[n..].iter().copied().filter(|&j| group_of(j) == group_of(first));
         let Some((group, _)) = keys.get(first) else { continue };
         let back = take_deferred(group);
         let (over, taken) = loop {
-            let wants: Vec<Want<'_>> = members.iter().map(|&i| Want { quota: &quotas[i], next: &keys[i].1, amount: amount(&quotas[i], r, out) }).collect();
+            let wants: Vec<Want<'_>> = members().map(|i| Want { quota: &quotas[i], next: &keys[i].1, amount: amount(&quotas[i], r, out) }).collect();
             match take_group(host, group, &wants, now, epoch, down, &back) {
                 Err(e) => {
                     defer(back);
@@ -330,7 +330,7 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], qk: &QuotaKeys, r: &
                 }
                 Ok(Ok(taken)) => break (None, taken),
                 Ok(Err(Over { at, room })) => {
-                    let q = &quotas[members.get(at).copied().unwrap_or(members[0])];
+                    let q = &quotas[members().nth(at).unwrap_or(first)];
                     if q.lease && pass == Pass::First && !down {
                         if authority_down(host) {
                             down = true;
@@ -367,7 +367,7 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], qk: &QuotaKeys, r: &
             undo(host, quotas, &holds.holds, admitted(n), now, epoch);
             return Ok(Admission::Refused(Refusal { quota: q, limit: q.period(now).limit, retry_after: q.retry_after(now) }));
         }
-        for (&i, tollgate_wasm::quota_slot::Taken { slot, amount, period }) in members.iter().zip(taken) {
+        for (i, tollgate_wasm::quota_slot::Taken { slot, amount, period }) in members().zip(taken) {
             let Some(q) = quotas.get(i) else { continue };
             if q.metric.is_held() {
                 holds.holds.push(qk.hold(i, q, period.window, amount, epoch));
