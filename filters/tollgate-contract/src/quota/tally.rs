@@ -134,25 +134,32 @@ fn same_group(a: Option<&str>, b: Option<&str>) -> bool {
     }
 }
 
-/// What the gateway has counted of its tally so far.
+/// What the gateway has counted of its tally so far, per writer: a provider VM made again
+/// starts from zero under a new instance; two at once (a provider module replaced while Envoy
+/// runs, the old VM still finishing requests on some clusters) overwrite each other's value, and
+/// each one's totals are compared with its own (a writer's usage hidden by the other's write is
+/// counted when it writes again, its totals being running ones).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Seen(Tally);
+pub struct Seen(Vec<Tally>);
+
+/// The most writers a gateway keeps apart (the oldest is forgotten).
+const WRITERS: usize = 4;
 
 impl Seen {
-    /// What `now` (the tally as read) has counted since the last fold, as holds of the quotas'
-    /// windows (`reserved` 0) with the usage to count for each. A new instance (the provider's
-    /// VM was made again) starts from zero; so does a quota on a new window.
+    /// What `now` (the tally as read) has counted since its writer's last, as holds of the
+    /// quotas' windows (`reserved` 0) with the usage to count for each. A writer not seen yet
+    /// counts from zero; so does a quota on a new window.
     pub fn fold(&mut self, now: &Tally) -> Vec<(Hold, u64)> {
-        let same = now.instance == self.0.instance;
+        let at = self.0.iter().position(|t| t.instance == now.instance);
+        let before = at.and_then(|i| self.0.get(i));
         let mut out = Vec::new();
         for e in &now.entries {
-            let before = match same {
-                true => self.0.entries.iter().find(|s| s.window == e.window && same_str(&s.id, &e.id) && same_group(s.group.as_deref(), e.group.as_deref())).map_or(0, |s| s.used),
-                false => 0,
-            };
+            let was = before
+                .and_then(|b| b.entries.iter().find(|s| s.window == e.window && same_str(&s.id, &e.id) && same_group(s.group.as_deref(), e.group.as_deref())))
+                .map_or(0, |s| s.used);
             // A count never shrinks within a window; one that did was pushed out of a full tally
             // and counted again from zero.
-            let grew = if e.used >= before { e.used - before } else { e.used };
+            let grew = if e.used >= was { e.used - was } else { e.used };
             if grew > 0 {
                 // The metric is not in the tally: counting usage does not depend on it (only
                 // giving back does, and nothing is given back here).
@@ -160,7 +167,15 @@ impl Seen {
                 out.push((Hold { id: e.id.as_str().into(), metric, window: e.window, reserved: 0, group: e.group.as_deref().map(Into::into), epoch: 0 }, grew));
             }
         }
-        self.0 = now.clone();
+        match at.and_then(|i| self.0.get_mut(i)) {
+            Some(t) => t.clone_from(now),
+            None => {
+                if self.0.len() >= WRITERS {
+                    self.0.remove(0);
+                }
+                self.0.push(now.clone());
+            }
+        }
         out
     }
 }
@@ -236,5 +251,24 @@ mod tests {
         assert_eq!(got, vec![("budget".into(), 30)]);
         let (h, _) = seen.fold(&Tally { instance: 8, entries: vec![Entry { used: 31, ..fresh.entries[0].clone() }] }).remove(0);
         assert_eq!((h.group.as_deref(), h.reserved), (Some("k1"), 0));
+    }
+
+    #[test]
+    fn two_writers_overwriting_each_other_are_each_counted_once() {
+        let mut seen = Seen::default();
+        let (mut a, mut b) = (Tally::new(1), Tally::new(2));
+        let mut folded = |t: &Tally| seen.fold(t).into_iter().map(|(_, n)| n).sum::<u64>();
+        a.add(&hold("tpm", 10), 5);
+        assert_eq!(folded(&a), 5);
+        b.add(&hold("tpm", 10), 3);
+        assert_eq!(folded(&b), 3);
+        a.add(&hold("tpm", 10), 2);
+        assert_eq!(folded(&a), 2, "not the whole of a's 7 again");
+        assert_eq!(folded(&b), 0);
+        b.add(&hold("tpm", 10), 4);
+        a.add(&hold("tpm", 10), 1); // written, then hidden by b's write before the gateway read it
+        assert_eq!(folded(&b), 4);
+        a.add(&hold("tpm", 10), 6);
+        assert_eq!(folded(&a), 7, "a's hidden 1 counted with its next write");
     }
 }
