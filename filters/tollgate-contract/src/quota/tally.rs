@@ -184,6 +184,20 @@ impl Seen {
 mod tests {
     use super::*;
     use crate::quota::Metric;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes decode to a tally or to nothing, never a panic; a tally decoded is exactly
+        /// what encodes to them.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..96)) {
+            if let Some(t) = Tally::decode(&bytes) {
+                let mut out = Vec::new();
+                prop_assert!(t.encode_into(&mut out).is_some());
+                prop_assert_eq!(out, bytes);
+            }
+        }
+    }
 
     fn hold(id: &str, window: u64) -> Hold {
         Hold { id: id.into(), metric: Metric::TotalTokens, window, reserved: 100, group: Some("k1".into()), epoch: 3 }
