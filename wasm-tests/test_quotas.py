@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 
 from proxy_wasm_host import SharedData
-from wasm_fixtures import (NOW, assert_openai_error, chat_body, config_bytes, decode_request_state, decode_slots, decode_tally,
-                           deployment, gateway_config, publish_keys, provider_properties, send)
+from wasm_fixtures import (NOW, assert_openai_error, chat_body, config_bytes, credentials_doc, decode_request_state, decode_slots,
+                           decode_tally, deployment, gateway_config, publish_keys, provider_properties, send)
 
 REQUEST_STATE = ("tollgate_request",)
 
@@ -21,6 +21,14 @@ def with_quotas(*quotas) -> bytes:
 
 def chat(gw):
     return send(gw, "POST", "/v1/chat/completions", chat_body())
+
+
+def provider_on(make_provider, shared: SharedData):
+    """A provider worker on `shared`, with the credential document read."""
+    provider = make_provider(shared_data=shared)
+    shared.set("tollgate.credentials.v1", credentials_doc())
+    provider.tick()
+    return provider
 
 
 def ticks(gw, n: int) -> None:
@@ -103,9 +111,7 @@ def test_tokens_reserve_the_worst_case_and_settle_to_the_usage(make_gateway, mak
     publish_keys(shared)
     q = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": 10000}
     gw = make_gateway(with_quotas(q), shared_data=shared)
-    provider = make_provider(shared_data=shared)
-    shared.set("tollgate.credentials.v1", __import__("wasm_fixtures").credentials_doc())
-    provider.tick()
+    provider = provider_on(make_provider, shared)
     down = chat(gw)
     assert down.local_response is None
     slot = lambda: decode_slots(shared.value("tollgate.quota.quota_tpm"))["quota_tpm"]["used"]  # noqa: E731
@@ -238,9 +244,7 @@ def test_a_budget_reserves_at_the_dearest_price_and_settles_at_the_deployments(m
     q = {"id": "quota_budget", "metric": "cost_usd", "window_seconds": 0, "limit": 20_000_000}
     cfg = gateway_config(quotas=[q], model_prices={"gpt-a": {"input": 1000, "output": 2000, "cache_read": 0, "cache_write": 0}})
     gw = make_gateway(config_bytes(cfg), shared_data=shared)
-    provider = make_provider(shared_data=shared)
-    shared.set("tollgate.credentials.v1", __import__("wasm_fixtures").credentials_doc())
-    provider.tick()
+    provider = provider_on(make_provider, shared)
     slot = lambda: decode_slots(shared.value("tollgate.quota.quota_budget"))["quota_budget"]["used"]  # noqa: E731
     reserved = (len(chat_body()) + 3) // 4 * 1000 + 4096 * 2000
     down = chat(gw)
@@ -308,9 +312,7 @@ def test_a_quota_of_a_provider_is_taken_per_attempt_and_refuses_with_a_429(make_
     rpm = {"id": "quota_openai", "metric": "requests", "window_seconds": 60, "limit": 1, "provider": "openai", "group": "p=openai;"}
     conc = {"id": "quota_conc", "metric": "concurrency", "limit": 5, "provider": "openai", "group": "p=openai;"}
     gw = make_gateway(with_quotas(rpm, conc), shared_data=shared)
-    provider = make_provider(shared_data=shared)  # the gateway filter publishes the quotas of providers for it
-    shared.set("tollgate.credentials.v1", __import__("wasm_fixtures").credentials_doc())
-    provider.tick()
+    provider = provider_on(make_provider, shared)  # the gateway filter publishes the quotas of providers for it
 
     def attempt(down, provider_kind="openai"):
         props = provider_properties(deployment(provider=provider_kind), op=None)
@@ -420,9 +422,7 @@ def test_usage_goes_through_the_tally_while_roomy_and_into_the_slot_past_half(ma
     publish_keys(shared)
     q = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": 3 * WORST}
     gw = make_gateway(with_quotas(q), shared_data=shared)
-    provider = make_provider(shared_data=shared)
-    shared.set("tollgate.credentials.v1", __import__("wasm_fixtures").credentials_doc())
-    provider.tick()
+    provider = provider_on(make_provider, shared)
     slot = lambda: decode_slots(shared.value("tollgate.quota.quota_tpm"))["quota_tpm"]["used"]  # noqa: E731
     roomy = chat(gw)  # 2 worst cases left of 3: roomy
     assert decode_request_state(roomy.properties_set[REQUEST_STATE])["tally"] != 0
@@ -444,9 +444,7 @@ def test_usage_goes_through_the_tally_while_roomy_and_into_the_slot_past_half(ma
     ticks(gw, 3)
     assert slot() == 17 + 23, "the roomy request's usage counted, its reservation given back"
     # The provider's VM is made again: its tally starts from zero under a new instance.
-    again = make_provider(shared_data=shared)
-    shared.set("tollgate.credentials.v1", __import__("wasm_fixtures").credentials_doc())
-    again.tick()
+    again = provider_on(make_provider, shared)
     r = chat(gw)
     answer_attempt(again, r, 2, 2).finish()
     after = decode_tally(shared.value(tally_key(r)))
@@ -465,9 +463,7 @@ def test_an_attempt_that_ends_after_its_request_still_counts_before_the_reservat
     publish_keys(shared)
     q = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": 10 * WORST}
     gw = make_gateway(with_quotas(q), shared_data=shared)
-    provider = make_provider(shared_data=shared)
-    shared.set("tollgate.credentials.v1", __import__("wasm_fixtures").credentials_doc())
-    provider.tick()
+    provider = provider_on(make_provider, shared)
     slot = lambda: decode_slots(shared.value("tollgate.quota.quota_tpm"))["quota_tpm"]["used"]  # noqa: E731
     down = chat(gw)
     up = answer_attempt(provider, down, 300, 200)

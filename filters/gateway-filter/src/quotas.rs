@@ -263,13 +263,10 @@ fn write_back<H: Host>(host: &H, changes: &[Change]) {
     }
 }
 
-/// Takes every applicable quota's share for a request, or none of them: the quotas of one
-/// group (a scope) with one read and one compare-and-swap, which also gives back the group's
-/// reservations of ended requests the worker kept. `keys`: `quota::slot_keys`.
-/// The quotas' shared-data keys (`quota::slot_keys`) and, for each quota, the first quota of its
-/// group (the same slot key): made once per configuration, so that an admission finds its
-/// groups without comparing keys.
-/// Also each quota's id and group as a request's holds share them.
+/// The quotas' shared-data keys (`quota::slot_keys`), for each quota the first quota of its
+/// group (the same slot key), and each quota's id and group as a request's holds share them:
+/// made once per configuration, so that an admission finds its groups without comparing keys
+/// and allocates no text for its holds.
 #[derive(Default)]
 pub struct QuotaKeys {
     pub keys: Vec<(String, String)>,
@@ -294,6 +291,9 @@ impl QuotaKeys {
     }
 }
 
+/// Takes every applicable quota's share for a request, or none of them: the quotas of one
+/// group (a scope) with one read and one compare-and-swap, which also applies the worker's kept
+/// changes to that group (ended requests' reservations given back, their usage counted).
 pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], qk: &QuotaKeys, r: &Asking<'_>, pass: Pass) -> Result<Admission<'q>, HostError> {
     let keys = &qk.keys[..];
     let now = r.now;

@@ -355,8 +355,8 @@ fn adjust_by<'t, T, H: Host>(host: &H, items: &'t [T], hold: impl Fn(&T) -> &Hol
             let o = hold(o);
             match (h.group.as_deref(), o.group.as_deref()) {
                 (Some(g), Some(og)) => same_str(g, og),
-                (Some(_), None) => false,
-                (None, _) => same_str(&o.id, &h.id),
+                (None, None) => same_str(&o.id, &h.id),
+                _ => false,
             }
         };
         let written = update(host, &slot_key(&h.id, h.group.as_deref()), |slots| {
