@@ -24,7 +24,7 @@ LOAD_CPU = "1"
 MODEL = "gpt-4o-mini"  # what every target is asked for; each maps it to the mock
 CHAT_BODY = BENCH / "requests" / "chat-2k.json"
 STREAM_BODY = BENCH / "requests" / "chat-2k-stream.json"
-ALL_TARGETS = ("floor", "envoy", "envoy-routing", "envoy-wasm-noop", "envoy-wasm-crossings", "envoy-wasm-crossings-quotas", "tollgate", "tollgate-nometer", "tollgate-quotas", "tollgate-bedrock", "litellm", "portkey")
+ALL_TARGETS = ("floor", "envoy", "envoy-routing", "envoy-wasm-noop", "envoy-wasm-crossings", "envoy-wasm-crossings-quotas", "tollgate", "tollgate-nometer", "tollgate-priced", "tollgate-quotas", "tollgate-bedrock", "litellm", "portkey")
 
 
 def log(msg: str) -> None:

@@ -371,6 +371,9 @@ class Tollgate(Target):
     bedrock = False  # True: the model's deployment is Bedrock (OpenAI -> Converse + SigV4)
     metering = True  # False: `settings.metering: false` (what metering costs, issue 12)
     quotas = False  # True: the bench key has a budget, a request and a token quota (never reached)
+    # True: the bench model is priced (so every answer's cost is computed and, on a non-streamed
+    # one, sent as `x-tollgate-cost-usd`); a budget needs a price, so `quotas` implies it.
+    priced = False
     # Virtual keys created (in bulk) besides the bench key before Envoy starts (`run.py --keys`):
     # the request path with a large key table.
     extra_keys = 0
@@ -414,14 +417,15 @@ class Tollgate(Target):
         if resp.status_code != 201:
             raise TargetError(f"creating a key: {resp.status_code} {resp.text[:300]}")
         key = resp.json()["key"]
-        if self.quotas:
-            # Issue 13's case: a key with a budget, an RPM and a TPM limit (never reached); the
-            # model priced so that the budget reserves and settles real amounts.
+        if self.priced or self.quotas:
+            # The model priced so that a budget reserves and settles real amounts.
             price = {"provider": "openai", "model": "mock-model-1", "input": "0.15", "output": "0.60",
                      "as_of": "2026-12-05", "source": "bench"}
             p = harness.http("POST", f"{cp.url}/admin/v1/prices", headers={"Authorization": f"Bearer {admin_key}"}, json=price)
             if p.status_code != 201:
                 raise TargetError(f"adding a price: {p.status_code} {p.text[:300]}")
+        if self.quotas:
+            # Issue 13's case: a key with a budget, an RPM and a TPM limit (never reached).
             for spec in ({"metric": "cost_usd", "limit_usd": "1000000"},
                          {"metric": "requests", "window_seconds": 60, "limit": 10**12},
                          {"metric": "total_tokens", "window_seconds": 60, "limit": 10**15}):
@@ -460,6 +464,13 @@ class TollgateNoMetering(Tollgate):
     """Tollgate with `settings.metering: false`: no usage read, no records (to measure their cost)."""
 
     metering = False
+
+
+class TollgatePriced(Tollgate):
+    """Tollgate with the bench model priced and no quota: `tollgate-quotas`' deployment with the
+    same key without quotas (the price table is metering's; a budget needs it)."""
+
+    priced = True
 
 
 class TollgateQuotas(Tollgate):
@@ -599,9 +610,12 @@ def make_targets() -> dict[str, Target]:
         "tollgate-nometer": TollgateNoMetering(
             "tollgate-nometer", "Tollgate, metering off",
             features=["as Tollgate", "settings.metering: false (no usage read, no records)"]),
+        "tollgate-priced": TollgatePriced(
+            "tollgate-priced", "Tollgate, model priced",
+            features=["as Tollgate", "the model priced (cost computed, x-tollgate-cost-usd on non-streamed answers)"]),
         "tollgate-quotas": TollgateQuotas(
-            "tollgate-quotas", "Tollgate, key with RPM and TPM quotas",
-            features=["as Tollgate", "a requests/minute and a tokens/minute quota on the key (never reached)"]),
+            "tollgate-quotas", "Tollgate, key with a budget, RPM and TPM quotas",
+            features=["as Tollgate, model priced", "a budget, a requests/minute and a tokens/minute quota on the key (never reached)"]),
         "tollgate-bedrock": TollgateBedrock(
             "tollgate-bedrock", "Tollgate, OpenAI client -> Bedrock",
             features=["as Tollgate", "OpenAI -> Converse translation", "SigV4 signing",
