@@ -557,3 +557,45 @@ def test_a_responses_request_is_never_lowered_below_16_output_tokens(make_gatewa
     assert send(gw, "POST", "/v1/responses", body()).local_response.status == 429
     chat = send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=500))
     assert chat.local_response is None and json.loads(chat.request_body_forwarded)["max_tokens"] == 12
+
+
+def test_a_first_attempt_starts_when_the_gateway_admitted_it_without_a_clock_read(make_gateway, make_provider, make_service):
+    """The gateway reads the clock for the quotas' windows and hands the instant on in the
+    holds: the first attempt's meter starts from it (no clock read of its own before the
+    answer's end); a retry reads its own start."""
+    from test_usage_records import load_credentials, shipped
+
+    shared = SharedData()
+    publish_keys(shared)
+    service, provider = make_service(shared_data=shared), make_provider(shared_data=shared)
+    load_credentials(service, provider)
+    q = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": 100 * WORST}
+    gw = make_gateway(with_quotas(q), shared_data=shared)
+    down = chat(gw)
+    assert decode_request_state(down.properties_set[REQUEST_STATE])["admitted_ns"] == NOW * 10**9
+    clock = "host:proxy_get_current_time_nanoseconds"
+
+    def attempt(count: int, starts: float, ends: float):
+        provider.now = starts
+        props = provider_properties(deployment(), op=None)
+        props.update(down.properties_set)
+        up = provider.new_http_context(props)
+        provider.crossings.clear()
+        up.request_headers(list(down.request_headers_map.pairs) + [("x-envoy-attempt-count", str(count))], end_of_stream=False)
+        up.send_request_body(bytes(down.request_body_forwarded))
+        reads = provider.crossings[clock]
+        up.response_headers([(":status", "200"), ("content-type", "application/json")])
+        up.response_body(json.dumps({"id": "c", "object": "chat.completion", "created": 1, "model": "m", "choices": [],
+                                     "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}).encode(),
+                         end_of_stream=True)
+        provider.now = ends
+        up.finish()
+        return reads
+
+    assert attempt(1, NOW + 2.5, NOW + 3.0) == 0, "the first attempt reads no clock to start"
+    assert attempt(2, NOW + 3.0, NOW + 3.25) == 1, "a retry reads its own start"
+    records = shipped(service, provider)
+    # From the gateway's admission (3 s before the first attempt's end), and from the retry's own
+    # start (the harness's clock is a float: within a millisecond).
+    assert [r["attempt"] for r in records] == [0, 1]
+    assert [abs(r["latency_ms"] - want) <= 1 for r, want in zip(records, (3000, 250))] == [True, True], records

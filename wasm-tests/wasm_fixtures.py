@@ -268,14 +268,15 @@ def decode_request_state(state: bytes) -> dict:
             headers += [[names[0], str(limit)], [names[1], str(remaining)]]
             if reset_text is not None:
                 headers.append([names[2], reset_text])
-        reserve_by = struct.unpack_from("<QQQ", state, i)
-        i += 24
+        reserve_by = struct.unpack_from("<QQQQ", state, i)
+        i += 32
     assert i == len(state), "trailing bytes in the request state"
     out = {"op": op, "stream": bool(bits & 1), "usage": bool(bits & 2), "len": body_len,
            "key": texts[0], "model": texts[1], "holds": holds, "headers": headers}
     if holds is not None:
         out["reserve_by"] = {"body_len": reserve_by[0], "max_output": reserve_by[1]}
         out["tally"] = reserve_by[2]
+        out["admitted_ns"] = reserve_by[3]
     return out
 
 

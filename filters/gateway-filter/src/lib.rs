@@ -228,13 +228,14 @@ impl GatewayHttp {
     /// `body`: the request's, when at hand (not after a wait for a grant).
     fn admit<H: Host>(&mut self, host: &H, cfg: &GatewayConfig, mut w: Waiting, pass: quotas::Pass, body: Option<&[u8]>) -> Result<Action, GatewayError> {
         if !cfg.quotas.is_empty() {
-            let now = host.now()?.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let since = host.now()?.duration_since(UNIX_EPOCH).unwrap_or_default();
+            let (now, now_ns) = (since.as_secs(), since.as_secs().saturating_mul(1_000_000_000).saturating_add(u64::from(since.subsec_nanos())));
             let price = cfg.model_prices.get(w.model.as_str());
             let providers = match cfg.provider_quotas {
                 true => cfg.model(&w.model).map_or(&[][..], |m| m.providers.as_slice()),
                 false => &[],
             };
-            let asking = quotas::Asking { key_id: &w.pending.key.id, model: &w.model, body_len: w.body_len, max_output: w.max_output, now, api: self.api, price, hold_seconds: cfg.quota_hold_seconds, providers, fit: request::least_output_limit(&w.pending.op).unwrap_or(0) };
+            let asking = quotas::Asking { key_id: &w.pending.key.id, model: &w.model, body_len: w.body_len, max_output: w.max_output, now, now_ns, api: self.api, price, hold_seconds: cfg.quota_hold_seconds, providers, fit: request::least_output_limit(&w.pending.op).unwrap_or(0) };
             match quotas::admit(host, &cfg.quotas, &self.quota_keys, &asking, pass)? {
                 // Nothing held, no headers to write, and no quota of a provider for the
                 // provider filter to take.

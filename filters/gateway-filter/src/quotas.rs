@@ -49,6 +49,8 @@ pub struct Asking<'a> {
     pub max_output: Option<u64>,
     /// Unix seconds.
     pub now: u64,
+    /// Unix nanoseconds (the same instant): handed on as the first attempt's start.
+    pub now_ns: u64,
     /// Whose rate-limit headers to write.
     pub api: tollgate_contract::ClientApi,
     /// The model's dearest deployment rates (for budgets).
@@ -425,6 +427,7 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], qk: &QuotaKeys, r: &
     if quotas.iter().any(|q| q.provider.is_some() && q.applies(r.key_id, r.model)) {
         (holds.body_len, holds.max_output) = (r.body_len, out.unwrap_or(0));
     }
+    holds.admitted_ns = r.now_ns;
     let lowered = if fits > 0 { out } else { None };
     // A roomy request's usage goes through the worker's tally (see [`end`]).
     if roomy && holds.holds.iter().any(|h| h.metric.is_tokens()) {

@@ -93,6 +93,8 @@ impl Outbox {
 pub struct Meter {
     /// Set once the attempt was sent to the provider (only those are recorded).
     started: Option<SystemTime>,
+    /// When the gateway filter admitted the request (Unix nanoseconds; 0: not known).
+    admitted_ns: u64,
     request_id: String,
     attempt: u32,
     key_id: String,
@@ -124,6 +126,7 @@ impl Meter {
             || matches!(state.op, Operation::BedrockConverse { stream: true, .. } | Operation::BedrockInvoke { stream: true, .. });
         self.request_bytes = state.facts.body_len.unwrap_or(0);
         self.price = meta.price;
+        self.admitted_ns = state.holds.as_ref().map_or(0, |h| h.admitted_ns);
     }
 
     /// The key and the model the client asked for (moved in once the attempt is planned).
@@ -145,11 +148,14 @@ impl Meter {
     }
 
     /// The attempt goes out now (its request headers are final); `now` if the caller has
-    /// read the clock already (SigV4).
+    /// read the clock already (SigV4). A first attempt of a request with quotas starts when the
+    /// gateway filter admitted it (`admitted_ns`, read in the same event-loop pass): no clock
+    /// read of its own.
     pub fn sent<H: Host>(&mut self, host: &H, headers: &Headers, now: Option<SystemTime>) {
-        self.started = now.or_else(|| host.now().ok()).or(Some(UNIX_EPOCH));
         self.request_id = header_str(headers, "x-request-id").unwrap_or_default().to_owned();
         self.attempt = header_str(headers, "x-envoy-attempt-count").and_then(|v| v.parse::<u32>().ok()).unwrap_or(1).saturating_sub(1);
+        let admitted = (self.attempt == 0 && self.admitted_ns > 0).then(|| UNIX_EPOCH + std::time::Duration::from_nanos(self.admitted_ns));
+        self.started = now.or(admitted).or_else(|| host.now().ok()).or(Some(UNIX_EPOCH));
     }
 
     /// A response body chunk passed: the first one of a stream marks its time to first byte.

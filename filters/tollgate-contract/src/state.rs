@@ -158,7 +158,7 @@ impl RequestState {
     pub fn encode_from(op: &Operation, facts: BodyFacts, key_id: &str, model: &str, holds: Option<&crate::quota::Holds>) -> Result<Vec<u8>, StateError> {
         let code = op.code().ok_or(StateError::NotRouted)?;
         // Room for all of it, holds included (one allocation, no growing).
-        let held = holds.map_or(0, |h| 80 + h.holds.iter().map(|x| 29 + x.id.len() + x.group.as_deref().map_or(0, str::len)).sum::<usize>());
+        let held = holds.map_or(0, |h| 96 + h.holds.iter().map(|x| 29 + x.id.len() + x.group.as_deref().map_or(0, str::len)).sum::<usize>());
         let mut out = Vec::with_capacity(16 + key_id.len() + model.len() + held);
         let mut flags = 0;
         if facts.stream {
@@ -274,6 +274,7 @@ mod tests {
                 body_len: 77,
                 max_output: 0,
                 tally: 9,
+                admitted_ns: 11,
             });
             let state = RequestState { op, facts: BodyFacts { stream, include_usage, body_len, quotas }, key_id, model, holds };
             let bytes = state.encode().unwrap();

@@ -53,6 +53,11 @@ pub struct Holds {
     /// (`super::tally`), instead of settling it in the slots; 0: settled in the slots.
     #[serde(default)]
     pub tally: u64,
+    /// When the gateway filter admitted the request (Unix nanoseconds; 0: not known): the
+    /// start of its first attempt, so that the provider filter's meter need not read the clock
+    /// again (the gateway read it for the quotas' windows, in the same event-loop pass).
+    #[serde(default)]
+    pub admitted_ns: u64,
 }
 
 impl Metric {
@@ -138,7 +143,7 @@ impl Hold {
 impl Holds {
     /// Appends the holds in a compact binary form (no JSON on the request path): a count and
     /// per hold its id, group, metric, window, reservation and epoch; a count and per header its
-    /// name and value; the body's length, the output limit and the tally. `None` when a count or a length
+    /// name and value; the body's length, the output limit, the tally and the admission's time. `None` when a count or a length
     /// does not fit.
     pub fn encode_into(&self, out: &mut Vec<u8>) -> Option<()> {
         out.push(u8::try_from(self.holds.len()).ok()?);
@@ -154,6 +159,7 @@ impl Holds {
         out.extend_from_slice(&self.body_len.to_le_bytes());
         out.extend_from_slice(&self.max_output.to_le_bytes());
         out.extend_from_slice(&self.tally.to_le_bytes());
+        out.extend_from_slice(&self.admitted_ns.to_le_bytes());
         Some(())
     }
 
@@ -171,7 +177,7 @@ impl Holds {
             holds.push(Hold { id, metric, window: take_u64(b)?, reserved: take_u64(b)?, group, epoch: take_u64(b)? });
         }
         let limits = RateLimits::decode(b)?;
-        let (body_len, max_output, tally) = (take_u64(b)?, take_u64(b)?, take_u64(b)?);
-        b.is_empty().then_some(Self { holds, limits, body_len, max_output, tally })
+        let (body_len, max_output, tally, admitted_ns) = (take_u64(b)?, take_u64(b)?, take_u64(b)?, take_u64(b)?);
+        b.is_empty().then_some(Self { holds, limits, body_len, max_output, tally, admitted_ns })
     }
 }

@@ -122,6 +122,7 @@ fn holds_round_trip_and_refuse_anything_else() {
         body_len: 2048,
         max_output: 16,
         tally: 0x1234,
+        admitted_ns: 1_780_000_000_123_456_789,
     };
     let mut bytes = Vec::new();
     h.encode_into(&mut bytes).unwrap();
