@@ -599,3 +599,68 @@ def test_a_first_attempt_starts_when_the_gateway_admitted_it_without_a_clock_rea
     # start (the harness's clock is a float: within a millisecond).
     assert [r["attempt"] for r in records] == [0, 1]
     assert [abs(r["latency_ms"] - want) <= 1 for r, want in zip(records, (3000, 250))] == [True, True], records
+
+
+def test_a_worker_spends_its_credit_with_no_host_call_and_gives_back_the_rest_on_its_tick(make_gateway):
+    """While a quota is roomy, an admission that takes its group also takes a credit of 16
+    requests' amounts; the worker's next requests spend it in its memory (no shared-data write),
+    and what is left of it is given back on the worker's tick: the slot always counts every
+    reservation, and after the tick exactly them."""
+    shared = SharedData()
+    publish_keys(shared)
+    q = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": 2000 * WORST}
+    gw = make_gateway(with_quotas(q), shared_data=shared)
+    slot = lambda: decode_slots(shared.value("tollgate.quota.quota_tpm"))["quota_tpm"]["used"]  # noqa: E731
+    first = chat(gw)
+    assert first.local_response is None
+    assert slot() == 17 * WORST, "the request's reservation and the worker's credit"
+    gw.crossings.clear()
+    spent = [chat(gw) for _ in range(16)]
+    assert all(c.local_response is None for c in spent)
+    assert gw.crossings["host:proxy_set_shared_data"] == 0, dict(gw.crossings)
+    # One read a request: the key table's version (written empty), as for a key with no quota.
+    assert gw.crossings["host:proxy_get_shared_data"] == 16, dict(gw.crossings)
+    assert slot() == 17 * WORST, "spent from the credit"
+    states = [decode_request_state(c.properties_set[REQUEST_STATE]) for c in (first, spent[0], spent[-1])]
+    assert all(s["holds"][0]["reserved"] == WORST for s in states)
+    remaining = [int(dict(s["headers"])["x-ratelimit-remaining-tokens"]) for s in states]
+    assert remaining == [1999 * WORST, 1998 * WORST, 1983 * WORST], "the headers count down as the credit is spent"
+    assert all(s["tally"] != 0 for s in states), "roomy: usage through the tally"
+    gw.crossings.clear()
+    again = chat(gw)  # the credit is spent: the group is taken again, with a new credit
+    assert again.local_response is None and gw.crossings["host:proxy_set_shared_data"] == 1
+    assert slot() == 34 * WORST
+    gw.tick()
+    assert slot() == 18 * WORST, "the rest of the credit given back: the 18 reservations"
+    gw.crossings.clear()
+    chat(gw)
+    assert gw.crossings["host:proxy_set_shared_data"] == 1, "no credit after the tick: taken again"
+
+
+def test_credits_of_two_workers_never_go_over_and_are_all_spent_by_the_end(make_gateway):
+    """Exactness with credits: two workers of one Envoy, a request quota of 1,024 (credits of 16
+    while half of it is left), ticks every 40 requests: exactly 1,024 admitted of 1,100, with far
+    fewer compare-and-swaps than requests while the quota is roomy."""
+    shared = SharedData()
+    publish_keys(shared)
+    q = {"id": "quota_rpm", "metric": "requests", "window_seconds": 60, "limit": 1024, "key_id": "k1"}
+    workers = [make_gateway(with_quotas(q), shared_data=shared) for _ in range(2)]
+    admitted, writes_roomy = 0, 0
+    for n in range(1100):
+        w = workers[n % 2]
+        if n % 40 == 39:
+            for x in workers:
+                x.tick()
+        w.crossings.clear()
+        c = chat(w)
+        if n < 320:
+            writes_roomy += w.crossings["host:proxy_set_shared_data"]
+        if c.local_response is None:
+            admitted += 1
+        else:
+            assert_openai_error(c.local_response, 429, "rate_limit_exceeded", "rate_limit_error")
+    assert admitted == 1024
+    assert writes_roomy < 60, f"{writes_roomy} writes for 320 roomy requests"
+    for x in workers:
+        x.tick()
+    assert decode_slots(shared.value("tollgate.quota.quota_rpm"))["quota_rpm"]["used"] == 1024

@@ -54,10 +54,11 @@ impl Plugin for GatewayPlugin {
         }
         self.quota_keys = Rc::new(quotas::QuotaKeys::new(&cfg.quotas));
         // Token and cost reservations of ended requests are given back late (see
-        // `quotas::end`): at the latest on this tick. Whatever an earlier configuration's
-        // requests left is given back now.
+        // `quotas::end`), and a worker's credits are (see `quotas`' documentation): at the
+        // latest on this tick. Whatever an earlier configuration's requests left is given back
+        // now.
         quotas::flush(host);
-        if cfg.quotas.iter().any(|q| q.provider.is_none() && q.metric.is_tokens()) {
+        if cfg.quotas.iter().any(|q| q.provider.is_none() && q.metric != tollgate_contract::quota::Metric::Concurrency) {
             if let Err(e) = host.set_tick_period(quotas::FLUSH_PERIOD) {
                 log::warn!("gateway filter: no tick ({e}): reservations are given back with the next admission only");
             }

@@ -21,6 +21,17 @@
 //! counts too much, never too little: no quota can be overspent by it. Concurrency is given
 //! back at once (a slot held late would refuse a request that fits); so is everything of a
 //! request whose quotas are not roomy, its usage settled by the provider filter in the slots.
+//!
+//! A worker's credit (a third level of leasing, after the authority's lease to the Envoy): an
+//! admission that takes a group with compare-and-swap also takes, for each of its quotas, a
+//! credit of [`CREDIT_REQUESTS`] requests' amounts, when that fits and leaves at least half the
+//! limit (at most a 64th of the limit; never for concurrency, nor for a limit under 256 of the
+//! request's amounts: those stay exact request by request). The worker's next requests to that group spend their credits in its memory, with
+//! no host call (the same window and reservation epoch; every quota of the group must have room);
+//! what is left of every credit is given back on the worker's next tick ([`flush`]). A credit
+//! counts as used in the slot until then, so nothing is ever counted short; the most a credit can
+//! refuse elsewhere is its own size, for at most a tick, and only while its quota has half its
+//! limit left.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -132,10 +143,38 @@ pub const FLUSH_PERIOD: Duration = Duration::from_millis(100);
 /// back at its end (its usage then counts up to two ticks after its reservation is gone).
 const AWAITING_MAX: usize = 16_384;
 
+/// How many requests' amounts a worker's credit on a quota is (see the module's documentation).
+pub const CREDIT_REQUESTS: u64 = 16;
+
+/// What a worker's credit on quota `q` is for a request taking `amount` of limit `limit`: at
+/// most a 64th of the limit, and none when that is less than four requests' amounts (a quota
+/// under 256 of them stays exact request by request) or for concurrency.
+fn credit_size(q: &QuotaDoc, amount: u64, limit: u64) -> u64 {
+    let size = amount.saturating_mul(CREDIT_REQUESTS).min(limit / 64);
+    if q.metric == Metric::Concurrency || amount == 0 || size < amount.saturating_mul(4) {
+        0
+    } else {
+        size
+    }
+}
+
+/// A worker's credit on one quota: the quota's id, group, metric, window and reservation epoch
+/// as a hold has them, with what is left of the credit as its `reserved`, and what the quota had
+/// left as the worker last saw it, less what the credit has been spent on since (for the
+/// rate-limit headers), under the limit it was taken under (a schedule that changes the limit
+/// ends the credit).
+struct Credit {
+    hold: Hold,
+    left: u64,
+    limit: u64,
+}
+
 thread_local! {
     /// What ended requests give back and the usage read for them, not written yet (the
     /// worker's, shared by its root contexts).
     static DEFERRED: RefCell<Vec<Change>> = RefCell::default();
+    /// The worker's credits (see the module's documentation).
+    static CREDITS: RefCell<Vec<Credit>> = RefCell::default();
     /// Reservations of ended requests whose usage may not be in the tally yet, with the ticks
     /// seen since they ended.
     static AWAITING: RefCell<Vec<(Hold, u8)>> = RefCell::default();
@@ -183,6 +222,7 @@ pub fn end<H: Host>(host: &H, holds: Vec<Hold>, roomy: Roomy) {
 /// reservations of requests that ended before the last tick, are written with the next
 /// admission to their group or on the next tick.
 pub fn flush<H: Host>(host: &H) {
+    give_back_credits();
     let kept: Vec<Change> = DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut()));
     if !kept.is_empty() {
         let failed: Vec<Change> = apply_changes(host, &kept).into_iter().map(|(c, e)| {
@@ -231,6 +271,12 @@ fn collect<H: Host>(host: &H) {
         ripe
     });
     defer(ripe);
+}
+
+/// What is left of the worker's credits, kept to be given back (with the tick's writes).
+fn give_back_credits() {
+    let credits = CREDITS.with(|c| c.try_borrow_mut().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default());
+    defer(credits.into_iter().filter(|c| c.hold.reserved > 0).map(|c| Change { back: c.hold.reserved, hold: c.hold, add: 0 }).collect());
 }
 
 /// Keeps `changes` to write later.
@@ -321,9 +367,20 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], qk: &QuotaKeys, r: &
         }
         let members = || applicable[n..].iter().copied().filter(|&j| group_of(j) == group_of(first));
         let Some((group, _)) = keys.get(first) else { continue };
+        // The worker's credits, when they cover the request on every quota of the group: no
+        // host call.
+        if let Some(ok) = spend_credits(qk, quotas, members(), r, out, epoch, &mut holds.holds, &mut requests, &mut tokens) {
+            roomy &= ok;
+            continue;
+        }
         let back = take_deferred(group);
         let (over, taken) = loop {
-            let wants: Vec<Want<'_>> = members().map(|i| Want { quota: &quotas[i], next: &keys[i].1, amount: amount(&quotas[i], r, out) }).collect();
+            let wants: Vec<Want<'_>> = members()
+                .map(|i| {
+                    let (q, a) = (&quotas[i], amount(&quotas[i], r, out));
+                    Want { quota: q, next: &keys[i].1, amount: a, extra: credit_size(q, a, q.period(now).limit) }
+                })
+                .collect();
             match take_group(host, group, &wants, now, epoch, down, &back) {
                 Err(e) => {
                     defer(back);
@@ -369,26 +426,14 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], qk: &QuotaKeys, r: &
             undo(host, quotas, &holds.holds, admitted(n), now, epoch);
             return Ok(Admission::Refused(Refusal { quota: q, limit: q.period(now).limit, retry_after: q.retry_after(now) }));
         }
-        for (i, tollgate_wasm::quota_slot::Taken { slot, amount, period }) in members().zip(taken) {
+        for (i, tollgate_wasm::quota_slot::Taken { slot, amount, period, extra }) in members().zip(taken) {
             let Some(q) = quotas.get(i) else { continue };
-            if q.metric.is_held() {
-                holds.holds.push(qk.hold(i, q, period.window, amount, epoch));
+            // What is left after the request (the worker's credit, taken with it, is not spent).
+            let remaining = slot.left(q.lease, period.limit).saturating_add(extra).min(period.limit);
+            if extra > 0 {
+                keep_credit(qk, i, q, period, epoch, extra, remaining);
             }
-            // The tightest quota of each kind names the headers; a leased quota's remaining is
-            // what the authority had left plus what this Envoy holds unspent.
-            let remaining = if q.lease { slot.free.saturating_add(slot.spare()).min(period.limit) } else { period.limit.saturating_sub(slot.used) };
-            if q.metric.is_tokens() && remaining < period.limit / 2 {
-                roomy = false;
-            }
-            let seen = (period.limit, remaining, period.resets_in(now));
-            let standing = match q.metric {
-                Metric::Requests => &mut requests,
-                Metric::Concurrency | Metric::CostUsd => continue,
-                _ => &mut tokens,
-            };
-            if standing.is_none_or(|(_, left, _)| seen.1 < left) {
-                *standing = Some(seen);
-            }
+            roomy &= note(qk, i, q, period, amount, epoch, remaining, now, &mut holds.holds, &mut requests, &mut tokens);
         }
     }
     // The quotas of the providers the request may go to are spent by the provider filter,
@@ -434,6 +479,84 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], qk: &QuotaKeys, r: &
         holds.tally = tally_id();
     }
     Ok(Admission::Admitted(holds, spent, Roomy(roomy), lowered))
+}
+
+/// Notes what a request took of quota `i` (`q`, in `period`): its hold (a held metric), and its
+/// standing for the rate-limit headers (the tightest quota of each kind names them; `remaining`:
+/// what the quota has left after the request). `false` when a token or cost quota has less than
+/// half its limit left (the request is not roomy).
+#[allow(clippy::too_many_arguments)]
+fn note(qk: &QuotaKeys, i: usize, q: &QuotaDoc, period: quota::Period, amount: u64, epoch: u64, remaining: u64, now: u64, holds: &mut Vec<Hold>, requests: &mut Option<quota::Standing>, tokens: &mut Option<quota::Standing>) -> bool {
+    if q.metric.is_held() {
+        holds.push(qk.hold(i, q, period.window, amount, epoch));
+    }
+    let roomy = !(q.metric.is_tokens() && remaining < period.limit / 2);
+    let standing = match q.metric {
+        Metric::Requests => requests,
+        Metric::Concurrency | Metric::CostUsd => return roomy,
+        _ => tokens,
+    };
+    if standing.is_none_or(|(_, left, _)| remaining < left) {
+        *standing = Some((period.limit, remaining, period.resets_in(now)));
+    }
+    roomy
+}
+
+/// Keeps the credit an admission took of quota `i` (`q`) beside the request (`extra`, in
+/// `period` and reservation epoch `epoch`; `left`: what the quota has left after the request).
+/// The quota's older credit, if any, is given back on the tick.
+fn keep_credit(qk: &QuotaKeys, i: usize, q: &QuotaDoc, period: quota::Period, epoch: u64, extra: u64, left: u64) {
+    let (id, group) = match qk.names.get(i) {
+        Some((id, group)) => (id.clone(), group.clone()),
+        None => (Rc::from(q.id.as_str()), q.group.as_deref().map(Rc::from)),
+    };
+    let credit = Credit { hold: Hold { id, metric: q.metric, window: period.window, reserved: extra, group, epoch }, left, limit: period.limit };
+    let old = CREDITS.with(|c| {
+        let Ok(mut c) = c.try_borrow_mut() else { return Some(credit) };
+        let old = c.iter().position(|k| Rc::ptr_eq(&k.hold.id, &credit.hold.id)).map(|at| c.swap_remove(at));
+        c.push(credit);
+        old
+    });
+    if let Some(old) = old.filter(|o| o.hold.reserved > 0) {
+        defer(vec![Change { back: old.hold.reserved, hold: old.hold, add: 0 }]);
+    }
+}
+
+/// The most quotas of a group a request spends credits of.
+const CREDIT_GROUP_MAX: usize = 8;
+
+/// Spends the worker's credits on every quota of a group (`members`) for a request, when each
+/// has one for this window, limit and reservation epoch with room for the request's amount (else
+/// nothing is spent: `None`), and notes what it took (see [`note`]): whether the request is
+/// roomy.
+#[allow(clippy::too_many_arguments)]
+fn spend_credits(qk: &QuotaKeys, quotas: &[QuotaDoc], members: impl Iterator<Item = usize>, r: &Asking<'_>, out: Option<u64>, epoch: u64, holds: &mut Vec<Hold>, requests: &mut Option<quota::Standing>, tokens: &mut Option<quota::Standing>) -> Option<bool> {
+    CREDITS.with(|c| {
+        let mut c = c.try_borrow_mut().ok()?;
+        if c.is_empty() {
+            return None;
+        }
+        // Each member's quota, credit, period and amount.
+        let mut found: [(usize, usize, Option<quota::Period>, u64); CREDIT_GROUP_MAX] = [(0, 0, None, 0); CREDIT_GROUP_MAX];
+        let mut n = 0;
+        for i in members {
+            let (q, (id, _)) = (quotas.get(i)?, qk.names.get(i)?);
+            let period = q.period(r.now);
+            let a = amount(q, r, out);
+            let at = c.iter().position(|k| Rc::ptr_eq(&k.hold.id, id) && k.hold.window == period.window && k.limit == period.limit && k.hold.epoch == epoch && k.hold.reserved >= a)?;
+            let slot = found.get_mut(n)?;
+            *slot = (i, at, Some(period), a);
+            n += 1;
+        }
+        let mut roomy = true;
+        for &(i, at, period, a) in found.get(..n).unwrap_or_default() {
+            let (Some(q), Some(k), Some(period)) = (quotas.get(i), c.get_mut(at), period) else { continue };
+            k.hold.reserved -= a;
+            k.left = k.left.saturating_sub(a);
+            roomy &= note(qk, i, q, period, a, epoch, k.left, r.now, holds, requests, tokens);
+        }
+        Some(roomy)
+    })
 }
 
 /// What to ask the authority for: every leased quota the request may spend (its own, and those

@@ -94,7 +94,7 @@ impl ProviderQuotas {
         for (group, members) in groups(&applicable, &self.keys) {
             let wants: Vec<Want<'_>> = members
                 .iter()
-                .map(|&i| Want { quota: &self.quotas[i], next: &self.keys[i].1, amount: quota::amount(self.quotas[i].metric, by.body_len, max_output, price) })
+                .map(|&i| Want { quota: &self.quotas[i], next: &self.keys[i].1, amount: quota::amount(self.quotas[i].metric, by.body_len, max_output, price), extra: 0 })
                 .collect();
             let taken = match take_group(host, group, &wants, now, epoch, down, &[]) {
                 Ok(t) => t,

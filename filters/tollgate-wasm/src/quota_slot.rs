@@ -221,6 +221,9 @@ pub struct Want<'q> {
     pub quota: &'q QuotaDoc,
     pub next: &'q str,
     pub amount: u64,
+    /// Taken besides `amount` when it fits and leaves at least half the quota's limit (see
+    /// [`Slot::left`]): a worker's credit for its next requests (0: none).
+    pub extra: u64,
 }
 
 /// What a request took of one quota: the slot as written, and the period it counted in.
@@ -228,6 +231,8 @@ pub struct Taken {
     pub slot: Slot,
     pub amount: u64,
     pub period: Period,
+    /// What was taken of `Want::extra`: all of it or nothing.
+    pub extra: u64,
 }
 
 /// Which of a group's wants would go over, and how much its quota had room for.
@@ -268,8 +273,18 @@ pub fn take_group<H: Host>(host: &H, key: &str, wants: &[Want<'_>], now: u64, ep
             if q.metric.is_held() {
                 s.hold(epoch, w.amount);
             }
+            let mut extra = 0;
+            if w.extra > 0 {
+                let mut more = s;
+                if take(&mut more, i64::try_from(w.extra).unwrap_or(i64::MAX), cap) && more.left(q.lease, period.limit) >= period.limit / 2 {
+                    if q.metric.is_held() {
+                        more.hold(epoch, w.extra);
+                    }
+                    (s, extra) = (more, w.extra);
+                }
+            }
             *slot = s;
-            taken.push(Taken { slot: s, amount: w.amount, period });
+            taken.push(Taken { slot: s, amount: w.amount, period, extra });
         }
         Some(())
     })?;

@@ -94,6 +94,17 @@ impl Slot {
         self.leased.saturating_sub(self.used)
     }
 
+    /// What is left of the quota as this slot sees it, for the rate-limit headers and whether a
+    /// quota is roomy: of a leased quota, what the authority had left plus what this Envoy
+    /// holds unspent; else the limit less what is used.
+    pub fn left(&self, lease: bool, limit: u64) -> u64 {
+        if lease {
+            self.free.saturating_add(self.spare()).min(limit)
+        } else {
+            limit.saturating_sub(self.used)
+        }
+    }
+
     /// Moves the slot on to reservation epoch `epoch`: the reservations of epochs before
     /// `epoch - 1` still held expire (they stop counting in `used`). Returns what expired.
     pub fn roll(&mut self, epoch: u64) -> u64 {
