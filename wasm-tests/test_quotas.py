@@ -664,3 +664,26 @@ def test_credits_of_two_workers_never_go_over_and_are_all_spent_by_the_end(make_
     for x in workers:
         x.tick()
     assert decode_slots(shared.value("tollgate.quota.quota_rpm"))["quota_rpm"]["used"] == 1024
+
+
+def test_no_credit_for_a_group_with_a_quota_that_gets_none_and_credits_go_back_when_the_configuration_changes(make_gateway):
+    """Credits are for a whole group: a group with a concurrency quota (which never gets one)
+    takes none for its token quota either; and a new configuration gives back what the worker's
+    credits had left."""
+    shared = SharedData()
+    publish_keys(shared)
+    conc = {"id": "quota_conc", "metric": "concurrency", "limit": 100, "group": "k1"}
+    tpm = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": 2000 * WORST, "group": "k1"}
+    gw = make_gateway(with_quotas(conc, tpm), shared_data=shared)
+    used = lambda key, q: decode_slots(shared.value(f"tollgate.quota.{key}"))[q]["used"]  # noqa: E731
+    assert chat(gw).local_response is None  # (the group's value made, then taken)
+    gw.crossings.clear()
+    for _ in range(3):
+        assert chat(gw).local_response is None
+    assert used("g.k1", "quota_tpm") == 4 * WORST, "no credit taken"
+    assert gw.crossings["host:proxy_set_shared_data"] == 3, "each request takes the group"
+    alone = make_gateway(with_quotas(tpm | {"group": None}), shared_data=shared)
+    assert chat(alone).local_response is None
+    assert used("quota_tpm", "quota_tpm") == 17 * WORST, "alone, the token quota takes a credit"
+    assert alone.reconfigure(with_quotas(tpm | {"group": None, "limit": 3000 * WORST})) is True
+    assert used("quota_tpm", "quota_tpm") == WORST, "the credit given back with the new configuration"

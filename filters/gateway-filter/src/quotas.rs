@@ -375,12 +375,17 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], qk: &QuotaKeys, r: &
         }
         let back = take_deferred(group);
         let (over, taken) = loop {
-            let wants: Vec<Want<'_>> = members()
+            let mut wants: Vec<Want<'_>> = members()
                 .map(|i| {
                     let (q, a) = (&quotas[i], amount(&quotas[i], r, out));
                     Want { quota: q, next: &keys[i].1, amount: a, extra: credit_size(q, a, q.period(now).limit) }
                 })
                 .collect();
+            // Credits are spent for a whole group or not at all: none unless every quota of it
+            // gets one.
+            if wants.iter().any(|w| w.extra == 0) {
+                wants.iter_mut().for_each(|w| w.extra = 0);
+            }
             match take_group(host, group, &wants, now, epoch, down, &back) {
                 Err(e) => {
                     defer(back);
@@ -426,12 +431,15 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], qk: &QuotaKeys, r: &
             undo(host, quotas, &holds.holds, admitted(n), now, epoch);
             return Ok(Admission::Refused(Refusal { quota: q, limit: q.period(now).limit, retry_after: q.retry_after(now) }));
         }
+        // A credit a quota of the group could not take (it would have left less than half the
+        // limit) makes the others' of no use: they go back with the next write to the group.
+        let credited = taken.iter().all(|t| t.extra > 0);
         for (i, tollgate_wasm::quota_slot::Taken { slot, amount, period, extra }) in members().zip(taken) {
             let Some(q) = quotas.get(i) else { continue };
             // What is left after the request (the worker's credit, taken with it, is not spent).
             let remaining = slot.left(q.lease, period.limit).saturating_add(extra).min(period.limit);
             if extra > 0 {
-                keep_credit(qk, i, q, period, epoch, extra, remaining);
+                keep_credit(qk, i, q, period, epoch, extra, remaining, credited);
             }
             roomy &= note(qk, i, q, period, amount, epoch, remaining, now, &mut holds.holds, &mut requests, &mut tokens);
         }
@@ -504,13 +512,18 @@ fn note(qk: &QuotaKeys, i: usize, q: &QuotaDoc, period: quota::Period, amount: u
 
 /// Keeps the credit an admission took of quota `i` (`q`) beside the request (`extra`, in
 /// `period` and reservation epoch `epoch`; `left`: what the quota has left after the request).
-/// The quota's older credit, if any, is given back on the tick.
-fn keep_credit(qk: &QuotaKeys, i: usize, q: &QuotaDoc, period: quota::Period, epoch: u64, extra: u64, left: u64) {
+/// The quota's older credit, if any, is given back on the tick; so is this one unless `keep`.
+#[allow(clippy::too_many_arguments)]
+fn keep_credit(qk: &QuotaKeys, i: usize, q: &QuotaDoc, period: quota::Period, epoch: u64, extra: u64, left: u64, keep: bool) {
     let (id, group) = match qk.names.get(i) {
         Some((id, group)) => (id.clone(), group.clone()),
         None => (Rc::from(q.id.as_str()), q.group.as_deref().map(Rc::from)),
     };
     let credit = Credit { hold: Hold { id, metric: q.metric, window: period.window, reserved: extra, group, epoch }, left, limit: period.limit };
+    if !keep {
+        defer(vec![Change { back: extra, hold: credit.hold, add: 0 }]);
+        return;
+    }
     let old = CREDITS.with(|c| {
         let Ok(mut c) = c.try_borrow_mut() else { return Some(credit) };
         let old = c.iter().position(|k| Rc::ptr_eq(&k.hold.id, &credit.hold.id)).map(|at| c.swap_remove(at));
