@@ -310,3 +310,22 @@ def test_a_request_that_can_be_lowered_says_how_little_would_do_and_fits_what_is
     assert waiting.continued == [0] and waiting.local_response is None
     assert json.loads(bytes(waiting.request_body_buffer))["max_tokens"] == 40, "held, rewritten, then resumed"
     assert slot(shared, "quota_tpm")["used"] == 140
+
+
+def test_a_workers_credit_takes_at_most_a_quarter_of_the_envoys_lease(make_gateway):
+    """A credit on a leased quota (see the gateway's `quotas`) leaves three quarters of what is
+    left of the Envoy's lease to its other workers, so that they do not wait for a grant while
+    it lasts; with too little lease left for a request's worth, none is taken."""
+    rpm = RPM | {"limit": 100_000}
+    gw, shared = gateway_with(make_gateway, rpm)
+    window = NOW // 60
+    put_slot(shared, "quota_rpm", window, used=0, leased=41, free=90_000)
+    assert chat(gw).local_response is None
+    assert slot(shared, "quota_rpm")["used"] == 1 + 10, "the request and a credit of 40 / 4"
+    for _ in range(10):
+        assert chat(gw).local_response is None
+    assert slot(shared, "quota_rpm")["used"] == 11, "spent from the credit"
+    put_slot(shared, "quota_rpm", window, used=0, leased=4, free=90_000)
+    other = make_gateway(config_bytes(gateway_config(quotas=[rpm], model_prices=PRICES)), shared_data=shared, properties=NODE)
+    assert chat(other).local_response is None
+    assert slot(shared, "quota_rpm")["used"] == 1, "3 left of the lease: no credit"

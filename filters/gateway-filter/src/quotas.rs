@@ -25,13 +25,15 @@
 //! A worker's credit (a third level of leasing, after the authority's lease to the Envoy): an
 //! admission that takes a group with compare-and-swap also takes, for each of its quotas, a
 //! credit of [`CREDIT_REQUESTS`] requests' amounts, when that fits and leaves at least half the
-//! limit (at most a 64th of the limit; never for concurrency, nor for a limit under 256 of the
-//! request's amounts: those stay exact request by request). The worker's next requests to that group spend their credits in its memory, with
-//! no host call (the same window and reservation epoch; every quota of the group must have room);
-//! what is left of every credit is given back on the worker's next tick ([`flush`]). A credit
-//! counts as used in the slot until then, so nothing is ever counted short; the most a credit can
-//! refuse elsewhere is its own size, for at most a tick, and only while its quota has half its
-//! limit left.
+//! limit (at most a 64th of the limit and, of a lease, a quarter of what is left of it; for a
+//! whole group or not at all; never for concurrency, nor for a limit under 256 of the request's
+//! amounts: those stay exact request by request).
+//! The worker's next requests to that group spend their credits in its memory, with no host call
+//! (the same window, limit and reservation epoch; every quota of the group must have room); what
+//! is left of every credit is given back on the worker's next tick ([`flush`]). A credit counts as
+//! used in the slot until then, so nothing is ever counted short; the most a credit can refuse
+//! elsewhere is its own size, for at most a tick, and only while its quota has half its limit
+//! left.
 
 use std::cell::RefCell;
 use std::rc::Rc;

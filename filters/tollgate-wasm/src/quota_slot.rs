@@ -222,7 +222,8 @@ pub struct Want<'q> {
     pub next: &'q str,
     pub amount: u64,
     /// Taken besides `amount` when it fits and leaves at least half the quota's limit (see
-    /// [`Slot::left`]): a worker's credit for its next requests (0: none).
+    /// [`Slot::left`]): a worker's credit for its next requests (0: none). Of a leased quota, at
+    /// most a quarter of what is left of the Envoy's lease.
     pub extra: u64,
 }
 
@@ -231,7 +232,7 @@ pub struct Taken {
     pub slot: Slot,
     pub amount: u64,
     pub period: Period,
-    /// What was taken of `Want::extra`: all of it or nothing.
+    /// What was taken of `Want::extra` (0: nothing).
     pub extra: u64,
 }
 
@@ -274,13 +275,20 @@ pub fn take_group<H: Host>(host: &H, key: &str, wants: &[Want<'_>], now: u64, ep
                 s.hold(epoch, w.amount);
             }
             let mut extra = 0;
-            if w.extra > 0 {
+            // Of a lease, a credit takes at most a quarter of what is left of it (so that the
+            // Envoy's other workers do not wait for a grant while it lasts), and at least one
+            // request's amount.
+            let want = match cap {
+                Cap::Lease { .. } => w.extra.min(s.spare() / 4),
+                _ => w.extra,
+            };
+            if want > 0 && want >= w.amount {
                 let mut more = s;
-                if take(&mut more, i64::try_from(w.extra).unwrap_or(i64::MAX), cap) && more.left(q.lease, period.limit) >= period.limit / 2 {
+                if take(&mut more, i64::try_from(want).unwrap_or(i64::MAX), cap) && more.left(q.lease, period.limit) >= period.limit / 2 {
                     if q.metric.is_held() {
-                        more.hold(epoch, w.extra);
+                        more.hold(epoch, want);
                     }
-                    (s, extra) = (more, w.extra);
+                    (s, extra) = (more, want);
                 }
             }
             *slot = s;
