@@ -154,7 +154,10 @@ impl Meter {
     pub fn sent<H: Host>(&mut self, host: &H, headers: &Headers, now: Option<SystemTime>) {
         self.request_id = header_str(headers, "x-request-id").unwrap_or_default().to_owned();
         self.attempt = header_str(headers, "x-envoy-attempt-count").and_then(|v| v.parse::<u32>().ok()).unwrap_or(1).saturating_sub(1);
-        let admitted = (self.attempt == 0 && self.admitted_ns > 0).then(|| UNIX_EPOCH + std::time::Duration::from_nanos(self.admitted_ns));
+        let admitted = match (self.attempt, self.admitted_ns) {
+            (0, ns) if ns > 0 => UNIX_EPOCH.checked_add(std::time::Duration::from_nanos(ns)),
+            _ => None,
+        };
         self.started = now.or(admitted).or_else(|| host.now().ok()).or(Some(UNIX_EPOCH));
     }
 

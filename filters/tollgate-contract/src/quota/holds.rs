@@ -143,8 +143,8 @@ impl Hold {
 impl Holds {
     /// Appends the holds in a compact binary form (no JSON on the request path): a count and
     /// per hold its id, group, metric, window, reservation and epoch; a count and per header its
-    /// name and value; the body's length, the output limit, the tally and the admission's time. `None` when a count or a length
-    /// does not fit.
+    /// name and value; the body's length, the output limit, the tally and the admission's time.
+    /// `None` when a count or a length does not fit.
     pub fn encode_into(&self, out: &mut Vec<u8>) -> Option<()> {
         out.push(u8::try_from(self.holds.len()).ok()?);
         for h in &self.holds {
