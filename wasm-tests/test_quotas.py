@@ -398,12 +398,12 @@ def test_past_half_a_quota_a_reservation_is_given_back_at_once(make_gateway):
         assert slot() == 0, "given back at the end (4,100 of 6,000 taken: past half)"
 
 
-def answer_attempt(provider, down, prompt: int, completion: int):
+def answer_attempt(provider, down, prompt: int, completion: int, extra_headers=()):
     """The provider filter's attempt for gateway request `down`, answered with this usage."""
     props = provider_properties(deployment(), op=None)
     props.update(down.properties_set)
     up = provider.new_http_context(props)
-    up.request_headers(list(down.request_headers_map.pairs), end_of_stream=False)
+    up.request_headers(list(down.request_headers_map.pairs) + list(extra_headers), end_of_stream=False)
     up.send_request_body(bytes(down.request_body_forwarded))
     up.response_headers([(":status", "200"), ("content-type", "application/json")])
     usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
@@ -576,18 +576,11 @@ def test_a_first_attempt_starts_when_the_gateway_admitted_it_without_a_clock_rea
     clock = "host:proxy_get_current_time_nanoseconds"
 
     def attempt(count: int, starts: float, ends: float):
+        """Clock reads of attempt `count` until its answer has passed (its end reads one)."""
         provider.now = starts
-        props = provider_properties(deployment(), op=None)
-        props.update(down.properties_set)
-        up = provider.new_http_context(props)
         provider.crossings.clear()
-        up.request_headers(list(down.request_headers_map.pairs) + [("x-envoy-attempt-count", str(count))], end_of_stream=False)
-        up.send_request_body(bytes(down.request_body_forwarded))
+        up = answer_attempt(provider, down, 3, 2, extra_headers=[("x-envoy-attempt-count", str(count))])
         reads = provider.crossings[clock]
-        up.response_headers([(":status", "200"), ("content-type", "application/json")])
-        up.response_body(json.dumps({"id": "c", "object": "chat.completion", "created": 1, "model": "m", "choices": [],
-                                     "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}).encode(),
-                         end_of_stream=True)
         provider.now = ends
         up.finish()
         return reads
