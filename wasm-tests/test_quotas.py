@@ -31,11 +31,22 @@ def provider_on(make_provider, shared: SharedData):
     return provider
 
 
-def ticks(gw, n: int) -> None:
-    """`n` ticks of a gateway worker: a roomy request's usage is counted from the tally on the
-    first after it ended and written on the next; its reservation is given back on the second
-    and written on the third (or with an admission to its group, whichever comes first)."""
+# How many ticks a gateway worker waits for a tally write made after a request ended before it
+# gives the request's reservations back without one (`WAIT_TICKS` in the gateway's quotas.rs).
+WAIT_TICKS = 50
+
+
+def ticks(gw, n: int, provider=None) -> None:
+    """`n` ticks of a gateway worker, each after one of `provider`'s (the worker's provider VM,
+    which writes the tallies on its tick). A roomy request's usage is counted from the tally on
+    the first gateway tick after the provider wrote it, and written on the next; its reservation
+    is given back once a tick reads a write newer than the one the first tick after its end saw
+    (the second round here), and written on the tick after (or with an admission to its group,
+    whichever comes first). Without a write (no provider: its request never reached one), after
+    `WAIT_TICKS` ticks."""
     for _ in range(n):
+        if provider is not None:
+            provider.tick()
         gw.tick()
 
 
@@ -130,18 +141,21 @@ def test_tokens_reserve_the_worst_case_and_settle_to_the_usage(make_gateway, mak
     up.response_body(answer, end_of_stream=True)
     before = slot()
     # Two worst cases leave more than half the limit: the quota is roomy, and the attempt's usage
-    # goes to the gateway worker's tally (one blind write), not to the slot.
+    # goes to the gateway worker's tally (written on the provider's tick), not to the slot.
     assert decode_request_state(down.properties_set[REQUEST_STATE])["tally"] != 0
     provider.crossings.clear()
     up.finish()
     assert slot() == before
-    assert provider.crossings["host:proxy_set_shared_data"] == 1 and provider.crossings["host:proxy_get_shared_data"] == 0, dict(provider.crossings)
+    assert not [k for k in provider.crossings if "shared_data" in k], "counted in the provider's memory"
+    assert shared.value(tally_key(down)) is None
+    provider.tick()  # the tally written (one blind write), beside the tick's own reads
+    assert provider.crossings["host:proxy_set_shared_data"] == 1, dict(provider.crossings)
     tally = decode_tally(shared.value(tally_key(down)))
-    assert [(e["id"], e["used"]) for e in tally["entries"]] == [("quota_tpm", 19)]
+    assert [(e["id"], e["used"]) for e in tally["entries"]] == [("quota_tpm", 19)] and tally["seq"] == 1
     gw.crossings.clear()
     down.finish()
     # nothing is written when the request ends: the worker's tick reads the tally and counts its
-    # usage, and gives the reservation back a tick later (its usage surely read by then)
+    # usage, and gives the reservation back once it reads a newer write (its usage surely in it)
     assert slot() == before
     assert not [k for k in gw.crossings if k.startswith("host:") and k != "host:proxy_log"], dict(gw.crossings)
     assert gw.tick_period_ms == 100
@@ -150,9 +164,15 @@ def test_tokens_reserve_the_worst_case_and_settle_to_the_usage(make_gateway, mak
     gw.tick()
     assert slot() == before + 19
     gw.tick()
+    gw.tick()
+    assert slot() == before + 19, "no newer write of the tally: the reservation waits"
+    provider.tick()
+    assert decode_tally(shared.value(tally_key(down)))["seq"] == 2
+    gw.tick()
+    assert slot() == before + 19, "a newer write read: given back with the next admission or tick"
+    gw.tick()
     assert slot() == before + 19 - ((len(chat_body()) + 3) // 4 + 4096)
-    gw.tick()
-    gw.tick()
+    ticks(gw, 3, provider)
     assert slot() == before + 19 - ((len(chat_body()) + 3) // 4 + 4096), "counted once, given back once"
 
 
@@ -176,8 +196,10 @@ def test_a_reservation_kept_at_the_end_is_given_back_by_the_next_admission(make_
     assert first.local_response is None and second.local_response is None and slot() == 2 * WORST
     assert chat(gw).local_response.status == 429, "a third WORST case is over"
     first.finish()
-    ticks(gw, 2)
-    assert slot() == 2 * WORST, "kept by the worker (no usage came: its request never reached a provider)"
+    ticks(gw, WAIT_TICKS)
+    assert slot() == 2 * WORST, "kept by the worker (no tally write came: its request never reached a provider)"
+    gw.tick()  # the last tick of its wait: given back with the next admission or tick
+    assert slot() == 2 * WORST
     gw.crossings.clear()
     third = chat(gw)
     assert third.local_response is None, "the kept reservation was given back before the take"
@@ -186,7 +208,7 @@ def test_a_reservation_kept_at_the_end_is_given_back_by_the_next_admission(make_
     assert gw.crossings["host:proxy_set_shared_data"] == 1, dict(gw.crossings)
     second.finish()
     third.finish()
-    ticks(gw, 3)
+    ticks(gw, WAIT_TICKS + 2)
     assert slot() == 0
 
 
@@ -198,10 +220,10 @@ def test_reservations_of_one_quota_given_back_together_are_each_given_back_once(
     a, b, c = chat(gw), chat(gw), chat(gw)
     a.finish()
     b.finish()
-    ticks(gw, 3)
+    ticks(gw, WAIT_TICKS + 2)
     assert slot() == WORST, "the one still running"
     c.finish()
-    ticks(gw, 3)
+    ticks(gw, WAIT_TICKS + 2)
     assert slot() == 0
 
 
@@ -209,13 +231,13 @@ def test_a_refused_request_gives_back_what_the_worker_kept(make_gateway):
     [gw], slot = tpm_workers(make_gateway, 10000)
     first, second = chat(gw), chat(gw)
     first.finish()
-    ticks(gw, 2)
+    ticks(gw, WAIT_TICKS + 1)
     # a request bigger than what is left even with the kept reservation given back
     big = send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=9000))
     assert big.local_response.status == 429
     assert slot() == WORST, "refused, and the kept reservation given back all the same"
     second.finish()
-    ticks(gw, 3)
+    ticks(gw, WAIT_TICKS + 2)
     assert slot() == 0
 
 
@@ -264,7 +286,7 @@ def test_a_budget_reserves_at_the_dearest_price_and_settles_at_the_deployments(m
     before = slot()
     up.finish()
     down.finish()
-    ticks(gw, 3)
+    ticks(gw, 3, provider)
     assert slot() == before + 12 * 500 + 7 * 1000 - reserved, "the deployment's price, the reservation given back"
 
 
@@ -428,6 +450,7 @@ def test_usage_goes_through_the_tally_while_roomy_and_into_the_slot_past_half(ma
     assert decode_request_state(roomy.properties_set[REQUEST_STATE])["tally"] != 0
     answer_attempt(provider, roomy, 10, 5).finish()
     answer_attempt(provider, roomy, 1, 1).finish()  # a retry: both attempts count
+    provider.tick()
     first = decode_tally(shared.value(tally_key(roomy)))
     assert first["entries"][0]["used"] == 17
     roomy.finish()
@@ -441,41 +464,82 @@ def test_usage_goes_through_the_tally_while_roomy_and_into_the_slot_past_half(ma
     assert decode_tally(shared.value(tally_key(roomy)))["entries"][0]["used"] == 17, "not in the tally"
     tight.finish()
     assert slot() == WORST + 23, "its reservation given back at once"
-    ticks(gw, 3)
+    ticks(gw, 3, provider)
     assert slot() == 17 + 23, "the roomy request's usage counted, its reservation given back"
     # The provider's VM is made again: its tally starts from zero under a new instance.
     again = provider_on(make_provider, shared)
     r = chat(gw)
     answer_attempt(again, r, 2, 2).finish()
+    again.tick()
     after = decode_tally(shared.value(tally_key(r)))
     assert after["instance"] != first["instance"] and after["entries"][0]["used"] == 4
     r.finish()
-    ticks(gw, 3)
+    ticks(gw, 3, again)
     assert slot() == 17 + 23 + 4
+
+
+def test_the_provider_writes_a_tally_once_a_period_whatever_its_roots_and_stops_when_quiet(make_gateway, make_provider):
+    """The provider VM writes the tallies on its tick, not when an attempt ends: once a period
+    (at least 200 ms apart) however many of its roots (one per cluster) tick, and for 40 writes
+    after an attempt last ended on a tally (each lets the gateway give back what waited for a
+    write newer than its request's end); then not again until another attempt ends."""
+    shared = SharedData()
+    publish_keys(shared)
+    q = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": 10 * WORST}
+    gw = make_gateway(with_quotas(q), shared_data=shared)
+    provider = provider_on(make_provider, shared)
+    first_root = provider.root_id
+    provider.add_root(b"")  # another cluster's
+    down = chat(gw)
+    answer_attempt(provider, down, 3, 4).finish()
+    down.finish()
+    seq = lambda: decode_tally(shared.value(tally_key(down)))["seq"]  # noqa: E731
+    assert shared.value(tally_key(down)) is None, "nothing written when the attempt ends"
+    provider.tick()
+    assert seq() == 1
+    provider.tick(root_id=first_root)  # the other root's tick, at the same time
+    assert seq() == 1, "one write a period for the VM"
+    for _ in range(45):
+        provider.tick()
+    assert seq() == 40, "40 writes after the attempt, then none"
+    again = chat(gw)
+    answer_attempt(provider, again, 1, 1).finish()
+    provider.tick()
+    assert seq() == 41 and decode_tally(shared.value(tally_key(down)))["entries"][0]["used"] == 9
 
 
 def test_an_attempt_that_ends_after_its_request_still_counts_before_the_reservation_goes(make_gateway, make_provider):
     """A client that goes away: Envoy ends the gateway's stream first and the attempt's after it
-    (in the same pass of the event loop). The reservation waits for the tick after next, so the
-    attempt's usage, written to the tally after the request ended, is counted first: the slot
-    never counts less than the usage."""
+    (in the same pass of the event loop; here even after the gateway's next tick). The
+    reservation waits for a tally write newer than the one the first tick after the request's
+    end saw, so the attempt's usage, counted after the request ended, is counted first: the
+    slot never counts less than the usage, with no tally written yet and with one written
+    before."""
     shared = SharedData()
     publish_keys(shared)
     q = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": 10 * WORST}
     gw = make_gateway(with_quotas(q), shared_data=shared)
     provider = provider_on(make_provider, shared)
     slot = lambda: decode_slots(shared.value("tollgate.quota.quota_tpm"))["quota_tpm"]["used"]  # noqa: E731
-    down = chat(gw)
-    up = answer_attempt(provider, down, 300, 200)
-    down.finish()  # the request ends first
-    gw.tick()
-    up.finish()  # then its attempt, with its usage
-    seen = [slot()]
-    for _ in range(3):
+    total = 0
+    for prompt, completion in ((300, 200), (40, 2)):
+        down = chat(gw)
+        up = answer_attempt(provider, down, prompt, completion)
+        total += prompt + completion
+        down.finish()  # the request ends first
         gw.tick()
-        seen.append(slot())
-    assert all(s >= 500 for s in seen), f"never counted below the usage: {seen}"
-    assert seen[-1] == 500, seen
+        up.finish()  # then its attempt, with its usage
+        seen = [slot()]
+        for _ in range(5):
+            gw.tick()
+            seen.append(slot())
+        assert seen == [total - prompt - completion + WORST] * 6, f"no write since the end: the reservation waits: {seen}"
+        for _ in range(3):
+            provider.tick()
+            gw.tick()
+            seen.append(slot())
+        assert all(s >= total for s in seen), f"never counted below the usage: {seen}"
+        assert seen[-1] == total, seen
 
 
 def test_a_quota_that_fits_lowers_the_output_limit_instead_of_refusing(make_gateway):

@@ -281,10 +281,10 @@ def decode_request_state(state: bytes) -> dict:
 
 
 def decode_tally(value: bytes) -> dict:
-    """A usage tally (`tollgate_contract::quota::tally`): the writer's instance, then per quota
-    its id, group, window and usage."""
-    (instance,) = struct.unpack_from("<Q", value, 0)
-    i, entries = 8, []
+    """A usage tally (`tollgate_contract::quota::tally`): the writer's instance and write count,
+    then per quota its id, group, window and usage."""
+    instance, seq = struct.unpack_from("<QQ", value, 0)
+    i, entries = 16, []
 
     def text() -> str:
         nonlocal i
@@ -296,7 +296,7 @@ def decode_tally(value: bytes) -> dict:
         window, used = struct.unpack_from("<QQ", value, i)
         i += 16
         entries.append({"id": qid, "group": group, "window": window, "used": used})
-    return {"instance": instance, "entries": entries}
+    return {"instance": instance, "seq": seq, "entries": entries}
 
 
 def key_id_of(ctx) -> Optional[str]:

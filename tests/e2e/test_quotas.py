@@ -165,10 +165,12 @@ def test_a_budget_that_fits_is_spent_to_its_last_small_request(gw, mock):
             break
         answers.append(resp.json())
         # A sequential client whose requests land on both workers: while the budget has half
-        # left, a worker gives an ended request's reservation back with its next admission or
-        # its 100 ms tick, and until then it counts against the other worker (README
-        # "Quotas"); with four requests to the whole budget that could refuse the next one.
-        time.sleep(0.15)
+        # left, a worker gives an ended request's reservation back once its tick (every 100
+        # ms) reads a write of the usage tally (the provider filter's, every 250 ms) made after
+        # the request ended, with its next admission or tick (about 0.2 to 0.55 s, measured),
+        # and until then it counts against the other worker (README "Quotas"); with four
+        # requests to the whole budget that could refuse the next one.
+        time.sleep(0.8)
     assert statuses[-1] == 429, statuses
     sent = [r["json"]["max_tokens"] for r in mock.requests_to("/v1/chat/completions")]
     assert len(sent) == statuses.count(200)

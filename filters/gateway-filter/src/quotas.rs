@@ -12,11 +12,12 @@
 //! add, so each is a shared-data read (a VM entry to hand the value back) and a
 //! compare-and-swap, about 13,000 of Envoy's instructions (bench/crossing_costs.py). The
 //! provider filter adds each attempt's usage to this worker's tally
-//! (`tollgate_contract::quota::tally`, one blind write); the worker reads the tally on its tick
-//! ([`flush`], every [`FLUSH_PERIOD`]), and gives a request's reservations back only on the
-//! second tick after it ended, when its usage is surely in the tally read (every attempt of a
-//! request has ended, and written its usage, by the end of the event-loop pass its request
-//! ends in). Both are applied in the compare-and-swap of the worker's next admission to the same
+//! (`tollgate_contract::quota::tally`, in its memory, written with one blind write on its own
+//! tick); the worker reads the tally on its tick ([`flush`], every [`FLUSH_PERIOD`]), and gives
+//! a request's reservations back only when it reads a write of the tally newer than the one its
+//! first tick after the request's end read, which surely holds the request's usage (every
+//! attempt of a request has ended, and added its usage, by the end of the event-loop pass its
+//! request ends in); or, with no such write, after [`WAIT_TICKS`] ticks. Both are applied in the compare-and-swap of the worker's next admission to the same
 //! group, or on the next tick if none comes first. A reservation held a little longer only ever
 //! counts too much, never too little: no quota can be overspent by it. Concurrency is given
 //! back at once (a slot held late would refuse a request that fits); so is everything of a
@@ -163,12 +164,16 @@ fn credit_size(q: &QuotaDoc, amount: u64, limit: u64) -> u64 {
 /// A worker's credit on one quota: the quota's id, group, metric, window and reservation epoch
 /// as a hold has them, with what is left of the credit as its `reserved`, and what the quota had
 /// left as the worker last saw it, less what the credit has been spent on since (for the
-/// rate-limit headers), under the limit it was taken under (a schedule that changes the limit
-/// ends the credit).
+/// rate-limit headers), under the limit it was taken under; the quota's position in the
+/// configuration (credits end with it), and until when its period holds (the window's end, or
+/// a schedule's change of the limit: the credit ends there).
 struct Credit {
     hold: Hold,
     left: u64,
     limit: u64,
+    ends: Option<u64>,
+    quota: usize,
+    until: u64,
 }
 
 thread_local! {
@@ -177,9 +182,9 @@ thread_local! {
     static DEFERRED: RefCell<Vec<Change>> = RefCell::default();
     /// The worker's credits (see the module's documentation).
     static CREDITS: RefCell<Vec<Credit>> = RefCell::default();
-    /// Reservations of ended requests whose usage may not be in the tally yet, with the ticks
-    /// seen since they ended.
-    static AWAITING: RefCell<Vec<(Hold, u8)>> = RefCell::default();
+    /// Reservations of ended requests whose usage may not be in the tally yet, and what the
+    /// worker's ticks have seen of the tally since they ended.
+    static AWAITING: RefCell<Vec<(Hold, Wait)>> = RefCell::default();
     /// What this worker has counted of its tally.
     static SEEN: RefCell<tally::Seen> = RefCell::default();
     /// This worker's tally (random: a VM made again has a new one, so that a provider filter's
@@ -216,7 +221,37 @@ pub fn end<H: Host>(host: &H, holds: Vec<Hold>, roomy: Roomy) {
         let now: Vec<Hold> = holds.iter().filter(|h| !h.metric.is_tokens()).cloned().collect();
         release(host, &now, false);
     }
-    AWAITING.with(|a| a.borrow_mut().extend(holds.into_iter().filter(|h| h.metric.is_tokens() && h.reserved > 0).map(|h| (h, 0))));
+    AWAITING.with(|a| a.borrow_mut().extend(holds.into_iter().filter(|h| h.metric.is_tokens() && h.reserved > 0).map(|h| (h, Wait::Ended))));
+}
+
+/// Where a reservation waiting for its request's usage is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// No tick since its request ended.
+    Ended,
+    /// The tally (its writer and seq; `None`: none could be read) at the first tick after the
+    /// end, and the ticks since.
+    Saw(Option<(u64, u64)>, u16),
+}
+
+/// The most ticks a reservation waits for a tally write made after its request ended (its
+/// provider VM gone, or a request that never reached one while the provider is idle): then it
+/// is given back without.
+const WAIT_TICKS: u16 = 50;
+
+impl Wait {
+    /// The wait after a tick that read `now`: `None` when it is over (a write of the same writer
+    /// newer than the one seen after the end, or the first write made since none could be read,
+    /// holds the request's usage; or it has waited [`WAIT_TICKS`]).
+    fn after(self, now: Option<(u64, u64)>) -> Option<Self> {
+        match (self, now) {
+            (Self::Ended, _) => Some(Self::Saw(now, 0)),
+            (Self::Saw(None, _), Some(_)) => None,
+            (Self::Saw(Some((writer, seq)), _), Some((w, s))) if w == writer && s != seq => None,
+            (Self::Saw(_, n), _) if n.saturating_add(1) >= WAIT_TICKS => None,
+            (Self::Saw(seen, n), _) => Some(Self::Saw(seen, n + 1)),
+        }
+    }
 }
 
 /// The worker's tick: writes what no admission has written since the last tick (those that
@@ -242,32 +277,39 @@ fn collect<H: Host>(host: &H) {
     if AWAITING.with(|a| a.borrow().is_empty()) {
         return;
     }
-    match host.shared_data(&tally::tally_key(tally_id())) {
+    let seen = match host.shared_data(&tally::tally_key(tally_id())) {
         Ok((Some(bytes), _)) => match Tally::decode(&bytes) {
             Some(t) => {
                 let grew = SEEN.with(|s| s.borrow_mut().fold(&t));
                 defer(grew.into_iter().map(|(hold, add)| Change { hold, back: 0, add }).collect());
+                Some((t.instance, t.seq))
             }
-            None => log::warn!("gateway filter: the usage tally could not be read; reservations are given back without it"),
+            None => {
+                log::warn!("gateway filter: the usage tally could not be read; reservations wait for the next write");
+                None
+            }
         },
-        // Nothing written yet: no attempt has ended with usage.
-        Ok((None, _)) => {}
+        // Nothing written yet.
+        Ok((None, _)) => None,
         Err(e) => {
             log::warn!("gateway filter: could not read the usage tally ({e}); trying again on the next tick");
             return;
         }
-    }
+    };
     let ripe: Vec<Change> = AWAITING.with(|a| {
         let mut a = a.borrow_mut();
         let mut ripe = Vec::new();
         let mut i = 0;
-        while let Some((_, ticks)) = a.get_mut(i) {
-            if *ticks == 0 {
-                *ticks = 1;
-                i += 1;
-            } else {
-                let (hold, _) = a.swap_remove(i);
-                ripe.push(Change { back: hold.reserved, hold, add: 0 });
+        while let Some((_, wait)) = a.get_mut(i) {
+            match wait.after(seen) {
+                Some(w) => {
+                    *wait = w;
+                    i += 1;
+                }
+                None => {
+                    let (hold, _) = a.swap_remove(i);
+                    ripe.push(Change { back: hold.reserved, hold, add: 0 });
+                }
             }
         }
         ripe
@@ -441,7 +483,7 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], qk: &QuotaKeys, r: &
             // What is left after the request (the worker's credit, taken with it, is not spent).
             let remaining = slot.left(q.lease, period.limit).saturating_add(extra).min(period.limit);
             if extra > 0 {
-                keep_credit(qk, i, q, period, epoch, extra, remaining, credited);
+                keep_credit(qk, i, q, period, now, epoch, extra, remaining, credited);
             }
             roomy &= note(qk, i, q, period, amount, epoch, remaining, now, &mut holds.holds, &mut requests, &mut tokens);
         }
@@ -516,12 +558,13 @@ fn note(qk: &QuotaKeys, i: usize, q: &QuotaDoc, period: quota::Period, amount: u
 /// `period` and reservation epoch `epoch`; `left`: what the quota has left after the request).
 /// The quota's older credit, if any, is given back on the tick; so is this one unless `keep`.
 #[allow(clippy::too_many_arguments)]
-fn keep_credit(qk: &QuotaKeys, i: usize, q: &QuotaDoc, period: quota::Period, epoch: u64, extra: u64, left: u64, keep: bool) {
+fn keep_credit(qk: &QuotaKeys, i: usize, q: &QuotaDoc, period: quota::Period, now: u64, epoch: u64, extra: u64, left: u64, keep: bool) {
     let (id, group) = match qk.names.get(i) {
         Some((id, group)) => (id.clone(), group.clone()),
         None => (Rc::from(q.id.as_str()), q.group.as_deref().map(Rc::from)),
     };
-    let credit = Credit { hold: Hold { id, metric: q.metric, window: period.window, reserved: extra, group, epoch }, left, limit: period.limit };
+    let until = q.period_until(now);
+    let credit = Credit { hold: Hold { id, metric: q.metric, window: period.window, reserved: extra, group, epoch }, left, limit: period.limit, ends: period.ends, quota: i, until };
     if !keep {
         defer(vec![Change { back: extra, hold: credit.hold, add: 0 }]);
         return;
@@ -551,24 +594,23 @@ fn spend_credits(qk: &QuotaKeys, quotas: &[QuotaDoc], members: impl Iterator<Ite
         if c.is_empty() {
             return None;
         }
-        // Each member's quota, credit, period and amount.
-        let mut found: [(usize, usize, Option<quota::Period>, u64); CREDIT_GROUP_MAX] = [(0, 0, None, 0); CREDIT_GROUP_MAX];
+        // Each member's credit (one of this configuration's, its period still on) and amount.
+        let mut found: [(usize, u64); CREDIT_GROUP_MAX] = [(0, 0); CREDIT_GROUP_MAX];
         let mut n = 0;
         for i in members {
-            let (q, (id, _)) = (quotas.get(i)?, qk.names.get(i)?);
-            let period = q.period(r.now);
-            let a = amount(q, r, out);
-            let at = c.iter().position(|k| Rc::ptr_eq(&k.hold.id, id) && k.hold.window == period.window && k.limit == period.limit && k.hold.epoch == epoch && k.hold.reserved >= a)?;
-            let slot = found.get_mut(n)?;
-            *slot = (i, at, Some(period), a);
+            let a = amount(quotas.get(i)?, r, out);
+            let at = c.iter().position(|k| k.quota == i && r.now < k.until && k.hold.epoch == epoch && k.hold.reserved >= a)?;
+            *found.get_mut(n)? = (at, a);
             n += 1;
         }
         let mut roomy = true;
-        for &(i, at, period, a) in found.get(..n).unwrap_or_default() {
-            let (Some(q), Some(k), Some(period)) = (quotas.get(i), c.get_mut(at), period) else { continue };
+        for &(at, a) in found.get(..n).unwrap_or_default() {
+            let Some(k) = c.get_mut(at) else { continue };
+            let Some(q) = quotas.get(k.quota) else { continue };
             k.hold.reserved -= a;
             k.left = k.left.saturating_sub(a);
-            roomy &= note(qk, i, q, period, a, epoch, k.left, r.now, holds, requests, tokens);
+            let period = quota::Period { window: k.hold.window, limit: k.limit, ends: k.ends };
+            roomy &= note(qk, k.quota, q, period, a, epoch, k.left, r.now, holds, requests, tokens);
         }
         Some(roomy)
     })

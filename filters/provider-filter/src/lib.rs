@@ -136,6 +136,7 @@ impl Plugin for ProviderPlugin {
         if let Ok(mut outbox) = self.outbox.try_borrow_mut() {
             outbox.flush(host);
         }
+        quotas::flush(host);
     }
 }
 
@@ -659,9 +660,9 @@ impl HttpFilter for ProviderHttp {
                 _ => 0,
             };
             // While the request's quotas are roomy, the usage goes to the gateway worker's tally
-            // (one write); else it is settled in the slots, one read and one compare-and-swap
-            // per group.
-            if holds.tally == 0 || !quotas::tally(host, holds.tally, &holds.holds, used) {
+            // (in this VM's memory, written on the tick); else it is settled in the slots, one
+            // read and one compare-and-swap per group.
+            if holds.tally == 0 || !quotas::tally(holds.tally, &holds.holds, used) {
                 for (h, e) in tollgate_wasm::quota_slot::adjust(host, &holds.holds, |h| (0, used(h))) {
                     log::warn!("provider filter: could not count tokens against quota {} ({e})", h.id);
                 }

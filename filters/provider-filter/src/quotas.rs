@@ -127,12 +127,33 @@ fn release<H: Host>(host: &H, held: &[Hold]) {
 /// than one only while a new gateway module takes over from an old one).
 const TALLIES: usize = 4;
 
-/// The tallies a VM writes (id, shared-data key, totals), most recently written last, and the
-/// buffer they are written from.
-type Written = (Vec<(u64, String, Tally)>, Vec<u8>);
+/// One gateway worker's tally as this VM keeps it: the gateway's id, the shared-data key, the
+/// totals, whether they changed since the last write, and the writes since they last did.
+struct Kept {
+    id: u64,
+    key: String,
+    tally: Tally,
+    dirty: bool,
+    quiet: u32,
+}
+
+/// The tallies a VM writes, most recently added to last, and the buffer they are written from.
+type Written = (Vec<Kept>, Vec<u8>);
+
+/// How many times a tally is written after a request last ended on it (see [`flush`]): each
+/// write lets its gateway give back what waited for one made after its request ended; past
+/// this (at least 8 s), a reservation that waits is given back without, after its gateway's
+/// own wait.
+const QUIET_WRITES: u32 = 40;
+
+/// The least time between two writes of the tallies: the VM's root contexts (one per cluster
+/// the filter is on) each tick, and one write a period is enough.
+const FLUSH_EVERY_NS: u64 = 200_000_000;
 
 thread_local! {
     static WRITTEN: RefCell<Written> = RefCell::default();
+    /// When this VM last wrote its tallies (Unix nanoseconds).
+    static FLUSHED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     /// This VM's instance in its tallies (see `tollgate_contract::quota::tally`).
     static INSTANCE: u64 = {
         use std::hash::BuildHasher;
@@ -140,46 +161,69 @@ thread_local! {
     };
 }
 
-/// Adds an attempt's usage of `holds` (`used(hold)`) to gateway tally `id` and writes it (one
-/// blind write); `false` when it could not be written (nothing was counted: the caller settles
-/// in the slots instead).
-pub fn tally<H: Host>(host: &H, id: u64, holds: &[Hold], used: impl Fn(&Hold) -> u64) -> bool {
+/// Adds an attempt's usage of `holds` (`used(hold)`) to gateway tally `id`, in this VM's memory:
+/// no host call (the tally is written on the tick, [`flush`]); `false` when it could not be
+/// counted (the caller settles in the slots instead).
+pub fn tally(id: u64, holds: &[Hold], used: impl Fn(&Hold) -> u64) -> bool {
     WRITTEN.with(|w| {
         let Ok(mut w) = w.try_borrow_mut() else { return false };
-        let (tallies, buf) = &mut *w;
-        let at = match tallies.iter().position(|(t, _, _)| *t == id) {
+        let (tallies, _) = &mut *w;
+        let at = match tallies.iter().position(|k| k.id == id) {
             Some(i) => i,
             None => {
                 if tallies.len() >= TALLIES {
                     tallies.remove(0);
                 }
-                tallies.push((id, tally_key(id), Tally::new(INSTANCE.with(|i| *i))));
+                tallies.push(Kept { id, key: tally_key(id), tally: Tally::new(INSTANCE.with(|i| *i)), dirty: false, quiet: 0 });
                 tallies.len() - 1
             }
         };
-        let Some((_, key, current)) = tallies.get_mut(at) else { return false };
-        current.make_room(holds.len());
-        let mut changed = false;
+        let Some(kept) = tallies.get_mut(at) else { return false };
+        kept.tally.make_room(holds.len());
         for h in holds {
-            changed |= current.add(h, used(h));
+            kept.dirty |= kept.tally.add(h, used(h));
         }
-        if !changed {
-            return true;
-        }
-        let written = current.encode_into(buf).map(|()| host.set_shared_data(key, buf, None));
-        if !matches!(written, Some(Ok(()))) {
-            if let Some(Err(e)) = written {
-                log::warn!("provider filter: could not write the usage tally ({e}); settling in the slots");
-            }
-            for h in holds {
-                current.take_back(h, used(h));
-            }
-            return false;
-        }
+        // Its gateway waits for a write after this request's end, changed or not.
+        kept.quiet = 0;
         if at + 1 != tallies.len() {
             let entry = tallies.remove(at);
             tallies.push(entry);
         }
         true
+    })
+}
+
+/// The provider's tick: writes each tally (one blind write, with the next seq) that changed or
+/// that a request ended on within the last [`QUIET_WRITES`] writes, so that its gateway reads a
+/// write made after every request it waits on; at most once every [`FLUSH_EVERY_NS`] for the VM
+/// (a clock read on each root's tick). A write that fails is tried again on the next tick (what
+/// it would have counted stays in the totals).
+pub fn flush<H: Host>(host: &H) {
+    WRITTEN.with(|w| {
+        let Ok(mut w) = w.try_borrow_mut() else { return };
+        let (tallies, buf) = &mut *w;
+        if !tallies.iter().any(|k| k.dirty || k.quiet < QUIET_WRITES) {
+            return;
+        }
+        let Ok(now) = host.now() else { return };
+        let now = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        // (A clock that went back writes at once.)
+        let last = FLUSHED.with(|f| f.get());
+        if now >= last && now < last.saturating_add(FLUSH_EVERY_NS) {
+            return;
+        }
+        FLUSHED.with(|f| f.set(now));
+        for kept in tallies.iter_mut().filter(|k| k.dirty || k.quiet < QUIET_WRITES) {
+            kept.tally.seq = kept.tally.seq.wrapping_add(1);
+            let written = kept.tally.encode_into(buf).map(|()| host.set_shared_data(&kept.key, buf, None));
+            match written {
+                Some(Ok(())) => {
+                    kept.dirty = false;
+                    kept.quiet = kept.quiet.saturating_add(1);
+                }
+                Some(Err(e)) => log::warn!("provider filter: could not write the usage tally ({e}); trying again on the next tick"),
+                None => log::warn!("provider filter: the usage tally could not be encoded"),
+            }
+        }
     })
 }

@@ -102,24 +102,31 @@ thread_local! {
     static RECENT: std::cell::RefCell<(Vec<Rc<str>>, usize)> = const { std::cell::RefCell::new((Vec::new(), 0)) };
 }
 
-/// `text` as an `Rc<str>`: one of the recent ones when it is the same, else a new one kept in
-/// their place (the oldest goes).
-fn interned(text: &str) -> Rc<str> {
+/// A text's bytes as an `Rc<str>`: one of the recent ones when they are the same bytes (no UTF-8
+/// check: that text was checked when it was made, about 300 wasm instructions a hold saved),
+/// else a new one, checked, kept in their place (the oldest goes); `None`: not UTF-8.
+fn interned(bytes: &[u8]) -> Option<Rc<str>> {
     RECENT.with(|r| {
-        let Ok(mut r) = r.try_borrow_mut() else { return Rc::from(text) };
+        let Ok(mut r) = r.try_borrow_mut() else { return std::str::from_utf8(bytes).ok().map(Rc::from) };
         let (recent, next) = &mut *r;
-        if let Some(hit) = recent.iter().find(|t| crate::bytes::same_str(t, text)) {
-            return hit.clone();
+        if let Some(hit) = recent.iter().find(|t| crate::bytes::same(t.as_bytes(), bytes)) {
+            return Some(hit.clone());
         }
-        let made: Rc<str> = Rc::from(text);
+        let made: Rc<str> = Rc::from(std::str::from_utf8(bytes).ok()?);
         if recent.len() < INTERNED {
             recent.push(made.clone());
         } else if let Some(slot) = recent.get_mut(*next % INTERNED) {
             *slot = made.clone();
             *next = next.wrapping_add(1);
         }
-        made
+        Some(made)
     })
+}
+
+/// A length-prefixed text's bytes (not checked as UTF-8).
+fn take_bytes<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let len = take(b, 2)?;
+    take(b, usize::from(u16::from_le_bytes([len[0], len[1]])))
 }
 
 pub(super) fn take_u64(b: &mut &[u8]) -> Option<u64> {
@@ -171,8 +178,11 @@ impl Holds {
         let n = take(b, 1)?[0];
         let mut holds = Vec::with_capacity(usize::from(n));
         for _ in 0..n {
-            let id = interned(take_text(b)?);
-            let group = Some(take_text(b)?).filter(|g| !g.is_empty()).map(interned);
+            let id = interned(take_bytes(b)?)?;
+            let group = match take_bytes(b)? {
+                [] => None,
+                g => Some(interned(g)?),
+            };
             let metric = Metric::from_code(take(b, 1)?[0])?;
             holds.push(Hold { id, metric, window: take_u64(b)?, reserved: take_u64(b)?, group, epoch: take_u64(b)? });
         }

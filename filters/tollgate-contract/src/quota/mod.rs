@@ -184,6 +184,13 @@ impl QuotaDoc {
         Period { window: self.window(now), limit, ends: self.resets_in(now).map(|s| now.saturating_add(s)) }
     }
 
+    /// Until when (Unix seconds, exclusive) the period `now` falls in holds: its window and its
+    /// limit (`u64::MAX`: for good).
+    pub fn period_until(&self, now: u64) -> u64 {
+        let next_limit = self.limits.get(self.limits.partition_point(|(from, _)| *from <= now)).map_or(u64::MAX, |l| l.0);
+        self.period(now).ends.unwrap_or(u64::MAX).min(next_limit)
+    }
+
     /// The `retry-after` of a refusal at `now`: the rest of the window (1 s for concurrency,
     /// 60 s without windows).
     pub fn retry_after(&self, now: u64) -> u64 {

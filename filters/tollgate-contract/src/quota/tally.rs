@@ -5,17 +5,23 @@
 //! compare-and-swap, about 13,000 of Envoy's instructions a request. Instead, while a request's
 //! quotas are roomy (see the gateway's `Roomy`), the gateway names its worker's tally in the
 //! request's holds ([`super::Holds::tally`]) and the provider filter of the same worker adds the
-//! attempt's usage to that tally's running totals, kept in its memory and written whole with one
-//! blind write (no read, no compare-and-swap: the provider of that worker is its only writer).
-//! The gateway reads the tally on its tick, counts what grew since it last looked
-//! ([`Seen::fold`]) and only then gives the requests' reservations back: a reservation stays
-//! counted until its usage is, so no quota is ever counted short for it (it is counted long, by
-//! the reservation, for up to two ticks).
+//! attempt's usage to that tally's running totals, kept in its memory, and writes them whole on
+//! its tick with one blind write (no read, no compare-and-swap: the provider of that worker is
+//! its only writer; no host call at all when an attempt ends). Each write carries the next
+//! [`Tally::seq`]. The gateway reads the tally on its tick, counts what grew since it last looked
+//! ([`Seen::fold`]) and gives a request's reservations back only once it reads a write made
+//! after the request ended: at its first tick after the end it notes the tally's writer and seq,
+//! and the reservation goes when a later tick reads a higher seq of that writer (every attempt of
+//! a request has ended, and added its usage to the provider's totals, by the end of the
+//! event-loop pass the request ends in; the worker's VMs share one thread, so a write made after
+//! that tick's read holds it). A reservation stays counted until its usage is, so no quota is
+//! ever counted short for it (it is counted long, by the reservation, for a few ticks of both
+//! filters).
 //!
 //! Layout: the writer's instance (a random number a provider VM draws when it starts: a new VM
-//! starts its totals from zero), then per quota slot the quota's id and group, the window and the
-//! usage counted in it. Only the newest window of each quota is kept: usage for a window that is
-//! over would not be counted anyway (its slot has moved on).
+//! starts its totals from zero), its write count, then per quota slot the quota's id and group,
+//! the window and the usage counted in it. Only the newest window of each quota is kept: usage
+//! for a window that is over would not be counted anyway (its slot has moved on).
 
 use super::holds::{put_text, take_text, take_u64};
 use crate::bytes::same_str;
@@ -42,6 +48,8 @@ pub struct Entry {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
     pub instance: u64,
+    /// How many times the writer has written it (each write one more).
+    pub seq: u64,
     pub entries: Vec<Entry>,
 }
 
@@ -53,7 +61,7 @@ pub const TALLY_ENTRIES: usize = 256;
 
 impl Tally {
     pub fn new(instance: u64) -> Self {
-        Self { instance, entries: Vec::new() }
+        Self { instance, seq: 0, entries: Vec::new() }
     }
 
     /// Counts `used` of hold `h`'s quota in `h`'s window; `false` when nothing changed (nothing
@@ -96,6 +104,7 @@ impl Tally {
     pub fn encode_into(&self, out: &mut Vec<u8>) -> Option<()> {
         out.clear();
         out.extend_from_slice(&self.instance.to_le_bytes());
+        out.extend_from_slice(&self.seq.to_le_bytes());
         for e in &self.entries {
             put_text(out, &e.id)?;
             put_text(out, e.group.as_deref().unwrap_or(""))?;
@@ -115,14 +124,14 @@ impl Tally {
     /// The inverse of [`Tally::encode_into`], all of `bytes` or nothing.
     pub fn decode(mut bytes: &[u8]) -> Option<Self> {
         let b = &mut bytes;
-        let instance = take_u64(b)?;
+        let (instance, seq) = (take_u64(b)?, take_u64(b)?);
         let mut entries = Vec::new();
         while !b.is_empty() {
             let id = take_text(b)?.to_owned();
             let group = Some(take_text(b)?.to_owned()).filter(|g| !g.is_empty());
             entries.push(Entry { id, group, window: take_u64(b)?, used: take_u64(b)? });
         }
-        Some(Self { instance, entries })
+        Some(Self { instance, seq, entries })
     }
 }
 
@@ -218,6 +227,8 @@ mod tests {
         assert_eq!(Tally::decode(&bytes), Some(t.clone()));
         assert_eq!(Tally::decode(&bytes[..bytes.len() - 1]), None);
         assert_eq!(Tally::decode(&[1, 2, 3]), None);
+        t.seq = 9;
+        assert_eq!(Tally::decode(&t.encode().unwrap()).map(|d| d.seq), Some(9));
         let mut ungrouped = Tally::new(1);
         ungrouped.add(&Hold { group: None, ..hold("q", 1) }, 3);
         assert_eq!(Tally::decode(&ungrouped.encode().unwrap()), Some(ungrouped));
@@ -263,7 +274,7 @@ mod tests {
         fresh.add(&hold("budget", 0), 30);
         let got: Vec<(String, u64)> = seen.fold(&fresh).into_iter().map(|(h, n)| (h.id.to_string(), n)).collect();
         assert_eq!(got, vec![("budget".into(), 30)]);
-        let (h, _) = seen.fold(&Tally { instance: 8, entries: vec![Entry { used: 31, ..fresh.entries[0].clone() }] }).remove(0);
+        let (h, _) = seen.fold(&Tally { instance: 8, seq: 2, entries: vec![Entry { used: 31, ..fresh.entries[0].clone() }] }).remove(0);
         assert_eq!((h.group.as_deref(), h.reserved), (Some("k1"), 0));
     }
 
