@@ -659,36 +659,38 @@ def test_a_first_attempt_starts_when_the_gateway_admitted_it_without_a_clock_rea
 
 
 def test_a_worker_spends_its_credit_with_no_host_call_and_gives_back_the_rest_on_its_tick(make_gateway):
-    """While a quota is roomy, an admission that takes its group also takes a credit of 16
-    requests' amounts; the worker's next requests spend it in its memory (no shared-data write),
-    and what is left of it is given back on the worker's tick: the slot always counts every
-    reservation, and after the tick exactly them."""
+    """While a quota is roomy, an admission that takes its group also takes a credit of 64
+    requests' amounts (at most a 64th of the limit); the worker's next requests spend it in its
+    memory (no shared-data write), and what is left of it is given back on the worker's tick:
+    the slot always counts every reservation, and after the tick exactly them."""
     shared = SharedData()
     publish_keys(shared)
-    q = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": 2000 * WORST}
+    credit = 64  # CREDIT_REQUESTS in the gateway's quotas.rs
+    limit = 64 * credit
+    q = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": limit * WORST}
     gw = make_gateway(with_quotas(q), shared_data=shared)
     slot = lambda: decode_slots(shared.value("tollgate.quota.quota_tpm"))["quota_tpm"]["used"]  # noqa: E731
     first = chat(gw)
     assert first.local_response is None
-    assert slot() == 17 * WORST, "the request's reservation and the worker's credit"
+    assert slot() == (1 + credit) * WORST, "the request's reservation and the worker's credit"
     gw.crossings.clear()
-    spent = [chat(gw) for _ in range(16)]
+    spent = [chat(gw) for _ in range(credit)]
     assert all(c.local_response is None for c in spent)
     assert gw.crossings["host:proxy_set_shared_data"] == 0, dict(gw.crossings)
     # One read a request: the key table's version (written empty), as for a key with no quota.
-    assert gw.crossings["host:proxy_get_shared_data"] == 16, dict(gw.crossings)
-    assert slot() == 17 * WORST, "spent from the credit"
+    assert gw.crossings["host:proxy_get_shared_data"] == credit, dict(gw.crossings)
+    assert slot() == (1 + credit) * WORST, "spent from the credit"
     states = [decode_request_state(c.properties_set[REQUEST_STATE]) for c in (first, spent[0], spent[-1])]
     assert all(s["holds"][0]["reserved"] == WORST for s in states)
     remaining = [int(dict(s["headers"])["x-ratelimit-remaining-tokens"]) for s in states]
-    assert remaining == [1999 * WORST, 1998 * WORST, 1983 * WORST], "the headers count down as the credit is spent"
+    assert remaining == [(limit - n) * WORST for n in (1, 2, 1 + credit)], "the headers count down as the credit is spent"
     assert all(s["tally"] != 0 for s in states), "roomy: usage through the tally"
     gw.crossings.clear()
     again = chat(gw)  # the credit is spent: the group is taken again, with a new credit
     assert again.local_response is None and gw.crossings["host:proxy_set_shared_data"] == 1
-    assert slot() == 34 * WORST
+    assert slot() == 2 * (1 + credit) * WORST
     gw.tick()
-    assert slot() == 18 * WORST, "the rest of the credit given back: the 18 reservations"
+    assert slot() == (2 + credit) * WORST, "the rest of the credit given back: the reservations"
     gw.crossings.clear()
     chat(gw)
     assert gw.crossings["host:proxy_set_shared_data"] == 1, "no credit after the tick: taken again"
@@ -730,7 +732,7 @@ def test_no_credit_for_a_group_with_a_quota_that_gets_none_and_credits_go_back_w
     shared = SharedData()
     publish_keys(shared)
     conc = {"id": "quota_conc", "metric": "concurrency", "limit": 100, "group": "k1"}
-    tpm = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": 2000 * WORST, "group": "k1"}
+    tpm = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": 4096 * WORST, "group": "k1"}
     gw = make_gateway(with_quotas(conc, tpm), shared_data=shared)
     used = lambda key, q: decode_slots(shared.value(f"tollgate.quota.{key}"))[q]["used"]  # noqa: E731
     assert chat(gw).local_response is None  # (the group's value made, then taken)
@@ -741,6 +743,6 @@ def test_no_credit_for_a_group_with_a_quota_that_gets_none_and_credits_go_back_w
     assert gw.crossings["host:proxy_set_shared_data"] == 3, "each request takes the group"
     alone = make_gateway(with_quotas(tpm | {"group": None}), shared_data=shared)
     assert chat(alone).local_response is None
-    assert used("quota_tpm", "quota_tpm") == 17 * WORST, "alone, the token quota takes a credit"
-    assert alone.reconfigure(with_quotas(tpm | {"group": None, "limit": 3000 * WORST})) is True
+    assert used("quota_tpm", "quota_tpm") == 65 * WORST, "alone, the token quota takes a credit (of 64 requests)"
+    assert alone.reconfigure(with_quotas(tpm | {"group": None, "limit": 6000 * WORST})) is True
     assert used("quota_tpm", "quota_tpm") == WORST, "the credit given back with the new configuration"

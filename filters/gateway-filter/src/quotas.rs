@@ -147,7 +147,7 @@ pub const FLUSH_PERIOD: Duration = Duration::from_millis(100);
 const AWAITING_MAX: usize = 16_384;
 
 /// How many requests' amounts a worker's credit on a quota is (see the module's documentation).
-pub const CREDIT_REQUESTS: u64 = 16;
+pub const CREDIT_REQUESTS: u64 = 64;
 
 /// What a worker's credit on quota `q` is for a request taking `amount` of limit `limit`: at
 /// most a 64th of the limit, and none when that is less than four requests' amounts (a quota
