@@ -64,7 +64,20 @@ pub fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
-    use super::{same, text};
+    use super::{decimal, same, text};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any number, in a buffer long enough or too short (its lowest digits), as `to_string`.
+        #[test]
+        fn decimal_is_to_string(n in any::<u64>(), len in 0usize..24) {
+            let s = n.to_string();
+            let mut long = [0u8; 24];
+            prop_assert_eq!(decimal(n, &mut long), s.as_bytes());
+            let mut short = vec![0u8; len];
+            prop_assert_eq!(decimal(n, &mut short), &s.as_bytes()[s.len().saturating_sub(len)..]);
+        }
+    }
 
     #[test]
     fn text_replaces_only_what_is_not_utf8() {

@@ -162,7 +162,7 @@ fn anthropic_headers_reset_at_a_time() {
 
 #[test]
 fn decimals() {
-    for n in [0, 7, 10, 59, 1_000_000, u64::MAX] {
+    for n in [0, 7, 10, 59, 99, 100, 101, 999, 1_000_000, u64::MAX] {
         assert_eq!(crate::bytes::decimal(n, &mut [0u8; 24]), n.to_string().as_bytes());
     }
     let h = RateLimits { requests: Some((u64::MAX, 0, Some(u64::MAX))), ..Default::default() }.headers();
