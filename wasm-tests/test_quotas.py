@@ -227,6 +227,27 @@ def test_reservations_of_one_quota_given_back_together_are_each_given_back_once(
     assert slot() == 0
 
 
+def test_what_ended_requests_give_back_late_is_kept_one_change_per_slot(make_gateway):
+    """A worker adds up what its ended requests give back late per quota slot (window,
+    reservation epoch and kind), not per request: the admission that writes thirty requests'
+    give-backs applies one change, and costs about what the one that writes one request's
+    does; each is given back exactly once."""
+    def admission_after(n: int) -> tuple[int, int]:
+        [gw], slot = tpm_workers(make_gateway, 64 * WORST)  # no credit (a 64th is one request)
+        held = [chat(gw) for _ in range(n)]
+        for r in held:
+            r.finish()
+        ticks(gw, WAIT_TICKS + 1)  # no provider: given back after the wait, to be written next
+        assert slot() == n * WORST
+        gw.crossings.clear()
+        assert chat(gw).local_response is None
+        return gw.crossings["fuel@proxy_on_request_body"], slot()
+
+    (one, slot_one), (thirty, slot_thirty) = admission_after(1), admission_after(30)
+    assert slot_one == slot_thirty == WORST, "each given back once, the new request's taken"
+    assert thirty - one < 1_000, (one, thirty)
+
+
 def test_a_refused_request_gives_back_what_the_worker_kept(make_gateway):
     [gw], slot = tpm_workers(make_gateway, 10000)
     first, second = chat(gw), chat(gw)

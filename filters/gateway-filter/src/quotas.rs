@@ -323,12 +323,40 @@ fn give_back_credits() {
     defer(credits.into_iter().filter(|c| c.hold.reserved > 0).map(|c| Change { back: c.hold.reserved, hold: c.hold, add: 0 }).collect());
 }
 
-/// Keeps `changes` to write later.
+/// Keeps `changes` to write later, each added into a kept one of the same quota slot, window,
+/// reservation epoch and kind (a give-back, or usage) when there is one: giving back (or
+/// counting) two amounts one after the other is giving back their sum (`Slot::unhold` takes
+/// what is held, up to the amount), so the worker keeps a change per slot rather than per
+/// request, and the compare-and-swap that writes them applies as few.
 fn defer(changes: Vec<Change>) {
     if changes.is_empty() {
         return;
     }
-    DEFERRED.with(|d| d.borrow_mut().extend(changes));
+    DEFERRED.with(|d| {
+        let mut d = d.borrow_mut();
+        for c in changes {
+            match d.iter_mut().find(|k| same_change(k, &c)) {
+                Some(k) => (k.back, k.add) = (k.back.saturating_add(c.back), k.add.saturating_add(c.add)),
+                None => d.push(c),
+            }
+        }
+    });
+}
+
+/// Whether two changes may be added into one (see [`defer`]).
+fn same_change(a: &Change, b: &Change) -> bool {
+    let (x, y) = (&a.hold, &b.hold);
+    (a.back == 0) == (b.back == 0)
+        && (a.add == 0) == (b.add == 0)
+        && x.window == y.window
+        && x.epoch == y.epoch
+        && x.metric.is_held() == y.metric.is_held()
+        && (Rc::ptr_eq(&x.id, &y.id) || tollgate_contract::bytes::same_str(&x.id, &y.id))
+        && match (&x.group, &y.group) {
+            (Some(g), Some(h)) => Rc::ptr_eq(g, h) || tollgate_contract::bytes::same_str(g, h),
+            (None, None) => true,
+            _ => false,
+        }
 }
 
 /// The kept changes of the group whose value is under `key`, taken out.
