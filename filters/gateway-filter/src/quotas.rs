@@ -142,8 +142,9 @@ fn least(q: &QuotaDoc, r: &Asking<'_>, out: Option<u64>) -> u64 {
 /// How often a worker reads its tally and gives back what no admission has given back yet (a
 /// reservation is held two to three of these after its request).
 pub const FLUSH_PERIOD: Duration = Duration::from_millis(100);
-/// The most reservations a worker keeps waiting for their usage; past it, a request's are given
-/// back at its end (its usage then counts up to two ticks after its reservation is gone).
+/// The most quota slots the reservations of requests that ended between two ticks are kept
+/// for (added up per slot, see [`end`]); past it, a request's are given back at its end (its
+/// usage then counts once it is read, after its reservation is gone).
 const AWAITING_MAX: usize = 16_384;
 
 /// How many requests' amounts a worker's credit on a quota is (see the module's documentation).
@@ -182,9 +183,10 @@ thread_local! {
     static DEFERRED: RefCell<Vec<Change>> = RefCell::default();
     /// The worker's credits (see the module's documentation).
     static CREDITS: RefCell<Vec<Credit>> = RefCell::default();
-    /// Reservations of ended requests whose usage may not be in the tally yet, and what the
-    /// worker's ticks have seen of the tally since they ended.
-    static AWAITING: RefCell<Vec<(Hold, Wait)>> = RefCell::default();
+    /// Reservations of ended requests whose usage may not be in the tally yet: per tick their
+    /// requests ended before, what the worker's ticks have seen of the tally since, and the
+    /// reservations, added up per quota slot (a give-back each).
+    static AWAITING: RefCell<Vec<(Wait, Vec<Change>)>> = RefCell::default();
     /// What this worker has counted of its tally.
     static SEEN: RefCell<tally::Seen> = RefCell::default();
     /// This worker's tally (random: a VM made again has a new one, so that a provider filter's
@@ -212,7 +214,7 @@ pub struct Roomy(pub bool);
 /// provider filter has settled its usage in the slots), else its concurrency now and its token
 /// and cost reservations once its usage is in the tally (see the module's documentation).
 pub fn end<H: Host>(host: &H, holds: Vec<Hold>, roomy: Roomy) {
-    let full = AWAITING.with(|a| a.borrow().len() + holds.len() > AWAITING_MAX);
+    let full = AWAITING.with(|a| a.borrow().last().map_or(0, |(_, c)| c.len()) + holds.len() > AWAITING_MAX);
     if !roomy.0 || full {
         release(host, &holds, false);
         return;
@@ -221,7 +223,22 @@ pub fn end<H: Host>(host: &H, holds: Vec<Hold>, roomy: Roomy) {
         let now: Vec<Hold> = holds.iter().filter(|h| !h.metric.is_tokens()).cloned().collect();
         release(host, &now, false);
     }
-    AWAITING.with(|a| a.borrow_mut().extend(holds.into_iter().filter(|h| h.metric.is_tokens() && h.reserved > 0).map(|h| (h, Wait::Ended))));
+    // Into the reservations of the requests that ended since the last tick (the last entry,
+    // made by the first of them), each added to its slot's.
+    AWAITING.with(|a| {
+        let mut a = a.borrow_mut();
+        if !matches!(a.last(), Some((Wait::Ended, _))) {
+            a.push((Wait::Ended, Vec::new()));
+        }
+        let Some((_, kept)) = a.last_mut() else { return };
+        for hold in holds.into_iter().filter(|h| h.metric.is_tokens() && h.reserved > 0) {
+            let c = Change { back: hold.reserved, hold, add: 0 };
+            match kept.iter_mut().find(|k| same_change(k, &c)) {
+                Some(k) => k.back = k.back.saturating_add(c.back),
+                None => kept.push(c),
+            }
+        }
+    });
 }
 
 /// Where a reservation waiting for its request's usage is.
@@ -297,21 +314,17 @@ fn collect<H: Host>(host: &H) {
         }
     };
     let ripe: Vec<Change> = AWAITING.with(|a| {
-        let mut a = a.borrow_mut();
         let mut ripe = Vec::new();
-        let mut i = 0;
-        while let Some((_, wait)) = a.get_mut(i) {
-            match wait.after(seen) {
-                Some(w) => {
-                    *wait = w;
-                    i += 1;
-                }
-                None => {
-                    let (hold, _) = a.swap_remove(i);
-                    ripe.push(Change { back: hold.reserved, hold, add: 0 });
-                }
+        a.borrow_mut().retain_mut(|(wait, kept)| match wait.after(seen) {
+            Some(w) => {
+                *wait = w;
+                true
             }
-        }
+            None => {
+                ripe.append(kept);
+                false
+            }
+        });
         ripe
     });
     defer(ripe);
