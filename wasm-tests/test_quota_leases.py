@@ -125,6 +125,28 @@ def test_a_refused_request_gives_back_the_quotas_it_took(make_gateway):
     assert slot(shared, "quota_a")["used"] == 0
 
 
+def test_an_answer_that_the_quota_is_short_stands_half_a_second_then_is_asked_again(make_gateway):
+    """With its lease spent and the authority's last answer short of the request, a request is
+    refused without asking while that answer is under half a second old (an Envoy's ask is
+    noted in shared data, for all its workers); an older one is asked again, as the usage the
+    authority recorded since may have freed some (a spent budget's sequential client was
+    refused with room left when the answer was stale)."""
+    gw, shared = gateway_with(make_gateway, RPM)
+    calls = len(gw.http_calls)
+    put_slot(shared, "quota_rpm", NOW // 60, 5, 5, 0)
+    assert chat(gw).local_response.status == 429, "no ask noted: the slot's word is taken"
+    assert len(gw.http_calls) == calls
+    asked = lambda seconds_ago: shared.set("tollgate.quota.quota_rpm.asked", (int((gw.now - seconds_ago) * 1e9)).to_bytes(8, "little"))  # noqa: E731
+    asked(0.2)
+    assert chat(gw).local_response.status == 429, "asked 0.2 s ago: refused without asking"
+    assert len(gw.http_calls) == calls
+    asked(0.7)
+    waiting = chat(gw)
+    assert waiting.local_response is None and len(gw.http_calls) == calls + 1, "asked 0.7 s ago: asked again"
+    noted = int.from_bytes(shared.value("tollgate.quota.quota_rpm.asked"), "little")
+    assert abs(noted - gw.now * 1e9) < 1e6, "the new ask noted"
+
+
 def test_the_gateway_publishes_its_leased_quotas_for_the_service_vm(make_gateway):
     _, shared = gateway_with(make_gateway, RPM, {"id": "quota_c", "metric": "concurrency", "limit": 3})
     docs = json.loads(shared.value("tollgate.quota.docs.v1"))

@@ -89,7 +89,9 @@ def test_shared_data_keys_are_a_fixed_set():
     the leased quotas, the quotas of providers, the grant ticket and the authority's state (one
     each); a worker's usage tally (one per gateway VM, named at random when the VM is made: a
     VM made again after a trap makes one more, of at most 256 quotas' totals; the provider filter
-    writes it under the key it keeps beside the totals, `kept.key`, made with `tally_key`)."""
+    writes it under the key it keeps beside the totals, `kept.key`, made with `tally_key`); and
+    when an Envoy last asked the authority for a leased quota (`asked`, made with
+    `quota::asked_key`: one per quota of the configuration)."""
     root = Path(__file__).resolve().parents[2] / "filters"
     calls = []
     for src in root.rglob("*.rs"):
@@ -104,7 +106,7 @@ def test_shared_data_keys_are_a_fixed_set():
                     "keytable::SHARED_MANIFEST_KEY", "&keytable::shared_shard_key(i", "&keytable::shared_shard_key(index",
                     "next", "quota_lease::SHARED_AUTHORITY_KEY", "quota_lease::SHARED_TICKET_KEY", "SHARED_TICKET_KEY",
                     "quota_lease::SHARED_DOCS_KEY", "tollgate_contract::quota_lease::SHARED_DOCS_KEY",
-                    "quota::SHARED_PROVIDER_QUOTAS_KEY", "&tally::tally_key(tally_id(", "&kept.key"}, calls
+                    "quota::SHARED_PROVIDER_QUOTAS_KEY", "&tally::tally_key(tally_id(", "&kept.key", "&asked", "asked"}, calls
     assert ("contract::SHARED_CREDENTIALS_KEY" in keys), calls
     shard_key = Path(root / "tollgate-contract/src/keytable/mod.rs").read_text()
     assert "pub fn shared_shard_key(i: u8) -> String" in shard_key

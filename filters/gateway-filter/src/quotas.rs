@@ -684,9 +684,16 @@ fn asks<H: Host>(host: &H, quotas: &[QuotaDoc], keys: &[(String, String)], r: &A
             let over = slot.map_or(0, |s| s.used.saturating_sub(s.leased));
             let (need, lowered) = (full.saturating_add(over), least(q, r, out).saturating_add(over));
             // The authority answered in this window with less left than the request needs and
-            // this Envoy has no fragment to pool with it: refused without asking.
-            if spare == 0 && slot.is_some_and(|s| s.leased > 0 && s.free < lowered) {
+            // this Envoy has no fragment to pool with it: refused without asking, unless its
+            // answer is more than [`SHORT_FOR_NS`] old (what it said it had left is from its last
+            // answer; the usage it has recorded since can only have given some back, as the
+            // leases' reservations settle to what the requests cost).
+            let asked = quota::asked_key(&q.id);
+            if spare == 0 && slot.is_some_and(|s| s.leased > 0 && s.free < lowered) && answered_within(host, &asked, r.now_ns) {
                 return None;
+            }
+            if let Err(e) = host.set_shared_data(&asked, &r.now_ns.to_le_bytes(), None) {
+                log::warn!("gateway filter: could not note an ask for quota {} ({e})", q.id);
             }
             let returned = match spare {
                 0 => 0,
@@ -696,6 +703,24 @@ fn asks<H: Host>(host: &H, quotas: &[QuotaDoc], keys: &[(String, String)], r: &A
             Some(Ask { quota: q.id.clone(), window, want: need.max(q.limit / 50), need, least: at_least, returned })
         })
         .collect()
+}
+
+/// How long the authority's word that a quota has less left than a request needs stands before
+/// an Envoy asks again (at most about twice a second a quota, for the requests a spent budget
+/// refuses).
+const SHORT_FOR_NS: u64 = 500_000_000;
+
+/// Whether this Envoy last asked the authority for the quota whose ask key is `asked` less than
+/// [`SHORT_FOR_NS`] before `now_ns`; also when it cannot tell (nothing noted, or unreadable:
+/// the slot's word is taken, as before an ask was noted).
+fn answered_within<H: Host>(host: &H, asked: &str, now_ns: u64) -> bool {
+    match host.shared_data(asked) {
+        Ok((Some(b), _)) => match <[u8; 8]>::try_from(b.as_slice()) {
+            Ok(at) => now_ns.saturating_sub(u64::from_le_bytes(at)) < SHORT_FOR_NS,
+            Err(_) => true,
+        },
+        _ => true,
+    }
 }
 
 /// Applies the authority's answer to the slots.

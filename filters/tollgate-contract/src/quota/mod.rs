@@ -212,6 +212,12 @@ impl QuotaDoc {
     }
 }
 
+/// The shared-data value in which an Envoy notes when it last asked the authority for quota `id`
+/// (Unix nanoseconds, 8 bytes little-endian).
+pub fn asked_key(id: &str) -> String {
+    [SLOT_PREFIX, id, ".asked"].concat()
+}
+
 /// The shared-data value a quota counts in: its group's, or its own.
 pub fn slot_key(id: &str, group: Option<&str>) -> String {
     match group {

@@ -79,15 +79,6 @@ impl Tally {
         true
     }
 
-    /// Takes back what [`Tally::add`] counted (its write failed). A quota whose window `add`
-    /// moved on stays on the new one, at what it had counted there before (nothing): the usage
-    /// of the window that is over is not wanted any more.
-    pub fn take_back(&mut self, h: &Hold, used: u64) {
-        if let Some(e) = self.entry(h).filter(|e| e.window == h.window) {
-            e.used = e.used.saturating_sub(used);
-        }
-    }
-
     fn entry(&mut self, h: &Hold) -> Option<&mut Entry> {
         self.entries.iter_mut().find(|e| same_str(&e.id, &h.id) && same_group(e.group.as_deref(), h.group.as_deref()))
     }
@@ -235,19 +226,9 @@ mod tests {
     }
 
     #[test]
-    fn a_write_that_failed_is_taken_back_and_a_full_tally_drops_its_oldest() {
+    fn a_full_tally_drops_its_oldest() {
         let mut t = Tally::new(7);
         t.add(&hold("tpm", 10), 5);
-        let before = t.clone();
-        for (h, n) in [(hold("tpm", 10), 4), (hold("budget", 0), 9)] {
-            t.add(&h, n);
-            t.take_back(&h, n);
-        }
-        assert_eq!(t.entries[0], before.entries[0]);
-        assert_eq!((t.entries[1].id.as_str(), t.entries[1].used), ("budget", 0), "a new quota at nothing");
-        t.add(&hold("tpm", 11), 4);
-        t.take_back(&hold("tpm", 11), 4);
-        assert_eq!((t.entries[0].window, t.entries[0].used), (11, 0), "a window moved on stays, at nothing");
         for i in 0..TALLY_ENTRIES {
             t.make_room(1);
             t.add(&hold(&format!("q{i}"), 1), 1);
