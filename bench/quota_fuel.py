@@ -16,7 +16,8 @@ chats a second, where a worker's credit and its tick's work are spread over few 
 (e.g. an older commit built with `CARGO_TARGET_DIR=/tmp/old cargo build --target wasm32-wasip1
 --release -p tollgate-gateway-filter -p tollgate-provider-filter` in a `git worktree`).
 Envoy's cost of a host call is in bench/README ("What a crossing costs"); a wasm instruction is
-about 1.5 of Envoy's (callgrind, the filters' JIT code against the harness's fuel).
+about 1.4 to 1.7 of Envoy's (two estimates: callgrind's count of the filters' JIT code against the
+harness's fuel, and the quota path's callgrind figure less its host calls' per-call costs).
 """
 
 from __future__ import annotations

@@ -167,7 +167,7 @@ def test_a_budget_that_fits_is_spent_to_its_last_small_request(gw, mock):
         # A sequential client whose requests land on both workers: while the budget has half
         # left, a worker gives an ended request's reservation back once its tick (every 100
         # ms) reads a write of the usage tally (the provider filter's, every 250 ms) made after
-        # the request ended, with its next admission or tick (about 0.2 to 0.55 s, measured),
+        # the request ended, with its next admission or tick (at most about 0.55 s by the ticks' periods),
         # and until then it counts against the other worker (README "Quotas"); with four
         # requests to the whole budget that could refuse the next one. Near the end the
         # authority's answer of what is left lags its ledger (the usage records reach it on the

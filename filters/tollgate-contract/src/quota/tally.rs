@@ -11,7 +11,7 @@
 //! [`Tally::seq`]. The gateway reads the tally on its tick, counts what grew since it last looked
 //! ([`Seen::fold`]) and gives a request's reservations back only once it reads a write made
 //! after the request ended: at its first tick after the end it notes the tally's writer and seq,
-//! and the reservation goes when a later tick reads a higher seq of that writer (every attempt of
+//! and the reservation goes when a later tick reads another seq of that writer (every attempt of
 //! a request has ended, and added its usage to the provider's totals, by the end of the
 //! event-loop pass the request ends in; the worker's VMs share one thread, so a write made after
 //! that tick's read holds it). A reservation stays counted until its usage is, so no quota is
