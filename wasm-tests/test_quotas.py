@@ -142,7 +142,11 @@ def test_tokens_reserve_the_worst_case_and_settle_to_the_usage(make_gateway, mak
     before = slot()
     # Two worst cases leave more than half the limit: the quota is roomy, and the attempt's usage
     # goes to the gateway worker's tally (written on the provider's tick), not to the slot.
-    assert decode_request_state(down.properties_set[REQUEST_STATE])["tally"] != 0
+    state = decode_request_state(down.properties_set[REQUEST_STATE])
+    assert state["tally"] != 0
+    # Its holds travel by the worker's tags for their quota slots (no quota text).
+    assert [h["metric"] for h in state["holds"]] == ["total_tokens"] and state["holds"][0]["tag"] > 0
+    assert b"quota_tpm" not in down.properties_set[REQUEST_STATE]
     provider.crossings.clear()
     up.finish()
     assert slot() == before
@@ -151,7 +155,7 @@ def test_tokens_reserve_the_worst_case_and_settle_to_the_usage(make_gateway, mak
     provider.tick()  # the tally written (one blind write), beside the tick's own reads
     assert provider.crossings["host:proxy_set_shared_data"] == 1, dict(provider.crossings)
     tally = decode_tally(shared.value(tally_key(down)))
-    assert [(e["id"], e["used"]) for e in tally["entries"]] == [("quota_tpm", 19)] and tally["seq"] == 1
+    assert [(e["tag"], e["used"]) for e in tally["entries"]] == [(state["holds"][0]["tag"], 19)] and tally["seq"] == 1
     gw.crossings.clear()
     down.finish()
     # nothing is written when the request ends: the worker's tick reads the tally and counts its
@@ -175,6 +179,35 @@ def test_tokens_reserve_the_worst_case_and_settle_to_the_usage(make_gateway, mak
     ticks(gw, 3, provider)
     assert slot() == before + 19 - ((len(chat_body()) + 3) // 4 + 4096), "counted once, given back once"
 
+
+
+def test_a_roomy_request_admitted_before_a_new_configuration_is_counted_in_its_quota(make_gateway, make_provider):
+    """A roomy request's holds travel by the worker's tags for their quota slots, and its usage
+    comes back in the tally by them: a tag stays the same slot's for as long as the worker runs,
+    so a request admitted under one configuration and ended under another (its quota now second,
+    after a new one) is counted in its own quota's slot, and nothing in the new quota's."""
+    shared = SharedData()
+    publish_keys(shared)
+    tpm = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": 10000}
+    gw = make_gateway(with_quotas(tpm), shared_data=shared)
+    provider = provider_on(make_provider, shared)
+    used = lambda q: decode_slots(shared.value(f"tollgate.quota.{q}"))[q]["used"]  # noqa: E731
+    down = chat(gw)
+    tag = decode_request_state(down.properties_set[REQUEST_STATE])["holds"][0]["tag"]
+    answer_attempt(provider, down, 12, 7).finish()
+    other = {"id": "quota_other", "metric": "output_tokens", "window_seconds": 60, "limit": 10**6}
+    assert gw.reconfigure(with_quotas(other, tpm)) is True
+    down.finish()
+    ticks(gw, 3, provider)
+    assert used("quota_tpm") == 19, "counted in its own slot, its reservation given back"
+    later = chat(gw)
+    holds = decode_request_state(later.properties_set[REQUEST_STATE])["holds"]
+    assert [h["metric"] for h in holds] == ["output_tokens", "total_tokens"]
+    assert holds[1]["tag"] == tag and holds[0]["tag"] not in (0, tag), "the same slot, the same tag"
+    answer_attempt(provider, later, 3, 2).finish()
+    later.finish()
+    ticks(gw, 3, provider)
+    assert (used("quota_tpm"), used("quota_other")) == (24, 2)
 
 # A chat's worst case against a token quota: its input estimate + the 4,096 output tokens
 # reserved when the client sets no limit.
@@ -702,7 +735,7 @@ def test_a_worker_spends_its_credit_with_no_host_call_and_gives_back_the_rest_on
     assert gw.crossings["host:proxy_get_shared_data"] == credit, dict(gw.crossings)
     assert slot() == (1 + credit) * WORST, "spent from the credit"
     states = [decode_request_state(c.properties_set[REQUEST_STATE]) for c in (first, spent[0], spent[-1])]
-    assert all(s["holds"][0]["reserved"] == WORST for s in states)
+    assert all(s["holds"][0]["tag"] > 0 and s["holds"][0]["window"] == states[0]["holds"][0]["window"] for s in states)
     remaining = [int(dict(s["headers"])["x-ratelimit-remaining-tokens"]) for s in states]
     assert remaining == [(limit - n) * WORST for n in (1, 2, 1 + credit)], "the headers count down as the credit is spent"
     assert all(s["tally"] != 0 for s in states), "roomy: usage through the tally"

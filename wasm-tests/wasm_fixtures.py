@@ -230,12 +230,20 @@ def decode_request_state(state: bytes) -> dict:
             (n,) = struct.unpack_from("<H", state, i)
             i += 2 + n
             return state[i - n:i].decode()
-        count = state[i]
-        i += 1
+        metrics = ["requests", "input_tokens", "output_tokens", "total_tokens", "concurrency", "cost_usd"]
+        form, count = state[i], state[i + 1]
+        i += 2
+        assert form in (0, 1), f"holds' form {form}"
         for _ in range(count):
+            if form == 1:  # tagged (a roomy request's, counted in the worker's tally): the slot's tag
+                (tag,) = struct.unpack_from("<I", state, i)
+                (window,) = struct.unpack_from("<Q", state, i + 5)
+                holds.append({"tag": tag, "metric": metrics[state[i + 4]], "window": window})
+                i += 13
+                continue
             qid = text()
             group = text() or None
-            metric = ["requests", "input_tokens", "output_tokens", "total_tokens", "concurrency", "cost_usd"][state[i]]
+            metric = metrics[state[i]]
             window, reserved, epoch = struct.unpack_from("<QQQ", state, i + 1)
             i += 25
             holds.append({"id": qid, "metric": metric, "window": window, "reserved": reserved, "group": group,
@@ -282,20 +290,10 @@ def decode_request_state(state: bytes) -> dict:
 
 def decode_tally(value: bytes) -> dict:
     """A usage tally (`tollgate_contract::quota::tally`): the writer's instance and write count,
-    then per quota its id, group, window and usage."""
+    then per quota slot the gateway worker's tag for it, the window and the usage."""
     instance, seq = struct.unpack_from("<QQ", value, 0)
-    i, entries = 16, []
-
-    def text() -> str:
-        nonlocal i
-        (n,) = struct.unpack_from("<H", value, i)
-        i += 2 + n
-        return value[i - n:i].decode()
-    while i < len(value):
-        qid, group = text(), text() or None
-        window, used = struct.unpack_from("<QQ", value, i)
-        i += 16
-        entries.append({"id": qid, "group": group, "window": window, "used": used})
+    assert (len(value) - 16) % 20 == 0, "tally entries are 20 bytes"
+    entries = [dict(zip(("tag", "window", "used"), struct.unpack_from("<IQQ", value, i))) for i in range(16, len(value), 20)]
     return {"instance": instance, "seq": seq, "entries": entries}
 
 

@@ -189,12 +189,54 @@ thread_local! {
     static AWAITING: RefCell<Vec<(Wait, Vec<Change>)>> = RefCell::default();
     /// What this worker has counted of its tally.
     static SEEN: RefCell<tally::Seen> = RefCell::default();
+    /// The worker's tags for the quota slots it has been configured with (a slot's tag is its
+    /// position here plus one): a roomy request's holds travel by them, and its usage comes back
+    /// in the tally by them (see `tollgate_contract::quota::tally`). Kept while the worker runs,
+    /// so that a request admitted under an earlier configuration is still counted; at most
+    /// [`TAGS_MAX`].
+    static TAGS: RefCell<Vec<SlotName>> = RefCell::default();
     /// This worker's tally (random: a VM made again has a new one, so that a provider filter's
     /// totals for the old one are never read as the new one's).
     static TALLY: u64 = {
         use std::hash::BuildHasher;
         std::collections::hash_map::RandomState::new().hash_one(0x7a11_u64).max(1)
     };
+}
+
+/// A quota slot's name: its quota's id and group, shared.
+type SlotName = (Rc<str>, Option<Rc<str>>);
+
+/// The most quota slots a worker tags; a quota past them has none, and a request holding it
+/// settles its usage in the slots (as when not roomy).
+const TAGS_MAX: usize = 1 << 16;
+
+/// The worker's tag for the quota slot of `id` and `group`, and the two as the tags keep them
+/// (shared): a new tag when it has none, 0 when it has no room for one.
+fn tag(id: &str, group: Option<&str>) -> (u32, Rc<str>, Option<Rc<str>>) {
+    let made = || (0, Rc::from(id), group.map(Rc::from));
+    TAGS.with(|t| {
+        let Ok(mut t) = t.try_borrow_mut() else { return made() };
+        let same = |(i, g): &SlotName| **i == *id && g.as_deref() == group;
+        let at = match t.iter().position(same) {
+            Some(at) => at,
+            None if t.len() < TAGS_MAX => {
+                let (_, i, g) = made();
+                t.push((i, g));
+                t.len() - 1
+            }
+            None => return made(),
+        };
+        match (t.get(at), u32::try_from(at + 1)) {
+            (Some((i, g)), Ok(tag)) => (tag, i.clone(), g.clone()),
+            _ => made(),
+        }
+    })
+}
+
+/// The quota slot tagged `tag` (see [`tag`]).
+fn tagged(tag: u32) -> Option<SlotName> {
+    let at = usize::try_from(tag).ok()?.checked_sub(1)?;
+    TAGS.with(|t| t.try_borrow().ok()?.get(at).cloned())
 }
 
 /// This worker's tally, named in the holds of a request whose quotas are roomy.
@@ -298,7 +340,7 @@ fn collect<H: Host>(host: &H) {
         Ok((Some(bytes), _)) => match Tally::decode(&bytes) {
             Some(t) => {
                 let grew = SEEN.with(|s| s.borrow_mut().fold(&t));
-                defer(grew.into_iter().map(|(hold, add)| Change { hold, back: 0, add }).collect());
+                defer(grew.into_iter().filter_map(counted).collect());
                 Some((t.instance, t.seq))
             }
             None => {
@@ -328,6 +370,19 @@ fn collect<H: Host>(host: &H) {
         ripe
     });
     defer(ripe);
+}
+
+/// The change that counts what the tally says grew (`e`) in its quota slot; `None` (with a
+/// warning) for a tag the worker never made.
+fn counted(e: tally::Entry) -> Option<Change> {
+    let Some((id, group)) = tagged(e.tag) else {
+        log::warn!("gateway filter: the usage tally names quota slot {}, which this worker never tagged; not counted", e.tag);
+        return None;
+    };
+    // The metric is not in the tally: counting usage does not depend on it (only giving back
+    // does, and nothing is given back here).
+    let hold = Hold { id, metric: Metric::TotalTokens, window: e.window, reserved: 0, group, epoch: 0, tag: e.tag };
+    Some(Change { hold, back: 0, add: e.used })
 }
 
 /// What is left of the worker's credits, kept to be given back (with the tick's writes).
@@ -397,28 +452,34 @@ fn write_back<H: Host>(host: &H, changes: &[Change]) {
 }
 
 /// The quotas' shared-data keys (`quota::slot_keys`), for each quota the first quota of its
-/// group (the same slot key), and each quota's id and group as a request's holds share them:
-/// made once per configuration, so that an admission finds its groups without comparing keys
-/// and allocates no text for its holds.
+/// group (the same slot key), and each quota's id and group as a request's holds share them,
+/// with the worker's tag for its slot: made once per configuration, so that an admission finds
+/// its groups without comparing keys and allocates no text for its holds.
 #[derive(Default)]
 pub struct QuotaKeys {
     pub keys: Vec<(String, String)>,
     group: Vec<usize>,
-    names: Vec<(Rc<str>, Option<Rc<str>>)>,
+    names: Vec<(Rc<str>, Option<Rc<str>>, u32)>,
 }
 
 impl QuotaKeys {
     pub fn new(quotas: &[QuotaDoc]) -> Self {
         let keys = quota::slot_keys(quotas);
         let group = (0..keys.len()).map(|i| keys.iter().position(|k| k.0 == keys[i].0).unwrap_or(i)).collect();
-        let names = quotas.iter().map(|q| (Rc::from(q.id.as_str()), q.group.as_deref().map(Rc::from))).collect();
+        let names = quotas
+            .iter()
+            .map(|q| {
+                let (tag, id, group) = tag(&q.id, q.group.as_deref());
+                (id, group, tag)
+            })
+            .collect();
         Self { keys, group, names }
     }
 
     /// What a request holds of quota `i` (`q`), its id and group shared.
     fn hold(&self, i: usize, q: &QuotaDoc, window: u64, amount: u64, epoch: u64) -> Hold {
         match self.names.get(i) {
-            Some((id, group)) => Hold::of(q, id.clone(), group.clone(), window, amount, epoch),
+            Some((id, group, tag)) => Hold::of(q, id.clone(), group.clone(), window, amount, epoch, *tag),
             None => Hold::taken(q, window, amount, epoch),
         }
     }
@@ -567,9 +628,14 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], qk: &QuotaKeys, r: &
     }
     holds.admitted_ns = r.now_ns;
     let lowered = if fits > 0 { out } else { None };
-    // A roomy request's usage goes through the worker's tally (see [`end`]).
+    // A roomy request's usage goes through the worker's tally (see [`end`]), its holds by their
+    // tags; one holding a quota the worker has no tag for is settled as if not roomy.
     if roomy && holds.holds.iter().any(|h| h.metric.is_tokens()) {
-        holds.tally = tally_id();
+        if holds.holds.iter().all(|h| h.tag != 0) {
+            holds.tally = tally_id();
+        } else {
+            roomy = false;
+        }
     }
     Ok(Admission::Admitted(holds, spent, Roomy(roomy), lowered))
 }
@@ -600,12 +666,12 @@ fn note(qk: &QuotaKeys, i: usize, q: &QuotaDoc, period: quota::Period, amount: u
 /// The quota's older credit, if any, is given back on the tick; so is this one unless `keep`.
 #[allow(clippy::too_many_arguments)]
 fn keep_credit(qk: &QuotaKeys, i: usize, q: &QuotaDoc, period: quota::Period, now: u64, epoch: u64, extra: u64, left: u64, keep: bool) {
-    let (id, group) = match qk.names.get(i) {
-        Some((id, group)) => (id.clone(), group.clone()),
-        None => (Rc::from(q.id.as_str()), q.group.as_deref().map(Rc::from)),
+    let (id, group, tag) = match qk.names.get(i) {
+        Some((id, group, tag)) => (id.clone(), group.clone(), *tag),
+        None => (Rc::from(q.id.as_str()), q.group.as_deref().map(Rc::from), 0),
     };
     let until = q.period_until(now);
-    let credit = Credit { hold: Hold { id, metric: q.metric, window: period.window, reserved: extra, group, epoch }, left, limit: period.limit, ends: period.ends, quota: i, until };
+    let credit = Credit { hold: Hold { id, metric: q.metric, window: period.window, reserved: extra, group, epoch, tag }, left, limit: period.limit, ends: period.ends, quota: i, until };
     if !keep {
         defer(vec![Change { back: extra, hold: credit.hold, add: 0 }]);
         return;

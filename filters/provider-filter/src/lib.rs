@@ -168,7 +168,7 @@ pub struct ProviderHttp {
     meter: Meter,
     outbox: Rc<RefCell<Outbox>>,
     /// What the request holds of its quotas (read only when the gateway filter says so).
-    holds: Option<tollgate_contract::quota::Holds>,
+    holds: Option<Box<tollgate_contract::quota::Holds>>,
     /// A translated stream's final usage event, looked for in the provider's bytes.
     end: Option<Box<tollgate_llm::usage_reader::EndMarker>>,
     /// The marker `end` looks for, until a stream's first chunk builds it (none for providers
@@ -654,18 +654,19 @@ impl HttpFilter for ProviderHttp {
                 (_, None) => 0,
             };
             // A slot of a window that is over is left alone.
-            let used = |h: &tollgate_contract::quota::Hold| match h.metric {
+            let used = |m: tollgate_contract::quota::Metric| match m {
                 tollgate_contract::quota::Metric::CostUsd => cost,
                 m if m.is_tokens() => m.of_usage(input, output),
                 _ => 0,
             };
             // While the request's quotas are roomy, the usage goes to the gateway worker's tally
-            // (in this VM's memory, written on the tick); else it is settled in the slots, one
-            // read and one compare-and-swap per group.
-            if holds.tally == 0 || !quotas::tally(holds.tally, &holds.holds, used) {
-                for (h, e) in tollgate_wasm::quota_slot::adjust(host, &holds.holds, |h| (0, used(h))) {
-                    log::warn!("provider filter: could not count tokens against quota {} ({e})", h.id);
-                }
+            // (its holds came tagged; in this VM's memory, written on the tick); else it is
+            // settled in the slots, one read and one compare-and-swap per group.
+            if !holds.tagged.is_empty() && !quotas::tally(holds.tally, &holds.tagged, used) {
+                log::error!("provider filter: an attempt's usage could not be added to its tally (not counted)");
+            }
+            for (h, e) in tollgate_wasm::quota_slot::adjust(host, &holds.holds, |h| (0, used(h.metric))) {
+                log::warn!("provider filter: could not count tokens against quota {} ({e})", h.id);
             }
             // The attempt's own quotas (of its provider): what they held given back, its
             // usage counted.
@@ -673,7 +674,7 @@ impl HttpFilter for ProviderHttp {
                 tollgate_contract::quota::Metric::Concurrency => 1,
                 _ => h.reserved,
             };
-            for (h, e) in tollgate_wasm::quota_slot::adjust(host, &self.attempt_holds, |h| (back(h), used(h))) {
+            for (h, e) in tollgate_wasm::quota_slot::adjust(host, &self.attempt_holds, |h| (back(h), used(h.metric))) {
                 log::warn!("provider filter: could not settle quota {} ({e})", h.id);
             }
         }

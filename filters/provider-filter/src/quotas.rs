@@ -15,7 +15,7 @@ use std::rc::Rc;
 
 use tollgate_contract::config::{Price, ProviderKind};
 use tollgate_contract::quota::tally::{tally_key, Tally};
-use tollgate_contract::quota::{self, Hold, Holds, ProviderQuotasDoc, QuotaDoc};
+use tollgate_contract::quota::{self, Hold, Holds, Metric, ProviderQuotasDoc, QuotaDoc, Tagged};
 use tollgate_contract::GatewayError;
 use tollgate_wasm::quota_slot::{authority_down, give_back, groups, take_group, Want};
 use tollgate_wasm::Host;
@@ -161,10 +161,11 @@ thread_local! {
     };
 }
 
-/// Adds an attempt's usage of `holds` (`used(hold)`) to gateway tally `id`, in this VM's memory:
-/// no host call (the tally is written on the tick, [`flush`]); `false` when it could not be
-/// counted (the caller settles in the slots instead).
-pub fn tally(id: u64, holds: &[Hold], used: impl Fn(&Hold) -> u64) -> bool {
+/// Adds an attempt's usage of `holds` (`used(metric)`) to gateway tally `id`, in this VM's
+/// memory: no host call (the tally is written on the tick, [`flush`]); `false` when it could not
+/// be counted (the VM's tallies already borrowed: a call from within this one, which the filter
+/// never makes).
+pub fn tally(id: u64, holds: &[Tagged], used: impl Fn(Metric) -> u64) -> bool {
     WRITTEN.with(|w| {
         let Ok(mut w) = w.try_borrow_mut() else { return false };
         let (tallies, _) = &mut *w;
@@ -181,7 +182,7 @@ pub fn tally(id: u64, holds: &[Hold], used: impl Fn(&Hold) -> u64) -> bool {
         let Some(kept) = tallies.get_mut(at) else { return false };
         kept.tally.make_room(holds.len());
         for h in holds {
-            kept.dirty |= kept.tally.add(h, used(h));
+            kept.dirty |= kept.tally.add(h.tag, h.window, used(h.metric));
         }
         // Its gateway waits for a write after this request's end, changed or not.
         kept.quiet = 0;
@@ -215,14 +216,13 @@ pub fn flush<H: Host>(host: &H) {
         FLUSHED.with(|f| f.set(now));
         for kept in tallies.iter_mut().filter(|k| k.dirty || k.quiet < QUIET_WRITES) {
             kept.tally.seq = kept.tally.seq.wrapping_add(1);
-            let written = kept.tally.encode_into(buf).map(|()| host.set_shared_data(&kept.key, buf, None));
-            match written {
-                Some(Ok(())) => {
+            kept.tally.encode_into(buf);
+            match host.set_shared_data(&kept.key, buf, None) {
+                Ok(()) => {
                     kept.dirty = false;
                     kept.quiet = kept.quiet.saturating_add(1);
                 }
-                Some(Err(e)) => log::warn!("provider filter: could not write the usage tally ({e}); trying again on the next tick"),
-                None => log::warn!("provider filter: the usage tally could not be encoded"),
+                Err(e) => log::warn!("provider filter: could not write the usage tally ({e}); trying again on the next tick"),
             }
         }
     })

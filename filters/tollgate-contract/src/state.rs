@@ -127,7 +127,7 @@ pub struct RequestState {
     /// The model name the client asked for.
     pub model: String,
     /// What the request holds of its quotas (with `facts.quotas`).
-    pub holds: Option<crate::quota::Holds>,
+    pub holds: Option<Box<crate::quota::Holds>>,
 }
 
 /// Why a state record could not be written or read.
@@ -150,7 +150,7 @@ const FLAG_QUOTA: u8 = 8;
 
 impl RequestState {
     pub fn encode(&self) -> Result<Vec<u8>, StateError> {
-        Self::encode_from(&self.op, self.facts, &self.key_id, &self.model, self.holds.as_ref())
+        Self::encode_from(&self.op, self.facts, &self.key_id, &self.model, self.holds.as_deref())
     }
 
     /// [`RequestState::encode`] from borrowed parts (the gateway filter's request path). The
@@ -209,7 +209,7 @@ impl RequestState {
         let model = r.text()?;
         let holds = match (flags & FLAG_QUOTA != 0, r.0.is_empty()) {
             (_, true) => None,
-            (true, false) => Some(crate::quota::Holds::decode(r.0).ok_or(StateError::Malformed)?),
+            (true, false) => Some(Box::new(crate::quota::Holds::decode(r.0).ok_or(StateError::Malformed)?)),
             (false, false) => return Err(StateError::Malformed),
         };
         let op = Operation::from_code(code, model).ok_or(StateError::Malformed)?;
@@ -268,14 +268,15 @@ mod tests {
                 Operation::BedrockInvoke { stream, .. } => Operation::BedrockInvoke { model: model.clone(), stream },
                 other => other,
             };
-            let holds = quotas.then(|| crate::quota::Holds {
-                holds: vec![crate::quota::Hold { id: key_id.as_str().into(), metric: crate::quota::Metric::TotalTokens, window: 7, reserved: 4096, group: None, epoch: 3 }],
+            let holds = quotas.then(|| Box::new(crate::quota::Holds {
+                holds: vec![crate::quota::Hold { id: key_id.as_str().into(), metric: crate::quota::Metric::TotalTokens, window: 7, reserved: 4096, group: None, epoch: 3, tag: 0 }],
+                tagged: Vec::new(),
                 limits: crate::quota::RateLimits { tokens: Some((1000, 10, Some(3))), ..Default::default() },
                 body_len: 77,
                 max_output: 0,
                 tally: 9,
                 admitted_ns: 11,
-            });
+            }));
             let state = RequestState { op, facts: BodyFacts { stream, include_usage, body_len, quotas }, key_id, model, holds };
             let bytes = state.encode().unwrap();
             prop_assert_eq!(RequestState::decode(&bytes).unwrap(), state);

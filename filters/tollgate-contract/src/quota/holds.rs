@@ -25,6 +25,21 @@ pub struct Hold {
     /// The reservation epoch it was taken in (see [`Slot::roll`]).
     #[serde(default)]
     pub epoch: u64,
+    /// The gateway worker's number for the quota's slot (its id and group), by which a roomy
+    /// request's usage is counted in the worker's tally (see [`Tagged`]); 0: none.
+    #[serde(default)]
+    pub tag: u32,
+}
+
+/// A hold as the provider filter gets it when its usage goes to the gateway worker's tally
+/// ([`Holds::tally`]): only what counting the usage needs, the quota's slot by the worker's
+/// number for it (no text to copy, check or compare on the request path), the metric and
+/// the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tagged {
+    pub tag: u32,
+    pub metric: Metric,
+    pub window: u64,
 }
 
 impl Metric {
@@ -40,6 +55,11 @@ impl Metric {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holds {
     pub holds: Vec<Hold>,
+    /// The holds as the provider filter decodes them when their usage goes to the tally: the
+    /// gateway encodes `holds` so when `tally` is set and every hold has a tag (and `holds`
+    /// then decode empty).
+    #[serde(default)]
+    pub tagged: Vec<Tagged>,
     #[serde(default)]
     pub limits: RateLimits,
     /// What the provider filter's quotas (see [`QuotaDoc::provider`]) reserve an attempt by:
@@ -89,11 +109,10 @@ pub(super) fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
     Some(head)
 }
 
-pub(super) fn take_text<'a>(b: &mut &'a [u8]) -> Option<&'a str> {
-    let len = take(b, 2)?;
-    let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
-    std::str::from_utf8(take(b, len)?).ok()
-}
+/// The holds' form in the request state: each with its quota's id and group as text.
+pub const FORM_FULL: u8 = 0;
+/// The holds' form in the request state: each by its tag (see [`Tagged`]).
+pub const FORM_TAGGED: u8 = 1;
 
 /// How many decoded ids and groups a thread keeps to share.
 const INTERNED: usize = 32;
@@ -137,30 +156,53 @@ impl Hold {
     /// What a request holds of quota `q` after taking `amount` in `window`, reservation epoch
     /// `epoch` (tokens and cost keep their reservation, to give back).
     pub fn taken(q: &QuotaDoc, window: u64, amount: u64, epoch: u64) -> Self {
-        Self::of(q, Rc::from(q.id.as_str()), q.group.as_deref().map(Rc::from), window, amount, epoch)
+        Self::of(q, Rc::from(q.id.as_str()), q.group.as_deref().map(Rc::from), window, amount, epoch, 0)
     }
 
-    /// [`Hold::taken`] with the quota's id and group already made (`Rc` clones, no text copied).
-    pub fn of(q: &QuotaDoc, id: Rc<str>, group: Option<Rc<str>>, window: u64, amount: u64, epoch: u64) -> Self {
+    /// [`Hold::taken`] with the quota's id and group already made (`Rc` clones, no text copied)
+    /// and its slot's `tag` (0: none).
+    #[allow(clippy::too_many_arguments)]
+    pub fn of(q: &QuotaDoc, id: Rc<str>, group: Option<Rc<str>>, window: u64, amount: u64, epoch: u64, tag: u32) -> Self {
         let reserved = if q.metric.is_tokens() { amount } else { 0 };
-        Self { id, metric: q.metric, window, reserved, group, epoch }
+        Self { id, metric: q.metric, window, reserved, group, epoch, tag }
     }
 }
 
 impl Holds {
-    /// Appends the holds in a compact binary form (no JSON on the request path): a count and
-    /// per hold its id, group, metric, window, reservation and epoch; a count and per header its
-    /// name and value; the body's length, the output limit, the tally and the admission's time.
-    /// `None` when a count or a length does not fit.
+    /// Whether the holds travel tagged (see [`Holds::tagged`]): with a tally, some hold, and
+    /// every hold tagged (no holds travel in the full form).
+    fn goes_tagged(&self) -> bool {
+        self.tally != 0 && !(self.holds.is_empty() && self.tagged.is_empty()) && self.holds.iter().all(|h| h.tag != 0)
+    }
+
+    /// Appends the holds in a compact binary form (no JSON on the request path): their form
+    /// ([`FORM_FULL`] or [`FORM_TAGGED`]), a count and per hold its id, group, metric, window,
+    /// reservation and epoch (tagged: its tag, metric and window); the rate limits; the body's
+    /// length, the output limit, the tally and the admission's time. `None` when a count or a
+    /// length does not fit.
     pub fn encode_into(&self, out: &mut Vec<u8>) -> Option<()> {
-        out.push(u8::try_from(self.holds.len()).ok()?);
-        for h in &self.holds {
-            put_text(out, &h.id)?;
-            put_text(out, h.group.as_deref().unwrap_or(""))?;
-            out.push(h.metric.code());
-            out.extend_from_slice(&h.window.to_le_bytes());
-            out.extend_from_slice(&h.reserved.to_le_bytes());
-            out.extend_from_slice(&h.epoch.to_le_bytes());
+        if self.goes_tagged() {
+            out.extend_from_slice(&[FORM_TAGGED, u8::try_from(self.holds.len() + self.tagged.len()).ok()?]);
+            let tagged = self.holds.iter().map(|h| (h.tag, h.metric, h.window)).chain(self.tagged.iter().map(|t| (t.tag, t.metric, t.window)));
+            for (tag, metric, window) in tagged {
+                out.extend_from_slice(&tag.to_le_bytes());
+                out.push(metric.code());
+                out.extend_from_slice(&window.to_le_bytes());
+            }
+        } else {
+            // Tagged holds travel only tagged.
+            if !self.tagged.is_empty() {
+                return None;
+            }
+            out.extend_from_slice(&[FORM_FULL, u8::try_from(self.holds.len()).ok()?]);
+            for h in &self.holds {
+                put_text(out, &h.id)?;
+                put_text(out, h.group.as_deref().unwrap_or(""))?;
+                out.push(h.metric.code());
+                out.extend_from_slice(&h.window.to_le_bytes());
+                out.extend_from_slice(&h.reserved.to_le_bytes());
+                out.extend_from_slice(&h.epoch.to_le_bytes());
+            }
         }
         self.limits.encode_into(out);
         out.extend_from_slice(&self.body_len.to_le_bytes());
@@ -170,24 +212,47 @@ impl Holds {
         Some(())
     }
 
-    /// The inverse of [`Holds::encode_into`], all of `bytes` or nothing. Quota ids and groups are
-/// shared with the last ones decoded on this thread (a worker decodes the same few on every
-/// request: one comparison instead of an allocation each).
+    /// The inverse of [`Holds::encode_into`], all of `bytes` or nothing; tagged holds decode
+    /// into [`Holds::tagged`] (`holds` empty). Quota ids and groups are shared with the last ones
+    /// decoded on this thread (a worker decodes the same few on every request: one comparison
+    /// instead of an allocation each).
     pub fn decode(mut bytes: &[u8]) -> Option<Self> {
         let b = &mut bytes;
-        let n = take(b, 1)?[0];
-        let mut holds = Vec::with_capacity(usize::from(n));
-        for _ in 0..n {
-            let id = interned(take_bytes(b)?)?;
-            let group = match take_bytes(b)? {
-                [] => None,
-                g => Some(interned(g)?),
-            };
-            let metric = Metric::from_code(take(b, 1)?[0])?;
-            holds.push(Hold { id, metric, window: take_u64(b)?, reserved: take_u64(b)?, group, epoch: take_u64(b)? });
+        let (form, n) = match take(b, 2)? {
+            &[form, n] => (form, n),
+            _ => return None,
+        };
+        let (mut holds, mut tagged) = (Vec::new(), Vec::new());
+        match form {
+            FORM_FULL => {
+                holds.reserve_exact(usize::from(n));
+                for _ in 0..n {
+                    let id = interned(take_bytes(b)?)?;
+                    let group = match take_bytes(b)? {
+                        [] => None,
+                        g => Some(interned(g)?),
+                    };
+                    let metric = Metric::from_code(take(b, 1)?[0])?;
+                    holds.push(Hold { id, metric, window: take_u64(b)?, reserved: take_u64(b)?, group, epoch: take_u64(b)?, tag: 0 });
+                }
+            }
+            FORM_TAGGED => {
+                tagged.reserve_exact(usize::from(n));
+                for _ in 0..n {
+                    let tag = u32::from_le_bytes(take(b, 4)?.try_into().ok()?);
+                    let metric = Metric::from_code(take(b, 1)?[0])?;
+                    tagged.push(Tagged { tag, metric, window: take_u64(b)? });
+                }
+            }
+            _ => return None,
         }
         let limits = RateLimits::decode(b)?;
         let (body_len, max_output, tally, admitted_ns) = (take_u64(b)?, take_u64(b)?, take_u64(b)?, take_u64(b)?);
-        b.is_empty().then_some(Self { holds, limits, body_len, max_output, tally, admitted_ns })
+        // Tagged holds are counted in a tally, which a request without one cannot name; no holds
+        // travel in the full form.
+        if form == FORM_TAGGED && (tally == 0 || n == 0) {
+            return None;
+        }
+        b.is_empty().then_some(Self { holds, tagged, limits, body_len, max_output, tally, admitted_ns })
     }
 }

@@ -25,7 +25,7 @@ pub mod tally;
 #[cfg(test)]
 mod tests;
 
-pub use holds::{Hold, Holds};
+pub use holds::{Hold, Holds, Tagged};
 pub use rate_limits::{civil_date, rfc3339, RateLimits, Standing};
 pub use slot::{decode_slots, encode_slots, hold_epoch, Slot, SLOT_BYTES};
 

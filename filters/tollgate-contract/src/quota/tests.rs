@@ -1,4 +1,5 @@
 use super::*;
+use super::holds::{FORM_FULL, FORM_TAGGED};
 
 fn quota(metric: Metric, window_seconds: u64) -> QuotaDoc {
     QuotaDoc { id: "quota_1".into(), metric, window_seconds, limit: 60, lease: false, share: 0, key_id: Some("key_a".into()), model: None, keys: None, periods: Vec::new(), limits: Vec::new(), group: None, provider: None, fit_output: 0 }
@@ -115,9 +116,10 @@ fn the_output_limit_is_lowered_to_what_fits() {
 fn holds_round_trip_and_refuse_anything_else() {
     let h = Holds {
         holds: vec![
-            Hold { id: "quota_a".into(), metric: Metric::CostUsd, window: 0, reserved: 123_456, group: Some("k:key_1".into()), epoch: 490_000 },
-            Hold { id: "quota_b".into(), metric: Metric::Requests, window: 29_000_000, reserved: 0, group: None, epoch: 0 },
+            Hold { id: "quota_a".into(), metric: Metric::CostUsd, window: 0, reserved: 123_456, group: Some("k:key_1".into()), epoch: 490_000, tag: 0 },
+            Hold { id: "quota_b".into(), metric: Metric::Requests, window: 29_000_000, reserved: 0, group: None, epoch: 0, tag: 0 },
         ],
+        tagged: Vec::new(),
         limits: RateLimits { requests: Some((60, 59, Some(12))), tokens: Some((1000, 10, None)), anthropic_at: Some(7) },
         body_len: 2048,
         max_output: 16,
@@ -136,7 +138,47 @@ fn holds_round_trip_and_refuse_anything_else() {
     }
     bytes.push(0);
     assert_eq!(Holds::decode(&bytes), None, "trailing bytes");
-    assert_eq!(Holds::decode(&[1, 1, 0, b'q', 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), None, "unknown metric");
+    assert_eq!(Holds::decode(&[0, 1, 1, 0, b'q', 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), None, "unknown metric");
+    assert_eq!(Holds::decode(&[2]), None, "unknown form");
+}
+
+#[test]
+fn roomy_holds_travel_by_their_tags() {
+    let hold = |tag: u32, metric: Metric| Hold { id: "a quota with a long id".into(), metric, window: 29_000_000, reserved: 4096, group: Some("a long group".into()), epoch: 490_000, tag };
+    let mut h = Holds { holds: vec![hold(3, Metric::TotalTokens), hold(4, Metric::CostUsd)], tally: 0x1234, body_len: 2048, ..Holds::default() };
+    let mut bytes = Vec::new();
+    h.encode_into(&mut bytes).unwrap();
+    assert_eq!(bytes[..2], [FORM_TAGGED, 2]);
+    assert!(!bytes.windows(5).any(|w| w == b"quota"), "no text");
+    let got = Holds::decode(&bytes).unwrap();
+    assert!(got.holds.is_empty());
+    assert_eq!(got.tagged, vec![Tagged { tag: 3, metric: Metric::TotalTokens, window: 29_000_000 }, Tagged { tag: 4, metric: Metric::CostUsd, window: 29_000_000 }]);
+    assert_eq!((got.tally, got.body_len), (0x1234, 2048));
+    let mut again = Vec::new();
+    got.encode_into(&mut again).unwrap();
+    assert_eq!(again, bytes, "decoded, it encodes to the same bytes");
+    for cut in 0..bytes.len() {
+        assert_eq!(Holds::decode(&bytes[..cut]), None);
+    }
+    // Without a tally, or with a hold the worker has no tag for, they travel whole.
+    for untagged in [Holds { tally: 0, ..h.clone() }, Holds { holds: vec![hold(3, Metric::TotalTokens), hold(0, Metric::CostUsd)], ..h.clone() }] {
+        bytes.clear();
+        untagged.encode_into(&mut bytes).unwrap();
+        assert_eq!(bytes[0], FORM_FULL);
+        assert_eq!(Holds::decode(&bytes).map(|d| d.holds.len()), Some(2));
+    }
+    // A tagged form that names no tally, or no hold, is refused.
+    h.holds.truncate(1);
+    bytes.clear();
+    h.encode_into(&mut bytes).unwrap();
+    let tally_at = bytes.len() - 16;
+    bytes[tally_at..tally_at + 8].fill(0);
+    assert_eq!(Holds::decode(&bytes), None);
+    let mut none = vec![FORM_TAGGED, 0, 0];
+    none.extend([0u64, 0, 0x1234, 0].iter().flat_map(|v| v.to_le_bytes()));
+    assert_eq!(Holds::decode(&none), None);
+    none[0] = FORM_FULL;
+    assert_eq!(Holds::decode(&none).map(|d| d.tally), Some(0x1234), "the same with no holds, in the full form");
 }
 
 #[test]
