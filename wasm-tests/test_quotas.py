@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from proxy_wasm_host import SharedData
 from wasm_fixtures import (NOW, assert_openai_error, chat_body, config_bytes, credentials_doc, decode_request_state, decode_slots,
                            decode_tally, deployment, gateway_config, publish_keys, provider_properties, send)
@@ -487,6 +489,51 @@ def answer_attempt(provider, down, prompt: int, completion: int, extra_headers=(
                                  "usage": usage}).encode(), end_of_stream=True)
     return up
 
+
+
+BEDROCK = deployment(provider="bedrock", model="anthropic.claude-3-haiku-20240307-v1:0",
+                     authority="bedrock-runtime.us-east-1.amazonaws.com", base_path="", credential="aws", region="us-east-1")
+BEDROCK_ANSWER = json.dumps({"output": {"message": {"role": "assistant", "content": [{"text": "hi"}]}}, "stopReason": "end_turn",
+                             "usage": {"inputTokens": 3, "outputTokens": 1, "totalTokens": 4}, "metrics": {"latencyMs": 1}}).encode()
+
+
+@pytest.mark.parametrize("provider_kind", ["openai", "bedrock"])
+def test_rate_limit_headers_replace_a_providers_own_and_are_added_where_it_sends_none(make_gateway, make_provider, provider_kind):
+    """The rate-limit headers replace the provider's own where its answers may carry the same
+    names (an OpenAI-style server's `x-ratelimit-*`): the client sees one value of each, Tollgate's.
+    Bedrock's answers carry none, so there they are added (a replace looks for the name's values
+    first: about 750 of Envoy's instructions a header more), with the same headers seen."""
+    shared = SharedData()
+    publish_keys(shared)
+    rpm = {"id": "quota_rpm", "metric": "requests", "window_seconds": 60, "limit": 100}
+    tpm = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": 100 * WORST}
+    gw = make_gateway(with_quotas(rpm, tpm), shared_data=shared)
+    provider = make_provider(shared_data=shared)
+    shared.set("tollgate.credentials.v1", credentials_doc(aws={"access_key_id": "AKIDQUOTA", "secret_access_key": "quota-secret"}))
+    provider.tick()
+    down = chat(gw)
+    assert down.local_response is None
+    props = provider_properties(BEDROCK if provider_kind == "bedrock" else deployment(), op=None)
+    props.update(down.properties_set)
+    up = provider.new_http_context(props)
+    up.request_headers(list(down.request_headers_map.pairs), end_of_stream=False)
+    up.send_request_body(bytes(down.request_body_forwarded))
+    provider.crossings.clear()
+    if provider_kind == "bedrock":
+        up.response_headers([(":status", "200"), ("content-type", "application/json"), ("x-amzn-requestid", "r1")])
+        up.response_body(BEDROCK_ANSWER, end_of_stream=True)
+    else:
+        own = [("x-ratelimit-limit-requests", "5000"), ("x-ratelimit-remaining-tokens", "1"), ("x-ratelimit-reset-requests", "12ms")]
+        up.response_headers([(":status", "200"), ("content-type", "application/json")] + own)
+        up.response_body(json.dumps({"id": "c", "object": "chat.completion", "created": 1, "model": "m", "choices": [],
+                                     "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}).encode(),
+                         end_of_stream=True)
+    seen = [(k.decode(), v.decode()) for k, v in up.response_headers_map.pairs if k.startswith(b"x-ratelimit-")]
+    assert sorted(seen) == sorted([("x-ratelimit-limit-requests", "100"), ("x-ratelimit-remaining-requests", "99"),
+                                   ("x-ratelimit-reset-requests", f"{60 - NOW % 60}s"), ("x-ratelimit-limit-tokens", str(100 * WORST)),
+                                   ("x-ratelimit-remaining-tokens", str(99 * WORST)), ("x-ratelimit-reset-tokens", f"{60 - NOW % 60}s")]), seen
+    added = provider.crossings["host:proxy_add_header_map_value"]
+    assert added == (6 if provider_kind == "bedrock" else 0), dict(provider.crossings)
 
 def test_usage_goes_through_the_tally_while_roomy_and_into_the_slot_past_half(make_gateway, make_provider):
     """A roomy request's attempts add their usage to the worker's tally (no slot read); past

@@ -121,6 +121,7 @@ impl Plugin for ProviderPlugin {
             meter: Meter::default(),
             outbox: self.outbox.clone(),
             holds: None,
+            provider: tollgate_contract::config::ProviderKind::Unknown,
             end: None,
             end_marker: None,
             usage_final: false,
@@ -169,6 +170,8 @@ pub struct ProviderHttp {
     outbox: Rc<RefCell<Outbox>>,
     /// What the request holds of its quotas (read only when the gateway filter says so).
     holds: Option<Box<tollgate_contract::quota::Holds>>,
+    /// The attempt's provider (whose answers may carry rate-limit headers of their own).
+    provider: tollgate_contract::config::ProviderKind,
     /// A translated stream's final usage event, looked for in the provider's bytes.
     end: Option<Box<tollgate_llm::usage_reader::EndMarker>>,
     /// The marker `end` looks for, until a stream's first chunk builds it (none for providers
@@ -528,6 +531,7 @@ impl HttpFilter for ProviderHttp {
             }
         }
         self.holds = holds;
+        self.provider = meta.provider;
         if end_of_stream {
             return Err(GatewayError::new(ErrorKind::InvalidRequest, "The request has no body."));
         }
@@ -575,7 +579,13 @@ impl HttpFilter for ProviderHttp {
             .unwrap_or(0);
         self.meter.status = status;
         if let Some(holds) = &self.holds {
-            holds.limits.each_header(|name, value| host.set_header(Map::ResponseHeaders, name, Some(value)))?;
+            // Replacing the provider's own where it may have sent them, else added (the same
+            // headers, fewer of Envoy's instructions).
+            if holds.limits.provider_may_send(self.provider) {
+                holds.limits.each_header(|name, value| host.set_header(Map::ResponseHeaders, name, Some(value)))?;
+            } else {
+                holds.limits.each_header(|name, value| host.add_header(Map::ResponseHeaders, name, value))?;
+            }
         }
         self.meter.complete |= end_of_stream;
         if status >= 400 {

@@ -57,6 +57,22 @@ impl RateLimits {
         Some(Self { requests, tokens, anthropic_at })
     }
 
+    /// Whether the answers of a provider of `kind` may carry headers of the names these are
+    /// written under (OpenAI's `x-ratelimit-*`: OpenAI, Azure OpenAI and any OpenAI-compatible
+    /// server; Anthropic's `anthropic-ratelimit-*`: Anthropic): only then must Tollgate's
+    /// replace the provider's. Replacing looks for the name's other values first (about 750 of
+    /// Envoy's instructions a header more than adding it, `bench/crossing_costs.py`); Bedrock's
+    /// and SageMaker's answers carry neither family (theirs are `x-amzn-*`), Anthropic's not
+    /// OpenAI's, so for them the headers are added, with the same result.
+    pub fn provider_may_send(&self, kind: crate::config::ProviderKind) -> bool {
+        use crate::config::ProviderKind;
+        match kind {
+            ProviderKind::Bedrock | ProviderKind::Sagemaker => false,
+            ProviderKind::Anthropic => self.anthropic_at.is_some(),
+            ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Unknown => true,
+        }
+    }
+
     /// Calls `f` with each rate-limit header, in the client's style: OpenAI's
     /// (`x-ratelimit-limit-requests`, `-remaining-requests`, `-reset-requests` as `"12s"`, and
     /// the `-tokens` ones), or Anthropic's (`anthropic-ratelimit-requests-limit`, `-remaining`,

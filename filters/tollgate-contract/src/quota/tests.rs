@@ -232,3 +232,13 @@ fn is_slot_key_says_what_slot_key_makes() {
     }
     assert!(!is_slot_key("other.prefix.quota_a", "quota_a", None));
 }
+
+#[test]
+fn rate_limit_headers_replace_only_where_a_provider_may_send_the_same_names() {
+    use crate::config::ProviderKind::*;
+    let openai = RateLimits { requests: Some((60, 59, Some(12))), ..RateLimits::default() };
+    let anthropic = RateLimits { anthropic_at: Some(7), ..openai };
+    let replaced = |limits: &RateLimits| [Openai, Azure, Unknown, Anthropic, Bedrock, Sagemaker].map(|k| limits.provider_may_send(k));
+    assert_eq!(replaced(&openai), [true, true, true, false, false, false], "x-ratelimit-*: OpenAI-style servers only");
+    assert_eq!(replaced(&anthropic), [true, true, true, true, false, false], "anthropic-ratelimit-*: Anthropic, and any OpenAI-compatible server");
+}
