@@ -23,19 +23,27 @@ impl RateLimits {
     pub(super) fn encode_into(&self, out: &mut Vec<u8>) {
         let bit = |on: bool, b: u8| if on { b } else { 0 };
         let reset = |s: &Option<Standing>| s.is_some_and(|s| s.2.is_some());
-        out.push(
-            bit(self.requests.is_some(), 1) | bit(self.tokens.is_some(), 2) | bit(self.anthropic_at.is_some(), 4) | bit(reset(&self.requests), 8) | bit(reset(&self.tokens), 16),
-        );
+        // At most a flags byte and seven numbers, written in one go.
+        let mut buf = [0u8; 57];
+        buf[0] = bit(self.requests.is_some(), 1) | bit(self.tokens.is_some(), 2) | bit(self.anthropic_at.is_some(), 4) | bit(reset(&self.requests), 8) | bit(reset(&self.tokens), 16);
+        let mut n = 1;
+        let mut put = |v: u64| {
+            if let Some(slot) = buf.get_mut(n..n + 8) {
+                slot.copy_from_slice(&v.to_le_bytes());
+                n += 8;
+            }
+        };
         for (l, r, s) in [self.requests, self.tokens].into_iter().flatten() {
-            out.extend_from_slice(&l.to_le_bytes());
-            out.extend_from_slice(&r.to_le_bytes());
+            put(l);
+            put(r);
             if let Some(s) = s {
-                out.extend_from_slice(&s.to_le_bytes());
+                put(s);
             }
         }
         if let Some(at) = self.anthropic_at {
-            out.extend_from_slice(&at.to_le_bytes());
+            put(at);
         }
+        out.extend_from_slice(buf.get(..n).unwrap_or_default());
     }
 
     pub(super) fn decode(b: &mut &[u8]) -> Option<Self> {
