@@ -194,7 +194,7 @@ thread_local! {
     /// in the tally by them (see `tollgate_contract::quota::tally`). Kept while the worker runs,
     /// so that a request admitted under an earlier configuration is still counted; at most
     /// [`TAGS_MAX`].
-    static TAGS: RefCell<Vec<SlotName>> = RefCell::default();
+    static TAGS: RefCell<Tags> = RefCell::default();
     /// This worker's tally (random: a VM made again has a new one, so that a provider filter's
     /// totals for the old one are never read as the new one's).
     static TALLY: u64 = {
@@ -206,6 +206,14 @@ thread_local! {
 /// A quota slot's name: its quota's id and group, shared.
 type SlotName = (Rc<str>, Option<Rc<str>>);
 
+/// The worker's tags (see `TAGS`): the slots' names by tag, and the tags by name (a
+/// configuration of many quotas is tagged without comparing each with every other).
+#[derive(Default)]
+struct Tags {
+    names: Vec<SlotName>,
+    by_name: std::collections::HashMap<(Box<str>, Option<Box<str>>), u32>,
+}
+
 /// The most quota slots a worker tags; a quota past them has none, and a request holding it
 /// settles its usage in the slots (as when not roomy).
 const TAGS_MAX: usize = 1 << 16;
@@ -216,19 +224,21 @@ fn tag(id: &str, group: Option<&str>) -> (u32, Rc<str>, Option<Rc<str>>) {
     let made = || (0, Rc::from(id), group.map(Rc::from));
     TAGS.with(|t| {
         let Ok(mut t) = t.try_borrow_mut() else { return made() };
-        let same = |(i, g): &SlotName| **i == *id && g.as_deref() == group;
-        let at = match t.iter().position(same) {
-            Some(at) => at,
-            None if t.len() < TAGS_MAX => {
+        let name = (Box::from(id), group.map(Box::from));
+        let tag = match t.by_name.get(&name) {
+            Some(&tag) => tag,
+            None if t.names.len() < TAGS_MAX => {
                 let (_, i, g) = made();
-                t.push((i, g));
-                t.len() - 1
+                t.names.push((i, g));
+                let Ok(tag) = u32::try_from(t.names.len()) else { return made() };
+                t.by_name.insert(name, tag);
+                tag
             }
             None => return made(),
         };
-        match (t.get(at), u32::try_from(at + 1)) {
-            (Some((i, g)), Ok(tag)) => (tag, i.clone(), g.clone()),
-            _ => made(),
+        match usize::try_from(tag).ok().and_then(|n| t.names.get(n.checked_sub(1)?)) {
+            Some((i, g)) => (tag, i.clone(), g.clone()),
+            None => made(),
         }
     })
 }
@@ -236,7 +246,7 @@ fn tag(id: &str, group: Option<&str>) -> (u32, Rc<str>, Option<Rc<str>>) {
 /// The quota slot tagged `tag` (see [`tag`]).
 fn tagged(tag: u32) -> Option<SlotName> {
     let at = usize::try_from(tag).ok()?.checked_sub(1)?;
-    TAGS.with(|t| t.try_borrow().ok()?.get(at).cloned())
+    TAGS.with(|t| t.try_borrow().ok()?.names.get(at).cloned())
 }
 
 /// This worker's tally, named in the holds of a request whose quotas are roomy.
@@ -465,7 +475,9 @@ pub struct QuotaKeys {
 impl QuotaKeys {
     pub fn new(quotas: &[QuotaDoc]) -> Self {
         let keys = quota::slot_keys(quotas);
-        let group = (0..keys.len()).map(|i| keys.iter().position(|k| k.0 == keys[i].0).unwrap_or(i)).collect();
+        // Each quota's group's first quota, found by its key (not by comparing every pair).
+        let mut first: std::collections::HashMap<&str, usize> = std::collections::HashMap::with_capacity(keys.len());
+        let group = keys.iter().enumerate().map(|(i, (k, _))| *first.entry(k.as_str()).or_insert(i)).collect();
         let names = quotas
             .iter()
             .map(|q| {
