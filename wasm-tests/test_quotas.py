@@ -223,6 +223,33 @@ def test_a_configuration_of_many_quotas_is_taken_in_time_linear_in_them(make_gat
     gw = make_gateway(with_quotas(*quotas))
     assert gw.crossings["fuel@proxy_on_configure"] < 30_000 * n, dict(gw.crossings)
 
+
+def test_a_request_looks_only_at_its_keys_quotas_and_those_of_no_key(make_gateway):
+    """A configuration of many quotas is indexed by key: a request takes its key's quotas (by
+    `key_id`, or a team's or user's `keys` list) and those that name no key (global, a model's),
+    in the configuration's order, and looks at no other key's. With a budget for each of 2,000
+    other keys a chat's admission costs about what it does with its own quotas alone (looking at
+    each quota cost about 60 wasm instructions a quota a request: 600,000 at 10,000)."""
+    shared = SharedData()
+    publish_keys(shared)
+    others = [{"id": f"quota_{i}", "metric": "cost_usd", "limit": 10**9, "key_id": f"key_{i}", "group": f"key_{i}"} for i in range(2000)]
+    own = {"id": "quota_own", "metric": "total_tokens", "window_seconds": 60, "limit": 100 * WORST, "key_id": "k1"}
+    team = {"id": "quota_team", "metric": "requests", "window_seconds": 60, "limit": 50, "keys": ["k0", "k1", "k9"]}
+    everyone = {"id": "quota_everyone", "metric": "requests", "window_seconds": 60, "limit": 70}
+    gpt_b = {"id": "quota_gpt_b", "metric": "requests", "window_seconds": 60, "limit": 5, "model": "gpt-b"}
+    gw = make_gateway(with_quotas(*others[:1000], team, own, gpt_b, everyone, *others[1000:]), shared_data=shared)
+    used = lambda q: decode_slots(shared.value(f"tollgate.quota.{q}"))[q]["used"]  # noqa: E731
+    first = chat(gw)
+    assert first.local_response is None
+    assert (used("quota_own"), used("quota_team"), used("quota_everyone")) == (WORST, 1, 1)
+    assert shared.value("tollgate.quota.quota_gpt_b") is None and shared.value("tollgate.quota.g.key_7") is None
+    headers = dict(decode_request_state(first.properties_set[REQUEST_STATE])["headers"])
+    assert (headers["x-ratelimit-limit-requests"], headers["x-ratelimit-remaining-requests"]) == ("50", "49"), "the team's, the tightest"
+    gw.crossings.clear()
+    for _ in range(10):
+        assert chat(gw).local_response is None
+    assert gw.crossings["fuel@proxy_on_request_body"] < 10 * 30_000, dict(gw.crossings)
+
 # A chat's worst case against a token quota: its input estimate + the 4,096 output tokens
 # reserved when the client sets no limit.
 WORST = (len(chat_body()) + 3) // 4 + 4096

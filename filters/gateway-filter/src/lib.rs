@@ -219,7 +219,7 @@ impl GatewayHttp {
         // Token and cost quotas reserve the client's own output limit when it sets one (read
         // with the body's validation; an InvokeModel body, the model's own, only when needed).
         let invoke = matches!(pending.op, Operation::BedrockInvoke { .. });
-        let tokens = || cfg.quotas.iter().any(|q| q.metric.is_tokens() && q.applies(&pending.key.id, &route.model));
+        let tokens = || self.quota_keys.any_applies(&cfg.quotas, &pending.key.id, &route.model, |q| q.metric.is_tokens());
         let max_output = if invoke && tokens() { tollgate_contract::quota::max_output(&body) } else { route.max_output };
         let waiting = Waiting { pending, model: route.model, cluster: route.cluster.to_owned(), facts: route.facts, body_len, max_output, call: 0, holds: None };
         self.admit(host, &cfg, waiting, quotas::Pass::First, Some(&body))
