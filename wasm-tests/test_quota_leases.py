@@ -351,3 +351,43 @@ def test_a_workers_credit_takes_at_most_a_quarter_of_the_envoys_lease(make_gatew
     other = make_gateway(config_bytes(gateway_config(quotas=[rpm], model_prices=PRICES)), shared_data=shared, properties=NODE)
     assert chat(other).local_response is None
     assert slot(shared, "quota_rpm")["used"] == 1, "3 left of the lease: no credit"
+
+
+def test_the_service_vm_reads_an_idle_quotas_slot_once_a_second_and_one_in_use_every_tick(make_service):
+    """With a budget for each of many keys, the service VM's tick reads the slot of a quota in use
+    (and its next window's lease) on every tick, and an idle quota's slot on one tick in five
+    (each in its turn), a group's value once a tick: an idle quota put to use is topped up within
+    a second. Reading every slot and every next window's lease on every tick cost 2 reads a
+    quota, 5 times a second."""
+    n = 500
+    budgets = [dict(BUDGET, id=f"quota_{i}", key_id=f"key_{i}", group=f"key_{i}") for i in range(n)]
+    svc, shared = service_with_docs(make_service, RPM, *budgets)
+    window = int(svc.now) // 60
+    put_slot(shared, "quota_rpm", window, 4, 4, 500)  # in use
+    for _ in range(3):  # every quota seen (read twice when new), and the RPM asked for
+        svc.tick()
+        for c in grant_calls(svc):
+            if c.token in svc.pending_http_calls:
+                svc.respond_http_call(c.token, body=grant_answer(c, 20, 480))
+    reads = []
+    for i in range(5):
+        put_slot(shared, "quota_rpm", window, 10 + i, 40, 480)  # still in use
+        svc.crossings.clear()
+        svc.tick()
+        reads.append(svc.crossings["host:proxy_get_shared_data"])
+        for c in grant_calls(svc):
+            if c.token in svc.pending_http_calls:
+                svc.respond_http_call(c.token, body=grant_answer(c, 20, 480))
+    # Each tick: a fifth of the idle budgets, the RPM's slot and next window's, and the tick's
+    # own few reads (the leased quotas' document, the key table's poll).
+    assert all(n // 5 <= r <= n // 5 + 10 for r in reads), reads
+    # An idle budget put to use is asked for within five ticks.
+    shared.set("tollgate.quota.g.key_7", encode_slots({"quota_7": {"window": 0, "used": 50, "leased": 50, "free": 10**9}}))
+    asked = []
+    for _ in range(5):
+        svc.tick()
+        for c in grant_calls(svc):
+            if c.token in svc.pending_http_calls:
+                asked += [a["quota"] for a in json.loads(c.body)["asks"]]
+                svc.respond_http_call(c.token, body=grant_answer(c, 20, 10**9))
+    assert "quota_7" in asked

@@ -153,6 +153,24 @@ pub fn read<H: Host>(host: &H, key: &str, id: &str) -> Option<Slot> {
     host.shared_data(key).ok()?.0.and_then(Slots::parse).and_then(|s| s.get(id))
 }
 
+/// Shared-data values read at most once each, for several quotas (the service VM's tick looks
+/// at every quota of a group in one value).
+#[derive(Default)]
+pub struct ReadOnce {
+    values: std::collections::HashMap<String, Option<Slots>>,
+}
+
+impl ReadOnce {
+    /// [`read`], from the value as first read.
+    pub fn read<H: Host>(&mut self, host: &H, key: &str, id: &str) -> Option<Slot> {
+        if !self.values.contains_key(key) {
+            let value = host.shared_data(key).ok().and_then(|(b, _)| b).and_then(Slots::parse);
+            self.values.insert(key.to_owned(), value);
+        }
+        self.values.get(key)?.as_ref()?.get(id)
+    }
+}
+
 /// The slot of quota `id` as seen in `window`: one of an earlier window starts from zero, or,
 /// for a leased quota, from the lease the service VM took ahead under `next` for this window.
 pub fn in_window<H: Host>(host: &H, slot: Slot, id: &str, window: u64, cap: Cap<'_>) -> Slot {
