@@ -638,7 +638,7 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], qk: &QuotaKeys, r: &
                         // What was kept to give back goes back before the authority is asked
                         // (the lease it frees may be enough for the next try).
                         write_back(host, &back);
-                        let asks = asks(host, quotas, keys, r, out);
+                        let asks = asks(host, quotas, qk, r, out);
                         // Nothing to ask for: the authority has said it has nothing left.
                         if !asks.is_empty() {
                             undo(host, quotas, &holds.holds, admitted(n), now, epoch);
@@ -684,11 +684,12 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], qk: &QuotaKeys, r: &
     // that cannot, after asking, name the providers the request should go around.
     let mut spent = Vec::new();
     if !down && !r.providers.is_empty() {
-        let short: Vec<&QuotaDoc> = quotas
-            .iter()
-            .zip(keys)
+        let short: Vec<&QuotaDoc> = qk
+            .applicable(quotas, r.key_id, r.model, true)
+            .into_iter()
+            .filter_map(|i| Some((quotas.get(i)?, keys.get(i)?)))
             .filter(|(q, (key, _))| {
-                q.provider.is_some() && r.may_spend(q) && {
+                r.may_spend(q) && {
                     let window = q.period(now).window;
                     let slot = tollgate_wasm::quota_slot::read(host, key, &q.id).filter(|s| s.window == window);
                     slot.map_or(0, |s| s.spare()) < amount(q, r, out)
@@ -697,7 +698,7 @@ pub fn admit<'q, H: Host>(host: &H, quotas: &'q [QuotaDoc], qk: &QuotaKeys, r: &
             .map(|(q, _)| q)
             .collect();
         if !short.is_empty() && pass == Pass::First {
-            let asks = asks(host, quotas, keys, r, out);
+            let asks = asks(host, quotas, qk, r, out);
             if !asks.is_empty() {
                 undo(host, quotas, &holds.holds, admitted(applicable.len()), now, epoch);
                 return Ok(Admission::Wait(asks));
@@ -823,10 +824,13 @@ fn spend_credits(qk: &QuotaKeys, quotas: &[QuotaDoc], members: impl Iterator<Ite
 /// requests another worker has yet to give back, beside the usage already settled for them):
 /// a grant of the request's amount alone would leave it short again. A quota that lets a
 /// request be lowered to fit (`fit_output`) says how little would still do (`least`).
-fn asks<H: Host>(host: &H, quotas: &[QuotaDoc], keys: &[(String, String)], r: &Asking<'_>, out: Option<u64>) -> Vec<Ask> {
-    quotas
-        .iter()
-        .zip(keys)
+fn asks<H: Host>(host: &H, quotas: &[QuotaDoc], qk: &QuotaKeys, r: &Asking<'_>, out: Option<u64>) -> Vec<Ask> {
+    let mut of = qk.applicable(quotas, r.key_id, r.model, false);
+    if qk.of_providers {
+        of.extend(qk.applicable(quotas, r.key_id, r.model, true));
+    }
+    of.into_iter()
+        .filter_map(|i| Some((quotas.get(i)?, qk.keys.get(i)?)))
         .filter(|(q, _)| r.may_spend(q))
         .filter_map(|(q, (key, _))| {
             let window = q.period(r.now).window;
