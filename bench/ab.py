@@ -23,14 +23,14 @@ import sys
 import time
 from typing import Any
 
-from common import ALL_TARGETS, BENCH, log
+from common import ALL_TARGETS, BENCH, MORE_TARGETS, log
 from load import probe, run_load, scenarios
 from targets import Mock, make_targets
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--targets", nargs="+", choices=ALL_TARGETS, required=True,
+    parser.add_argument("--targets", nargs="+", choices=ALL_TARGETS + MORE_TARGETS, required=True,
                         help="two or more; the first is the baseline")
     parser.add_argument("--scenario", default="chat_c16", help="a scenario of bench/run.py (default chat_c16)")
     parser.add_argument("--rounds", type=int, default=6)

@@ -32,7 +32,7 @@ os.environ["BENCH_ENVOY_WRAP"] = (f"valgrind --tool=callgrind --instr-atstart=no
                                   f"--callgrind-out-file={OUT}/callgrind.out.%p")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ALL_TARGETS, BENCH, CHAT_BODY, log, post  # noqa: E402
+from common import ALL_TARGETS, BENCH, CHAT_BODY, MORE_TARGETS, log, post  # noqa: E402
 from targets import Mock, TargetError, make_targets  # noqa: E402
 
 STREAM_BODY = BENCH / "requests" / "chat-2k-stream.json"
@@ -85,7 +85,7 @@ def measure(target, requests: int, body: bytes) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--targets", nargs="+", default=["envoy", "tollgate"], choices=ALL_TARGETS)
+    ap.add_argument("--targets", nargs="+", default=["envoy", "tollgate"], choices=ALL_TARGETS + MORE_TARGETS)
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--stream", action="store_true", help="the streamed chat instead of the plain one")
     args = ap.parse_args()

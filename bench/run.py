@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from common import (ALL_TARGETS, BENCH, CHAT_BODY, LOAD_CPU, TARGET_CPU, bench_bin, harness,
+from common import (ALL_TARGETS, MORE_TARGETS, BENCH, CHAT_BODY, LOAD_CPU, TARGET_CPU, bench_bin, harness,
                     log)
 from load import probe, run_load, scenarios
 from procstat import machine_info
@@ -34,7 +34,7 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="short warm-up and duration, for a smoke run (< 2 minutes)")
-    parser.add_argument("--targets", nargs="+", choices=ALL_TARGETS, default=list(ALL_TARGETS))
+    parser.add_argument("--targets", nargs="+", choices=ALL_TARGETS + MORE_TARGETS, default=list(ALL_TARGETS))
     parser.add_argument("--duration", type=float, help="seconds measured per scenario "
                         "(default 10, quick 1.5)")
     parser.add_argument("--warmup", type=float, help="seconds of warm-up per scenario "

@@ -421,7 +421,8 @@ class Tollgate(Target):
         key = resp.json()["key"]
         if self.priced or self.quotas:
             # The model priced so that a budget reserves and settles real amounts.
-            price = {"provider": "openai", "model": "mock-model-1", "input": "0.15", "output": "0.60",
+            dep = self.deployment(mock)
+            price = {"provider": dep["provider"], "model": dep["model"], "input": "0.15", "output": "0.60",
                      "as_of": "2026-12-05", "source": "bench"}
             p = harness.http("POST", f"{cp.url}/admin/v1/prices", headers={"Authorization": f"Bearer {admin_key}"}, json=price)
             if p.status_code != 201:
@@ -487,6 +488,19 @@ class TollgateBedrock(Tollgate):
     the response translated back (non-streaming scenarios; the fast mock has no ConverseStream)."""
 
     bedrock = True
+
+
+class TollgateBedrockPriced(TollgateBedrock):
+    """`tollgate-bedrock` with the model priced: `tollgate-bedrock-quotas` without its quotas."""
+
+    priced = True
+
+
+class TollgateBedrockQuotas(TollgateBedrock):
+    """`tollgate-quotas`' three quotas with the model on Bedrock, whose answers carry no
+    rate-limit headers of their own: the provider filter adds the six instead of replacing them."""
+
+    quotas = True
 
 
 class LiteLLM(Target):
@@ -622,6 +636,12 @@ def make_targets() -> dict[str, Target]:
             "tollgate-bedrock", "Tollgate, OpenAI client -> Bedrock",
             features=["as Tollgate", "OpenAI -> Converse translation", "SigV4 signing",
                       "Converse -> OpenAI response translation"]),
+        "tollgate-bedrock-priced": TollgateBedrockPriced(
+            "tollgate-bedrock-priced", "Tollgate, OpenAI client -> Bedrock, model priced",
+            features=["as Tollgate, OpenAI client -> Bedrock", "the model priced"]),
+        "tollgate-bedrock-quotas": TollgateBedrockQuotas(
+            "tollgate-bedrock-quotas", "Tollgate, OpenAI client -> Bedrock, key with a budget, RPM and TPM quotas",
+            features=["as Tollgate, OpenAI client -> Bedrock, model priced", "the three quotas of tollgate-quotas (rate-limit headers added)"]),
         "litellm": LiteLLM("litellm", "LiteLLM proxy",
                            features=["master key", "1 uvicorn worker", "no database",
                                      "telemetry off, local cost map"]),
