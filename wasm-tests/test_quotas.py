@@ -7,6 +7,7 @@ OpenAI-style rate-limit headers."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -548,7 +549,7 @@ def test_rate_limit_headers_replace_a_providers_own_and_are_added_where_it_sends
     tpm = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": 100 * WORST}
     gw = make_gateway(with_quotas(rpm, tpm), shared_data=shared)
     provider = make_provider(shared_data=shared)
-    shared.set("tollgate.credentials.v1", credentials_doc(aws={"access_key_id": "AKIDQUOTA", "secret_access_key": "quota-secret"}))
+    shared.set("tollgate.credentials.v1", credentials_doc(aws={"aws": {"access_key_id": "AKIDQUOTA", "secret_access_key": "quota-secret"}}))
     provider.tick()
     down = chat(gw)
     assert down.local_response is None
@@ -557,6 +558,7 @@ def test_rate_limit_headers_replace_a_providers_own_and_are_added_where_it_sends
     up = provider.new_http_context(props)
     up.request_headers(list(down.request_headers_map.pairs), end_of_stream=False)
     up.send_request_body(bytes(down.request_body_forwarded))
+    assert up.local_response is None, up.local_response
     provider.crossings.clear()
     if provider_kind == "bedrock":
         up.response_headers([(":status", "200"), ("content-type", "application/json"), ("x-amzn-requestid", "r1")])
@@ -573,6 +575,38 @@ def test_rate_limit_headers_replace_a_providers_own_and_are_added_where_it_sends
                                    ("x-ratelimit-remaining-tokens", str(99 * WORST)), ("x-ratelimit-reset-tokens", f"{60 - NOW % 60}s")]), seen
     added = provider.crossings["host:proxy_add_header_map_value"]
     assert added == (6 if provider_kind == "bedrock" else 0), dict(provider.crossings)
+
+
+def test_a_first_bedrock_attempt_signs_with_the_admission_time_and_a_retry_reads_the_clock(make_gateway, make_provider):
+    """SigV4 signs with the time: a first attempt of a request with quotas takes the time the
+    gateway filter read to admit it (the same event-loop pass), as its meter does, and reads no
+    clock of its own; a retry reads the clock."""
+    shared = SharedData()
+    publish_keys(shared)
+    tpm = {"id": "quota_tpm", "metric": "total_tokens", "window_seconds": 60, "limit": 100 * WORST}
+    gw = make_gateway(with_quotas(tpm), shared_data=shared)
+    provider = make_provider(shared_data=shared)
+    shared.set("tollgate.credentials.v1", credentials_doc(aws={"aws": {"access_key_id": "AKIDQUOTA", "secret_access_key": "quota-secret"}}))
+    provider.tick()
+    down = chat(gw)
+    admitted_ns = decode_request_state(down.properties_set[REQUEST_STATE])["admitted_ns"]
+    assert admitted_ns > 0
+    clock = "host:proxy_get_current_time_nanoseconds"
+    for attempt, reads in ((1, 0), (2, 1)):
+        props = provider_properties(BEDROCK, op=None)
+        props.update(down.properties_set)
+        up = provider.new_http_context(props)
+        provider.crossings.clear()
+        up.request_headers(list(down.request_headers_map.pairs) + [("x-envoy-attempt-count", str(attempt))], end_of_stream=False)
+        up.send_request_body(bytes(down.request_body_forwarded))
+        assert provider.crossings[clock] == reads, (attempt, dict(provider.crossings))
+        if attempt == 1:
+            amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(admitted_ns // 10**9))
+            assert up.local_response is None, up.local_response
+            assert up.request_headers_map.get("x-amz-date") == amz_date
+        up.response_headers([(":status", "200"), ("content-type", "application/json")])
+        up.response_body(BEDROCK_ANSWER, end_of_stream=True)
+        up.finish()
 
 def test_usage_goes_through_the_tally_while_roomy_and_into_the_slot_past_half(make_gateway, make_provider):
     """A roomy request's attempts add their usage to the worker's tally (no slot read); past

@@ -324,7 +324,14 @@ impl ProviderHttp {
         // present (only those need removing).
         let headers = host.headers(Map::RequestHeaders)?;
         let request_id = headers.get("x-request-id").map(tollgate_contract::bytes::text).unwrap_or_default();
-        let now = if attempt.kind.needs_clock() { host.now()? } else { UNIX_EPOCH };
+        // SigV4 signs with the time: a first attempt of a request with quotas takes the gateway's
+        // admission time (the same event-loop pass, well within SigV4's allowed skew), a retry
+        // reads the clock.
+        let now = match (attempt.kind.needs_clock(), self.meter.admitted(&headers)) {
+            (false, _) => UNIX_EPOCH,
+            (true, Some(admitted)) => admitted,
+            (true, None) => host.now()?,
+        };
         let a = Attempt { meta: &attempt.meta, op: &attempt.op, credential, body: &body, request_id: &request_id, now };
         let plan = plan::plan_with(&a, &attempt.kind)?;
         self.apply(host, plan, &headers)?;

@@ -153,12 +153,18 @@ impl Meter {
     /// read of its own.
     pub fn sent<H: Host>(&mut self, host: &H, headers: &Headers, now: Option<SystemTime>) {
         self.request_id = header_str(headers, "x-request-id").unwrap_or_default().to_owned();
-        self.attempt = header_str(headers, "x-envoy-attempt-count").and_then(|v| v.parse::<u32>().ok()).unwrap_or(1).saturating_sub(1);
-        let admitted = match (self.attempt, self.admitted_ns) {
+        self.attempt = attempt_of(headers);
+        self.started = now.or_else(|| self.admitted(headers)).or_else(|| host.now().ok()).or(Some(UNIX_EPOCH));
+    }
+
+    /// When the gateway filter admitted the request, if it has quotas and the attempt with
+    /// `headers` is its first (read in the same event-loop pass: a first attempt needs no clock
+    /// read of its own, to start its meter or to sign).
+    pub fn admitted(&self, headers: &Headers) -> Option<SystemTime> {
+        match (attempt_of(headers), self.admitted_ns) {
             (0, ns) if ns > 0 => UNIX_EPOCH.checked_add(std::time::Duration::from_nanos(ns)),
             _ => None,
-        };
-        self.started = now.or(admitted).or_else(|| host.now().ok()).or(Some(UNIX_EPOCH));
+        }
     }
 
     /// A response body chunk passed: the first one of a stream marks its time to first byte.
@@ -217,4 +223,10 @@ impl Meter {
         }
         Some(r)
     }
+}
+
+/// Which attempt of its request one with `headers` is (0: the first; Envoy's
+/// `x-envoy-attempt-count` counts from 1).
+fn attempt_of(headers: &Headers) -> u32 {
+    header_str(headers, "x-envoy-attempt-count").and_then(|v| v.parse::<u32>().ok()).unwrap_or(1).saturating_sub(1)
 }
