@@ -13,7 +13,7 @@ import pytest
 
 from proxy_wasm_host import SharedData
 from wasm_fixtures import (NOW, assert_openai_error, chat_body, config_bytes, credentials_doc, decode_request_state, decode_slots,
-                           decode_tally, deployment, gateway_config, publish_keys, provider_properties, send)
+                           decode_tally, deployment, digest, gateway_config, publish_keys, provider_properties, send)
 
 REQUEST_STATE = ("tollgate_request",)
 
@@ -250,6 +250,40 @@ def test_a_request_looks_only_at_its_keys_quotas_and_those_of_no_key(make_gatewa
     for _ in range(10):
         assert chat(gw).local_response is None
     assert gw.crossings["fuel@proxy_on_request_body"] < 10 * 30_000, dict(gw.crossings)
+
+
+def test_a_worker_serving_many_keys_keeps_its_credits_and_give_backs_by_key_not_in_lists(make_gateway):
+    """A worker serving hundreds of keys, each with its own budget and token quota, keeps its
+    credits (by quota) and the reservations waiting for the tally (by quota slot) in maps past
+    16 of them, and writes what it gives back on the tick value by value: a request's cost stays
+    near a single key's. Scanning lists grew with the keys: about 225,000 wasm instructions a
+    request with 400 keys, most of it the tick's merges (each give-back compared with every
+    other) and the end of each request (its reservation compared with every slot's)."""
+    n = 200
+    secrets = [f"tg-m{i:05d}-5Hq0rVb2yXc8Lm4NzT7wAe1Pd9Gs3Jk6" for i in range(n)]
+    keys = [{"id": f"key_{i}", "digest": digest(s), "role": "user", "models": None, "expires_at": None} for i, s in enumerate(secrets)]
+    quotas = [q for i in range(n) for q in (
+        {"id": f"b_{i}", "metric": "cost_usd", "limit": 10**12, "key_id": f"key_{i}", "group": f"key_{i}"},
+        {"id": f"t_{i}", "metric": "total_tokens", "window_seconds": 60, "limit": 10**9, "key_id": f"key_{i}", "group": f"key_{i}"})]
+    prices = {"gpt-a": {"input": 1000, "output": 2000, "cache_read": 0, "cache_write": 0}}
+    shared = SharedData()
+    publish_keys(shared, keys)
+    gw = make_gateway(config_bytes(gateway_config(quotas=quotas, model_prices=prices)), shared_data=shared)
+
+    def rounds(count: int) -> None:
+        for r in range(count):
+            down = send(gw, "POST", "/v1/chat/completions", chat_body(max_tokens=50), key=secrets[r % n])
+            assert down.local_response is None, down.local_response
+            down.finish()
+            if r % n == n - 1:
+                gw.tick()
+    rounds(2 * n)
+    gw.crossings.clear()
+    rounds(4 * n)
+    per_request = gw.crossings["fuel"] // (4 * n)
+    assert per_request < 45_000, dict(gw.crossings)
+    used = decode_slots(shared.value("tollgate.quota.g.key_7"))["t_7"]["used"]
+    assert used > 0, "the key's own quota counted"
 
 # A chat's worst case against a token quota: its input estimate + the 4,096 output tokens
 # reserved when the client sets no limit.

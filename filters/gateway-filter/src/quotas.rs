@@ -37,6 +37,7 @@
 //! left.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -162,6 +163,148 @@ fn credit_size(q: &QuotaDoc, amount: u64, limit: u64) -> u64 {
     }
 }
 
+/// A map keyed by small integers (quota positions, tags), hashed with a multiply (the worker's
+/// credits and waiting reservations are looked up on the request path; SipHash costs more than
+/// the look-ups it saves for a few entries).
+type Fx<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
+
+/// rustc's Fx hash: each word rotated in and multiplied by a constant.
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+/// Entries found by a key: by a scan while they are few (a worker serving one or a few keys),
+/// by a map past [`SCAN_MAX`] (one serving hundreds: a scan a request grew with them).
+struct Keyed<K, V> {
+    entries: Vec<(K, V)>,
+    at: Option<Fx<K, usize>>,
+}
+
+/// The most entries a [`Keyed`] scans.
+const SCAN_MAX: usize = 16;
+
+impl<K, V> Default for Keyed<K, V> {
+    fn default() -> Self {
+        Self { entries: Vec::new(), at: None }
+    }
+}
+
+impl<K: Copy + Eq + std::hash::Hash, V> Keyed<K, V> {
+    #[inline]
+    fn position(&self, k: K) -> Option<usize> {
+        match &self.at {
+            Some(at) => at.get(&k).copied(),
+            None => self.entries.iter().position(|(e, _)| *e == k),
+        }
+    }
+
+    /// The entry at position `i` (see [`Keyed::position`]).
+    #[inline]
+    fn at(&self, i: usize) -> Option<&V> {
+        self.entries.get(i).map(|(_, v)| v)
+    }
+
+    #[inline]
+    fn at_mut(&mut self, i: usize) -> Option<&mut V> {
+        self.entries.get_mut(i).map(|(_, v)| v)
+    }
+
+    #[inline]
+    fn get_mut(&mut self, k: K) -> Option<&mut V> {
+        let i = self.position(k)?;
+        self.entries.get_mut(i).map(|(_, v)| v)
+    }
+
+    /// Puts `v` under `k`; what was there before, if anything.
+    fn insert(&mut self, k: K, v: V) -> Option<V> {
+        if let Some(old) = self.get_mut(k) {
+            return Some(std::mem::replace(old, v));
+        }
+        self.entries.push((k, v));
+        let n = self.entries.len();
+        match &mut self.at {
+            Some(at) => {
+                at.insert(k, n - 1);
+            }
+            None if n > SCAN_MAX => self.at = Some(self.entries.iter().enumerate().map(|(i, (e, _))| (*e, i)).collect()),
+            None => {}
+        }
+        None
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn into_values(self) -> impl Iterator<Item = V> {
+        self.entries.into_iter().map(|(_, v)| v)
+    }
+}
+
+/// The reservations of requests that ended between two ticks, added up per quota slot (by its
+/// tag), window and reservation epoch (see [`end`]).
+#[derive(Default)]
+struct Awaited {
+    changes: Keyed<(u32, u64, u64), Change>,
+    /// Holds without a tag (which a roomy request never has), each kept on its own.
+    untagged: Vec<Change>,
+}
+
+impl Awaited {
+    /// Adds a give-back of `hold`'s reservation into its slot's.
+    fn add(&mut self, hold: Hold) {
+        if hold.tag == 0 {
+            self.untagged.push(Change { back: hold.reserved, hold, add: 0 });
+            return;
+        }
+        let key = (hold.tag, hold.window, hold.epoch);
+        match self.changes.get_mut(key) {
+            Some(k) => k.back = k.back.saturating_add(hold.reserved),
+            None => {
+                self.changes.insert(key, Change { back: hold.reserved, hold, add: 0 });
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.changes.len() + self.untagged.len()
+    }
+
+    /// The give-backs, taken out.
+    fn take(&mut self) -> Vec<Change> {
+        let mut out: Vec<Change> = std::mem::take(&mut self.changes).into_values().collect();
+        out.append(&mut self.untagged);
+        out
+    }
+}
+
 /// A worker's credit on one quota: the quota's id, group, metric, window and reservation epoch
 /// as a hold has them, with what is left of the credit as its `reserved`, and what the quota had
 /// left as the worker last saw it, less what the credit has been spent on since (for the
@@ -180,13 +323,13 @@ struct Credit {
 thread_local! {
     /// What ended requests give back and the usage read for them, not written yet (the
     /// worker's, shared by its root contexts).
-    static DEFERRED: RefCell<Vec<Change>> = RefCell::default();
+    static DEFERRED: RefCell<HashMap<String, Vec<Change>>> = RefCell::default();
     /// The worker's credits (see the module's documentation).
-    static CREDITS: RefCell<Vec<Credit>> = RefCell::default();
+    static CREDITS: RefCell<Keyed<usize, Credit>> = RefCell::default();
     /// Reservations of ended requests whose usage may not be in the tally yet: per tick their
     /// requests ended before, what the worker's ticks have seen of the tally since, and the
     /// reservations, added up per quota slot (a give-back each).
-    static AWAITING: RefCell<Vec<(Wait, Vec<Change>)>> = RefCell::default();
+    static AWAITING: RefCell<Vec<(Wait, Awaited)>> = RefCell::default();
     /// What this worker has counted of its tally.
     static SEEN: RefCell<tally::Seen> = RefCell::default();
     /// The worker's tags for the quota slots it has been configured with (a slot's tag is its
@@ -280,15 +423,11 @@ pub fn end<H: Host>(host: &H, holds: Vec<Hold>, roomy: Roomy) {
     AWAITING.with(|a| {
         let mut a = a.borrow_mut();
         if !matches!(a.last(), Some((Wait::Ended, _))) {
-            a.push((Wait::Ended, Vec::new()));
+            a.push((Wait::Ended, Awaited::default()));
         }
         let Some((_, kept)) = a.last_mut() else { return };
         for hold in holds.into_iter().filter(|h| h.metric.is_tokens() && h.reserved > 0) {
-            let c = Change { back: hold.reserved, hold, add: 0 };
-            match kept.iter_mut().find(|k| same_change(k, &c)) {
-                Some(k) => k.back = k.back.saturating_add(c.back),
-                None => kept.push(c),
-            }
+            kept.add(hold);
         }
     });
 }
@@ -329,14 +468,16 @@ impl Wait {
 /// admission to their group or on the next tick.
 pub fn flush<H: Host>(host: &H) {
     give_back_credits();
-    let kept: Vec<Change> = DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut()));
-    if !kept.is_empty() {
-        let failed: Vec<Change> = apply_changes(host, &kept).into_iter().map(|(c, e)| {
+    let kept = DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut()));
+    // Value by value (each value's few changes in one compare-and-swap).
+    let mut failed = Vec::new();
+    for changes in kept.into_values() {
+        failed.extend(apply_changes(host, &changes).into_iter().map(|(c, e)| {
             log::warn!("gateway filter: could not give back quota {} ({e}); trying again", c.hold.id);
             c.clone()
-        }).collect();
-        defer(failed);
+        }));
     }
+    defer(failed);
     collect(host);
 }
 
@@ -373,7 +514,7 @@ fn collect<H: Host>(host: &H) {
                 true
             }
             None => {
-                ripe.append(kept);
+                ripe.append(&mut kept.take());
                 false
             }
         });
@@ -398,7 +539,7 @@ fn counted(e: tally::Entry) -> Option<Change> {
 /// What is left of the worker's credits, kept to be given back (with the tick's writes).
 fn give_back_credits() {
     let credits = CREDITS.with(|c| c.try_borrow_mut().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default());
-    defer(credits.into_iter().filter(|c| c.hold.reserved > 0).map(|c| Change { back: c.hold.reserved, hold: c.hold, add: 0 }).collect());
+    defer(credits.into_values().filter(|c| c.hold.reserved > 0).map(|c| Change { back: c.hold.reserved, hold: c.hold, add: 0 }).collect());
 }
 
 /// Keeps `changes` to write later, each added into a kept one of the same quota slot, window,
@@ -413,9 +554,12 @@ fn defer(changes: Vec<Change>) {
     DEFERRED.with(|d| {
         let mut d = d.borrow_mut();
         for c in changes {
-            match d.iter_mut().find(|k| same_change(k, &c)) {
+            // By the value the change is written to (a few changes each).
+            let key = quota::slot_key(&c.hold.id, c.hold.group.as_deref());
+            let of_slot = d.entry(key).or_default();
+            match of_slot.iter_mut().find(|k| same_change(k, &c)) {
                 Some(k) => (k.back, k.add) = (k.back.saturating_add(c.back), k.add.saturating_add(c.add)),
-                None => d.push(c),
+                None => of_slot.push(c),
             }
         }
     });
@@ -439,19 +583,7 @@ fn same_change(a: &Change, b: &Change) -> bool {
 
 /// The kept changes of the group whose value is under `key`, taken out.
 fn take_deferred(key: &str) -> Vec<Change> {
-    DEFERRED.with(|d| {
-        let mut d = d.borrow_mut();
-        let mut mine = Vec::new();
-        let mut i = 0;
-        while let Some(c) = d.get(i) {
-            if quota::is_slot_key(key, &c.hold.id, c.hold.group.as_deref()) {
-                mine.push(d.swap_remove(i));
-            } else {
-                i += 1;
-            }
-        }
-        mine
-    })
+    DEFERRED.with(|d| if d.borrow().is_empty() { Vec::new() } else { d.borrow_mut().remove(key).unwrap_or_default() })
 }
 
 /// Writes kept changes now (the admission that took them will not).
@@ -768,9 +900,7 @@ fn keep_credit(qk: &QuotaKeys, i: usize, q: &QuotaDoc, period: quota::Period, no
     }
     let old = CREDITS.with(|c| {
         let Ok(mut c) = c.try_borrow_mut() else { return Some(credit) };
-        let old = c.iter().position(|k| Rc::ptr_eq(&k.hold.id, &credit.hold.id)).map(|at| c.swap_remove(at));
-        c.push(credit);
-        old
+        c.insert(i, credit)
     });
     if let Some(old) = old.filter(|o| o.hold.reserved > 0) {
         defer(vec![Change { back: old.hold.reserved, hold: old.hold, add: 0 }]);
@@ -796,13 +926,14 @@ fn spend_credits(qk: &QuotaKeys, quotas: &[QuotaDoc], members: impl Iterator<Ite
         let mut n = 0;
         for i in members {
             let a = amount(quotas.get(i)?, r, out);
-            let at = c.iter().position(|k| k.quota == i && r.now < k.until && k.hold.epoch == epoch && k.hold.reserved >= a)?;
+                let at = c.position(i)?;
+            c.at(at).filter(|k| r.now < k.until && k.hold.epoch == epoch && k.hold.reserved >= a)?;
             *found.get_mut(n)? = (at, a);
             n += 1;
         }
         let mut roomy = true;
         for &(at, a) in found.get(..n).unwrap_or_default() {
-            let Some(k) = c.get_mut(at) else { continue };
+            let Some(k) = c.at_mut(at) else { continue };
             let Some(q) = quotas.get(k.quota) else { continue };
             k.hold.reserved -= a;
             k.left = k.left.saturating_sub(a);
