@@ -268,6 +268,78 @@ impl<K: Copy + Eq + std::hash::Hash, V> Keyed<K, V> {
     }
 }
 
+/// What a worker keeps to write: a list while it is short (a worker serving a few keys), by the
+/// value each change is written to past [`SCAN_MAX`] changes (one serving hundreds: each change
+/// merged into the list, and each admission's look for its group's, grew with them).
+enum Deferred {
+    Few(Vec<Change>),
+    ByValue(HashMap<String, Vec<Change>>),
+}
+
+impl Default for Deferred {
+    fn default() -> Self {
+        Self::Few(Vec::new())
+    }
+}
+
+impl Deferred {
+    /// Adds `c` into a kept change of the same slot, window, epoch and kind, or keeps it.
+    fn add(&mut self, c: Change) {
+        let merge = |kept: &mut Vec<Change>, c: Change| match kept.iter_mut().find(|k| same_change(k, &c)) {
+            Some(k) => (k.back, k.add) = (k.back.saturating_add(c.back), k.add.saturating_add(c.add)),
+            None => kept.push(c),
+        };
+        match self {
+            Self::Few(kept) if kept.len() < SCAN_MAX => merge(kept, c),
+            Self::Few(kept) => {
+                let mut by_value: HashMap<String, Vec<Change>> = HashMap::new();
+                for k in std::mem::take(kept).into_iter().chain([c]) {
+                    merge(by_value.entry(quota::slot_key(&k.hold.id, k.hold.group.as_deref())).or_default(), k);
+                }
+                *self = Self::ByValue(by_value);
+            }
+            Self::ByValue(by_value) => merge(by_value.entry(quota::slot_key(&c.hold.id, c.hold.group.as_deref())).or_default(), c),
+        }
+    }
+
+    /// The kept changes written to the value under `key`, taken out.
+    fn take(&mut self, key: &str) -> Vec<Change> {
+        match self {
+            Self::Few(kept) => {
+                let mut mine = Vec::new();
+                let mut i = 0;
+                while let Some(c) = kept.get(i) {
+                    if is_slot_key(key, &c.hold.id, c.hold.group.as_deref()) {
+                        mine.push(kept.swap_remove(i));
+                    } else {
+                        i += 1;
+                    }
+                }
+                mine
+            }
+            Self::ByValue(by_value) => by_value.remove(key).unwrap_or_default(),
+        }
+    }
+
+    /// Every kept change, taken out, those of one value together.
+    fn take_all(&mut self) -> Vec<Vec<Change>> {
+        match std::mem::take(self) {
+            Self::Few(kept) if kept.is_empty() => Vec::new(),
+            Self::Few(kept) => vec![kept],
+            Self::ByValue(by_value) => by_value.into_values().collect(),
+        }
+    }
+}
+
+/// Whether `key` is `quota::slot_key(id, group)`, without making it.
+fn is_slot_key(key: &str, id: &str, group: Option<&str>) -> bool {
+    let Some(rest) = key.strip_prefix(quota::SLOT_PREFIX) else { return false };
+    match group {
+        Some(g) => rest.strip_prefix("g.").is_some_and(|r| tollgate_contract::bytes::same_str(r, g)),
+        None => tollgate_contract::bytes::same_str(rest, id),
+    }
+}
+
 /// The reservations of requests that ended between two ticks, added up per quota slot (by its
 /// tag), window and reservation epoch (see [`end`]).
 #[derive(Default)]
@@ -323,7 +395,7 @@ struct Credit {
 thread_local! {
     /// What ended requests give back and the usage read for them, not written yet (the
     /// worker's, shared by its root contexts).
-    static DEFERRED: RefCell<HashMap<String, Vec<Change>>> = RefCell::default();
+    static DEFERRED: RefCell<Deferred> = RefCell::default();
     /// The worker's credits (see the module's documentation).
     static CREDITS: RefCell<Keyed<usize, Credit>> = RefCell::default();
     /// Reservations of ended requests whose usage may not be in the tally yet: per tick their
@@ -468,10 +540,10 @@ impl Wait {
 /// admission to their group or on the next tick.
 pub fn flush<H: Host>(host: &H) {
     give_back_credits();
-    let kept = DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut()));
+    let kept = DEFERRED.with(|d| d.borrow_mut().take_all());
     // Value by value (each value's few changes in one compare-and-swap).
     let mut failed = Vec::new();
-    for changes in kept.into_values() {
+    for changes in kept {
         failed.extend(apply_changes(host, &changes).into_iter().map(|(c, e)| {
             log::warn!("gateway filter: could not give back quota {} ({e}); trying again", c.hold.id);
             c.clone()
@@ -554,13 +626,7 @@ fn defer(changes: Vec<Change>) {
     DEFERRED.with(|d| {
         let mut d = d.borrow_mut();
         for c in changes {
-            // By the value the change is written to (a few changes each).
-            let key = quota::slot_key(&c.hold.id, c.hold.group.as_deref());
-            let of_slot = d.entry(key).or_default();
-            match of_slot.iter_mut().find(|k| same_change(k, &c)) {
-                Some(k) => (k.back, k.add) = (k.back.saturating_add(c.back), k.add.saturating_add(c.add)),
-                None => of_slot.push(c),
-            }
+            d.add(c);
         }
     });
 }
@@ -583,7 +649,7 @@ fn same_change(a: &Change, b: &Change) -> bool {
 
 /// The kept changes of the group whose value is under `key`, taken out.
 fn take_deferred(key: &str) -> Vec<Change> {
-    DEFERRED.with(|d| if d.borrow().is_empty() { Vec::new() } else { d.borrow_mut().remove(key).unwrap_or_default() })
+    DEFERRED.with(|d| d.borrow_mut().take(key))
 }
 
 /// Writes kept changes now (the admission that took them will not).
