@@ -154,14 +154,19 @@ impl Meter {
     pub fn sent<H: Host>(&mut self, host: &H, headers: &Headers, now: Option<SystemTime>) {
         self.request_id = header_str(headers, "x-request-id").unwrap_or_default().to_owned();
         self.attempt = attempt_of(headers);
-        self.started = now.or_else(|| self.admitted(headers)).or_else(|| host.now().ok()).or(Some(UNIX_EPOCH));
+        self.started = now.or_else(|| self.admitted_for(self.attempt)).or_else(|| host.now().ok()).or(Some(UNIX_EPOCH));
     }
 
     /// When the gateway filter admitted the request, if it has quotas and the attempt with
     /// `headers` is its first (read in the same event-loop pass: a first attempt needs no clock
     /// read of its own, to start its meter or to sign).
     pub fn admitted(&self, headers: &Headers) -> Option<SystemTime> {
-        match (attempt_of(headers), self.admitted_ns) {
+        self.admitted_for(attempt_of(headers))
+    }
+
+    /// [`Meter::admitted`] for attempt `attempt` (0: the first).
+    fn admitted_for(&self, attempt: u32) -> Option<SystemTime> {
+        match (attempt, self.admitted_ns) {
             (0, ns) if ns > 0 => UNIX_EPOCH.checked_add(std::time::Duration::from_nanos(ns)),
             _ => None,
         }
