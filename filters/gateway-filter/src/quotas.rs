@@ -41,6 +41,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+use tollgate_contract::quota::index::KeyIndex;
 use tollgate_contract::quota::{self, Hold, Holds, Metric, QuotaDoc};
 use tollgate_contract::quota_lease::{self, Ask};
 use tollgate_contract::quota::tally::{self, Tally};
@@ -668,60 +669,11 @@ pub struct QuotaKeys {
     pub keys: Vec<(String, String)>,
     group: Vec<usize>,
     names: Vec<(Rc<str>, Option<Rc<str>>, u32)>,
-    /// Which quotas may apply to a key, for a configuration of more than [`INDEXED_FROM`].
+    /// Which quotas may apply to a key, for a configuration of more than
+    /// `quota::index::INDEXED_FROM`.
     index: Option<KeyIndex>,
     /// Some quota is a provider's.
     of_providers: bool,
-}
-
-/// The quotas that may apply to a key (see [`QuotaKeys::applicable`]): by key, those that name
-/// it (their `key_id`, or their `keys` when they have no `key_id`), and those that name none
-/// (global, a model's, a provider's), each in the configuration's order.
-#[derive(Default)]
-struct KeyIndex {
-    by_key: std::collections::HashMap<Box<str>, Vec<usize>>,
-    unkeyed: Vec<usize>,
-}
-
-/// From how many quotas a configuration is indexed by key: below, a request looks at each
-/// quota (a few comparisons); above, at those of its key and those of no key (a per-key budget
-/// for 10,000 keys made every request look at 10,000 quotas: about 600,000 wasm instructions).
-const INDEXED_FROM: usize = 32;
-
-impl KeyIndex {
-    fn new(quotas: &[QuotaDoc]) -> Self {
-        let mut index = Self::default();
-        for (i, q) in quotas.iter().enumerate() {
-            match (&q.key_id, &q.keys) {
-                (Some(k), _) => index.by_key.entry(k.as_str().into()).or_default().push(i),
-                (None, Some(ks)) => {
-                    for k in ks {
-                        let of_key = index.by_key.entry(k.as_str().into()).or_default();
-                        // (A key listed twice is indexed once.)
-                        if of_key.last() != Some(&i) {
-                            of_key.push(i);
-                        }
-                    }
-                }
-                (None, None) => index.unkeyed.push(i),
-            }
-        }
-        index
-    }
-
-    /// The quotas that may apply to `key_id`, in the configuration's order.
-    fn candidates(&self, key_id: &str) -> Vec<usize> {
-        let (mut a, mut b) = (self.by_key.get(key_id).map_or(&[][..], Vec::as_slice), &self.unkeyed[..]);
-        let mut out = Vec::with_capacity(a.len() + b.len());
-        loop {
-            match (a.split_first(), b.split_first()) {
-                (Some((&x, rest)), Some((&y, _))) if x < y => (out.push(x), a = rest),
-                (_, Some((&y, rest))) => (out.push(y), b = rest),
-                (Some((&x, rest)), None) => (out.push(x), a = rest),
-                (None, None) => return out,
-            };
-        }
-    }
 }
 
 impl QuotaKeys {
@@ -737,7 +689,7 @@ impl QuotaKeys {
                 (id, group, tag)
             })
             .collect();
-        let index = (quotas.len() > INDEXED_FROM).then(|| KeyIndex::new(quotas));
+        let index = KeyIndex::of(quotas);
         let of_providers = quotas.iter().any(|q| q.provider.is_some());
         Self { keys, group, names, index, of_providers }
     }

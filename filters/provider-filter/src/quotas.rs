@@ -14,6 +14,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use tollgate_contract::config::{Price, ProviderKind};
+use tollgate_contract::quota::index::KeyIndex;
 use tollgate_contract::quota::tally::{tally_key, Tally};
 use tollgate_contract::quota::{self, Hold, Holds, Metric, ProviderQuotasDoc, QuotaDoc, Tagged};
 use tollgate_contract::GatewayError;
@@ -60,6 +61,8 @@ pub struct ProviderQuotas {
     quotas: Vec<QuotaDoc>,
     keys: Vec<(String, String)>,
     hold_seconds: u64,
+    /// Which quotas may apply to a key (more than `quota::index::INDEXED_FROM` of them).
+    index: Option<KeyIndex>,
 }
 
 pub enum Attempt<'q> {
@@ -70,7 +73,8 @@ pub enum Attempt<'q> {
 impl ProviderQuotas {
     pub fn new(quotas: Vec<QuotaDoc>, hold_seconds: u64) -> Self {
         let keys = quota::slot_keys(&quotas);
-        Self { quotas, keys, hold_seconds }
+        let index = KeyIndex::of(&quotas);
+        Self { quotas, keys, hold_seconds, index }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -80,9 +84,8 @@ impl ProviderQuotas {
     /// Takes every quota of `provider` that applies to the request, or none of them. `by`: what
     /// the gateway filter handed on to reserve by; `price`: this deployment's.
     pub fn admit<H: Host>(&self, host: &H, provider: ProviderKind, key_id: &str, model: &str, by: &Holds, price: Option<&Price>) -> Result<Attempt<'_>, GatewayError> {
-        let applicable: Vec<usize> = (0..self.quotas.len().min(self.keys.len()))
-            .filter(|&i| self.quotas[i].provider == Some(provider) && self.quotas[i].applies(key_id, model))
-            .collect();
+        let n = self.quotas.len().min(self.keys.len());
+        let applicable = quota::index::applicable(self.quotas.get(..n).unwrap_or_default(), self.index.as_ref(), key_id, model, |q| q.provider == Some(provider));
         if applicable.is_empty() {
             return Ok(Attempt::Admitted(Vec::new()));
         }

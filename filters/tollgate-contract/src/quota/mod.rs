@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 mod holds;
 mod rate_limits;
 mod slot;
+pub mod index;
 pub mod tally;
 #[cfg(test)]
 mod tests;
