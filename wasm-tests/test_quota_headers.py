@@ -20,7 +20,7 @@ def test_rate_limit_headers_replace_a_providers_own_and_are_added_where_it_sends
     """The rate-limit headers replace the provider's own where its answers may carry the same
     names (an OpenAI-style server's `x-ratelimit-*`): the client sees one value of each, Tollgate's.
     Bedrock's answers carry none, so there they are added (a replace looks for the name's values
-    first: about 750 of Envoy's instructions a header more), with the same headers seen."""
+    first, which costs Envoy more), with the same headers seen."""
     shared = SharedData()
     publish_keys(shared)
     rpm = {"id": "quota_rpm", "metric": "requests", "window_seconds": 60, "limit": 100}

@@ -71,7 +71,7 @@ impl Deferred {
                 let mut mine = Vec::new();
                 let mut i = 0;
                 while let Some(c) = kept.get(i) {
-                    if is_slot_key(key, &c.hold.id, c.hold.group.as_deref()) {
+                    if quota::is_slot_key(key, &c.hold.id, c.hold.group.as_deref()) {
                         mine.push(kept.swap_remove(i));
                     } else {
                         i += 1;
@@ -90,15 +90,6 @@ impl Deferred {
             Self::Few(kept) => vec![kept],
             Self::ByValue(by_value) => by_value.into_values().collect(),
         }
-    }
-}
-
-/// Whether `key` is `quota::slot_key(id, group)`, without making it.
-pub(super) fn is_slot_key(key: &str, id: &str, group: Option<&str>) -> bool {
-    let Some(rest) = key.strip_prefix(quota::SLOT_PREFIX) else { return false };
-    match group {
-        Some(g) => rest.strip_prefix("g.").is_some_and(|r| tollgate_contract::bytes::same_str(r, g)),
-        None => tollgate_contract::bytes::same_str(rest, id),
     }
 }
 

@@ -191,11 +191,7 @@ impl QuotaKeys {
     /// gateway's own, or (`providers`) those of providers.
     pub fn applicable(&self, quotas: &[QuotaDoc], key_id: &str, model: &str, providers: bool) -> Vec<usize> {
         let n = quotas.len().min(self.keys.len());
-        let applies = |&i: &usize| i < n && quotas[i].provider.is_some() == providers && quotas[i].applies(key_id, model);
-        match &self.index {
-            None => (0..n).filter(applies).collect(),
-            Some(index) => index.candidates(key_id).into_iter().filter(applies).collect(),
-        }
+        quota::index::applicable(quotas.get(..n).unwrap_or_default(), self.index.as_ref(), key_id, model, |q| q.provider.is_some() == providers)
     }
 
     /// Whether some quota of this configuration (the gateway's own or a provider's) that

@@ -227,6 +227,15 @@ pub fn slot_key(id: &str, group: Option<&str>) -> String {
     }
 }
 
+/// Whether `key` is [`slot_key`]`(id, group)`, without making it.
+pub fn is_slot_key(key: &str, id: &str, group: Option<&str>) -> bool {
+    let Some(rest) = key.strip_prefix(SLOT_PREFIX) else { return false };
+    match group {
+        Some(g) => rest.strip_prefix("g.").is_some_and(|r| crate::bytes::same_str(r, g)),
+        None => crate::bytes::same_str(rest, id),
+    }
+}
+
 /// The period a request falls in (see [`QuotaDoc::period`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Period {

@@ -222,6 +222,18 @@ fn headers_are_openais() {
 }
 
 #[test]
+fn is_slot_key_says_what_slot_key_makes() {
+    for (id, group) in [("quota_a", None), ("quota_a", Some("k1")), ("g.k1", None), ("q", Some(""))] {
+        let key = slot_key(id, group);
+        assert!(is_slot_key(&key, id, group), "{key}");
+        for (other_id, other_group) in [("quota_b", None), ("quota_a", Some("k2")), ("quota_a", Some("k")), ("quota_aa", None)] {
+            assert_eq!(is_slot_key(&key, other_id, other_group), slot_key(other_id, other_group) == key, "{key} {other_id} {other_group:?}");
+        }
+    }
+    assert!(!is_slot_key("other.prefix.quota_a", "quota_a", None));
+}
+
+#[test]
 fn rate_limit_headers_replace_only_where_a_provider_may_send_the_same_names() {
     use crate::config::ProviderKind::*;
     let openai = RateLimits { requests: Some((60, 59, Some(12))), ..RateLimits::default() };
