@@ -10,7 +10,7 @@ ENVOY := $(VENV)/bin/envoy
 WASM_TARGET := wasm32-wasip1
 WASM_DIR := target/$(WASM_TARGET)/release
 
-.PHONY: up test setup wasm build build-debug unit lint wasm-tests e2e fuzz bench bench-tools bench-quick soak clean accuracy
+.PHONY: up test setup wasm build build-debug unit lint wasm-tests e2e fuzz bench bench-tools bench-quick bench-quotas soak clean accuracy
 
 setup: $(VENV)/.installed
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || { echo "==> adding the $(WASM_TARGET) Rust target"; rustup target add $(WASM_TARGET); }
@@ -74,6 +74,11 @@ bench-tools: build
 
 bench: bench-tools
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# Issue 13's measurement: a key's three quotas (a budget, an RPM and a TPM quota) over the same key
+# without quotas, in paired, interleaved rounds beside bare Envoy (bench/ab.py; about 7 minutes).
+bench-quotas: bench-tools
+	$(PY) bench/ab.py --targets tollgate-priced tollgate-quotas envoy --scenario chat_c16 --rounds 20 --duration 4 $(AB_ARGS)
 
 # A regression guard any change can run in about a minute: bare Envoy and Tollgate side by side,
 # the req/s ratio and Envoy CPU per request (compare the ratio, not absolute figures).

@@ -11,13 +11,21 @@ costing next to nothing); then each round measures each target in turn, the orde
 every other round, so that a drift of the machine's speed (other work, thermal, the page cache)
 falls on all of them alike. It prints each round's figures and, last, one JSON line: every
 target's CPU per request by round, their medians, and for each target after the first the
-median, least and most of its per-round difference from the first (the paired figure to quote).
+median, mean, least and most of its per-round difference from the first (the paired figure to
+quote), with 90% intervals of the median and the mean (5,000 bootstrap resamples of the rounds,
+a fixed seed); with bare Envoy (`envoy`) among the targets, each difference is also given as a
+share of bare Envoy's median (machines differ in speed; the share carries between them).
+
+`make bench-quotas` runs issue 13's measurement: `tollgate-priced` (the baseline), then
+`tollgate-quotas` (the same key with a budget, an RPM and a TPM quota) and bare Envoy, 16
+connections, 20 rounds.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import time
@@ -84,12 +92,29 @@ def main() -> int:
         "median_us": {n: round(statistics.median(v), 1) for n, v in cpu.items()},
         "over_first_us": {},
     }
+    bare = statistics.median(cpu["envoy"]) if "envoy" in cpu else None
     for name in args.targets[1:]:
         diffs = [b - a for a, b in zip(cpu[base], cpu[name])]
-        out["over_first_us"][name] = {"median": round(statistics.median(diffs), 1),
-                                      "least": round(min(diffs), 1), "most": round(max(diffs), 1)}
+        fig = {"median": round(statistics.median(diffs), 1), "median_90": interval(diffs, statistics.median),
+               "mean": round(statistics.mean(diffs), 1), "mean_90": interval(diffs, statistics.mean),
+               "least": round(min(diffs), 1), "most": round(max(diffs), 1)}
+        if bare and name != "envoy":
+            fig["median_of_bare_envoy"] = round(fig["median"] / bare, 3)
+        out["over_first_us"][name] = fig
+        log(f"    {name} over {base}: median {fig['median']:+} µs (90%: {fig['median_90'][0]:+} to "
+            f"{fig['median_90'][1]:+}), mean {fig['mean']:+} µs (90%: {fig['mean_90'][0]:+} to {fig['mean_90'][1]:+})"
+            + (f", {fig['median_of_bare_envoy']:.1%} of bare Envoy's {bare:.1f} µs" if "median_of_bare_envoy" in fig else ""))
     print(json.dumps(out))
     return 0
+
+
+def interval(diffs: list[float], stat) -> list[float]:
+    """The 5th and 95th percentiles of `stat` over 5,000 bootstrap resamples of `diffs`."""
+    if len(diffs) < 2:
+        return [round(diffs[0], 1)] * 2 if diffs else [0.0, 0.0]
+    rng = random.Random(13)
+    est = sorted(stat(rng.choices(diffs, k=len(diffs))) for _ in range(5000))
+    return [round(est[250], 1), round(est[4749], 1)]
 
 
 if __name__ == "__main__":

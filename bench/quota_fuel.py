@@ -41,13 +41,19 @@ def per_request(quotas: bool, requests: int, per_tick: int, gateway_wasm: str, p
     body, dep, content_type, chunks = T.SCENARIOS[SCENARIO]
     cfg = F.gateway_config(quotas=T.QUOTAS, model_prices=T.PRICES) if quotas else F.gateway_config(model_prices=T.PRICES)
     cfg["models"][0]["name"] = "real-model"
+    # The run starts at its minute's start and must end within it: the quotas' leases are for that
+    # window (`T.lease_in_hand`), and each gateway tick moves the clock on by 100 ms.
+    start = F.NOW - F.NOW % 60
+    if (WARMUP + requests) / per_tick * 0.1 >= 60:
+        raise SystemExit(f"{WARMUP + requests} requests at {per_tick} a tick span a minute's window "
+                         "(the leases in hand are for one): fewer --requests, or more --per-tick")
     shared = SharedData()
     F.publish_keys(shared)
     if quotas:
         T.lease_in_hand(shared)
-    gw = Host(gateway_wasm, F.config_bytes(cfg), now=F.NOW, shared_data=shared)
+    gw = Host(gateway_wasm, F.config_bytes(cfg), now=start, shared_data=shared)
     shared.set(F.SHARED_CREDENTIALS_KEY, F.credentials_doc(aws=T.AWS))
-    pv = Host(provider_wasm, b"", now=F.NOW, shared_data=shared)
+    pv = Host(provider_wasm, b"", now=start, shared_data=shared)
     provider_every = per_tick * 5 // 2
     for i in range(WARMUP + requests):
         if i == WARMUP:
