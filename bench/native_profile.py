@@ -15,6 +15,7 @@ where the cost is, with quota_fuel.py and instructions.py for what it is. About 
 (the first build, with its own target directory, about three more):
 
     .venv/bin/python bench/native_profile.py [--requests 3000] [--per-tick 400] [--top 25] [--keep DIR]
+                                             [--scenario "stream (11 chunks), usage asked"]
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ LINE = re.compile(r"^\s*([\d,]+)\s+(?:\([^)]*\)\s+)?(\S.*?)(?: \[[^\]]*\])?$")
 FUNCTION = re.compile(r"^(?:.*?\.(?:rs|c|S|h|cc)|\?\?\?):(.*)$")
 
 
-def fixture(path: Path) -> None:
-    """The scenario as `native-profile` reads it (bytes as hex)."""
-    body, dep, content_type, chunks = T.SCENARIOS[SCENARIO]
+def fixture(path: Path, scenario: str = SCENARIO) -> None:
+    """The scenario as `native-profile` reads it (bytes as hex): its request and answer, with the
+    quota chat's configurations (the key with or without its three quotas)."""
+    body, dep, content_type, chunks = T.SCENARIOS[scenario]
     targets = {}
     for name, quotas in (("priced", False), ("quotas", True)):
         cfg = F.gateway_config(quotas=T.QUOTAS, model_prices=T.PRICES) if quotas else F.gateway_config(model_prices=T.PRICES)
@@ -122,6 +124,8 @@ def main() -> None:
     ap.add_argument("--per-tick", type=int, default=400, help="requests between two gateway ticks (100 ms)")
     ap.add_argument("--top", type=int, default=25, help="functions listed")
     ap.add_argument("--keep", help="a directory to keep callgrind's two files in (for callgrind_annotate --auto=yes by line)")
+    ap.add_argument("--scenario", default=SCENARIO, choices=sorted(T.SCENARIOS),
+                    help="the request and answer (wasm-tests/test_crossings.py), with or without the quotas")
     args = ap.parse_args()
     if (args.requests / args.per_tick) * 0.1 >= 60:
         raise SystemExit("the run would span a minute's window (the leases in hand are for one): fewer --requests or more --per-tick")
@@ -134,7 +138,7 @@ def main() -> None:
         work = Path(args.keep) if args.keep else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         fx = work / "fixture.json"
-        fixture(fx)
+        fixture(fx, args.scenario)
         runs = {t: profile(fx, t, n, args.per_tick, work) for t in ("priced", "quotas")}
     (p_inc, p_exc, p_rep), (q_inc, q_exc, q_rep) = runs["priced"], runs["quotas"]
     callbacks: dict[str, dict[str, int]] = {}

@@ -79,6 +79,26 @@ mod tests {
         }
     }
 
+    /// Every length of number and its edges (the property test's random numbers are nearly all
+    /// 19 or 20 digits long), in buffers of every length up to the number's and one more.
+    #[test]
+    fn decimal_at_the_edges() {
+        let mut ns = vec![0, 1, 9, u64::MAX, u64::MAX - 1];
+        let mut p = 10u64;
+        while let Some(next) = p.checked_mul(10) {
+            ns.extend([p - 1, p, p + 1, p + p / 2]);
+            p = next;
+        }
+        ns.extend([p - 1, p, p + 1]);
+        for n in ns {
+            let s = n.to_string();
+            for len in 0..=s.len() + 1 {
+                let mut buf = vec![b'x'; len];
+                assert_eq!(decimal(n, &mut buf), &s.as_bytes()[s.len().saturating_sub(len)..], "{n} in {len}");
+            }
+        }
+    }
+
     #[test]
     fn text_replaces_only_what_is_not_utf8() {
         assert!(matches!(text(b"plain"), std::borrow::Cow::Borrowed("plain")));
