@@ -59,7 +59,7 @@ def fixture(path: Path, scenario: str = SCENARIO) -> None:
         if quotas:
             T.lease_in_hand(shared)
         shared.set(F.SHARED_CREDENTIALS_KEY, F.credentials_doc(aws=T.AWS))
-        values = {k.decode(): shared.value(k).hex() for k in list(shared._data)}  # noqa: SLF001
+        values = {k: shared.value(k).hex() for k in shared.keys()}
         targets[name] = {"config": F.config_bytes(cfg).hex(), "shared": values}
     as_bytes = lambda v: v if isinstance(v, (bytes, bytearray)) else str(v).encode()  # noqa: E731
     doc = {

@@ -270,9 +270,9 @@ impl Host for MemoryHost {
 // to its return (`bench/native_profile.py` toggles collection on these and off again inside the
 // host's methods), and reports each by name.
 macro_rules! callbacks {
-    ($($name:ident($filter:ty, $host:ident $(, $arg:ident: $ty:ty)*) => $call:ident;)*) => {
+    ($($name:ident($filter:ty $(, $arg:ident: $ty:ty)*) -> $ret:ty => $call:ident;)*) => {
         $(#[inline(never)]
-        fn $name(f: &mut $filter, h: &MemoryHost $(, $arg: $ty)*) -> Result<Action, GatewayError> {
+        fn $name(f: &mut $filter, h: &MemoryHost $(, $arg: $ty)*) -> $ret {
             f.$call(h $(, $arg)*)
         })*
     };
@@ -281,33 +281,19 @@ macro_rules! callbacks {
 type Gw = <GatewayPlugin as Plugin>::Http;
 type Pv = <ProviderPlugin as Plugin>::Http;
 
+type Step = Result<Action, GatewayError>;
+
 callbacks! {
-    gateway_on_request_headers(Gw, h, eos: bool) => on_request_headers;
-    gateway_on_request_body(Gw, h, size: usize, eos: bool) => on_request_body;
-    provider_on_request_headers(Pv, h, eos: bool) => on_request_headers;
-    provider_on_request_body(Pv, h, size: usize, eos: bool) => on_request_body;
-    provider_on_response_headers(Pv, h, eos: bool) => on_response_headers;
-    provider_on_response_body(Pv, h, size: usize, eos: bool) => on_response_body;
-}
-
-#[inline(never)]
-fn gateway_on_done(f: &mut Gw, h: &MemoryHost) {
-    f.on_done(h);
-}
-
-#[inline(never)]
-fn provider_on_done(f: &mut Pv, h: &MemoryHost) {
-    f.on_done(h);
-}
-
-#[inline(never)]
-fn gateway_on_tick(p: &mut GatewayPlugin, h: &MemoryHost) {
-    p.on_tick(h);
-}
-
-#[inline(never)]
-fn provider_on_tick(p: &mut ProviderPlugin, h: &MemoryHost) {
-    p.on_tick(h);
+    gateway_on_request_headers(Gw, eos: bool) -> Step => on_request_headers;
+    gateway_on_request_body(Gw, size: usize, eos: bool) -> Step => on_request_body;
+    gateway_on_done(Gw) -> () => on_done;
+    gateway_on_tick(GatewayPlugin) -> () => on_tick;
+    provider_on_request_headers(Pv, eos: bool) -> Step => on_request_headers;
+    provider_on_request_body(Pv, size: usize, eos: bool) -> Step => on_request_body;
+    provider_on_response_headers(Pv, eos: bool) -> Step => on_response_headers;
+    provider_on_response_body(Pv, size: usize, eos: bool) -> Step => on_response_body;
+    provider_on_done(Pv) -> () => on_done;
+    provider_on_tick(ProviderPlugin) -> () => on_tick;
 }
 
 fn unhex(what: &str, s: &str) -> Result<Vec<u8>, String> {
